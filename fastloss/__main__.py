@@ -1,0 +1,58 @@
+"""``python -m fastloss info`` (backends, devices, versions) and ``python -m fastloss bench``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+from pathlib import Path
+
+from fastloss import __version__, _registry
+
+_PEERS = ("numpy", "numba", "llvmlite", "cupy", "torch")
+
+
+def info() -> int:
+    print(f"fastloss {__version__}  Python {platform.python_version()}  {platform.machine()}")
+    print("backends:")
+    for name in _registry.BACKENDS:
+        ok, detail = _registry.backend_status(name)
+        print(f"  {name:6} {'available' if ok else 'unavailable':12} {detail}")
+    print("libraries:")
+    for name in _PEERS:
+        try:
+            version = getattr(importlib.import_module(name), "__version__", "?")
+        except ImportError:
+            version = "not installed"
+        print(f"  {name:9} {version}")
+    return 0
+
+
+def bench(argv: list[str]) -> int:
+    """Run ``bench/report.py`` from the source checkout this package lives in."""
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    if not (bench_dir / "report.py").is_file():
+        print(
+            "python -m fastloss bench runs bench/report.py from a source checkout of fastloss; "
+            f"none found at {bench_dir}. Clone the repository and `pip install -e .[bench]`.",
+            file=sys.stderr,
+        )
+        return 2
+    sys.path.insert(0, str(bench_dir))
+    import report
+
+    return report.main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastloss")
+    parser.add_argument("command", choices=("info", "bench"))
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "info":
+        return info()
+    return bench(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Which backend computes what: the kernel table, availability and "auto".
+
+Backends are imported lazily and cached, so importing fastloss imports
+neither numba nor cupy; "auto" looks only at ``type(x).__module__`` and the
+CUDA array interface, never at a framework it does not need.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+BACKENDS = ("numpy", "numba", "cuda")
+
+_KERNELS = {
+    ("mse", "numpy"): "fastloss.backends.numpy.mse:mse",
+    ("mse", "numba"): "fastloss.backends.numba.mse:mse",
+    ("mse", "cuda"): "fastloss.backends.cuda.mse:mse",
+    ("softmax_cross_entropy", "numpy"):
+        "fastloss.backends.numpy.softmax_cross_entropy:softmax_cross_entropy",
+    ("softmax_cross_entropy", "numba"):
+        "fastloss.backends.numba.softmax_cross_entropy:softmax_cross_entropy",
+    ("softmax_cross_entropy", "cuda"):
+        "fastloss.backends.cuda.softmax_cross_entropy:softmax_cross_entropy",
+}
+
+
+def _version(module_name: str) -> str:
+    return getattr(importlib.import_module(module_name), "__version__", "?")
+
+
+def _probe(backend: str) -> tuple[bool, str]:
+    if backend == "numpy":
+        return True, f"numpy {_version('numpy')}"
+    if backend == "numba":
+        try:
+            return True, f"numba {_version('numba')}"
+        except ImportError as exc:
+            return False, f"numba is not installed ({exc}); pip install numba"
+    try:
+        from fastloss.backends.cuda._arrays import available
+    except ImportError as exc:
+        return False, f"the cuda backend cannot be imported: {exc}"
+    return available()
+
+
+@functools.cache
+def backend_status(backend: str) -> tuple[bool, str]:
+    """``(available, detail)``: versions when available, else the reason why not."""
+    return _probe(backend)
+
+
+def available_backends() -> list[str]:
+    """The names of the backends that can run here, in preference order."""
+    return [name for name in BACKENDS if backend_status(name)[0]]
+
+
+def is_device_array(x) -> bool:
+    """True for CuPy arrays and anything exposing the CUDA array interface."""
+    return type(x).__module__.split(".")[0] == "cupy" or hasattr(x, "__cuda_array_interface__")
+
+
+def resolve(backend: str, *arrays) -> str:
+    """The concrete backend name for ``backend`` and the caller's arrays.
+
+    Raises ValueError for an unknown name or an unavailable backend (with the
+    reason), TypeError for a name that is not a string.
+    """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if backend == "auto":
+        if any(is_device_array(x) for x in arrays if x is not None):
+            backend = "cuda"
+        else:
+            backend = "numba" if backend_status("numba")[0] else "numpy"
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}"
+        )
+    ok, reason = backend_status(backend)
+    if not ok:
+        raise ValueError(f"backend={backend!r} is not available: {reason}")
+    return backend
+
+
+@functools.cache
+def kernel(loss: str, backend: str):
+    """The fused kernel function of ``loss`` on ``backend``, imported once."""
+    module_name, function_name = _KERNELS[(loss, backend)].split(":")
+    return getattr(importlib.import_module(module_name), function_name)

@@ -1,0 +1,112 @@
+"""Argument checks and normalisation shared by every loss.
+
+Each check raises ValueError (shapes, values, options) or TypeError (dtypes,
+array types) naming the argument and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from fastloss import _registry
+
+REDUCTIONS = ("mean", "sum", "none")
+_HOST_DTYPES = ("float16", "float32", "float64")
+_DEVICE_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_reduction(reduction) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
+    return reduction
+
+
+def array_module(backend: str):
+    """NumPy for the CPU backends, CuPy for cuda."""
+    if backend == "cuda":
+        import cupy
+
+        return cupy
+    return np
+
+
+def as_array(x, name: str, backend: str):
+    """``x`` as an array of ``backend``'s library, without copying array inputs.
+
+    Host array-likes (NumPy arrays, lists, CPU tensors) go to the CPU backends;
+    device arrays to cuda. The other way round is a TypeError, never a hidden
+    copy between host and device.
+    """
+    if backend == "cuda":
+        from fastloss.backends.cuda._arrays import as_device_array
+
+        return as_device_array(x, name)
+    if _registry.is_device_array(x):
+        raise TypeError(
+            f"{name} is a {type(x).__module__}.{type(x).__name__} in GPU memory, but "
+            f"backend={backend!r} runs on the CPU: use backend='cuda' (or 'auto'), or move it "
+            f"to the host with cupy.asnumpy({name}) / {name}.cpu()"
+        )
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from exc
+
+
+def check_float(x, name: str, backend: str):
+    """Require a floating-point dtype that ``backend`` computes in."""
+    allowed = _DEVICE_DTYPES if backend == "cuda" else _HOST_DTYPES
+    if x.dtype.name not in allowed:
+        raise TypeError(
+            f"{name} must be a floating-point array ({', '.join(allowed)}); got dtype {x.dtype}"
+        )
+
+
+def compute_dtype(dtype, backend: str):
+    """Half precision is computed in float32 on the CPU, natively on the GPU."""
+    if backend != "cuda" and dtype == np.float16:
+        return np.dtype(np.float32)
+    return dtype
+
+
+def check_out(out, name: str, like, backend: str):
+    """``out`` must be an array of ``like``'s library, shape and dtype."""
+    if out is None:
+        return None
+    out = as_array(out, name, backend)
+    if out.shape != like.shape:
+        raise ValueError(f"{name} must have shape {like.shape} (that of the input); got {out.shape}")
+    if out.dtype != like.dtype:
+        raise TypeError(f"{name} must have dtype {like.dtype} (that of the input); got {out.dtype}")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError(f"{name} must be writeable")
+    return out
+
+
+def check_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {value!r}")
+    return int(value)
+
+
+def check_probability(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float in [0, 1]; got {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0 or math.isnan(value):
+        raise ValueError(f"{name} must be in [0, 1]; got {value}")
+    return value
+
+
+def result_scalar(total, divisor, dtype, xp):
+    """``total / divisor`` rounded once to ``dtype``: a NumPy scalar, or a 0-d device array.
+
+    A zero divisor (empty batch, every row ignored) gives NaN, as PyTorch does.
+    """
+    if xp is np:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return dtype.type(np.float64(total) / divisor)
+    return (total / divisor).astype(dtype)

@@ -1,0 +1,38 @@
+"""Softmax cross-entropy in plain NumPy, float64 throughout."""
+
+import numpy as np
+
+
+def _target_weights(target, rows, classes, weight, ignore_index, label_smoothing):
+    """``q_ic * w_c`` for every row and class, and the mask of ignored rows."""
+    if target.ndim == 1:
+        ignored = target == ignore_index
+        onehot = np.zeros((rows, classes))
+        onehot[np.arange(rows), np.where(ignored, 0, target)] = 1.0
+    else:
+        ignored = np.zeros(rows, dtype=bool)
+        onehot = target.astype(np.float64)
+    q = (1.0 - label_smoothing) * onehot + label_smoothing / classes
+    if weight is not None:
+        q = q * weight
+    q[ignored] = 0.0
+    return q, ignored
+
+
+def softmax_cross_entropy(
+    logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, grad_scale
+):
+    z = logits.astype(np.float64)
+    rows, classes = z.shape
+    qw, ignored = _target_weights(target, rows, classes, weight, ignore_index, label_smoothing)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        shifted = z - z.max(axis=1, keepdims=True)
+        log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        row_losses = -np.where(qw == 0, 0.0, qw * log_softmax).sum(axis=1)
+        if grad_out is not None:
+            grad = grad_scale * (np.exp(log_softmax) * qw.sum(axis=1, keepdims=True) - qw)
+            grad[ignored] = 0.0
+            np.copyto(grad_out, grad, casting="unsafe")
+    if loss_out is not None:
+        loss_out[...] = row_losses
+    return np.float64(row_losses.sum())

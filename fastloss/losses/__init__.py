@@ -1,0 +1,1 @@
+"""The public loss functions: checks, dispatch and result wrapping, one module per loss."""

@@ -1,0 +1,197 @@
+"""Softmax cross-entropy over the last axis of ``(N, k)`` logits, its gradient, and both in one pass."""
+
+from __future__ import annotations
+
+import math
+
+from fastloss import _registry
+from fastloss import _validate as v
+
+
+def _labels(target, rows, classes, ignore_index, check, xp):
+    if target.shape != (rows,):
+        raise ValueError(
+            f"target of class indices must have shape (N,) = ({rows},); got {target.shape}"
+        )
+    labels = xp.ascontiguousarray(target, dtype=xp.int64)
+    if check:
+        bad = (labels != ignore_index) & ((labels < 0) | (labels >= classes))
+        if bool(bad.any()):
+            raise ValueError(
+                f"target holds class index {int(labels[bad][0])}, outside [0, {classes}) "
+                f"and not ignore_index={ignore_index}"
+            )
+    return labels
+
+
+def _probabilities(target, logits, work, backend, xp):
+    v.check_float(target, "target", backend)
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"target of class probabilities must have the shape of logits {logits.shape}; "
+            f"got {target.shape}"
+        )
+    return xp.ascontiguousarray(target, dtype=work)
+
+
+def _weight(weight, classes, backend, xp):
+    if weight is None:
+        return None
+    weight = v.as_array(weight, "weight", backend)
+    if weight.dtype.kind not in "fiu":
+        raise TypeError(f"weight must be a real-valued array; got dtype {weight.dtype}")
+    if weight.shape != (classes,):
+        raise ValueError(f"weight must have shape (k,) = ({classes},); got {weight.shape}")
+    return xp.ascontiguousarray(weight, dtype=xp.float64)
+
+
+def _mean_divisor(labels, weight, rows, ignore_index, xp):
+    """What a "mean" divides by: PyTorch's weight sum of the rows not ignored."""
+    if labels is None:
+        return rows
+    kept = labels != ignore_index
+    if weight is None:
+        divisor = kept.sum()
+    else:
+        divisor = weight[labels[kept]].sum()
+    return float(divisor) if xp.__name__ == "numpy" else divisor.astype(xp.float64)
+
+
+def _softmax_cross_entropy(
+    logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, want_grad,
+    check_labels,
+):
+    reduction = v.check_reduction(reduction)
+    ignore_index = v.check_int(ignore_index, "ignore_index")
+    label_smoothing = v.check_probability(label_smoothing, "label_smoothing")
+    backend = _registry.resolve(backend, logits, target, weight, out)
+    logits = v.as_array(logits, "logits", backend)
+    target = v.as_array(target, "target", backend)
+    v.check_float(logits, "logits", backend)
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(
+            f"logits must be 2-D (N, k) with the class axis last and k >= 1; got shape {logits.shape}"
+        )
+    rows, classes = logits.shape
+    xp = v.array_module(backend)
+    dtype = logits.dtype
+    work = v.compute_dtype(dtype, backend)
+
+    labels = probabilities = None
+    if target.dtype.kind in "iu":
+        check = backend != "cuda" or check_labels
+        labels = _labels(target, rows, classes, ignore_index, check, xp)
+    elif target.dtype.kind == "f" or target.dtype.name == "bfloat16":
+        probabilities = _probabilities(target, logits, work, backend, xp)
+    else:
+        raise TypeError(
+            "target must be integer class indices of shape (N,) or floating-point class "
+            f"probabilities of shape (N, k); got dtype {target.dtype}"
+        )
+    weight = _weight(weight, classes, backend, xp)
+    out = v.check_out(out, "out", logits, backend)
+
+    z = xp.ascontiguousarray(logits, dtype=work)
+    writes_out = want_grad and out is not None and work == dtype and out.flags.c_contiguous
+    grad = None
+    if writes_out:
+        grad = out
+    elif want_grad:
+        grad = xp.empty((rows, classes), work)
+    row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
+    divisor = 1
+    if reduction == "mean":
+        divisor = _mean_divisor(labels, weight, rows, ignore_index, xp)
+    if isinstance(divisor, (int, float)):
+        grad_scale = 1.0 / divisor if divisor else math.inf
+    else:
+        grad_scale = 1.0 / divisor
+
+    total = _registry.kernel("softmax_cross_entropy", backend)(
+        z, labels if labels is not None else probabilities, weight, grad, row_losses,
+        ignore_index, label_smoothing, grad_scale,
+    )
+
+    if reduction == "none":
+        loss = row_losses.astype(dtype)
+    else:
+        loss = v.result_scalar(total, divisor, dtype, xp)
+    if not want_grad or writes_out:
+        return loss, out if writes_out else None
+    if out is None:
+        return loss, grad.astype(dtype, copy=False)
+    out[...] = grad
+    return loss, out
+
+
+def softmax_cross_entropy(
+    logits, target, *, reduction: str = "mean", ignore_index: int = -100,
+    label_smoothing: float = 0.0, weight=None, backend: str = "auto", check_labels: bool = False,
+):
+    return _softmax_cross_entropy(
+        logits, target, reduction, ignore_index, label_smoothing, weight, backend, None, False,
+        check_labels,
+    )[0]
+
+
+def softmax_cross_entropy_grad(
+    logits, target, *, reduction: str = "mean", ignore_index: int = -100,
+    label_smoothing: float = 0.0, weight=None, backend: str = "auto", check_labels: bool = False,
+    out=None,
+):
+    return _softmax_cross_entropy(
+        logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, True,
+        check_labels,
+    )[1]
+
+
+def softmax_cross_entropy_with_grad(
+    logits, target, *, reduction: str = "mean", ignore_index: int = -100,
+    label_smoothing: float = 0.0, weight=None, backend: str = "auto", check_labels: bool = False,
+    out=None,
+):
+    return _softmax_cross_entropy(
+        logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, True,
+        check_labels,
+    )
+
+
+_CONTRACT = """
+    logits: ``(N, k)`` floating-point array, class axis last (any layout).
+    target: ``(N,)`` integer class indices in ``[0, k)`` or ``ignore_index``,
+        or ``(N, k)`` floating-point class probabilities.
+    reduction: "mean", "sum" or "none" (one loss per row).
+    ignore_index: a class index whose rows add no loss and no gradient, and
+        are left out of the mean (index targets only).
+    label_smoothing: in ``[0, 1]``; the target becomes
+        ``(1 - label_smoothing) * target + label_smoothing / k``.
+    weight: optional ``(k,)`` class weights; a weighted "mean" of index
+        targets divides by the weight sum of the rows not ignored.
+    backend: "auto", "numpy", "numba" or "cuda".
+    check_labels: cuda only: check the labels on the device and raise
+        ValueError (this synchronises). Without it an invalid label gives that
+        row a NaN loss and gradient. The CPU backends always check.
+
+    Semantics are ``torch.nn.functional.cross_entropy``'s on 2-D input, with
+    ``0 * log 0 = 0`` (a zero target probability never makes NaN). Softmax is
+    stable for logits of any magnitude; float16 is computed in float32.
+    Raises ValueError for bad shapes, labels or options, TypeError for bad
+    dtypes or array types.
+"""
+
+_GRAD_CONTRACT = """
+    out: optional array of logits' shape and dtype that receives the gradient;
+        it may be ``logits`` itself (an in-place gradient).
+    The gradient is that of the reduced loss ("none": of the sum), with
+    logits' shape and dtype.
+"""
+
+softmax_cross_entropy.__doc__ = """Softmax cross-entropy of ``logits`` against ``target``, reduced.
+
+    Returns a scalar of logits' dtype (a NumPy scalar, or a 0-d CuPy array
+    with no host synchronisation), or an ``(N,)`` array for "none".
+""" + _CONTRACT
+softmax_cross_entropy_grad.__doc__ = """Gradient of softmax cross-entropy with respect to ``logits``.
+""" + _CONTRACT + _GRAD_CONTRACT
+softmax_cross_entropy_with_grad.__doc__ = """``(loss, grad)`` of softmax cross-entropy, from one fused pass.
+""" + _CONTRACT + _GRAD_CONTRACT

@@ -1,0 +1,408 @@
+"""PyTorch losses computed by fastloss's fused loss-and-gradient kernels.
+
+``mse_loss`` and ``cross_entropy`` take ``torch.nn.functional``'s arguments and
+give its results (2-D input, class axis last for cross-entropy); ``MSELoss``
+and ``CrossEntropyLoss`` are the matching modules. The forward pass calls the
+fused kernel once and keeps the gradient it wrote; the backward pass only
+scales that gradient by ``grad_output``, so forward + backward read the input
+once. When no gradient is needed (``torch.no_grad()``, or neither input
+requires grad) the forward pass computes the loss alone.
+
+- CPU tensors are handed to the NumPy-side backend (numba) without a copy.
+  bfloat16 has no NumPy dtype: a bfloat16 CPU tensor is computed through a
+  float32 copy and its gradient rounded to bfloat16.
+- CUDA tensors are handed to the cuda backend through DLPack and computed on
+  PyTorch's current stream, float16 and bfloat16 included (bfloat16 needs a
+  CuPy that can import it, i.e. with ``ml_dtypes``; otherwise it too is
+  computed through a float32 copy).
+- Not supported, with an error rather than a wrong answer: cross-entropy
+  input with more than 2 dims (move the class axis last and flatten), input
+  and target of different shapes for MSE (PyTorch would broadcast), a
+  gradient with respect to cross-entropy's probability target, double
+  backward, and devices other than CPU and CUDA.
+
+This module imports torch; ``import fastloss`` alone never does.
+"""
+
+from __future__ import annotations
+
+import functools
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "fastloss.torch needs PyTorch: pip install 'fastloss[torch]'"
+    ) from exc
+
+from torch.autograd.function import once_differentiable
+
+import fastloss
+from fastloss import _validate
+
+__all__ = ["mse_loss", "cross_entropy", "MSELoss", "CrossEntropyLoss"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# ---------------------------------------------------------------------------
+# Tensor <-> array bridges
+
+
+def _check_device(tensor: torch.Tensor, name: str, device: torch.device) -> None:
+    if tensor.device != device:
+        raise TypeError(
+            f"{name} is on {tensor.device} but input is on {device}: "
+            f"move it with {name}.to(input.device)"
+        )
+
+
+@functools.cache
+def _cupy_holds_bfloat16() -> bool:
+    """Whether CuPy can view a bfloat16 tensor (it needs ml_dtypes for the dtype)."""
+    import cupy
+
+    try:
+        cupy.from_dlpack(torch.zeros(1, dtype=torch.bfloat16, device="cuda"))
+    except (NotImplementedError, TypeError, ValueError, BufferError, RuntimeError):
+        return False
+    return True
+
+
+class _Bridge:
+    """Views of tensors as arrays of the backend that computes them, and back.
+
+    One per call: on CUDA it enters the tensor's device and PyTorch's current
+    stream, so that CuPy's kernels and the DLPack hand-overs are ordered with
+    PyTorch's work without a synchronisation.
+    """
+
+    def __init__(self, input: torch.Tensor):
+        self.device = input.device
+        if self.device.type not in ("cpu", "cuda"):
+            raise TypeError(
+                f"fastloss.torch computes CPU and CUDA tensors; input is on {self.device}"
+            )
+        self.cuda = self.device.type == "cuda"
+        self.dtype = input.dtype
+        self.compute_dtype = self.dtype
+        if self.dtype == torch.bfloat16 and not (self.cuda and _cupy_holds_bfloat16()):
+            # No array library here holds bfloat16: compute from a float32 copy
+            # and round the results once, as the kernels do for half inputs.
+            self.compute_dtype = torch.float32
+        self._contexts = ()
+
+    def __enter__(self):
+        if self.cuda:
+            import cupy
+
+            stream = torch.cuda.current_stream(self.device)
+            from_external = getattr(cupy.cuda.Stream, "from_external", None)
+            if from_external is not None:
+                cupy_stream = from_external(stream)
+            else:
+                cupy_stream = cupy.cuda.ExternalStream(stream.cuda_stream, self.device.index)
+            self._contexts = (cupy.cuda.Device(self.device.index), cupy_stream)
+            for context in self._contexts:
+                context.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        for context in reversed(self._contexts):
+            context.__exit__(*exc_info)
+        self._contexts = ()
+
+    def array(self, tensor: torch.Tensor | None):
+        """A zero-copy NumPy (CPU) or CuPy (CUDA) view of ``tensor``'s data."""
+        if tensor is None:
+            return None
+        tensor = tensor.detach()
+        if tensor.dtype == self.dtype and self.compute_dtype != self.dtype:
+            tensor = tensor.to(self.compute_dtype)
+        if self.cuda:
+            import cupy
+
+            return cupy.from_dlpack(tensor)
+        return tensor.resolve_conj().resolve_neg().numpy()
+
+    def empty_grad(self, input: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """A contiguous gradient buffer owned by PyTorch, and its array view."""
+        grad = torch.empty(input.shape, dtype=self.compute_dtype, device=self.device)
+        return grad, self.array(grad)
+
+    def tensor(self, array) -> torch.Tensor:
+        """A loss from fastloss (NumPy scalar/array, CuPy array) as a tensor of input's dtype."""
+        if not self.cuda:
+            return torch.as_tensor(array).to(self.dtype)
+        if array.dtype.name == "bfloat16":
+            # Export through 16-bit integers: not every CuPy exports bfloat16.
+            import cupy
+
+            return torch.from_dlpack(array.view(cupy.uint16)).view(torch.bfloat16)
+        return torch.from_dlpack(array).to(self.dtype)
+
+    def grad_tensor(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad.to(self.dtype)
+
+
+def _check_float_input(input: torch.Tensor) -> None:
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor; got {type(input).__name__}")
+    if input.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            "input must be a floating-point tensor (float16, bfloat16, float32, float64); "
+            f"got {input.dtype}"
+        )
+
+
+def _scale(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+    # Never the stored buffer itself, nor scaled in place: autograd may keep it
+    # as .grad and add into it, and with retain_graph a later backward would
+    # then read a changed gradient.
+    return grad * grad_output
+
+
+# ---------------------------------------------------------------------------
+# Mean squared error
+
+
+def _mse_arguments(input, target, reduction):
+    _check_float_input(input)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+    if target.shape != input.shape:
+        raise ValueError(
+            f"target must have the shape of input {tuple(input.shape)}; got {tuple(target.shape)} "
+            "(fastloss does not broadcast: expand the target explicitly if that is meant)"
+        )
+    if target.dtype != input.dtype:
+        raise TypeError(f"target must have input's dtype {input.dtype}; got {target.dtype}")
+    _check_device(target, "target", input.device)
+    return _validate.check_reduction(reduction)
+
+
+def _mse_forward(input, target, reduction, with_grad):
+    with _Bridge(input) as bridge:
+        pred, tgt = bridge.array(input), bridge.array(target)
+        if not with_grad:
+            return bridge.tensor(fastloss.mse(pred, tgt, reduction=reduction)), None
+        grad, grad_array = bridge.empty_grad(input)
+        loss, _ = fastloss.mse_with_grad(pred, tgt, reduction=reduction, out=grad_array)
+        return bridge.tensor(loss), bridge.grad_tensor(grad)
+
+
+class _MSEFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, target, reduction):
+        loss, grad = _mse_forward(input, target, reduction, with_grad=True)
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        grad_input = _scale(grad, grad_output)
+        grad_target = -grad_input if ctx.needs_input_grad[1] else None
+        return (grad_input if ctx.needs_input_grad[0] else None), grad_target, None
+
+
+def mse_loss(
+    input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean"
+) -> torch.Tensor:
+    """``torch.nn.functional.mse_loss`` computed by fastloss's fused kernel.
+
+    ``input`` and ``target``: tensors of the same shape, floating dtype and
+    device (CPU or CUDA); no broadcasting. ``reduction``: ``"mean"``,
+    ``"sum"`` or ``"none"``. Returns the loss in ``input``'s dtype,
+    differentiable with respect to ``input`` and ``target`` (once).
+    Raises ValueError for shapes and options, TypeError for dtypes and devices.
+    """
+    reduction = _mse_arguments(input, target, reduction)
+    if torch.is_grad_enabled() and (input.requires_grad or target.requires_grad):
+        return _MSEFunction.apply(input, target, reduction)
+    return _mse_forward(input, target, reduction, with_grad=False)[0]
+
+
+# ---------------------------------------------------------------------------
+# Softmax cross-entropy
+
+
+def _cross_entropy_arguments(input, target, weight, reduction):
+    """Checks PyTorch-side arguments; returns (input, target) as 2-D/1-D views."""
+    _check_float_input(input)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+    _validate.check_reduction(reduction)
+    _check_device(target, "target", input.device)
+    if weight is not None:
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(f"weight must be a torch.Tensor or None; got {type(weight).__name__}")
+        _check_device(weight, "weight", input.device)
+    if input.dim() > 2:
+        raise ValueError(
+            f"input of shape {tuple(input.shape)} is not supported: fastloss takes (N, C) or (C,) "
+            "logits with the class axis last. For (N, C, d1, ...) input use "
+            "input.movedim(1, -1).reshape(-1, C) and target.reshape(-1) "
+            "(or target.movedim(1, -1).reshape(-1, C) for probabilities)"
+        )
+    if input.dim() == 0:
+        raise ValueError("input must have shape (N, C) or (C,); got a 0-d tensor")
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            raise ValueError(
+                f"probability target must have the shape of input {tuple(input.shape)}; "
+                f"got {tuple(target.shape)}"
+            )
+        if target.dtype != input.dtype:
+            raise TypeError(
+                f"probability target must have input's dtype {input.dtype}; got {target.dtype}"
+            )
+        if torch.is_grad_enabled() and target.requires_grad:
+            raise NotImplementedError(
+                "fastloss.torch.cross_entropy does not differentiate with respect to a "
+                "probability target; pass target.detach(), or use "
+                "torch.nn.functional.cross_entropy for learned soft targets"
+            )
+    elif target.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise TypeError(
+            f"target must hold int64 class indices or float probabilities; got {target.dtype}"
+        )
+    elif target.shape != input.shape[:-1]:
+        raise ValueError(
+            f"class-index target must have shape {tuple(input.shape[:-1])} for input of shape "
+            f"{tuple(input.shape)}; got {tuple(target.shape)}"
+        )
+    else:
+        target = target.long()
+    if input.dim() == 1:
+        return input.unsqueeze(0), target.unsqueeze(0)
+    return input, target
+
+
+def _cross_entropy_forward(input, target, weight, options, with_grad):
+    with _Bridge(input) as bridge:
+        logits, tgt = bridge.array(input), bridge.array(target)
+        weights = None if weight is None else bridge.array(weight)
+        if not with_grad:
+            loss = fastloss.softmax_cross_entropy(logits, tgt, weight=weights, **options)
+            return bridge.tensor(loss), None
+        grad, grad_array = bridge.empty_grad(input)
+        loss, _ = fastloss.softmax_cross_entropy_with_grad(
+            logits, tgt, weight=weights, out=grad_array, **options
+        )
+        return bridge.tensor(loss), bridge.grad_tensor(grad)
+
+
+class _CrossEntropyFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, target, weight, options):
+        loss, grad = _cross_entropy_forward(input, target, weight, options, with_grad=True)
+        ctx.save_for_backward(grad)
+        ctx.per_row = options["reduction"] == "none"
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        if ctx.per_row:
+            # The stored gradient is that of the sum of the row losses.
+            grad_output = grad_output.unsqueeze(-1)
+        return _scale(grad, grad_output), None, None, None
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """``torch.nn.functional.cross_entropy`` computed by fastloss's fused kernel.
+
+    ``input``: ``(N, C)`` or ``(C,)`` logits, floating dtype, CPU or CUDA.
+    ``target``: class indices of shape ``(N,)`` / ``()`` (``ignore_index``
+    honoured), or probabilities of ``input``'s shape and dtype (not
+    differentiated). ``weight``: ``(C,)`` per-class weights or None.
+    Returns the loss in ``input``'s dtype, per row for ``reduction="none"``,
+    differentiable with respect to ``input`` (once). Raises ValueError for
+    shapes, labels and options (including inputs with more than 2 dims),
+    TypeError for dtypes and devices, NotImplementedError for a target that
+    requires grad.
+    """
+    squeeze = isinstance(input, torch.Tensor) and input.dim() == 1
+    input2d, target2d = _cross_entropy_arguments(input, target, weight, reduction)
+    options = {
+        "reduction": reduction,
+        "ignore_index": _validate.check_int(ignore_index, "ignore_index"),
+        "label_smoothing": _validate.check_probability(
+            label_smoothing, "label_smoothing"
+        ),
+    }
+    if torch.is_grad_enabled() and input.requires_grad:
+        loss = _CrossEntropyFunction.apply(input2d, target2d, weight, options)
+    else:
+        loss = _cross_entropy_forward(input2d, target2d, weight, options, with_grad=False)[0]
+    return loss.squeeze(0) if squeeze and reduction == "none" else loss
+
+
+# ---------------------------------------------------------------------------
+# Modules
+
+
+class MSELoss(torch.nn.Module):
+    """``torch.nn.MSELoss`` computed by :func:`mse_loss`."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = _validate.check_reduction(reduction)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return mse_loss(input, target, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(torch.nn.Module):
+    """``torch.nn.CrossEntropyLoss`` computed by :func:`cross_entropy`.
+
+    ``weight`` is a buffer, so it follows the module's ``.to(device)``.
+    """
+
+    weight: torch.Tensor | None
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        *,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.ignore_index = _validate.check_int(ignore_index, "ignore_index")
+        self.reduction = _validate.check_reduction(reduction)
+        self.label_smoothing = _validate.check_probability(
+            label_smoothing, "label_smoothing"
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(
+            input,
+            target,
+            self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+            f"label_smoothing={self.label_smoothing}"
+        )

@@ -1,0 +1,78 @@
+"""Backend selection, availability reporting, lazy imports and the command line."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastloss as fl
+from fastloss import _registry
+
+
+class FakeDeviceArray:
+    """Quacks like a CUDA array: enough for dispatch to see device memory."""
+
+    __cuda_array_interface__ = {"shape": (2, 2), "typestr": "<f4", "data": (0, False),
+                                "version": 3}
+    shape, dtype = (2, 2), np.dtype(np.float32)
+
+
+def test_import_loads_neither_numba_nor_cupy():
+    code = "import sys, fastloss; print('numba' in sys.modules, 'cupy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_auto_picks_numba_for_host_arrays_when_installed():
+    expected = "numba" if _registry.backend_status("numba")[0] else "numpy"
+    assert _registry.resolve("auto", np.zeros(3)) == expected
+
+
+def test_auto_picks_cuda_for_device_arrays():
+    if _registry.backend_status("cuda")[0]:
+        assert _registry.resolve("auto", np.zeros(2), FakeDeviceArray()) == "cuda"
+    else:
+        with pytest.raises(ValueError, match="backend='cuda' is not available"):
+            _registry.resolve("auto", np.zeros(2), FakeDeviceArray())
+
+
+def test_every_backend_reports_status_and_reason():
+    for name in _registry.BACKENDS:
+        ok, detail = _registry.backend_status(name)
+        assert isinstance(ok, bool) and detail
+    assert _registry.available_backends()[0] == "numpy"
+
+
+@pytest.mark.skipif(_registry.backend_status("cuda")[0], reason="a CUDA device is present")
+def test_unavailable_cuda_says_why():
+    with pytest.raises(ValueError, match="backend='cuda' is not available: .+"):
+        fl.mse(np.zeros(3), np.zeros(3), backend="cuda")
+
+
+def test_device_array_on_a_cpu_backend_is_a_type_error():
+    with pytest.raises(TypeError, match=r"pred .*GPU memory.*backend='numpy'.*cupy\.asnumpy"):
+        fl.mse(FakeDeviceArray(), np.zeros((2, 2), np.float32), backend="numpy")
+
+
+def test_same_kernel_object_is_reused():
+    assert _registry.kernel("mse", "numpy") is _registry.kernel("mse", "numpy")
+
+
+def test_every_loss_has_every_backend_registered():
+    losses = {loss for loss, _ in _registry._KERNELS}
+    assert {(loss, name) for loss in losses for name in _registry.BACKENDS} == set(
+        _registry._KERNELS
+    )
+
+
+def test_array_likes_are_accepted_on_the_cpu():
+    assert fl.mse([1.0, 2.0], [1.0, 4.0], backend="numpy") == 2.0
+
+
+def test_info_lists_every_backend():
+    result = subprocess.run([sys.executable, "-m", "fastloss", "info"], capture_output=True,
+                            text=True, check=True)
+    for name in _registry.BACKENDS:
+        assert f"\n  {name} " in result.stdout

@@ -1,0 +1,260 @@
+"""fastloss.softmax_cross_entropy[_grad|_with_grad] on every backend, against PyTorch in float64."""
+
+import numpy as np
+import pytest
+from conftest import assert_close, to_backend, to_host
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastloss as fl
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+SHAPES = [(1, 1), (1, 5), (37, 33), (64, 1000), (5000, 7)]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def torch_reference(logits, target, reduction="mean", **options):
+    """PyTorch's loss and gradient, computed in float64 from the same values."""
+    logits_t = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    target_t = torch.tensor(target if target.dtype.kind in "iu" else target.astype(np.float64))
+    if options.get("weight") is not None:
+        options["weight"] = torch.tensor(options["weight"], dtype=torch.float64)
+    loss = F.cross_entropy(logits_t, target_t, reduction=reduction, **options)
+    loss.sum().backward()
+    return loss.detach().numpy(), logits_t.grad.numpy()
+
+
+def make_case(shape, dtype, targets, seed=0, scale=3.0):
+    rows, classes = shape
+    rng = np.random.default_rng(seed)
+    logits = (scale * rng.standard_normal(shape)).astype(dtype)
+    if targets == "labels":
+        target = rng.integers(0, classes, rows)
+        target[rng.random(rows) < 0.2] = -100
+    else:
+        target = rng.random(shape).astype(dtype)
+        target /= target.sum(axis=1, keepdims=True)
+    return logits, target
+
+
+def run(backend, logits, target, reduction="mean", out=None, **options):
+    if options.get("weight") is not None:
+        options["weight"] = to_backend(options["weight"], backend)
+    return fl.softmax_cross_entropy_with_grad(
+        to_backend(logits, backend), to_backend(target, backend), reduction=reduction,
+        backend=backend, out=out, **options,
+    )
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_torch(backend, dtype, shape, reduction, targets, weighted, label_smoothing):
+    logits, target = make_case(shape, dtype, targets)
+    weight = np.random.default_rng(1).random(shape[1]) + 0.5 if weighted else None
+    options = dict(weight=weight, label_smoothing=label_smoothing)
+    want_loss, want_grad = torch_reference(logits, target, reduction, **options)
+    loss, grad = run(backend, logits, target, reduction, **options)
+    assert_close(loss, want_loss, dtype)
+    assert_close(grad, want_grad, dtype)
+    assert to_host(loss).dtype == dtype and grad.dtype == dtype and grad.shape == shape
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_three_functions_agree(backend, reduction):
+    logits, target = make_case((20, 9), np.float32, "labels", seed=2)
+    logits_b, target_b = to_backend(logits, backend), to_backend(target, backend)
+    loss, grad = fl.softmax_cross_entropy_with_grad(logits_b, target_b, reduction=reduction,
+                                                    backend=backend)
+    np.testing.assert_array_equal(
+        to_host(fl.softmax_cross_entropy(logits_b, target_b, reduction=reduction,
+                                         backend=backend)), to_host(loss))
+    np.testing.assert_array_equal(
+        to_host(fl.softmax_cross_entropy_grad(logits_b, target_b, reduction=reduction,
+                                              backend=backend)), to_host(grad))
+
+
+def test_ignore_index_other_than_default(backend):
+    logits, target = make_case((30, 6), np.float64, "labels", seed=3)
+    target[target == -100] = 0
+    target[::4] = 2
+    want = torch_reference(logits, target, ignore_index=2, label_smoothing=0.2)
+    got = run(backend, logits, target, ignore_index=2, label_smoothing=0.2)
+    assert_close(got[0], want[0], np.float64)
+    assert_close(got[1], want[1], np.float64)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+def test_extreme_logits_match_torch(backend, dtype, label_smoothing):
+    logits = np.array(
+        [[1e30, -1e30, 0.0, 5.0], [-np.inf, 0.0, 1.0, -np.inf], [-1e30, -1e30, -1e30, 1e30],
+         [3e38 if dtype == np.float32 else 1e300, 0.0, -1.0, 2.0]],
+        dtype=dtype,
+    )
+    target = np.array([0, 2, 1, 3])
+    want_loss, want_grad = torch_reference(logits, target, "none", label_smoothing=label_smoothing)
+    loss, grad = run(backend, logits, target, "none", label_smoothing=label_smoothing)
+    assert_close(loss, want_loss, dtype)  # inf where the true loss is inf (smoothing over -inf)
+    assert_close(grad, want_grad, dtype)
+    assert np.isfinite(to_host(grad)).all()
+
+
+def test_zero_probability_on_minus_inf_logit_is_finite(backend):
+    # 0 * log 0 = 0: PyTorch gives NaN here (0 * -inf); the limit is the right answer.
+    logits = np.array([[0.0, -np.inf, 1.0]])
+    target = np.array([[0.25, 0.0, 0.75]])
+    loss, grad = run(backend, logits, target, "sum")
+    log_softmax = np.array([0.0, 1.0]) - np.log(1 + np.e)
+    assert_close(loss, -(0.25 * log_softmax[0] + 0.75 * log_softmax[1]), np.float64)
+    softmax = np.exp(log_softmax)
+    assert_close(grad, [[softmax[0] - 0.25, 0.0, softmax[1] - 0.75]], np.float64)
+
+
+def test_nan_propagates_and_all_minus_inf_row_is_nan(backend):
+    logits = np.zeros((3, 4), np.float32)
+    logits[0, 1] = np.nan
+    logits[1] = -np.inf
+    loss, grad = run(backend, logits, np.array([0, 1, 2]), "none")
+    loss, grad = to_host(loss), to_host(grad)
+    assert np.isnan(loss[:2]).all() and np.isnan(grad[:2]).all()
+    assert np.isfinite(loss[2]) and np.isfinite(grad[2]).all()
+
+
+def test_every_row_ignored(backend):
+    logits, _ = make_case((4, 3), np.float32, "labels")
+    target = np.full(4, -100)
+    loss, grad = run(backend, logits, target)
+    assert np.isnan(to_host(loss))
+    assert (to_host(grad) == 0).all()
+    assert to_host(run(backend, logits, target, "sum")[0]) == 0
+
+
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+def test_empty_batch(backend, targets):
+    logits = np.zeros((0, 5), np.float32)
+    target = np.zeros(0, np.int64) if targets == "labels" else np.zeros((0, 5), np.float32)
+    assert np.isnan(to_host(run(backend, logits, target)[0]))
+    assert to_host(run(backend, logits, target, "sum")[0]) == 0
+    assert run(backend, logits, target)[1].shape == (0, 5)
+
+
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+def test_half_precision_is_computed_in_float32(backend, targets):
+    logits, target = make_case((70, 33), np.float16, targets, seed=4)
+    want_loss, want_grad = torch_reference(logits, target, "sum", label_smoothing=0.1)
+    loss, grad = run(backend, logits, target, "sum", label_smoothing=0.1)
+    assert to_host(loss).dtype == np.float16 and grad.dtype == np.float16
+    assert_close(loss, want_loss, np.float16)
+    assert_close(grad, want_grad, np.float16)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided"])
+def test_layouts(backend, layout):
+    logits, target = make_case((40, 31), np.float64, "probabilities", seed=5)
+    if layout == "fortran":
+        logits, target = np.asfortranarray(logits), np.asfortranarray(target)
+    else:
+        logits, target = logits[::2, ::3], target[::2, ::3] / target[::2, ::3].sum(1, keepdims=1)
+    want_loss, want_grad = torch_reference(logits, target)
+    loss, grad = run(backend, logits, target)
+    assert_close(loss, want_loss, np.float64)
+    assert_close(grad, want_grad, np.float64)
+
+
+@pytest.mark.parametrize("where", ["fresh", "logits", "strided"])
+def test_out_receives_gradient(backend, where):
+    logits, target = make_case((25, 12), np.float32, "labels", seed=6)
+    want_loss, want_grad = torch_reference(logits, target, weight=np.arange(1.0, 13.0))
+    logits_b = to_backend(logits.copy(), backend)
+    if where == "fresh":
+        out = to_backend(np.empty_like(logits), backend)
+    elif where == "logits":
+        out = logits_b
+    else:
+        out = to_backend(np.empty((25, 24), np.float32), backend)[:, ::2]
+    loss, grad = fl.softmax_cross_entropy_with_grad(
+        logits_b, to_backend(target, backend), weight=to_backend(np.arange(1.0, 13.0), backend),
+        backend=backend, out=out,
+    )
+    assert grad is out
+    assert_close(out, want_grad, np.float32)
+    assert_close(loss, want_loss, np.float32)
+
+
+def test_inputs_are_not_modified(backend):
+    logits, target = make_case((30, 10), np.float32, "probabilities", seed=7)
+    labels = np.arange(30) % 10
+    weight = np.linspace(0.5, 2, 10)
+    copies = [x.copy() for x in (logits, target, labels, weight)]
+    moved = [to_backend(x, backend) for x in (logits, target, labels, weight)]
+    for reduction in REDUCTIONS:
+        fl.softmax_cross_entropy_with_grad(moved[0], moved[1], reduction=reduction,
+                                           weight=moved[3], label_smoothing=0.1, backend=backend)
+        fl.softmax_cross_entropy_with_grad(moved[0], moved[2], reduction=reduction,
+                                           weight=moved[3], backend=backend)
+    for original, after in zip(copies, moved):
+        np.testing.assert_array_equal(to_host(after), original)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(0, 40),
+    classes=st.integers(1, 70),
+    reduction=st.sampled_from(REDUCTIONS),
+    label_smoothing=st.sampled_from([0.0, 0.05, 1.0]),
+    weighted=st.booleans(),
+    scale=st.sampled_from([1e-3, 1.0, 30.0, 1e4]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_hypothesis_matches_torch(rows, classes, reduction, label_smoothing, weighted, scale, seed):
+    logits, target = make_case((rows, classes), np.float64, "labels", seed=seed, scale=scale)
+    weight = np.random.default_rng(seed).random(classes) + 0.1 if weighted else None
+    want_loss, want_grad = torch_reference(logits, target, reduction, weight=weight,
+                                           label_smoothing=label_smoothing)
+    for backend in ("numpy", "numba"):
+        loss, grad = run(backend, logits, target, reduction, weight=weight,
+                         label_smoothing=label_smoothing)
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_bad_inputs_name_the_argument():
+    logits, probs = make_case((4, 5), np.float32, "probabilities")
+    labels = np.array([0, 1, 2, 3])
+    call = fl.softmax_cross_entropy
+    cases = [
+        (ValueError, "target.*class index 5", lambda: call(logits, np.array([0, 1, 5, 2]))),
+        (ValueError, "target.*class index -1", lambda: call(logits, np.array([0, -1, 2, 2]))),
+        (ValueError, r"target.*\(N,\)", lambda: call(logits, labels[:3])),
+        (ValueError, r"target.*\(N,\)", lambda: call(logits, labels.reshape(2, 2))),
+        (ValueError, "target.*probabilities", lambda: call(logits, probs[:, :4])),
+        (TypeError, "target", lambda: call(logits, labels.astype(bool))),
+        (TypeError, "logits", lambda: call(logits.astype(np.int64), labels)),
+        (ValueError, "logits.*2-D", lambda: call(logits[0], labels[0])),
+        (ValueError, "logits.*2-D", lambda: call(logits[None], labels)),
+        (ValueError, "logits.*k >= 1", lambda: call(logits[:, :0], labels)),
+        (ValueError, "weight", lambda: call(logits, labels, weight=np.ones(4))),
+        (TypeError, "weight", lambda: call(logits, labels, weight=np.ones(5, bool))),
+        (ValueError, "label_smoothing", lambda: call(logits, labels, label_smoothing=1.5)),
+        (ValueError, "label_smoothing", lambda: call(logits, labels, label_smoothing=-0.1)),
+        (ValueError, "label_smoothing",
+         lambda: call(logits, labels, label_smoothing=float("nan"))),
+        (TypeError, "label_smoothing", lambda: call(logits, labels, label_smoothing="0.1")),
+        (TypeError, "ignore_index", lambda: call(logits, labels, ignore_index=1.5)),
+        (ValueError, "reduction", lambda: call(logits, labels, reduction="mean ")),
+        (ValueError, "backend", lambda: call(logits, labels, backend="torch")),
+        (ValueError, "out", lambda: fl.softmax_cross_entropy_grad(
+            logits, labels, out=np.empty((5, 4), np.float32))),
+        (TypeError, "out", lambda: fl.softmax_cross_entropy_grad(
+            logits, labels, out=np.empty((4, 5), np.float64))),
+    ]
+    for error, pattern, bad_call in cases:
+        with pytest.raises(error, match=pattern):
+            bad_call()
