@@ -47,7 +47,10 @@ def bench(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastloss")
-    parser.add_argument("command", choices=("info", "bench"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="backends, availability and versions")
+    # bench's own options (--help included) belong to bench/report.py.
+    commands.add_parser("bench", help="time every loss and backend against peers", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "info":
         return info()

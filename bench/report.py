@@ -1,0 +1,528 @@
+"""``python -m fastloss bench``: fastloss against its peers and the memory floor, in one run.
+
+For each loss, op (forward, gradient, fused), size and device, every contender of ``peers`` is
+warmed up once (JIT and NVRTC compilation, first-touch page faults), then timed with
+``time.perf_counter`` until it has ``--repeats`` samples and has used ``--budget`` seconds; the
+median is reported. Alongside: effective bandwidth (bytes the op must move / median time), the
+ratio to the memory floor (median / time of a copy that moves those bytes, measured in the same
+run on the same device), fastloss's speed-up over each peer, and the relative error of the loss
+against a float64 reference. Results go to the terminal, and with ``--json`` / ``--plot`` to a
+file each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers  # noqa: E402
+
+SCHEMA = "fastloss-bench/1"
+DEFAULT_SIZES = {
+    "mse": ["16x1024", "128x1024", "1024x1024", "8192x1024", "32768x1024"],
+    "softmax_cross_entropy": ["4x32000", "32x32000", "256x32000", "1024x32000"],
+}
+QUICK_SIZES = {"mse": ["8192x1024"], "softmax_cross_entropy": ["1024x32000"]}
+QUICK_PEERS = ("numpy-expr", "cupy-expr")
+OP_TITLES = {"forward": "loss", "gradient": "gradient", "fused": "loss and gradient"}
+REFERENCE_CHUNK = 1 << 22  # elements made float64 at a time: bounds the reference's memory
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+def time_thunk(thunk: Callable[[], Any], *, repeats: int, budget: float,
+               max_repeats: int = 200) -> tuple[Any, list[float]]:
+    """The warm-up call's result and at least ``repeats`` timings (more while within ``budget``)."""
+    result = thunk()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < max(1, repeats) or (
+        len(times) < max_repeats and time.perf_counter() - started < budget
+    ):
+        begin = time.perf_counter()
+        thunk()
+        times.append(time.perf_counter() - begin)
+    return result, times
+
+
+def reference_loss(inputs: peers.Inputs) -> float:
+    """The mean loss computed in float64, a block of rows at a time."""
+    xp, (rows, cols) = inputs.xp, inputs.shape
+    step = max(1, REFERENCE_CHUNK // cols)
+    total = 0.0
+    for start in range(0, rows, step):
+        block = inputs.first[start:start + step].astype(xp.float64)
+        if inputs.loss == "mse":
+            diff = block - inputs.second[start:start + step]
+            total += float((diff * diff).sum())
+            continue
+        labels = inputs.second[start:start + step]
+        row_max = block.max(axis=1, keepdims=True)
+        lse = row_max[:, 0] + xp.log(xp.exp(block - row_max).sum(axis=1))
+        total += float((lse - block[xp.arange(block.shape[0]), labels]).sum())
+    return total / (rows * cols if inputs.loss == "mse" else rows)
+
+
+def relative_error(value: float | None, reference: float) -> float | None:
+    if value is None:
+        return None
+    return abs(value - reference) / abs(reference) if reference else abs(value)
+
+
+def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float, *, repeats: int,
+            budget: float) -> dict:
+    row = {
+        "loss": impl.loss, "op": impl.op, "device": impl.device, "shape": list(inputs.shape),
+        "elements": inputs.shape[0] * inputs.shape[1], "dtype": np.dtype(peers.DTYPE).name,
+        "impl": impl.name, "kind": impl.kind, "backend": impl.backend,
+        "bytes": peers.op_bytes(impl.loss, impl.op, inputs.shape),
+        "median_s": None, "min_s": None, "repeats": 0, "gbps": None, "x_floor": None,
+        "loss_value": None, "reference": reference, "rel_err": None, "speedup": None,
+        "error": None,
+    }
+    try:
+        result, times = time_thunk(impl.prepare(inputs), repeats=repeats, budget=budget)
+        if impl.kind != "floor":
+            row["loss_value"] = peers.loss_value(result, impl.op)
+            row["rel_err"] = relative_error(row["loss_value"], reference)
+        del result
+    except Exception as exc:  # one contender failing (no memory, a bug) must not end the run
+        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return row
+    row.update(median_s=statistics.median(times), min_s=min(times), repeats=len(times))
+    row["gbps"] = row["bytes"] / row["median_s"] / 1e9
+    return row
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """x_floor for every row, and for fastloss rows the speed-up over each peer of their case."""
+    cases: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["device"], row["loss"], row["op"], tuple(row["shape"]))
+        cases.setdefault(key, []).append(row)
+    for case in cases.values():
+        timed = [row for row in case if row["median_s"]]
+        floor = next((row for row in timed if row["kind"] == "floor"), None)
+        for row in timed:
+            if floor is not None:
+                row["x_floor"] = row["median_s"] / floor["median_s"]
+            if row["kind"] == "fastloss":
+                row["speedup"] = {
+                    peer["impl"]: peer["median_s"] / row["median_s"]
+                    for peer in timed if peer["kind"] == "peer"
+                }
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning and running
+
+
+class Progress:
+    """A one-line bar on stderr when it is a terminal, one line per step otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled = total, 0, enabled
+        self.tty = sys.stderr.isatty()
+        self.started = time.perf_counter()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 24
+        filled = width * self.done // max(1, self.total)
+        elapsed = time.perf_counter() - self.started
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                f"{elapsed:5.0f}s  {label}")
+        if self.tty:
+            sys.stderr.write("\r" + line[:120].ljust(120))
+            if self.done == self.total:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def wanted(impl: peers.Impl, args) -> bool:
+    if impl.kind == "fastloss":
+        return impl.backend in args.backends
+    if impl.kind == "peer":
+        return args.peers is None or impl.name in args.peers
+    return True
+
+
+def selected_impls(loss: str, op: str, device: str, args) -> list[peers.Impl]:
+    return [i for i in peers.implementations(loss, op, device) if wanted(i, args) and not i.missing]
+
+
+def not_run(args) -> list[str]:
+    """``"name (device): reason"`` for each wanted contender that cannot run here."""
+    return sorted({
+        f"{impl.name} ({impl.device}): {impl.missing}"
+        for device in run_devices(args) for loss in args.losses for op in args.ops
+        for impl in peers.implementations(loss, op, device) if impl.missing and wanted(impl, args)
+    })
+
+
+def run_devices(args) -> list[str]:
+    return [d for d in peers.DEVICES if any(peers.backend_device(b) == d for b in args.backends)]
+
+
+def plan(args) -> list[tuple[str, str, tuple[int, int], list[tuple[str, list[peers.Impl]]]]]:
+    """``[(device, loss, shape, [(op, impls)])]`` in run order, devices of the chosen backends."""
+    steps = []
+    for device in run_devices(args):
+        for loss in args.losses:
+            sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)[loss]
+            for size in sizes:
+                shape = peers.shape_for(loss, size, args.classes)
+                ops = [(op, selected_impls(loss, op, device, args)) for op in args.ops]
+                steps.append((device, loss, shape, ops))
+    return steps
+
+
+def run(args) -> list[dict]:
+    steps = plan(args)
+    total = sum(len(impls) for *_, ops in steps for _, impls in ops)
+    progress = Progress(total, enabled=not args.quiet)
+    rows = []
+    for device, loss, shape, ops in steps:
+        inputs = peers.make_inputs(loss, shape, device)
+        reference = reference_loss(inputs)
+        for op, impls in ops:
+            for impl in impls:
+                progress.step(f"{loss} {op} {peers.shape_label(shape)} {device} {impl.name}")
+                rows.append(measure(impl, inputs, reference, repeats=args.repeats,
+                                    budget=args.budget))
+        del inputs
+    add_ratios(rows)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value / 1e-9:.3g} ns"
+
+
+def _number(value: float | None, pattern: str) -> str:
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    return format(value, pattern)
+
+
+def _table(header: Sequence[str], lines: list[Sequence[str]], indent: str = "  ") -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
+
+    def render(cells):
+        padded = (f"{cell:{'<' if i < 2 else '>'}{width}}"
+                  for i, (cell, width) in enumerate(zip(cells, widths, strict=True)))
+        return (indent + "  ".join(padded)).rstrip()
+
+    rule = ["-" * width for width in widths]
+    return "\n".join(render(cells) for cells in [header, rule, *lines])
+
+
+def _case_lines(case: list[dict]) -> tuple[list[list[str]], list[str]]:
+    """Table lines of one (device, loss, op, shape), and notes on the contenders that failed."""
+    label = peers.shape_label(tuple(case[0]["shape"]))
+    fastest = min((r["median_s"] for r in case if r["kind"] == "fastloss" and r["median_s"]),
+                  default=None)
+    lines, failures = [], []
+    for row in case:
+        name = row["impl"] if row["kind"] != "floor" else "floor (copy)"
+        if row["error"]:
+            lines.append([label, name, "failed", "-", "-", "-", "-"])
+            failures.append(f"  {row['impl']} at {label}: {row['error']}")
+        else:
+            over = row["median_s"] / fastest if fastest and row["kind"] == "peer" else None
+            lines.append([
+                label, name, _seconds(row["median_s"]), _number(row["gbps"], ".3g"),
+                _number(row["x_floor"], ".3g"), _number(over, ".3g"),
+                _number(row["rel_err"], ".1e"),
+            ])
+        label = ""
+    return lines, failures
+
+
+def full_table(rows: list[dict]) -> str:
+    """One block per (device, loss, op): every size, every contender."""
+    header = ["shape", "implementation", "time", "GB/s", "x floor", "fastloss x", "rel err"]
+    cases: dict[tuple, list[dict]] = {}
+    for row in rows:
+        cases.setdefault((row["device"], row["loss"], row["op"]), {}).setdefault(
+            tuple(row["shape"]), []).append(row)
+    blocks = []
+    for (device, loss, op), by_shape in cases.items():
+        lines, failures = [], []
+        for case in by_shape.values():
+            case_lines, case_failures = _case_lines(case)
+            lines += case_lines
+            failures += case_failures
+        title = f"{loss} / {op} ({OP_TITLES[op]}, {device}, float32)"
+        blocks.append("\n".join([title, _table(header, lines), *failures]))
+    return "\n\n".join(blocks)
+
+
+def quick_table(rows: list[dict]) -> str:
+    """One line per (loss, fastloss backend, op, size): the README's table."""
+    header = ["loss", "backend", "op", "shape", "time", "GB/s", "x floor", "vs NumPy", "rel err"]
+    lines, failures = [], []
+    for row in rows:
+        if row["kind"] != "fastloss":
+            continue
+        speedup = row["speedup"] or {}
+        expression = speedup.get("numpy-expr", speedup.get("cupy-expr"))
+        if row["error"]:
+            failures.append(f"{row['loss']} {row['op']} {row['backend']}: {row['error']}")
+        lines.append([
+            row["loss"], row["backend"], row["op"], peers.shape_label(row["shape"]),
+            _seconds(row["median_s"]) if not row["error"] else "failed",
+            _number(row["gbps"], ".3g"), _number(row["x_floor"], ".3g"),
+            _number(expression, ".3g"), _number(row["rel_err"], ".1e"),
+        ])
+    return "\n".join([_table(header, lines, indent=""), *failures])
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(args) -> dict:
+    import numba
+
+    import fastloss
+
+    info = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "numba_threads": numba.get_num_threads(),
+        "versions": {name: _version(name) for name in
+                     ("numpy", "numba", "torch", "cupy-cuda13x", "cupy-cuda12x", "liger-kernel")},
+        "gpu": None,
+    }
+    info["versions"]["fastloss"] = fastloss.__version__
+    if "torch" in sys.modules:
+        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    if "cuda" in args.backends:
+        import cupy
+
+        name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+    return info
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def write_json(path: str, rows: list[dict], skipped: list[str], args) -> None:
+    document = {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(args),
+        "backends": {name: {"available": ok, "detail": detail}
+                     for name, (ok, detail) in peers.backend_status().items()},
+        "options": {"quick": args.quick, "losses": args.losses, "ops": args.ops,
+                    "backends": args.backends, "peers": args.peers, "sizes": args.sizes,
+                    "classes": args.classes, "repeats": args.repeats, "budget_s": args.budget},
+        "not_run": skipped,
+        "results": [{k: _finite(v) for k, v in row.items()} for row in rows],
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(document, indent=1) + "\n")
+
+
+def _series_name(row: dict, several_devices: bool) -> str:
+    if row["kind"] == "floor":
+        return f"copy bandwidth ({row['device']})"
+    return row["impl"] + (f" ({row['device']})" if several_devices else "")
+
+
+def write_plot(path: str, rows: list[dict]) -> None:
+    """GB/s against size, one panel per (loss, op); the copy bandwidth is the roofline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    losses = list(dict.fromkeys(r["loss"] for r in rows))
+    ops = list(dict.fromkeys(r["op"] for r in rows))
+    several_devices = len({r["device"] for r in rows}) > 1
+    names = list(dict.fromkeys(_series_name(r, several_devices) for r in rows))
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colours = {name: palette(i) for i, name in enumerate(names)}
+    figure, axes = plt.subplots(len(losses), len(ops), squeeze=False,
+                                figsize=(4.6 * len(ops), 3.6 * len(losses)))
+    for (loss, op), axis in ((key, axes[losses.index(key[0])][ops.index(key[1])])
+                             for key in dict.fromkeys((r["loss"], r["op"]) for r in rows)):
+        series: dict[str, list[tuple[int, float]]] = {}
+        for row in rows:
+            if (row["loss"], row["op"]) == (loss, op) and row["gbps"]:
+                series.setdefault(_series_name(row, several_devices), []).append(
+                    (row["elements"], row["gbps"]))
+        for name, points in series.items():
+            xs, ys = zip(*sorted(points), strict=True)
+            if name.startswith("copy bandwidth"):
+                axis.plot(xs, ys, "k--", linewidth=1.6, label=name)
+            else:
+                ours = name.startswith("fastloss")
+                axis.plot(xs, ys, marker="o", markersize=4 if ours else 3,
+                          linewidth=2.2 if ours else 1.0, color=colours[name], label=name)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.yaxis.set_minor_formatter(NullFormatter())
+        axis.set_title(f"{loss} / {op}", fontsize=10)
+        axis.set_xlabel("elements (float32)", fontsize=9)
+        axis.set_ylabel("effective GB/s", fontsize=9)
+        axis.tick_params(labelsize=8)
+        axis.grid(True, which="both", alpha=0.25)
+    handles = {}
+    for axis in axes.flat:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    columns = 5
+    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=columns,
+                  fontsize=8, frameon=False)
+    legend_share = 0.05 * math.ceil(len(handles) / columns) / len(losses)
+    figure.tight_layout(rect=(0, legend_share + 0.02, 1, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _names(text: str) -> list[str]:
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fastloss bench",
+        description="Time fastloss against NumPy, PyTorch, crysx_nn-style functions and the "
+                    "memory floor; report GB/s, the ratio to the floor, speed-ups and the loss's "
+                    "relative error against float64.")
+    parser.add_argument("--quick", action="store_true",
+                        help="one size per loss, the fused op, the array-expression peer only")
+    parser.add_argument("--sizes", nargs="+", metavar="SIZE",
+                        help="ROWSxCOLS shapes or element counts (rows of 1024 for MSE, of "
+                             "--classes for cross-entropy), for every loss")
+    parser.add_argument("--losses", type=_names, default=list(peers.LOSSES),
+                        help="comma-separated: mse, softmax_cross_entropy (default: both)")
+    parser.add_argument("--ops", type=_names, default=None,
+                        help="comma-separated: forward, gradient, fused "
+                             "(default: all; --quick: fused)")
+    parser.add_argument("--backends", type=_names, default=None,
+                        help="fastloss backends (default: every available one)")
+    parser.add_argument("--peers", type=_names, default=None,
+                        help="peers by name, or 'none' (default: every installed one; --quick: "
+                             "numpy-expr, cupy-expr)")
+    parser.add_argument("--classes", type=int, default=peers.DEFAULT_CLASSES,
+                        help="cross-entropy row width for element-count sizes (default: 32000)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls at least, after one warm-up (default: 5; --quick: 3)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds of timed calls per case beyond --repeats (default: 1; "
+                             "--quick: 0.3)")
+    parser.add_argument("--json", metavar="PATH", help="write every measurement as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG: GB/s against size")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    for name in args.losses:
+        if name not in peers.LOSSES:
+            parser.error(f"--losses: unknown loss {name!r}; choose from {', '.join(peers.LOSSES)}")
+    args.ops = args.ops or (["fused"] if args.quick else list(peers.OPS))
+    for name in args.ops:
+        if name not in peers.OPS:
+            parser.error(f"--ops: unknown op {name!r}; choose from {', '.join(peers.OPS)}")
+    args.ops = [op for op in peers.OPS if op in args.ops]
+    args.losses = [loss for loss in peers.LOSSES if loss in args.losses]
+    status = peers.backend_status()
+    available = [name for name, (ok, _) in status.items() if ok]
+    args.backends = args.backends or available
+    for name in args.backends:
+        if name not in status:
+            parser.error(f"--backends: unknown backend {name!r}; choose from {', '.join(status)}")
+        if name not in available:
+            parser.error(f"--backends: {name} is not available: {status[name][1]}")
+    if args.peers == ["all"]:
+        args.peers = None
+    elif args.peers == ["none"]:
+        args.peers = []
+    elif args.peers is None and args.quick:
+        args.peers = list(QUICK_PEERS)
+    for name in args.peers or []:
+        if name not in peers.PEER_NAMES:
+            parser.error(f"--peers: unknown peer {name!r}; choose from "
+                         f"{', '.join(peers.PEER_NAMES)}, all, none")
+    if args.sizes:
+        args.sizes = [size for text in args.sizes for size in _names(text)]
+        for loss in args.losses:
+            for size in args.sizes:
+                try:
+                    peers.shape_for(loss, size, args.classes)
+                except ValueError as exc:
+                    parser.error(f"--sizes: {exc}")
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 5
+    if args.budget is None:
+        args.budget = 0.3 if args.quick else 1.0
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows = run(args)
+    print(quick_table(rows) if args.quick else full_table(rows))
+    skipped = not_run(args)
+    if skipped:
+        print("\nnot run here:\n" + "\n".join(f"  {line}" for line in skipped))
+    if args.json:
+        write_json(args.json, rows, skipped, args)
+    if args.plot:
+        write_plot(args.plot, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The benchmark report runs end to end at a tiny size and writes valid JSON and a PNG.
+
+Timings are not checked: only that every loss, op and available backend has its rows, and that
+the files are what they claim to be.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastloss import _registry
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+ROW_KEYS = {
+    "loss", "op", "device", "shape", "elements", "dtype", "impl", "kind", "backend", "bytes",
+    "median_s", "min_s", "repeats", "gbps", "x_floor", "loss_value", "reference", "rel_err",
+    "speedup", "error",
+}
+CPU_BACKENDS = [name for name in _registry.available_backends() if name != "cuda"]
+
+
+@pytest.fixture(scope="module")
+def report():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import report as module
+
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _run(report, tmp_path, *options):
+    json_path, png_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    argv = ["--sizes", "300", "--repeats", "1", "--budget", "0", "--quiet",
+            "--backends", ",".join(CPU_BACKENDS), "--json", str(json_path), "--plot", str(png_path),
+            *options]
+    assert report.main(argv) == 0
+    return json.loads(json_path.read_text()), png_path
+
+
+def test_full_report_has_every_case_and_a_png(report, tmp_path, capsys):
+    document, png_path = _run(report, tmp_path)
+
+    assert document["schema"] == "fastloss-bench/1"
+    assert {"created", "environment", "backends", "options", "not_run", "results"} <= set(document)
+    rows = document["results"]
+    assert all(set(row) == ROW_KEYS for row in rows)
+    for loss in ("mse", "softmax_cross_entropy"):
+        for op in ("forward", "gradient", "fused"):
+            case = {row["impl"]: row for row in rows if (row["loss"], row["op"]) == (loss, op)}
+            assert {f"fastloss[{name}]" for name in CPU_BACKENDS} <= set(case)
+            assert {"numpy-expr", "floor"} <= set(case)
+            for name in CPU_BACKENDS:
+                row = case[f"fastloss[{name}]"]
+                assert row["error"] is None, row["error"]
+                assert row["median_s"] > 0 and row["gbps"] > 0 and row["x_floor"] > 0
+                assert "numpy-expr" in row["speedup"]
+            if op == "gradient":
+                assert all(row["rel_err"] is None for row in case.values())
+            else:
+                assert case["numpy-expr"]["rel_err"] < 1e-5
+    mse_forward = {row["impl"] for row in rows if (row["loss"], row["op"]) == ("mse", "forward")}
+    assert {"crysx-fastmath", "crysx-prange"} <= mse_forward
+
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert "mse / fused" in table and "softmax_cross_entropy / forward" in table
+
+
+def test_quick_report_is_one_line_per_loss_and_backend(report, tmp_path, capsys):
+    document, _ = _run(report, tmp_path, "--quick")
+
+    fastloss_rows = [row for row in document["results"] if row["kind"] == "fastloss"]
+    assert len(fastloss_rows) == 2 * len(CPU_BACKENDS)
+    assert {row["op"] for row in document["results"]} == {"fused"}
+    assert {row["impl"] for row in document["results"] if row["kind"] == "peer"} == {"numpy-expr"}
+    table = capsys.readouterr().out
+    assert "vs NumPy" in table and "rel err" in table
+
+
+def test_bad_option_is_a_usage_error(report):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--ops", "backward"])
+    assert exit_info.value.code == 2
+
+
+def test_module_entry_point_runs_the_report(tmp_path):
+    json_path = tmp_path / "entry.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "fastloss", "bench", "--quick", "--sizes", "64", "--peers", "none",
+         "--losses", "mse", "--backends", "numpy", "--repeats", "1", "--budget", "0", "--quiet",
+         "--json", str(json_path)],
+        capture_output=True, text=True, timeout=120, cwd=BENCH.parent,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(json_path.read_text())["results"]
