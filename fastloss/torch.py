@@ -2,11 +2,14 @@
 
 ``mse_loss`` and ``cross_entropy`` take ``torch.nn.functional``'s arguments and
 give its results (2-D input, class axis last for cross-entropy); ``MSELoss``
-and ``CrossEntropyLoss`` are the matching modules. The forward pass calls the
-fused kernel once and keeps the gradient it wrote; the backward pass only
-scales that gradient by ``grad_output``, so forward + backward read the input
-once. When no gradient is needed (``torch.no_grad()``, or neither input
-requires grad) the forward pass computes the loss alone.
+and ``CrossEntropyLoss`` are the matching modules. Options other than
+``weight`` are keyword-only: PyTorch's deprecated ``size_average`` /
+``reduce`` are not accepted, so no positional option can land in their place.
+The forward pass calls the fused kernel once and keeps the gradient it wrote;
+the backward pass only scales that gradient by ``grad_output``, so forward +
+backward read the input once. When no gradient is needed
+(``torch.no_grad()``, or no input requires grad) the forward pass computes
+the loss alone.
 
 - CPU tensors are handed to the NumPy-side backend (numba) without a copy.
   bfloat16 has no NumPy dtype: a bfloat16 CPU tensor is computed through a
@@ -19,7 +22,7 @@ requires grad) the forward pass computes the loss alone.
   input with more than 2 dims (move the class axis last and flatten), input
   and target of different shapes for MSE (PyTorch would broadcast), a
   gradient with respect to cross-entropy's probability target, double
-  backward, and devices other than CPU and CUDA.
+  backward (``create_graph=True``), and devices other than CPU and CUDA.
 
 This module imports torch; ``import fastloss`` alone never does.
 """
@@ -35,10 +38,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
         "fastloss.torch needs PyTorch: pip install 'fastloss[torch]'"
     ) from exc
 
-from torch.autograd.function import once_differentiable
-
 import fastloss
-from fastloss import _validate
+from fastloss import _registry, _validate
 
 __all__ = ["mse_loss", "cross_entropy", "MSELoss", "CrossEntropyLoss"]
 
@@ -84,6 +85,8 @@ class _Bridge:
                 f"fastloss.torch computes CPU and CUDA tensors; input is on {self.device}"
             )
         self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            _registry.resolve("cuda")  # ValueError with the reason (no CuPy, no NVRTC, ...)
         self.dtype = input.dtype
         self.compute_dtype = self.dtype
         if self.dtype == torch.bfloat16 and not (self.cuda and _cupy_holds_bfloat16()):
@@ -155,6 +158,16 @@ def _check_float_input(input: torch.Tensor) -> None:
         )
 
 
+def _refuse_double_backward(name: str) -> None:
+    # Under create_graph=True a constant gradient would silently drop this
+    # loss's second derivative from any higher-order gradient.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"fastloss.torch.{name} does not support double backward (create_graph=True): "
+            f"use torch.nn.functional.{name} where higher-order gradients are needed"
+        )
+
+
 def _scale(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     # Never the stored buffer itself, nor scaled in place: autograd may keep it
     # as .grad and add into it, and with retain_graph a later backward would
@@ -199,8 +212,8 @@ class _MSEFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
+        _refuse_double_backward("mse_loss")
         (grad,) = ctx.saved_tensors
         grad_input = _scale(grad, grad_output)
         grad_target = -grad_input if ctx.needs_input_grad[1] else None
@@ -229,15 +242,16 @@ def mse_loss(
 
 
 def _cross_entropy_arguments(input, target, weight, reduction):
-    """Checks PyTorch-side arguments; returns (input, target) as 2-D/1-D views."""
+    """Checks PyTorch-side arguments; returns (input, target), a batch axis added if unbatched."""
     _check_float_input(input)
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
     _validate.check_reduction(reduction)
     _check_device(target, "target", input.device)
     if weight is not None:
-        if not isinstance(weight, torch.Tensor):
-            raise TypeError(f"weight must be a torch.Tensor or None; got {type(weight).__name__}")
+        if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+            got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise TypeError(f"weight must be a floating-point torch.Tensor or None; got {got}")
         _check_device(weight, "weight", input.device)
     if input.dim() > 2:
         raise ValueError(
@@ -283,7 +297,8 @@ def _cross_entropy_arguments(input, target, weight, reduction):
 def _cross_entropy_forward(input, target, weight, options, with_grad):
     with _Bridge(input) as bridge:
         logits, tgt = bridge.array(input), bridge.array(target)
-        weights = None if weight is None else bridge.array(weight)
+        # The kernels take float64 weights; (C,) is too small for the copy to matter.
+        weights = None if weight is None else bridge.array(weight.detach().double())
         if not with_grad:
             loss = fastloss.softmax_cross_entropy(logits, tgt, weight=weights, **options)
             return bridge.tensor(loss), None
@@ -303,8 +318,8 @@ class _CrossEntropyFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
+        _refuse_double_backward("cross_entropy")
         (grad,) = ctx.saved_tensors
         if ctx.per_row:
             # The stored gradient is that of the sum of the row losses.
@@ -331,7 +346,8 @@ def cross_entropy(
     differentiable with respect to ``input`` (once). Raises ValueError for
     shapes, labels and options (including inputs with more than 2 dims),
     TypeError for dtypes and devices, NotImplementedError for a target that
-    requires grad.
+    requires grad. On CUDA a label out of range is not checked (that would
+    synchronise): its row's loss and gradient are NaN.
     """
     squeeze = isinstance(input, torch.Tensor) and input.dim() == 1
     input2d, target2d = _cross_entropy_arguments(input, target, weight, reduction)
@@ -356,7 +372,7 @@ def cross_entropy(
 class MSELoss(torch.nn.Module):
     """``torch.nn.MSELoss`` computed by :func:`mse_loss`."""
 
-    def __init__(self, reduction: str = "mean"):
+    def __init__(self, *, reduction: str = "mean"):
         super().__init__()
         self.reduction = _validate.check_reduction(reduction)
 

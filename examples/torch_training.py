@@ -1,0 +1,114 @@
+"""Train one small PyTorch model twice: with torch's cross_entropy and with fastloss's.
+
+Both runs start from the same weights and see the same batches, so their loss
+curves should agree to rounding; the script prints both curves, their largest
+difference, and the forward+backward time of each loss on a larger batch of
+logits.
+
+    python examples/torch_training.py [--steps 100] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+import fastloss.torch as fltorch
+
+
+def make_data(samples, features, classes, generator):
+    centers = torch.randn(classes, features, generator=generator) * 0.3
+    labels = torch.randint(0, classes, (samples,), generator=generator)
+    inputs = centers[labels] + torch.randn(samples, features, generator=generator)
+    return inputs, labels
+
+
+def make_model(features, hidden, classes, seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(features, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, classes)
+    )
+
+
+def train(loss_fn, args, device, dtype):
+    """Mean loss per step of SGD with ``loss_fn(logits, labels)``."""
+    generator = torch.Generator().manual_seed(args.seed)
+    inputs, labels = make_data(args.samples, args.features, args.classes, generator)
+    inputs, labels = inputs.to(device, dtype), labels.to(device)
+    model = make_model(args.features, args.hidden, args.classes, args.seed).to(device, dtype)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.learning_rate, momentum=0.9)
+    batches = torch.randperm(args.samples, generator=generator).to(device).split(args.batch_size)
+    curve = []
+    for step in range(args.steps):
+        batch = batches[step % len(batches)]
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs[batch]), labels[batch])
+        loss.backward()
+        optimizer.step()
+        curve.append(loss.item())
+    return curve
+
+
+def time_forward_backward(loss_fn, logits, labels, repeats, device):
+    """Best wall time of ``loss_fn(logits, labels).backward()``, in seconds."""
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call also compiles or warms caches
+        logits.grad = None
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        loss_fn(logits, labels).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bench-rows", type=int, default=4096)
+    parser.add_argument("--bench-classes", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+
+    torch_curve = train(F.cross_entropy, args, device, dtype)
+    fastloss_curve = train(fltorch.cross_entropy, args, device, dtype)
+    difference = max(abs(a - b) for a, b in zip(torch_curve, fastloss_curve, strict=True))
+    print(f"{'step':>5} {'torch':>12} {'fastloss':>12}")
+    for step in range(0, args.steps, max(1, args.steps // 10)):
+        print(f"{step:>5} {torch_curve[step]:>12.8f} {fastloss_curve[step]:>12.8f}")
+    print(f"largest difference over {args.steps} steps: {difference:.2e}")
+
+    generator = torch.Generator().manual_seed(args.seed)
+    logits = torch.randn(args.bench_rows, args.bench_classes, generator=generator)
+    logits = logits.to(device, dtype).requires_grad_()
+    labels = torch.randint(0, args.bench_classes, (args.bench_rows,), generator=generator)
+    labels = labels.to(device)
+    times = {
+        name: time_forward_backward(fn, logits, labels, args.repeats, device)
+        for name, fn in (("torch", F.cross_entropy), ("fastloss", fltorch.cross_entropy))
+    }
+    print(f"forward+backward of cross-entropy on ({args.bench_rows}, {args.bench_classes}) "
+          f"{args.dtype} logits on {device}:")
+    for name, seconds in times.items():
+        print(f"  {name:>8}: {seconds * 1e3:8.3f} ms")
+    return {"torch": torch_curve, "fastloss": fastloss_curve, "difference": difference,
+            "times": times}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""crysx_nn's loss conventions, computed by fastloss's fused kernels.
+
+Drop-in ``errorFunc`` / ``gradErrorFunc`` for crysx_nn's
+``nn_optimize(inputs, outputs, ..., errorFunc=MSE_loss, gradErrorFunc=MSE_loss_grad)``.
+NumPy arrays go to the numba backend, CuPy arrays to the cuda backend; the
+``*_cupy`` names are the same functions, for code that picks crysx_nn's
+CuPy variants by name.
+
+Conventions (those of ``crysx_nn.loss``): positional ``(predictions,
+targets)``, both ``(N, k)`` (N samples, k output nodes); the loss is summed
+over the samples, and ``nn_optimize`` itself divides the loss and the
+gradient by the batch size. Against PyTorch's default ``reduction="mean"``:
+
+- ``MSE_loss(p, t) = sum((p - t)**2) / k = N * F.mse_loss(p, t)``
+- ``MSE_loss_grad(p, t) = 2 * (p - t) / k = N * d F.mse_loss / dp``
+  (not divided by the batch size)
+- ``Softmax_CCE_loss(z, t) = -sum(t * log_softmax(z)) = N * F.cross_entropy(z, t)``
+- ``Softmax_CCE_loss_grad(z, t) = softmax(z) - t = N * d F.cross_entropy / dz``
+
+The softmax cross-entropy pair takes *logits* ``z``, not probabilities:
+crysx_nn's ``CCE_loss(p, t)`` takes ``p = Softmax(z)`` and its gradient
+``-t / p`` is then multiplied by the ``(N, k, k)`` softmax Jacobian in
+``back_propagation``. The fused pair replaces all three: give the output
+layer the ``'Identity'`` activation (so that ``a[nLayers]`` holds the
+logits) and pass ``errorFunc=Softmax_CCE_loss,
+gradErrorFunc=Softmax_CCE_loss_grad``. ``softmax(z) - t`` is what the
+Jacobian product computes (for target rows summing to 1), without the
+``N * k * k`` Jacobian, without ``log`` of a clipped probability, and
+stable for any logits. ``t`` is one-hot or probability rows of ``z``'s
+dtype, or ``(N,)`` integer class indices.
+
+Bad input raises fastloss's ValueError / TypeError; the arrays must be 2-D.
+"""
+
+from __future__ import annotations
+
+import fastloss
+
+__all__ = [
+    "MSE_loss",
+    "MSE_loss_grad",
+    "Softmax_CCE_loss",
+    "Softmax_CCE_loss_grad",
+    "MSE_loss_cupy",
+    "MSE_loss_grad_cupy",
+    "Softmax_CCE_loss_cupy",
+    "Softmax_CCE_loss_grad_cupy",
+]
+
+
+def _output_nodes(predictions, name: str) -> int:
+    shape = getattr(predictions, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(
+            f"{name} must be a 2-D (N, k) array (N samples, k output nodes); "
+            f"got shape {shape}"
+        )
+    return shape[1]
+
+
+def MSE_loss(predictions, targets):  # noqa: N802 - crysx_nn's name
+    """``sum((predictions - targets)**2) / k``: summed over samples, averaged over output nodes.
+
+    ``predictions``, ``targets``: ``(N, k)`` float arrays of one dtype
+    (NumPy or CuPy). Returns a scalar of their dtype (a 0-d CuPy array for
+    CuPy input). PyTorch's mean is this divided by ``N``.
+    """
+    nodes = _output_nodes(predictions, "predictions")
+    total = fastloss.mse(predictions, targets, reduction="sum")
+    return total / nodes
+
+
+def MSE_loss_grad(predictions, targets):  # noqa: N802 - crysx_nn's name
+    """``2 * (predictions - targets) / k``, the gradient of :func:`MSE_loss`.
+
+    Not divided by the batch size (``nn_optimize`` does that). Returns an
+    ``(N, k)`` array of the predictions' type and dtype.
+    """
+    nodes = _output_nodes(predictions, "predictions")
+    grad = fastloss.mse_grad(predictions, targets, reduction="sum")
+    if nodes != 1:
+        # The kernel's own scale is 2 (the "sum" gradient); 1/k costs one
+        # more pass over the gradient, not over the inputs.
+        grad /= nodes
+    return grad
+
+
+def Softmax_CCE_loss(logits, targets):  # noqa: N802 - crysx_nn's naming
+    """``-sum(targets * log_softmax(logits))``: crysx_nn's ``CCE_loss(Softmax(logits), targets)``.
+
+    ``logits``: ``(N, k)`` float array (NumPy or CuPy). ``targets``: ``(N,
+    k)`` one-hot or probability rows of the logits' dtype, or ``(N,)``
+    integer class indices. Summed over samples (PyTorch's ``"sum"``).
+    Returns a scalar of the logits' dtype (0-d CuPy array for CuPy input).
+    """
+    _output_nodes(logits, "logits")
+    return fastloss.softmax_cross_entropy(logits, targets, reduction="sum")
+
+
+def Softmax_CCE_loss_grad(logits, targets):  # noqa: N802 - crysx_nn's naming
+    """``softmax(logits) - targets``: the gradient of :func:`Softmax_CCE_loss` w.r.t. the logits.
+
+    Replaces crysx_nn's ``CCE_loss_grad`` times the ``(N, k, k)`` softmax
+    Jacobian (use the ``'Identity'`` activation on the output layer). Not
+    divided by the batch size. Returns an ``(N, k)`` array of the logits'
+    type and dtype.
+    """
+    _output_nodes(logits, "logits")
+    return fastloss.softmax_cross_entropy_grad(logits, targets, reduction="sum")
+
+
+# crysx_nn names its CuPy variants separately; here the array type decides.
+MSE_loss_cupy = MSE_loss
+MSE_loss_grad_cupy = MSE_loss_grad
+Softmax_CCE_loss_cupy = Softmax_CCE_loss
+Softmax_CCE_loss_grad_cupy = Softmax_CCE_loss_grad

@@ -1,0 +1,172 @@
+"""fastloss.compat.crysx: crysx_nn's conventions, its training loop's use, and PyTorch's mean."""
+
+import numpy as np
+import pytest
+
+import fastloss
+from fastloss.compat import crysx
+
+SHAPES = [(1, 1), (32, 10), (97, 3)]
+TOLERANCE = {np.float32: (2e-5, 1e-6), np.float64: (1e-12, 1e-14)}
+
+
+def _cupy_available() -> bool:
+    try:
+        import cupy
+    except ImportError:
+        return False
+    return bool(cupy.is_available())
+
+
+
+
+def make(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    predictions = rng.normal(0.0, 2.0, shape).astype(dtype)
+    labels = rng.integers(0, shape[1], shape[0])
+    onehot = np.eye(shape[1], dtype=dtype)[labels]
+    return predictions, onehot, labels
+
+
+def softmax(z):
+    shifted = np.exp(z - z.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def close(actual, expected, dtype):
+    rtol, atol = TOLERANCE[dtype]
+    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_crysx_conventions(shape, dtype):
+    """crysx_nn.loss's formulas: summed over samples, MSE averaged over output nodes."""
+    predictions, targets, labels = make(shape, dtype)
+    p64, t64 = predictions.astype(np.float64), targets.astype(np.float64)
+    k = shape[1]
+
+    loss = crysx.MSE_loss(predictions, targets)
+    assert loss.dtype == dtype and np.ndim(loss) == 0
+    close(loss, np.sum((p64 - t64) ** 2) / k, dtype)
+    grad = crysx.MSE_loss_grad(predictions, targets)
+    assert grad.dtype == dtype and grad.shape == shape
+    close(grad, 2 * (p64 - t64) / k, dtype)
+
+    cross_entropy = -np.sum(t64 * np.log(softmax(p64)))
+    close(crysx.Softmax_CCE_loss(predictions, targets), cross_entropy, dtype)
+    close(crysx.Softmax_CCE_loss(predictions, labels), cross_entropy, dtype)
+    close(crysx.Softmax_CCE_loss_grad(predictions, targets), softmax(p64) - t64, dtype)
+    close(crysx.Softmax_CCE_loss_grad(predictions, labels), softmax(p64) - t64, dtype)
+
+
+def test_fused_gradient_equals_the_softmax_jacobian_product():
+    """``softmax(z) - t`` is crysx_nn's Softmax_grad(z) (N, k, k) times CCE_loss_grad = -t/p."""
+    logits, targets, _ = make((16, 7), np.float64)
+    p = softmax(logits)
+    jacobian = np.einsum("ij,jk->ijk", p, np.eye(7)) - np.einsum("ij,ik->ijk", p, p)
+    delta = np.einsum("ijk,ik->ij", jacobian, -targets / p)
+    np.testing.assert_allclose(crysx.Softmax_CCE_loss_grad(logits, targets), delta, atol=1e-12)
+
+
+def test_inputs_are_not_modified():
+    predictions, targets, _ = make((8, 4), np.float32)
+    saved = predictions.copy(), targets.copy()
+    crysx.MSE_loss_grad(predictions, targets)
+    crysx.Softmax_CCE_loss_grad(predictions, targets)
+    np.testing.assert_array_equal(predictions, saved[0])
+    np.testing.assert_array_equal(targets, saved[1])
+
+
+def test_pytorch_mean_is_the_crysx_value_over_the_batch_size():
+    torch = pytest.importorskip("torch", reason="the comparison needs PyTorch")
+    predictions, targets, labels = make((12, 5), np.float64)
+    n = len(predictions)
+    for ours, ours_grad, theirs, target in (
+        (crysx.MSE_loss, crysx.MSE_loss_grad, torch.nn.functional.mse_loss, targets),
+        (crysx.Softmax_CCE_loss, crysx.Softmax_CCE_loss_grad,
+         torch.nn.functional.cross_entropy, labels),
+    ):
+        z = torch.tensor(predictions, requires_grad=True)
+        loss = theirs(z, torch.tensor(target))
+        loss.backward()
+        np.testing.assert_allclose(ours(predictions, target) / n, loss.item(), rtol=1e-12)
+        np.testing.assert_allclose(ours_grad(predictions, target) / n, z.grad.numpy(),
+                                   rtol=1e-12, atol=1e-15)
+
+
+def _nn_optimize_like(inputs, outputs, weights, epochs, batch_size, eeta, error, grad_error):
+    """The lines of crysx_nn's nn_optimize that use errorFunc / gradErrorFunc, around a
+    one-layer network with the 'Identity' activation (a[nLayers] are the logits)."""
+    errors = []
+    batches = inputs.shape[0] // batch_size
+    for _ in range(epochs):
+        error_epoch = 0.0
+        for batch in range(batches):
+            x = inputs[batch * batch_size:(batch + 1) * batch_size]
+            expected = outputs[batch * batch_size:(batch + 1) * batch_size]
+            output = x @ weights.T
+            error_epoch += error(output, expected) / batch_size
+            dc_da = grad_error(output, expected) / batch_size
+            weights = weights - eeta * dc_da.T @ x
+        errors.append(error_epoch / batches)
+    return weights, errors
+
+
+@pytest.mark.parametrize("pair", ["mse", "softmax_cce"])
+def test_drops_into_nn_optimize(pair):
+    rng = np.random.default_rng(5)
+    inputs = rng.normal(size=(64, 6))
+    labels = (inputs[:, 0] > 0).astype(int) + (inputs[:, 1] > 0)
+    outputs = np.eye(3)[labels]
+    functions = {
+        "mse": (crysx.MSE_loss, crysx.MSE_loss_grad, "mse_with_grad"),
+        "softmax_cce": (crysx.Softmax_CCE_loss, crysx.Softmax_CCE_loss_grad,
+                        "softmax_cross_entropy_with_grad"),
+    }
+    error, grad_error, fused_name = functions[pair]
+    start = rng.normal(scale=0.1, size=(3, 6))
+    weights, errors = _nn_optimize_like(inputs, outputs, start, 5, 16, 0.5, error, grad_error)
+    assert errors[-1] < errors[0]
+
+    # The same loop on fastloss's PyTorch-style mean times the batch size (the
+    # documented conversion) gives the same weights.
+    fused = getattr(fastloss, fused_name)
+    expected = _nn_optimize_like(
+        inputs, outputs, start, 5, 16, 0.5,
+        lambda o, t: fused(o, t)[0] * len(o),
+        lambda o, t: fused(o, t)[1] * len(o),
+    )[0]
+    np.testing.assert_allclose(weights, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "function", [crysx.MSE_loss, crysx.MSE_loss_grad, crysx.Softmax_CCE_loss,
+                 crysx.Softmax_CCE_loss_grad],
+    ids=lambda f: f.__name__,
+)
+def test_arrays_must_be_two_dimensional(function):
+    with pytest.raises(ValueError, match=r"\(N, k\)"):
+        function(np.zeros(4), np.zeros(4))
+
+
+def test_cupy_names_are_the_same_functions():
+    assert crysx.MSE_loss_cupy is crysx.MSE_loss
+    assert crysx.MSE_loss_grad_cupy is crysx.MSE_loss_grad
+    assert crysx.Softmax_CCE_loss_cupy is crysx.Softmax_CCE_loss
+    assert crysx.Softmax_CCE_loss_grad_cupy is crysx.Softmax_CCE_loss_grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", ["MSE_loss", "MSE_loss_grad", "Softmax_CCE_loss",
+                                  "Softmax_CCE_loss_grad"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_available(), reason="no CUDA device")
+def test_cupy_arrays_stay_on_the_device(name, dtype):
+    import cupy
+
+    predictions, targets, _ = make((33, 10), dtype)
+    function = getattr(crysx, name)
+    result = function(cupy.asarray(predictions), cupy.asarray(targets))
+    assert isinstance(result, cupy.ndarray) and result.dtype == dtype
+    close(result.get(), function(predictions, targets).astype(np.float64), dtype)

@@ -1,0 +1,383 @@
+"""fastloss.torch against torch.nn.functional: values, gradients, autograd behaviour, errors."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="fastloss.torch needs PyTorch")
+F = torch.nn.functional
+
+import fastloss  # noqa: E402
+import fastloss.torch as ft  # noqa: E402
+
+
+def _cuda_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import cupy
+    except ImportError:
+        return False
+    return bool(cupy.is_available())
+
+
+CUDA = pytest.param(
+    "cuda",
+    id="cuda",
+    marks=[pytest.mark.gpu, pytest.mark.skipif(not _cuda_available(), reason="no CUDA device")],
+)
+DEVICES = [pytest.param("cpu", id="cpu"), CUDA]
+
+# (rtol, atol) of a result in this dtype against float64 PyTorch on the same values.
+TOLERANCE = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (2e-5, 1e-6),
+    torch.float16: (4e-3, 1e-3),
+    torch.bfloat16: (3e-2, 1e-2),
+}
+FULL = [torch.float32, torch.float64]
+HALF = [torch.float16, torch.bfloat16]
+REDUCTIONS = ["mean", "sum", "none"]
+
+# name -> (target kind, options for cross_entropy)
+CE_CASES = {
+    "labels": ("labels", {}),
+    "ignore": ("ignored", {}),
+    "ignore-custom": ("labels", {"ignore_index": 1}),
+    "smoothing": ("labels", {"label_smoothing": 0.2}),
+    "weight": ("labels", {"weight": True}),
+    "weight-ignore-smoothing": ("ignored", {"weight": True, "label_smoothing": 0.1}),
+    "probs": ("probs", {}),
+    "probs-weight-smoothing": ("probs", {"weight": True, "label_smoothing": 0.3}),
+}
+# The core tests' shapes: one row, one class, sizes off every block size, many classes, many rows.
+CE_SHAPES = [(1, 1), (1, 5), (37, 33), (64, 1000), (5000, 7)]
+MSE_SHAPES = [(1, 1), (1, 37), (7, 33), (1000,), (3, 4, 5), (4099, 33)]
+
+
+def assert_close(actual, expected, dtype):
+    rtol, atol = TOLERANCE[dtype]
+    assert actual.dtype == dtype
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(
+        actual.detach().cpu().double().numpy(), expected.detach().cpu().double().numpy(),
+        rtol=rtol, atol=atol,
+    )
+
+
+def ce_inputs(shape, kind, options, device, dtype, seed=0):
+    """(logits, target, options) in ``dtype``, and the same values in float64 for PyTorch."""
+    generator = torch.Generator().manual_seed(seed)
+    rows, classes = shape
+    logits = (torch.randn(shape, generator=generator, dtype=torch.float64) * 3).to(dtype)
+    if kind == "probs":
+        target = torch.rand(shape, generator=generator, dtype=torch.float64).to(dtype)
+        target = target / target.sum(dim=1, keepdim=True)
+    else:
+        target = torch.randint(0, classes, (rows,), generator=generator)
+        if kind == "ignored":
+            target[::3] = -100
+    options = dict(options)
+    reference = dict(options)
+    if options.get("weight"):
+        weight = torch.rand(classes, generator=generator, dtype=torch.float64) + 0.5
+        options["weight"] = weight.to(dtype).to(device)
+        reference["weight"] = weight.to(dtype).double().to(device)
+    logits, target = logits.to(device), target.to(device)
+    target64 = target.double() if target.is_floating_point() else target
+    return (logits, target, options), (logits.double(), target64, reference)
+
+
+def run_ce(inputs, reduction, function):
+    """Loss, and the gradient of ``sum(loss * grad_output)`` for a fixed random grad_output."""
+    logits, target, options = inputs
+    logits = logits.detach().clone().requires_grad_()
+    loss = function(logits, target, reduction=reduction, **options)
+    grad_output = torch.linspace(-1.5, 2.0, loss.numel(), dtype=torch.float64)
+    grad_output = grad_output.reshape(loss.shape).to(loss.device, loss.dtype)
+    (grad,) = torch.autograd.grad(loss, logits, grad_output)
+    return loss, grad
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("case", list(CE_CASES))
+@pytest.mark.parametrize("dtype", FULL, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_matches_torch(device, dtype, case, shape, reduction):
+    kind, options = CE_CASES[case]
+    ours, reference = ce_inputs(shape, kind, options, device, dtype)
+    loss, grad = run_ce(ours, reduction, ft.cross_entropy)
+    ref_loss, ref_grad = run_ce(reference, reduction, F.cross_entropy)
+    assert_close(loss, ref_loss.to(dtype), dtype)
+    assert_close(grad, ref_grad.to(dtype), dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", ["labels", "weight-ignore-smoothing", "probs"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_half_precision(device, dtype, case, reduction):
+    kind, options = CE_CASES[case]
+    ours, reference = ce_inputs((9, 6), kind, options, device, dtype)
+    loss, grad = run_ce(ours, reduction, ft.cross_entropy)
+    ref_loss, ref_grad = run_ce(reference, reduction, F.cross_entropy)
+    assert_close(loss, ref_loss.to(dtype), dtype)
+    assert_close(grad, ref_grad.to(dtype), dtype)
+
+
+# A float16 "sum" of 4099 x 33 squares overflows to inf, in PyTorch as here.
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", MSE_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", FULL + HALF, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_mse_loss_matches_torch(device, dtype, shape, reduction):
+    generator = torch.Generator().manual_seed(1)
+    values = [torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype) for _ in "pt"]
+    results = []
+    for function, cast in ((ft.mse_loss, dtype), (F.mse_loss, torch.float64)):
+        pred, target = (v.to(device, cast).requires_grad_() for v in values)
+        loss = function(pred, target, reduction=reduction)
+        grad_output = torch.linspace(-1.0, 2.0, loss.numel(), dtype=torch.float64)
+        grad_output = grad_output.to(dtype).to(device, cast)
+        grads = torch.autograd.grad(loss, (pred, target), grad_output.reshape(loss.shape))
+        results.append((loss, *grads))
+    for actual, expected in zip(*results, strict=True):
+        assert_close(actual, expected.to(dtype), dtype)
+
+
+# --- autograd behaviour ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", list(CE_CASES))
+def test_cross_entropy_gradcheck(case, reduction):
+    kind, options = CE_CASES[case]
+    (logits, target, options), _ = ce_inputs((4, 5), kind, options, "cpu", torch.float64)
+    logits.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda z: ft.cross_entropy(z, target, reduction=reduction, **options), (logits,)
+    )
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_mse_loss_gradcheck(reduction):
+    generator = torch.Generator().manual_seed(2)
+    pred, target = (
+        torch.randn(3, 4, generator=generator, dtype=torch.float64).requires_grad_()
+        for _ in range(2)
+    )
+    assert torch.autograd.gradcheck(
+        lambda p, t: ft.mse_loss(p, t, reduction=reduction), (pred, target)
+    )
+
+
+class _Calls:
+    """Counts calls into fastloss's public functions, passing them through."""
+
+    NAMES = (
+        "mse", "mse_grad", "mse_with_grad", "softmax_cross_entropy",
+        "softmax_cross_entropy_grad", "softmax_cross_entropy_with_grad",
+    )
+
+    def __init__(self, monkeypatch):
+        self.counts = dict.fromkeys(self.NAMES, 0)
+        self.arguments = {}
+        for name in self.NAMES:
+            monkeypatch.setattr(fastloss, name, self._spy(name, getattr(fastloss, name)))
+
+    def _spy(self, name, function):
+        def spy(*args, **kwargs):
+            self.counts[name] += 1
+            self.arguments[name] = (args, kwargs)
+            return function(*args, **kwargs)
+
+        return spy
+
+    def called(self):
+        return {name: count for name, count in self.counts.items() if count}
+
+
+def test_forward_calls_the_fused_kernel_once_and_backward_none(monkeypatch):
+    calls = _Calls(monkeypatch)
+    logits = torch.randn(6, 4, requires_grad=True)
+    loss = ft.cross_entropy(logits, torch.tensor([0, 1, 2, 3, 0, 1]))
+    assert calls.called() == {"softmax_cross_entropy_with_grad": 1}
+    loss.backward()
+    assert calls.called() == {"softmax_cross_entropy_with_grad": 1}
+    pred = torch.randn(5, requires_grad=True)
+    ft.mse_loss(pred, torch.randn(5)).backward()
+    assert calls.called() == {"softmax_cross_entropy_with_grad": 1, "mse_with_grad": 1}
+
+
+def test_cpu_tensors_are_passed_without_copies(monkeypatch):
+    calls = _Calls(monkeypatch)
+    logits = torch.randn(6, 4, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    loss = ft.cross_entropy(logits, target)
+    args, kwargs = calls.arguments["softmax_cross_entropy_with_grad"]
+    assert np.shares_memory(args[0], logits.detach().numpy())
+    assert np.shares_memory(args[1], target.numpy())
+    loss.backward()
+    # The kernel wrote the gradient straight into the buffer autograd kept.
+    np.testing.assert_allclose(logits.grad.numpy(), kwargs["out"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss_name", ["mse", "cross_entropy"])
+def test_no_gradient_when_none_is_needed(monkeypatch, loss_name):
+    calls = _Calls(monkeypatch)
+    x = torch.randn(5, 3)
+    if loss_name == "mse":
+        run = lambda x: ft.mse_loss(x, torch.zeros(5, 3))  # noqa: E731
+    else:
+        run = lambda x: ft.cross_entropy(x, torch.tensor([0, 1, 2, 0, 1]))  # noqa: E731
+    plain = run(x)
+    with torch.no_grad():
+        under_no_grad = run(x.clone().requires_grad_())
+    for loss in (plain, under_no_grad):
+        assert loss.grad_fn is None and not loss.requires_grad
+    assert all(not name.endswith("grad") for name in calls.called())
+    torch.testing.assert_close(plain, under_no_grad)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "mse_loss"])
+def test_double_backward_is_a_clear_error(name):
+    logits = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 0]) if name == "cross_entropy" else torch.zeros(4, 3).double()
+    loss = getattr(ft, name)(logits, target)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, logits, create_graph=True)
+
+
+def test_backward_twice_with_retain_graph_accumulates_exactly():
+    logits = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 0])
+    loss = ft.cross_entropy(logits, target)
+    for _ in range(3):
+        loss.backward(retain_graph=True)
+    reference = logits.detach().clone().requires_grad_()
+    F.cross_entropy(reference, target).backward()
+    torch.testing.assert_close(logits.grad, 3 * reference.grad)
+
+
+def test_mse_gradient_reaches_target_only_when_asked():
+    pred = torch.randn(4, 2, dtype=torch.float64)
+    target = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    ft.mse_loss(pred, target).backward()
+    torch.testing.assert_close(target.grad, 2 * (target - pred).detach() / 8)
+    assert pred.grad is None
+
+
+def test_unbatched_and_non_contiguous_input():
+    base = torch.randn(5, 8, dtype=torch.float64)
+    for logits, target in ((base.t(), torch.arange(8) % 5), (base[1], torch.tensor(3))):
+        for reduction in REDUCTIONS:
+            ours, ref = (logits.clone().requires_grad_() for _ in range(2))
+            loss = ft.cross_entropy(ours, target, reduction=reduction)
+            expected = F.cross_entropy(ref, target, reduction=reduction)
+            torch.testing.assert_close(loss, expected)
+            loss.sum().backward()
+            expected.sum().backward()
+            torch.testing.assert_close(ours.grad, ref.grad)
+
+
+def test_empty_batch():
+    logits = torch.zeros(0, 4, requires_grad=True)
+    target = torch.zeros(0, dtype=torch.long)
+    assert torch.isnan(ft.cross_entropy(logits, target))
+    loss = ft.cross_entropy(logits, target, reduction="sum")
+    assert loss.item() == 0.0
+    loss.backward()
+    assert logits.grad.shape == (0, 4)
+
+
+def test_modules_match_torch():
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(10, 4, generator=generator)
+    target = torch.randint(0, 4, (10,), generator=generator)
+    weight = torch.rand(4, generator=generator) + 0.5
+    options = {"ignore_index": 1, "reduction": "sum", "label_smoothing": 0.1}
+    ours = ft.CrossEntropyLoss(weight, **options)
+    theirs = torch.nn.CrossEntropyLoss(weight, **options)
+    torch.testing.assert_close(ours(logits, target), theirs(logits, target))
+    assert "weight" in ours.state_dict()
+    assert "label_smoothing=0.1" in repr(ours)
+    pred, goal = torch.randn(3, 2), torch.randn(3, 2)
+    torch.testing.assert_close(ft.MSELoss(reduction="none")(pred, goal),
+                               torch.nn.MSELoss(reduction="none")(pred, goal))
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def test_class_axis_other_than_last_is_refused():
+    logits = torch.randn(2, 3, 4, requires_grad=True)
+    with pytest.raises(ValueError, match="class axis last"):
+        ft.cross_entropy(logits, torch.zeros(2, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: ft.mse_loss(torch.randn(3, 1), torch.randn(3)), ValueError, "broadcast"),
+        (lambda: ft.mse_loss(torch.randn(3), torch.randn(3).double()), TypeError, "dtype"),
+        (lambda: ft.mse_loss(torch.arange(3), torch.arange(3)), TypeError, "floating-point"),
+        (lambda: ft.mse_loss(torch.randn(3), [0.0, 1.0, 2.0]), TypeError, "torch.Tensor"),
+        (lambda: ft.mse_loss(torch.randn(3), torch.randn(3, device="meta")), TypeError, "meta"),
+        (lambda: ft.mse_loss(torch.randn(3, device="meta"), torch.randn(3, device="meta")),
+         TypeError, "CPU and CUDA"),
+        (lambda: ft.mse_loss(torch.randn(3), torch.randn(3), reduction="avg"), ValueError,
+         "reduction"),
+        (lambda: ft.cross_entropy(torch.randn(2, 3), torch.tensor([0, 3])), ValueError, "3"),
+        (lambda: ft.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1, 2])), ValueError,
+         "shape"),
+        (lambda: ft.cross_entropy(torch.randn(2, 3), torch.rand(2, 3, requires_grad=True)),
+         NotImplementedError, "detach"),
+        (lambda: ft.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), label_smoothing=1.5),
+         ValueError, "label_smoothing"),
+        (lambda: ft.CrossEntropyLoss(reduction="avg"), ValueError, "reduction"),
+    ],
+    ids=[
+        "mse-shapes", "mse-dtypes", "mse-integers", "mse-list", "target-device", "meta-device",
+        "reduction", "label-out-of-range", "ce-target-shape", "soft-target-grad", "smoothing",
+        "module-reduction",
+    ],
+)
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+# --- CUDA: the DLPack path on PyTorch's stream ------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", FULL + HALF, ids=str)
+def test_cuda_on_a_side_stream(dtype):
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(300, 130, generator=generator).to("cuda", dtype)
+    target = torch.randint(0, 130, (300,), generator=generator).cuda()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        ours = logits.clone().requires_grad_()
+        loss = ft.cross_entropy(ours, target)
+        loss.backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    reference = logits.double().requires_grad_()
+    expected = F.cross_entropy(reference, target)
+    expected.backward()
+    assert_close(loss, expected.to(dtype), dtype)
+    assert_close(ours.grad, reference.grad.to(dtype), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="no CUDA device")
+def test_cuda_tensors_are_passed_without_copies(monkeypatch):
+    calls = _Calls(monkeypatch)
+    logits = torch.randn(8, 5, device="cuda", requires_grad=True)
+    ft.cross_entropy(logits, torch.arange(8, device="cuda") % 5).backward()
+    args, kwargs = calls.arguments["softmax_cross_entropy_with_grad"]
+    assert args[0].data.ptr == logits.data_ptr()
+    assert type(kwargs["out"]).__module__.startswith("cupy")
