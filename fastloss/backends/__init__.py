@@ -39,6 +39,8 @@ grad_out, loss_out, ignore_index, label_smoothing, grad_scale) -> total``
   (softmax(z_i)_c * S_i - q_ic * w_c)`` with ``S_i = sum_c q_ic * w_c``
   (zero rows for ignored labels).
 - ``loss_out``: ``None`` or an ``(N,)`` float64 array; receives ``L_i``.
-- ``ignore_index``: int; ``label_smoothing``, ``grad_scale``: float.
+- ``ignore_index``: int; ``label_smoothing``: float; ``grad_scale``: float,
+  or on the cuda backend a 0-d float64 device array (a weighted mean's
+  divisor computed on the device, read by the kernel without a host sync).
 - Returns the float64 sum of ``L_i``, combined in a fixed order.
 """

@@ -1,0 +1,128 @@
+"""Device arrays for the cuda backend: zero-copy views, device checks, availability.
+
+CuPy 14 has a bfloat16 dtype only when the ``ml_dtypes`` package is
+installed (it then maps DLPack's bfloat16 to ``ml_dtypes.bfloat16``);
+without it, bfloat16 tensors are refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import functools
+
+_DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged
+_DLPACK_HOST_DEVICES = (1, 3)  # kDLCPU, kDLCUDAHost
+
+
+@functools.cache
+def available() -> tuple[bool, str]:
+    """``(True, versions)`` when CuPy, a CUDA device and NVRTC are usable, else ``(False, why)``."""
+    try:
+        import cupy
+    except ImportError:
+        return False, "cupy not installed (pip install 'fastloss[cuda]')"
+    except Exception as exc:  # a broken CUDA install surfaces here as anything
+        return False, f"cupy cannot be imported: {exc}"
+    try:
+        if not cupy.is_available():
+            return False, "no CUDA device"
+    except Exception as exc:
+        return False, f"no CUDA device ({exc})"
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        major, minor = nvrtc.getVersion()
+    except Exception as exc:
+        return False, f"NVRTC cannot be loaded ({exc}); pip install 'nvidia-cuda-nvrtc>=13,<14'"
+    try:
+        device = cupy.cuda.Device()
+        name = cupy.cuda.runtime.getDeviceProperties(device.id)["name"]
+        name = name.decode() if isinstance(name, bytes) else name
+    except Exception:
+        name = "CUDA device"
+    return True, f"cupy {cupy.__version__}, NVRTC {major}.{minor}, {name}"
+
+
+def _host_error(x, name: str) -> TypeError:
+    kind = f"{type(x).__module__}.{type(x).__qualname__}"
+    return TypeError(
+        f"{name} is a host array ({kind}) but backend='cuda' needs GPU memory: move it with "
+        f"cupy.asarray({name}) (NumPy) or {name}.cuda() (PyTorch), or use a CPU backend"
+    )
+
+
+def _bfloat16_missing(name: str) -> TypeError:
+    return TypeError(
+        f"{name} is bfloat16, which CuPy supports only with the ml_dtypes package installed "
+        "(pip install ml_dtypes)"
+    )
+
+
+def _has_ml_dtypes() -> bool:
+    try:
+        import ml_dtypes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _from_torch(x, name: str):
+    import cupy
+
+    if x.device.type != "cuda":
+        raise _host_error(x, name)
+    if str(x.dtype) == "torch.bfloat16" and not _has_ml_dtypes():
+        raise _bfloat16_missing(name)
+    # detach() is a view: DLPack refuses tensors that require grad, and the
+    # kernels never take part in autograd themselves.
+    return cupy.from_dlpack(x.detach())
+
+
+def as_device_array(x, name: str):
+    """``x`` as a ``cupy.ndarray`` sharing its memory (never a copy).
+
+    Accepts CuPy arrays, PyTorch CUDA tensors (bfloat16 included when
+    ``ml_dtypes`` is installed), objects with ``__cuda_array_interface__`` and
+    DLPack producers on a CUDA device. Host arrays (NumPy, CPU tensors, lists)
+    raise TypeError saying how to move them; so does anything else.
+    """
+    import cupy
+
+    if isinstance(x, cupy.ndarray):
+        return x
+    module = type(x).__module__.split(".")[0]
+    if module == "torch":
+        return _from_torch(x, name)
+    if hasattr(x, "__cuda_array_interface__"):
+        return cupy.asarray(x)
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        device_type = int(x.__dlpack_device__()[0])
+        if device_type in _DLPACK_CUDA_DEVICES:
+            if str(getattr(x, "dtype", "")) == "bfloat16" and not _has_ml_dtypes():
+                raise _bfloat16_missing(name)
+            return cupy.from_dlpack(x)
+        if device_type in _DLPACK_HOST_DEVICES:
+            raise _host_error(x, name)
+        raise TypeError(f"{name} lives on DLPack device type {device_type}, not a CUDA device")
+    if module == "numpy" or hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
+        raise _host_error(x, name)
+    if isinstance(x, (list, tuple, int, float)):
+        raise _host_error(x, name)
+    raise TypeError(
+        f"{name} must be a CuPy array or a CUDA array (__cuda_array_interface__ or DLPack); "
+        f"got {type(x).__module__}.{type(x).__qualname__}"
+    )
+
+
+def check_same_device(*arrays) -> int:
+    """The device id shared by all given arrays (``None`` entries are skipped).
+
+    Raises ValueError when they live on different devices.
+    """
+    devices = {}
+    for index, array in enumerate(arrays):
+        if array is not None:
+            devices.setdefault(array.device.id, index)
+    if len(devices) > 1:
+        listing = ", ".join(f"argument {i} on cuda:{d}" for d, i in sorted(devices.items()))
+        raise ValueError(f"arrays must be on one CUDA device; got {listing}")
+    return next(iter(devices), None)

@@ -1,0 +1,92 @@
+"""Softmax cross-entropy on the GPU: the launcher of ``kernels/softmax_cross_entropy.cu``.
+
+Contract: ``fastloss.backends``. ``grad_scale`` may also be a 0-d device
+array (a weighted mean's divisor computed on the GPU): it is then read by
+the kernel, with no host round trip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastloss.backends.cuda import _module
+
+TILE = 16  # FL_CE_TILE: logits per thread held in registers per tile
+WARP_BLOCK = 256  # FL_CE_WARP_BLOCK: 8 one-warp rows per block
+MAX_THREADS = 256  # FL_CE_MAX_THREADS
+# A constant, not derived from the GPU: the row-to-block partition, hence the
+# bits of the total, must be the same on every device.
+MAX_BLOCKS = 16384
+_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def launch_shape(rows: int, classes: int) -> tuple[int, int, bool]:
+    """``(blocks, threads, warp_per_row)`` for an ``(rows, classes)`` problem.
+
+    Rows of at most 32 * TILE classes get one warp each; longer rows one
+    block of up to MAX_THREADS threads, enough to hold the row in registers
+    when it fits (at most MAX_THREADS * TILE classes), else streamed.
+    """
+    if classes <= 32 * TILE:
+        threads, rows_per_block, warp_per_row = WARP_BLOCK, WARP_BLOCK // 32, True
+    else:
+        threads = min(MAX_THREADS, 32 * -(-classes // (32 * TILE)))
+        rows_per_block, warp_per_row = 1, False
+    blocks = min(MAX_BLOCKS, -(-rows // rows_per_block))
+    return blocks, threads, warp_per_row
+
+
+def _expect(array, name, shape, dtype):
+    """The front's guarantees; a failure here is a bug in fastloss, not in the caller."""
+    if array is not None:
+        assert array.shape == shape and array.dtype == dtype, (name, array.shape, array.dtype)
+        assert array.flags.c_contiguous, (name, "not C-contiguous")
+
+
+def softmax_cross_entropy(
+    logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, grad_scale
+):
+    import cupy
+
+    dtype = logits.dtype
+    assert dtype.name in _DTYPES, dtype
+    assert logits.ndim == 2, logits.shape
+    rows, classes = logits.shape
+    probabilities = target.ndim == 2
+    _expect(logits, "logits", logits.shape, dtype)
+    if probabilities:
+        _expect(target, "target", logits.shape, dtype)
+    else:
+        _expect(target, "target", (rows,), np.int64)
+    _expect(weight, "weight", (classes,), np.float64)
+    _expect(grad_out, "grad_out", logits.shape, dtype)
+    _expect(loss_out, "loss_out", (rows,), np.float64)
+
+    blocks, threads, warp_per_row = launch_shape(rows, classes)
+    with logits.device:
+        if isinstance(grad_scale, cupy.ndarray):
+            device_scale = cupy.ascontiguousarray(grad_scale, dtype=cupy.float64).reshape(())
+            scale = np.float64(0.0)
+        else:
+            device_scale = _module.null_pointer()
+            scale = np.float64(grad_scale)
+        partials = cupy.empty(blocks, dtype=cupy.float64)
+        if blocks:
+            head = (logits, target, _module.pointer_or_null(weight))
+            outputs = (
+                _module.pointer_or_null(grad_out),
+                _module.pointer_or_null(loss_out),
+                partials,
+                np.int64(rows),
+                np.int64(classes),
+            )
+            tail = (np.float64(label_smoothing), scale, device_scale, np.int32(warp_per_row))
+            if probabilities:
+                entry = f"fl_softmax_cross_entropy_probs_{dtype.name}"
+                args = head + outputs + tail
+            else:
+                entry = f"fl_softmax_cross_entropy_{dtype.name}"
+                args = head + outputs + (np.int64(ignore_index),) + tail
+            kernel = _module.get_function("softmax_cross_entropy", entry)
+            kernel((blocks,), (threads,), args)
+        return _module.sum_partials("softmax_cross_entropy", partials, blocks)

@@ -1,0 +1,347 @@
+// Softmax cross-entropy with integer labels or probability targets, label
+// smoothing and class weights: per-row loss, the gradient (optionally in place
+// over the logits) and one float64 partial sum of the row losses per block.
+//
+// Row i, k classes, target distribution q = (1 - eps) t + eps / k, weights w:
+//   L_i  = -sum_c q_c w_c log_softmax(z)_c          (0 * log 0 = 0)
+//        =  S log(s) + sum_c q_c w_c (m - z_c)       S = sum_c q_c w_c,
+//                                                    m = max z, s = sum exp(z - m)
+//   dL/dz_c = softmax(z)_c S - q_c w_c
+// The second form adds only non-negative terms (for non-negative weights), so
+// logits of +-1e30 cause no cancellation; a logit of -inf with q_c w_c > 0
+// gives L = +inf, and with q_c w_c = 0 contributes nothing.
+//
+// Launch (see fastloss/backends/cuda/softmax_cross_entropy.py):
+// - k <= 32 * FL_CE_TILE: one warp per row, FL_CE_WARP_BLOCK threads (8 rows)
+//   per block, warp_per_row = 1;
+// - larger k: one block per row, blockDim = min(FL_CE_MAX_THREADS,
+//   32 * ceil(k / (32 * FL_CE_TILE))), warp_per_row = 0;
+// - grid = min(a fixed cap, ceil(rows / rows per block)); blocks stride over
+//   rows. All of this depends on (rows, k) only, never on the GPU.
+// Then the *_sum_partials entry with one block of FL_SUM_THREADS threads.
+//
+// Each thread keeps FL_CE_TILE logits of a row in registers per tile. A row of
+// at most one tile per thread is read from global memory once and its gradient
+// written once; longer rows stream tile by tile with an online max/sum and are
+// read a second time only to write the gradient.
+//
+// grad_scale comes as a value, or (device_grad_scale non-null) as a float64 in
+// device memory, so that a weighted mean needs no host round trip.
+//
+// Labels equal to ignore_index give L = 0 and a zero gradient row; any other
+// label outside [0, k) gives L = NaN and a NaN gradient row, without reading
+// out of bounds.
+
+#include "common/reduce.cuh"
+
+#define FL_CE_TILE 16
+#define FL_CE_WARP_BLOCK 256
+#define FL_CE_MAX_THREADS 256
+// Two resident blocks per SM caps registers at 128 per thread, which the
+// unrolled tile needs without spilling (fewer registers spill heavily).
+#define FL_CE_MIN_BLOCKS 2
+#define FL_SUM_THREADS 256
+
+namespace fl {
+
+__device__ __forceinline__ double widen(float x) { return f32_to_f64(x); }
+__device__ __forceinline__ double widen(double x) { return x; }
+
+template <typename C> __device__ __forceinline__ C narrow(double x);
+template <> __device__ __forceinline__ float narrow<float>(double x) { return f64_to_f32(x); }
+template <> __device__ __forceinline__ double narrow<double>(double x) { return x; }
+
+// The threads that share one row: a warp, or the whole block.
+struct RowGroup {
+    bool warp;
+    int size;
+    int rank;
+    double* scratch;
+
+    __device__ __forceinline__ double sum(double value) const {
+        return warp ? warp_allreduce(value, SumOp()) : block_allreduce(value, SumOp(), 0.0, scratch);
+    }
+    __device__ __forceinline__ double max(double value) const {
+        return warp ? warp_allreduce(value, MaxOp())
+                    : block_allreduce(value, MaxOp(), -infinity<double>(), scratch);
+    }
+    // Orders the group's earlier global reads before its later writes (the
+    // gradient may overwrite the logits that other threads of the group read).
+    __device__ __forceinline__ void sync() const {
+        if (warp) {
+            __syncwarp();
+        } else {
+            __syncthreads();
+        }
+    }
+};
+
+// Tile `tile` of a row, as packets: packet (tile * PPT + i) * size + rank for
+// i < PPT, so a warp's loads of one i are consecutive 16-byte packets.
+template <typename T> struct RowTiles {
+    static const int pack = Packet<T>::size;
+    static const int per_thread = FL_CE_TILE / pack;  // packets per thread per tile
+
+    __device__ __forceinline__ static i64 first(i64 tile, int i, const RowGroup& g) {
+        return ((tile * per_thread + i) * g.size + g.rank) * pack;
+    }
+
+    // Elements at or past `classes` read as `fill`.
+    __device__ __forceinline__ static void load(const T* row, i64 classes, i64 tile, const RowGroup& g,
+                                                bool aligned, typename Convert<T>::compute_t fill,
+                                                typename Convert<T>::compute_t (&out)[FL_CE_TILE]) {
+#pragma unroll
+        for (int i = 0; i < per_thread; ++i) {
+            const i64 start = first(tile, i, g);
+            T raw[Packet<T>::size];
+            load_packet(row, start, classes, aligned, raw);
+#pragma unroll
+            for (int e = 0; e < pack; ++e) {
+                out[i * pack + e] = start + e < classes ? Convert<T>::to_compute(raw[e]) : fill;
+            }
+        }
+    }
+};
+
+// The soft part of a row's target, q_c w_c without the label's (1 - eps) w_y:
+// (1 - eps) t_c + eps / k for probabilities, eps / k for labels.
+struct SoftTarget {
+    const double* weight;
+    double keep;   // 1 - eps
+    double eps_k;  // eps / k
+
+    template <bool PROBS, typename C>
+    __device__ __forceinline__ double at(i64 c, C t) const {
+        const double q = PROBS ? keep * widen(t) + eps_k : eps_k;
+        return weight ? q * weight[c] : q;
+    }
+};
+
+// One thread's share of a row: running max m, sum of exp(z - m), and for the
+// soft target S = sum q w and B = sum q w (m - z).
+template <typename C> struct RowState {
+    C max;
+    double sum_exp;
+    double soft_weight;
+    double soft_gap;
+
+    __device__ __forceinline__ void start() {
+        max = -infinity<C>();
+        sum_exp = 0.0;
+        soft_weight = 0.0;
+        soft_gap = 0.0;
+    }
+
+    // Moves the reference point to new_max >= max (equal when both are -inf).
+    __device__ __forceinline__ void rebase(C new_max) {
+        if (new_max == max) return;
+        sum_exp *= widen(fl_exp(max - new_max));
+        if (soft_weight != 0.0) soft_gap += soft_weight * (widen(new_max) - widen(max));
+        max = new_max;
+    }
+};
+
+template <typename T, bool PROBS>
+__device__ __forceinline__ void softmax_cross_entropy_rows(
+    const T* logits, const i64* labels, const T* probs, const double* weight, T* grad_out,
+    double* loss_out, double* partials, i64 rows, i64 classes, i64 ignore_index, double smoothing,
+    double grad_scale, const double* device_grad_scale, bool warp_per_row) {
+    typedef Convert<T> Cv;
+    typedef typename Cv::compute_t C;
+    typedef RowTiles<T> Tiles;
+    const int pack = Packet<T>::size;
+    __shared__ double scratch[32];
+    __shared__ double group_loss[32];
+
+    RowGroup g;
+    g.warp = warp_per_row;
+    g.size = warp_per_row ? 32 : (int)blockDim.x;
+    g.rank = warp_per_row ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
+    g.scratch = scratch;
+    const int groups_per_block = warp_per_row ? (int)(blockDim.x >> 5) : 1;
+    const int group_index = warp_per_row ? (int)(threadIdx.x >> 5) : 0;
+
+    SoftTarget soft;
+    soft.weight = weight;
+    soft.keep = 1.0 - smoothing;
+    soft.eps_k = smoothing / (double)classes;
+    const bool has_soft = PROBS || smoothing != 0.0;
+
+    const i64 packets = (classes + pack - 1) / pack;
+    const i64 tile_packets = (i64)g.size * Tiles::per_thread;
+    const i64 tiles = (packets + tile_packets - 1) / tile_packets;
+    const C neg_inf = -infinity<C>();
+
+    double loss_sum = 0.0;  // this group's rows, in row order (used by rank 0)
+    for (i64 row = (i64)blockIdx.x * groups_per_block + group_index; row < rows;
+         row += (i64)gridDim.x * groups_per_block) {
+        const i64 offset = row * classes;
+        const T* z_row = logits + offset;
+        const T* t_row = PROBS ? probs + offset : (const T*)0;
+        T* g_row = grad_out ? grad_out + offset : (T*)0;
+        const bool aligned = aligned16(z_row, t_row, g_row, (const void*)0);
+
+        // The label's own term: hard = (1 - eps) w_y. Every thread of the
+        // group reads the same label and logit (one broadcast transaction).
+        i64 label = -1;
+        double hard = 0.0;
+        C z_label = 0;
+        if (!PROBS) {
+            label = labels[row];
+            const bool ignored = label == ignore_index;
+            if (ignored || label < 0 || label >= classes) {
+                const double value = ignored ? 0.0 : quiet_nan();
+                if (g_row) {
+                    T fill[Packet<T>::size];
+#pragma unroll
+                    for (int e = 0; e < pack; ++e) fill[e] = Cv::from(value);
+                    for (i64 tile = 0; tile < tiles; ++tile) {
+#pragma unroll
+                        for (int i = 0; i < Tiles::per_thread; ++i) {
+                            store_packet(g_row, Tiles::first(tile, i, g), classes, aligned, fill);
+                        }
+                    }
+                }
+                if (g.rank == 0) {
+                    if (loss_out) loss_out[row] = value;
+                    loss_sum += value;
+                }
+                continue;
+            }
+            hard = soft.keep * (weight ? weight[label] : 1.0);
+            z_label = Cv::to_compute(z_row[label]);
+        }
+
+        // Pass 1: online max / sum over tiles; a single tile stays in registers.
+        C z[FL_CE_TILE];
+        C t[FL_CE_TILE] = {};  // probabilities; unused (optimised away) for labels
+        RowState<C> st;
+        st.start();
+        for (i64 tile = 0; tile < tiles; ++tile) {
+            Tiles::load(z_row, classes, tile, g, aligned, neg_inf, z);
+            if (PROBS) Tiles::load(t_row, classes, tile, g, aligned, (C)0, t);
+            C tile_max = neg_inf;
+#pragma unroll
+            for (int j = 0; j < FL_CE_TILE; ++j) tile_max = fl_max(tile_max, z[j]);
+            if (tile_max > st.max) st.rebase(tile_max);
+#pragma unroll
+            for (int j = 0; j < FL_CE_TILE; ++j) {
+                const i64 c = Tiles::first(tile, j / pack, g) + j % pack;
+                if (c >= classes) continue;
+                // exp(-inf - m) is 0 even while m is still -inf.
+                const bool vanishes = z[j] == neg_inf;
+                st.sum_exp += vanishes ? 0.0 : widen(fl_exp(z[j] - st.max));
+                if (has_soft) {
+                    const double qw = soft.at<PROBS>(c, t[j]);
+                    st.soft_weight += qw;
+                    if (qw != 0.0) {
+                        st.soft_gap += qw * (vanishes ? infinity<double>() : widen(st.max) - widen(z[j]));
+                    }
+                }
+            }
+        }
+
+        // Combine the group: common max first, then sums relative to it.
+        const C row_max = narrow<C>(g.max(widen(st.max)));
+        st.rebase(row_max);
+        const double sum_exp = g.sum(st.sum_exp);
+        double soft_weight = 0.0;
+        double soft_gap = 0.0;
+        if (has_soft) {
+            soft_weight = g.sum(st.soft_weight);
+            soft_gap = g.sum(st.soft_gap);
+        }
+        const double total_weight = soft_weight + hard;
+        const double hard_term = hard != 0.0 ? hard * (widen(row_max) - widen(z_label)) : 0.0;
+        const double loss = total_weight * log(sum_exp) + soft_gap + hard_term;
+        if (g.rank == 0) {
+            if (loss_out) loss_out[row] = loss;
+            loss_sum += loss;
+        }
+
+        // Pass 2: gradient, from registers for a one-tile row, else re-read.
+        if (g_row) {
+            g.sync();
+            const C inv_sum = narrow<C>(1.0 / sum_exp);
+            const C weight_c = narrow<C>(total_weight);
+            const C hard_c = narrow<C>(hard);
+            const C scale = narrow<C>(device_grad_scale ? *device_grad_scale : grad_scale);
+            for (i64 tile = 0; tile < tiles; ++tile) {
+                if (tiles > 1) {
+                    Tiles::load(z_row, classes, tile, g, aligned, neg_inf, z);
+                    if (PROBS) Tiles::load(t_row, classes, tile, g, aligned, (C)0, t);
+                }
+#pragma unroll
+                for (int i = 0; i < Tiles::per_thread; ++i) {
+                    const i64 start = Tiles::first(tile, i, g);
+                    T out[Packet<T>::size];
+#pragma unroll
+                    for (int e = 0; e < pack; ++e) {
+                        const int j = i * pack + e;
+                        const i64 c = start + e;
+                        // q_c w_c rounded once, so that it cancels p_c S exactly
+                        // where the two agree (e.g. a one-class row).
+                        C target = c == label ? hard_c : (C)0;
+                        if (has_soft && c < classes) {
+                            target = narrow<C>(soft.at<PROBS>(c, t[j]) + (c == label ? hard : 0.0));
+                        }
+                        const C p = fl_exp(z[j] - row_max) * inv_sum;
+                        out[e] = Cv::from(scale * (p * weight_c - target));
+                    }
+                    store_packet(g_row, start, classes, aligned, out);
+                }
+            }
+        }
+    }
+
+    // Block partial: groups in index order, each already in row order.
+    if (warp_per_row) {
+        if ((threadIdx.x & 31) == 0) group_loss[group_index] = loss_sum;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            double total = 0.0;
+            for (int k = 0; k < groups_per_block; ++k) total += group_loss[k];
+            partials[blockIdx.x] = total;
+        }
+    } else if (threadIdx.x == 0) {
+        partials[blockIdx.x] = loss_sum;
+    }
+}
+
+}  // namespace fl
+
+// Separate entries for label and probability targets: each gets its own
+// register allocation (the probability path keeps a second tile live).
+#define FL_CE_ENTRIES(SUFFIX, T)                                                                  \
+    extern "C" __global__ void __launch_bounds__(FL_CE_MAX_THREADS, FL_CE_MIN_BLOCKS)            \
+        fl_softmax_cross_entropy_##SUFFIX(                                                        \
+            const T* logits, const long long* labels, const double* weight, T* grad_out,          \
+            double* loss_out, double* partials, long long rows, long long classes,                \
+            long long ignore_index, double label_smoothing, double grad_scale,                    \
+            const double* device_grad_scale, int warp_per_row) {                                 \
+        fl::softmax_cross_entropy_rows<T, false>(logits, labels, (const T*)0, weight, grad_out,  \
+                                                 loss_out, partials, rows, classes,              \
+                                                 ignore_index, label_smoothing, grad_scale,      \
+                                                 device_grad_scale, warp_per_row != 0);          \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(FL_CE_MAX_THREADS, FL_CE_MIN_BLOCKS)            \
+        fl_softmax_cross_entropy_probs_##SUFFIX(                                                  \
+            const T* logits, const T* probs, const double* weight, T* grad_out,                   \
+            double* loss_out, double* partials, long long rows, long long classes,                \
+            double label_smoothing, double grad_scale, const double* device_grad_scale,           \
+            int warp_per_row) {                                                                   \
+        fl::softmax_cross_entropy_rows<T, true>(logits, (const long long*)0, probs, weight,      \
+                                                grad_out, loss_out, partials, rows, classes, 0,  \
+                                                label_smoothing, grad_scale, device_grad_scale,  \
+                                                warp_per_row != 0);                              \
+    }
+
+FL_CE_ENTRIES(float16, fl::half_t)
+FL_CE_ENTRIES(bfloat16, fl::bfloat16_t)
+FL_CE_ENTRIES(float32, float)
+FL_CE_ENTRIES(float64, double)
+
+extern "C" __global__ void __launch_bounds__(FL_SUM_THREADS)
+    fl_softmax_cross_entropy_sum_partials(const double* partials, long long count, double* total) {
+    fl::sum_partials(partials, count, total);
+}

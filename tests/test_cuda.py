@@ -1,0 +1,299 @@
+"""GPU-only behaviour of the cuda backend, through the public API.
+
+Numerical agreement with the other backends lives in test_mse.py and
+test_softmax_cross_entropy.py (the ``backend`` fixture); this file covers
+what only a device shows: NaN rows for bad labels, bitwise determinism,
+streams and graph capture, PyTorch tensors over DLPack, 64-bit indexing and
+half precision.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastloss as fl
+from fastloss.backends.cuda._arrays import available
+
+_OK, _REASON = available()
+_SKIP_REASON = _REASON if _REASON.startswith("no CUDA device") else f"no CUDA device ({_REASON})"
+
+if _OK:
+    import cupy
+
+
+def gpu(test):
+    """Marks a test ``gpu`` and skips it with "no CUDA device" where there is none."""
+    return pytest.mark.gpu(pytest.mark.skipif(not _OK, reason=_SKIP_REASON)(test))
+
+
+def _bfloat16():
+    """NumPy's bfloat16 dtype (CuPy uses ml_dtypes' one), or a skip."""
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="CuPy's bfloat16 needs ml_dtypes")
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA device")
+    return torch
+
+
+def _bits(x):
+    return cupy.asnumpy(cupy.ascontiguousarray(x)).tobytes()
+
+
+def _ce_reference(z, labels, ignore_index=-100):
+    """Per-row loss and gradient of the summed loss, float64 NumPy."""
+    z = np.asarray(z, np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = np.arange(z.shape[0])
+    kept = labels != ignore_index
+    safe = np.where(kept, labels, 0)
+    loss = np.where(kept, -log_softmax[rows, safe], 0.0)
+    grad = np.exp(log_softmax)
+    grad[rows, safe] -= 1.0
+    grad[~kept] = 0.0
+    return loss, grad
+
+
+# --- bad labels --------------------------------------------------------------------------
+
+
+@gpu
+def test_invalid_labels_give_nan_rows_and_the_context_survives():
+    rng = np.random.default_rng(0)
+    logits = cupy.asarray(rng.standard_normal((6, 10)), dtype=cupy.float32)
+    labels = cupy.asarray([1, 10, -1, -100, 2**40, 9], dtype=cupy.int64)
+    loss, grad = fl.softmax_cross_entropy_with_grad(
+        logits, labels, reduction="none", backend="cuda"
+    )
+    loss, grad = cupy.asnumpy(loss), cupy.asnumpy(grad)
+    bad = np.array([False, True, True, False, True, False])
+    assert np.isnan(loss[bad]).all() and np.isnan(grad[bad]).all()
+    assert loss[3] == 0.0 and (grad[3] == 0.0).all()
+    ref_loss, ref_grad = _ce_reference(cupy.asnumpy(logits), np.array([1, 0, 0, -100, 0, 9]))
+    good = ~bad
+    np.testing.assert_allclose(loss[good], ref_loss[good], rtol=1e-5)
+    np.testing.assert_allclose(grad[good], ref_grad[good], rtol=1e-5, atol=1e-7)
+    # A mean over a NaN row is NaN, and nothing was left broken on the device.
+    assert math.isnan(float(fl.softmax_cross_entropy(logits, labels, backend="cuda")))
+    cupy.cuda.Device().synchronize()
+    again = fl.softmax_cross_entropy(logits[:1], labels[:1], backend="cuda")
+    assert math.isclose(float(again), ref_loss[0], rel_tol=1e-5)
+    assert float(cupy.arange(10).sum()) == 45.0
+
+
+# --- determinism -------------------------------------------------------------------------
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_mse_same_bits_every_run(dtype):
+    rng = np.random.default_rng(1)
+    size = 10_000_019
+    pred = cupy.asarray(rng.standard_normal(size), dtype=dtype)
+    target = cupy.asarray(rng.standard_normal(size), dtype=dtype)
+    first_loss, first_grad = fl.mse_with_grad(pred, target, backend="cuda")
+    first = (_bits(first_loss), _bits(first_grad))
+    for _ in range(4):
+        loss, grad = fl.mse_with_grad(pred, target, backend="cuda")
+        assert (_bits(loss), _bits(grad)) == first
+    # Misaligned copies take the scalar load path with the same arithmetic order.
+    shifted_pred = cupy.empty(size + 1, dtype=dtype)[1:]
+    shifted_target = cupy.empty(size + 1, dtype=dtype)[1:]
+    shifted_pred[...] = pred
+    shifted_target[...] = target
+    assert _bits(fl.mse(shifted_pred, shifted_target, backend="cuda")) == first[0]
+
+
+@gpu
+@pytest.mark.parametrize("classes", [10, 1000, 50_257])
+def test_cross_entropy_same_bits_every_run(classes):
+    rng = np.random.default_rng(2)
+    rows = 2048 if classes < 50_000 else 64
+    logits = cupy.asarray(rng.standard_normal((rows, classes)) * 4, dtype=cupy.float32)
+    labels = cupy.asarray(rng.integers(0, classes, rows), dtype=cupy.int64)
+    weight = cupy.asarray(rng.uniform(0.5, 2.0, classes))
+    kwargs = dict(label_smoothing=0.1, weight=weight, backend="cuda")
+    first_loss, first_grad = fl.softmax_cross_entropy_with_grad(logits, labels, **kwargs)
+    first = (_bits(first_loss), _bits(first_grad))
+    for _ in range(4):
+        loss, grad = fl.softmax_cross_entropy_with_grad(logits, labels, **kwargs)
+        assert (_bits(loss), _bits(grad)) == first
+
+
+# --- streams -----------------------------------------------------------------------------
+
+
+@gpu
+def test_runs_on_the_current_non_default_stream():
+    rng = np.random.default_rng(3)
+    host_pred, host_target = rng.standard_normal(1_000_003), rng.standard_normal(1_000_003)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        pred, target = cupy.asarray(host_pred), cupy.asarray(host_target)
+        loss, grad = fl.mse_with_grad(pred, target, backend="cuda")
+    stream.synchronize()
+    diff = host_pred - host_target
+    assert math.isclose(float(loss), float(np.mean(diff**2)), rel_tol=1e-12)
+    np.testing.assert_allclose(cupy.asnumpy(grad), 2.0 * diff / diff.size, rtol=1e-12)
+
+
+@gpu
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weighted"])
+def test_graph_capture_sees_every_launch_and_no_host_sync(weighted):
+    # Capture fails on a host synchronisation or on a launch into another
+    # stream, and a launch missing from the graph would leave `grad` zero.
+    rng = np.random.default_rng(4)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        logits = cupy.asarray(rng.standard_normal((300, 700)), dtype=cupy.float32)
+        labels = cupy.asarray(rng.integers(0, 700, 300), dtype=cupy.int64)
+        weight = cupy.asarray(rng.uniform(0.5, 2.0, 700)) if weighted else None
+        grad = cupy.zeros_like(logits)
+        # Outside the capture first: compiles and loads every kernel involved.
+        expected_loss, expected_grad = fl.softmax_cross_entropy_with_grad(
+            logits, labels, weight=weight, backend="cuda"
+        )
+        stream.begin_capture()
+        loss, _ = fl.softmax_cross_entropy_with_grad(
+            logits, labels, weight=weight, backend="cuda", out=grad
+        )
+        graph = stream.end_capture()
+        graph.launch(stream=stream)
+    stream.synchronize()
+    assert _bits(loss) == _bits(expected_loss)
+    assert _bits(grad) == _bits(expected_grad)
+
+
+# --- PyTorch tensors ---------------------------------------------------------------------
+
+
+@gpu
+@pytest.mark.parametrize("dtype_name", ["float32", "float16", "bfloat16"])
+def test_torch_cuda_tensors_via_dlpack(dtype_name):
+    torch = _torch_cuda()
+    if dtype_name == "bfloat16":
+        _bfloat16()
+    dtype = getattr(torch, dtype_name)
+    rtol = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2}[dtype_name]
+    torch.manual_seed(0)
+    logits = torch.randn(64, 1000, device="cuda", dtype=dtype, requires_grad=True)
+    labels = torch.randint(0, 1000, (64,), device="cuda")
+    out = torch.empty_like(logits)
+    loss, _ = fl.softmax_cross_entropy_with_grad(logits, labels, backend="cuda", out=out)
+    torch.cuda.synchronize()
+    reference = torch.nn.functional.cross_entropy(logits.double(), labels)
+    reference.backward()
+    assert math.isclose(float(loss), reference.item(), rel_tol=rtol)
+    # `out` is the tensor's own memory: the kernel wrote the gradient into it.
+    torch.testing.assert_close(out.double(), logits.grad.double(), rtol=rtol, atol=rtol / 64)
+
+    pred = torch.randn(4097, device="cuda", dtype=dtype)
+    target = torch.randn(4097, device="cuda", dtype=dtype)
+    mse = fl.mse(pred, target, backend="cuda")
+    reference = torch.nn.functional.mse_loss(pred.double(), target.double())
+    assert math.isclose(float(mse), reference.item(), rel_tol=rtol)
+
+
+# --- 64-bit indexing ---------------------------------------------------------------------
+
+
+def _free_bytes():
+    free, _ = cupy.cuda.Device().mem_info
+    return free
+
+
+@gpu
+@pytest.mark.slow
+def test_mse_past_two_to_the_31_elements():
+    size = 2**31 + 4099
+    if _free_bytes() < 3 * size * 2 + (1 << 30):
+        pytest.skip("not enough device memory for three arrays of 2^31 float16")
+    pred = cupy.ones(size, dtype=cupy.float16)
+    target = cupy.zeros(size, dtype=cupy.float16)
+    pred[-5:] = 3.0  # past index 2^31: squares of 9, gradients of 6
+    grad = fl.mse_grad(pred, target, reduction="sum", backend="cuda")
+    np.testing.assert_array_equal(cupy.asnumpy(grad[-6:]), [2, 6, 6, 6, 6, 6])
+    np.testing.assert_array_equal(cupy.asnumpy(grad[:3]), [2, 2, 2])
+    # The float64 total itself (the public float16 "sum" would overflow).
+    from fastloss.backends.cuda.mse import mse as mse_kernel
+
+    total = mse_kernel(pred, target, None, None, 2.0)
+    assert float(total) == float(size - 5 + 5 * 9)
+
+
+@gpu
+@pytest.mark.slow
+def test_cross_entropy_past_two_to_the_31_elements():
+    rows, classes = 2**16 + 3, 2**15 + 5  # rows * classes > 2^31
+    if _free_bytes() < rows * classes * 2 + (1 << 30):
+        pytest.skip("not enough device memory for 2^31 float16 logits")
+    logits = cupy.zeros((rows, classes), dtype=cupy.float16)
+    labels = cupy.zeros(rows, dtype=cupy.int64)
+    labels[-1] = classes - 1
+    logits[-1, -1] = 4.0
+    # In place, to fit: the gradient overwrites the logits.
+    loss, grad = fl.softmax_cross_entropy_with_grad(
+        logits, labels, reduction="none", backend="cuda", out=logits
+    )
+    loss = cupy.asnumpy(loss).astype(np.float64)
+    np.testing.assert_allclose(loss[:-1], math.log(classes), rtol=2e-3)
+    rest = classes - 1 + math.exp(4.0)
+    assert math.isclose(loss[-1], math.log(rest) - 4.0, rel_tol=2e-3)
+    tail = cupy.asnumpy(grad[-1, -3:]).astype(np.float64)
+    expected = [1 / rest, 1 / rest, math.exp(4.0) / rest - 1.0]
+    np.testing.assert_allclose(tail, expected, rtol=2e-3, atol=1e-7)
+    head = cupy.asnumpy(grad[0, :2]).astype(np.float64)
+    np.testing.assert_allclose(head, [1 / classes - 1.0, 1 / classes], rtol=2e-3, atol=1e-7)
+
+
+# --- half precision ----------------------------------------------------------------------
+
+
+@gpu
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+@pytest.mark.parametrize("classes", [7, 513, 5000])
+def test_half_precision_against_float64(dtype_name, classes):
+    dtype = np.dtype(np.float16) if dtype_name == "float16" else _bfloat16()
+    rtol = {"float16": 2e-3, "bfloat16": 1.6e-2}[dtype_name]
+    rng = np.random.default_rng(5)
+    rows = 333
+    logits = cupy.asarray(rng.standard_normal((rows, classes)) * 3).astype(dtype)
+    labels = cupy.asarray(rng.integers(0, classes, rows), dtype=cupy.int64)
+    loss, grad = fl.softmax_cross_entropy_with_grad(logits, labels, backend="cuda")
+    assert loss.dtype == dtype and grad.dtype == dtype
+    exact = cupy.asnumpy(logits.astype(cupy.float64))
+    ref_loss, ref_grad = _ce_reference(exact, cupy.asnumpy(labels))
+    assert math.isclose(float(loss.astype(cupy.float64)), ref_loss.mean(), rel_tol=rtol)
+    np.testing.assert_allclose(
+        cupy.asnumpy(grad.astype(cupy.float64)), ref_grad / rows, rtol=rtol, atol=rtol / rows
+    )
+
+    pred = cupy.asarray(rng.standard_normal(10_003)).astype(dtype)
+    target = cupy.asarray(rng.standard_normal(10_003)).astype(dtype)
+    loss, grad = fl.mse_with_grad(pred, target, backend="cuda")
+    diff = cupy.asnumpy(pred.astype(cupy.float64) - target.astype(cupy.float64))
+    assert math.isclose(float(loss.astype(cupy.float64)), np.mean(diff**2), rel_tol=rtol)
+    np.testing.assert_allclose(
+        cupy.asnumpy(grad.astype(cupy.float64)), 2 * diff / diff.size, rtol=rtol, atol=1e-7
+    )
+
+
+# --- host arrays (no device needed) ------------------------------------------------------
+
+
+def test_host_arrays_are_refused_with_advice():
+    pytest.importorskip("cupy")
+    from fastloss.backends.cuda._arrays import as_device_array
+
+    with pytest.raises(TypeError, match=r"pred .*cupy\.asarray\(pred\)"):
+        as_device_array(np.zeros(3), "pred")
+    with pytest.raises(TypeError, match="target"):
+        as_device_array([1.0, 2.0], "target")
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"logits\.cuda\(\)"):
+        as_device_array(torch.zeros(3), "logits")

@@ -1,0 +1,116 @@
+"""Every CUDA kernel compiles, with no GPU: NVRTC to PTX, and nvcc through CMake.
+
+The entry names checked here are the ones the launchers in
+``fastloss/backends/cuda`` look up at run time.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fastloss.backends.cuda import _module
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+ENTRIES = {
+    "mse": [f"fl_mse_{d}" for d in DTYPES] + ["fl_mse_sum_partials"],
+    "softmax_cross_entropy": [f"fl_softmax_cross_entropy_{d}" for d in DTYPES]
+    + [f"fl_softmax_cross_entropy_probs_{d}" for d in DTYPES]
+    + ["fl_softmax_cross_entropy_sum_partials"],
+}
+# The oldest architecture CUDA 13 supports, and the newest one we ship SASS for.
+ARCHS = ("compute_75", "compute_90")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _nvrtc():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:  # ImportError, or the shared library cannot be loaded
+        pytest.skip(f"NVRTC not installed: {exc}")
+    return nvrtc
+
+
+def _ptx(name: str, arch: str) -> str:
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(_module.kernel_source(name), f"{name}.cu", [], [])
+    # -ftz=true as CuPy adds it to every RawModule compile.
+    options = [*_module.compile_options(), f"--gpu-architecture={arch}", "-ftz=true"]
+    try:
+        nvrtc.compileProgram(program, options)
+        ptx = nvrtc.getPTX(program)
+    except Exception as exc:
+        log = nvrtc.getProgramLog(program)
+        pytest.fail(f"{name}.cu does not compile for {arch}:\n{log}\n{exc}")
+    finally:
+        nvrtc.destroyProgram(program)
+    return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+def test_every_kernel_file_has_a_test_entry():
+    names = sorted(p.stem for p in _module.kernels_dir().glob("*.cu"))
+    assert names == sorted(ENTRIES)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_nvrtc_compiles_and_exports_entries(name, arch):
+    entries = set(re.findall(r"\.visible\s+\.entry\s+(\w+)\s*\(", _ptx(name, arch)))
+    missing = set(ENTRIES[name]) - entries
+    assert not missing, f'{name}.cu lacks extern "C" entries {sorted(missing)}'
+
+
+def test_kernels_hash_covers_headers(tmp_path):
+    copy = tmp_path / "kernels"
+    shutil.copytree(_module.kernels_dir(), copy)
+    before = _module.directory_digest(copy)
+    header = copy / "common" / "reduce.cuh"
+    header.write_text(header.read_text() + "\n// edited\n")
+    assert _module.directory_digest(copy) != before
+
+
+def test_compile_options_carry_include_dir_and_hash():
+    options = _module.compile_options()
+    assert f"-I{_module.kernels_dir()}" in options
+    assert f"-DFL_KERNELS_HASH=0x{_module.kernels_hash()}" in options
+    assert not any("fast-math" in option or "fast_math" in option for option in options)
+
+
+def test_kernels_dir_found_from_environment(tmp_path, monkeypatch):
+    copy = tmp_path / "kernels"
+    shutil.copytree(_module.kernels_dir(), copy)
+    monkeypatch.setenv("FASTLOSS_KERNELS_DIR", str(copy))
+    assert _module.kernels_dir() == copy
+
+
+def _nvcc():
+    candidates = [os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+def test_cmake_build_with_nvcc(tmp_path):
+    nvcc, cmake = _nvcc(), shutil.which("cmake")
+    if not nvcc or not cmake:
+        pytest.skip(f"needs nvcc and cmake (nvcc: {nvcc}, cmake: {cmake})")
+    build = tmp_path / "build"
+
+    def run(*args):
+        result = subprocess.run(args, capture_output=True, text=True)
+        assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout}\n{result.stderr}"
+
+    run(cmake, "-S", str(ROOT), "-B", str(build), f"-DCMAKE_CUDA_COMPILER={nvcc}")
+    run(cmake, "--build", str(build), "-j2")
+    nm = shutil.which("nm")
+    if nm is None:
+        return
+    for name, entries in ENTRIES.items():
+        (obj,) = build.rglob(f"{name}.cu.o")
+        symbols = subprocess.run([nm, str(obj)], capture_output=True, text=True, check=True).stdout
+        exported = set(re.findall(r"\sT\s+(\w+)$", symbols, flags=re.M))
+        missing = set(entries) - exported
+        assert not missing, f"{name}.cu.o lacks unmangled entries {sorted(missing)}"
