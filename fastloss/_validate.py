@@ -6,6 +6,7 @@ array types) naming the argument and what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -54,6 +55,19 @@ def as_array(x, name: str, backend: str):
         return np.asarray(x)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from exc
+
+
+def device_scope(backend: str, array):
+    """Where a loss's work runs: the input's GPU for cuda (allocations included)."""
+    return array.device if backend == "cuda" else contextlib.nullcontext()
+
+
+def check_same_device(backend: str, *arrays) -> None:
+    """Device arrays must all live on one GPU (ValueError otherwise)."""
+    if backend == "cuda":
+        from fastloss.backends.cuda._arrays import check_same_device
+
+        check_same_device(*arrays)
 
 
 def check_float(x, name: str, backend: str):

@@ -10,7 +10,9 @@ def _backend_param(name):
     marks = [pytest.mark.gpu] if name == "cuda" else []
     ok, reason = _registry.backend_status(name)
     if not ok:
-        marks.append(pytest.mark.skip(reason=reason if name != "cuda" else f"no CUDA device: {reason}"))
+        if name == "cuda" and not reason.startswith("no CUDA device"):
+            reason = f"no CUDA device: {reason}"
+        marks.append(pytest.mark.skip(reason=reason))
     return pytest.param(name, id=name, marks=marks)
 
 

@@ -20,6 +20,13 @@ def _mse(pred, target, reduction, backend, out, want_grad):
     if target.shape != pred.shape:
         raise ValueError(f"target must have the shape of pred {pred.shape}; got {target.shape}")
     out = v.check_out(out, "out", pred, backend)
+    v.check_same_device(backend, pred, target, out)
+    with v.device_scope(backend, pred):
+        return _compute(pred, target, reduction, backend, out, want_grad)
+
+
+def _compute(pred, target, reduction, backend, out, want_grad):
+    """``(loss, grad or None)`` for checked arrays, on the arrays' device."""
     xp = v.array_module(backend)
     dtype = pred.dtype
     work = v.compute_dtype(dtype, backend)

@@ -45,16 +45,21 @@ def _weight(weight, classes, backend, xp):
     return xp.ascontiguousarray(weight, dtype=xp.float64)
 
 
-def _mean_divisor(labels, weight, rows, ignore_index, xp):
-    """What a "mean" divides by: PyTorch's weight sum of the rows not ignored."""
+def _mean_divisor(labels, weight, rows, classes, ignore_index, xp):
+    """What a "mean" divides by: PyTorch's weight sum of the rows not ignored.
+
+    Computed without boolean indexing, so that on the GPU it stays on the
+    device (no synchronisation); labels are clipped because device labels are
+    not checked (an invalid one makes its row NaN anyway).
+    """
     if labels is None:
         return rows
     kept = labels != ignore_index
     if weight is None:
-        divisor = kept.sum()
+        divisor = kept.sum(dtype=xp.float64)
     else:
-        divisor = weight[labels[kept]].sum()
-    return float(divisor) if xp.__name__ == "numpy" else divisor.astype(xp.float64)
+        divisor = (weight[labels.clip(0, classes - 1)] * kept).sum()
+    return float(divisor) if xp.__name__ == "numpy" else divisor
 
 
 def _softmax_cross_entropy(
@@ -66,6 +71,18 @@ def _softmax_cross_entropy(
     label_smoothing = v.check_probability(label_smoothing, "label_smoothing")
     backend = _registry.resolve(backend, logits, target, weight, out)
     logits = v.as_array(logits, "logits", backend)
+    with v.device_scope(backend, logits):
+        return _checked(
+            logits, target, reduction, ignore_index, label_smoothing, weight, backend, out,
+            want_grad, check_labels,
+        )
+
+
+def _checked(
+    logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, want_grad,
+    check_labels,
+):
+    """``(loss, grad or None)``, on the logits' device: the remaining checks, then the kernel."""
     target = v.as_array(target, "target", backend)
     v.check_float(logits, "logits", backend)
     if logits.ndim != 2 or logits.shape[1] == 0:
@@ -90,6 +107,7 @@ def _softmax_cross_entropy(
         )
     weight = _weight(weight, classes, backend, xp)
     out = v.check_out(out, "out", logits, backend)
+    v.check_same_device(backend, logits, target, weight, out)
 
     z = xp.ascontiguousarray(logits, dtype=work)
     writes_out = want_grad and out is not None and work == dtype and out.flags.c_contiguous
@@ -101,7 +119,7 @@ def _softmax_cross_entropy(
     row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
     divisor = 1
     if reduction == "mean":
-        divisor = _mean_divisor(labels, weight, rows, ignore_index, xp)
+        divisor = _mean_divisor(labels, weight, rows, classes, ignore_index, xp)
     if isinstance(divisor, (int, float)):
         grad_scale = 1.0 / divisor if divisor else math.inf
     else:

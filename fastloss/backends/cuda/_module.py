@@ -86,8 +86,9 @@ def compile_options() -> tuple[str, ...]:
     """NVRTC options shared by the runtime build and the compile tests.
 
     No fast-math: the kernels' reductions rely on exact IEEE rounding. CuPy
-    appends ``-ftz=true`` itself; the kernels' conversions are written so
-    that it cannot flush them, so only float32 exp/log of subnormals differ.
+    appends ``-ftz=true`` itself (and the last ``-ftz`` wins), so float32
+    arithmetic flushes subnormals to zero; the half/bfloat16 conversions are
+    written in PTX without ``.ftz`` and are not affected.
     """
     return (
         "-std=c++17",
