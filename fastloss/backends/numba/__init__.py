@@ -1,0 +1,1 @@
+"""Numba backend: parallel, deterministic CPU kernels."""

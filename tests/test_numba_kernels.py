@@ -1,0 +1,348 @@
+"""Kernel-level numerics of the Numba backend, calling its functions directly.
+
+The public API on every backend is covered by test_mse.py and
+test_softmax_cross_entropy.py; these tests pin what only the kernels decide:
+exact gradients, the fast float32 exp, float64 accumulation at sizes where a
+float32 running total fails, and bit-identical results at any thread count.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba")
+
+from fastloss.backends.numba import mse as mse_module  # noqa: E402
+from fastloss.backends.numba import softmax_cross_entropy as ce_module  # noqa: E402
+from fastloss.backends.numba.mse import mse  # noqa: E402
+from fastloss.backends.numba.softmax_cross_entropy import softmax_cross_entropy  # noqa: E402
+
+DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
+# Sizes around the lane count and the block size, so that every tail path runs.
+MSE_SIZES = [1, 31, 1000, mse_module.BLOCK + 37, 3 * mse_module.BLOCK + 5]
+# (rows, classes): one row, one class, a partial lane chunk, several row blocks.
+CE_SHAPES = [
+    (1, 1),
+    (1, 7),
+    (3, 64),
+    (5, 65),
+    (ce_module.ROW_BLOCK + 3, 130),
+    (40, 1000),
+    (2, 5000),
+]
+# (rtol, atol) of losses and gradients against the float64 formula.
+CE_TOLERANCE = {np.float32: (2e-6, 1e-8), np.float64: (1e-12, 1e-15)}
+
+
+def _random(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+# --------------------------------------------------------------------------- MSE
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", MSE_SIZES)
+@pytest.mark.parametrize("outputs", ["loss only", "grad", "squares", "grad and squares"])
+def test_mse_matches_float64_formula(dtype, size, outputs):
+    rng = np.random.default_rng(size)
+    pred, target = _random(rng, size, dtype), _random(rng, size, dtype)
+    grad = np.empty_like(pred) if "grad" in outputs else None
+    squares = np.empty_like(pred) if "squares" in outputs else None
+    diff = pred.astype(np.float64) - target.astype(np.float64)
+
+    total = mse(pred, target, grad, squares, 0.75)
+
+    assert type(total) is np.float64
+    assert total == pytest.approx(math.fsum(diff * diff), rel=1e-14)
+    # Computed in float64 and rounded once: the same bits as the formula.
+    if grad is not None:
+        np.testing.assert_array_equal(grad, (0.75 * diff).astype(dtype))
+    if squares is not None:
+        np.testing.assert_array_equal(squares, (diff * diff).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alias", ["pred", "target"])
+def test_mse_gradient_in_place(dtype, alias):
+    rng = np.random.default_rng(1)
+    size = 2 * mse_module.BLOCK + 37
+    pred, target = _random(rng, size, dtype), _random(rng, size, dtype)
+    diff = pred.astype(np.float64) - target.astype(np.float64)
+    out = pred if alias == "pred" else target
+
+    total = mse(pred, target, out, None, 2.0 / size)
+
+    assert total == pytest.approx(math.fsum(diff * diff), rel=1e-14)
+    np.testing.assert_array_equal(out, (2.0 / size * diff).astype(dtype))
+
+
+def test_mse_float32_sum_holds_where_a_float32_running_total_fails():
+    @numba.njit(fastmath=True)
+    def seed_mse(pred, target):
+        return np.sum((pred - target) ** 2) / pred.shape[1]
+
+    rng = np.random.default_rng(3)
+    shape = (4096, 1024)
+    pred = rng.standard_normal(shape, dtype=np.float32)
+    target = rng.standard_normal(shape, dtype=np.float32)
+    diff = pred.astype(np.float64) - target
+    # float32 differences are exact in float64 and so are their squares.
+    exact = np.sum(diff * diff) / shape[1]
+
+    seed_error = abs(seed_mse(pred, target) - exact) / exact
+    ours_error = abs(mse(pred.ravel(), target.ravel(), None, None, 0.0) / shape[1] - exact) / exact
+
+    assert seed_error > 1e-6
+    assert ours_error < 1e-6
+
+
+# ----------------------------------------------------------------- cross-entropy
+
+
+def reference_cross_entropy(logits, target, weight, ignore_index, smoothing):
+    """Per-row losses and unscaled gradient in float64, from the contract."""
+    z = logits.astype(np.float64)
+    rows, classes = z.shape
+    with np.errstate(all="ignore"):
+        row_max = z.max(axis=1, keepdims=True)
+        log_sum = np.log(np.exp(z - row_max).sum(axis=1, keepdims=True))
+        log_softmax = (z - row_max) - log_sum
+        if target.ndim == 1:
+            kept = target != ignore_index
+            dist = np.zeros((rows, classes))
+            dist[np.flatnonzero(kept), target[kept]] = 1.0
+        else:
+            kept = np.ones(rows, dtype=bool)
+            dist = target.astype(np.float64)
+        q = (1.0 - smoothing) * dist + smoothing / classes
+        q[~kept] = 0.0
+        qw = q * (np.ones(classes) if weight is None else weight)
+        losses = -np.where(qw != 0.0, qw * log_softmax, 0.0).sum(axis=1)
+        grad = np.exp(log_softmax) * qw.sum(axis=1, keepdims=True) - qw
+    return losses, grad
+
+
+def _ce_inputs(rng, shape, dtype, kind, weighted):
+    rows, classes = shape
+    logits = _random(rng, shape, dtype, scale=4.0)
+    if kind == "labels":
+        target = rng.integers(0, classes, rows)
+        target[1::3] = -100
+    else:
+        target = rng.random(shape).astype(dtype)
+        target /= target.sum(axis=1, keepdims=True)
+    weight = rng.random(classes) if weighted else None
+    return logits, target, weight
+
+
+def _run_ce(logits, target, weight, smoothing, grad_out=None, grad_scale=0.5, ignore_index=-100):
+    losses = np.full(logits.shape[0], np.nan)
+    total = softmax_cross_entropy(
+        logits, target, weight, grad_out, losses, ignore_index, smoothing, grad_scale
+    )
+    return total, losses
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["labels", "probs"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+def test_cross_entropy_matches_float64_formula(dtype, kind, weighted, smoothing, shape):
+    rng = np.random.default_rng(shape[0] * 7919 + shape[1])
+    logits, target, weight = _ce_inputs(rng, shape, dtype, kind, weighted)
+    expected_losses, expected_grad = reference_cross_entropy(
+        logits, target, weight, -100, smoothing
+    )
+    rtol, atol = CE_TOLERANCE[dtype]
+    grad = np.empty_like(logits)
+
+    total, losses = _run_ce(logits, target, weight, smoothing, grad)
+
+    assert type(total) is np.float64
+    np.testing.assert_allclose(losses, expected_losses, rtol=rtol, atol=atol)
+    assert total == pytest.approx(math.fsum(expected_losses), rel=rtol, abs=atol * shape[0])
+    assert total == pytest.approx(math.fsum(losses), rel=1e-14)
+    np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["labels", "probs"])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 65), (ce_module.ROW_BLOCK + 3, 1000)])
+def test_cross_entropy_in_place_and_forward_only_match(dtype, kind, shape):
+    rng = np.random.default_rng(11)
+    logits, target, weight = _ce_inputs(rng, shape, dtype, kind, weighted=True)
+    grad = np.empty_like(logits)
+    total, losses = _run_ce(logits, target, weight, 0.1, grad)
+
+    in_place = logits.copy()
+    total_in_place, losses_in_place = _run_ce(in_place, target, weight, 0.1, in_place)
+    forward = softmax_cross_entropy(logits, target, weight, None, None, -100, 0.1, 0.5)
+
+    np.testing.assert_array_equal(in_place, grad)
+    np.testing.assert_array_equal(losses_in_place, losses)
+    assert total_in_place == total
+    assert forward == total
+
+
+def test_cross_entropy_ignore_index_may_be_a_class():
+    rng = np.random.default_rng(5)
+    logits = _random(rng, (6, 9), np.float32)
+    labels = np.array([3, 0, 3, 8, 3, 1])
+    grad = np.full_like(logits, np.nan)
+
+    total, losses = _run_ce(logits, labels, None, 0.0, grad, ignore_index=3)
+
+    expected_losses, expected_grad = reference_cross_entropy(logits, labels, None, 3, 0.0)
+    assert np.all(losses[labels == 3] == 0) and np.all(grad[labels == 3] == 0)
+    np.testing.assert_allclose(losses, expected_losses, rtol=2e-6)
+    np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=2e-6, atol=1e-8)
+
+
+EXTREME_LOGITS = [
+    [1e30, -1e30, 0.0, -np.inf, 2.0],
+    [-np.inf, 0.0, -np.inf, 1e30, -1e30],
+    [-np.inf] * 5,
+    [0.0, np.nan, 1.0, 2.0, 3.0],
+    [-1e30, -1e30, -1e30, -1e30, -1e30],
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("kind", ["labels", "probs"])
+def test_cross_entropy_extreme_logits(dtype, smoothing, weighted, kind):
+    logits = np.array(EXTREME_LOGITS, dtype=dtype)
+    if kind == "labels":
+        target = np.array([3, 3, 0, 0, 2])
+    else:
+        # No mass on the -inf classes of rows 0 and 1: 0 * log 0 counts as 0.
+        target = np.array([[0.5, 0.2, 0.3, 0.0, 0.0], [0.0, 0.3, 0.0, 0.5, 0.2]] * 3, dtype=dtype)
+        target = target[:5]
+    # A zero weight on class 3, which is -inf in row 0.
+    weight = np.array([1.0, 2.0, 0.5, 0.0, 1.0]) if weighted else None
+    expected_losses, expected_grad = reference_cross_entropy(
+        logits, target, weight, -100, smoothing
+    )
+    grad = np.empty_like(logits)
+
+    _, losses = _run_ce(logits, target, weight, smoothing, grad)
+
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-6)
+    np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=1e-6, atol=1e-7)
+    # The all -inf row and the row holding a NaN are NaN throughout; the other
+    # gradients are finite.
+    assert np.isnan(losses[2]) and np.isnan(losses[3])
+    assert np.isnan(grad[2]).all() and np.isnan(grad[3]).all()
+    assert np.isfinite(grad[[0, 1, 4]]).all()
+    # A loss is infinite exactly when target mass (the label, or the smoothing
+    # share) meets a -inf logit whose class weight is not 0: row 0's class 3
+    # has weight 0 when weighted, row 1's -inf classes never do.
+    mass_on_minus_inf = kind == "labels" or smoothing > 0
+    assert np.isinf(losses[0]) == (mass_on_minus_inf and not weighted)
+    assert np.isinf(losses[1]) == (smoothing > 0)
+    assert np.isfinite(losses[4])
+
+
+# ------------------------------------------------------------------ fast exp
+
+# Relative error bound of the float32 exp where its result is a normal float.
+EXP_MAX_RELATIVE_ERROR = 1.5 * 2.0**-24
+SMALLEST_SUBNORMAL = 2.0**-149
+
+
+@numba.njit
+def _exp_float32_all(values, out):
+    for i in range(values.size):
+        out[i] = ce_module._exp_float32(values[i])
+
+
+def _fast_exp(values):
+    values = np.asarray(values, dtype=np.float32)
+    out = np.empty_like(values)
+    _exp_float32_all(values, out)
+    return out
+
+
+def test_fast_exp_error_over_dense_sweep():
+    x = np.linspace(-104.0, 0.0, 4_000_001, dtype=np.float32)
+    exact = np.exp(x.astype(np.float64))
+    approx = _fast_exp(x).astype(np.float64)
+    normal = exact >= np.finfo(np.float32).tiny
+
+    relative = np.abs(approx[normal] - exact[normal]) / exact[normal]
+    assert relative.max() <= EXP_MAX_RELATIVE_ERROR
+    assert np.abs(approx[~normal] - exact[~normal]).max() <= SMALLEST_SUBNORMAL
+
+
+def test_fast_exp_special_values():
+    x = [0.0, -0.0, -np.inf, -1e30, -104.0, -200.0, np.inf, 89.0, np.nan]
+    out = _fast_exp(x)
+    assert out[0] == 1.0 and out[1] == 1.0
+    assert np.all(out[2:6] == 0.0)
+    assert np.all(out[6:8] == np.inf)
+    assert np.isnan(out[8])
+
+
+# --------------------------------------------------------------- determinism
+
+_DETERMINISM_SCRIPT = """
+import hashlib, json
+import numba
+import numpy as np
+from fastloss.backends.numba.mse import mse
+from fastloss.backends.numba.softmax_cross_entropy import softmax_cross_entropy
+
+def digest(array):
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+rng = np.random.default_rng(2024)
+pred = rng.standard_normal(1_000_003).astype(np.float32)
+target = rng.standard_normal(pred.size).astype(np.float32)
+logits = (rng.standard_normal((300, 1001)) * 4).astype(np.float32)
+labels = rng.integers(0, 1001, 300)
+probs = rng.random(logits.shape).astype(np.float32)
+probs /= probs.sum(axis=1, keepdims=True)
+weight = rng.random(1001)
+runs = []
+for _ in range(2):
+    grad = np.empty_like(pred)
+    result = [float(mse(pred, target, grad, None, 2.0 / pred.size)).hex(), digest(grad)]
+    for target_, weight_ in ((labels, weight), (probs, None)):
+        grad = np.empty_like(logits)
+        losses = np.empty(logits.shape[0])
+        total = softmax_cross_entropy(logits, target_, weight_, grad, losses, -100, 0.1, 1 / 300)
+        result += [float(total).hex(), digest(grad), digest(losses)]
+    runs.append(result)
+print(json.dumps({"threads": numba.get_num_threads(), "runs": runs}))
+"""
+
+
+def test_same_bits_at_any_thread_count():
+    root = Path(mse_module.__file__).resolve().parents[3]
+    results = {}
+    for threads in (1, 2, 4):
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+        completed = subprocess.run(
+            [sys.executable, "-c", _DETERMINISM_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert completed.returncode == 0, completed.stderr
+        report = json.loads(completed.stdout.strip().splitlines()[-1])
+        assert report["threads"] == threads
+        first, second = report["runs"]
+        assert first == second, f"two runs differ at {threads} threads"
+        results[threads] = first
+    assert results[1] == results[2] == results[4]
