@@ -92,7 +92,9 @@ def check_out(out, name: str, like, backend: str):
         return None
     out = as_array(out, name, backend)
     if out.shape != like.shape:
-        raise ValueError(f"{name} must have shape {like.shape} (that of the input); got {out.shape}")
+        raise ValueError(
+            f"{name} must have shape {like.shape} (that of the input); got {out.shape}"
+        )
     if out.dtype != like.dtype:
         raise TypeError(f"{name} must have dtype {like.dtype} (that of the input); got {out.dtype}")
     if isinstance(out, np.ndarray) and not out.flags.writeable:

@@ -196,7 +196,7 @@ def test_inputs_are_not_modified(backend):
                                            weight=moved[3], label_smoothing=0.1, backend=backend)
         fl.softmax_cross_entropy_with_grad(moved[0], moved[2], reduction=reduction,
                                            weight=moved[3], backend=backend)
-    for original, after in zip(copies, moved):
+    for original, after in zip(copies, moved, strict=True):
         np.testing.assert_array_equal(to_host(after), original)
 
 

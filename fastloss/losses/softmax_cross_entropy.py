@@ -1,4 +1,4 @@
-"""Softmax cross-entropy over the last axis of ``(N, k)`` logits, its gradient, and both in one pass."""
+"""Softmax cross-entropy over the class axis (last) of ``(N, k)`` logits, its gradient, and both."""
 
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ def _checked(
     v.check_float(logits, "logits", backend)
     if logits.ndim != 2 or logits.shape[1] == 0:
         raise ValueError(
-            f"logits must be 2-D (N, k) with the class axis last and k >= 1; got shape {logits.shape}"
+            "logits must be 2-D (N, k) with the class axis last and k >= 1; "
+            f"got shape {logits.shape}"
         )
     rows, classes = logits.shape
     xp = v.array_module(backend)
@@ -209,7 +210,7 @@ softmax_cross_entropy.__doc__ = """Softmax cross-entropy of ``logits`` against `
     Returns a scalar of logits' dtype (a NumPy scalar, or a 0-d CuPy array
     with no host synchronisation), or an ``(N,)`` array for "none".
 """ + _CONTRACT
-softmax_cross_entropy_grad.__doc__ = """Gradient of softmax cross-entropy with respect to ``logits``.
+softmax_cross_entropy_grad.__doc__ = """Gradient of softmax cross-entropy with respect to logits.
 """ + _CONTRACT + _GRAD_CONTRACT
-softmax_cross_entropy_with_grad.__doc__ = """``(loss, grad)`` of softmax cross-entropy, from one fused pass.
+softmax_cross_entropy_with_grad.__doc__ = """``(loss, grad)`` of softmax cross-entropy, one pass.
 """ + _CONTRACT + _GRAD_CONTRACT
