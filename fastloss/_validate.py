@@ -80,10 +80,11 @@ def check_float(x, name: str, backend: str):
 
 
 def compute_dtype(dtype, backend: str):
-    """Half precision is computed in float32 on the CPU, natively on the GPU."""
-    if backend != "cuda" and dtype == np.float16:
+    """The dtype the kernel sees: native byte order; float16 becomes float32 on the CPU
+    (computed in float32, rounded once), and stays native on the GPU."""
+    if backend != "cuda" and dtype.name == "float16":
         return np.dtype(np.float32)
-    return dtype
+    return dtype.newbyteorder("=")
 
 
 def check_out(out, name: str, like, backend: str):
