@@ -17,7 +17,7 @@ REDUCTIONS = ["mean", "sum", "none"]
 
 def torch_reference(logits, target, reduction="mean", **options):
     """PyTorch's loss and gradient, computed in float64 from the same values."""
-    logits_t = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    logits_t = torch.tensor(logits.astype(np.float64), requires_grad=True)
     target_t = torch.tensor(target if target.dtype.kind in "iu" else target.astype(np.float64))
     if options.get("weight") is not None:
         options["weight"] = torch.tensor(options["weight"], dtype=torch.float64)
