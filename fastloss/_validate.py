@@ -91,6 +91,9 @@ def check_out(out, name: str, like, backend: str):
     """``out`` must be an array of ``like``'s library, shape and dtype."""
     if out is None:
         return None
+    if backend != "cuda" and not isinstance(out, np.ndarray):
+        # Anything else would be converted to a new array that the caller never sees.
+        raise TypeError(f"{name} must be a NumPy array to write into; got {type(out).__name__}")
     out = as_array(out, name, backend)
     if out.shape != like.shape:
         raise ValueError(

@@ -200,6 +200,7 @@ def test_bad_inputs_name_the_argument():
         (ValueError, "out", lambda: fl.mse_grad(pred, target, out=np.empty((5, 4), np.float32))),
         (TypeError, "out", lambda: fl.mse_grad(pred, target, out=np.empty((4, 5)))),
         (TypeError, "pred", lambda: fl.mse(object(), target)),
+        (TypeError, "out", lambda: fl.mse_grad(pred, target, out=pred.tolist())),
     ]
     for error, name, call in cases:
         with pytest.raises(error, match=name):
