@@ -22,8 +22,11 @@ from numba.extending import intrinsic, overload
 # that the order of every addition is fixed by the source and LLVM can still
 # vectorise the lane loops without reassociating.
 LANES = 64
-# Rows per parallel work item; blocks, not threads, fix the summation order.
-ROW_BLOCK = 16
+# Logits per parallel work item, in whole rows (at least one): enough work to
+# outweigh scheduling, small enough that a few long rows still spread over the
+# threads. Blocks depend on the shape alone, never on the thread count, and
+# fix the summation order.
+BLOCK_ELEMENTS = 1 << 16
 
 
 @intrinsic
@@ -376,11 +379,12 @@ def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoo
     rows, classes = logits.shape
     keep = 1.0 - label_smoothing
     smooth = label_smoothing / classes
-    blocks = (rows + ROW_BLOCK - 1) // ROW_BLOCK
+    row_block = max(1, BLOCK_ELEMENTS // classes)
+    blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
     for block in prange(blocks):
         block_sum = 0.0
-        for row in range(block * ROW_BLOCK, min((block + 1) * ROW_BLOCK, rows)):
+        for row in range(block * row_block, min((block + 1) * row_block, rows)):
             z, grad_row = logits[row], _row_of(grad_out, row)
             following = min(row + 1, rows - 1)
             next_z, next_grad = logits[following], _row_of(grad_out, following)
