@@ -121,12 +121,7 @@ def check_probability(value, name: str) -> float:
     return value
 
 
-def result_scalar(total, divisor, dtype, xp):
-    """``total / divisor`` rounded once to ``dtype``: a NumPy scalar, or a 0-d device array.
-
-    A zero divisor (empty batch, every row ignored) gives NaN, as PyTorch does.
-    """
-    if xp is np:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return dtype.type(np.float64(total) / divisor)
-    return (total / divisor).astype(dtype)
+def result_scalar(loss, dtype, xp):
+    """A backend's loss as the caller's scalar: a NumPy float64 rounded once to
+    ``dtype``; a device loss is already a 0-d array of ``dtype``."""
+    return dtype.type(loss) if xp is np else loss

@@ -3,21 +3,20 @@
 //
 // Launch (see fastloss/backends/cuda/mse.py): FL_MSE_THREADS threads per
 // block, grid = min(FL_MSE_MAX_BLOCKS, ceil(packets / (threads * unroll)));
-// then fl_mse_sum_partials with one block of FL_SUM_THREADS threads. The
-// partition depends only on n and these constants, never on the GPU, so the
-// total has the same bits on every run and every device.
+// then fl_mse_finish_<dtype> with one block of FL_SUM_THREADS threads, which
+// writes the loss. The partition depends only on n and these constants, never
+// on the GPU, so the loss has the same bits on every run and every device.
 
 #include "common/reduce.cuh"
 
 #define FL_MSE_THREADS 256
 #define FL_MSE_UNROLL 2
-#define FL_SUM_THREADS 256
 
 namespace fl {
 
 template <typename T>
 __device__ __forceinline__ void mse_rows(const T* pred, const T* target, T* grad_out, T* loss_out,
-                                         double* partials, i64 n, double grad_scale) {
+                                         double* partials, i64 n, double divisor) {
     typedef Convert<T> Cv;
     const int pack = Packet<T>::size;
     __shared__ double scratch[32];
@@ -27,6 +26,7 @@ __device__ __forceinline__ void mse_rows(const T* pred, const T* target, T* grad
     // grad_out may alias pred or target: each element is read and written by
     // the same thread, reads first, so plain (not __restrict__) pointers.
     const bool aligned = aligned16(pred, target, grad_out, loss_out);
+    const double grad_scale = 2.0 / divisor;
 
     double acc = 0.0;
     for (i64 base = (i64)blockIdx.x * blockDim.x + threadIdx.x; base < packets;
@@ -72,8 +72,8 @@ __device__ __forceinline__ void mse_rows(const T* pred, const T* target, T* grad
 #define FL_MSE_ENTRY(NAME, T)                                                                   \
     extern "C" __global__ void __launch_bounds__(FL_MSE_THREADS)                               \
         NAME(const T* pred, const T* target, T* grad_out, T* loss_out, double* partials,       \
-             long long n, double grad_scale) {                                                  \
-        fl::mse_rows<T>(pred, target, grad_out, loss_out, partials, n, grad_scale);             \
+             long long n, double divisor) {                                                     \
+        fl::mse_rows<T>(pred, target, grad_out, loss_out, partials, n, divisor);                \
     }
 
 FL_MSE_ENTRY(fl_mse_float16, fl::half_t)
@@ -81,7 +81,7 @@ FL_MSE_ENTRY(fl_mse_bfloat16, fl::bfloat16_t)
 FL_MSE_ENTRY(fl_mse_float32, float)
 FL_MSE_ENTRY(fl_mse_float64, double)
 
-extern "C" __global__ void __launch_bounds__(FL_SUM_THREADS)
-    fl_mse_sum_partials(const double* partials, long long count, double* total) {
-    fl::sum_partials(partials, count, total);
-}
+FL_FINISH_ENTRY(fl_mse_finish_float16, fl::half_t)
+FL_FINISH_ENTRY(fl_mse_finish_bfloat16, fl::bfloat16_t)
+FL_FINISH_ENTRY(fl_mse_finish_float32, float)
+FL_FINISH_ENTRY(fl_mse_finish_float64, double)

@@ -18,15 +18,18 @@
 //   32 * ceil(k / (32 * FL_CE_TILE))), warp_per_row = 0;
 // - grid = min(a fixed cap, ceil(rows / rows per block)); blocks stride over
 //   rows. All of this depends on (rows, k) only, never on the GPU.
-// Then the *_sum_partials entry with one block of FL_SUM_THREADS threads.
+// Then the fl_softmax_cross_entropy_finish_<dtype> entry with one block of
+// FL_SUM_THREADS threads, which writes the loss. A "mean" over class indices
+// first runs fl_softmax_cross_entropy_mean_divisor (one block of
+// FL_CE_DIVISOR_THREADS threads), whose result both later kernels read.
 //
 // Each thread keeps FL_CE_TILE logits of a row in registers per tile. A row of
 // at most one tile per thread is read from global memory once and its gradient
 // written once; longer rows stream tile by tile with an online max/sum and are
 // read a second time only to write the gradient.
 //
-// grad_scale comes as a value, or (device_grad_scale non-null) as a float64 in
-// device memory, so that a weighted mean needs no host round trip.
+// The divisor comes as a value, or (device_divisor non-null) as a float64 in
+// device memory, so that a mean over labels needs no host round trip.
 //
 // Labels equal to ignore_index give L = 0 and a zero gradient row; any other
 // label outside [0, k) gives L = NaN and a NaN gradient row, without reading
@@ -40,7 +43,9 @@
 // Two resident blocks per SM caps registers at 128 per thread, which the
 // unrolled tile needs without spilling (fewer registers spill heavily).
 #define FL_CE_MIN_BLOCKS 2
-#define FL_SUM_THREADS 256
+// The divisor pre-pass is a single block (a fixed summation order without a
+// second launch); the widest block keeps the most label loads in flight.
+#define FL_CE_DIVISOR_THREADS 1024
 
 namespace fl {
 
@@ -145,7 +150,7 @@ template <typename T, bool PROBS>
 __device__ __forceinline__ void softmax_cross_entropy_rows(
     const T* logits, const i64* labels, const T* probs, const double* weight, T* grad_out,
     double* loss_out, double* partials, i64 rows, i64 classes, i64 ignore_index, double smoothing,
-    double grad_scale, const double* device_grad_scale, bool warp_per_row) {
+    double divisor, const double* device_divisor, bool warp_per_row) {
     typedef Convert<T> Cv;
     typedef typename Cv::compute_t C;
     typedef RowTiles<T> Tiles;
@@ -265,7 +270,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
             const C inv_sum = narrow<C>(1.0 / sum_exp);
             const C weight_c = narrow<C>(total_weight);
             const C hard_c = narrow<C>(hard);
-            const C scale = narrow<C>(device_grad_scale ? *device_grad_scale : grad_scale);
+            const C scale = narrow<C>(1.0 / (device_divisor ? *device_divisor : divisor));
             for (i64 tile = 0; tile < tiles; ++tile) {
                 if (tiles > 1) {
                     Tiles::load(z_row, classes, tile, g, aligned, neg_inf, z);
@@ -317,22 +322,22 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         fl_softmax_cross_entropy_##SUFFIX(                                                        \
             const T* logits, const long long* labels, const double* weight, T* grad_out,          \
             double* loss_out, double* partials, long long rows, long long classes,                \
-            long long ignore_index, double label_smoothing, double grad_scale,                    \
-            const double* device_grad_scale, int warp_per_row) {                                 \
+            long long ignore_index, double label_smoothing, double divisor,                       \
+            const double* device_divisor, int warp_per_row) {                                     \
         fl::softmax_cross_entropy_rows<T, false>(logits, labels, (const T*)0, weight, grad_out,  \
                                                  loss_out, partials, rows, classes,              \
-                                                 ignore_index, label_smoothing, grad_scale,      \
-                                                 device_grad_scale, warp_per_row != 0);          \
+                                                 ignore_index, label_smoothing, divisor,          \
+                                                 device_divisor, warp_per_row != 0);              \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(FL_CE_MAX_THREADS, FL_CE_MIN_BLOCKS)            \
         fl_softmax_cross_entropy_probs_##SUFFIX(                                                  \
             const T* logits, const T* probs, const double* weight, T* grad_out,                   \
             double* loss_out, double* partials, long long rows, long long classes,                \
-            double label_smoothing, double grad_scale, const double* device_grad_scale,           \
+            double label_smoothing, double divisor, const double* device_divisor,                 \
             int warp_per_row) {                                                                   \
         fl::softmax_cross_entropy_rows<T, true>(logits, (const long long*)0, probs, weight,      \
                                                 grad_out, loss_out, partials, rows, classes, 0,  \
-                                                label_smoothing, grad_scale, device_grad_scale,  \
+                                                label_smoothing, divisor, device_divisor,         \
                                                 warp_per_row != 0);                              \
     }
 
@@ -341,7 +346,27 @@ FL_CE_ENTRIES(bfloat16, fl::bfloat16_t)
 FL_CE_ENTRIES(float32, float)
 FL_CE_ENTRIES(float64, double)
 
-extern "C" __global__ void __launch_bounds__(FL_SUM_THREADS)
-    fl_softmax_cross_entropy_sum_partials(const double* partials, long long count, double* total) {
-    fl::sum_partials(partials, count, total);
+FL_FINISH_ENTRY(fl_softmax_cross_entropy_finish_float16, fl::half_t)
+FL_FINISH_ENTRY(fl_softmax_cross_entropy_finish_bfloat16, fl::bfloat16_t)
+FL_FINISH_ENTRY(fl_softmax_cross_entropy_finish_float32, float)
+FL_FINISH_ENTRY(fl_softmax_cross_entropy_finish_float64, double)
+
+// The divisor of a "mean" over class indices, PyTorch's: the weight sum (the
+// count when weight is null) of the rows whose label is not ignore_index. An
+// invalid label adds its clipped class's weight; its row's loss is NaN anyway.
+extern "C" __global__ void __launch_bounds__(FL_CE_DIVISOR_THREADS)
+    fl_softmax_cross_entropy_mean_divisor(const long long* labels, const double* weight,
+                                          long long rows, long long classes,
+                                          long long ignore_index, double* divisor) {
+    __shared__ double scratch[32];
+    double acc = 0.0;
+#pragma unroll 4
+    for (long long row = threadIdx.x; row < rows; row += blockDim.x) {
+        const long long label = labels[row];
+        if (label == ignore_index) continue;
+        const long long c = label < 0 ? 0 : (label >= classes ? classes - 1 : label);
+        acc += weight ? weight[c] : 1.0;
+    }
+    acc = fl::block_allreduce(acc, fl::SumOp(), 0.0, scratch);
+    if (threadIdx.x == 0) *divisor = acc;
 }

@@ -16,10 +16,11 @@ from fastloss.backends.cuda import _module
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 ENTRIES = {
-    "mse": [f"fl_mse_{d}" for d in DTYPES] + ["fl_mse_sum_partials"],
+    "mse": [f"fl_mse_{d}" for d in DTYPES] + [f"fl_mse_finish_{d}" for d in DTYPES],
     "softmax_cross_entropy": [f"fl_softmax_cross_entropy_{d}" for d in DTYPES]
     + [f"fl_softmax_cross_entropy_probs_{d}" for d in DTYPES]
-    + ["fl_softmax_cross_entropy_sum_partials"],
+    + [f"fl_softmax_cross_entropy_finish_{d}" for d in DTYPES]
+    + ["fl_softmax_cross_entropy_mean_divisor"],
 }
 # The oldest architecture CUDA 13 supports, and the newest one we ship SASS for.
 ARCHS = ("compute_75", "compute_90")

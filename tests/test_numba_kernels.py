@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
+from fastloss import _registry  # noqa: E402
 from fastloss.backends.numba import mse as mse_module  # noqa: E402
 from fastloss.backends.numba import softmax_cross_entropy as ce_module  # noqa: E402
 from fastloss.backends.numba.mse import mse  # noqa: E402
@@ -57,13 +59,13 @@ def test_mse_matches_float64_formula(dtype, size, outputs):
     squares = np.empty_like(pred) if "squares" in outputs else None
     diff = pred.astype(np.float64) - target.astype(np.float64)
 
-    total = mse(pred, target, grad, squares, 0.75)
+    loss = mse(pred, target, grad, squares, 3)
 
-    assert type(total) is np.float64
-    assert total == pytest.approx(math.fsum(diff * diff), rel=1e-14)
-    # Computed in float64 and rounded once: the same bits as the formula.
+    assert type(loss) is np.float64
+    assert loss == pytest.approx(math.fsum(diff * diff) / 3, rel=1e-14)
+    # Scaled by 2 / divisor in float64 and rounded once: the same bits as the formula.
     if grad is not None:
-        np.testing.assert_array_equal(grad, (0.75 * diff).astype(dtype))
+        np.testing.assert_array_equal(grad, (2.0 / 3 * diff).astype(dtype))
     if squares is not None:
         np.testing.assert_array_equal(squares, (diff * diff).astype(dtype))
 
@@ -77,9 +79,9 @@ def test_mse_gradient_in_place(dtype, alias):
     diff = pred.astype(np.float64) - target.astype(np.float64)
     out = pred if alias == "pred" else target
 
-    total = mse(pred, target, out, None, 2.0 / size)
+    loss = mse(pred, target, out, None, size)
 
-    assert total == pytest.approx(math.fsum(diff * diff), rel=1e-14)
+    assert loss == pytest.approx(math.fsum(diff * diff) / size, rel=1e-14)
     np.testing.assert_array_equal(out, (2.0 / size * diff).astype(dtype))
 
 
@@ -97,7 +99,7 @@ def test_mse_float32_sum_holds_where_a_float32_running_total_fails():
     exact = np.sum(diff * diff) / shape[1]
 
     seed_error = abs(seed_mse(pred, target) - exact) / exact
-    ours_error = abs(mse(pred.ravel(), target.ravel(), None, None, 0.0) / shape[1] - exact) / exact
+    ours_error = abs(mse(pred.ravel(), target.ravel(), None, None, shape[1]) - exact) / exact
 
     assert seed_error > 1e-6
     assert ours_error < 1e-6
@@ -142,12 +144,12 @@ def _ce_inputs(rng, shape, dtype, kind, weighted):
     return logits, target, weight
 
 
-def _run_ce(logits, target, weight, smoothing, grad_out=None, grad_scale=0.5, ignore_index=-100):
+def _run_ce(logits, target, weight, smoothing, grad_out=None, divisor=2, ignore_index=-100):
     losses = np.full(logits.shape[0], np.nan)
-    total = softmax_cross_entropy(
-        logits, target, weight, grad_out, losses, ignore_index, smoothing, grad_scale
+    loss = softmax_cross_entropy(
+        logits, target, weight, grad_out, losses, ignore_index, smoothing, divisor
     )
-    return total, losses
+    return loss, losses
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -164,12 +166,12 @@ def test_cross_entropy_matches_float64_formula(dtype, kind, weighted, smoothing,
     rtol, atol = CE_TOLERANCE[dtype]
     grad = np.empty_like(logits)
 
-    total, losses = _run_ce(logits, target, weight, smoothing, grad)
+    loss, losses = _run_ce(logits, target, weight, smoothing, grad)
 
-    assert type(total) is np.float64
+    assert type(loss) is np.float64
     np.testing.assert_allclose(losses, expected_losses, rtol=rtol, atol=atol)
-    assert total == pytest.approx(math.fsum(expected_losses), rel=rtol, abs=atol * shape[0])
-    assert total == pytest.approx(math.fsum(losses), rel=1e-14)
+    assert loss == pytest.approx(math.fsum(expected_losses) / 2, rel=rtol, abs=atol * shape[0])
+    assert loss == pytest.approx(math.fsum(losses) / 2, rel=1e-14)
     np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=rtol, atol=atol)
 
 
@@ -184,7 +186,7 @@ def test_cross_entropy_in_place_and_forward_only_match(dtype, kind, shape):
 
     in_place = logits.copy()
     total_in_place, losses_in_place = _run_ce(in_place, target, weight, 0.1, in_place)
-    forward = softmax_cross_entropy(logits, target, weight, None, None, -100, 0.1, 0.5)
+    forward = softmax_cross_entropy(logits, target, weight, None, None, -100, 0.1, 2)
 
     np.testing.assert_array_equal(in_place, grad)
     np.testing.assert_array_equal(losses_in_place, losses)
@@ -204,6 +206,27 @@ def test_cross_entropy_ignore_index_may_be_a_class():
     assert np.all(losses[labels == 3] == 0) and np.all(grad[labels == 3] == 0)
     np.testing.assert_allclose(losses, expected_losses, rtol=2e-6)
     np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=2e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_zero_divisor_gives_ieee_results_without_warnings(backend):
+    backend_mse = _registry.kernel("mse", backend)
+    backend_ce = _registry.kernel("softmax_cross_entropy", backend)
+    empty = np.zeros(0, np.float32)
+    pred = np.array([1.0, 2.0], np.float32)
+    logits = np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]], np.float32)
+    labels = np.array([-100, -100])
+    grad = np.full_like(logits, np.nan)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        empty_mean = backend_mse(empty, empty, np.empty_like(empty), None, 0)
+        mse_over_zero = backend_mse(pred, np.zeros_like(pred), None, None, 0)
+        all_ignored = backend_ce(logits, labels, None, grad, None, -100, 0.0, 0)
+
+    assert np.isnan(empty_mean) and mse_over_zero == np.inf and np.isnan(all_ignored)
+    # Rows of ignored labels stay exactly zero, even with a 1 / 0 scale.
+    assert (grad == 0).all()
 
 
 EXTREME_LOGITS = [
@@ -315,11 +338,11 @@ weight = rng.random(1001)
 runs = []
 for _ in range(2):
     grad = np.empty_like(pred)
-    result = [float(mse(pred, target, grad, None, 2.0 / pred.size)).hex(), digest(grad)]
+    result = [float(mse(pred, target, grad, None, pred.size)).hex(), digest(grad)]
     for target_, weight_ in ((labels, weight), (probs, None)):
         grad = np.empty_like(logits)
         losses = np.empty(logits.shape[0])
-        total = softmax_cross_entropy(logits, target_, weight_, grad, losses, -100, 0.1, 1 / 300)
+        total = softmax_cross_entropy(logits, target_, weight_, grad, losses, -100, 0.1, 300)
         result += [float(total).hex(), digest(grad), digest(losses)]
     runs.append(result)
 print(json.dumps({"threads": numba.get_num_threads(), "runs": runs}))

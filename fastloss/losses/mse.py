@@ -45,14 +45,14 @@ def _compute(pred, target, reduction, backend, out, want_grad):
     elif want_grad:
         grad = xp.empty(size, work)
     items = xp.empty(size, work) if reduction == "none" else None
-    grad_scale = 2.0 / size if reduction == "mean" and size else 2.0
+    divisor = size if reduction == "mean" else 1
 
-    total = _registry.kernel("mse", backend)(flat_pred, flat_target, grad, items, grad_scale)
+    total = _registry.kernel("mse", backend)(flat_pred, flat_target, grad, items, divisor)
 
     if reduction == "none":
         loss = items.reshape(pred.shape, order=order).astype(dtype, copy=False)
     else:
-        loss = v.result_scalar(total, size if reduction == "mean" else 1, dtype, xp)
+        loss = v.result_scalar(total, dtype, xp)
     if not want_grad:
         return loss, None
     if writes_out:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from fastloss import _registry
 from fastloss import _validate as v
 
@@ -45,21 +43,23 @@ def _weight(weight, classes, backend, xp):
     return xp.ascontiguousarray(weight, dtype=xp.float64)
 
 
-def _mean_divisor(labels, weight, rows, classes, ignore_index, xp):
+def _mean_divisor(labels, weight, rows, classes, ignore_index, backend):
     """What a "mean" divides by: PyTorch's weight sum of the rows not ignored.
 
-    Computed without boolean indexing, so that on the GPU it stays on the
-    device (no synchronisation); labels are clipped because device labels are
-    not checked (an invalid one makes its row NaN anyway).
+    On the GPU one small kernel computes it into device memory (no
+    synchronisation).
     """
     if labels is None:
         return rows
+    if backend == "cuda":
+        from fastloss.backends.cuda.softmax_cross_entropy import mean_divisor
+
+        return mean_divisor(labels, weight, classes, ignore_index)
     kept = labels != ignore_index
     if weight is None:
-        divisor = kept.sum(dtype=xp.float64)
-    else:
-        divisor = (weight[labels.clip(0, classes - 1)] * kept).sum()
-    return float(divisor) if xp.__name__ == "numpy" else divisor
+        return int(kept.sum())
+    # Clipped because ignore_index may lie outside [0, k); those rows count 0.
+    return float((weight[labels.clip(0, classes - 1)] * kept).sum())
 
 
 def _softmax_cross_entropy(
@@ -120,21 +120,17 @@ def _checked(
     row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
     divisor = 1
     if reduction == "mean":
-        divisor = _mean_divisor(labels, weight, rows, classes, ignore_index, xp)
-    if isinstance(divisor, (int, float)):
-        grad_scale = 1.0 / divisor if divisor else math.inf
-    else:
-        grad_scale = 1.0 / divisor
+        divisor = _mean_divisor(labels, weight, rows, classes, ignore_index, backend)
 
     total = _registry.kernel("softmax_cross_entropy", backend)(
         z, labels if labels is not None else probabilities, weight, grad, row_losses,
-        ignore_index, label_smoothing, grad_scale,
+        ignore_index, label_smoothing, divisor,
     )
 
     if reduction == "none":
         loss = row_losses.astype(dtype)
     else:
-        loss = v.result_scalar(total, divisor, dtype, xp)
+        loss = v.result_scalar(total, dtype, xp)
     if not want_grad or writes_out:
         return loss, out if writes_out else None
     if out is None:

@@ -250,18 +250,32 @@ __device__ __forceinline__ double block_allreduce(double value, Op op, double id
     return warp_allreduce(value, op);
 }
 
-// Sums `count` partials into `*total`: each thread adds a strided subset in
-// index order, then the block tree combines them.
-// Assumes: a single block launched with the block size the launcher fixes
-// (the partition depends on it), satisfying block_allreduce's assumptions.
-__device__ __forceinline__ void sum_partials(const double* partials, i64 count, double* total) {
+// The last launch of every loss: sums `count` partials, each thread a
+// strided subset in index order and then the block tree, divides by the
+// divisor (`*device_divisor` when non-null, else `divisor`; zero gives IEEE
+// inf or NaN) and stores the loss rounded once to T.
+// Assumes: a single block of FL_SUM_THREADS threads (the partition depends on
+// it), satisfying block_allreduce's assumptions.
+template <typename T>
+__device__ __forceinline__ void finish_loss(const double* partials, i64 count, double divisor,
+                                            const double* device_divisor, T* loss) {
     __shared__ double scratch[32];
     double acc = 0.0;
     for (i64 i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
     acc = block_allreduce(acc, SumOp(), 0.0, scratch);
-    if (threadIdx.x == 0) *total = acc;
+    if (threadIdx.x == 0) *loss = Convert<T>::from(acc / (device_divisor ? *device_divisor : divisor));
 }
 
 }  // namespace fl
+
+#define FL_SUM_THREADS 256
+
+// One finishing entry per loss and storage type (see fl::finish_loss).
+#define FL_FINISH_ENTRY(NAME, T)                                                                \
+    extern "C" __global__ void __launch_bounds__(FL_SUM_THREADS)                               \
+        NAME(const double* partials, long long count, double divisor,                          \
+             const double* device_divisor, T* loss) {                                          \
+        fl::finish_loss<T>(partials, count, divisor, device_divisor, loss);                     \
+    }
 
 #endif  // FL_COMMON_REDUCE_CUH

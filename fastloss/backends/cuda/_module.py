@@ -124,7 +124,7 @@ def _kernel(name: str, entry: str):
     return _raw_module(name).get_function(entry)
 
 
-# Launch constants shared with the kernels (FL_SUM_THREADS in kernels/*.cu).
+# Launch constants shared with the kernels (FL_SUM_THREADS in kernels/common/reduce.cuh).
 SUM_THREADS = 256
 
 
@@ -139,16 +139,29 @@ def pointer_or_null(array):
     return null_pointer() if array is None else array
 
 
-def sum_partials(name: str, partials, count: int):
-    """``partials[:count]`` summed in a fixed order into a new 0-d float64 array.
+def divisor_args(divisor):
+    """``(host value, device pointer)`` kernel arguments for a divisor: a Python
+    number, or a 0-d float64 device array that the kernel reads itself."""
+    import cupy
+    import numpy as np
 
-    Launched on the current stream; no host synchronisation.
+    if isinstance(divisor, cupy.ndarray):
+        assert divisor.shape == () and divisor.dtype == np.float64, (divisor.shape, divisor.dtype)
+        return np.float64(0.0), divisor
+    return np.float64(divisor), null_pointer()
+
+
+def finish(name: str, partials, count: int, divisor, dtype):
+    """The loss ``sum(partials[:count]) / divisor`` as a new 0-d array of ``dtype``.
+
+    The partials are summed in a fixed order in float64 and the quotient
+    rounded once, by one kernel on the current stream; no host synchronisation.
     """
     import cupy
     import numpy as np
 
-    total = cupy.empty((), dtype=cupy.float64)
-    get_function(name, f"fl_{name}_sum_partials")(
-        (1,), (SUM_THREADS,), (partials, np.int64(count), total)
+    loss = cupy.empty((), dtype=dtype)
+    get_function(name, f"fl_{name}_finish_{dtype.name}")(
+        (1,), (SUM_THREADS,), (partials, np.int64(count), *divisor_args(divisor), loss)
     )
-    return total
+    return loss

@@ -1,4 +1,8 @@
-"""MSE on the GPU: the launcher of ``kernels/mse.cu`` (contract: ``fastloss.backends``)."""
+"""MSE on the GPU: the launcher of ``kernels/mse.cu`` (contract: ``fastloss.backends``).
+
+Two launches per call: the fused pass, then the finishing kernel that writes
+the loss in ``pred``'s dtype.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ def blocks_for(size: int, itemsize: int) -> int:
     return min(MAX_BLOCKS, -(-packets // (THREADS * UNROLL)))
 
 
-def mse(pred, target, grad_out, loss_out, grad_scale):
+def mse(pred, target, grad_out, loss_out, divisor):
     import cupy
 
     dtype = pred.dtype
@@ -53,7 +57,7 @@ def mse(pred, target, grad_out, loss_out, grad_scale):
                     _module.pointer_or_null(loss_out),
                     partials,
                     np.int64(size),
-                    np.float64(grad_scale),
+                    np.float64(divisor),
                 ),
             )
-        return _module.sum_partials("mse", partials, blocks)
+        return _module.finish("mse", partials, blocks, divisor, dtype)

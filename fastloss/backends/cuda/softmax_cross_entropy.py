@@ -1,8 +1,10 @@
 """Softmax cross-entropy on the GPU: the launcher of ``kernels/softmax_cross_entropy.cu``.
 
-Contract: ``fastloss.backends``. ``grad_scale`` may also be a 0-d device
-array (a weighted mean's divisor computed on the GPU): it is then read by
-the kernel, with no host round trip.
+Contract: ``fastloss.backends``. Launches per call: two (the fused pass, then
+the finishing kernel that writes the loss in the logits' dtype). A "mean" over
+class indices is the one exception, with three: its divisor depends on the
+labels and the gradient needs it, so :func:`mean_divisor` computes it first,
+on the device, and both kernels read it there (no host round trip).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ MAX_THREADS = 256  # FL_CE_MAX_THREADS
 # A constant, not derived from the GPU: the row-to-block partition, hence the
 # bits of the total, must be the same on every device.
 MAX_BLOCKS = 16384
+DIVISOR_THREADS = 1024  # FL_CE_DIVISOR_THREADS
+_DIVISOR_ENTRY = "fl_softmax_cross_entropy_mean_divisor"
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -43,8 +47,25 @@ def _expect(array, name, shape, dtype):
         assert array.flags.c_contiguous, (name, "not C-contiguous")
 
 
+def mean_divisor(labels, weight, classes: int, ignore_index: int):
+    """A "mean"'s divisor over ``(N,)`` int64 labels as a new 0-d float64 device
+    array: the sum of ``weight[label]`` (or the count, for no weight) over the
+    rows not ignored. One single-block kernel, summing in a fixed order."""
+    import cupy
+
+    assert labels.ndim == 1, labels.shape
+    _expect(labels, "labels", labels.shape, np.int64)
+    _expect(weight, "weight", (classes,), np.float64)
+    args = (labels, _module.pointer_or_null(weight), np.int64(labels.size), np.int64(classes))
+    with labels.device:
+        divisor = cupy.empty((), dtype=cupy.float64)
+        kernel = _module.get_function("softmax_cross_entropy", _DIVISOR_ENTRY)
+        kernel((1,), (DIVISOR_THREADS,), (*args, np.int64(ignore_index), divisor))
+        return divisor
+
+
 def softmax_cross_entropy(
-    logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, grad_scale
+    logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor
 ):
     import cupy
 
@@ -64,12 +85,6 @@ def softmax_cross_entropy(
 
     blocks, threads, warp_per_row = launch_shape(rows, classes)
     with logits.device:
-        if isinstance(grad_scale, cupy.ndarray):
-            device_scale = cupy.ascontiguousarray(grad_scale, dtype=cupy.float64).reshape(())
-            scale = np.float64(0.0)
-        else:
-            device_scale = _module.null_pointer()
-            scale = np.float64(grad_scale)
         partials = cupy.empty(blocks, dtype=cupy.float64)
         if blocks:
             head = (logits, target, _module.pointer_or_null(weight))
@@ -80,7 +95,11 @@ def softmax_cross_entropy(
                 np.int64(rows),
                 np.int64(classes),
             )
-            tail = (np.float64(label_smoothing), scale, device_scale, np.int32(warp_per_row))
+            tail = (
+                np.float64(label_smoothing),
+                *_module.divisor_args(divisor),
+                np.int32(warp_per_row),
+            )
             if probabilities:
                 entry = f"fl_softmax_cross_entropy_probs_{dtype.name}"
                 args = head + outputs + tail
@@ -89,4 +108,4 @@ def softmax_cross_entropy(
                 args = head + outputs + (np.int64(ignore_index),) + tail
             kernel = _module.get_function("softmax_cross_entropy", entry)
             kernel((blocks,), (threads,), args)
-        return _module.sum_partials("softmax_cross_entropy", partials, blocks)
+        return _module.finish("softmax_cross_entropy", partials, blocks, divisor, dtype)

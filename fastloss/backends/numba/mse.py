@@ -101,8 +101,9 @@ def _block_sum(pred, target, grad_out, loss_out, grad_scale):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _mse_kernel(pred, target, grad_out, loss_out, grad_scale):
+def _mse_kernel(pred, target, grad_out, loss_out, divisor):
     size = pred.size
+    grad_scale = 2.0 / divisor
     blocks = (size + BLOCK - 1) // BLOCK
     partials = np.empty(blocks)
     for block in prange(blocks):
@@ -118,11 +119,11 @@ def _mse_kernel(pred, target, grad_out, loss_out, grad_scale):
     total = 0.0
     for block in range(blocks):
         total += partials[block]
-    return total
+    return total / divisor
 
 
-def mse(pred, target, grad_out, loss_out, grad_scale):
-    """Sum of ``(pred - target) ** 2`` as a NumPy float64; optionally writes
-    ``grad_scale * (pred - target)`` to ``grad_out`` and the squares to
-    ``loss_out`` (see ``fastloss.backends`` for shapes and aliasing)."""
-    return np.float64(_mse_kernel(pred, target, grad_out, loss_out, float(grad_scale)))
+def mse(pred, target, grad_out, loss_out, divisor):
+    """Sum of ``(pred - target) ** 2`` over ``divisor`` as a NumPy float64;
+    optionally writes ``2 * (pred - target) / divisor`` to ``grad_out`` and the
+    squares to ``loss_out`` (see ``fastloss.backends`` for shapes and aliasing)."""
+    return np.float64(_mse_kernel(pred, target, grad_out, loss_out, float(divisor)))

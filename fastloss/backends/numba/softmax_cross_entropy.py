@@ -375,7 +375,8 @@ def _probs_row(z, probs, weight, grad_row, next_z, next_grad, keep, smooth, grad
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, grad_scale):
+def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor):
+    grad_scale = 1.0 / divisor
     rows, classes = logits.shape
     keep = 1.0 - label_smoothing
     smooth = label_smoothing / classes
@@ -413,15 +414,15 @@ def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoo
     total = 0.0
     for block in range(blocks):
         total += partials[block]
-    return total
+    return total / divisor
 
 
 def softmax_cross_entropy(
-    logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, grad_scale
+    logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor
 ):
-    """Sum over rows of the (smoothed, weighted) softmax cross-entropy as a
-    NumPy float64; optionally writes the gradient times ``grad_scale`` to
-    ``grad_out`` and the per-row losses to ``loss_out`` (see
+    """Sum over rows of the (smoothed, weighted) softmax cross-entropy over
+    ``divisor``, as a NumPy float64; optionally writes the gradient over
+    ``divisor`` to ``grad_out`` and the per-row losses to ``loss_out`` (see
     ``fastloss.backends`` for shapes, dtypes and aliasing)."""
     total = _kernel(
         logits,
@@ -431,6 +432,6 @@ def softmax_cross_entropy(
         loss_out,
         int(ignore_index),
         float(label_smoothing),
-        float(grad_scale),
+        float(divisor),
     )
     return np.float64(total)

@@ -20,7 +20,7 @@ def _target_weights(target, rows, classes, weight, ignore_index, label_smoothing
 
 
 def softmax_cross_entropy(
-    logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, grad_scale
+    logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor
 ):
     z = logits.astype(np.float64)
     rows, classes = z.shape
@@ -29,10 +29,12 @@ def softmax_cross_entropy(
         shifted = z - z.max(axis=1, keepdims=True)
         log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         row_losses = -np.where(qw == 0, 0.0, qw * log_softmax).sum(axis=1)
+        divisor = np.float64(divisor)
+        total = row_losses.sum() / divisor
         if grad_out is not None:
-            grad = grad_scale * (np.exp(log_softmax) * qw.sum(axis=1, keepdims=True) - qw)
+            grad = 1.0 / divisor * (np.exp(log_softmax) * qw.sum(axis=1, keepdims=True) - qw)
             grad[ignored] = 0.0
             np.copyto(grad_out, grad, casting="unsafe")
     if loss_out is not None:
         loss_out[...] = row_losses
-    return np.float64(row_losses.sum())
+    return total
