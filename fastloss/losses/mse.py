@@ -47,12 +47,12 @@ def _compute(pred, target, reduction, backend, out, want_grad):
     items = xp.empty(size, work) if reduction == "none" else None
     divisor = size if reduction == "mean" else 1
 
-    total = _registry.kernel("mse", backend)(flat_pred, flat_target, grad, items, divisor)
+    reduced = _registry.kernel("mse", backend)(flat_pred, flat_target, grad, items, divisor)
 
     if reduction == "none":
         loss = items.reshape(pred.shape, order=order).astype(dtype, copy=False)
     else:
-        loss = v.result_scalar(total, dtype, xp)
+        loss = v.result_scalar(reduced, dtype, xp)
     if not want_grad:
         return loss, None
     if writes_out:

@@ -122,7 +122,7 @@ def _checked(
     if reduction == "mean":
         divisor = _mean_divisor(labels, weight, rows, classes, ignore_index, backend)
 
-    total = _registry.kernel("softmax_cross_entropy", backend)(
+    reduced = _registry.kernel("softmax_cross_entropy", backend)(
         z, labels if labels is not None else probabilities, weight, grad, row_losses,
         ignore_index, label_smoothing, divisor,
     )
@@ -130,7 +130,7 @@ def _checked(
     if reduction == "none":
         loss = row_losses.astype(dtype)
     else:
-        loss = v.result_scalar(total, dtype, xp)
+        loss = v.result_scalar(reduced, dtype, xp)
     if not want_grad or writes_out:
         return loss, out if writes_out else None
     if out is None:
