@@ -139,6 +139,14 @@ def pointer_or_null(array):
     return null_pointer() if array is None else array
 
 
+def expect(array, name: str, shape, dtype) -> None:
+    """The front's guarantees for an optional kernel argument: shape, dtype,
+    C order. A failure here is a bug in fastloss, not in the caller."""
+    if array is not None:
+        assert array.shape == shape and array.dtype == dtype, (name, array.shape, array.dtype)
+        assert array.flags.c_contiguous, (name, "not C-contiguous")
+
+
 def divisor_args(divisor):
     """``(host value, device pointer)`` kernel arguments for a divisor: a Python
     number, or a 0-d float64 device array that the kernel reads itself."""

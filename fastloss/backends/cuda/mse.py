@@ -30,16 +30,9 @@ def mse(pred, target, grad_out, loss_out, divisor):
     dtype = pred.dtype
     assert dtype.name in _DTYPES, dtype
     assert pred.ndim == 1, pred.shape
-    # The front's guarantees; a failure here is a bug in fastloss, not in the caller.
-    for name, array in (
-        ("pred", pred),
-        ("target", target),
-        ("grad_out", grad_out),
-        ("loss_out", loss_out),
-    ):
-        if array is not None:
-            assert array.shape == pred.shape and array.dtype == dtype, (name, array.dtype)
-            assert array.flags.c_contiguous, (name, "not C-contiguous")
+    arrays = (("pred", pred), ("target", target), ("grad_out", grad_out), ("loss_out", loss_out))
+    for name, array in arrays:
+        _module.expect(array, name, pred.shape, dtype)
 
     size = pred.size
     blocks = blocks_for(size, dtype.itemsize)

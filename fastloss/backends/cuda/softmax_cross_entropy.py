@@ -40,13 +40,6 @@ def launch_shape(rows: int, classes: int) -> tuple[int, int, bool]:
     return blocks, threads, warp_per_row
 
 
-def _expect(array, name, shape, dtype):
-    """The front's guarantees; a failure here is a bug in fastloss, not in the caller."""
-    if array is not None:
-        assert array.shape == shape and array.dtype == dtype, (name, array.shape, array.dtype)
-        assert array.flags.c_contiguous, (name, "not C-contiguous")
-
-
 def mean_divisor(labels, weight, classes: int, ignore_index: int):
     """A "mean"'s divisor over ``(N,)`` int64 labels as a new 0-d float64 device
     array: the sum of ``weight[label]`` (or the count, for no weight) over the
@@ -54,8 +47,8 @@ def mean_divisor(labels, weight, classes: int, ignore_index: int):
     import cupy
 
     assert labels.ndim == 1, labels.shape
-    _expect(labels, "labels", labels.shape, np.int64)
-    _expect(weight, "weight", (classes,), np.float64)
+    _module.expect(labels, "labels", labels.shape, np.int64)
+    _module.expect(weight, "weight", (classes,), np.float64)
     args = (labels, _module.pointer_or_null(weight), np.int64(labels.size), np.int64(classes))
     with labels.device:
         divisor = cupy.empty((), dtype=cupy.float64)
@@ -74,14 +67,14 @@ def softmax_cross_entropy(
     assert logits.ndim == 2, logits.shape
     rows, classes = logits.shape
     probabilities = target.ndim == 2
-    _expect(logits, "logits", logits.shape, dtype)
+    _module.expect(logits, "logits", logits.shape, dtype)
     if probabilities:
-        _expect(target, "target", logits.shape, dtype)
+        _module.expect(target, "target", logits.shape, dtype)
     else:
-        _expect(target, "target", (rows,), np.int64)
-    _expect(weight, "weight", (classes,), np.float64)
-    _expect(grad_out, "grad_out", logits.shape, dtype)
-    _expect(loss_out, "loss_out", (rows,), np.float64)
+        _module.expect(target, "target", (rows,), np.int64)
+    _module.expect(weight, "weight", (classes,), np.float64)
+    _module.expect(grad_out, "grad_out", logits.shape, dtype)
+    _module.expect(loss_out, "loss_out", (rows,), np.float64)
 
     blocks, threads, warp_per_row = launch_shape(rows, classes)
     with logits.device:
