@@ -1,7 +1,17 @@
-"""Shared fixtures: every available backend, per-dtype tolerances, host <-> backend moves."""
+"""Shared fixtures: every available backend, per-dtype tolerances, host <-> backend moves.
+
+The cuda backend runs twice over: on a GPU where there is one (marked ``gpu``,
+skipped with "no CUDA device" elsewhere), and everywhere on the host emulator
+of ``tests/cuda_emulator`` (marked ``emulated``: ``python -m pytest -m
+emulated`` runs just those).
+"""
+
+import contextlib
+import shutil
 
 import numpy as np
 import pytest
+from cuda_emulator import emulator
 
 from fastloss import _registry
 
@@ -16,7 +26,23 @@ def _backend_param(name):
     return pytest.param(name, id=name, marks=marks)
 
 
-BACKENDS = [_backend_param(name) for name in _registry.BACKENDS]
+def _emulated_param():
+    marks = [pytest.mark.emulated]
+    if shutil.which("g++") is None:
+        marks.append(pytest.mark.skip(reason="the CUDA emulator needs g++ (apt-get install g++)"))
+    return pytest.param("cuda-emulated", id="cuda-emulated", marks=marks)
+
+
+BACKENDS = [_backend_param(name) for name in _registry.BACKENDS] + [_emulated_param()]
+# Where CUDA kernels run: a real GPU through CuPy, or the host emulator.
+CUDA_DEVICES = [_backend_param("cuda"), _emulated_param()]
+
+
+def _cuda_scope(name):
+    """``(backend name, context)``; for "cuda-emulated" the context activates the emulator."""
+    if name == "cuda-emulated":
+        return "cuda", emulator.activate()
+    return name, contextlib.nullcontext()
 
 # (rtol, atol) of a result of this dtype against a float64 reference.
 TOLERANCE = {
@@ -28,7 +54,19 @@ TOLERANCE = {
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    return request.param
+    name, scope = _cuda_scope(request.param)
+    with scope:
+        yield name
+
+
+@pytest.fixture(params=CUDA_DEVICES)
+def cupy(request):
+    """The CuPy module on a GPU, or the emulator's stand-in over host memory."""
+    _, scope = _cuda_scope(request.param)
+    with scope as module:
+        if module is None:
+            import cupy as module
+        yield module
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
