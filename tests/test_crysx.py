@@ -10,14 +10,6 @@ SHAPES = [(1, 1), (32, 10), (97, 3)]
 TOLERANCE = {np.float32: (2e-5, 1e-6), np.float64: (1e-12, 1e-14)}
 
 
-def _cupy_available() -> bool:
-    try:
-        import cupy
-    except ImportError:
-        return False
-    return bool(cupy.is_available())
-
-
 
 
 def make(shape, dtype, seed=0):
@@ -160,11 +152,7 @@ def test_cupy_names_are_the_same_functions():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name", ["MSE_loss", "MSE_loss_grad", "Softmax_CCE_loss",
                                   "Softmax_CCE_loss_grad"])
-@pytest.mark.gpu
-@pytest.mark.skipif(not _cupy_available(), reason="no CUDA device")
-def test_cupy_arrays_stay_on_the_device(name, dtype):
-    import cupy
-
+def test_cupy_arrays_stay_on_the_device(cupy, name, dtype):
     predictions, targets, _ = make((33, 10), dtype)
     function = getattr(crysx, name)
     result = function(cupy.asarray(predictions), cupy.asarray(targets))

@@ -43,14 +43,26 @@ _CTYPES = {
 }
 
 
+_TRAFFIC = ("loaded", "stored", "read", "written")
+
+
 @dataclass
 class Launch:
-    """One emulated launch: entry, geometry, and the global bytes each pointer argument moved."""
+    """One emulated launch: entry, geometry, and the global traffic of each pointer argument.
+
+    ``loaded``/``stored``: bytes moved by the kernel's load and store
+    instructions (a value read twice counts twice). ``read``/``written``: the
+    32-byte sectors each warp access touches, as the memory system sees them
+    (a warp's 32 lanes reading one value cost one sector; lanes reading every
+    fourth float cost four times the bytes they use).
+    """
 
     entry: str
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     args: dict[str, object]
+    loaded: dict[str, int] = field(default_factory=dict)
+    stored: dict[str, int] = field(default_factory=dict)
     read: dict[str, int] = field(default_factory=dict)
     written: dict[str, int] = field(default_factory=dict)
 
@@ -135,7 +147,7 @@ class Kernel:
         spans = [device.allocation_span(array) for _, array in arrays]
         flat = (ctypes.c_ulonglong * (2 * len(spans)))(*[x for span in spans for x in span])
         count = any(r.count_traffic for r in _recorders)
-        counts = (ctypes.c_ulonglong * (2 * len(spans)))() if count else None
+        counts = (ctypes.c_ulonglong * (4 * len(spans)))() if count else None
         error = ctypes.create_string_buffer(_ERROR_SIZE)
         status = self.library.fl_emu_launch(
             self.trampoline, pointers, (ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block),
@@ -148,8 +160,9 @@ class Kernel:
                             {p.name: a for p, a in zip(self.entry.params, args, strict=True)})
             if counts is not None:
                 for index, (name, _) in enumerate(arrays):
-                    launch.read[name] = launch.read.get(name, 0) + counts[2 * index]
-                    launch.written[name] = launch.written.get(name, 0) + counts[2 * index + 1]
+                    for column, kind in enumerate(_TRAFFIC):
+                        table = getattr(launch, kind)
+                        table[name] = table.get(name, 0) + counts[4 * index + column]
             for recorder in _recorders:
                 recorder.launches.append(launch)
 

@@ -148,8 +148,7 @@ struct Fiber {
 struct Buffer {
     u64 begin;
     u64 end;
-    u64 read_bytes;
-    u64 write_bytes;
+    u64 counts[4];  // bytes loaded and stored by instructions; sector bytes read and written
 };
 
 struct SharedWord {
@@ -377,8 +376,7 @@ void flush_warp(int warp) {
     std::sort(keys.begin(), keys.end());
     keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
     for (const Key& k : keys) {
-        Buffer& b = S.buffers[k.buffer];
-        (k.write ? b.write_bytes : b.read_bytes) += 32;
+        S.buffers[k.buffer].counts[k.write ? 3 : 2] += 32;
     }
 }
 
@@ -605,6 +603,7 @@ void on_access(void* pointer, u64 size, bool write, u64 pc) {
         fail_here();
     }
     if (S.count) {
+        S.buffers[buffer].counts[write ? 1 : 0] += size;
         self->accesses.push_back(Access{pc, buffer, write, address >> 5, (address + size - 1) >> 5});
     }
 }
@@ -730,7 +729,9 @@ void __tsan_vptr_update(void**, void*) {}
 
 // Runs entry(args) over grid x block. `buffers` holds 2 * buffer_count
 // addresses: [begin, end) of each device buffer the launch may touch.
-// `counts` (may be null) receives 2 * buffer_count byte counts: read, written.
+// `counts` (may be null) receives 4 byte counts per buffer: loaded and stored
+// by the kernel's instructions, then read and written in 32-byte sectors
+// per warp access.
 // Returns 0, or 1 with a message in `error`.
 int fl_emu_launch(Trampoline entry, void** args, const unsigned int* grid,
                   const unsigned int* block, const unsigned long long* buffers, int buffer_count,
@@ -745,7 +746,7 @@ int fl_emu_launch(Trampoline entry, void** args, const unsigned int* grid,
     S.error.clear();
     S.buffers.clear();
     for (int i = 0; i < buffer_count; ++i) {
-        S.buffers.push_back(Buffer{buffers[2 * i], buffers[2 * i + 1], 0, 0});
+        S.buffers.push_back(Buffer{buffers[2 * i], buffers[2 * i + 1], {0, 0, 0, 0}});
     }
     S.count = counts != nullptr;
     S.accesses = 0;
@@ -798,8 +799,7 @@ int fl_emu_launch(Trampoline entry, void** args, const unsigned int* grid,
     for (auto& f : spare) S.fibers.push_back(std::move(f));
     if (counts) {
         for (size_t i = 0; i < S.buffers.size(); ++i) {
-            counts[2 * i] = S.buffers[i].read_bytes;
-            counts[2 * i + 1] = S.buffers[i].write_bytes;
+            for (int c = 0; c < 4; ++c) counts[4 * i + c] = S.buffers[i].counts[c];
         }
     }
     if (S.failed) {

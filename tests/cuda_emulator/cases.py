@@ -1,0 +1,223 @@
+"""The emulated CUDA matrix: boundary shapes, every dtype, every option, against the NumPy backend.
+
+Shared by ``tests/test_cuda_emulator.py`` (the checked build, full sizes) and
+the sanitizer runs (``python -m cuda_emulator.cases``, small sizes), so both
+see the same cases. Importing this module imports neither torch nor numba.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+import fastloss as fl
+
+# Class counts at the launch-mode boundaries: one warp per row up to 32 * TILE
+# = 512 classes, one block per row above, streamed past 256 threads * TILE =
+# 4096 classes.
+CLASSES = (1, 31, 511, 512, 513, 4096, 4097, 50000)
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+# |loss - reference| <= RTOL * |reference| (+ ATOL for the gradient), per dtype:
+# the result is rounded once from float64 (MSE, float64) or computed in float32.
+RTOL = {"float64": 1e-12, "float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+ATOL = {"float64": 1e-15, "float32": 1e-7, "float16": 2e-5, "bfloat16": 2e-4}
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+@dataclass(frozen=True)
+class CrossEntropyCase:
+    rows: int
+    classes: int
+    dtype: str = "float32"
+    targets: str = "labels"  # or "probabilities"
+    reduction: str = "mean"
+    weighted: bool = False
+    label_smoothing: float = 0.0
+    in_place: bool = False
+    misaligned: bool = False
+    extreme: bool = False
+
+    @property
+    def id(self) -> str:
+        flags = [name for name in ("weighted", "in_place", "misaligned", "extreme")
+                 if getattr(self, name)]
+        if self.label_smoothing:
+            flags.append(f"smooth{self.label_smoothing}")
+        return "-".join([f"{self.rows}x{self.classes}", self.dtype, self.targets,
+                         self.reduction, *flags])
+
+
+@dataclass(frozen=True)
+class MseCase:
+    size: int
+    dtype: str = "float32"
+    reduction: str = "mean"
+    in_place: bool = False
+    misaligned: bool = False
+
+    @property
+    def id(self) -> str:
+        flags = [name for name in ("in_place", "misaligned") if getattr(self, name)]
+        return "-".join([str(self.size), self.dtype, self.reduction, *flags])
+
+
+def cross_entropy_cases(small: bool = False) -> list[CrossEntropyCase]:
+    rows = 3 if small else 37
+    cases = [CrossEntropyCase(rows, k, dtype) for k in CLASSES for dtype in DTYPES]
+    wide = 2 if small else 5
+    cases += [
+        CrossEntropyCase(wide, k, "float32", targets, reduction, weighted, smoothing)
+        for k in (31, 513, 4097)
+        for targets, reduction, weighted, smoothing in itertools.product(
+            ("labels", "probabilities"), ("mean", "sum", "none"), (False, True), (0.0, 0.1))
+    ]
+    cases += [
+        CrossEntropyCase(rows, k, dtype, targets, in_place=True, misaligned=True)
+        for k in (31, 513, 4097) for dtype in ("float16", "float64")
+        for targets in ("labels", "probabilities")
+    ]
+    cases += [CrossEntropyCase(4, k, dtype, extreme=True, label_smoothing=0.1, reduction="none")
+              for k in (5, 600, 5000) for dtype in DTYPES]
+    return cases
+
+
+def mse_cases(small: bool = False) -> list[MseCase]:
+    sizes = (1, 7, 33, 4099) if small else (1, 7, 33, 4099, 300_007)
+    cases = [MseCase(n, dtype, reduction) for n in sizes for dtype in DTYPES
+             for reduction in ("mean", "sum", "none")]
+    cases += [MseCase(4099, dtype, in_place=True, misaligned=True) for dtype in DTYPES]
+    return cases
+
+
+def _device_copy(cupy, host: np.ndarray, misaligned: bool):
+    """``host`` on the device; ``misaligned`` offsets it by one element from its allocation."""
+    if not misaligned:
+        return cupy.asarray(host)
+    flat = cupy.empty(host.size + 1, dtype=host.dtype)[1:]
+    flat[...] = cupy.asarray(host.reshape(-1))
+    return flat.reshape(host.shape)
+
+
+def _as_float64(x) -> np.ndarray:
+    return np.asarray(fl_host(x), dtype=np.float64)
+
+
+def fl_host(x):
+    """A device or host result as a NumPy array."""
+    return x.get() if hasattr(x, "get") else np.asarray(x)
+
+
+def _check(name: str, got, want, dtype: str, atol: float = 0.0) -> None:
+    """``got`` against the float64 ``want`` rounded once to ``dtype`` (as the kernels round)."""
+    want = np.asarray(want, dtype=np.float64).astype(numpy_dtype(dtype)).astype(np.float64)
+    got = _as_float64(got)
+    assert got.shape == want.shape, (name, got.shape, want.shape)
+    same_nan = np.isnan(got) == np.isnan(want)
+    assert same_nan.all(), f"{name}: NaN where the reference has none, or the reverse"
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=atol, err_msg=name,
+                               equal_nan=True)
+
+
+def _ce_inputs(case: CrossEntropyCase):
+    rng = np.random.default_rng(case.rows * 7919 + case.classes)
+    dtype = numpy_dtype(case.dtype)
+    logits = (3 * rng.standard_normal((case.rows, case.classes))).astype(dtype)
+    if case.extreme:
+        huge = 6e4 if case.dtype == "float16" else 1e30  # near the top of each range
+        logits[0, 0], logits[1 % case.rows, -1] = huge, -np.inf
+        logits[2 % case.rows, :] = -huge
+        logits[3 % case.rows, case.classes // 2] = np.inf if case.classes > 1 else 0
+    if case.targets == "labels":
+        target = rng.integers(0, case.classes, case.rows)
+        target[:: 4] = -100
+    else:
+        target = rng.random((case.rows, case.classes))
+        target = (target / target.sum(axis=1, keepdims=True)).astype(dtype)
+    weight = rng.uniform(0.5, 2.0, case.classes) if case.weighted else None
+    return logits, target, weight
+
+
+def run_cross_entropy(case: CrossEntropyCase, cupy) -> None:
+    """The cuda backend on ``case`` against the NumPy backend on the same (rounded) values."""
+    logits, target, weight = _ce_inputs(case)
+    options = dict(reduction=case.reduction, label_smoothing=case.label_smoothing)
+    exact = logits.astype(np.float64)
+    exact_target = target if case.targets == "labels" else target.astype(np.float64)
+    want_loss, want_grad = fl.softmax_cross_entropy_with_grad(
+        exact, exact_target, weight=weight, backend="numpy", **options)
+    device_logits = _device_copy(cupy, logits, case.misaligned)
+    device_target = _device_copy(cupy, target, case.misaligned and case.targets != "labels")
+    device_weight = None if weight is None else cupy.asarray(weight)
+    out = device_logits if case.in_place else None
+    loss, grad = fl.softmax_cross_entropy_with_grad(
+        device_logits, device_target, weight=device_weight, backend="cuda", out=out, **options)
+    assert fl_host(grad).dtype == logits.dtype and fl_host(loss).dtype == logits.dtype
+    if case.in_place:
+        assert grad is out
+    scale = np.nanmax(np.abs(want_grad), initial=0.0)
+    _check(f"loss {case.id}", loss, want_loss, case.dtype)
+    _check(f"grad {case.id}", grad, want_grad, case.dtype, ATOL[case.dtype] * max(scale, 1.0))
+
+
+def run_mse(case: MseCase, cupy) -> None:
+    rng = np.random.default_rng(case.size)
+    dtype = numpy_dtype(case.dtype)
+    pred = rng.standard_normal(case.size).astype(dtype)
+    target = rng.standard_normal(case.size).astype(dtype)
+    want_loss, want_grad = fl.mse_with_grad(pred.astype(np.float64), target.astype(np.float64),
+                                            reduction=case.reduction, backend="numpy")
+    device_pred = _device_copy(cupy, pred, case.misaligned)
+    device_target = _device_copy(cupy, target, case.misaligned)
+    out = device_pred if case.in_place else None
+    loss, grad = fl.mse_with_grad(device_pred, device_target, reduction=case.reduction,
+                                  backend="cuda", out=out)
+    _check(f"loss {case.id}", loss, want_loss, case.dtype)
+    _check(f"grad {case.id}", grad, want_grad, case.dtype, ATOL[case.dtype])
+
+
+def main() -> int:
+    """Runs the small matrix on the emulator build named by FASTLOSS_EMULATOR_VARIANT."""
+    from cuda_emulator import emulator
+
+    failures = 0
+    with emulator.activate() as cupy:
+        for case in cross_entropy_cases(small=True):
+            failures += _report(run_cross_entropy, case, cupy)
+        for case in mse_cases(small=True):
+            failures += _report(run_mse, case, cupy)
+        failures += _report(lambda _, cupy: _labels_checked(cupy), "check_labels", cupy)
+    print(f"{failures} failed", flush=True)
+    return 1 if failures else 0
+
+
+def _labels_checked(cupy) -> None:
+    logits = cupy.asarray(np.zeros((3, 4), np.float32))
+    labels = cupy.asarray(np.array([0, 4, 1]))
+    try:
+        fl.softmax_cross_entropy(logits, labels, backend="cuda", check_labels=True)
+    except ValueError:
+        return
+    raise AssertionError("check_labels=True accepted a label of 4 with 4 classes")
+
+
+def _report(function, case, cupy) -> int:
+    try:
+        function(case, cupy)
+    except AssertionError as exc:
+        print(f"FAILED {getattr(case, 'id', case)}: {exc}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

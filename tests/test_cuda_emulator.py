@@ -1,0 +1,227 @@
+"""The CUDA kernels on the host emulator: the launch-mode matrix, launch checks, memory traffic.
+
+``python -m pytest -m emulated`` runs these with the cuda cases of the other test
+files. What the emulator cannot show (hardware ``exp`` precision, FMA
+contraction, timing, the weak memory model) is listed in the README.
+"""
+
+import numpy as np
+import pytest
+from cuda_emulator import build, cases, emulator
+
+import fastloss as fl
+from fastloss.backends.cuda import mse as cuda_mse
+from fastloss.backends.cuda import softmax_cross_entropy as cuda_ce
+
+pytestmark = [
+    pytest.mark.emulated,
+    pytest.mark.skipif(build.shutil.which("g++") is None, reason="the CUDA emulator needs g++"),
+]
+
+
+@pytest.fixture
+def cupy():
+    with emulator.activate() as module:
+        yield module
+
+
+@pytest.mark.parametrize("case", cases.cross_entropy_cases(), ids=lambda c: c.id)
+def test_cross_entropy_matrix(cupy, case):
+    cases.run_cross_entropy(case, cupy)
+
+
+@pytest.mark.parametrize("case", cases.mse_cases(), ids=lambda c: c.id)
+def test_mse_matrix(cupy, case):
+    cases.run_mse(case, cupy)
+
+
+@pytest.mark.parametrize("classes", [7, 700, 5000])
+def test_rows_span_several_grid_strides(cupy, monkeypatch, classes):
+    # A three-block grid makes every block loop over rows as a capped grid does
+    # at millions of rows.
+    monkeypatch.setattr(cuda_ce, "MAX_BLOCKS", 3)
+    rows = 8 * 3 * 2 + 5
+    with emulator.recording() as record:
+        cases.run_cross_entropy(cases.CrossEntropyCase(rows, classes, weighted=True), cupy)
+    (main,) = [launch for launch in record.launches if "logits" in launch.args]
+    assert main.grid == (3, 1, 1)
+
+
+def test_mse_spans_several_grid_strides(cupy, monkeypatch):
+    monkeypatch.setattr(cuda_mse, "MAX_BLOCKS", 2)
+    with emulator.recording() as record:
+        cases.run_mse(cases.MseCase(3 * 2 * cuda_mse.THREADS * cuda_mse.UNROLL * 4 + 3), cupy)
+    assert record.launches[0].grid == (2, 1, 1)
+
+
+def test_invalid_labels_are_nan_rows_or_raise_when_checked(cupy):
+    logits = cupy.asarray(np.random.default_rng(0).standard_normal((5, 600)).astype(np.float32))
+    labels = cupy.asarray(np.array([1, 600, -1, -100, 2**40]))
+    loss, grad = fl.softmax_cross_entropy_with_grad(logits, labels, reduction="none",
+                                                    backend="cuda")
+    loss, grad = loss.get(), grad.get()
+    bad = np.array([False, True, True, False, True])
+    assert np.isnan(loss[bad]).all() and np.isnan(grad[bad]).all()
+    assert loss[3] == 0 and (grad[3] == 0).all() and np.isfinite(grad[0]).all()
+    with pytest.raises(ValueError, match="class index 600"):
+        fl.softmax_cross_entropy(logits, labels, backend="cuda", check_labels=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_same_bits_run_to_run(cupy, dtype):
+    rng = np.random.default_rng(1)
+    logits = cupy.asarray(rng.standard_normal((300, 1000)).astype(dtype))
+    labels = cupy.asarray(rng.integers(0, 1000, 300))
+    first = [x.get().tobytes() for x in fl.softmax_cross_entropy_with_grad(
+        logits, labels, label_smoothing=0.1, backend="cuda")]
+    again = [x.get().tobytes() for x in fl.softmax_cross_entropy_with_grad(
+        logits, labels, label_smoothing=0.1, backend="cuda")]
+    assert first == again
+
+
+# --- launch checks ---------------------------------------------------------------------
+
+
+def _mse_kernel(cupy):
+    from fastloss.backends.cuda import _module
+
+    return _module.get_function("mse", "fl_mse_float32")
+
+
+def _mse_args(cupy, **changes):
+    x = cupy.zeros(8, np.float32)
+    args = dict(pred=x, target=x, grad_out=np.uint64(0), loss_out=np.uint64(0),
+                partials=cupy.zeros(1, np.float64), n=np.int64(8), divisor=np.float64(8))
+    args.update(changes)
+    return tuple(args.values())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(n=8), "Python int; pass np.int64"),
+        (dict(n=np.int32(8)), "np.int32, not np.int64"),
+        (dict(divisor=np.float32(8)), "np.float32, not np.float64"),
+        (dict(divisor=8.0), "Python float"),
+        (dict(partials="partials"), "not a device array"),
+    ],
+    ids=["int-for-long-long", "int32-for-long-long", "float32-for-double", "float-for-double",
+         "string-for-pointer"],
+)
+def test_arguments_are_checked_against_the_signature(cupy, change, message):
+    with pytest.raises(emulator.LaunchError, match=message):
+        _mse_kernel(cupy)((1,), (32,), _mse_args(cupy, **change))
+
+
+def test_argument_count_and_pointer_dtype_are_checked(cupy):
+    kernel = _mse_kernel(cupy)
+    with pytest.raises(emulator.LaunchError, match="takes 7 arguments, the launcher passed 6"):
+        kernel((1,), (32,), _mse_args(cupy)[:-1])
+    with pytest.raises(emulator.LaunchError, match="array of float64, not float32"):
+        kernel((1,), (32,), _mse_args(cupy, pred=cupy.zeros(8, np.float64)))
+    kernel((1,), (32,), _mse_args(cupy))  # and the right arguments launch
+
+
+# --- global memory traffic --------------------------------------------------------------
+
+
+def _sectors(begin: int, nbytes: int) -> int:
+    """Bytes in the 32-byte sectors that cover ``[begin, begin + nbytes)``."""
+    return 32 * ((begin + nbytes + 31) // 32 - begin // 32) if nbytes else 0
+
+
+def _address(array) -> int:
+    return array.__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_mse_reads_each_input_once_and_writes_the_gradient_once(cupy, dtype):
+    size = 100_003
+    pred = cupy.asarray(np.linspace(-1, 1, size).astype(dtype))
+    target = cupy.zeros(size, dtype)
+    with emulator.recording(count_traffic=True) as record:
+        fl.mse_with_grad(pred, target, backend="cuda")
+    main = record.launches[0]
+    assert main.loaded == {"pred": pred.nbytes, "target": pred.nbytes, "grad_out": 0,
+                           "partials": 0}
+    assert main.stored == {"pred": 0, "target": 0, "grad_out": pred.nbytes,
+                           "partials": 8 * main.grid[0]}
+    # In sectors: the buffers' own, plus the last, partial packet, which is
+    # read element by element (each load one more request for that sector).
+    once = _sectors(_address(pred), pred.nbytes)
+    tail = 32 * (16 // pred.itemsize - 1)
+    assert once <= main.read["pred"] <= once + tail
+    assert once <= main.written["grad_out"] <= once + tail
+
+
+@pytest.mark.parametrize("classes", [10, 512, 513, 4096, 4097, 20000])
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+def test_cross_entropy_reads_logits_once_up_to_4096_classes(cupy, classes, targets):
+    rows = 24 if classes < 4097 else 3
+    logits, target, _ = cases._ce_inputs(cases.CrossEntropyCase(rows, classes, targets=targets))
+    logits, target = cupy.asarray(logits), cupy.asarray(target)
+    with emulator.recording(count_traffic=True) as record:
+        fl.softmax_cross_entropy_with_grad(logits, target, reduction="sum", backend="cuda")
+    (main,) = [launch for launch in record.launches if "logits" in launch.args]
+    passes = 1 if classes <= 4096 else 2
+    extra = 0
+    if targets == "labels":
+        # Rows of ignored labels read nothing; every thread of a kept row's
+        # group also reads the label's logit (a broadcast: one sector a warp).
+        kept = int((target.get() != -100).sum())
+        group = 32 if classes <= 512 else main.block[0]
+        extra = kept * group * logits.itemsize
+        assert main.loaded["logits"] == passes * logits.nbytes * kept // rows + extra
+    else:
+        assert main.loaded["logits"] == passes * logits.nbytes
+        assert main.loaded["probs"] == passes * target.nbytes
+    assert main.stored["grad_out"] == logits.nbytes
+    assert main.loaded["grad_out"] == main.stored["logits"] == 0
+
+
+# --- the emulator finds what a GPU would not tell ------------------------------------------
+
+
+def _planted(tmp_path, monkeypatch, path, old, new):
+    """A copy of kernels/ with ``old`` replaced by ``new`` in ``path``, used from now on."""
+    from fastloss.backends.cuda import _module
+
+    copy = tmp_path / "kernels"
+    build.shutil.copytree(_module.kernels_dir(), copy)
+    source = copy / path
+    text = source.read_text()
+    assert text.count(old) == 1, f"{old!r} not found once in {path}"
+    source.write_text(text.replace(old, new))
+    monkeypatch.setenv("FASTLOSS_KERNELS_DIR", str(copy))
+    _module.kernels_hash.cache_clear()
+    _module._raw_module.cache_clear()
+    _module._kernel.cache_clear()
+    monkeypatch.setattr(_module, "kernels_hash", _module.kernels_hash)
+
+
+BUGS = {
+    "dropped-barrier": (
+        "common/reduce.cuh", "    if (lane == 0) scratch[warp] = value;\n    __syncthreads();",
+        "    if (lane == 0) scratch[warp] = value;",
+        "shared-memory race|that no thread of this block wrote"),
+    "divergent-barrier": (
+        "common/reduce.cuh", "    value = warp_allreduce(value, op);\n    __syncthreads();",
+        "    value = warp_allreduce(value, op);\n    if (warp != 0) __syncthreads();",
+        "divergent barrier|deadlock"),
+    "bound-off-by-one": (
+        "common/reduce.cuh", "if (first + e < n) {\n                out[e] = base[first + e];",
+        "if (first + e <= n) {\n                out[e] = base[first + e];",
+        "outside every buffer"),
+    "assumed-alignment": (
+        "common/reduce.cuh", "& 15u) == 0;", "& 3u) == 0;", "misaligned 16-byte load"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_planted_bugs_fail_the_launch(cupy, tmp_path, monkeypatch, bug):
+    path, old, new, message = BUGS[bug]
+    _planted(tmp_path, monkeypatch, path, old, new)
+    with pytest.raises(emulator.LaunchError, match=message):
+        # 700 classes: one block per row (block reductions); misaligned by one element.
+        cases.run_cross_entropy(
+            cases.CrossEntropyCase(3, 701, misaligned=True, targets="probabilities"), cupy)
