@@ -185,15 +185,31 @@ def run_mse(case: MseCase, cupy) -> None:
     _check(f"grad {case.id}", grad, want_grad, case.dtype, ATOL[case.dtype])
 
 
+def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase]]:
+    """The cases ThreadSanitizer runs (it is slow): every block reduction, in-place gradients."""
+    cross_entropy = [
+        CrossEntropyCase(2, k, dtype, targets, "mean", True, 0.1, in_place=True)
+        for k in (31, 513, 4097) for dtype in ("float32", "float64")
+        for targets in ("labels", "probabilities")
+    ]
+    return cross_entropy, [MseCase(4099, "float32", "mean", in_place=True),
+                           MseCase(33, "float16", "none", in_place=True)]
+
+
 def main() -> int:
-    """Runs the small matrix on the emulator build named by FASTLOSS_EMULATOR_VARIANT."""
+    """Runs the small matrix on the emulator build named by FASTLOSS_EMULATOR_VARIANT
+    (under ThreadSanitizer, :func:`race_cases`)."""
     from cuda_emulator import emulator
 
+    if emulator.variant() == "tsan":
+        cross_entropy, mse = race_cases()
+    else:
+        cross_entropy, mse = cross_entropy_cases(small=True), mse_cases(small=True)
     failures = 0
     with emulator.activate() as cupy:
-        for case in cross_entropy_cases(small=True):
+        for case in cross_entropy:
             failures += _report(run_cross_entropy, case, cupy)
-        for case in mse_cases(small=True):
+        for case in mse:
             failures += _report(run_mse, case, cupy)
         failures += _report(lambda _, cupy: _labels_checked(cupy), "check_labels", cupy)
     print(f"{failures} failed", flush=True)

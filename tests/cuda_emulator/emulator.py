@@ -171,7 +171,7 @@ class Module:
     """``cupy.RawModule`` for a kernel file, built for the host."""
 
     def __init__(self, code: str, options=(), backend: str = "nvrtc"):
-        built = build.build(_file_name(code), _variant())
+        built = build.build(_file_name(code), variant())
         self.library = ctypes.CDLL(str(built.library))
         self.library.fl_emu_launch.restype = ctypes.c_int
         self.library.fl_emu_launch.argtypes = [
@@ -203,7 +203,8 @@ def _file_name(code: str) -> str:
     raise LaunchError(f"RawModule source is not one of kernels/*.cu: {head!r}...")
 
 
-def _variant() -> str:
+def variant() -> str:
+    """The build in use: FASTLOSS_EMULATOR_VARIANT, default "checked" (see :mod:`build`)."""
     return os.environ.get("FASTLOSS_EMULATOR_VARIANT", "checked")
 
 
@@ -220,7 +221,7 @@ def activate():
 
     saved = _arrays.available
     clear_caches()
-    _arrays.available = lambda: (True, f"host emulator ({_variant()} build of kernels/)")
+    _arrays.available = lambda: (True, f"host emulator ({variant()} build of kernels/)")
     try:
         with device.installed(device.module(Module)) as cupy:
             yield cupy
