@@ -5,6 +5,8 @@ files. What the emulator cannot show (hardware ``exp`` precision, FMA
 contraction, timing, the weak memory model) is listed in the README.
 """
 
+import functools
+
 import numpy as np
 import pytest
 from cuda_emulator import build, cases, emulator
@@ -77,6 +79,49 @@ def test_same_bits_run_to_run(cupy, dtype):
     again = [x.get().tobytes() for x in fl.softmax_cross_entropy_with_grad(
         logits, labels, label_smoothing=0.1, backend="cuda")]
     assert first == again
+
+
+def _adversarial(dtype: str) -> np.ndarray:
+    """float64 values at and beside the rounding boundaries of ``dtype``."""
+    import ml_dtypes
+
+    info = ml_dtypes.finfo(cases.numpy_dtype(dtype))
+    step = 2.0 ** -int(info.nmant)  # one ulp at 1
+    ties = [1 + step / 2, 1 + 3 * step / 2, 2 - step / 2, float(info.max) * (1 + step / 4)]
+    tiny = float(info.smallest_subnormal)
+    values = [0.0, np.inf, -np.inf, np.nan, float(info.max), 2.0 * float(info.max),
+              tiny, tiny / 2, tiny * 0.75, tiny * 1.5, float(info.smallest_normal) * (1 - step),
+              1e-300, 1e300]
+    for tie in ties:
+        values += [tie, np.nextafter(tie, 0), np.nextafter(tie, np.inf), tie * (1 - 2.0**-40),
+                   tie * (1 + 2.0**-40)]
+    values = np.array(values)
+    return np.concatenate([values, -values])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_float64_results_are_rounded_once(cupy, dtype):
+    check_rounding(cupy, dtype)
+
+
+def check_rounding(cupy, dtype):
+    """The finishing kernel rounds sum(partials) / divisor to the loss dtype:
+    with one partial and divisor 1, it rounds any float64 we give it."""
+    from fastloss.backends.cuda import _module
+
+    values = _adversarial(dtype)
+    partial = cupy.empty(1, np.float64)
+    got = []
+    for value in values:
+        partial[0] = value
+        got.append(_module.finish("mse", partial, 1, 1.0, cases.numpy_dtype(dtype)).get())
+    got = np.array(got, dtype=np.float64)
+    want = cases.round_once(values, dtype)
+    mismatch = ~((got == want) | (np.isnan(got) & np.isnan(want)))
+    assert not mismatch.any(), list(zip(values[mismatch], got[mismatch], want[mismatch],
+                                        strict=True))
+    signed = ~np.isnan(want) & (want != 0)  # the partials' sum turns -0.0 into 0.0
+    assert (np.signbit(got) == np.signbit(want))[signed].all()
 
 
 # --- launch checks ---------------------------------------------------------------------
@@ -199,29 +244,55 @@ def _planted(tmp_path, monkeypatch, path, old, new):
     monkeypatch.setattr(_module, "kernels_hash", _module.kernels_hash)
 
 
+def _cross_entropy(*args, **kwargs):
+    return functools.partial(cases.run_cross_entropy, cases.CrossEntropyCase(*args, **kwargs))
+
+
+def _mse(*args):
+    return functools.partial(cases.run_mse, cases.MseCase(*args))
+
+
+# 701 classes: one block per row (block reductions); misaligned by one element.
+BLOCK_ROWS = _cross_entropy(3, 701, misaligned=True, targets="probabilities")
 BUGS = {
+    # (file, text, planted text, what the launch reports (None: a wrong
+    # result), the check that shows it, called with the cupy module)
     "dropped-barrier": (
         "common/reduce.cuh", "    if (lane == 0) scratch[warp] = value;\n    __syncthreads();",
         "    if (lane == 0) scratch[warp] = value;",
-        "shared-memory race|that no thread of this block wrote"),
+        "shared-memory race|that no thread of this block wrote", BLOCK_ROWS),
     "divergent-barrier": (
         "common/reduce.cuh", "    value = warp_allreduce(value, op);\n    __syncthreads();",
         "    value = warp_allreduce(value, op);\n    if (warp != 0) __syncthreads();",
-        "divergent barrier|deadlock"),
+        "divergent barrier|deadlock", BLOCK_ROWS),
     "bound-off-by-one": (
         "common/reduce.cuh", "if (first + e < n) {\n                out[e] = base[first + e];",
         "if (first + e <= n) {\n                out[e] = base[first + e];",
-        "outside every buffer"),
+        "outside every buffer", BLOCK_ROWS),
     "assumed-alignment": (
-        "common/reduce.cuh", "& 15u) == 0;", "& 3u) == 0;", "misaligned 16-byte load"),
+        "common/reduce.cuh", "& 15u) == 0;", "& 3u) == 0;", "misaligned 16-byte load", BLOCK_ROWS),
+    "half-rounding-mode": (
+        "common/reduce.cuh", "cvt.rn.f16.f32", "cvt.rz.f16.f32", None,
+        _cross_entropy(37, 513, "float16")),
+    "half-from-double-rounding-mode": (
+        "common/reduce.cuh", "cvt.rn.f16.f64", "cvt.rm.f16.f64", None,
+        _mse(4099, "float16", "none")),
+    "bfloat16-double-rounding": (
+        "common/reduce.cuh", "cvt.rz.f32.f64", "cvt.rn.f32.f64", None,
+        functools.partial(check_rounding, dtype="bfloat16")),
+    "bfloat16-truncation": (
+        "common/reduce.cuh", "u += 0x7fffu + ((u >> 16) & 1u);", "u += 0x7fffu;", None,
+        _mse(4099, "bfloat16", "sum")),
+    "float32-division-unrounded": (
+        "mse.cu", "if (first + e < n) acc = __dadd_rn(acc, square);",
+        "if (first + e < n) acc = __dadd_rn(acc, (float)square);", None,
+        _mse(300_007, "float64", "sum")),
 }
 
 
 @pytest.mark.parametrize("bug", sorted(BUGS))
-def test_planted_bugs_fail_the_launch(cupy, tmp_path, monkeypatch, bug):
-    path, old, new, message = BUGS[bug]
+def test_planted_bugs_fail(cupy, tmp_path, monkeypatch, bug):
+    path, old, new, message, check = BUGS[bug]
     _planted(tmp_path, monkeypatch, path, old, new)
-    with pytest.raises(emulator.LaunchError, match=message):
-        # 700 classes: one block per row (block reductions); misaligned by one element.
-        cases.run_cross_entropy(
-            cases.CrossEntropyCase(3, 701, misaligned=True, targets="probabilities"), cupy)
+    with pytest.raises(emulator.LaunchError if message else AssertionError, match=message):
+        check(cupy=cupy)

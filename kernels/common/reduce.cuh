@@ -43,28 +43,18 @@ __device__ __forceinline__ double fl_max(double a, double b) { return fmax(a, b)
 // ---------------------------------------------------------------------------
 // Conversions. The PTX forms carry no .ftz: CuPy compiles with -ftz=true,
 // which would otherwise flush subnormal inputs and results of these
-// conversions and make the NVRTC and nvcc builds disagree. The host build of
-// the CUDA emulator (tests/cuda_emulator) defines FL_HOST_EMULATION and
-// provides the same conversions as fl_host:: functions.
+// conversions and make the NVRTC and nvcc builds disagree.
 
 __device__ __forceinline__ double f32_to_f64(float x) {
-#ifdef FL_HOST_EMULATION
-    return fl_host::cvt_f64_f32(x);
-#else
     double d;
     asm("cvt.f64.f32 %0, %1;" : "=d"(d) : "f"(x));
     return d;
-#endif
 }
 
 __device__ __forceinline__ float f64_to_f32(double x) {
-#ifdef FL_HOST_EMULATION
-    return fl_host::cvt_rn_f32_f64(x);
-#else
     float f;
     asm("cvt.rn.f32.f64 %0, %1;" : "=f"(f) : "d"(x));
     return f;
-#endif
 }
 
 // Rounds to nearest even; a NaN becomes the canonical quiet NaN 0x7fc0, as
@@ -82,12 +72,8 @@ __device__ __forceinline__ unsigned short f32_to_bf16_bits(float x) {
 // second rounding error.
 __device__ __forceinline__ unsigned short f64_to_bf16_bits(double x) {
     if (x != x) return 0x7fc0;
-#ifdef FL_HOST_EMULATION
-    float f = fl_host::cvt_rz_f32_f64(x);
-#else
     float f;
     asm("cvt.rz.f32.f64 %0, %1;" : "=f"(f) : "d"(x));
-#endif
     unsigned int u = __float_as_uint(f);
     if (f32_to_f64(f) != x) u |= 1u;
     return f32_to_bf16_bits(__uint_as_float(u));
@@ -100,12 +86,6 @@ template <typename T> struct Convert;
 
 template <> struct Convert<half_t> {
     typedef float compute_t;
-#ifdef FL_HOST_EMULATION
-    static __device__ __forceinline__ float to_compute(half_t x) { return fl_host::cvt_f32_f16(x.bits); }
-    static __device__ __forceinline__ double to_double(half_t x) { return fl_host::cvt_f64_f16(x.bits); }
-    static __device__ __forceinline__ half_t from(float v) { return half_t{fl_host::cvt_rn_f16_f32(v)}; }
-    static __device__ __forceinline__ half_t from(double v) { return half_t{fl_host::cvt_rn_f16_f64(v)}; }
-#else
     static __device__ __forceinline__ float to_compute(half_t x) {
         float f;
         asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
@@ -126,7 +106,6 @@ template <> struct Convert<half_t> {
         asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h.bits) : "d"(v));
         return h;
     }
-#endif
 };
 
 template <> struct Convert<bfloat16_t> {

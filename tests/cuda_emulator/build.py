@@ -1,11 +1,14 @@
 """Host builds of ``kernels/*.cu``: g++ with the emulator runtime, one shared library per file.
 
-Each ``extern "C"`` entry is found in the preprocessed source with its exact
-parameter types, and gets a trampoline that unpacks an argument array, so
-that the launcher's arguments can be checked type by type against the real
-signature. Builds are cached under ``build/cuda_emulator`` by a digest of the
-kernel sources (from ``FASTLOSS_KERNELS_DIR`` when set), the emulator
-sources, the variant and the compiler.
+The sources are compiled as they are, except that each inline-PTX ``cvt``
+becomes a call of the prelude's PTX interpreter with the instruction's text
+(any other inline PTX is a build error). Each ``extern "C"`` entry is found
+in the preprocessed source with its exact parameter types, and gets a
+trampoline that unpacks an argument array, so that the launcher's arguments
+can be checked type by type against the real signature. Builds are cached
+under ``build/cuda_emulator`` by a digest of the kernel sources (from
+``FASTLOSS_KERNELS_DIR`` when set), the emulator sources, the variant and the
+compiler.
 
 Variants:
 - ``checked``: the kernel file is instrumented (``-fsanitize=thread`` code
@@ -19,6 +22,7 @@ Variants:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -69,6 +73,42 @@ _SCALAR_DTYPES = {
 
 class BuildError(RuntimeError):
     """The host compiler rejected a kernel file or the runtime."""
+
+
+# asm("cvt... %0, %1;" : "=h"(out) : "f"(in)); one output, one input operand.
+_ASM = re.compile(
+    r'asm\s*(?:volatile\s*)?\(\s*"(?P<text>[^"]*)"\s*:\s*"=\w"\s*\((?P<out>[^()]+)\)\s*:'
+    r'\s*"\w"\s*\((?P<in>[^()]+)\)\s*\)\s*;'
+)
+
+
+def _interpret_ptx(text: str, where: str) -> str:
+    """``text`` with every inline-PTX cvt replaced by a call of ``fl_host::ptx_cvt``."""
+
+    def call(match: re.Match) -> str:
+        instruction = match["text"]
+        if not instruction.lstrip().startswith("cvt."):
+            raise BuildError(f"{where}: inline PTX {instruction!r} has no host equivalent")
+        out, value, literal = match["out"].strip(), match["in"].strip(), json.dumps(instruction)
+        return (f"{{ constexpr fl_host::PtxCvt fl_cvt = fl_host::parse_cvt({literal}); "
+                f'static_assert(fl_cvt.valid, "unsupported PTX cvt"); '
+                f"{out} = fl_host::ptx_cvt<decltype({out})>(fl_cvt, {value}); }}")
+
+    rewritten = _ASM.sub(call, text)
+    if re.search(r"\basm\s*(volatile\s*)?\(", rewritten):
+        raise BuildError(f"{where}: inline PTX the host build cannot interpret")
+    return rewritten
+
+
+def _host_sources(kernels: Path, into: Path) -> Path:
+    """A copy of ``kernels`` with its inline PTX interpreted (line numbers kept)."""
+    if into.exists():
+        shutil.rmtree(into)
+    for path in _module.kernel_files(kernels):
+        target = into / path.relative_to(kernels)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(_interpret_ptx(path.read_text(encoding="utf-8"), str(path)))
+    return into
 
 
 @dataclass(frozen=True)
@@ -164,15 +204,17 @@ def build(name: str, variant: str = "checked") -> Built:
     """The host library of ``kernels/<name>.cu`` for ``variant``, compiled once and cached."""
     flags = VARIANTS[variant]
     kernels = _module.kernels_dir()
-    source = kernels / f"{name}.cu"
     out_dir = CACHE / f"{variant}-{_digest(variant, kernels)}"
     library = out_dir / f"{name}.so"
     signature_file = out_dir / f"{name}.entries"
-    cxx = compiler()
-    base = [cxx, *_COMMON, f"-I{kernels}", "-include", str(PRELUDE)]
     if library.is_file() and signature_file.is_file():
         return Built(library, tuple(_load_entries(signature_file)))
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Kept beside the library: sanitizer reports and debuggers point into it.
+    sources = _host_sources(kernels, out_dir / f"{name}-sources")
+    source = sources / f"{name}.cu"
+    cxx = compiler()
+    base = [cxx, *_COMMON, f"-I{sources}", "-include", str(PRELUDE)]
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
         scratch = Path(scratch)
         preprocessed = _run([*base, "-E", "-P", "-x", "c++", str(source)], f"preprocess {name}.cu")

@@ -1,7 +1,6 @@
 // The CUDA built-ins that kernels/*.cu use, for a host (g++) build of those
 // files. Force-included before each kernel file; the kernel sources are not
-// changed, except that their few inline-PTX conversions take the host
-// equivalents below when FL_HOST_EMULATION is defined.
+// changed (their inline-PTX conversions are interpreted, see ptx_cvt).
 //
 // Thread and block indices, barriers and warp shuffles are calls into the
 // emulator runtime (runtime.cpp), which runs every CUDA thread of a block as
@@ -11,8 +10,6 @@
 
 #ifndef FL_CUDA_HOST_H
 #define FL_CUDA_HOST_H
-
-#define FL_HOST_EMULATION 1
 
 #include <cmath>
 #include <cstdint>
@@ -82,66 +79,169 @@ inline T shfl_xor(unsigned int mask, T value, int lane_mask, int width, const ch
     return value;
 }
 
-// --- the PTX conversions of kernels/common/reduce.cuh ------------------------------------
+// --- inline PTX: cvt --------------------------------------------------------------------
+// The host build rewrites each `asm("cvt...." : "=x"(out) : "y"(in));` of the
+// kernel sources into a call of ptx_cvt below with the instruction's text
+// (build.py), so the emulator runs the PTX that the GPU runs: a change of
+// rounding mode, of .ftz or of a type in that text changes the emulated
+// result too. Any other inline PTX fails the host build.
 
-inline double cvt_f64_f32(float x) { return (double)x; }
+enum class PtxType { none, f16, bf16, f32, f64 };
+enum class PtxRound { none, rn, rz, rm, rp };
 
-// Host float arithmetic rounds to nearest even and keeps subnormals, as the
-// PTX forms without .ftz do.
-inline float cvt_rn_f32_f64(double x) { return (float)x; }
+struct PtxCvt {
+    PtxType dst = PtxType::none;
+    PtxType src = PtxType::none;
+    PtxRound round = PtxRound::none;
+    bool ftz = false;
+    bool sat = false;
+    bool valid = false;
+};
 
-inline float cvt_rz_f32_f64(double x) {
-    float f = (float)x;
-    if (std::fabs((double)f) > std::fabs(x)) f = std::nextafter(f, 0.0f);
-    return f;
-}
-
-inline double f16_to_f64(unsigned short h) {
-    const int exponent = (h >> 10) & 0x1f;
-    const int mantissa = h & 0x3ff;
-    double magnitude;
-    if (exponent == 0x1f) {
-        magnitude = mantissa ? NAN : INFINITY;
-    } else if (exponent == 0) {
-        magnitude = std::ldexp((double)mantissa, -24);
-    } else {
-        magnitude = std::ldexp((double)(mantissa | 0x400), exponent - 25);
+constexpr bool ptx_word(const char* text, int begin, int end, const char* word) {
+    int i = 0;
+    for (; word[i] != 0; ++i) {
+        if (begin + i >= end || text[begin + i] != word[i]) return false;
     }
-    return (h & 0x8000) ? -magnitude : magnitude;
+    return begin + i == end;
 }
 
-// One rounding to nearest even, subnormals kept; NaN gives the canonical
-// 0x7fff as the hardware conversion does.
-inline unsigned short f64_to_f16(double x) {
+constexpr PtxType ptx_type(const char* text, int begin, int end) {
+    return ptx_word(text, begin, end, "f16")    ? PtxType::f16
+           : ptx_word(text, begin, end, "bf16") ? PtxType::bf16
+           : ptx_word(text, begin, end, "f32")  ? PtxType::f32
+           : ptx_word(text, begin, end, "f64")  ? PtxType::f64
+                                                : PtxType::none;
+}
+
+// Parses "cvt[.rnd][.ftz][.sat].dtype.stype %0, %1;" (whitespace first).
+constexpr PtxCvt parse_cvt(const char* text) {
+    PtxCvt cvt;
+    int i = 0;
+    while (text[i] == ' ' || text[i] == '\t') ++i;
+    if (!(text[i] == 'c' && text[i + 1] == 'v' && text[i + 2] == 't' && text[i + 3] == '.')) {
+        return cvt;
+    }
+    i += 3;
+    PtxType types[2] = {PtxType::none, PtxType::none};
+    int type_count = 0;
+    while (text[i] == '.') {
+        const int begin = ++i;
+        while (text[i] != '.' && text[i] != ' ' && text[i] != '\t' && text[i] != 0) ++i;
+        const PtxType type = ptx_type(text, begin, i);
+        if (type != PtxType::none) {
+            if (type_count == 2) return cvt;
+            types[type_count++] = type;
+        } else if (ptx_word(text, begin, i, "rn")) {
+            cvt.round = PtxRound::rn;
+        } else if (ptx_word(text, begin, i, "rz")) {
+            cvt.round = PtxRound::rz;
+        } else if (ptx_word(text, begin, i, "rm")) {
+            cvt.round = PtxRound::rm;
+        } else if (ptx_word(text, begin, i, "rp")) {
+            cvt.round = PtxRound::rp;
+        } else if (ptx_word(text, begin, i, "ftz")) {
+            cvt.ftz = true;
+        } else if (ptx_word(text, begin, i, "sat")) {
+            cvt.sat = true;
+        } else {
+            return cvt;
+        }
+    }
+    cvt.dst = types[0];
+    cvt.src = types[1];
+    cvt.valid = type_count == 2;
+    return cvt;
+}
+
+inline double ptx_source(PtxType type, unsigned long long bits, bool ftz) {
+    switch (type) {
+        case PtxType::f16: {
+            const int exponent = (bits >> 10) & 0x1f;
+            const int mantissa = bits & 0x3ff;
+            double magnitude = exponent == 0x1f ? (mantissa ? NAN : INFINITY)
+                               : exponent == 0  ? std::ldexp((double)mantissa, -24)
+                                                : std::ldexp((double)(mantissa | 0x400), exponent - 25);
+            return (bits & 0x8000) ? -magnitude : magnitude;
+        }
+        case PtxType::bf16:
+            return (double)bit_cast<float>((unsigned int)(bits << 16));
+        case PtxType::f32: {
+            const float value = bit_cast<float>((unsigned int)bits);
+            if (ftz && std::fpclassify(value) == FP_SUBNORMAL) return std::signbit(value) ? -0.0 : 0.0;
+            return (double)value;
+        }
+        default:
+            return bit_cast<double>(bits);
+    }
+}
+
+// `x` rounded to a binary format of `precision` significant bits, exponent
+// field `exponent_bits` wide, in the given mode; returns the format's bits.
+inline unsigned long long ptx_round(double x, int precision, int exponent_bits, PtxRound round,
+                                    unsigned long long nan_bits) {
     const unsigned long long bits = bit_cast<unsigned long long>(x);
-    const unsigned short sign = (unsigned short)((bits >> 48) & 0x8000);
+    const bool negative = bits >> 63;
+    const unsigned long long sign = (unsigned long long)negative << (precision + exponent_bits - 1);
     const unsigned long long magnitude = bits & 0x7fffffffffffffffull;
-    if (magnitude > 0x7ff0000000000000ull) return 0x7fff;
-    if (magnitude >= 0x40f0000000000000ull) return sign | 0x7c00;  // >= 65536: inf
+    const unsigned long long inf_bits = ((1ull << exponent_bits) - 1) << (precision - 1);
+    if (magnitude > 0x7ff0000000000000ull) return nan_bits;
+    if (magnitude == 0x7ff0000000000000ull) return sign | inf_bits;
     if (magnitude == 0) return sign;
+    const int emin = 2 - (1 << (exponent_bits - 1));  // 1 - bias
     int exponent = (int)(magnitude >> 52) - 1023;
     unsigned long long significand = magnitude & 0xfffffffffffffull;
     if (exponent == -1023) {
-        exponent = -1022;  // a double subnormal: far below half's range
+        exponent = -1022;
     } else {
         significand |= 1ull << 52;
     }
-    // Keep 11 significant bits for a normal half, fewer below 2^-14.
-    int shift = 42 + (exponent < -14 ? -14 - exponent : 0);
-    if (shift > 63) return sign;  // below 2^-25 (and not a tie): rounds to zero
-    unsigned long long kept = significand >> shift;
-    const unsigned long long rest = significand & ((1ull << shift) - 1);
-    const unsigned long long half = 1ull << (shift - 1);
-    if (rest > half || (rest == half && (kept & 1))) ++kept;
-    unsigned long long result = exponent < -14 ? kept : ((unsigned long long)(exponent + 14) << 10) + kept;
-    if (result >= 0x7c00) result = 0x7c00;
-    return sign | (unsigned short)result;
+    const int shift = 53 - precision + (exponent < emin ? emin - exponent : 0);
+    unsigned long long kept = shift < 64 ? significand >> shift : 0;
+    const unsigned long long rest = shift < 64 ? significand & ((1ull << shift) - 1) : significand;
+    const unsigned long long half = shift < 64 ? 1ull << (shift - 1) : ~0ull;
+    bool up = false;
+    switch (round) {
+        case PtxRound::rz: break;
+        case PtxRound::rm: up = negative && rest != 0; break;
+        case PtxRound::rp: up = !negative && rest != 0; break;
+        default: up = rest > half || (rest == half && (kept & 1)); break;
+    }
+    kept += up;
+    unsigned long long result =
+        exponent < emin ? kept : ((unsigned long long)(exponent - emin) << (precision - 1)) + kept;
+    if (result >= inf_bits) {
+        const bool to_infinity = round == PtxRound::rn || round == PtxRound::none ||
+                                 (round == PtxRound::rp && !negative) ||
+                                 (round == PtxRound::rm && negative);
+        result = to_infinity ? inf_bits : inf_bits - 1;
+    }
+    return sign | result;
 }
 
-inline float cvt_f32_f16(unsigned short h) { return (float)f16_to_f64(h); }
-inline double cvt_f64_f16(unsigned short h) { return f16_to_f64(h); }
-inline unsigned short cvt_rn_f16_f32(float x) { return f64_to_f16((double)x); }
-inline unsigned short cvt_rn_f16_f64(double x) { return f64_to_f16(x); }
+template <typename Out, typename In>
+inline Out ptx_cvt(const PtxCvt& cvt, In in) {
+    static_assert(sizeof(Out) <= 8 && sizeof(In) <= 8, "cvt operands are at most 64 bits");
+    unsigned long long source_bits = 0;
+    std::memcpy(&source_bits, &in, sizeof(In));
+    double x = ptx_source(cvt.src, source_bits, cvt.ftz);
+    if (cvt.sat) x = x != x ? 0.0 : std::fmin(std::fmax(x, 0.0), 1.0);
+    unsigned long long result = 0;
+    switch (cvt.dst) {
+        case PtxType::f16: result = ptx_round(x, 11, 5, cvt.round, 0x7fff); break;
+        case PtxType::bf16: result = ptx_round(x, 8, 8, cvt.round, 0x7fff); break;
+        case PtxType::f32: {
+            result = ptx_round(x, 24, 8, cvt.round, 0x7fffffff);
+            const bool subnormal = (result & 0x7f800000) == 0 && (result & 0x7fffff) != 0;
+            if (cvt.ftz && subnormal) result &= 0x80000000;  // a sign-preserving zero
+            break;
+        }
+        default: result = bit_cast<unsigned long long>(x); break;
+    }
+    Out out;
+    std::memcpy(&out, &result, sizeof(Out));
+    return out;
+}
 
 }  // namespace fl_host
 
