@@ -120,10 +120,27 @@ def fl_host(x):
     return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
+def round_once(values, dtype: str) -> np.ndarray:
+    """float64 ``values`` rounded once, to nearest even, to ``dtype`` (as float64)."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if dtype != "bfloat16":  # NumPy's casts from float64 round once
+            return values.astype(dtype).astype(np.float64)
+        # ml_dtypes goes float64 -> float32 -> bfloat16, two roundings. One: round
+        # to float32 toward zero, mark an inexact result in its last bit (16 bits
+        # below bfloat16's), then round to bfloat16.
+        single = values.astype(np.float32)
+        away = np.abs(single.astype(np.float64)) > np.abs(values)
+        single[away] = np.nextafter(single[away], np.float32(0))
+        bits = single.view(np.uint32)
+        bits[single.astype(np.float64) != values] |= 1
+        rounded = single.astype(numpy_dtype("bfloat16")).astype(np.float64)
+    return np.where(np.isnan(values), np.nan, rounded)
+
+
 def _check(name: str, got, want, dtype: str, atol: float = 0.0) -> None:
     """``got`` against the float64 ``want`` rounded once to ``dtype`` (as the kernels round)."""
-    want = np.asarray(want, dtype=np.float64).astype(numpy_dtype(dtype)).astype(np.float64)
-    got = _as_float64(got)
+    want, got = round_once(want, dtype), _as_float64(got)
     assert got.shape == want.shape, (name, got.shape, want.shape)
     same_nan = np.isnan(got) == np.isnan(want)
     assert same_nan.all(), f"{name}: NaN where the reference has none, or the reverse"
@@ -178,24 +195,6 @@ def run_cross_entropy(case: CrossEntropyCase, cupy) -> None:
         assert exact >= HALF_EXACT[case.dtype], (
             f"grad {case.id}: only {exact:.4%} of the gradient is the float64 result rounded "
             f"once to {case.dtype}")
-
-
-def round_once(values, dtype: str) -> np.ndarray:
-    """float64 ``values`` rounded once, to nearest even, to ``dtype`` (as float64)."""
-    values = np.asarray(values, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if dtype != "bfloat16":  # NumPy's casts from float64 round once
-            return values.astype(dtype).astype(np.float64)
-        # ml_dtypes goes float64 -> float32 -> bfloat16, two roundings. One: round
-        # to float32 toward zero, mark an inexact result in its last bit (16 bits
-        # below bfloat16's), then round to bfloat16.
-        single = values.astype(np.float32)
-        away = np.abs(single.astype(np.float64)) > np.abs(values)
-        single[away] = np.nextafter(single[away], np.float32(0))
-        bits = single.view(np.uint32)
-        bits[single.astype(np.float64) != values] |= 1
-        rounded = single.astype(numpy_dtype("bfloat16")).astype(np.float64)
-    return np.where(np.isnan(values), np.nan, rounded)
 
 
 def _check_exact(name: str, got, want, dtype: str) -> None:
