@@ -1,0 +1,87 @@
+"""Global-memory traffic of each CUDA kernel, counted on the emulator, and an H100 roofline model.
+
+    cd tests && python -m cuda_emulator.traffic      # prints the Markdown table of bench/RESULTS.md
+
+Counts come from emulated launches at a small shape of each case, per element
+of the main input; the prediction scales them to the benchmark shape and
+divides by the H100 SXM's 3.35 TB/s of HBM3 bandwidth. It is a model: no
+GPU ran it, and real kernels also pay launch latency, tail effects and cache
+misses that it leaves out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import fastloss as fl
+
+from . import emulator
+
+H100_BYTES_PER_SECOND = 3.35e12
+
+# (title, function, counted shape, modelled shape)
+CASES = [
+    ("mse_with_grad", "mse", (64, 1024), (32768, 1024)),
+    ("mse", "mse-forward", (64, 1024), (32768, 1024)),
+    ("softmax_cross_entropy_with_grad, labels, k = 10", "ce", (2048, 10), (262144, 10)),
+    ("softmax_cross_entropy_with_grad, labels, k = 1000", "ce", (64, 1000), (16384, 1000)),
+    ("softmax_cross_entropy_with_grad, labels, k = 4096", "ce", (16, 4096), (4096, 4096)),
+    ("softmax_cross_entropy_with_grad, labels, k = 32000", "ce", (4, 32000), (4096, 32000)),
+    ("softmax_cross_entropy_with_grad, probabilities, k = 1000", "ce-probs", (64, 1000),
+     (16384, 1000)),
+]
+
+
+def _run(kind: str, shape: tuple[int, int], cupy) -> list[emulator.Launch]:
+    rng = np.random.default_rng(0)
+    x = cupy.asarray(rng.standard_normal(shape).astype(np.float32))
+    with emulator.recording(count_traffic=True) as record:
+        if kind == "mse":
+            fl.mse_with_grad(x, cupy.zeros(shape, np.float32), backend="cuda")
+        elif kind == "mse-forward":
+            fl.mse(x, cupy.zeros(shape, np.float32), backend="cuda")
+        elif kind == "ce":
+            labels = cupy.asarray(rng.integers(0, shape[1], shape[0]))
+            fl.softmax_cross_entropy_with_grad(x, labels, backend="cuda")
+        else:
+            probs = rng.random(shape)
+            probs = cupy.asarray((probs / probs.sum(1, keepdims=True)).astype(np.float32))
+            fl.softmax_cross_entropy_with_grad(x, probs, backend="cuda")
+    return record.launches
+
+
+def rows() -> list[dict]:
+    table = []
+    with emulator.activate() as cupy:
+        for title, kind, shape, modelled in CASES:
+            launches = _run(kind, shape, cupy)
+            elements = shape[0] * shape[1]
+            instruction = sum(sum(lt.loaded.values()) + sum(lt.stored.values()) for lt in launches)
+            sectors = sum(sum(lt.read.values()) + sum(lt.written.values()) for lt in launches)
+            per_element = sectors / elements
+            modelled_bytes = per_element * modelled[0] * modelled[1]
+            table.append(dict(
+                title=title, launches=len(launches), shape=shape, modelled=modelled,
+                instruction_bytes=instruction / elements, sector_bytes=per_element,
+                h100_us=modelled_bytes / H100_BYTES_PER_SECOND * 1e6,
+            ))
+    return table
+
+
+def markdown(table: list[dict]) -> str:
+    lines = [
+        "| kernel (float32) | launches | bytes / element, instructions | bytes / element, "
+        "32-byte sectors | modelled shape | H100 model, µs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in table:
+        modelled = "×".join(map(str, row["modelled"]))
+        lines.append(
+            f"| `{row['title']}` | {row['launches']} | {row['instruction_bytes']:.2f} | "
+            f"{row['sector_bytes']:.2f} | {modelled} | {row['h100_us']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(rows()))
