@@ -41,8 +41,17 @@
 #define FL_CE_WARP_BLOCK 256
 #define FL_CE_MAX_THREADS 256
 // Two resident blocks per SM caps registers at 128 per thread, which the
-// unrolled tile needs without spilling (fewer registers spill heavily).
+// unrolled tile of every entry but one needs without spilling (fewer
+// registers spill heavily).
 #define FL_CE_MIN_BLOCKS 2
+// The exception: the float64 probability entry keeps two tiles of doubles (64
+// registers) live from the first pass through the reductions to the gradient;
+// within 128 registers ptxas spills it on every architecture (over 600 bytes
+// per thread on sm_90). So it asks for one block per SM: half the resident
+// warps, no local memory traffic. A smaller tile would fit, but the tile
+// decides which thread sums which classes (and the launcher's geometry), so
+// it would change the bits of the results.
+#define FL_CE_PROBS_FLOAT64_MIN_BLOCKS 1
 // The divisor pre-pass is a single block (a fixed summation order without a
 // second launch); the widest block keeps the most label loads in flight.
 #define FL_CE_DIVISOR_THREADS 1024
@@ -316,8 +325,9 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
 }  // namespace fl
 
 // Separate entries for label and probability targets: each gets its own
-// register allocation (the probability path keeps a second tile live).
-#define FL_CE_ENTRIES(SUFFIX, T)                                                                  \
+// register allocation (the probability path keeps a second tile live), and the
+// probability entry its own resident-block hint.
+#define FL_CE_ENTRIES(SUFFIX, T, PROBS_MIN_BLOCKS)                                                \
     extern "C" __global__ void __launch_bounds__(FL_CE_MAX_THREADS, FL_CE_MIN_BLOCKS)            \
         fl_softmax_cross_entropy_##SUFFIX(                                                        \
             const T* logits, const long long* labels, const double* weight, T* grad_out,          \
@@ -329,7 +339,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                                                  ignore_index, label_smoothing, divisor,          \
                                                  device_divisor, warp_per_row != 0);              \
     }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(FL_CE_MAX_THREADS, FL_CE_MIN_BLOCKS)            \
+    extern "C" __global__ void __launch_bounds__(FL_CE_MAX_THREADS, PROBS_MIN_BLOCKS)            \
         fl_softmax_cross_entropy_probs_##SUFFIX(                                                  \
             const T* logits, const T* probs, const double* weight, T* grad_out,                   \
             double* loss_out, double* partials, long long rows, long long classes,                \
@@ -341,10 +351,10 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                                                 warp_per_row != 0);                              \
     }
 
-FL_CE_ENTRIES(float16, fl::half_t)
-FL_CE_ENTRIES(bfloat16, fl::bfloat16_t)
-FL_CE_ENTRIES(float32, float)
-FL_CE_ENTRIES(float64, double)
+FL_CE_ENTRIES(float16, fl::half_t, FL_CE_MIN_BLOCKS)
+FL_CE_ENTRIES(bfloat16, fl::bfloat16_t, FL_CE_MIN_BLOCKS)
+FL_CE_ENTRIES(float32, float, FL_CE_MIN_BLOCKS)
+FL_CE_ENTRIES(float64, double, FL_CE_PROBS_FLOAT64_MIN_BLOCKS)
 
 FL_FINISH_ENTRY(fl_softmax_cross_entropy_finish_float16, fl::half_t)
 FL_FINISH_ENTRY(fl_softmax_cross_entropy_finish_bfloat16, fl::bfloat16_t)
