@@ -1,4 +1,5 @@
-"""Shared fixtures: every available backend, per-dtype tolerances, host <-> backend moves.
+"""Shared fixtures: every available backend, per-dtype tolerances, host <-> backend moves,
+and the one nvcc build of the CUDA kernels.
 
 The cuda backend runs twice over: on a GPU where there is one (marked ``gpu``,
 skipped with "no CUDA device" elsewhere), and everywhere on the host emulator
@@ -9,11 +10,13 @@ emulated`` runs just those).
 import contextlib
 import shutil
 
+import kernel_build
 import numpy as np
 import pytest
 from cuda_emulator import emulator
 
 from fastloss import _registry
+from fastloss.backends.cuda import _module
 
 
 def _backend_param(name):
@@ -93,3 +96,18 @@ def to_host(x):
 def assert_close(actual, expected, dtype):
     rtol, atol = TOLERANCE[np.dtype(dtype)]
     np.testing.assert_allclose(to_host(actual).astype(np.float64), expected, rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="session")
+def nvcc_build(tmp_path_factory):
+    """CMakeLists.txt's nvcc build of the kernels the loader finds (``FASTLOSS_KERNELS_DIR``
+    honoured), with ptxas's resource report: one compile of each kernel file serves the entry
+    name check and the resource gate. Skipped only where there is no nvcc."""
+    nvcc = kernel_build.find_nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found (set CUDACXX or put nvcc on PATH)")
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.fail("nvcc is installed but cmake is not (pip install cmake)")
+    directory = tmp_path_factory.mktemp("nvcc_build")
+    return kernel_build.build(directory, _module.kernels_dir(), nvcc, cmake)

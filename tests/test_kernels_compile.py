@@ -1,14 +1,13 @@
 """Every CUDA kernel compiles, with no GPU: NVRTC to PTX, and nvcc through CMake.
 
 The entry names checked here are the ones the launchers in
-``fastloss/backends/cuda`` look up at run time.
+``fastloss/backends/cuda`` look up at run time. The nvcc build is the session's
+``nvcc_build`` (conftest.py), which test_kernel_resources.py reads too.
 """
 
-import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,6 @@ ENTRIES = {
 }
 # The oldest architecture CUDA 13 supports, and the newest one we ship SASS for.
 ARCHS = ("compute_75", "compute_90")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _nvrtc():
@@ -89,28 +87,14 @@ def test_kernels_dir_found_from_environment(tmp_path, monkeypatch):
     assert _module.kernels_dir() == copy
 
 
-def _nvcc():
-    candidates = [os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"]
-    return next((c for c in candidates if c and Path(c).is_file()), None)
-
-
-def test_cmake_build_with_nvcc(tmp_path):
-    nvcc, cmake = _nvcc(), shutil.which("cmake")
-    if not nvcc or not cmake:
-        pytest.skip(f"needs nvcc and cmake (nvcc: {nvcc}, cmake: {cmake})")
-    build = tmp_path / "build"
-
-    def run(*args):
-        result = subprocess.run(args, capture_output=True, text=True)
-        assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout}\n{result.stderr}"
-
-    run(cmake, "-S", str(ROOT), "-B", str(build), f"-DCMAKE_CUDA_COMPILER={nvcc}")
-    run(cmake, "--build", str(build), "-j2")
+def test_cmake_build_with_nvcc(nvcc_build):
+    assert nvcc_build.ok, nvcc_build.messages()
     nm = shutil.which("nm")
     if nm is None:
         return
     for name, entries in ENTRIES.items():
-        (obj,) = build.rglob(f"{name}.cu.o")
+        obj = nvcc_build.object(name)
+        assert obj is not None, f"no object for {name}.cu"
         symbols = subprocess.run([nm, str(obj)], capture_output=True, text=True, check=True).stdout
         exported = set(re.findall(r"\sT\s+(\w+)$", symbols, flags=re.M))
         missing = set(entries) - exported
