@@ -12,10 +12,11 @@
 // gives L = +inf, and with q_c w_c = 0 contributes nothing.
 //
 // Launch (see fastloss/backends/cuda/softmax_cross_entropy.py):
-// - k <= 32 * FL_CE_TILE: one warp per row, FL_CE_WARP_BLOCK threads (8 rows)
-//   per block, warp_per_row = 1;
+// - k <= 32 * FL_CE_TILE: rows share warps, a group of row_lanes lanes (a
+//   power of two up to 32, chosen from k so that each lane holds about one
+//   16-byte packet) per row, FL_CE_GROUP_BLOCK threads per block;
 // - larger k: one block per row, blockDim = min(FL_CE_MAX_THREADS,
-//   32 * ceil(k / (32 * FL_CE_TILE))), warp_per_row = 0;
+//   32 * ceil(k / (32 * FL_CE_TILE))), row_lanes = 0;
 // - grid = min(a fixed cap, ceil(rows / rows per block)); blocks stride over
 //   rows. All of this depends on (rows, k) only, never on the GPU.
 // Then the fl_softmax_cross_entropy_finish_<dtype> entry with one block of
@@ -38,7 +39,7 @@
 #include "common/reduce.cuh"
 
 #define FL_CE_TILE 16
-#define FL_CE_WARP_BLOCK 256
+#define FL_CE_GROUP_BLOCK 256
 #define FL_CE_MAX_THREADS 256
 // Two resident blocks per SM caps registers at 128 per thread, which the
 // unrolled tile of every entry but one needs without spilling (fewer
@@ -65,24 +66,39 @@ template <typename C> __device__ __forceinline__ C narrow(double x);
 template <> __device__ __forceinline__ float narrow<float>(double x) { return f64_to_f32(x); }
 template <> __device__ __forceinline__ double narrow<double>(double x) { return x; }
 
-// The threads that share one row: a warp, or the whole block.
+// Combines `value` over aligned groups of `width` lanes (a power of two up
+// to 32) with a butterfly; for width 32 the same tree as warp_allreduce.
+// Assumes: all 32 lanes of the warp call it together with the same width.
+// Result: in every lane of the group, with identical bits.
+template <typename Op>
+__device__ __forceinline__ double group_allreduce(double value, Op op, int width) {
+    for (int offset = width >> 1; offset > 0; offset >>= 1) {
+        value = op(value, __shfl_xor_sync(0xffffffffu, value, offset));
+    }
+    return value;
+}
+
+// The threads that share one row: `lanes` lanes of a warp, or (lanes = 0)
+// the whole block. Every thread of the block calls these together: the row
+// loop runs the same number of times in every thread.
 struct RowGroup {
-    bool warp;
+    int lanes;
     int size;
     int rank;
     double* scratch;
 
     __device__ __forceinline__ double sum(double value) const {
-        return warp ? warp_allreduce(value, SumOp()) : block_allreduce(value, SumOp(), 0.0, scratch);
+        return lanes ? group_allreduce(value, SumOp(), lanes)
+                     : block_allreduce(value, SumOp(), 0.0, scratch);
     }
     __device__ __forceinline__ double max(double value) const {
-        return warp ? warp_allreduce(value, MaxOp())
-                    : block_allreduce(value, MaxOp(), -infinity<double>(), scratch);
+        return lanes ? group_allreduce(value, MaxOp(), lanes)
+                     : block_allreduce(value, MaxOp(), -infinity<double>(), scratch);
     }
     // Orders the group's earlier global reads before its later writes (the
     // gradient may overwrite the logits that other threads of the group read).
     __device__ __forceinline__ void sync() const {
-        if (warp) {
+        if (lanes) {
             __syncwarp();
         } else {
             __syncthreads();
@@ -159,21 +175,21 @@ template <typename T, bool PROBS>
 __device__ __forceinline__ void softmax_cross_entropy_rows(
     const T* logits, const i64* labels, const T* probs, const double* weight, T* grad_out,
     double* loss_out, double* partials, i64 rows, i64 classes, i64 ignore_index, double smoothing,
-    double divisor, const double* device_divisor, bool warp_per_row) {
+    double divisor, const double* device_divisor, int row_lanes) {
     typedef Convert<T> Cv;
     typedef typename Cv::compute_t C;
     typedef RowTiles<T> Tiles;
     const int pack = Packet<T>::size;
     __shared__ double scratch[32];
-    __shared__ double group_loss[32];
+    __shared__ double group_loss[FL_CE_GROUP_BLOCK];
 
     RowGroup g;
-    g.warp = warp_per_row;
-    g.size = warp_per_row ? 32 : (int)blockDim.x;
-    g.rank = warp_per_row ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
+    g.lanes = row_lanes;
+    g.size = row_lanes ? row_lanes : (int)blockDim.x;
+    g.rank = (int)threadIdx.x % g.size;
     g.scratch = scratch;
-    const int groups_per_block = warp_per_row ? (int)(blockDim.x >> 5) : 1;
-    const int group_index = warp_per_row ? (int)(threadIdx.x >> 5) : 0;
+    const int groups_per_block = (int)blockDim.x / g.size;
+    const int group_index = (int)threadIdx.x / g.size;
 
     SoftTarget soft;
     soft.weight = weight;
@@ -185,11 +201,18 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
     const i64 tile_packets = (i64)g.size * Tiles::per_thread;
     const i64 tiles = (packets + tile_packets - 1) / tile_packets;
     const C neg_inf = -infinity<C>();
+    const C scale = grad_out ? narrow<C>(1.0 / (device_divisor ? *device_divisor : divisor)) : (C)0;
 
     double loss_sum = 0.0;  // this group's rows, in row order (used by rank 0)
-    for (i64 row = (i64)blockIdx.x * groups_per_block + group_index; row < rows;
-         row += (i64)gridDim.x * groups_per_block) {
-        const i64 offset = row * classes;
+    // `first` is the block's first row of the round, so every thread of the
+    // block runs the loop equally often: a group past the last row, or on a
+    // row whose label is ignored or invalid, still takes part in its warp's
+    // shuffles (and the block's barriers), reading and writing nothing.
+    for (i64 first = (i64)blockIdx.x * groups_per_block; first < rows;
+         first += (i64)gridDim.x * groups_per_block) {
+        const i64 row = first + group_index;
+        const bool active = row < rows;
+        const i64 offset = active ? row * classes : 0;
         const T* z_row = logits + offset;
         const T* t_row = PROBS ? probs + offset : (const T*)0;
         T* g_row = grad_out ? grad_out + offset : (T*)0;
@@ -197,33 +220,22 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
 
         // The label's own term: hard = (1 - eps) w_y. Every thread of the
         // group reads the same label and logit (one broadcast transaction).
+        // A row that is not computed gets `fixed` as its loss and gradient:
+        // 0 for an ignored label, NaN for an invalid one.
+        bool computed = active;
+        double fixed = 0.0;
         i64 label = -1;
         double hard = 0.0;
         C z_label = 0;
-        if (!PROBS) {
+        if (!PROBS && active) {
             label = labels[row];
-            const bool ignored = label == ignore_index;
-            if (ignored || label < 0 || label >= classes) {
-                const double value = ignored ? 0.0 : quiet_nan();
-                if (g_row) {
-                    T fill[Packet<T>::size];
-#pragma unroll
-                    for (int e = 0; e < pack; ++e) fill[e] = Cv::from(value);
-                    for (i64 tile = 0; tile < tiles; ++tile) {
-#pragma unroll
-                        for (int i = 0; i < Tiles::per_thread; ++i) {
-                            store_packet(g_row, Tiles::first(tile, i, g), classes, aligned, fill);
-                        }
-                    }
-                }
-                if (g.rank == 0) {
-                    if (loss_out) loss_out[row] = value;
-                    loss_sum += value;
-                }
-                continue;
+            if (label == ignore_index || label < 0 || label >= classes) {
+                computed = false;
+                fixed = label == ignore_index ? 0.0 : quiet_nan();
+            } else {
+                hard = soft.keep * (weight ? weight[label] : 1.0);
+                z_label = Cv::to_compute(z_row[label]);
             }
-            hard = soft.keep * (weight ? weight[label] : 1.0);
-            z_label = Cv::to_compute(z_row[label]);
         }
 
         // Pass 1: online max / sum over tiles; a single tile stays in registers.
@@ -232,8 +244,13 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         RowState<C> st;
         st.start();
         for (i64 tile = 0; tile < tiles; ++tile) {
-            Tiles::load(z_row, classes, tile, g, aligned, neg_inf, z);
-            if (PROBS) Tiles::load(t_row, classes, tile, g, aligned, (C)0, t);
+            if (computed) {
+                Tiles::load(z_row, classes, tile, g, aligned, neg_inf, z);
+                if (PROBS) Tiles::load(t_row, classes, tile, g, aligned, (C)0, t);
+            } else {
+#pragma unroll
+                for (int j = 0; j < FL_CE_TILE; ++j) z[j] = neg_inf;
+            }
             C tile_max = neg_inf;
 #pragma unroll
             for (int j = 0; j < FL_CE_TILE; ++j) tile_max = fl_max(tile_max, z[j]);
@@ -241,7 +258,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
 #pragma unroll
             for (int j = 0; j < FL_CE_TILE; ++j) {
                 const i64 c = Tiles::first(tile, j / pack, g) + j % pack;
-                if (c >= classes) continue;
+                if (c >= classes || !computed) continue;
                 // exp(-inf - m) is 0 even while m is still -inf.
                 const bool vanishes = z[j] == neg_inf;
                 st.sum_exp += vanishes ? 0.0 : widen(fl_exp(z[j] - st.max));
@@ -267,21 +284,21 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         }
         const double total_weight = soft_weight + hard;
         const double hard_term = hard != 0.0 ? hard * (widen(row_max) - widen(z_label)) : 0.0;
-        const double loss = total_weight * log(sum_exp) + soft_gap + hard_term;
-        if (g.rank == 0) {
+        const double loss = computed ? total_weight * log(sum_exp) + soft_gap + hard_term : fixed;
+        if (active && g.rank == 0) {
             if (loss_out) loss_out[row] = loss;
             loss_sum += loss;
         }
 
         // Pass 2: gradient, from registers for a one-tile row, else re-read.
-        if (g_row) {
+        if (grad_out) {
             g.sync();
             const C inv_sum = narrow<C>(1.0 / sum_exp);
             const C weight_c = narrow<C>(total_weight);
             const C hard_c = narrow<C>(hard);
-            const C scale = narrow<C>(1.0 / (device_divisor ? *device_divisor : divisor));
+            const T fill = Cv::from(fixed);
             for (i64 tile = 0; tile < tiles; ++tile) {
-                if (tiles > 1) {
+                if (tiles > 1 && computed) {
                     Tiles::load(z_row, classes, tile, g, aligned, neg_inf, z);
                     if (PROBS) Tiles::load(t_row, classes, tile, g, aligned, (C)0, t);
                 }
@@ -300,17 +317,17 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                             target = narrow<C>(soft.at<PROBS>(c, t[j]) + (c == label ? hard : 0.0));
                         }
                         const C p = fl_exp(z[j] - row_max) * inv_sum;
-                        out[e] = Cv::from(scale * (p * weight_c - target));
+                        out[e] = computed ? Cv::from(scale * (p * weight_c - target)) : fill;
                     }
-                    store_packet(g_row, start, classes, aligned, out);
+                    if (active) store_packet(g_row, start, classes, aligned, out);
                 }
             }
         }
     }
 
     // Block partial: groups in index order, each already in row order.
-    if (warp_per_row) {
-        if ((threadIdx.x & 31) == 0) group_loss[group_index] = loss_sum;
+    if (groups_per_block > 1) {
+        if (g.rank == 0) group_loss[group_index] = loss_sum;
         __syncthreads();
         if (threadIdx.x == 0) {
             double total = 0.0;
@@ -333,22 +350,22 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
             const T* logits, const long long* labels, const double* weight, T* grad_out,          \
             double* loss_out, double* partials, long long rows, long long classes,                \
             long long ignore_index, double label_smoothing, double divisor,                       \
-            const double* device_divisor, int warp_per_row) {                                     \
+            const double* device_divisor, int row_lanes) {                                        \
         fl::softmax_cross_entropy_rows<T, false>(logits, labels, (const T*)0, weight, grad_out,  \
                                                  loss_out, partials, rows, classes,              \
                                                  ignore_index, label_smoothing, divisor,          \
-                                                 device_divisor, warp_per_row != 0);              \
+                                                 device_divisor, row_lanes);                      \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(FL_CE_MAX_THREADS, PROBS_MIN_BLOCKS)            \
         fl_softmax_cross_entropy_probs_##SUFFIX(                                                  \
             const T* logits, const T* probs, const double* weight, T* grad_out,                   \
             double* loss_out, double* partials, long long rows, long long classes,                \
             double label_smoothing, double divisor, const double* device_divisor,                 \
-            int warp_per_row) {                                                                   \
+            int row_lanes) {                                                                      \
         fl::softmax_cross_entropy_rows<T, true>(logits, (const long long*)0, probs, weight,      \
                                                 grad_out, loss_out, partials, rows, classes, 0,  \
                                                 label_smoothing, divisor, device_divisor,         \
-                                                warp_per_row != 0);                              \
+                                                row_lanes);                                       \
     }
 
 FL_CE_ENTRIES(float16, fl::half_t, FL_CE_MIN_BLOCKS)

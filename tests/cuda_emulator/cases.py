@@ -15,10 +15,10 @@ import numpy as np
 
 import fastloss as fl
 
-# Class counts at the launch-mode boundaries: one warp per row up to 32 * TILE
-# = 512 classes, one block per row above, streamed past 256 threads * TILE =
-# 4096 classes.
-CLASSES = (1, 31, 511, 512, 513, 4096, 4097, 50000)
+# Class counts at the launch-mode boundaries: row groups of 1 to 32 lanes (a
+# group per 1, 2, 4, ... 16-byte packets of a row) up to 32 * TILE = 512
+# classes, one block per row above, streamed past 256 threads * TILE = 4096.
+CLASSES = (1, 2, 3, 5, 10, 17, 31, 33, 64, 65, 100, 511, 512, 513, 4096, 4097, 50000)
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 # |loss - reference| <= RTOL * |reference| (+ ATOL for the gradient), per dtype:
 # the result is rounded once from float64 (MSE, float64) or computed in float32.

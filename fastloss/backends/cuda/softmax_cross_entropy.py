@@ -14,7 +14,7 @@ import numpy as np
 from fastloss.backends.cuda import _module
 
 TILE = 16  # FL_CE_TILE: logits per thread held in registers per tile
-WARP_BLOCK = 256  # FL_CE_WARP_BLOCK: 8 one-warp rows per block
+GROUP_BLOCK = 256  # FL_CE_GROUP_BLOCK: threads per block when rows share warps
 MAX_THREADS = 256  # FL_CE_MAX_THREADS
 # A constant, not derived from the GPU: the row-to-block partition, hence the
 # bits of the total, must be the same on every device.
@@ -24,20 +24,26 @@ _DIVISOR_ENTRY = "fl_softmax_cross_entropy_mean_divisor"
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
-def launch_shape(rows: int, classes: int) -> tuple[int, int, bool]:
-    """``(blocks, threads, warp_per_row)`` for an ``(rows, classes)`` problem.
+def launch_shape(rows: int, classes: int, itemsize: int) -> tuple[int, int, int]:
+    """``(blocks, threads, row_lanes)`` for ``(rows, classes)`` logits of ``itemsize`` bytes.
 
-    Rows of at most 32 * TILE classes get one warp each; longer rows one
-    block of up to MAX_THREADS threads, enough to hold the row in registers
-    when it fits (at most MAX_THREADS * TILE classes), else streamed.
+    Rows of at most 32 * TILE classes share warps: a group of ``row_lanes``
+    lanes per row, the fewest power of two that gives each lane at most one
+    16-byte packet of the row (1 for k <= 4 float32, 32 from k = 65), so that
+    short rows leave few lanes idle and a warp's loads stay contiguous.
+    Longer rows get one block each (``row_lanes`` = 0) of up to MAX_THREADS
+    threads, enough to hold the row in registers when it fits (at most
+    MAX_THREADS * TILE classes), else streamed.
     """
     if classes <= 32 * TILE:
-        threads, rows_per_block, warp_per_row = WARP_BLOCK, WARP_BLOCK // 32, True
+        packets = -(-classes // (16 // itemsize))
+        row_lanes = min(32, 1 << (packets - 1).bit_length())
+        threads, rows_per_block = GROUP_BLOCK, GROUP_BLOCK // row_lanes
     else:
         threads = min(MAX_THREADS, 32 * -(-classes // (32 * TILE)))
-        rows_per_block, warp_per_row = 1, False
+        rows_per_block, row_lanes = 1, 0
     blocks = min(MAX_BLOCKS, -(-rows // rows_per_block))
-    return blocks, threads, warp_per_row
+    return blocks, threads, row_lanes
 
 
 def mean_divisor(labels, weight, classes: int, ignore_index: int):
@@ -76,7 +82,7 @@ def softmax_cross_entropy(
     _module.expect(grad_out, "grad_out", logits.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
 
-    blocks, threads, warp_per_row = launch_shape(rows, classes)
+    blocks, threads, row_lanes = launch_shape(rows, classes, dtype.itemsize)
     with logits.device:
         partials = cupy.empty(blocks, dtype=cupy.float64)
         if blocks:
@@ -91,7 +97,7 @@ def softmax_cross_entropy(
             tail = (
                 np.float64(label_smoothing),
                 *_module.divisor_args(divisor),
-                np.int32(warp_per_row),
+                np.int32(row_lanes),
             )
             if probabilities:
                 entry = f"fl_softmax_cross_entropy_probs_{dtype.name}"
