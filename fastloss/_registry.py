@@ -1,8 +1,11 @@
-"""Which backend computes what: the kernel table, availability and "auto".
+"""Which backend computes what: the loss table, the backend objects, availability and "auto".
 
 Backends are imported lazily and cached, so importing fastloss imports
 neither numba nor cupy; "auto" looks only at ``type(x).__module__`` and the
 CUDA array interface, never at a framework it does not need.
+
+A loss is registered once, in ``LOSSES``; each backend then holds its
+function in ``fastloss.backends.<backend>.<loss>`` under the loss's name.
 """
 
 from __future__ import annotations
@@ -10,18 +13,29 @@ from __future__ import annotations
 import functools
 import importlib
 
+from fastloss._backend import Backend, CudaBackend, HostBackend
+
 BACKENDS = ("numpy", "numba", "cuda")
 
+# Every loss, by family. Elementwise losses share the front of
+# ``fastloss.losses._elementwise`` and, per backend, one fused elementwise
+# kernel over a per-loss functor.
+ELEMENTWISE = ("mse",)
+ROWWISE = ("softmax_cross_entropy",)
+LOSSES = ELEMENTWISE + ROWWISE
+
 _KERNELS = {
-    ("mse", "numpy"): "fastloss.backends.numpy.mse:mse",
-    ("mse", "numba"): "fastloss.backends.numba.mse:mse",
-    ("mse", "cuda"): "fastloss.backends.cuda.mse:mse",
-    ("softmax_cross_entropy", "numpy"):
-        "fastloss.backends.numpy.softmax_cross_entropy:softmax_cross_entropy",
-    ("softmax_cross_entropy", "numba"):
-        "fastloss.backends.numba.softmax_cross_entropy:softmax_cross_entropy",
-    ("softmax_cross_entropy", "cuda"):
-        "fastloss.backends.cuda.softmax_cross_entropy:softmax_cross_entropy",
+    (loss, backend): f"fastloss.backends.{backend}.{loss}:{loss}"
+    for loss in LOSSES for backend in BACKENDS
+}
+# Hooks: helpers a front asks its backend for. Cross-entropy's "mean" divisor
+# over labels is a host sum on the CPU and a device pre-pass on cuda (no sync).
+_HOST_DIVISOR = "fastloss.backends.numpy.softmax_cross_entropy:mean_divisor"
+_KERNELS |= {
+    ("softmax_cross_entropy_mean_divisor", "numpy"): _HOST_DIVISOR,
+    ("softmax_cross_entropy_mean_divisor", "numba"): _HOST_DIVISOR,
+    ("softmax_cross_entropy_mean_divisor", "cuda"):
+        "fastloss.backends.cuda.softmax_cross_entropy:mean_divisor",
 }
 
 
@@ -83,8 +97,18 @@ def resolve(backend: str, *arrays) -> str:
     return backend
 
 
+def backend(name: str, *arrays) -> Backend:
+    """The backend object for ``name`` ("auto" included) and the caller's arrays,
+    resolved as :func:`resolve` does."""
+    return _OBJECTS[resolve(name, *arrays)]
+
+
 @functools.cache
 def kernel(loss: str, backend: str):
-    """The fused kernel function of ``loss`` on ``backend``, imported once."""
+    """The fused kernel (or hook) ``loss`` on ``backend``, imported once."""
     module_name, function_name = _KERNELS[(loss, backend)].split(":")
     return getattr(importlib.import_module(module_name), function_name)
+
+
+_OBJECTS = {name: HostBackend(name, kernel) for name in ("numpy", "numba")}
+_OBJECTS["cuda"] = CudaBackend("cuda", kernel)

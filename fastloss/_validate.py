@@ -1,109 +1,23 @@
 """Argument checks and normalisation shared by every loss.
 
 Each check raises ValueError (shapes, values, options) or TypeError (dtypes,
-array types) naming the argument and what was expected.
+array types) naming the argument and what was expected. What depends on the
+backend (array types, dtypes, devices) lives on the backend objects of
+``fastloss._backend``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 
-import numpy as np
-
-from fastloss import _registry
-
 REDUCTIONS = ("mean", "sum", "none")
-_HOST_DTYPES = ("float16", "float32", "float64")
-_DEVICE_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def check_reduction(reduction) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
     return reduction
-
-
-def array_module(backend: str):
-    """NumPy for the CPU backends, CuPy for cuda."""
-    if backend == "cuda":
-        import cupy
-
-        return cupy
-    return np
-
-
-def as_array(x, name: str, backend: str):
-    """``x`` as an array of ``backend``'s library, without copying array inputs.
-
-    Host array-likes (NumPy arrays, lists, CPU tensors) go to the CPU backends;
-    device arrays to cuda. The other way round is a TypeError, never a hidden
-    copy between host and device.
-    """
-    if backend == "cuda":
-        from fastloss.backends.cuda._arrays import as_device_array
-
-        return as_device_array(x, name)
-    if _registry.is_device_array(x):
-        raise TypeError(
-            f"{name} is a {type(x).__module__}.{type(x).__name__} in GPU memory, but "
-            f"backend={backend!r} runs on the CPU: use backend='cuda' (or 'auto'), or move it "
-            f"to the host with cupy.asnumpy({name}) / {name}.cpu()"
-        )
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from exc
-
-
-def device_scope(backend: str, array):
-    """Where a loss's work runs: the input's GPU for cuda (allocations included)."""
-    return array.device if backend == "cuda" else contextlib.nullcontext()
-
-
-def check_same_device(backend: str, *arrays) -> None:
-    """Device arrays must all live on one GPU (ValueError otherwise)."""
-    if backend == "cuda":
-        from fastloss.backends.cuda._arrays import check_same_device
-
-        check_same_device(*arrays)
-
-
-def check_float(x, name: str, backend: str):
-    """Require a floating-point dtype that ``backend`` computes in."""
-    allowed = _DEVICE_DTYPES if backend == "cuda" else _HOST_DTYPES
-    if x.dtype.name not in allowed:
-        raise TypeError(
-            f"{name} must be a floating-point array ({', '.join(allowed)}); got dtype {x.dtype}"
-        )
-
-
-def compute_dtype(dtype, backend: str):
-    """The dtype the kernel sees: native byte order; float16 becomes float32 on the CPU
-    (computed in float32, rounded once), and stays native on the GPU."""
-    if backend != "cuda" and dtype.name == "float16":
-        return np.dtype(np.float32)
-    return dtype.newbyteorder("=")
-
-
-def check_out(out, name: str, like, backend: str):
-    """``out`` must be an array of ``like``'s library, shape and dtype."""
-    if out is None:
-        return None
-    if backend != "cuda" and not isinstance(out, np.ndarray):
-        # Anything else would be converted to a new array that the caller never sees.
-        raise TypeError(f"{name} must be a NumPy array to write into; got {type(out).__name__}")
-    out = as_array(out, name, backend)
-    if out.shape != like.shape:
-        raise ValueError(
-            f"{name} must have shape {like.shape} (that of the input); got {out.shape}"
-        )
-    if out.dtype != like.dtype:
-        raise TypeError(f"{name} must have dtype {like.dtype} (that of the input); got {out.dtype}")
-    if isinstance(out, np.ndarray) and not out.flags.writeable:
-        raise ValueError(f"{name} must be writeable")
-    return out
 
 
 def check_int(value, name: str) -> int:
@@ -121,7 +35,12 @@ def check_probability(value, name: str) -> float:
     return value
 
 
-def result_scalar(loss, dtype, xp):
-    """A backend's loss as the caller's scalar: a NumPy float64 rounded once to
-    ``dtype``; a device loss is already a 0-d array of ``dtype``."""
-    return dtype.type(loss) if xp is np else loss
+def check_real(value, name: str, *, minimum: float | None = None) -> float:
+    """A finite real number (at least ``minimum`` when given), as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum:g}"
+        raise ValueError(f"{name} must be a finite number{bound}; got {value}")
+    return value

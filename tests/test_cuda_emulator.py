@@ -12,7 +12,7 @@ import pytest
 from cuda_emulator import build, cases, emulator
 
 import fastloss as fl
-from fastloss.backends.cuda import mse as cuda_mse
+from fastloss.backends.cuda import elementwise as cuda_elementwise
 from fastloss.backends.cuda import softmax_cross_entropy as cuda_ce
 
 pytestmark = [
@@ -51,9 +51,10 @@ def test_rows_span_several_grid_strides(cupy, monkeypatch, classes):
 
 
 def test_mse_spans_several_grid_strides(cupy, monkeypatch):
-    monkeypatch.setattr(cuda_mse, "MAX_BLOCKS", 2)
+    monkeypatch.setattr(cuda_elementwise, "MAX_BLOCKS", 2)
+    step = cuda_elementwise.THREADS * cuda_elementwise.UNROLL
     with emulator.recording() as record:
-        cases.run_mse(cases.MseCase(3 * 2 * cuda_mse.THREADS * cuda_mse.UNROLL * 4 + 3), cupy)
+        cases.run_mse(cases.MseCase(3 * 2 * step * 4 + 3), cupy)
     assert record.launches[0].grid == (2, 1, 1)
 
 
@@ -136,8 +137,9 @@ def _mse_kernel(cupy):
 
 def _mse_args(cupy, **changes):
     x = cupy.zeros(8, np.float32)
-    args = dict(pred=x, target=x, grad_out=np.uint64(0), loss_out=np.uint64(0),
-                partials=cupy.zeros(1, np.float64), n=np.int64(8), divisor=np.float64(8))
+    args = dict(pred=x, target=x, weight=np.uint64(0), aux=np.uint64(0), grad_out=np.uint64(0),
+                loss_out=np.uint64(0), partials=cupy.zeros(1, np.float64), n=np.int64(8),
+                param=np.float64(0), divisor=np.float64(8))
     args.update(changes)
     return tuple(args.values())
 
@@ -161,7 +163,7 @@ def test_arguments_are_checked_against_the_signature(cupy, change, message):
 
 def test_argument_count_and_pointer_dtype_are_checked(cupy):
     kernel = _mse_kernel(cupy)
-    with pytest.raises(emulator.LaunchError, match="takes 7 arguments, the launcher passed 6"):
+    with pytest.raises(emulator.LaunchError, match="takes 10 arguments, the launcher passed 9"):
         kernel((1,), (32,), _mse_args(cupy)[:-1])
     with pytest.raises(emulator.LaunchError, match="array of float64, not float32"):
         kernel((1,), (32,), _mse_args(cupy, pred=cupy.zeros(8, np.float64)))
@@ -285,8 +287,8 @@ BUGS = {
         "common/reduce.cuh", "u += 0x7fffu + ((u >> 16) & 1u);", "u += 0x7fffu;", None,
         _mse(4099, "bfloat16", "sum")),
     "float32-division-unrounded": (
-        "mse.cu", "if (first + e < n) acc = __dadd_rn(acc, square);",
-        "if (first + e < n) acc = __dadd_rn(acc, (float)square);", None,
+        "common/elementwise.cuh", "if (first + e < n) acc = __dadd_rn(acc, value);",
+        "if (first + e < n) acc = __dadd_rn(acc, (float)value);", None,
         _mse(300_007, "float64", "sum")),
 }
 

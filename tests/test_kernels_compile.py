@@ -11,11 +11,14 @@ import subprocess
 
 import pytest
 
+from fastloss import _registry
 from fastloss.backends.cuda import _module
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 ENTRIES = {
-    "mse": [f"fl_mse_{d}" for d in DTYPES] + [f"fl_mse_finish_{d}" for d in DTYPES],
+    loss: [f"fl_{loss}_{d}" for d in DTYPES] + [f"fl_{loss}_finish_{d}" for d in DTYPES]
+    for loss in _registry.ELEMENTWISE
+} | {
     "softmax_cross_entropy": [f"fl_softmax_cross_entropy_{d}" for d in DTYPES]
     + [f"fl_softmax_cross_entropy_probs_{d}" for d in DTYPES]
     + [f"fl_softmax_cross_entropy_finish_{d}" for d in DTYPES]

@@ -1,11 +1,13 @@
 """Backends: one fused kernel per loss per backend, behind one contract.
 
 Each backend package holds one module per loss (the loss's basename), and the
-registry (``fastloss._registry``) maps ``(loss, backend)`` to its function.
-Validation, dtype policy, reduction bookkeeping and result wrapping live in
-``fastloss.losses``; a backend function only computes.
+registry (``fastloss._registry``) maps ``(loss, backend)`` to its function;
+hooks (cross-entropy's "mean" divisor over labels) are registered the same
+way. Validation, dtype policy, reduction bookkeeping and result wrapping live
+in ``fastloss.losses`` and on the backend objects of ``fastloss._backend``; a
+backend function only computes.
 
-Both losses take a ``divisor``: the front passes the element count, the row
+Every loss takes a ``divisor``: the front passes the element count, the row
 count or the weight sum for "mean", and 1 for "sum" and "none" (where it
 ignores the returned loss). A zero divisor gives inf or NaN as IEEE division
 does, never an exception or a warning. Each backend returns the loss
@@ -16,18 +18,27 @@ input dtype; on cuda, a 0-d device array already in the input dtype, written
 by the last kernel (rounded once from float64), so the front adds no device
 operation.
 
-MSE: ``mse(pred, target, grad_out, loss_out, divisor) -> loss``
+Elementwise losses (MSE, L1, smooth L1, Huber, BCE, BCE with logits, hinge):
+``<loss>(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
+param=0.0) -> loss``, made per backend by ``<backend>.elementwise.fused``
+from the loss's functor ``f(x, t, aux, param) -> (loss, slope)`` and its
+constant ``scale`` (the derivative is ``scale * slope``).
 
-- ``pred``, ``target``: 1-D contiguous arrays, same length and dtype
+- ``x``, ``target``: 1-D contiguous arrays, same length and dtype
   (float32/float64; the cuda backend also float16/bfloat16).
-- ``grad_out``: ``None`` or a 1-D contiguous array of ``pred``'s dtype and
-  length, possibly the same memory as ``pred`` or ``target``; receives
-  ``2 * (pred - target) / divisor`` (as ``(2 / divisor) * (pred - target)``),
-  computed in the accumulator precision and rounded once.
-- ``loss_out``: ``None`` or a 1-D contiguous array of ``pred``'s dtype and
-  length; receives ``(pred - target) ** 2``.
-- ``divisor``: a Python number.
-- Returns ``sum((pred - target) ** 2) / divisor``.
+- ``weight``, ``aux``: ``None`` or 1-D contiguous arrays of ``x``'s dtype and
+  length (never aliasing an output). ``weight`` multiplies each element's loss
+  and slope; ``aux`` is the functor's per-element value (1.0 when None).
+- ``grad_out``: ``None`` or a 1-D contiguous array of ``x``'s dtype and
+  length, possibly the same memory as ``x`` or ``target``; receives
+  ``(scale / divisor) * (weight * slope)``, computed in float64 and rounded
+  once.
+- ``loss_out``: ``None`` or a 1-D contiguous array of ``x``'s dtype and
+  length; receives ``weight * f``.
+- ``param``: a Python float, the loss's scalar option (beta, delta, margin).
+- Returns ``sum(weight * f) / divisor``. Values outside a loss's domain
+  (probabilities outside [0, 1], hinge targets other than -1 and +1) give a
+  NaN loss and slope; the CPU front turns that into ValueError.
 
 Softmax cross-entropy: ``softmax_cross_entropy(logits, target, weight,
 grad_out, loss_out, ignore_index, label_smoothing, divisor) -> loss``

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastloss import _registry
 from fastloss import _validate as v
+from fastloss.losses import _tail
 
 
 def _labels(target, rows, classes, ignore_index, check, xp):
@@ -23,7 +24,7 @@ def _labels(target, rows, classes, ignore_index, check, xp):
 
 
 def _probabilities(target, logits, work, backend, xp):
-    v.check_float(target, "target", backend)
+    backend.check_float(target, "target")
     if target.shape != logits.shape:
         raise ValueError(
             f"target of class probabilities must have the shape of logits {logits.shape}; "
@@ -35,31 +36,12 @@ def _probabilities(target, logits, work, backend, xp):
 def _weight(weight, classes, backend, xp):
     if weight is None:
         return None
-    weight = v.as_array(weight, "weight", backend)
+    weight = backend.asarray(weight, "weight")
     if weight.dtype.kind not in "fiu":
         raise TypeError(f"weight must be a real-valued array; got dtype {weight.dtype}")
     if weight.shape != (classes,):
         raise ValueError(f"weight must have shape (k,) = ({classes},); got {weight.shape}")
     return xp.ascontiguousarray(weight, dtype=xp.float64)
-
-
-def _mean_divisor(labels, weight, rows, classes, ignore_index, backend):
-    """What a "mean" divides by: PyTorch's weight sum of the rows not ignored.
-
-    On the GPU one small kernel computes it into device memory (no
-    synchronisation).
-    """
-    if labels is None:
-        return rows
-    if backend == "cuda":
-        from fastloss.backends.cuda.softmax_cross_entropy import mean_divisor
-
-        return mean_divisor(labels, weight, classes, ignore_index)
-    kept = labels != ignore_index
-    if weight is None:
-        return int(kept.sum())
-    # Clipped because ignore_index may lie outside [0, k); those rows count 0.
-    return float((weight[labels.clip(0, classes - 1)] * kept).sum())
 
 
 def _softmax_cross_entropy(
@@ -69,9 +51,9 @@ def _softmax_cross_entropy(
     reduction = v.check_reduction(reduction)
     ignore_index = v.check_int(ignore_index, "ignore_index")
     label_smoothing = v.check_probability(label_smoothing, "label_smoothing")
-    backend = _registry.resolve(backend, logits, target, weight, out)
-    logits = v.as_array(logits, "logits", backend)
-    with v.device_scope(backend, logits):
+    backend = _registry.backend(backend, logits, target, weight, out)
+    logits = backend.asarray(logits, "logits")
+    with backend.scope(logits):
         return _checked(
             logits, target, reduction, ignore_index, label_smoothing, weight, backend, out,
             want_grad, check_labels,
@@ -83,21 +65,21 @@ def _checked(
     check_labels,
 ):
     """``(loss, grad or None)``, on the logits' device: the remaining checks, then the kernel."""
-    target = v.as_array(target, "target", backend)
-    v.check_float(logits, "logits", backend)
+    target = backend.asarray(target, "target")
+    backend.check_float(logits, "logits")
     if logits.ndim != 2 or logits.shape[1] == 0:
         raise ValueError(
             "logits must be 2-D (N, k) with the class axis last and k >= 1; "
             f"got shape {logits.shape}"
         )
     rows, classes = logits.shape
-    xp = v.array_module(backend)
+    xp = backend.xp
     dtype = logits.dtype
-    work = v.compute_dtype(dtype, backend)
+    work = backend.compute_dtype(dtype)
 
     labels = probabilities = None
     if target.dtype.kind in "iu":
-        check = backend != "cuda" or check_labels
+        check = backend.host or check_labels
         labels = _labels(target, rows, classes, ignore_index, check, xp)
     elif target.dtype.kind == "f" or target.dtype.name == "bfloat16":
         probabilities = _probabilities(target, logits, work, backend, xp)
@@ -107,36 +89,27 @@ def _checked(
             f"probabilities of shape (N, k); got dtype {target.dtype}"
         )
     weight = _weight(weight, classes, backend, xp)
-    out = v.check_out(out, "out", logits, backend)
-    v.check_same_device(backend, logits, target, weight, out)
+    out = backend.check_out(out, "out", logits)
+    backend.same_device(logits, target, weight, out)
 
     z = xp.ascontiguousarray(logits, dtype=work)
-    writes_out = want_grad and out is not None and work == dtype and out.flags.c_contiguous
-    grad = None
-    if writes_out:
-        grad = out
-    elif want_grad:
-        grad = xp.empty((rows, classes), work)
+    grad, writes_out = _tail.grad_buffer(xp, logits.shape, work, dtype, out, want_grad)
     row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
     divisor = 1
     if reduction == "mean":
-        divisor = _mean_divisor(labels, weight, rows, classes, ignore_index, backend)
+        divisor = rows
+        if labels is not None:
+            # PyTorch's weight sum of the rows not ignored; on a GPU a device
+            # pre-pass, read there by the kernels (no synchronisation).
+            divisor = backend.kernel("softmax_cross_entropy_mean_divisor")(
+                labels, weight, classes, ignore_index
+            )
 
-    reduced = _registry.kernel("softmax_cross_entropy", backend)(
+    reduced = backend.kernel("softmax_cross_entropy")(
         z, labels if labels is not None else probabilities, weight, grad, row_losses,
         ignore_index, label_smoothing, divisor,
     )
-
-    if reduction == "none":
-        loss = row_losses.astype(dtype)
-    else:
-        loss = v.result_scalar(reduced, dtype, xp)
-    if not want_grad or writes_out:
-        return loss, out if writes_out else None
-    if out is None:
-        return loss, grad.astype(dtype, copy=False)
-    out[...] = grad
-    return loss, out
+    return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)
 
 
 def softmax_cross_entropy(

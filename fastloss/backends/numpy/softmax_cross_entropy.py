@@ -38,3 +38,13 @@ def softmax_cross_entropy(
     if loss_out is not None:
         loss_out[...] = row_losses
     return total
+
+
+def mean_divisor(labels, weight, classes, ignore_index):
+    """A "mean"'s divisor over ``(N,)`` int64 labels: PyTorch's weight sum of the rows
+    not ignored (their count without weights)."""
+    kept = labels != ignore_index
+    if weight is None:
+        return int(kept.sum())
+    # Clipped because ignore_index may lie outside [0, k); those rows count 0.
+    return float((weight[labels.clip(0, classes - 1)] * kept).sum())

@@ -1,0 +1,158 @@
+"""Backend objects: what a front needs to know about where a loss runs.
+
+One object per backend, resolved once per call by ``fastloss._registry.backend``.
+It carries the array module, how the caller's arrays become that module's
+arrays (never a hidden host <-> device copy), the device scope, the dtypes a
+kernel computes in, how a loss comes back to the caller, and the backend's
+kernels and hooks. The fronts never compare backend names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+_HOST_NAMES = ("float16", "float32", "float64")
+_DEVICE_NAMES = ("float16", "bfloat16", "float32", "float64")
+_HOST_DTYPES = frozenset(np.dtype(name) for name in _HOST_NAMES)
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT16 = np.dtype(np.float16)
+_NO_SCOPE = contextlib.nullcontext()
+
+
+class Backend:
+    """The interface; see :class:`HostBackend` and :class:`CudaBackend`.
+
+    ``host``: arrays live in host memory, so a check of their values is cheap
+    and may raise; on a device it would synchronise, and kernels turn invalid
+    values into NaN instead.
+    """
+
+    name: str
+    host: bool
+
+    def __init__(self, name: str, kernels):
+        self.name = name
+        self._kernels = kernels
+
+    def kernel(self, loss: str):
+        """The fused kernel (or hook) registered as ``loss`` for this backend."""
+        return self._kernels(loss, self.name)
+
+    def __repr__(self) -> str:
+        return f"<fastloss backend {self.name!r}>"
+
+    def _dtype_error(self, x, name: str, names) -> TypeError:
+        return TypeError(
+            f"{name} must be a floating-point array ({', '.join(names)}); got dtype {x.dtype}"
+        )
+
+    def check_out(self, out, name: str, like):
+        """``out`` as an array of this backend with ``like``'s shape and dtype (or None)."""
+        if out is None:
+            return None
+        out = self.writable(out, name)
+        if out.shape != like.shape:
+            raise ValueError(
+                f"{name} must have shape {like.shape} (that of the input); got {out.shape}"
+            )
+        if out.dtype != like.dtype:
+            raise TypeError(
+                f"{name} must have dtype {like.dtype} (that of the input); got {out.dtype}"
+            )
+        return out
+
+
+class HostBackend(Backend):
+    """numpy and numba: NumPy arrays, float16 computed in float32, NumPy scalar results."""
+
+    host = True
+    xp = np
+
+    def asarray(self, x, name: str):
+        """``x`` as a NumPy array without copying array inputs; device arrays are a TypeError."""
+        if type(x) is np.ndarray:
+            return x
+        if type(x).__module__.split(".")[0] == "cupy" or hasattr(x, "__cuda_array_interface__"):
+            raise TypeError(
+                f"{name} is a {type(x).__module__}.{type(x).__name__} in GPU memory, but "
+                f"backend={self.name!r} runs on the CPU: use backend='cuda' (or 'auto'), or "
+                f"move it to the host with cupy.asnumpy({name}) / {name}.cpu()"
+            )
+        try:
+            return np.asarray(x)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from exc
+
+    def writable(self, out, name: str):
+        # Anything but an ndarray would be converted to a new array that the caller never sees.
+        if not isinstance(out, np.ndarray):
+            raise TypeError(
+                f"{name} must be a NumPy array to write into; got {type(out).__name__}"
+            )
+        if not out.flags.writeable:
+            raise ValueError(f"{name} must be writeable")
+        return out
+
+    def check_float(self, x, name: str) -> None:
+        dtype = x.dtype
+        if dtype not in _HOST_DTYPES and dtype.newbyteorder("=") not in _HOST_DTYPES:
+            raise self._dtype_error(x, name, _HOST_NAMES)
+
+    def compute_dtype(self, dtype):
+        """Native byte order; float16 is computed in float32 and rounded once."""
+        if dtype == _FLOAT16:
+            return _FLOAT32
+        return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+    def scope(self, array):
+        return _NO_SCOPE
+
+    def same_device(self, *arrays) -> None:
+        pass
+
+    def result(self, loss, dtype):
+        """A backend's float64 loss rounded once to the caller's ``dtype``."""
+        return dtype.type(loss)
+
+
+class CudaBackend(Backend):
+    """cuda: CuPy arrays (any CUDA array, viewed), halves native, 0-d device results."""
+
+    host = False
+
+    @property
+    def xp(self):
+        import cupy  # the current module: the host emulator swaps it in tests
+
+        return cupy
+
+    def asarray(self, x, name: str):
+        from fastloss.backends.cuda._arrays import as_device_array
+
+        return as_device_array(x, name)
+
+    def writable(self, out, name: str):
+        return self.asarray(out, name)
+
+    def check_float(self, x, name: str) -> None:
+        if x.dtype.name not in _DEVICE_NAMES:
+            raise self._dtype_error(x, name, _DEVICE_NAMES)
+
+    def compute_dtype(self, dtype):
+        return dtype
+
+    def scope(self, array):
+        """The input's GPU: allocations and launches happen there."""
+        return array.device
+
+    def same_device(self, *arrays) -> None:
+        """Arrays on different GPUs are a ValueError."""
+        from fastloss.backends.cuda._arrays import check_same_device
+
+        check_same_device(*arrays)
+
+    def result(self, loss, dtype):
+        """Already a 0-d device array of ``dtype``, written by the last kernel."""
+        return loss

@@ -1,0 +1,243 @@
+"""The fused elementwise kernel of Numba: loss and gradient in one pass, summed in fixed blocks.
+
+A loss module defines its functor, an ``@njit(inline="always")`` function
+``pair(x, t, aux, param) -> (loss, slope)`` of float64 values, and makes its
+backend function with :func:`fused`; see ``fastloss.backends`` for the
+contract of that function. ``slope`` times ``scale`` is the derivative of the
+loss with respect to ``x`` (a constant factor kept out of the per-element
+work, as MSE's 2); ``aux`` is the element's auxiliary value (1.0 without an
+aux array), ``param`` the loss's scalar option.
+
+The kernel functions below are templates: :func:`fused` compiles a copy of
+them per functor, whose globals name that functor. Each copy is cached on
+disk under a name that carries a digest of the functor's file, because
+Numba's cache notices edits to this file only.
+"""
+
+import hashlib
+import inspect
+import types as pytypes
+from pathlib import Path
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+# Partial sums kept per lane: element j of a block adds into lane j % LANES, so
+# the order of every float64 addition is fixed by the source, not by the
+# vector width LLVM picks. 64 keeps the lane loops long enough that LLVM
+# vectorises them instead of unrolling them into scalar code.
+LANES = 64
+# Elements per parallel work item. Blocks, not threads, decide where partial
+# sums start and end, which makes the result independent of the thread count.
+# Each sum is float64 over at most BLOCK / LANES + LANES + blocks terms, so its
+# relative error stays below 1e-12 up to 1e8 elements.
+BLOCK = 256 * LANES
+
+
+# The same helper as in softmax_cross_entropy.py: Numba's cache only notices
+# edits to the file of the function it caches, so each kernel file keeps its own.
+@intrinsic
+def _stack_lanes(typingctx, like):
+    """A 1-D array of LANES items of ``like``'s (dtype's) type on the stack.
+
+    LLVM knows a stack buffer aliases no argument, so a chunk read into it
+    and written out of it vectorises without runtime overlap checks, which
+    would fail, and fall back to scalar code, exactly when the gradient is
+    computed in place. Contents start undefined; the array must not outlive
+    the function that created it.
+    """
+    item = like.dtype if isinstance(like, types.Array) else like
+    array_type = types.Array(item, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        item_type = context.get_value_type(item)
+        data = cgutils.alloca_once(builder, item_type, size=LANES)
+        intp = context.get_value_type(types.intp)
+        itemsize = ir.Constant(intp, context.get_abi_sizeof(item_type))
+        lanes = context.make_array(array_type)(context, builder)
+        context.populate_array(
+            lanes,
+            data=data,
+            shape=cgutils.pack_array(builder, [ir.Constant(intp, LANES)]),
+            strides=cgutils.pack_array(builder, [itemsize]),
+            itemsize=itemsize,
+            meminfo=None,
+        )
+        return lanes._getvalue()
+
+    return array_type(like), codegen
+
+
+def _part(array, start, stop):
+    """``array[start:stop]``, or None for a None array; resolved while typing
+    so that the part is a plain array type, never an optional one."""
+    return None if array is None else array[start:stop]
+
+
+@overload(_part)
+def _part_overload(array, start, stop):
+    if isinstance(array, types.NoneType):
+        return lambda array, start, stop: None
+    return lambda array, start, stop: array[start:stop]
+
+
+def _load(array, start, count, lanes):
+    """``lanes[:count] = array[start:start + count]`` as float64; nothing for a None array."""
+
+
+@overload(_load)
+def _load_overload(array, start, count, lanes):
+    if isinstance(array, types.NoneType):
+        return lambda array, start, count, lanes: None
+
+    def load(array, start, count, lanes):
+        for lane in range(count):
+            lanes[lane] = np.float64(array[start + lane])
+
+    return load
+
+
+def _lane(array, lanes, lane):
+    """``lanes[lane]``, or 1.0 when there is no array behind the lanes."""
+
+
+@overload(_lane)
+def _lane_overload(array, lanes, lane):
+    if isinstance(array, types.NoneType):
+        return lambda array, lanes, lane: 1.0
+    return lambda array, lanes, lane: lanes[lane]
+
+
+# --- helpers of the functors ------------------------------------------------------------
+
+
+@njit(inline="always")
+def signum(value):
+    """-1.0, 0.0 or 1.0 by the sign of ``value`` (0.0 for either zero); NaN stays NaN."""
+    if value > 0.0:
+        return 1.0
+    if value < 0.0:
+        return -1.0
+    return value - value
+
+
+# --- templates: compiled once per functor by fused() ---------------------------------------
+
+
+def _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start, count,
+           lane_sums, xs, ts, ws, auxs):
+    # All loads of the chunk happen before any store, so an output that is
+    # the same memory as an input is read before it is overwritten.
+    for lane in range(count):
+        xs[lane] = np.float64(x[start + lane])
+        ts[lane] = np.float64(target[start + lane])
+    _load(weight, start, count, ws)
+    _load(aux, start, count, auxs)
+    for lane in range(count):
+        # _pair: the functor, a global of each compiled copy (see _compile).
+        loss, slope = _pair(xs[lane], ts[lane], _lane(aux, auxs, lane), param)  # noqa: F821
+        if weight is not None:
+            loss *= ws[lane]
+            slope *= ws[lane]
+        lane_sums[lane] += loss
+        if grad_out is not None:
+            grad_out[start + lane] = grad_scale * slope
+        if loss_out is not None:
+            loss_out[start + lane] = loss
+
+
+def _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale):
+    size = x.size
+    lane_sums = _stack_lanes(0.0)
+    xs = _stack_lanes(0.0)
+    ts = _stack_lanes(0.0)
+    ws = _stack_lanes(0.0)
+    auxs = _stack_lanes(0.0)
+    for lane in range(LANES):
+        lane_sums[lane] = 0.0
+    full = size - size % LANES
+    for start in range(0, full, LANES):
+        _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start, LANES,
+               lane_sums, xs, ts, ws, auxs)
+    _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, full, size - full,
+           lane_sums, xs, ts, ws, auxs)
+    total = 0.0
+    for lane in range(LANES):
+        total += lane_sums[lane]
+    return total
+
+
+def _kernel(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
+    size = x.size
+    grad_scale = scale / divisor
+    blocks = (size + BLOCK - 1) // BLOCK
+    partials = np.empty(blocks)
+    for block in prange(blocks):
+        start = block * BLOCK
+        stop = min(start + BLOCK, size)
+        partials[block] = _block_sum(
+            x[start:stop],
+            target[start:stop],
+            _part(weight, start, stop),
+            _part(aux, start, stop),
+            _part(grad_out, start, stop),
+            _part(loss_out, start, stop),
+            param,
+            grad_scale,
+        )
+    total = 0.0
+    for block in range(blocks):
+        total += partials[block]
+    return total / divisor
+
+
+def _one_block(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
+    # What _kernel computes for a single block (0.0 + total is total: a sum
+    # that starts at 0.0 is never -0.0), without waking the thread pool,
+    # which costs more than a small input's whole pass.
+    grad_scale = scale / divisor
+    return _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale) / divisor
+
+
+_TEMPLATES = (
+    (_chunk, dict(inline="always")),
+    (_block_sum, dict()),
+    (_kernel, dict(parallel=True)),
+    (_one_block, dict()),
+)
+
+
+def _compile(pair, tag: str):
+    """The kernels of the templates with ``_pair`` bound to ``pair``: any size, and one block."""
+    namespace = dict(globals(), _pair=pair)
+    for template, options in _TEMPLATES:
+        code = template.__code__
+        copy = pytypes.FunctionType(code, namespace, code.co_name)
+        copy.__qualname__ = f"{code.co_name}__{tag}"
+        namespace[code.co_name] = njit(cache=True, error_model="numpy", **options)(copy)
+    return namespace["_kernel"], namespace["_one_block"]
+
+
+def fused(pair, scale: float):
+    """The backend function of the elementwise loss whose functor is ``pair``.
+
+    ``fn(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
+    param=0.0)`` returns ``sum(weight * loss) / divisor`` as a NumPy float64
+    and writes ``weight * slope * scale / divisor`` to ``grad_out`` (computed
+    as ``(scale / divisor) * (weight * slope)``, rounded once) and ``weight *
+    loss`` to ``loss_out`` when they are given.
+    """
+    source = Path(inspect.getfile(pair.py_func)).read_bytes()
+    tag = f"{pair.__name__.strip('_')}_{hashlib.sha256(source).hexdigest()[:12]}"
+    kernel, one_block = _compile(pair, tag)
+
+    def backend_function(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
+                         param=0.0):
+        run = one_block if x.size <= BLOCK else kernel
+        return np.float64(run(x, target, weight, aux, grad_out, loss_out, float(param), scale,
+                              float(divisor)))
+
+    return backend_function

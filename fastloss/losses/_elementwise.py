@@ -1,0 +1,134 @@
+"""The front of every elementwise loss: checks, layout, one fused kernel call, the shared tail.
+
+An elementwise loss is ``loss(x, t) = sum_e w_e * f(x_e, t_e)`` over any shape,
+with its gradient with respect to ``x``; each backend computes ``f`` and its
+derivative with one functor inside one fused pass (``fastloss.backends``).
+A loss declares itself with an :class:`Elementwise` spec and calls
+:func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastloss import _registry
+from fastloss import _validate as v
+from fastloss.losses import _tail
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """How a front calls its elementwise kernel.
+
+    ``name``: the registered loss (and backend function) name. ``input``: the
+    name of the first argument in messages. ``domain``: for losses defined
+    only for some values, ``domain(x, t)`` on host arrays returns a message
+    naming the argument when a value is outside it, else None. The kernels
+    make such elements NaN; the CPU front then raises ValueError with the
+    message, and the cuda front returns the NaN (a check would synchronise).
+    """
+
+    name: str
+    input: str = "pred"
+    domain: Callable[[np.ndarray, np.ndarray], str | None] | None = None
+
+
+def _per_element(values, name: str, like, work, order: str, backend):
+    """``values`` (broadcastable to ``like``) as a flat array of ``work`` in ``order``."""
+    if values is None:
+        return None
+    values = backend.asarray(values, name)
+    if not (values.dtype.kind in "fiu" or values.dtype.name == "bfloat16"):
+        raise TypeError(f"{name} must be a real-valued array; got dtype {values.dtype}")
+    try:
+        fits = np.broadcast_shapes(values.shape, like.shape) == like.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{name} must be broadcastable to the input's shape {like.shape}; got {values.shape}"
+        )
+    flat = backend.xp.empty(like.shape, work, order=order)
+    flat[...] = values
+    return flat.ravel(order)
+
+
+def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: bool, *,
+             param: float = 0.0, weight=None, aux=None, aux_name: str = "aux"):
+    """``(loss, grad or None)`` of ``spec``'s loss: the checks of the error contract,
+    then one kernel call. ``weight`` and ``aux`` (optional, broadcastable to ``x``)
+    reach the kernel per element: ``weight`` scales loss and gradient, ``aux``
+    is the functor's own per-element parameter; ``param`` its scalar one."""
+    reduction = v.check_reduction(reduction)
+    backend = _registry.backend(backend, x, target, weight, aux, out)
+    x = backend.asarray(x, spec.input)
+    target = backend.asarray(target, "target")
+    backend.check_float(x, spec.input)
+    backend.check_float(target, "target")
+    if target.shape != x.shape:
+        raise ValueError(
+            f"target must have the shape of {spec.input} {x.shape}; got {target.shape}"
+        )
+    out = backend.check_out(out, "out", x)
+    with backend.scope(x):
+        # Walk both arrays in memory order when both are Fortran-ordered, so
+        # that neither is copied; any other layout is made C-contiguous once.
+        order = "F" if x.flags.f_contiguous and target.flags.f_contiguous else "C"
+        dtype = x.dtype
+        work = backend.compute_dtype(dtype)
+        weight = _per_element(weight, "weight", x, work, order, backend)
+        aux = _per_element(aux, aux_name, x, work, order, backend)
+        backend.same_device(x, target, weight, aux, out)
+        if backend.host and spec.domain is not None and _aliased(out, x, target):
+            _check_domain(spec, x, target)  # the kernel will overwrite what the check reads
+
+        grad, writes_out = _tail.grad_buffer(backend.xp, x.shape, work, dtype, out, want_grad,
+                                             order)
+        items = backend.xp.empty(x.shape, work, order=order) if reduction == "none" else None
+        reduced = backend.kernel(spec.name)(
+            x.ravel(order).astype(work, copy=False),
+            target.ravel(order).astype(work, copy=False),
+            None if grad is None else grad.ravel(order),
+            None if items is None else items.ravel(order),
+            x.size if reduction == "mean" else 1,
+            weight, aux, param,
+        )
+        if backend.host and spec.domain is not None and reduced != reduced:
+            _check_domain(spec, x, target)  # a NaN total: NaN input, or outside the domain
+        return _tail.results(backend, dtype, reduced, items, grad, writes_out, out)
+
+
+def _aliased(out, x, target) -> bool:
+    return out is not None and (np.may_share_memory(out, x) or np.may_share_memory(out, target))
+
+
+def _check_domain(spec: Elementwise, x, target) -> None:
+    message = spec.domain(x, target)
+    if message is not None:
+        raise ValueError(message)
+
+
+def contract(input_name: str, semantics: str) -> tuple[str, str]:
+    """The docstring paragraphs every elementwise loss shares: arguments, and out=."""
+    arguments = f"""
+    {input_name}, target: floating-point arrays of the same shape (any shape,
+        any layout): NumPy for the CPU backends, CuPy or any CUDA array for cuda.
+    reduction: "mean" (over all elements), "sum" or "none" (elementwise).
+    backend: "auto" (cuda for device arrays, else numba when installed, else
+        numpy), "numpy", "numba" or "cuda".
+
+    {semantics} Float16 is computed in float32 and rounded once. Raises
+    ValueError for mismatched shapes or bad options, TypeError for non-float
+    arrays or arrays of the wrong library.
+"""
+    gradient = f"""
+    out: optional array of {input_name}'s shape and dtype that receives the
+        gradient; it may be ``{input_name}`` or ``target`` itself (an in-place
+        gradient).
+    The gradient is that of the reduced loss ("none": of the sum), with
+    {input_name}'s shape and dtype.
+"""
+    return arguments, gradient

@@ -1,0 +1,38 @@
+"""The tail every loss front shares: the gradient buffer a kernel writes, then the caller's
+``(loss, grad)`` from what the kernel wrote (out=, "none", dtype and layout)."""
+
+from __future__ import annotations
+
+
+def _contiguous(array, order: str) -> bool:
+    return array.flags.c_contiguous if order == "C" else array.flags.f_contiguous
+
+
+def grad_buffer(xp, shape, work, dtype, out, want_grad: bool, order: str = "C"):
+    """``(buffer, writes_out)``: where the kernel writes the gradient, contiguous in ``order``.
+
+    ``out`` itself when it has the compute dtype and that layout (an in-place
+    gradient costs nothing); otherwise a new array of the compute dtype,
+    copied into ``out`` by :func:`results`. ``None`` when no gradient is wanted.
+    """
+    if not want_grad:
+        return None, False
+    if out is not None and work == dtype and _contiguous(out, order):
+        return out, True
+    return xp.empty(shape, work, order=order), False
+
+
+def results(backend, dtype, reduced, items, grad, writes_out: bool, out):
+    """The caller's ``(loss, grad or None)``.
+
+    ``items``: the per-element or per-row losses for "none" (any float dtype,
+    made ``dtype``), else None and ``reduced`` is the backend's loss.
+    ``grad``: the buffer of :func:`grad_buffer`.
+    """
+    loss = backend.result(reduced, dtype) if items is None else items.astype(dtype, copy=False)
+    if grad is None or writes_out:
+        return loss, grad
+    if out is None:
+        return loss, grad.astype(dtype, copy=False)
+    out[...] = grad
+    return loss, out
