@@ -3,7 +3,21 @@
 Importing fastloss imports neither numba nor cupy: backends load on first use.
 """
 
+from fastloss.losses.binary_cross_entropy import (
+    binary_cross_entropy,
+    binary_cross_entropy_grad,
+    binary_cross_entropy_with_grad,
+)
+from fastloss.losses.binary_cross_entropy_with_logits import (
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_grad,
+    binary_cross_entropy_with_logits_with_grad,
+)
+from fastloss.losses.hinge import hinge, hinge_grad, hinge_with_grad
+from fastloss.losses.huber import huber, huber_grad, huber_with_grad
+from fastloss.losses.l1 import l1, l1_grad, l1_with_grad
 from fastloss.losses.mse import mse, mse_grad, mse_with_grad
+from fastloss.losses.smooth_l1 import smooth_l1, smooth_l1_grad, smooth_l1_with_grad
 from fastloss.losses.softmax_cross_entropy import (
     softmax_cross_entropy,
     softmax_cross_entropy_grad,
@@ -16,6 +30,24 @@ __all__ = [
     "mse",
     "mse_grad",
     "mse_with_grad",
+    "l1",
+    "l1_grad",
+    "l1_with_grad",
+    "smooth_l1",
+    "smooth_l1_grad",
+    "smooth_l1_with_grad",
+    "huber",
+    "huber_grad",
+    "huber_with_grad",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "binary_cross_entropy_with_logits_with_grad",
+    "binary_cross_entropy",
+    "binary_cross_entropy_grad",
+    "binary_cross_entropy_with_grad",
+    "hinge",
+    "hinge_grad",
+    "hinge_with_grad",
     "softmax_cross_entropy",
     "softmax_cross_entropy_grad",
     "softmax_cross_entropy_with_grad",

@@ -20,7 +20,10 @@ BACKENDS = ("numpy", "numba", "cuda")
 # Every loss, by family. Elementwise losses share the front of
 # ``fastloss.losses._elementwise`` and, per backend, one fused elementwise
 # kernel over a per-loss functor.
-ELEMENTWISE = ("mse",)
+ELEMENTWISE = (
+    "mse", "l1", "smooth_l1", "huber", "binary_cross_entropy_with_logits",
+    "binary_cross_entropy", "hinge",
+)
 ROWWISE = ("softmax_cross_entropy",)
 LOSSES = ELEMENTWISE + ROWWISE
 

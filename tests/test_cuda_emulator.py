@@ -37,6 +37,11 @@ def test_mse_matrix(cupy, case):
     cases.run_mse(case, cupy)
 
 
+@pytest.mark.parametrize("case", cases.elementwise_cases(), ids=lambda c: c.id)
+def test_elementwise_matrix(cupy, case):
+    cases.run_elementwise(case, cupy)
+
+
 @pytest.mark.parametrize("classes", [3, 7, 100, 700, 5000])
 def test_rows_span_several_grid_strides(cupy, monkeypatch, classes):
     # A three-block grid makes every block loop over rows as a capped grid does
@@ -199,6 +204,32 @@ def test_mse_reads_each_input_once_and_writes_the_gradient_once(cupy, dtype):
     once = _sectors(_address(pred), pred.nbytes)
     tail = 32 * (16 // pred.itemsize - 1)
     assert once <= main.read["pred"] <= once + tail
+    assert once <= main.written["grad_out"] <= once + tail
+
+
+@pytest.mark.parametrize("loss", sorted(cases.ELEMENTWISE))
+def test_elementwise_kernels_read_inputs_once_and_write_the_gradient_once(cupy, loss):
+    size = 100_003
+    case = cases.ElementwiseCase(loss, size, weighted=bool(cases.ELEMENTWISE[loss][2]))
+    x, target, options = cases.elementwise_inputs(case)
+    arrays = {name: cupy.asarray(value) for name, value in options.items()
+              if isinstance(value, np.ndarray)}
+    scalars = {name: value for name, value in options.items() if name not in arrays}
+    pred, target = cupy.asarray(x), cupy.asarray(target)
+    # Every buffer the kernel reads, by its parameter name (pos_weight is its aux).
+    inputs = {"pred": pred, "target": target} | {
+        {"pos_weight": "aux"}.get(name, name): array for name, array in arrays.items()}
+    with emulator.recording(count_traffic=True) as record:
+        getattr(fl, f"{loss}_with_grad")(pred, target, backend="cuda", **arrays, **scalars)
+    main = record.launches[0]
+    nbytes = inputs["pred"].nbytes
+    assert main.loaded == {**{name: nbytes for name in inputs}, "grad_out": 0, "partials": 0}
+    assert main.stored == {**{name: 0 for name in inputs}, "grad_out": nbytes,
+                           "partials": 8 * main.grid[0]}
+    once = _sectors(_address(inputs["pred"]), nbytes)
+    tail = 32 * (16 // x.itemsize - 1)
+    for name in inputs:
+        assert once <= main.read[name] <= once + tail
     assert once <= main.written["grad_out"] <= once + tail
 
 

@@ -74,6 +74,36 @@ class MseCase:
         return "-".join([str(self.size), self.dtype, self.reduction, *flags])
 
 
+@dataclass(frozen=True)
+class ElementwiseCase:
+    """One elementwise loss other than MSE (whose bit-exact matrix is ``MseCase``)."""
+
+    loss: str
+    size: int
+    dtype: str = "float32"
+    reduction: str = "mean"
+    in_place: bool = False
+    misaligned: bool = False
+    weighted: bool = False
+
+    @property
+    def id(self) -> str:
+        flags = [name for name in ("in_place", "misaligned", "weighted") if getattr(self, name)]
+        return "-".join([self.loss, str(self.size), self.dtype, self.reduction, *flags])
+
+
+# Each elementwise loss's inputs (float64 before rounding), options, and the
+# options that take per-element arrays when a case is weighted.
+ELEMENTWISE = {
+    "l1": ("normal", {}, ()),
+    "smooth_l1": ("normal", {"beta": 0.5}, ()),
+    "huber": ("normal", {"delta": 0.75}, ()),
+    "binary_cross_entropy_with_logits": ("logits", {}, ("weight", "pos_weight")),
+    "binary_cross_entropy": ("probs", {}, ("weight",)),
+    "hinge": ("signs", {"margin": 0.5}, ()),
+}
+
+
 def cross_entropy_cases(small: bool = False) -> list[CrossEntropyCase]:
     rows = 3 if small else 37
     cases = [CrossEntropyCase(rows, k, dtype) for k in CLASSES for dtype in DTYPES]
@@ -100,6 +130,63 @@ def mse_cases(small: bool = False) -> list[MseCase]:
              for reduction in ("mean", "sum", "none")]
     cases += [MseCase(4099, dtype, in_place=True, misaligned=True) for dtype in DTYPES]
     return cases
+
+
+def elementwise_cases(small: bool = False) -> list[ElementwiseCase]:
+    sizes = (1, 33, 4099) if small else (1, 7, 33, 4099, 300_007)
+    cases = [ElementwiseCase(loss, n, dtype, reduction) for loss in ELEMENTWISE
+             for n in sizes for dtype in DTYPES
+             for reduction in (("mean", "none") if small else ("mean", "sum", "none"))]
+    cases += [ElementwiseCase(loss, 4099, dtype, in_place=True, misaligned=True,
+                              weighted=bool(ELEMENTWISE[loss][2]))
+              for loss in ELEMENTWISE for dtype in ("float16", "float64")]
+    cases += [ElementwiseCase(loss, n, "float32", reduction, weighted=True)
+              for loss in ELEMENTWISE if ELEMENTWISE[loss][2]
+              for n in (33, 4099) for reduction in ("mean", "none")]
+    return cases
+
+
+def elementwise_inputs(case: ElementwiseCase):
+    """``(x, target, options)`` of ``case`` in its dtype (options' arrays too)."""
+    rng = np.random.default_rng(case.size * 31 + len(case.loss))
+    kind, options, arrays = ELEMENTWISE[case.loss]
+    dtype = numpy_dtype(case.dtype)
+    if kind == "probs":
+        x, target = rng.uniform(0.01, 0.99, case.size), rng.random(case.size)
+    elif kind == "signs":
+        x, target = 2 * rng.standard_normal(case.size), np.sign(rng.random(case.size) - 0.5)
+    else:
+        x = 3 * rng.standard_normal(case.size)
+        target = rng.random(case.size) if kind == "logits" else rng.standard_normal(case.size)
+    options = dict(options)
+    if case.weighted:
+        options.update({name: rng.uniform(0.5, 2.0, case.size).astype(dtype) for name in arrays})
+    return x.astype(dtype), target.astype(dtype), options
+
+
+def run_elementwise(case: ElementwiseCase, cupy) -> None:
+    """A loss on the device against the NumPy backend on the same (rounded) values, within
+    the dtype's tolerance (the functors use exp and log, whose last bits the GPU decides)."""
+    x, target, options = elementwise_inputs(case)
+    function = getattr(fl, f"{case.loss}_with_grad")
+    exact = {name: value.astype(np.float64) if isinstance(value, np.ndarray) else value
+             for name, value in options.items()}
+    want_loss, want_grad = function(x.astype(np.float64), target.astype(np.float64),
+                                    reduction=case.reduction, backend="numpy", **exact)
+    device_x = _device_copy(cupy, x, case.misaligned)
+    device_target = _device_copy(cupy, target, case.misaligned)
+    device_options = {name: _device_copy(cupy, value, case.misaligned)
+                      if isinstance(value, np.ndarray) else value
+                      for name, value in options.items()}
+    out = device_x if case.in_place else None
+    loss, grad = function(device_x, device_target, reduction=case.reduction, backend="cuda",
+                          out=out, **device_options)
+    assert fl_host(grad).dtype == x.dtype and fl_host(loss).dtype == x.dtype
+    if case.in_place:
+        assert grad is out
+    scale = np.nanmax(np.abs(want_grad), initial=0.0)
+    _check(f"loss {case.id}", loss, want_loss, case.dtype, ATOL[case.dtype])
+    _check(f"grad {case.id}", grad, want_grad, case.dtype, ATOL[case.dtype] * max(scale, 1.0))
 
 
 def _device_copy(cupy, host: np.ndarray, misaligned: bool):
@@ -231,15 +318,17 @@ def run_mse(case: MseCase, cupy) -> None:
         _check_exact(f"grad {case.id}", grad, want_grad, case.dtype)
 
 
-def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase]]:
+def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[ElementwiseCase]]:
     """The cases ThreadSanitizer runs (it is slow): every block reduction, in-place gradients."""
     cross_entropy = [
         CrossEntropyCase(2, k, dtype, targets, "mean", True, 0.1, in_place=True)
         for k in (31, 513, 4097) for dtype in ("float32", "float64")
         for targets in ("labels", "probabilities")
     ]
+    elementwise = [ElementwiseCase(loss, 4099, "float32", in_place=True,
+                                   weighted=bool(ELEMENTWISE[loss][2])) for loss in ELEMENTWISE]
     return cross_entropy, [MseCase(4099, "float32", "mean", in_place=True),
-                           MseCase(33, "float16", "none", in_place=True)]
+                           MseCase(33, "float16", "none", in_place=True)], elementwise
 
 
 def main() -> int:
@@ -248,15 +337,18 @@ def main() -> int:
     from cuda_emulator import emulator
 
     if emulator.variant() == "tsan":
-        cross_entropy, mse = race_cases()
+        cross_entropy, mse, elementwise = race_cases()
     else:
         cross_entropy, mse = cross_entropy_cases(small=True), mse_cases(small=True)
+        elementwise = elementwise_cases(small=True)
     failures = 0
     with emulator.activate() as cupy:
         for case in cross_entropy:
             failures += _report(run_cross_entropy, case, cupy)
         for case in mse:
             failures += _report(run_mse, case, cupy)
+        for case in elementwise:
+            failures += _report(run_elementwise, case, cupy)
         failures += _report(lambda _, cupy: _labels_checked(cupy), "check_labels", cupy)
     print(f"{failures} failed", flush=True)
     return 1 if failures else 0

@@ -1,0 +1,25 @@
+"""Binary cross-entropy of probabilities in plain NumPy, float64 throughout."""
+
+import numpy as np
+
+from fastloss.backends.numpy import elementwise
+
+# PyTorch's floor of the gradient's denominator: 1e-12 as a float32.
+_EPSILON = 9.999999960041972e-13
+
+
+def _clamped_log(values):
+    # PyTorch's clamp of log at -100; NaN stays NaN.
+    logs = np.log(values)
+    return np.where(logs < -100.0, -100.0, logs)
+
+
+def _binary_cross_entropy(probs, target, aux, param):
+    valid = (probs >= 0) & (probs <= 1) | np.isnan(probs)
+    loss = -(target * _clamped_log(probs) + (1.0 - target) * _clamped_log(1.0 - probs))
+    spread = (1.0 - probs) * probs
+    slope = (probs - target) / np.where(spread < _EPSILON, _EPSILON, spread)
+    return np.where(valid, loss, np.nan), np.where(valid, slope, np.nan)
+
+
+binary_cross_entropy = elementwise.fused(_binary_cross_entropy, scale=1.0)

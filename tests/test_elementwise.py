@@ -1,0 +1,361 @@
+"""The elementwise losses on every backend against ``torch.nn.functional`` and float64 NumPy.
+
+MSE keeps its own file (test_mse.py); each loss here is a row of ``LOSSES``:
+its function, its PyTorch reference, its inputs and its options. The same
+matrix (dtypes, shapes, layouts, options, extremes, in-place out=, empty
+input, bad input) runs for every row on every backend of the ``backend``
+fixture, the CUDA kernels included on the host emulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from conftest import TOLERANCE, to_backend, to_host
+
+import fastloss as fl
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+REDUCTIONS = ["mean", "sum", "none"]
+SHAPES = [(1,), (7, 33), (3, 4, 5), (129, 65)]
+
+
+def _normal_pair(rng, shape):
+    return rng.standard_normal(shape) * 2, rng.standard_normal(shape) * 2
+
+
+def _logits_and_labels(rng, shape):
+    return rng.standard_normal(shape) * 4, rng.random(shape)
+
+
+def _probs_and_labels(rng, shape):
+    return rng.uniform(0.001, 0.999, shape), (rng.random(shape) < 0.5).astype(float)
+
+
+def _scores_and_signs(rng, shape):
+    return rng.standard_normal(shape) * 2, np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+
+
+def _hinge_reference(scores, target, margin=1.0, reduction="mean"):
+    # relu: a subgradient of 0 at the kink, as fastloss defines it.
+    return getattr(F.relu(margin - target * scores), reduction if reduction != "none" else
+                   "clone")()
+
+
+@dataclass(frozen=True)
+class Loss:
+    name: str
+    reference: Callable  # torch's functional form: (input, target, reduction=..., **options)
+    inputs: Callable  # (rng, shape) -> float64 (input, target)
+    options: list[dict] = field(default_factory=lambda: [{}])
+    # Arrays among the options (broadcast over the input's shape by a function of it).
+    arrays: dict[str, Callable] = field(default_factory=dict)
+
+    @property
+    def with_grad(self):
+        return getattr(fl, f"{self.name}_with_grad")
+
+
+def _columns(shape):
+    return shape[-1:] if shape else ()
+
+
+LOSSES = [
+    Loss("l1", F.l1_loss, _normal_pair),
+    Loss("smooth_l1", F.smooth_l1_loss, _normal_pair,
+         [{}, {"beta": 0.5}, {"beta": 0.0}, {"beta": 3.0}]),
+    Loss("huber", F.huber_loss, _normal_pair, [{}, {"delta": 0.5}, {"delta": 4.0}]),
+    Loss("binary_cross_entropy_with_logits", F.binary_cross_entropy_with_logits,
+         _logits_and_labels, [{}, {"weight": 1}, {"pos_weight": 1}, {"weight": 1, "pos_weight": 1}],
+         {"weight": lambda shape: (1,) * (len(shape) > 1) + _columns(shape),
+          "pos_weight": _columns}),
+    Loss("binary_cross_entropy", F.binary_cross_entropy, _probs_and_labels,
+         [{}, {"weight": 1}], {"weight": lambda shape: shape}),
+    Loss("hinge", _hinge_reference, _scores_and_signs, [{}, {"margin": 0.25}]),
+]
+IDS = [loss.name for loss in LOSSES]
+
+
+def _options(loss: Loss, options: dict, shape, rng) -> dict:
+    """The option values: arrays drawn for the array options, numbers as given."""
+    return {name: rng.uniform(0.5, 2.0, loss.arrays[name](shape)) if name in loss.arrays
+            else value for name, value in options.items()}
+
+
+def torch_reference(loss: Loss, x, target, reduction, options):
+    """Loss and gradient of the reduced loss ("none": of the sum) by PyTorch in float64."""
+    x_t = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+    extra = {name: torch.tensor(value) if isinstance(value, np.ndarray) else value
+             for name, value in options.items()}
+    value = loss.reference(x_t, torch.tensor(np.asarray(target, np.float64)),
+                           reduction=reduction, **extra)
+    value.sum().backward()
+    return value.detach().numpy(), x_t.grad.numpy()
+
+
+def _on(backend, options):
+    return {name: to_backend(value, backend) if isinstance(value, np.ndarray) else value
+            for name, value in options.items()}
+
+
+def assert_close(actual, expected, dtype):
+    rtol, atol = TOLERANCE[np.dtype(dtype)]
+    np.testing.assert_allclose(to_host(actual).astype(np.float64), expected, rtol=rtol,
+                               atol=atol)
+
+
+def _run(loss, backend, x, target, reduction="mean", options=None, **kwargs):
+    return loss.with_grad(to_backend(x, backend), to_backend(target, backend),
+                          reduction=reduction, backend=backend, **_on(backend, options or {}),
+                          **kwargs)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_matches_torch(backend, dtype, loss, shape, reduction):
+    rng = np.random.default_rng(len(shape) * 100 + shape[-1])
+    x, target = (a.astype(dtype) for a in loss.inputs(rng, shape))
+    for options in loss.options:
+        values = _options(loss, options, shape, rng)
+        values = {k: v.astype(dtype) if isinstance(v, np.ndarray) else v
+                  for k, v in values.items()}
+        want_loss, want_grad = torch_reference(loss, x, target, reduction, values)
+        got_loss, got_grad = _run(loss, backend, x, target, reduction, values)
+        assert_close(got_loss, want_loss, dtype)
+        assert_close(got_grad, want_grad, dtype)
+        assert to_host(got_loss).dtype == dtype and to_host(got_grad).dtype == dtype
+        assert got_grad.shape == x.shape
+        # The loss-only and gradient-only calls are views of the same pass.
+        functions = [getattr(fl, loss.name), getattr(fl, f"{loss.name}_grad")]
+        args = (to_backend(x, backend), to_backend(target, backend))
+        alone = [f(*args, reduction=reduction, backend=backend, **_on(backend, values))
+                 for f in functions]
+        np.testing.assert_array_equal(to_host(alone[0]), to_host(got_loss))
+        np.testing.assert_array_equal(to_host(alone[1]), to_host(got_grad))
+
+
+def _half_dtypes(backend):
+    names = ["float16"] + (["bfloat16"] if backend == "cuda" else [])
+    if "bfloat16" in names:
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        return [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
+    return [np.dtype(np.float16)]
+
+
+HALF_TOLERANCE = {"float16": (4e-3, 1e-3), "bfloat16": (1.6e-2, 8e-3)}
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_half_precision_is_computed_in_float32_or_better(backend, loss):
+    rng = np.random.default_rng(3)
+    for half in _half_dtypes(backend):
+        x, target = (a.astype(half) for a in loss.inputs(rng, (129, 17)))
+        want_loss, want_grad = torch_reference(loss, x, target, "sum", {})
+        got_loss, got_grad = _run(loss, backend, x, target, "sum")
+        assert to_host(got_loss).dtype == half and to_host(got_grad).dtype == half
+        rtol, atol = HALF_TOLERANCE[half.name]
+        np.testing.assert_allclose(to_host(got_loss).astype(np.float64), want_loss, rtol=rtol)
+        np.testing.assert_allclose(to_host(got_grad).astype(np.float64), want_grad, rtol=rtol,
+                                   atol=atol)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "transposed-target", "zero-d"])
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_layouts(backend, loss, layout):
+    rng = np.random.default_rng(2)
+    x, target = loss.inputs(rng, (40, 30))
+    if layout == "fortran":
+        x, target = np.asfortranarray(x), np.asfortranarray(target)
+    elif layout == "strided":
+        x, target = x[::3, 1::2], target[::3, ::2]
+    elif layout == "transposed-target":
+        target = np.asfortranarray(target)
+    else:
+        x, target = x[0, 0].reshape(()), target[0, 0].reshape(())
+    options = _options(loss, loss.options[-1], x.shape, rng)
+    want_loss, want_grad = torch_reference(loss, x, target, "sum", options)
+    got_loss, got_grad = _run(loss, backend, x, target, "sum", options)
+    assert_close(got_loss, want_loss, np.float64)
+    assert_close(got_grad, want_grad, np.float64)
+    if layout == "fortran":
+        assert got_grad.flags.f_contiguous
+
+
+@pytest.mark.parametrize("where", ["fresh", "input", "target", "strided"])
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_out_receives_gradient(backend, loss, where):
+    rng = np.random.default_rng(4)
+    x, target = (a.astype(np.float32) for a in loss.inputs(rng, (50, 20)))
+    want_loss, want_grad = torch_reference(loss, x, target, "mean", {})
+    x_b, target_b = to_backend(x, backend), to_backend(target, backend)
+    out = {"fresh": lambda: to_backend(np.empty_like(x), backend), "input": lambda: x_b,
+           "target": lambda: target_b,
+           "strided": lambda: to_backend(np.empty((50, 40), np.float32), backend)[:, ::2]}[where]()
+    got_loss, got_grad = loss.with_grad(x_b, target_b, backend=backend, out=out)
+    assert got_grad is out
+    assert_close(out, want_grad, np.float32)
+    assert_close(got_loss, want_loss, np.float32)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_inputs_are_not_modified(backend, loss):
+    rng = np.random.default_rng(5)
+    x, target = (a.astype(np.float32) for a in loss.inputs(rng, (30, 30)))
+    x_b, target_b = to_backend(x, backend), to_backend(target, backend)
+    for reduction in REDUCTIONS:
+        loss.with_grad(x_b, target_b, reduction=reduction, backend=backend)
+    np.testing.assert_array_equal(to_host(x_b), x)
+    np.testing.assert_array_equal(to_host(target_b), target)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_empty_input(backend, loss):
+    empty = to_backend(np.zeros((0, 5), np.float32), backend)
+    fn = getattr(fl, loss.name)
+    assert np.isnan(to_host(fn(empty, empty, backend=backend)))
+    assert to_host(fn(empty, empty, reduction="sum", backend=backend)) == 0
+    assert getattr(fl, f"{loss.name}_grad")(empty, empty, backend=backend).shape == (0, 5)
+
+
+EXTREMES = {
+    # (input, target) pairs that are valid, and finite where PyTorch is.
+    "l1": ([1e30, -1e30, 0.5, 2.0], [0.0, 1e30, 0.5, -1e30]),
+    "smooth_l1": ([1e30, -1e30, 0.5, 2.0], [0.0, 1e30, 0.5, -1e30]),
+    "huber": ([1e30, -1e30, 0.5, 2.0], [0.0, 1e30, 0.5, -1e30]),
+    "binary_cross_entropy_with_logits": ([1e30, -1e30, 1e30, -1e30, 0.0, 50.0],
+                                         [1.0, 0.0, 0.3, 0.7, 0.5, 1.0]),
+    "binary_cross_entropy": ([0.0, 1.0, 0.0, 1.0, 1e-30, 1.0 - 1e-16],
+                             [0.0, 1.0, 1.0, 0.0, 0.5, 0.5]),
+    "hinge": ([1e30, -1e30, 1.0, -1.0], [1.0, 1.0, 1.0, 1.0]),
+}
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_extreme_values_match_torch(backend, dtype, loss):
+    x, target = (np.array(a, dtype) for a in EXTREMES[loss.name])
+    want_loss, want_grad = torch_reference(loss, x, target, "none", {})
+    got_loss, got_grad = _run(loss, backend, x, target, "none")
+    assert_close(got_loss, want_loss, dtype)
+    assert_close(got_grad, want_grad, dtype)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_nan_in_nan_out(backend, loss):
+    x, target = (a.astype(np.float32) for a in loss.inputs(np.random.default_rng(6), (10, 10)))
+    x[3, 4] = np.nan
+    got_loss, got_grad = _run(loss, backend, x, target, "none")
+    got_loss, got_grad = to_host(got_loss), to_host(got_grad)
+    assert np.isnan(got_loss[3, 4]) and np.isnan(got_grad[3, 4])
+    assert np.isfinite(np.delete(got_grad.ravel(), 34)).all()
+
+
+def test_infinite_logits_give_the_limit(backend):
+    """Where PyTorch computes 0 * inf = NaN, the coefficient 0 adds nothing."""
+    logits = np.array([np.inf, -np.inf, np.inf, -np.inf])
+    target = np.array([1.0, 0.0, 0.0, 1.0])
+    loss, grad = _run(LOSSES[3], backend, logits, target, "none")
+    np.testing.assert_array_equal(to_host(loss), [0.0, 0.0, np.inf, np.inf])
+    np.testing.assert_array_equal(to_host(grad), [0.0, 0.0, 1.0, -1.0])
+
+
+def test_gradient_is_zero_where_equal_and_at_the_kink(backend):
+    x = np.array([1.0, -2.0, 0.5])
+    l1_grad = fl.l1_grad(to_backend(x, backend), to_backend(x.copy(), backend), backend=backend)
+    assert (to_host(l1_grad) == 0).all()
+    hinge_grad = fl.hinge_grad(to_backend(np.array([1.0, -1.0]), backend),
+                               to_backend(np.array([1.0, -1.0]), backend), backend=backend)
+    assert (to_host(hinge_grad) == 0).all()
+
+
+# --- values outside a loss's domain -------------------------------------------------------
+
+OUTSIDE = {
+    "binary_cross_entropy": ("probs", np.array([0.5, 1.5, 0.2]), np.array([1.0, 0.0, 1.0])),
+    "hinge": ("target", np.array([0.5, 1.5, 0.2]), np.array([1.0, 0.0, -1.0])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUTSIDE))
+@pytest.mark.parametrize("in_place", [False, True], ids=["fresh", "in-place"])
+def test_outside_the_domain_is_a_value_error_on_the_cpu(name, in_place):
+    argument, x, target = OUTSIDE[name]
+    for backend in ("numpy", "numba"):
+        x_copy = x.copy()
+        out = x_copy if in_place else None
+        with pytest.raises(ValueError, match=argument):
+            getattr(fl, f"{name}_with_grad")(x_copy, target, backend=backend, out=out)
+        np.testing.assert_array_equal(x_copy, x)  # checked before the kernel overwrote it
+
+
+@pytest.mark.parametrize("name", sorted(OUTSIDE))
+def test_outside_the_domain_is_nan_on_cuda(cupy, name):
+    _, x, target = OUTSIDE[name]
+    loss, grad = getattr(fl, f"{name}_with_grad")(cupy.asarray(x), cupy.asarray(target),
+                                                  reduction="none", backend="cuda")
+    assert np.isnan(to_host(loss)[1]) and np.isnan(to_host(grad)[1])
+    assert np.isfinite(to_host(loss)[[0, 2]]).all()
+
+
+def test_nan_inside_the_domain_is_nan_not_an_error():
+    loss = fl.binary_cross_entropy(np.array([np.nan, 0.5]), np.array([1.0, 0.0]))
+    assert np.isnan(loss)
+    assert np.isnan(fl.hinge(np.array([1.0, 2.0]), np.array([np.nan, 1.0])))
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_bad_inputs_name_the_argument(loss):
+    rng = np.random.default_rng(7)
+    x, target = (a.astype(np.float32) for a in loss.inputs(rng, (4, 5)))
+    name = "pred" if loss.name in ("l1", "smooth_l1", "huber") else {
+        "binary_cross_entropy_with_logits": "logits", "binary_cross_entropy": "probs",
+        "hinge": "scores"}[loss.name]
+    fn, grad_fn = getattr(fl, loss.name), getattr(fl, f"{loss.name}_grad")
+    cases = [
+        (ValueError, "target", lambda: fn(x, target[:, :4])),
+        (TypeError, name, lambda: fn(x.astype(np.int32), target)),
+        (TypeError, "target", lambda: fn(x, target.astype(np.int64))),
+        (TypeError, name, lambda: fn(x.astype(np.complex64), target)),
+        (ValueError, "reduction", lambda: fn(x, target, reduction="avg")),
+        (ValueError, "backend", lambda: fn(x, target, backend="jax")),
+        (ValueError, "out", lambda: grad_fn(x, target, out=np.empty((5, 4), np.float32))),
+        (TypeError, "out", lambda: grad_fn(x, target, out=np.empty((4, 5)))),
+        (TypeError, "out", lambda: grad_fn(x, target, out=x.tolist())),
+        (TypeError, name, lambda: fn(object(), target)),
+    ]
+    for error, argument, call in cases:
+        with pytest.raises(error, match=argument):
+            call()
+
+
+@pytest.mark.parametrize(
+    "call, error, argument",
+    [
+        (lambda x, t: fl.smooth_l1(x, t, beta=-1.0), ValueError, "beta"),
+        (lambda x, t: fl.smooth_l1(x, t, beta="1"), TypeError, "beta"),
+        (lambda x, t: fl.huber(x, t, delta=0.0), ValueError, "delta"),
+        (lambda x, t: fl.huber(x, t, delta=np.inf), ValueError, "delta"),
+        (lambda x, t: fl.hinge(x, np.sign(t) + (t == 0), margin=np.nan), ValueError, "margin"),
+        (lambda x, t: fl.binary_cross_entropy_with_logits(x, t, weight=np.ones(4)), ValueError,
+         "weight"),
+        (lambda x, t: fl.binary_cross_entropy_with_logits(x, t, pos_weight=np.ones(4)),
+         ValueError, "pos_weight"),
+        (lambda x, t: fl.binary_cross_entropy_with_logits(x, t, pos_weight=np.ones(5, bool)),
+         TypeError, "pos_weight"),
+        (lambda x, t: fl.binary_cross_entropy(x.clip(0, 1), t.clip(0, 1), weight="w"),
+         TypeError, "weight"),
+    ],
+)
+def test_bad_options_name_the_option(call, error, argument):
+    rng = np.random.default_rng(8)
+    x, target = rng.standard_normal((4, 5)), rng.random((4, 5))
+    with pytest.raises(error, match=argument):
+        call(x, target)
