@@ -1,9 +1,13 @@
 """PyTorch losses computed by fastloss's fused loss-and-gradient kernels.
 
-``mse_loss`` and ``cross_entropy`` take ``torch.nn.functional``'s arguments and
-give its results (2-D input, class axis last for cross-entropy); ``MSELoss``
-and ``CrossEntropyLoss`` are the matching modules. Options other than
-``weight`` are keyword-only: PyTorch's deprecated ``size_average`` /
+``mse_loss``, ``l1_loss``, ``smooth_l1_loss``, ``huber_loss``,
+``binary_cross_entropy_with_logits``, ``binary_cross_entropy`` and
+``cross_entropy`` take ``torch.nn.functional``'s arguments and give its
+results (2-D input, class axis last for cross-entropy); ``MSELoss``,
+``L1Loss``, ``SmoothL1Loss``, ``HuberLoss``, ``BCEWithLogitsLoss``,
+``BCELoss`` and ``CrossEntropyLoss`` are the matching modules. Options other
+than ``weight`` are keyword-only (``huber_loss`` takes them positionally, as
+PyTorch does, having no deprecated ones): PyTorch's deprecated ``size_average`` /
 ``reduce`` are not accepted, so no positional option can land in their place.
 The forward pass calls the fused kernel once and keeps the gradient it wrote;
 the backward pass only scales that gradient by ``grad_output``, so forward +
@@ -20,8 +24,9 @@ the loss alone.
   computed through a float32 copy).
 - Not supported, with an error rather than a wrong answer: cross-entropy
   input with more than 2 dims (move the class axis last and flatten), input
-  and target of different shapes for MSE (PyTorch would broadcast), a
-  gradient with respect to cross-entropy's probability target, double
+  and target of different shapes for the elementwise losses (PyTorch would
+  broadcast), a gradient with respect to cross-entropy's probability target
+  or to the target or weights of the BCE losses, double
   backward (``create_graph=True``), and devices other than CPU and CUDA.
 
 This module imports torch; ``import fastloss`` alone never does.
@@ -41,7 +46,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 import fastloss
 from fastloss import _registry, _validate
 
-__all__ = ["mse_loss", "cross_entropy", "MSELoss", "CrossEntropyLoss"]
+__all__ = [
+    "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
+    "binary_cross_entropy", "cross_entropy", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
+    "BCEWithLogitsLoss", "BCELoss", "CrossEntropyLoss",
+]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -176,10 +185,16 @@ def _scale(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------
-# Mean squared error
+# Elementwise losses
+
+# Losses of ``input - target``: their gradient with respect to the target is
+# minus the one with respect to the input. The others do not differentiate
+# their target.
+_OF_DIFFERENCE = ("mse", "l1", "smooth_l1", "huber")
 
 
-def _mse_arguments(input, target, reduction):
+def _elementwise_arguments(name, input, target, reduction, weights):
+    """Checks PyTorch-side arguments of elementwise loss ``name``; returns the reduction."""
     _check_float_input(input)
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
@@ -191,50 +206,150 @@ def _mse_arguments(input, target, reduction):
     if target.dtype != input.dtype:
         raise TypeError(f"target must have input's dtype {input.dtype}; got {target.dtype}")
     _check_device(target, "target", input.device)
+    if name not in _OF_DIFFERENCE and torch.is_grad_enabled() and target.requires_grad:
+        raise NotImplementedError(
+            f"fastloss.torch does not differentiate {name} with respect to its target; pass "
+            "target.detach(), or use torch.nn.functional where that gradient is needed"
+        )
+    for option, weight in weights.items():
+        if weight is None:
+            continue
+        if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+            got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise TypeError(f"{option} must be a floating-point torch.Tensor or None; got {got}")
+        _check_device(weight, option, input.device)
+        if torch.is_grad_enabled() and weight.requires_grad:
+            raise NotImplementedError(f"fastloss.torch does not differentiate {option}")
     return _validate.check_reduction(reduction)
 
 
-def _mse_forward(input, target, reduction, with_grad):
+def _elementwise_forward(name, input, target, reduction, options, weights, with_grad):
     with _Bridge(input) as bridge:
         pred, tgt = bridge.array(input), bridge.array(target)
+        arrays = {option: bridge.array(weight.detach().to(input.dtype))
+                  for option, weight in weights.items() if weight is not None}
         if not with_grad:
-            return bridge.tensor(fastloss.mse(pred, tgt, reduction=reduction)), None
+            loss = getattr(fastloss, name)(pred, tgt, reduction=reduction, **options, **arrays)
+            return bridge.tensor(loss), None
         grad, grad_array = bridge.empty_grad(input)
-        loss, _ = fastloss.mse_with_grad(pred, tgt, reduction=reduction, out=grad_array)
+        loss, _ = getattr(fastloss, f"{name}_with_grad")(
+            pred, tgt, reduction=reduction, out=grad_array, **options, **arrays
+        )
         return bridge.tensor(loss), bridge.grad_tensor(grad)
 
 
-class _MSEFunction(torch.autograd.Function):
+class _ElementwiseFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, target, reduction):
-        loss, grad = _mse_forward(input, target, reduction, with_grad=True)
+    def forward(ctx, input, target, name, reduction, options, weights):
+        loss, grad = _elementwise_forward(name, input, target, reduction, options, weights,
+                                          with_grad=True)
         ctx.save_for_backward(grad)
+        ctx.name = name
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        _refuse_double_backward("mse_loss")
+        _refuse_double_backward(_FUNCTIONAL_NAMES[ctx.name])
         (grad,) = ctx.saved_tensors
         grad_input = _scale(grad, grad_output)
         grad_target = -grad_input if ctx.needs_input_grad[1] else None
-        return (grad_input if ctx.needs_input_grad[0] else None), grad_target, None
+        grad_input = grad_input if ctx.needs_input_grad[0] else None
+        return grad_input, grad_target, None, None, None, None
+
+
+def _elementwise(name, input, target, reduction, options=None, **weights):
+    """``name``'s loss of tensors, through autograd when a gradient may be needed."""
+    reduction = _elementwise_arguments(name, input, target, reduction, weights)
+    options = options or {}
+    if torch.is_grad_enabled() and (input.requires_grad or target.requires_grad):
+        return _ElementwiseFunction.apply(input, target, name, reduction, options, weights)
+    return _elementwise_forward(name, input, target, reduction, options, weights,
+                                with_grad=False)[0]
+
+
+_FUNCTIONAL_NAMES = {
+    "mse": "mse_loss", "l1": "l1_loss", "smooth_l1": "smooth_l1_loss", "huber": "huber_loss",
+    "binary_cross_entropy_with_logits": "binary_cross_entropy_with_logits",
+    "binary_cross_entropy": "binary_cross_entropy",
+}
+_SHARED = """
+    ``input`` and ``target``: tensors of the same shape, floating dtype and
+    device (CPU or CUDA); no broadcasting. ``reduction``: ``"mean"``,
+    ``"sum"`` or ``"none"``. Returns the loss in ``input``'s dtype,
+    differentiable (once) with respect to ``input``{target}.
+    Raises ValueError for shapes and options, TypeError for dtypes and devices.
+"""
+_AND_TARGET = " and ``target``"
+_NOT_TARGET = " (a target that requires grad is NotImplementedError)"
 
 
 def mse_loss(
     input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean"
 ) -> torch.Tensor:
-    """``torch.nn.functional.mse_loss`` computed by fastloss's fused kernel.
+    return _elementwise("mse", input, target, reduction)
 
-    ``input`` and ``target``: tensors of the same shape, floating dtype and
-    device (CPU or CUDA); no broadcasting. ``reduction``: ``"mean"``,
-    ``"sum"`` or ``"none"``. Returns the loss in ``input``'s dtype,
-    differentiable with respect to ``input`` and ``target`` (once).
-    Raises ValueError for shapes and options, TypeError for dtypes and devices.
-    """
-    reduction = _mse_arguments(input, target, reduction)
-    if torch.is_grad_enabled() and (input.requires_grad or target.requires_grad):
-        return _MSEFunction.apply(input, target, reduction)
-    return _mse_forward(input, target, reduction, with_grad=False)[0]
+
+def l1_loss(
+    input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean"
+) -> torch.Tensor:
+    return _elementwise("l1", input, target, reduction)
+
+
+def smooth_l1_loss(
+    input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean", beta: float = 1.0
+) -> torch.Tensor:
+    return _elementwise("smooth_l1", input, target, reduction, {"beta": beta})
+
+
+def huber_loss(
+    input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0
+) -> torch.Tensor:
+    return _elementwise("huber", input, target, reduction, {"delta": delta})
+
+
+def binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    reduction: str = "mean",
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    return _elementwise("binary_cross_entropy_with_logits", input, target, reduction,
+                        weight=weight, pos_weight=pos_weight)
+
+
+def binary_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    return _elementwise("binary_cross_entropy", input, target, reduction, weight=weight)
+
+
+for _function, _what, _target in (
+    (mse_loss, "mse_loss", _AND_TARGET),
+    (l1_loss, "l1_loss", _AND_TARGET),
+    (smooth_l1_loss, "smooth_l1_loss", _AND_TARGET),
+    (huber_loss, "huber_loss", _AND_TARGET),
+    (binary_cross_entropy_with_logits, "binary_cross_entropy_with_logits", _NOT_TARGET),
+    (binary_cross_entropy, "binary_cross_entropy", _NOT_TARGET),
+):
+    _function.__doc__ = (
+        f"``torch.nn.functional.{_what}`` computed by fastloss's fused kernel.\n"
+        + _SHARED.format(target=_target)
+    )
+binary_cross_entropy_with_logits.__doc__ += """
+    ``weight`` (broadcastable to input) and ``pos_weight`` (``(C,)`` over the
+    last axis, or broadcastable) are not differentiated. Logits of +-inf give
+    the limit where PyTorch gives NaN.
+"""
+binary_cross_entropy.__doc__ += """
+    ``weight`` (broadcastable to input) is not differentiated. Probabilities
+    outside [0, 1] are a ValueError on the CPU and NaN on CUDA.
+"""
 
 
 # ---------------------------------------------------------------------------
@@ -369,18 +484,100 @@ def cross_entropy(
 # Modules
 
 
-class MSELoss(torch.nn.Module):
+class _ReductionLoss(torch.nn.Module):
+    """A loss module with a checked ``reduction``."""
+
+    def __init__(self, reduction: str):
+        super().__init__()
+        self.reduction = _validate.check_reduction(reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class MSELoss(_ReductionLoss):
     """``torch.nn.MSELoss`` computed by :func:`mse_loss`."""
 
     def __init__(self, *, reduction: str = "mean"):
-        super().__init__()
-        self.reduction = _validate.check_reduction(reduction)
+        super().__init__(reduction)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return mse_loss(input, target, reduction=self.reduction)
 
+
+class L1Loss(_ReductionLoss):
+    """``torch.nn.L1Loss`` computed by :func:`l1_loss`."""
+
+    def __init__(self, *, reduction: str = "mean"):
+        super().__init__(reduction)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return l1_loss(input, target, reduction=self.reduction)
+
+
+class SmoothL1Loss(_ReductionLoss):
+    """``torch.nn.SmoothL1Loss`` computed by :func:`smooth_l1_loss`."""
+
+    def __init__(self, *, reduction: str = "mean", beta: float = 1.0):
+        super().__init__(reduction)
+        self.beta = _validate.check_real(beta, "beta", minimum=0.0)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
+        return f"{super().extra_repr()}, beta={self.beta}"
+
+
+class HuberLoss(_ReductionLoss):
+    """``torch.nn.HuberLoss`` computed by :func:`huber_loss`."""
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction)
+        self.delta = _validate.check_real(delta, "delta", minimum=0.0)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, delta={self.delta}"
+
+
+class BCEWithLogitsLoss(_ReductionLoss):
+    """``torch.nn.BCEWithLogitsLoss`` computed by :func:`binary_cross_entropy_with_logits`.
+
+    ``weight`` and ``pos_weight`` are buffers, so they follow ``.to(device)``.
+    """
+
+    weight: torch.Tensor | None
+    pos_weight: torch.Tensor | None
+
+    def __init__(self, weight: torch.Tensor | None = None, *, reduction: str = "mean",
+                 pos_weight: torch.Tensor | None = None):
+        super().__init__(reduction)
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return binary_cross_entropy_with_logits(input, target, self.weight,
+                                                reduction=self.reduction,
+                                                pos_weight=self.pos_weight)
+
+
+class BCELoss(_ReductionLoss):
+    """``torch.nn.BCELoss`` computed by :func:`binary_cross_entropy`.
+
+    ``weight`` is a buffer, so it follows ``.to(device)``.
+    """
+
+    weight: torch.Tensor | None
+
+    def __init__(self, weight: torch.Tensor | None = None, *, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.register_buffer("weight", weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
 
 
 class CrossEntropyLoss(torch.nn.Module):

@@ -158,3 +158,63 @@ def test_cupy_arrays_stay_on_the_device(cupy, name, dtype):
     result = function(cupy.asarray(predictions), cupy.asarray(targets))
     assert isinstance(result, cupy.ndarray) and result.dtype == dtype
     close(result.get(), function(predictions, targets).astype(np.float64), dtype)
+
+
+# --- MAE and BCE ---------------------------------------------------------------------------
+
+
+def _probabilities(shape, dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    probs = rng.uniform(0.01, 0.99, shape).astype(dtype)
+    return probs, (rng.random(shape) < 0.5).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_mae_and_bce_follow_crysx_formulas(shape, dtype):
+    predictions, targets, _ = make(shape, dtype)
+    p64, t64 = predictions.astype(np.float64), targets.astype(np.float64)
+    k = shape[1]
+    close(crysx.MAE_loss(predictions, targets), np.sum(np.abs(p64 - t64)) / k, dtype)
+    close(crysx.MAE_loss_grad(predictions, targets), np.sign(p64 - t64) / k, dtype)
+
+    probs, labels = _probabilities(shape, dtype)
+    p64, t64 = probs.astype(np.float64), labels.astype(np.float64)
+    # crysx_nn's BCE_loss and BCE_loss_grad, away from its 1e-7 clip.
+    bce = -np.sum(t64 * np.log(p64) + (1 - t64) * np.log(1 - p64)) / k
+    bce_grad = -(t64 / p64 - (1 - t64) / (1 - p64)) / k
+    loss = crysx.BCE_loss(probs, labels)
+    assert loss.dtype == dtype and np.ndim(loss) == 0
+    close(loss, bce, dtype)
+    grad = crysx.BCE_loss_grad(probs, labels)
+    assert grad.dtype == dtype and grad.shape == shape
+    close(grad, bce_grad, dtype)
+
+
+def test_mae_and_bce_are_pytorch_means_times_the_batch():
+    torch = pytest.importorskip("torch", reason="the comparison needs PyTorch")
+    predictions, targets, _ = make((12, 5), np.float64)
+    probs, labels = _probabilities((12, 5), np.float64)
+    for ours, ours_grad, theirs, x, target in (
+        (crysx.MAE_loss, crysx.MAE_loss_grad, torch.nn.functional.l1_loss, predictions, targets),
+        (crysx.BCE_loss, crysx.BCE_loss_grad, torch.nn.functional.binary_cross_entropy, probs,
+         labels),
+    ):
+        z = torch.tensor(x, requires_grad=True)
+        loss = theirs(z, torch.tensor(target))
+        loss.backward()
+        np.testing.assert_allclose(ours(x, target) / 12, loss.item(), rtol=1e-12)
+        np.testing.assert_allclose(ours_grad(x, target) / 12, z.grad.numpy(), rtol=1e-12,
+                                   atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["MAE_loss", "MAE_loss_grad", "BCE_loss", "BCE_loss_grad"])
+def test_mae_and_bce_on_cupy_arrays(cupy, name):
+    probs, labels = _probabilities((33, 10), np.float32)
+    function = getattr(crysx, name)
+    assert getattr(crysx, f"{name}_cupy") is function
+    result = function(cupy.asarray(probs), cupy.asarray(labels))
+    assert isinstance(result, cupy.ndarray) and result.dtype == np.float32
+    close(result.get(), function(probs, labels).astype(np.float64), np.float32)
+    with pytest.raises(ValueError, match=r"\(N, k\)"):
+        function(np.zeros(4), np.zeros(4))

@@ -381,3 +381,93 @@ def test_cuda_tensors_are_passed_without_copies(monkeypatch):
     args, kwargs = calls.arguments["softmax_cross_entropy_with_grad"]
     assert args[0].data.ptr == logits.data_ptr()
     assert type(kwargs["out"]).__module__.startswith("cupy")
+
+
+# --- the other elementwise losses ------------------------------------------------------------
+
+# functional name: (options, with array options as their shapes; kind of inputs)
+ELEMENTWISE = {
+    "l1_loss": ({}, "normal"),
+    "smooth_l1_loss": ({"beta": 0.5}, "normal"),
+    "huber_loss": ({"delta": 0.75}, "normal"),
+    "binary_cross_entropy_with_logits": ({"weight": (1, 5), "pos_weight": (5,)}, "logits"),
+    "binary_cross_entropy": ({"weight": (4, 5)}, "probs"),
+}
+
+
+def _elementwise_inputs(name, dtype, device="cpu"):
+    generator = torch.Generator().manual_seed(3)
+    options, kind = ELEMENTWISE[name]
+    x = torch.randn(4, 5, generator=generator, dtype=torch.float64)
+    target = torch.randn(4, 5, generator=generator, dtype=torch.float64)
+    if kind == "logits":
+        x, target = 3 * x, torch.rand(4, 5, generator=generator, dtype=torch.float64)
+    elif kind == "probs":
+        x = torch.rand(4, 5, generator=generator, dtype=torch.float64) * 0.98 + 0.01
+        target = torch.rand(4, 5, generator=generator, dtype=torch.float64)
+    options = {k: torch.rand(v, generator=generator, dtype=torch.float64).to(device, dtype) + 0.5
+               if isinstance(v, tuple) else v for k, v in options.items()}
+    return x.to(device, dtype), target.to(device, dtype), options
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", FULL + HALF, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_losses_match_torch(name, device, dtype, reduction):
+    x, target, options = _elementwise_inputs(name, dtype, device)
+    results = []
+    for module, cast in ((ft, dtype), (F, torch.float64)):
+        leaf = x.to(cast).requires_grad_()
+        extra = {k: v.to(cast) if isinstance(v, torch.Tensor) else v for k, v in options.items()}
+        loss = getattr(module, name)(leaf, target.to(cast), reduction=reduction, **extra)
+        grad_output = torch.linspace(-1.0, 2.0, loss.numel(), dtype=torch.float64)
+        grad_output = grad_output.to(device, cast).reshape(loss.shape)
+        results.append((loss, *torch.autograd.grad(loss, leaf, grad_output)))
+    for actual, expected in zip(*results, strict=True):
+        assert_close(actual, expected.to(dtype), dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_gradcheck(name, reduction):
+    x, target, options = _elementwise_inputs(name, torch.float64)
+    inputs = (x.requires_grad_(),)
+    function = getattr(ft, name)
+    if name in ("l1_loss", "smooth_l1_loss", "huber_loss"):
+        inputs += (target.requires_grad_(),)
+        check = lambda p, t: function(p, t, reduction=reduction, **options)  # noqa: E731
+    else:
+        check = lambda p: function(p, target, reduction=reduction, **options)  # noqa: E731
+    assert torch.autograd.gradcheck(check, inputs)
+
+
+def test_elementwise_modules_match_torch():
+    x, target, _ = _elementwise_inputs("l1_loss", torch.float64)
+    logits, labels, options = _elementwise_inputs("binary_cross_entropy_with_logits",
+                                                  torch.float64)
+    probs, goals, bce = _elementwise_inputs("binary_cross_entropy", torch.float64)
+    pairs = [
+        (ft.L1Loss(reduction="sum"), torch.nn.L1Loss(reduction="sum"), x, target),
+        (ft.SmoothL1Loss(beta=0.5), torch.nn.SmoothL1Loss(beta=0.5), x, target),
+        (ft.HuberLoss("none", 0.75), torch.nn.HuberLoss("none", 0.75), x, target),
+        (ft.BCEWithLogitsLoss(options["weight"], pos_weight=options["pos_weight"]),
+         torch.nn.BCEWithLogitsLoss(options["weight"], pos_weight=options["pos_weight"]),
+         logits, labels),
+        (ft.BCELoss(bce["weight"], reduction="sum"),
+         torch.nn.BCELoss(bce["weight"], reduction="sum"), probs, goals),
+    ]
+    for ours, theirs, input, goal in pairs:
+        torch.testing.assert_close(ours(input, goal), theirs(input, goal))
+        assert repr(ours).startswith(type(ours).__name__)
+
+
+def test_bce_does_not_differentiate_its_target_or_weights():
+    logits = torch.randn(3, 2, requires_grad=True)
+    with pytest.raises(NotImplementedError, match="target"):
+        ft.binary_cross_entropy_with_logits(logits, torch.rand(3, 2, requires_grad=True))
+    with pytest.raises(NotImplementedError, match="weight"):
+        ft.binary_cross_entropy(torch.rand(3, 2), torch.rand(3, 2),
+                                torch.rand(3, 2, requires_grad=True))
+    with pytest.raises(TypeError, match="pos_weight"):
+        ft.binary_cross_entropy_with_logits(logits, torch.rand(3, 2), pos_weight=[1.0, 2.0])

@@ -14,6 +14,10 @@ gradient by the batch size. Against PyTorch's default ``reduction="mean"``:
 - ``MSE_loss(p, t) = sum((p - t)**2) / k = N * F.mse_loss(p, t)``
 - ``MSE_loss_grad(p, t) = 2 * (p - t) / k = N * d F.mse_loss / dp``
   (not divided by the batch size)
+- ``MAE_loss(p, t) = sum(|p - t|) / k = N * F.l1_loss(p, t)``, and its
+  gradient ``sign(p - t) / k``
+- ``BCE_loss(p, t) = N * F.binary_cross_entropy(p, t)`` for probabilities
+  ``p``, and its gradient ``(p - t) / (p (1 - p)) / k``
 - ``Softmax_CCE_loss(z, t) = -sum(t * log_softmax(z)) = N * F.cross_entropy(z, t)``
 - ``Softmax_CCE_loss_grad(z, t) = softmax(z) - t = N * d F.cross_entropy / dz``
 
@@ -39,10 +43,18 @@ import fastloss
 __all__ = [
     "MSE_loss",
     "MSE_loss_grad",
+    "MAE_loss",
+    "MAE_loss_grad",
+    "BCE_loss",
+    "BCE_loss_grad",
     "Softmax_CCE_loss",
     "Softmax_CCE_loss_grad",
     "MSE_loss_cupy",
     "MSE_loss_grad_cupy",
+    "MAE_loss_cupy",
+    "MAE_loss_grad_cupy",
+    "BCE_loss_cupy",
+    "BCE_loss_grad_cupy",
     "Softmax_CCE_loss_cupy",
     "Softmax_CCE_loss_grad_cupy",
 ]
@@ -58,6 +70,23 @@ def _output_nodes(predictions, name: str) -> int:
     return shape[1]
 
 
+def _per_node_loss(name: str, predictions, targets):
+    """fastloss's ``name`` summed over all elements, averaged over the output nodes."""
+    nodes = _output_nodes(predictions, "predictions")
+    return getattr(fastloss, name)(predictions, targets, reduction="sum") / nodes
+
+
+def _per_node_grad(name: str, predictions, targets):
+    """The gradient of :func:`_per_node_loss` (not divided by the batch size)."""
+    nodes = _output_nodes(predictions, "predictions")
+    grad = getattr(fastloss, f"{name}_grad")(predictions, targets, reduction="sum")
+    if nodes != 1:
+        # The kernel's own scale is that of the "sum"; 1/k costs one more pass
+        # over the gradient, not over the inputs.
+        grad /= nodes
+    return grad
+
+
 def MSE_loss(predictions, targets):  # noqa: N802 - crysx_nn's name
     """``sum((predictions - targets)**2) / k``: summed over samples, averaged over output nodes.
 
@@ -65,9 +94,7 @@ def MSE_loss(predictions, targets):  # noqa: N802 - crysx_nn's name
     (NumPy or CuPy). Returns a scalar of their dtype (a 0-d CuPy array for
     CuPy input). PyTorch's mean is this divided by ``N``.
     """
-    nodes = _output_nodes(predictions, "predictions")
-    total = fastloss.mse(predictions, targets, reduction="sum")
-    return total / nodes
+    return _per_node_loss("mse", predictions, targets)
 
 
 def MSE_loss_grad(predictions, targets):  # noqa: N802 - crysx_nn's name
@@ -76,13 +103,45 @@ def MSE_loss_grad(predictions, targets):  # noqa: N802 - crysx_nn's name
     Not divided by the batch size (``nn_optimize`` does that). Returns an
     ``(N, k)`` array of the predictions' type and dtype.
     """
-    nodes = _output_nodes(predictions, "predictions")
-    grad = fastloss.mse_grad(predictions, targets, reduction="sum")
-    if nodes != 1:
-        # The kernel's own scale is 2 (the "sum" gradient); 1/k costs one
-        # more pass over the gradient, not over the inputs.
-        grad /= nodes
-    return grad
+    return _per_node_grad("mse", predictions, targets)
+
+
+def MAE_loss(predictions, targets):  # noqa: N802 - crysx_nn's name
+    """``sum(|predictions - targets|) / k``: crysx_nn's MAE (PyTorch's ``l1_loss`` times N).
+
+    Arguments and result as :func:`MSE_loss`.
+    """
+    return _per_node_loss("l1", predictions, targets)
+
+
+def MAE_loss_grad(predictions, targets):  # noqa: N802 - crysx_nn's name
+    """``sign(predictions - targets) / k``, the gradient of :func:`MAE_loss`.
+
+    0 where predictions == targets (PyTorch's subgradient; crysx_nn's
+    ``np.where(p >= t, 1, -1)`` gives +1 there). Not divided by the batch size.
+    """
+    return _per_node_grad("l1", predictions, targets)
+
+
+def BCE_loss(predictions, targets):  # noqa: N802 - crysx_nn's name
+    """``-sum(t log p + (1 - t) log(1 - p)) / k``: crysx_nn's BCE of probabilities.
+
+    ``predictions``: ``(N, k)`` probabilities (e.g. a Sigmoid output layer),
+    ``targets``: ``(N, k)`` of their dtype. Each log is clamped at -100 as in
+    PyTorch (crysx_nn clips p to [1e-7, 1 - 1e-7] instead, so the two differ
+    only for p within 1e-7 of 0 or 1). Probabilities outside [0, 1] are a
+    ValueError (NaN for CuPy arrays). PyTorch's mean is this divided by ``N``.
+    """
+    return _per_node_loss("binary_cross_entropy", predictions, targets)
+
+
+def BCE_loss_grad(predictions, targets):  # noqa: N802 - crysx_nn's name
+    """``(p - t) / (p (1 - p)) / k``, the gradient of :func:`BCE_loss`.
+
+    The denominator is floored at 1e-12 as in PyTorch (crysx_nn's
+    ``nan_to_num`` of ``t / p`` instead). Not divided by the batch size.
+    """
+    return _per_node_grad("binary_cross_entropy", predictions, targets)
 
 
 def Softmax_CCE_loss(logits, targets):  # noqa: N802 - crysx_nn's naming
@@ -112,5 +171,9 @@ def Softmax_CCE_loss_grad(logits, targets):  # noqa: N802 - crysx_nn's naming
 # crysx_nn names its CuPy variants separately; here the array type decides.
 MSE_loss_cupy = MSE_loss
 MSE_loss_grad_cupy = MSE_loss_grad
+MAE_loss_cupy = MAE_loss
+MAE_loss_grad_cupy = MAE_loss_grad
+BCE_loss_cupy = BCE_loss
+BCE_loss_grad_cupy = BCE_loss_grad
 Softmax_CCE_loss_cupy = Softmax_CCE_loss
 Softmax_CCE_loss_grad_cupy = Softmax_CCE_loss_grad
