@@ -3,47 +3,139 @@
 Every contender is an ``Impl``: ``prepare(inputs)`` does the untimed set-up (tensor views, one-hot
 targets, output buffers) and returns a thunk that computes one op and, on a GPU, waits for it.
 An op is ``"forward"`` (the loss), ``"gradient"`` (d loss / d input) or ``"fused"`` (both).
-Every loss is the mean over elements (MSE) or rows (cross-entropy), PyTorch's default, so that
-the losses of all contenders can be checked against one float64 reference.
+Every loss is the mean over elements or rows, PyTorch's default, so that the losses of all
+contenders can be checked against one float64 reference.
 
-The peers are written out from their formulas:
+This file knows no loss by name: each ``bench/bench_<loss>.py`` declares a :class:`Spec` (inputs,
+bytes moved, float64 reference, the NumPy expression, PyTorch's call, its own peers), and a loss
+without one is an error. The peers every loss has:
 
-- ``numpy-expr`` / ``cupy-expr``: the expressions a user writes.
-- ``crysx-fastmath``, ``crysx-prange``, ``crysx`` and ``crysx-cupy``: the seeds' crysx_nn-style
-  functions (crysx_nn/loss.py and activation.py), with their decorators and constants.
+- ``numpy-expr`` / ``cupy-expr``: the expression a user writes (from the spec).
 - ``torch``: ``torch.nn.functional`` forward and autograd backward, on the CPU or the GPU.
-- ``liger``: Liger-Kernel's Triton cross-entropy (GPU only).
 - ``floor``: a copy of half the bytes the op must move, i.e. reading and writing exactly those
   bytes once, the least an op that reads its inputs and writes its output once can take.
+
+Specs add their own (``Spec.peers``): the seeds' crysx_nn-style functions for MSE and
+cross-entropy, Liger-Kernel's Triton cross-entropy on a GPU.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
 
-LOSSES = ("mse", "softmax_cross_entropy")
 OPS = ("forward", "gradient", "fused")
 DEVICES = ("cpu", "cuda")
 DTYPE = np.float32
 PEER_NAMES = ("numpy-expr", "cupy-expr", "crysx-fastmath", "crysx-prange", "crysx", "crysx-cupy",
               "torch", "liger")
 DEFAULT_CLASSES = 32000
-MSE_COLUMNS = 1024
+ELEMENTWISE_COLUMNS = 1024
+BENCH_DIR = Path(__file__).resolve().parent
 
-FASTLOSS_FUNCTIONS = {
-    "mse": {"forward": "mse", "gradient": "mse_grad", "fused": "mse_with_grad"},
-    "softmax_cross_entropy": {
-        "forward": "softmax_cross_entropy",
-        "gradient": "softmax_cross_entropy_grad",
-        "fused": "softmax_cross_entropy_with_grad",
-    },
-}
+
+# ---------------------------------------------------------------------------------------------
+# A loss's bench spec: each bench/bench_<loss>.py defines SPEC
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer of one loss: ``prepare(op)`` gives the ``Impl.prepare`` of that op, or None
+    where the peer has no such op; ``devices`` where it runs; ``needs`` modules it imports
+    besides NumPy and Numba."""
+
+    name: str
+    prepare: Callable[[str], Callable | None]
+    devices: tuple[str, ...] = DEVICES
+    needs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the benchmarks need to know about one loss.
+
+    ``make(xp, rng, shape)``: the (first, second) inputs in DTYPE (second may be labels).
+    ``bytes(op, shape, itemsize)``: what the op must move. ``reference(xp, first, second)``:
+    the summed loss of a block of rows, ``first`` made float64. ``count(shape)``: what a mean
+    divides by. ``expression[op](xp, first, second)``: the NumPy/CuPy expression a user writes.
+    ``torch(F, first, second)``: PyTorch's loss of tensors. ``width``: a row's length for sizes
+    given as element counts (None: the --classes option). ``options``: fastloss keywords.
+    """
+
+    loss: str
+    make: Callable
+    bytes: Callable[[str, tuple[int, int], int], int]
+    reference: Callable
+    count: Callable[[tuple[int, int]], int]
+    expression: dict[str, Callable]
+    torch: Callable
+    sizes: tuple[str, ...]
+    quick_sizes: tuple[str, ...]
+    width: int | None = ELEMENTWISE_COLUMNS
+    peers: tuple[Peer, ...] = ()
+    options: dict = field(default_factory=dict)
+
+
+@functools.cache
+def specs() -> dict[str, Spec]:
+    """Every loss with a ``bench/bench_<loss>.py``, by name, in file order."""
+    found = {}
+    for path in sorted(BENCH_DIR.glob("bench_*.py")):
+        spec = importlib.import_module(path.stem).SPEC
+        if f"bench_{spec.loss}" != path.stem:
+            raise ValueError(f"{path.name} declares the spec of {spec.loss!r}")
+        found[spec.loss] = spec
+    return found
+
+
+def spec(loss: str) -> Spec:
+    """The spec of ``loss``; an unknown loss is a ValueError, never another loss's inputs."""
+    try:
+        return specs()[loss]
+    except KeyError:
+        raise ValueError(
+            f"no bench spec for loss {loss!r}: add bench/bench_{loss}.py with SPEC; "
+            f"known: {', '.join(specs())}"
+        ) from None
+
+
+def elementwise_bytes(op: str, shape: tuple[int, int], itemsize: int = 4) -> int:
+    """An elementwise loss reads input and target once and writes the gradient once."""
+    block = shape[0] * shape[1] * itemsize
+    return 2 * block if op == "forward" else 3 * block
+
+
+def elementwise_spec(loss: str, make, per_element, gradient, torch, **extra) -> Spec:
+    """The spec of an elementwise loss from its float64 ``per_element(xp, x, t)`` loss (the
+    reference, and the NumPy expression's loss as ``mean``) and the expression's
+    ``gradient(xp, x, t)`` of the mean."""
+
+    def forward(xp, first, second):
+        return xp.mean(per_element(xp, first, second))
+
+    def fused(xp, first, second):
+        return forward(xp, first, second), gradient(xp, first, second)
+
+    return Spec(
+        loss=loss, make=make, bytes=elementwise_bytes,
+        reference=lambda xp, first, second: float(per_element(xp, first, second).sum()),
+        count=lambda shape: shape[0] * shape[1],
+        expression={"forward": forward, "gradient": gradient, "fused": fused},
+        torch=torch,
+        sizes=("16x1024", "128x1024", "1024x1024", "8192x1024", "32768x1024"),
+        quick_sizes=("8192x1024",), **extra,
+    )
+
+
+def normal_pair(xp, rng, shape):
+    return (rng.standard_normal(shape, dtype=DTYPE), rng.standard_normal(shape, dtype=DTYPE))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,28 +164,23 @@ def array_module(device: str):
 
 def make_inputs(loss: str, shape: tuple[int, int], device: str, seed: int = 0) -> Inputs:
     xp = array_module(device)
-    rng = xp.random.default_rng(seed)
-    rows, cols = shape
-    first = rng.standard_normal(shape, dtype=DTYPE)
-    if loss == "mse":
-        second = rng.standard_normal(shape, dtype=DTYPE)
-    else:
-        second = rng.integers(0, cols, size=rows, dtype=np.int64)
-    return Inputs(loss, device, (rows, cols), xp, first, second)
+    first, second = spec(loss).make(xp, xp.random.default_rng(seed), shape)
+    return Inputs(loss, device, tuple(shape), xp, first, second)
 
 
 def shape_for(loss: str, size: str | int, classes: int = DEFAULT_CLASSES) -> tuple[int, int]:
     """``"ROWSxCOLS"`` as given; an element count as ``(rows, cols)`` with cols a row's width.
 
-    MSE rows are 1024 wide (the seeds' ``(N, k)`` layout), cross-entropy rows ``classes`` wide;
-    a count is rounded to whole rows, and one below a row's width is a single shorter row.
+    A row's width is the loss's spec's (1024 for the elementwise losses, the seeds' ``(N, k)``
+    layout) or ``classes`` (cross-entropy); a count is rounded to whole rows, and one below a
+    row's width is a single shorter row.
     """
     text = str(size).lower().replace("_", "")
     if "x" in text:
         rows, cols = (int(part) for part in text.split("x"))
     else:
         elements = int(float(text))
-        width = MSE_COLUMNS if loss == "mse" else classes
+        width = spec(loss).width or classes
         cols = min(width, elements)
         rows = max(1, round(elements / cols)) if cols > 0 else 0
     if rows < 1 or cols < 1:
@@ -107,12 +194,7 @@ def shape_label(shape: tuple[int, int]) -> str:
 
 def op_bytes(loss: str, op: str, shape: tuple[int, int], itemsize: int = 4) -> int:
     """The bytes an op cannot avoid moving: each input read once, the gradient written once."""
-    rows, cols = shape
-    block = rows * cols * itemsize
-    if loss == "mse":
-        return 2 * block if op == "forward" else 3 * block
-    labels = rows * 8
-    return block + labels if op == "forward" else 2 * block + labels
+    return spec(loss).bytes(op, shape, itemsize)
 
 
 def sync(device: str) -> None:
@@ -122,7 +204,7 @@ def sync(device: str) -> None:
         cupy.cuda.runtime.deviceSynchronize()
 
 
-def _synced(thunk: Callable[[], Any], device: str) -> Callable[[], Any]:
+def synced(thunk: Callable[[], Any], device: str) -> Callable[[], Any]:
     if device == "cpu":
         return thunk
 
@@ -140,133 +222,6 @@ def loss_value(result, op: str) -> float | None:
         return None
     loss = result[0] if op == "fused" else result
     return float(loss)
-
-
-# ---------------------------------------------------------------------------------------------
-# The expressions a user writes (NumPy on the CPU, CuPy on the GPU: same code, ``xp`` apart)
-
-
-def mse_expr_loss(xp, pred, target):
-    return xp.mean((pred - target) ** 2)
-
-
-def mse_expr_grad(xp, pred, target):
-    return 2 * (pred - target) / pred.size
-
-
-def mse_expr_with_grad(xp, pred, target):
-    return mse_expr_loss(xp, pred, target), mse_expr_grad(xp, pred, target)
-
-
-def _log_sum_exp(xp, logits):
-    row_max = logits.max(axis=1, keepdims=True)
-    return row_max + xp.log(xp.exp(logits - row_max).sum(axis=1, keepdims=True))
-
-
-def ce_expr_loss(xp, logits, labels):
-    picked = xp.take_along_axis(logits, labels[:, None], axis=1)
-    return -xp.mean(picked - _log_sum_exp(xp, logits))
-
-
-def _ce_expr_grad_from(xp, logits, labels, lse):
-    # Subtracting the one-hot in place at the labels: a user who builds np.eye(k)[labels] instead
-    # pays for a second (N, k) array.
-    grad = xp.exp(logits - lse)
-    grad[xp.arange(labels.shape[0]), labels] -= 1
-    grad /= labels.shape[0]
-    return grad
-
-
-def ce_expr_grad(xp, logits, labels):
-    return _ce_expr_grad_from(xp, logits, labels, _log_sum_exp(xp, logits))
-
-
-def ce_expr_with_grad(xp, logits, labels):
-    lse = _log_sum_exp(xp, logits)
-    picked = xp.take_along_axis(logits, labels[:, None], axis=1)
-    return -xp.mean(picked - lse), _ce_expr_grad_from(xp, logits, labels, lse)
-
-
-# ---------------------------------------------------------------------------------------------
-# The seeds' crysx_nn-style functions, on the CPU (Numba) ...
-
-
-@njit(cache=True, fastmath=True)
-def crysx_mse_loss_fastmath(outi, out0):
-    # Numba's np.sum keeps a float32 running total for float32 input; fastmath spreads it over SIMD
-    # lanes, which slows the growth of the error with size but does not stop it.
-    return np.sum((outi - out0) ** 2) / outi.shape[1]
-
-
-@njit(cache=True, fastmath=False, parallel=True)
-def crysx_mse_loss_prange(outi, out0):
-    loss = 0.0
-    for i in prange(outi.shape[0]):
-        for j in range(outi.shape[1]):
-            loss = loss + (outi[i, j] - out0[i, j]) ** 2
-    return loss / outi.shape[1]
-
-
-@njit(cache=True, fastmath=True)
-def crysx_mse_loss_grad(outi, out0):
-    return 2 * (outi - out0) / outi.shape[1]
-
-
-@njit(cache=True, fastmath=True)
-def crysx_softmax(x):
-    # One max over the whole batch, not per row: crysx's choice, kept as written.
-    e_x = np.exp(x - np.max(x))
-    return e_x / e_x.sum(axis=1).reshape((-1, 1))
-
-
-@njit(cache=True, fastmath=False)
-def crysx_cce_loss(predictions, targets, epsilon=1e-12):
-    predictions = np.clip(predictions, epsilon, 1.0 - epsilon)
-    return -np.sum(targets * np.log(predictions + 1e-9))
-
-
-def crysx_cce_loss_grad(predictions, targets):
-    return -np.nan_to_num(np.divide(targets, predictions, dtype=targets.dtype))
-
-
-def softmax_backward(xp, probs, grad_probs):
-    # crysx contracts the (N, k, k) softmax Jacobian with d loss / d probs; at k = 32000 that
-    # tensor cannot exist, so its product is formed directly: p * (g - sum(p * g)).
-    inner = (probs * grad_probs).sum(axis=1, keepdims=True)
-    return probs * (grad_probs - inner)
-
-
-# ... and on the GPU (their CuPy twins; the constants differ from the CPU ones in crysx too)
-
-
-def crysx_mse_loss_cupy(outi, out0):
-    import cupy as cp
-
-    return cp.sum((outi - out0) ** 2) / outi.shape[1]
-
-
-def crysx_mse_loss_grad_cupy(outi, out0):
-    return 2 * (outi - out0) / outi.shape[1]
-
-
-def crysx_softmax_cupy(x):
-    import cupy as cp
-
-    e_x = cp.exp(x - cp.max(x))
-    return e_x / e_x.sum(axis=1).reshape((-1, 1))
-
-
-def crysx_cce_loss_cupy(predictions, targets, epsilon=1e-7):
-    import cupy as cp
-
-    predictions = cp.clip(predictions, epsilon, 1.0 - epsilon)
-    return -cp.sum(targets * cp.log(predictions))
-
-
-def crysx_cce_loss_grad_cupy(predictions, targets):
-    import cupy as cp
-
-    return -cp.divide(targets, predictions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +247,9 @@ def installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+FASTLOSS_SUFFIXES = {"forward": "", "gradient": "_grad", "fused": "_with_grad"}
 
 
 def backend_status() -> dict[str, tuple[bool, str]]:
@@ -326,83 +284,26 @@ def _fastloss(backend: str, loss: str, op: str):
     def prepare(inputs: Inputs):
         import fastloss
 
-        function = getattr(fastloss, FASTLOSS_FUNCTIONS[loss][op])
-        first, second = inputs.first, inputs.second
+        function = getattr(fastloss, loss + FASTLOSS_SUFFIXES[op])
+        first, second, options = inputs.first, inputs.second, spec(loss).options
         if op == "forward":
-            return _synced(lambda: function(first, second, backend=backend), inputs.device)
+            return synced(lambda: function(first, second, backend=backend, **options),
+                           inputs.device)
         grad_out = inputs.xp.empty_like(first)
-        return _synced(
-            lambda: function(first, second, backend=backend, out=grad_out), inputs.device
+        return synced(
+            lambda: function(first, second, backend=backend, out=grad_out, **options),
+            inputs.device,
         )
 
     return prepare
 
 
 def _expression(loss: str, op: str):
-    table = {
-        "mse": {"forward": mse_expr_loss, "gradient": mse_expr_grad, "fused": mse_expr_with_grad},
-        "softmax_cross_entropy": {
-            "forward": ce_expr_loss,
-            "gradient": ce_expr_grad,
-            "fused": ce_expr_with_grad,
-        },
-    }
-    formula = table[loss][op]
+    formula = spec(loss).expression[op]
 
     def prepare(inputs: Inputs):
         xp, first, second = inputs.xp, inputs.first, inputs.second
-        return _synced(lambda: formula(xp, first, second), inputs.device)
-
-    return prepare
-
-
-def _crysx_mse(op: str, variant: str):
-    def prepare(inputs: Inputs):
-        pred, target = inputs.first, inputs.second
-        rows = pred.shape[0]
-        if inputs.device == "cuda":
-            loss_fn, grad_fn = crysx_mse_loss_cupy, crysx_mse_loss_grad_cupy
-        elif variant == "fastmath":
-            loss_fn, grad_fn = crysx_mse_loss_fastmath, crysx_mse_loss_grad
-        else:
-            loss_fn, grad_fn = crysx_mse_loss_prange, crysx_mse_loss_grad
-        # crysx averages over a row's outputs only; the extra 1/rows is a scalar, free.
-        if op == "forward":
-            thunk = lambda: loss_fn(pred, target) / rows  # noqa: E731
-        elif op == "gradient":
-            thunk = lambda: grad_fn(pred, target)  # noqa: E731
-        else:
-            thunk = lambda: (loss_fn(pred, target) / rows, grad_fn(pred, target))  # noqa: E731
-        return _synced(thunk, inputs.device)
-
-    return prepare
-
-
-def _crysx_ce(op: str):
-    def prepare(inputs: Inputs):
-        xp, logits, labels = inputs.xp, inputs.first, inputs.second
-        rows = logits.shape[0]
-        # crysx takes one-hot targets; building them is the caller's job, so it is not timed.
-        onehot = xp.zeros(logits.shape, dtype=logits.dtype)
-        onehot[xp.arange(rows), labels] = 1
-        on_gpu = inputs.device == "cuda"
-        softmax = crysx_softmax_cupy if on_gpu else crysx_softmax
-        cce = crysx_cce_loss_cupy if on_gpu else crysx_cce_loss
-        cce_grad = crysx_cce_loss_grad_cupy if on_gpu else crysx_cce_loss_grad
-
-        def forward():
-            return cce(softmax(logits), onehot) / rows
-
-        def gradient():
-            probs = softmax(logits)
-            return softmax_backward(xp, probs, cce_grad(probs, onehot))
-
-        def fused():
-            probs = softmax(logits)
-            return cce(probs, onehot) / rows, softmax_backward(xp, probs, cce_grad(probs, onehot))
-
-        thunks = {"forward": forward, "gradient": gradient, "fused": fused}
-        return _synced(thunks[op], inputs.device)
+        return synced(lambda: formula(xp, first, second), inputs.device)
 
     return prepare
 
@@ -412,49 +313,21 @@ def _torch(loss: str, op: str):
         import torch
         import torch.nn.functional as F
 
-        functional = F.mse_loss if loss == "mse" else F.cross_entropy
+        formula = spec(loss).torch
         first = torch.as_tensor(inputs.first)
         second = torch.as_tensor(inputs.second)
         if op == "forward":
-            return _synced(lambda: functional(first, second), inputs.device)
+            return synced(lambda: formula(F, first, second), inputs.device)
         leaf = first.detach().requires_grad_()
 
         def backward():
             # A training step's zero_grad(set_to_none=True): each step allocates a fresh gradient.
             leaf.grad = None
-            value = functional(leaf, second)
+            value = formula(F, leaf, second)
             value.backward()
             return leaf.grad if op == "gradient" else (value.detach(), leaf.grad)
 
-        return _synced(backward, inputs.device)
-
-    return prepare
-
-
-def _liger(op: str):
-    def prepare(inputs: Inputs):
-        import torch
-        from liger_kernel.ops.cross_entropy import LigerCrossEntropyFunction
-
-        # Liger writes the gradient over its input during the forward pass: it gets its own copy,
-        # and from the second call on it reads the previous gradient (same cost, other values).
-        logits = torch.as_tensor(inputs.first).clone().requires_grad_()
-        labels = torch.as_tensor(inputs.second)
-
-        def apply():
-            try:
-                return LigerCrossEntropyFunction.apply(logits, labels)
-            except TypeError:  # releases before ignore_index had a default
-                return LigerCrossEntropyFunction.apply(logits, labels, -100)
-
-        def run():
-            logits.grad = None
-            value = apply()
-            value = value[0] if isinstance(value, tuple) else value
-            value.backward()
-            return logits.grad if op == "gradient" else (value.detach(), logits.grad)
-
-        return _synced(run, inputs.device)
+        return synced(backward, inputs.device)
 
     return prepare
 
@@ -470,7 +343,7 @@ def _floor(loss: str, op: str):
         count = floor_elements(loss, op, inputs.shape)
         source = xp.ones(count, dtype=DTYPE)
         destination = xp.zeros(count, dtype=DTYPE)
-        return _synced(lambda: xp.copyto(destination, source), inputs.device)
+        return synced(lambda: xp.copyto(destination, source), inputs.device)
 
     return prepare
 
@@ -492,18 +365,13 @@ def implementations(loss: str, op: str, device: str) -> list[Impl]:
         impls.append(Impl(name, "peer", loss, op, device, prepare, gpu_missing or missing))
 
     peer("cupy-expr" if device == "cuda" else "numpy-expr", _expression(loss, op))
-    if loss == "mse":
-        if device == "cuda":
-            peer("crysx-cupy", _crysx_mse(op, "cupy"))
-        else:
-            peer("crysx-fastmath", _crysx_mse(op, "fastmath"))
-            if op != "gradient":  # both variants share one gradient function
-                peer("crysx-prange", _crysx_mse(op, "prange"))
-    else:
-        peer("crysx-cupy" if device == "cuda" else "crysx", _crysx_ce(op))
+    for extra in spec(loss).peers:
+        prepare = extra.prepare(op) if device in extra.devices else None
+        if prepare is not None:
+            absent = [f"{module} not installed" for module in extra.needs
+                      if module != "torch" and not installed(module)]
+            peer(extra.name, prepare, (no_torch if "torch" in extra.needs else None)
+                 or next(iter(absent), None))
     peer("torch", _torch(loss, op), no_torch)
-    if device == "cuda" and loss == "softmax_cross_entropy" and op != "forward":
-        peer("liger", _liger(op), no_torch or (None if installed("liger_kernel") else
-                                               "liger_kernel not installed"))
     impls.append(Impl("floor", "floor", loss, op, device, _floor(loss, op), gpu_missing))
     return impls

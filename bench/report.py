@@ -34,11 +34,6 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 import peers  # noqa: E402
 
 SCHEMA = "fastloss-bench/1"
-DEFAULT_SIZES = {
-    "mse": ["16x1024", "128x1024", "1024x1024", "8192x1024", "32768x1024"],
-    "softmax_cross_entropy": ["4x32000", "32x32000", "256x32000", "1024x32000"],
-}
-QUICK_SIZES = {"mse": ["8192x1024"], "softmax_cross_entropy": ["1024x32000"]}
 QUICK_PEERS = ("numpy-expr", "cupy-expr")
 OP_TITLES = {"forward": "loss", "gradient": "gradient", "fused": "loss and gradient"}
 REFERENCE_CHUNK = 1 << 22  # elements made float64 at a time: bounds the reference's memory
@@ -64,21 +59,15 @@ def time_thunk(thunk: Callable[[], Any], *, repeats: int, budget: float,
 
 
 def reference_loss(inputs: peers.Inputs) -> float:
-    """The mean loss computed in float64, a block of rows at a time."""
+    """The mean loss computed in float64 by the loss's spec, a block of rows at a time."""
+    spec = peers.spec(inputs.loss)
     xp, (rows, cols) = inputs.xp, inputs.shape
     step = max(1, REFERENCE_CHUNK // cols)
     total = 0.0
     for start in range(0, rows, step):
         block = inputs.first[start:start + step].astype(xp.float64)
-        if inputs.loss == "mse":
-            diff = block - inputs.second[start:start + step]
-            total += float((diff * diff).sum())
-            continue
-        labels = inputs.second[start:start + step]
-        row_max = block.max(axis=1, keepdims=True)
-        lse = row_max[:, 0] + xp.log(xp.exp(block - row_max).sum(axis=1))
-        total += float((lse - block[xp.arange(block.shape[0]), labels]).sum())
-    return total / (rows * cols if inputs.loss == "mse" else rows)
+        total += spec.reference(xp, block, inputs.second[start:start + step])
+    return total / spec.count(inputs.shape)
 
 
 def relative_error(value: float | None, reference: float) -> float | None:
@@ -191,7 +180,8 @@ def plan(args) -> list[tuple[str, str, tuple[int, int], list[tuple[str, list[pee
     steps = []
     for device in run_devices(args):
         for loss in args.losses:
-            sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)[loss]
+            spec = peers.spec(loss)
+            sizes = args.sizes or (spec.quick_sizes if args.quick else spec.sizes)
             for size in sizes:
                 shape = peers.shape_for(loss, size, args.classes)
                 ops = [(op, selected_impls(loss, op, device, args)) for op in args.ops]
@@ -443,11 +433,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     "relative error against float64.")
     parser.add_argument("--quick", action="store_true",
                         help="one size per loss, the fused op, the array-expression peer only")
+    losses = list(peers.specs())
     parser.add_argument("--sizes", nargs="+", metavar="SIZE",
-                        help="ROWSxCOLS shapes or element counts (rows of 1024 for MSE, of "
-                             "--classes for cross-entropy), for every loss")
-    parser.add_argument("--losses", type=_names, default=list(peers.LOSSES),
-                        help="comma-separated: mse, softmax_cross_entropy (default: both)")
+                        help="ROWSxCOLS shapes or element counts (rows of 1024 for the "
+                             "elementwise losses, of --classes for cross-entropy), for every loss")
+    parser.add_argument("--losses", type=_names, default=losses,
+                        help=f"comma-separated: {', '.join(losses)} (default: all)")
     parser.add_argument("--ops", type=_names, default=None,
                         help="comma-separated: forward, gradient, fused "
                              "(default: all; --quick: fused)")
@@ -469,14 +460,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
 
     for name in args.losses:
-        if name not in peers.LOSSES:
-            parser.error(f"--losses: unknown loss {name!r}; choose from {', '.join(peers.LOSSES)}")
+        if name not in losses:
+            parser.error(f"--losses: unknown loss {name!r}; choose from {', '.join(losses)}")
     args.ops = args.ops or (["fused"] if args.quick else list(peers.OPS))
     for name in args.ops:
         if name not in peers.OPS:
             parser.error(f"--ops: unknown op {name!r}; choose from {', '.join(peers.OPS)}")
     args.ops = [op for op in peers.OPS if op in args.ops]
-    args.losses = [loss for loss in peers.LOSSES if loss in args.losses]
+    args.losses = [loss for loss in losses if loss in args.losses]
     status = peers.backend_status()
     available = [name for name, (ok, _) in status.items() if ok]
     args.backends = args.backends or available

@@ -49,7 +49,7 @@ def test_full_report_has_every_case_and_a_png(report, tmp_path, capsys):
     assert {"created", "environment", "backends", "options", "not_run", "results"} <= set(document)
     rows = document["results"]
     assert all(set(row) == ROW_KEYS for row in rows)
-    for loss in ("mse", "softmax_cross_entropy"):
+    for loss in report.peers.specs():
         for op in ("forward", "gradient", "fused"):
             case = {row["impl"]: row for row in rows if (row["loss"], row["op"]) == (loss, op)}
             assert {f"fastloss[{name}]" for name in CPU_BACKENDS} <= set(case)
@@ -75,17 +75,24 @@ def test_quick_report_is_one_line_per_loss_and_backend(report, tmp_path, capsys)
     document, _ = _run(report, tmp_path, "--quick")
 
     fastloss_rows = [row for row in document["results"] if row["kind"] == "fastloss"]
-    assert len(fastloss_rows) == 2 * len(CPU_BACKENDS)
+    assert len(fastloss_rows) == len(report.peers.specs()) * len(CPU_BACKENDS)
     assert {row["op"] for row in document["results"]} == {"fused"}
     assert {row["impl"] for row in document["results"] if row["kind"] == "peer"} == {"numpy-expr"}
     table = capsys.readouterr().out
     assert "vs NumPy" in table and "rel err" in table
 
 
-def test_bad_option_is_a_usage_error(report):
+@pytest.mark.parametrize("option", [["--ops", "backward"], ["--losses", "mse,kl_div"]])
+def test_bad_option_is_a_usage_error(report, option):
     with pytest.raises(SystemExit) as exit_info:
-        report.main(["--ops", "backward"])
+        report.main(option)
     assert exit_info.value.code == 2
+
+
+def test_every_elementwise_loss_has_a_bench_spec_and_an_unknown_loss_is_an_error(report):
+    assert set(_registry.ELEMENTWISE) | {"softmax_cross_entropy"} == set(report.peers.specs())
+    with pytest.raises(ValueError, match="no bench spec for loss 'kl_div'"):
+        report.peers.make_inputs("kl_div", (2, 3), "cpu")
 
 
 def test_module_entry_point_runs_the_report(tmp_path):
