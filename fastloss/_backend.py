@@ -18,6 +18,7 @@ _DEVICE_NAMES = ("float16", "bfloat16", "float32", "float64")
 _HOST_DTYPES = frozenset(np.dtype(name) for name in _HOST_NAMES)
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT16 = np.dtype(np.float16)
+_FLOAT64 = np.dtype(np.float64)
 _NO_SCOPE = contextlib.nullcontext()
 
 
@@ -114,7 +115,7 @@ class HostBackend(Backend):
 
     def result(self, loss, dtype):
         """A backend's float64 loss rounded once to the caller's ``dtype``."""
-        return dtype.type(loss)
+        return loss if dtype == _FLOAT64 else dtype.type(loss)
 
 
 class CudaBackend(Backend):

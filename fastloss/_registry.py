@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import importlib
 
+import numpy as np
+
 from fastloss._backend import Backend, CudaBackend, HostBackend
 
 BACKENDS = ("numpy", "numba", "cuda")
@@ -89,7 +91,7 @@ def resolve(backend: str, *arrays) -> str:
         if any(is_device_array(x) for x in arrays if x is not None):
             backend = "cuda"
         else:
-            backend = "numba" if backend_status("numba")[0] else "numpy"
+            backend = _host_default()
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}"
@@ -103,7 +105,19 @@ def resolve(backend: str, *arrays) -> str:
 def backend(name: str, *arrays) -> Backend:
     """The backend object for ``name`` ("auto" included) and the caller's arrays,
     resolved as :func:`resolve` does."""
+    if name == "auto":
+        # The common call, NumPy arrays only, without resolve's general checks.
+        for x in arrays:
+            if x is not None and type(x) is not np.ndarray:
+                break
+        else:
+            return _OBJECTS[_host_default()]
     return _OBJECTS[resolve(name, *arrays)]
+
+
+@functools.cache
+def _host_default() -> str:
+    return "numba" if backend_status("numba")[0] else "numpy"
 
 
 @functools.cache

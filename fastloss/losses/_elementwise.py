@@ -79,10 +79,14 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
         order = "F" if x.flags.f_contiguous and target.flags.f_contiguous else "C"
         dtype = x.dtype
         work = backend.compute_dtype(dtype)
-        weight = _per_element(weight, "weight", x, work, order, backend)
-        aux = _per_element(aux, aux_name, x, work, order, backend)
-        backend.same_device(x, target, weight, aux, out)
-        if backend.host and spec.domain is not None and _aliased(out, x, target):
+        if weight is not None or aux is not None:
+            weight = _per_element(weight, "weight", x, work, order, backend)
+            aux = _per_element(aux, aux_name, x, work, order, backend)
+            backend.same_device(x, target, weight, aux, out)
+        else:
+            backend.same_device(x, target, out)
+        checked = backend.host and spec.domain is not None
+        if checked and _aliased(out, x, target):
             _check_domain(spec, x, target)  # the kernel will overwrite what the check reads
 
         grad, writes_out = _tail.grad_buffer(backend.xp, x.shape, work, dtype, out, want_grad,
@@ -96,7 +100,7 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
             x.size if reduction == "mean" else 1,
             weight, aux, param,
         )
-        if backend.host and spec.domain is not None and reduced != reduced:
+        if checked and reduced != reduced:
             _check_domain(spec, x, target)  # a NaN total: NaN input, or outside the domain
         return _tail.results(backend, dtype, reduced, items, grad, writes_out, out)
 

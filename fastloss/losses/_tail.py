@@ -33,6 +33,6 @@ def results(backend, dtype, reduced, items, grad, writes_out: bool, out):
     if grad is None or writes_out:
         return loss, grad
     if out is None:
-        return loss, grad.astype(dtype, copy=False)
+        return loss, grad if grad.dtype == dtype else grad.astype(dtype)
     out[...] = grad
     return loss, out
