@@ -17,6 +17,36 @@ from fastloss import _registry
 REDUCTIONS = ("mean", "sum", "none")
 _HOST_DTYPES = ("float16", "float32", "float64")
 _DEVICE_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+INT64 = np.dtype(np.int64)
+
+
+# The common case, recognised without converting anything: the checks below
+# accept only arguments that the full checks would accept unchanged, so a
+# call that fails one takes the full path and gets its error there.
+
+
+def plain(x, dtype) -> bool:
+    """True for a C-contiguous ``numpy.ndarray`` (not a subclass) of ``dtype``,
+    a NumPy dtype object compared by identity (native byte order)."""
+    return type(x) is np.ndarray and x.dtype is dtype and x.flags.c_contiguous
+
+
+def plain_float(x) -> bool:
+    """True for a C-contiguous ``numpy.ndarray`` of native float32 or float64."""
+    return plain(x, _FLOAT32) or plain(x, _FLOAT64)
+
+
+def plain_out(out, like) -> bool:
+    """True for no ``out``, or a writeable plain array of ``like``'s shape and dtype."""
+    return out is None or (
+        plain(out, like.dtype) and out.shape == like.shape and out.flags.writeable
+    )
+
+
+def plain_reduction(reduction) -> bool:
+    """True for "mean" and "sum" (the common case returns a scalar)."""
+    return type(reduction) is str and (reduction == "mean" or reduction == "sum")
 
 
 def check_reduction(reduction) -> str:

@@ -439,3 +439,28 @@ def test_same_bits_at_any_thread_count():
         assert first == second, f"two runs differ at {threads} threads"
         results[threads] = first
     assert results[1] == results[2] == results[4]
+
+
+# -------------------------------------------------------------- label checks
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["count", "weight sum"])
+@pytest.mark.parametrize("size", [0, 5, 2 * ce_module.BLOCK_ELEMENTS + 5])
+def test_label_summary_matches_numpy(weighted, size):
+    numpy_summary = _registry.label_summary("numpy")
+    rng = np.random.default_rng(size)
+    labels = rng.integers(0, 10, size)
+    labels[::3] = -100
+    weight = rng.random(10) if weighted else None
+
+    first, kept = ce_module.label_summary(labels, weight, 10, -100)
+    expected_first, expected_kept = numpy_summary(labels, weight, 10, -100)
+
+    assert first == expected_first == -1
+    assert type(kept) is type(expected_kept)
+    assert kept == pytest.approx(expected_kept, rel=1e-12)
+    for position in (size - 1, size // 2, 1) if size > 2 else ():
+        labels[position] = [10, -1][position % 2]
+        # The first invalid label wins, whichever block it is in.
+        assert ce_module.label_summary(labels, weight, 10, -100)[0] == position
+        assert numpy_summary(labels, weight, 10, -100)[0] == position

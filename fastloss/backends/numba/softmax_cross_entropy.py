@@ -909,6 +909,59 @@ def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoo
     return total / divisor
 
 
+@njit(cache=True, error_model="numpy")
+def _labels_block(labels, weight, classes, ignore_index, block):
+    """(invalid labels, kept rows or their weight sum) in one block of labels."""
+    invalid = 0
+    kept = 0
+    kept_weight = 0.0
+    for i in range(block * BLOCK_ELEMENTS, min((block + 1) * BLOCK_ELEMENTS, labels.size)):
+        label = labels[i]
+        keep = label != ignore_index
+        invalid += keep and (label < 0 or label >= classes)
+        if weight is None:
+            kept += keep
+        elif keep:
+            kept_weight += weight[min(max(label, 0), classes - 1)]
+    return invalid, kept if weight is None else kept_weight
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _label_summary(labels, weight, classes, ignore_index):
+    blocks = (labels.size + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    invalid = np.empty(blocks, np.int64)
+    kept = np.empty(blocks)
+    if blocks <= 1:
+        for block in range(blocks):
+            invalid[block], kept[block] = _labels_block(
+                labels, weight, classes, ignore_index, block
+            )
+    else:
+        for block in prange(blocks):
+            invalid[block], kept[block] = _labels_block(
+                labels, weight, classes, ignore_index, block
+            )
+    total = 0.0
+    any_invalid = False
+    for block in range(blocks):
+        total += kept[block]
+        any_invalid |= invalid[block] > 0
+    if any_invalid:
+        for i in range(labels.size):
+            if labels[i] != ignore_index and (labels[i] < 0 or labels[i] >= classes):
+                return i, total
+    return -1, total
+
+
+def label_summary(labels, weight, classes, ignore_index):
+    """``(first, kept)`` for int64 class indices: the position of the first
+    label outside [0, classes) that is not ignore_index (-1 when all are
+    valid), and, when all are, what a "mean" divides by: the number of rows
+    not ignored, or the sum of their labels' class weights (summed in fixed blocks, in order)."""
+    first, kept = _label_summary(labels, weight, classes, int(ignore_index))
+    return first, kept if weight is not None else int(kept)
+
+
 def softmax_cross_entropy(
     logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor
 ):
