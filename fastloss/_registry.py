@@ -109,17 +109,23 @@ def label_summary(backend: str):
     return _load(_LABEL_SUMMARIES[backend])
 
 
-@functools.cache
-def _host_backend(backend: str) -> str | None:
-    if backend == "auto":
-        backend = "numba" if backend_status("numba")[0] else "numpy"
-    if backend in ("numpy", "numba") and backend_status(backend)[0]:
-        return backend
-    return None
+_HOST_BACKENDS: dict[str, str | None] = {}
 
 
 def host_backend(backend) -> str | None:
     """The CPU backend that ``backend`` means for host arrays, when it is one
     that can run ("auto", "numpy", "numba"); None for anything else, which
     then goes through :func:`resolve` and its errors."""
-    return _host_backend(backend) if type(backend) is str else None
+    if type(backend) is not str:
+        return None
+    try:
+        return _HOST_BACKENDS[backend]
+    except KeyError:
+        name = backend
+        if name == "auto":
+            name = "numba" if backend_status("numba")[0] else "numpy"
+        runs = name in ("numpy", "numba") and backend_status(name)[0]
+        # Remembered for the names the API knows only: the table stays small.
+        if backend in ("auto", *BACKENDS):
+            _HOST_BACKENDS[backend] = name if runs else None
+        return name if runs else None

@@ -23,7 +23,9 @@ INT64 = np.dtype(np.int64)
 
 # The common case, recognised without converting anything: the checks below
 # accept only arguments that the full checks would accept unchanged, so a
-# call that fails one takes the full path and gets its error there.
+# call that fails one takes the full path and gets its error there. They run
+# on every call, hence one function each and as few attribute look-ups as
+# possible.
 
 
 def plain(x, dtype) -> bool:
@@ -32,16 +34,23 @@ def plain(x, dtype) -> bool:
     return type(x) is np.ndarray and x.dtype is dtype and x.flags.c_contiguous
 
 
-def plain_float(x) -> bool:
-    """True for a C-contiguous ``numpy.ndarray`` of native float32 or float64."""
-    return plain(x, _FLOAT32) or plain(x, _FLOAT64)
-
-
-def plain_out(out, like) -> bool:
-    """True for no ``out``, or a writeable plain array of ``like``'s shape and dtype."""
-    return out is None or (
-        plain(out, like.dtype) and out.shape == like.shape and out.flags.writeable
-    )
+def plain_floats(first, second, out) -> bool:
+    """True when ``first`` is a C-contiguous ``numpy.ndarray`` of native float32
+    or float64, ``second`` (if not None) one of the same shape and dtype, and
+    ``out`` None or a writeable one of the same shape and dtype."""
+    if type(first) is not np.ndarray:
+        return False
+    dtype, shape = first.dtype, first.shape
+    if (dtype is not _FLOAT32 and dtype is not _FLOAT64) or not first.flags.c_contiguous:
+        return False
+    if second is not None and not (plain(second, dtype) and second.shape == shape):
+        return False
+    if out is None:
+        return True
+    if type(out) is not np.ndarray or out.dtype is not dtype or out.shape != shape:
+        return False
+    flags = out.flags
+    return flags.c_contiguous and flags.writeable
 
 
 def plain_reduction(reduction) -> bool:

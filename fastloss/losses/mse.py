@@ -14,14 +14,7 @@ def _is_contiguous(x, order: str) -> bool:
 
 def _mse(pred, target, reduction, backend, out, want_grad):
     host = _registry.host_backend(backend)
-    if (
-        host is not None
-        and v.plain_reduction(reduction)
-        and v.plain_float(pred)
-        and v.plain(target, pred.dtype)
-        and target.shape == pred.shape
-        and v.plain_out(out, pred)
-    ):
+    if host is not None and v.plain_reduction(reduction) and v.plain_floats(pred, target, out):
         return _plain(pred, target, reduction, host, out, want_grad)
     reduction = v.check_reduction(reduction)
     backend = _registry.resolve(backend, pred, target, out)

@@ -84,12 +84,11 @@ def _softmax_cross_entropy(
         and type(label_smoothing) in (int, float)
         and label_smoothing == 0
         and v.plain_reduction(reduction)
-        and v.plain_float(logits)
+        and v.plain_floats(logits, None, out)
         and logits.ndim == 2
         and logits.shape[1] > 0
         and v.plain(target, v.INT64)
         and target.shape == logits.shape[:1]
-        and v.plain_out(out, logits)
     ):
         return _plain(logits, target, reduction, ignore_index, host, out, want_grad)
     reduction = v.check_reduction(reduction)
