@@ -35,6 +35,11 @@ PEER_NAMES = ("numpy-expr", "cupy-expr", "crysx-fastmath", "crysx-prange", "crys
               "torch", "liger")
 DEFAULT_CLASSES = 32000
 MSE_COLUMNS = 1024
+# Losses whose cost per element depends on the row width: the widths swept at
+# a fixed number of elements (rows of fewer elements leave vector lanes idle
+# and pay a row's set-up more often).
+CLASS_SWEEP = {"softmax_cross_entropy": (2, 10, 100, 1000, 32000, 128000)}
+SWEEP_ELEMENTS = 2_621_440
 
 FASTLOSS_FUNCTIONS = {
     "mse": {"forward": "mse", "gradient": "mse_grad", "fused": "mse_with_grad"},
@@ -99,6 +104,14 @@ def shape_for(loss: str, size: str | int, classes: int = DEFAULT_CLASSES) -> tup
     if rows < 1 or cols < 1:
         raise ValueError(f"size {size!r} gives an empty {loss} input")
     return rows, cols
+
+
+def sweep_shapes(loss: str, elements: int = SWEEP_ELEMENTS,
+                 classes: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
+    """``(rows, k)`` for each swept row width k of ``loss`` (none for a loss
+    without a sweep), with at least ``elements`` elements."""
+    widths = CLASS_SWEEP.get(loss, ()) if classes is None else classes
+    return [(-(-elements // width), width) for width in widths]
 
 
 def shape_label(shape: tuple[int, int]) -> str:

@@ -25,6 +25,14 @@ _KERNELS = {
 }
 
 
+# Per CPU backend: a one-pass check of class indices and the divisor of their
+# "mean" (cuda checks labels in its kernels; see fastloss.losses).
+_LABEL_SUMMARIES = {
+    backend: f"fastloss.backends.{backend}.softmax_cross_entropy:label_summary"
+    for backend in ("numpy", "numba")
+}
+
+
 def _version(module_name: str) -> str:
     return getattr(importlib.import_module(module_name), "__version__", "?")
 
@@ -83,8 +91,41 @@ def resolve(backend: str, *arrays) -> str:
     return backend
 
 
+def _load(spec: str):
+    module_name, function_name = spec.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
 @functools.cache
 def kernel(loss: str, backend: str):
     """The fused kernel function of ``loss`` on ``backend``, imported once."""
-    module_name, function_name = _KERNELS[(loss, backend)].split(":")
-    return getattr(importlib.import_module(module_name), function_name)
+    return _load(_KERNELS[(loss, backend)])
+
+
+@functools.cache
+def label_summary(backend: str):
+    """``label_summary(labels, weight, classes, ignore_index) -> (first, kept)``
+    of a CPU backend, imported once (see the backends' softmax_cross_entropy)."""
+    return _load(_LABEL_SUMMARIES[backend])
+
+
+_HOST_BACKENDS: dict[str, str | None] = {}
+
+
+def host_backend(backend) -> str | None:
+    """The CPU backend that ``backend`` means for host arrays, when it is one
+    that can run ("auto", "numpy", "numba"); None for anything else, which
+    then goes through :func:`resolve` and its errors."""
+    if type(backend) is not str:
+        return None
+    try:
+        return _HOST_BACKENDS[backend]
+    except KeyError:
+        name = backend
+        if name == "auto":
+            name = "numba" if backend_status("numba")[0] else "numpy"
+        runs = name in ("numpy", "numba") and backend_status(name)[0]
+        # Remembered for the names the API knows only: the table stays small.
+        if backend in ("auto", *BACKENDS):
+            _HOST_BACKENDS[backend] = name if runs else None
+        return name if runs else None

@@ -54,4 +54,15 @@ grad_out, loss_out, ignore_index, label_smoothing, divisor) -> loss``
   over labels, from ``cuda.softmax_cross_entropy.mean_divisor``), which the
   kernels read without a host sync.
 - Returns ``sum_i L_i / divisor``.
+
+Class indices on the CPU backends: ``label_summary(labels, weight, classes,
+ignore_index) -> (first, kept)`` (registered apart from the kernels, see
+``fastloss._registry.label_summary``), one pass over ``(N,)`` int64 labels:
+
+- ``first``: the position of the first label outside ``[0, classes)`` that is
+  not ``ignore_index``, or -1; the front raises the ValueError for it before
+  any kernel runs.
+- ``kept`` (meaningful when ``first`` is -1): a "mean"'s divisor, the number
+  of rows not ignored (an int) or, with a ``(k,)`` float64 ``weight``, the sum
+  of their labels' weights, in a fixed order.
 """

@@ -38,3 +38,17 @@ def softmax_cross_entropy(
     if loss_out is not None:
         loss_out[...] = row_losses
     return total
+
+
+def label_summary(labels, weight, classes, ignore_index):
+    """``(first, kept)`` for int64 class indices: the position of the first
+    label outside [0, classes) that is not ignore_index (-1 when all are
+    valid), and, when all are, what a "mean" divides by: the number of rows
+    not ignored, or the sum of their labels' class weights."""
+    kept = labels != ignore_index
+    invalid = np.flatnonzero(kept & ((labels < 0) | (labels >= classes)))
+    if invalid.size:
+        return int(invalid[0]), 0
+    if weight is None:
+        return -1, int(kept.sum())
+    return -1, float((weight[np.where(kept, labels, 0)] * kept).sum())
