@@ -99,39 +99,41 @@ def _zeros(xp, like, rows):
 
 class _Slab:
     """A slab of a shard's rows: its logits in the work dtype, their exponentials shifted by
-    the reference, and the target's two parts: the label's own column (``label_mass``, the
-    ``(1 - eps) w_y`` it carries, zero where the label is ignored or on another shard) and
-    the dense part (``dense``: ``q w`` of the smoothing or of the probabilities, or None)."""
+    the reference, and the target in two parts. ``label_mass``: the ``(1 - eps) w_y`` that
+    the label's own column (``column``) carries, zero where the label is ignored or on
+    another shard. ``dense``: ``q w`` of the smoothing, one ``(1, width)`` row for every kept
+    row (``kept``, labels only), or of the probabilities, ``(N, width)``; or None."""
 
     def __init__(self, xp, logits, reference, target: ShardTarget):
         self.xp = xp
         self.width = logits.shape[1]
-        self.logits = xp.astype(logits, _work_dtype(xp, logits.dtype))
+        work = _work_dtype(xp, logits.dtype)
+        self.logits = xp.astype(logits, work, copy=False)
         self.shift = _shift(xp, reference)
-        self.exp = xp.exp(self.logits - xp.astype(self.shift, self.logits.dtype)[:, None])
-        device = array_api_compat.device(logits)
+        self.exp = xp.exp(self.logits - xp.astype(self.shift, work)[:, None])
         smoothing = target.label_smoothing / target.classes
-        self.label_mass = self.invalid = None
+        self.kept = self.label_mass = self.invalid = None
         if target.labels is None:
             dense = (1.0 - target.label_smoothing) * xp.astype(target.probabilities, xp.float64)
             dense = dense + smoothing
         else:
-            kept = target.labels != target.ignore_index
+            self.kept = target.labels != target.ignore_index
             local = target.labels - target.start
-            inside = kept & (local >= 0) & (local < self.width)
+            inside = self.kept & (local >= 0) & (local < self.width)
             self.column = xp.where(inside, local, 0)
             self.label_mass = (1.0 - target.label_smoothing) * xp.astype(inside, xp.float64)
             if target.weight is not None and self.width:
                 self.label_mass = self.label_mass * xp.take(target.weight, self.column)
-            self.invalid = kept & ((target.labels < 0) | (target.labels >= target.classes))
+            self.invalid = self.kept & ((target.labels < 0) | (target.labels >= target.classes))
             dense = None
             if smoothing:
-                row_mask = xp.astype(kept, xp.float64)[:, None]
-                dense = row_mask * xp.full((1, self.width), smoothing, dtype=xp.float64,
-                                           device=device)
+                dense = xp.full((1, self.width), smoothing, dtype=xp.float64,
+                                device=array_api_compat.device(logits))
         if dense is not None and target.weight is not None:
             dense = dense * target.weight[None, :]
         self.dense = dense
+        # Unweighted smoothing gives every class the same q: sum the gaps, then scale.
+        self.uniform = target.labels is not None and target.weight is None
 
     def sums(self):
         """This slab's ``(s, S, B)`` against the reference it was built with."""
@@ -146,24 +148,33 @@ class _Slab:
             gaps = gaps + _times(xp, self.label_mass, label_gap)
         if self.dense is not None and self.width:
             gap = self.shift[:, None] - xp.astype(self.logits, xp.float64)
-            mass = mass + xp.sum(self.dense, axis=1)
-            gaps = gaps + xp.sum(_times(xp, self.dense, gap), axis=1)
+            if self.uniform:
+                dense_gaps = self.dense[0, 0] * xp.sum(gap, axis=1)
+            else:
+                dense_gaps = xp.sum(_times(xp, self.dense, gap), axis=1)
+            dense_mass = xp.sum(self.dense, axis=1)
+            if self.kept is not None:
+                kept = xp.astype(self.kept, xp.float64)
+                dense_mass, dense_gaps = kept * dense_mass, _times(xp, kept, dense_gaps)
+            mass, gaps = mass + dense_mass, gaps + dense_gaps
         if self.invalid is not None:
             mass = xp.where(self.invalid, math.nan, mass)
         return s, mass, gaps
 
     def gradient(self, ratio, scale, dtype):
         """``(exp(z - M) S / s - q w) * scale`` in ``dtype``, given ``ratio = S / s * scale``
-        per row."""
+        per row; computed in the work dtype, ignored rows set to exact zeros."""
         xp = self.xp
-        grad = _times(xp, ratio[:, None], xp.astype(self.exp, xp.float64))
+        work = self.logits.dtype
+        grad = self.exp * xp.astype(ratio, work)[:, None]
         if self.dense is not None:
-            grad = grad - _times(xp, self.dense, scale)
+            grad = grad - xp.astype(_times(xp, self.dense, scale), work)
         if self.label_mass is not None:
-            columns = xp.arange(self.width, device=array_api_compat.device(grad))
-            onehot = columns[None, :] == self.column[:, None]
-            grad = grad - xp.where(onehot, _times(xp, self.label_mass, scale)[:, None], 0.0)
-        return xp.astype(grad, dtype)
+            rows = xp.arange(grad.shape[0], device=array_api_compat.device(grad))
+            label_grad = xp.astype(_times(xp, self.label_mass, scale), work)
+            grad[rows, self.column] = grad[rows, self.column] - label_grad
+            grad[~self.kept, :] = 0.0
+        return xp.astype(grad, dtype, copy=False)
 
 
 def row_max(logits):
