@@ -68,6 +68,25 @@ def is_device_array(x) -> bool:
     return type(x).__module__.split(".")[0] == "cupy" or hasattr(x, "__cuda_array_interface__")
 
 
+def is_dask_array(x) -> bool:
+    """True for dask arrays, recognised by type without importing dask."""
+    return type(x).__module__.startswith("dask.array")
+
+
+def routes_dask(function):
+    """``function``, but a call with a dask array argument goes to ``fastloss.dask``'s
+    function of the same name (lazy, chunk by chunk) before anything else happens."""
+    name = function.__name__
+
+    @functools.wraps(function)
+    def dispatch(*args, **kwargs):
+        if any(map(is_dask_array, args)) or any(map(is_dask_array, kwargs.values())):
+            return getattr(importlib.import_module("fastloss.dask"), name)(*args, **kwargs)
+        return function(*args, **kwargs)
+
+    return dispatch
+
+
 def resolve(backend: str, *arrays) -> str:
     """The concrete backend name for ``backend`` and the caller's arrays.
 
