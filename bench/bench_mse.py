@@ -1,4 +1,5 @@
-"""Mean squared error: ``mse_with_grad`` and ``mse`` against their peers and the memory floor.
+"""Mean squared error: ``mse_with_grad`` and ``mse`` against their peers and the memory floor,
+from a tiny batch (where a call's fixed cost is most of its time) to 32M elements.
 
     pytest bench/bench_mse.py --benchmark-group-by=group
 """
@@ -9,7 +10,7 @@ from numba import njit, prange
 
 LOSS = "mse"
 OPS = ("fused", "forward")
-SHAPES = [(32768, 1024), (256, 1024)]
+SHAPES = [(64, 10), (32768, 1024), (256, 1024)]
 SMOKE_SHAPES = [(3, 37)]
 
 

@@ -1,5 +1,6 @@
 """Softmax cross-entropy with integer labels: ``softmax_cross_entropy_with_grad`` against its
-peers and the memory floor.
+peers and the memory floor, at a tiny batch, at long rows, and over the row width k at a fixed
+number of logits (``CLASS_SWEEP``).
 
     pytest bench/bench_softmax_cross_entropy.py --benchmark-group-by=group
 """
@@ -10,8 +11,9 @@ from numba import njit
 
 LOSS = "softmax_cross_entropy"
 OPS = ("fused",)
-SHAPES = [(4096, 32000), (256, 4096)]
-SMOKE_SHAPES = [(3, 37)]
+CLASS_SWEEP = (2, 10, 100, 1000, 32000, 128000)
+SHAPES = [(64, 10), (4096, 32000), (256, 4096), *peers.sweep_shapes(CLASS_SWEEP)]
+SMOKE_SHAPES = [(3, 37), (65, 3)]
 
 
 def make(xp, rng, shape):
@@ -184,7 +186,7 @@ SPEC = peers.Spec(
     expression={"forward": ce_expr_loss, "gradient": ce_expr_grad, "fused": ce_expr_with_grad},
     torch=lambda F, logits, labels: F.cross_entropy(logits, labels),
     sizes=("4x32000", "32x32000", "256x32000", "1024x32000"), quick_sizes=("1024x32000",),
-    width=None,
+    width=None, sweep=CLASS_SWEEP,
     peers=(_crysx_peer("cpu"), _crysx_peer("cuda"),
            peers.Peer("liger", _liger, devices=("cuda",), needs=("torch", "liger_kernel"))),
 )

@@ -39,6 +39,8 @@ PEER_NAMES = ("numpy-expr", "cupy-expr", "crysx-fastmath", "crysx-prange", "crys
 DEFAULT_CLASSES = 32000
 ELEMENTWISE_COLUMNS = 1024
 BENCH_DIR = Path(__file__).resolve().parent
+# The element count of a loss's row-width sweep (Spec.sweep).
+SWEEP_ELEMENTS = 2_621_440
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,6 +69,7 @@ class Spec:
     divides by. ``expression[op](xp, first, second)``: the NumPy/CuPy expression a user writes.
     ``torch(F, first, second)``: PyTorch's loss of tensors. ``width``: a row's length for sizes
     given as element counts (None: the --classes option). ``options``: fastloss keywords.
+    ``sweep``: row widths to run at SWEEP_ELEMENTS elements.
     """
 
     loss: str
@@ -80,6 +83,10 @@ class Spec:
     quick_sizes: tuple[str, ...]
     width: int | None = ELEMENTWISE_COLUMNS
     peers: tuple[Peer, ...] = ()
+    # Row widths swept at a fixed number of elements, for losses whose cost per
+    # element depends on the width (short rows leave vector lanes idle and pay
+    # a row's set-up more often).
+    sweep: tuple[int, ...] = ()
     options: dict = field(default_factory=dict)
 
 
@@ -186,6 +193,12 @@ def shape_for(loss: str, size: str | int, classes: int = DEFAULT_CLASSES) -> tup
     if rows < 1 or cols < 1:
         raise ValueError(f"size {size!r} gives an empty {loss} input")
     return rows, cols
+
+
+def sweep_shapes(widths: tuple[int, ...],
+                 elements: int = SWEEP_ELEMENTS) -> list[tuple[int, int]]:
+    """``(rows, k)`` for each row width k, with at least ``elements`` elements."""
+    return [(-(-elements // width), width) for width in widths]
 
 
 def shape_label(shape: tuple[int, int]) -> str:

@@ -34,6 +34,11 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 import peers  # noqa: E402
 
 SCHEMA = "fastloss-bench/1"
+# Every loss also runs LATENCY_SIZES, and its row-width sweep (its spec's sweep).
+# Shapes where a call's fixed cost (argument checks, dispatch, thread start)
+# is most of its time; at most TINY_ELEMENTS elements go in the latency table.
+LATENCY_SIZES = ["64x10", "256x128"]
+TINY_ELEMENTS = 1 << 15
 QUICK_PEERS = ("numpy-expr", "cupy-expr")
 OP_TITLES = {"forward": "loss", "gradient": "gradient", "fused": "loss and gradient"}
 REFERENCE_CHUNK = 1 << 22  # elements made float64 at a time: bounds the reference's memory
@@ -175,15 +180,32 @@ def run_devices(args) -> list[str]:
     return [d for d in peers.DEVICES if any(peers.backend_device(b) == d for b in args.backends)]
 
 
+def sweep_shapes(loss: str, args) -> list[tuple[int, int]]:
+    """The row-width sweep of ``loss`` at ``--sweep-elements`` (none when 0)."""
+    if not args.sweep_elements:
+        return []
+    widths = peers.spec(loss).sweep if args.sweep_classes is None else args.sweep_classes
+    return peers.sweep_shapes(widths, args.sweep_elements)
+
+
+def shapes(loss: str, args) -> list[tuple[int, int]]:
+    """Every shape of ``loss`` to run, in order, each once."""
+    if args.sizes:
+        sizes = args.sizes
+    elif args.quick:
+        sizes = list(peers.spec(loss).quick_sizes)
+    else:
+        sizes = LATENCY_SIZES + list(peers.spec(loss).sizes)
+    listed = [peers.shape_for(loss, size, args.classes) for size in sizes]
+    return list(dict.fromkeys(listed + sweep_shapes(loss, args)))
+
+
 def plan(args) -> list[tuple[str, str, tuple[int, int], list[tuple[str, list[peers.Impl]]]]]:
     """``[(device, loss, shape, [(op, impls)])]`` in run order, devices of the chosen backends."""
     steps = []
     for device in run_devices(args):
         for loss in args.losses:
-            spec = peers.spec(loss)
-            sizes = args.sizes or (spec.quick_sizes if args.quick else spec.sizes)
-            for size in sizes:
-                shape = peers.shape_for(loss, size, args.classes)
+            for shape in shapes(loss, args):
                 ops = [(op, selected_impls(loss, op, device, args)) for op in args.ops]
                 steps.append((device, loss, shape, ops))
     return steps
@@ -301,6 +323,35 @@ def quick_table(rows: list[dict]) -> str:
     return "\n".join([_table(header, lines, indent=""), *failures])
 
 
+def summary_table(rows: list[dict], wanted: dict[str, list[tuple[int, int]]]) -> str:
+    """Per loss, one line per (device, op, shape) of ``wanted`` (shapes per
+    loss) and fastloss backend: time, the floor, and how many times faster
+    fastloss is than each of the loss's peers."""
+    blocks = []
+    for loss, loss_shapes in wanted.items():
+        case = [row for row in rows if row["loss"] == loss and tuple(row["shape"]) in loss_shapes]
+        peer_names = list(dict.fromkeys(
+            row["impl"] for row in case if row["kind"] == "peer" and row["median_s"]
+        ))
+        header = ["op", "shape", "backend", "time", "floor", "x floor",
+                  *(f"x {name}" for name in peer_names)]
+        lines = []
+        for row in case:
+            if row["kind"] != "fastloss":
+                continue
+            floor = row["median_s"] / row["x_floor"] if row["x_floor"] else None
+            speedup = row["speedup"] or {}
+            lines.append([
+                row["op"], peers.shape_label(row["shape"]), f"{row['backend']} ({row['device']})",
+                _seconds(row["median_s"]) if not row["error"] else "failed", _seconds(floor),
+                _number(row["x_floor"], ".3g"),
+                *(_number(speedup.get(name), ".3g") for name in peer_names),
+            ])
+        if lines:
+            blocks.append(f"{loss}\n" + _table(header, lines))
+    return "\n\n".join(blocks)
+
+
 def _version(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)
@@ -349,7 +400,9 @@ def write_json(path: str, rows: list[dict], skipped: list[str], args) -> None:
                      for name, (ok, detail) in peers.backend_status().items()},
         "options": {"quick": args.quick, "losses": args.losses, "ops": args.ops,
                     "backends": args.backends, "peers": args.peers, "sizes": args.sizes,
-                    "classes": args.classes, "repeats": args.repeats, "budget_s": args.budget},
+                    "classes": args.classes, "sweep_elements": args.sweep_elements,
+                    "sweep_classes": args.sweep_classes, "repeats": args.repeats,
+                    "budget_s": args.budget},
         "not_run": skipped,
         "results": [{k: _finite(v) for k, v in row.items()} for row in rows],
     }
@@ -363,54 +416,100 @@ def _series_name(row: dict, several_devices: bool) -> str:
     return row["impl"] + (f" ({row['device']})" if several_devices else "")
 
 
-def write_plot(path: str, rows: list[dict]) -> None:
-    """GB/s against size, one panel per (loss, op); the copy bandwidth is the roofline."""
+def _draw(axis, series: dict[str, list[tuple[float, float]]], colours: dict, title: str,
+          xlabel: str, ylabel: str) -> None:
+    """One log-log panel: a line per contender, the copy bandwidth dashed."""
+    from matplotlib.ticker import NullFormatter
+
+    for name, points in series.items():
+        xs, ys = zip(*sorted(points), strict=True)
+        if name.startswith("copy bandwidth"):
+            axis.plot(xs, ys, "k--", linewidth=1.6, label=name)
+        else:
+            ours = name.startswith("fastloss")
+            axis.plot(xs, ys, marker="o", markersize=4 if ours else 3,
+                      linewidth=2.2 if ours else 1.0, color=colours[name], label=name)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.yaxis.set_minor_formatter(NullFormatter())
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel(xlabel, fontsize=9)
+    axis.set_ylabel(ylabel, fontsize=9)
+    axis.tick_params(labelsize=8)
+    axis.grid(True, which="both", alpha=0.25)
+
+
+def _panels(rows: list[dict], sweeps: dict, tiny: dict, several_devices: bool) -> list[tuple]:
+    """``(title, xlabel, ylabel, series)`` per panel: GB/s against size per (loss,
+    op); GB/s against the row width per swept loss; time per call for tiny shapes."""
+    def series_of(selected, x, y):
+        series: dict[str, list[tuple[float, float]]] = {}
+        for row in selected:
+            if row["median_s"]:
+                series.setdefault(_series_name(row, several_devices), []).append((x(row), y(row)))
+        return series
+
+    def gbps(row):
+        return row["gbps"]
+
+    panels = []
+    for loss, op in dict.fromkeys((r["loss"], r["op"]) for r in rows):
+        # The sweep's shapes share one element count: they have a panel of their own.
+        case = [r for r in rows if (r["loss"], r["op"]) == (loss, op)
+                and tuple(r["shape"]) not in sweeps.get(loss, ())]
+        panels.append((f"{loss} / {op}", "elements (float32)", "effective GB/s",
+                       series_of(case, lambda r: r["elements"], gbps)))
+    ops = list(dict.fromkeys(r["op"] for r in rows))
+    op = "fused" if "fused" in ops else ops[0]
+    for loss, widths in sweeps.items():
+        swept = [r for r in rows if (r["loss"], r["op"]) == (loss, op)
+                 and tuple(r["shape"]) in widths]
+        if swept:
+            elements = min(r["elements"] for r in swept)
+            panels.append((f"{loss} / {op}, {elements:.3g}+ elements", "classes k (row width)",
+                           "effective GB/s", series_of(swept, lambda r: r["shape"][1], gbps)))
+    for loss, small in tiny.items():
+        latency = [r for r in rows if (r["loss"], r["op"]) == (loss, op)
+                   and tuple(r["shape"]) in small and r["kind"] != "floor"]
+        if latency:
+            panels.append((f"latency: {loss} / {op}", "elements (float32)", "time per call (us)",
+                           series_of(latency, lambda r: r["elements"],
+                                     lambda r: r["median_s"] * 1e6)))
+    return panels
+
+
+def write_plot(path: str, rows: list[dict], sweeps: dict | None = None,
+               tiny: dict | None = None) -> None:
+    """GB/s against size, one panel per (loss, op), the copy bandwidth as the
+    roofline; then GB/s against the row width for each swept loss (``sweeps``:
+    shapes per loss) and time per call for tiny shapes (``tiny``: shapes per loss)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
-    losses = list(dict.fromkeys(r["loss"] for r in rows))
-    ops = list(dict.fromkeys(r["op"] for r in rows))
     several_devices = len({r["device"] for r in rows}) > 1
     names = list(dict.fromkeys(_series_name(r, several_devices) for r in rows))
     palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     colours = {name: palette(i) for i, name in enumerate(names)}
-    figure, axes = plt.subplots(len(losses), len(ops), squeeze=False,
-                                figsize=(4.6 * len(ops), 3.6 * len(losses)))
-    for (loss, op), axis in ((key, axes[losses.index(key[0])][ops.index(key[1])])
-                             for key in dict.fromkeys((r["loss"], r["op"]) for r in rows)):
-        series: dict[str, list[tuple[int, float]]] = {}
-        for row in rows:
-            if (row["loss"], row["op"]) == (loss, op) and row["gbps"]:
-                series.setdefault(_series_name(row, several_devices), []).append(
-                    (row["elements"], row["gbps"]))
-        for name, points in series.items():
-            xs, ys = zip(*sorted(points), strict=True)
-            if name.startswith("copy bandwidth"):
-                axis.plot(xs, ys, "k--", linewidth=1.6, label=name)
-            else:
-                ours = name.startswith("fastloss")
-                axis.plot(xs, ys, marker="o", markersize=4 if ours else 3,
-                          linewidth=2.2 if ours else 1.0, color=colours[name], label=name)
-        axis.set_xscale("log")
-        axis.set_yscale("log")
-        axis.xaxis.set_minor_formatter(NullFormatter())
-        axis.yaxis.set_minor_formatter(NullFormatter())
-        axis.set_title(f"{loss} / {op}", fontsize=10)
-        axis.set_xlabel("elements (float32)", fontsize=9)
-        axis.set_ylabel("effective GB/s", fontsize=9)
-        axis.tick_params(labelsize=8)
-        axis.grid(True, which="both", alpha=0.25)
+    panels = _panels(rows, sweeps or {}, tiny or {}, several_devices)
+    columns = min(3, len(panels))
+    lines = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(lines, columns, squeeze=False,
+                                figsize=(4.6 * columns, 3.6 * lines))
+    for axis, (title, xlabel, ylabel, series) in zip(axes.flat, panels, strict=False):
+        _draw(axis, series, colours, title, xlabel, ylabel)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
     handles = {}
     for axis in axes.flat:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
-    columns = 5
-    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=columns,
-                  fontsize=8, frameon=False)
-    legend_share = 0.05 * math.ceil(len(handles) / columns) / len(losses)
+    legend_columns = 5
+    figure.legend(list(handles.values()), list(handles), loc="lower center",
+                  ncol=legend_columns, fontsize=8, frameon=False)
+    legend_share = 0.05 * math.ceil(len(handles) / legend_columns) / lines
     figure.tight_layout(rect=(0, legend_share + 0.02, 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=80)
@@ -434,6 +533,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="one size per loss, the fused op, the array-expression peer only")
     losses = list(peers.specs())
+    sweeps = {loss: spec.sweep for loss, spec in peers.specs().items() if spec.sweep}
     parser.add_argument("--sizes", nargs="+", metavar="SIZE",
                         help="ROWSxCOLS shapes or element counts (rows of 1024 for the "
                              "elementwise losses, of --classes for cross-entropy), for every loss")
@@ -449,13 +549,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "numpy-expr, cupy-expr)")
     parser.add_argument("--classes", type=int, default=peers.DEFAULT_CLASSES,
                         help="cross-entropy row width for element-count sizes (default: 32000)")
+    parser.add_argument("--sweep-elements", type=float, default=None, metavar="N",
+                        help="also run each loss's row-width sweep at N elements, 0 for none "
+                             f"(default: {peers.SWEEP_ELEMENTS} without --sizes or --quick)")
+    parser.add_argument("--sweep-classes", type=_names, default=None, metavar="K,...",
+                        help="the row widths of the sweep (default: "
+                             + "; ".join(f"{loss}: {','.join(map(str, widths))}"
+                                         for loss, widths in sweeps.items()) + ")")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed calls at least, after one warm-up (default: 5; --quick: 3)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timed calls per case beyond --repeats (default: 1; "
                              "--quick: 0.3)")
     parser.add_argument("--json", metavar="PATH", help="write every measurement as JSON")
-    parser.add_argument("--plot", metavar="PATH", help="write a PNG: GB/s against size")
+    parser.add_argument("--plot", metavar="PATH",
+                        help="write a PNG: GB/s against size and against the row width, "
+                             "time per call at tiny shapes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -494,6 +603,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     peers.shape_for(loss, size, args.classes)
                 except ValueError as exc:
                     parser.error(f"--sizes: {exc}")
+    if args.sweep_elements is None:
+        args.sweep_elements = 0 if args.sizes or args.quick else peers.SWEEP_ELEMENTS
+    args.sweep_elements = int(args.sweep_elements)
+    if args.sweep_elements < 0:
+        parser.error("--sweep-elements: must be 0 or more")
+    if args.sweep_classes is not None:
+        try:
+            args.sweep_classes = tuple(int(width) for width in args.sweep_classes)
+        except ValueError:
+            parser.error(f"--sweep-classes: not whole numbers: {args.sweep_classes}")
+        if min(args.sweep_classes, default=0) < 1:
+            parser.error("--sweep-classes: row widths must be 1 or more")
     if args.repeats is None:
         args.repeats = 3 if args.quick else 5
     if args.budget is None:
@@ -505,13 +626,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     rows = run(args)
     print(quick_table(rows) if args.quick else full_table(rows))
+    sweeps = {loss: sweep_shapes(loss, args) for loss in args.losses}
+    if any(sweeps.values()):
+        print(f"\nrow widths at {args.sweep_elements} elements (x peer: how many times faster "
+              "fastloss is)\n" + summary_table(rows, sweeps))
+    tiny = {loss: [shape for shape in shapes(loss, args) if shape[0] * shape[1] <= TINY_ELEMENTS
+                   and shape not in sweeps[loss]] for loss in args.losses}
+    if any(tiny.values()):
+        print(f"\nlatency: shapes of at most {TINY_ELEMENTS} elements\n"
+              + summary_table(rows, tiny))
     skipped = not_run(args)
     if skipped:
         print("\nnot run here:\n" + "\n".join(f"  {line}" for line in skipped))
     if args.json:
         write_json(args.json, rows, skipped, args)
     if args.plot:
-        write_plot(args.plot, rows)
+        write_plot(args.plot, rows, sweeps, tiny)
     return 0
 
 

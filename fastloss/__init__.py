@@ -1,8 +1,10 @@
 """fastloss: fused, stable, deterministic losses and their gradients.
 
-Importing fastloss imports neither numba nor cupy: backends load on first use.
+Importing fastloss imports neither numba, cupy nor dask: backends load on first use, and a
+call with dask arrays goes to ``fastloss.dask`` (for the functions it has, see below).
 """
 
+from fastloss._registry import routes_dask
 from fastloss.losses.binary_cross_entropy import (
     binary_cross_entropy,
     binary_cross_entropy_grad,
@@ -22,6 +24,13 @@ from fastloss.losses.softmax_cross_entropy import (
     softmax_cross_entropy,
     softmax_cross_entropy_grad,
     softmax_cross_entropy_with_grad,
+)
+
+# fastloss.dask has these six functions; the other losses take no dask arrays yet.
+mse, mse_grad, mse_with_grad = map(routes_dask, (mse, mse_grad, mse_with_grad))
+softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad = map(
+    routes_dask,
+    (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad),
 )
 
 __version__ = "0.1.0"

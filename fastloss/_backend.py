@@ -33,13 +33,18 @@ class Backend:
     name: str
     host: bool
 
-    def __init__(self, name: str, kernels):
+    def __init__(self, name: str, kernels, hooks):
         self.name = name
         self._kernels = kernels
+        self._hooks = hooks
 
     def kernel(self, loss: str):
-        """The fused kernel (or hook) registered as ``loss`` for this backend."""
+        """The fused kernel registered as ``loss`` for this backend."""
         return self._kernels(loss, self.name)
+
+    def hook(self, name: str):
+        """The helper ``name`` of this backend (``fastloss._registry._HOOKS``)."""
+        return self._hooks(name, self.name)
 
     def __repr__(self) -> str:
         return f"<fastloss backend {self.name!r}>"

@@ -33,15 +33,14 @@ _KERNELS = {
     (loss, backend): f"fastloss.backends.{backend}.{loss}:{loss}"
     for loss in LOSSES for backend in BACKENDS
 }
-# Hooks: helpers a front asks its backend for. Cross-entropy's "mean" divisor
-# over labels is a host sum on the CPU and a device pre-pass on cuda (no sync).
-_HOST_DIVISOR = "fastloss.backends.numpy.softmax_cross_entropy:mean_divisor"
-_KERNELS |= {
-    ("softmax_cross_entropy_mean_divisor", "numpy"): _HOST_DIVISOR,
-    ("softmax_cross_entropy_mean_divisor", "numba"): _HOST_DIVISOR,
-    ("softmax_cross_entropy_mean_divisor", "cuda"):
-        "fastloss.backends.cuda.softmax_cross_entropy:mean_divisor",
-}
+# Hooks: helpers a front asks its backend for, apart from the kernels. On the
+# CPU backends "label_summary" checks class indices in one pass and gives a
+# "mean"'s divisor; on cuda "mean_divisor" computes that divisor on the device
+# (no synchronisation), and the kernels turn invalid labels into NaN rows.
+_HOOKS = {
+    ("label_summary", backend): f"fastloss.backends.{backend}.softmax_cross_entropy:label_summary"
+    for backend in ("numpy", "numba")
+} | {("mean_divisor", "cuda"): "fastloss.backends.cuda.softmax_cross_entropy:mean_divisor"}
 
 
 def _version(module_name: str) -> str:
@@ -79,6 +78,25 @@ def is_device_array(x) -> bool:
     return type(x).__module__.split(".")[0] == "cupy" or hasattr(x, "__cuda_array_interface__")
 
 
+def is_dask_array(x) -> bool:
+    """True for dask arrays, recognised by type without importing dask."""
+    return type(x).__module__.startswith("dask.array")
+
+
+def routes_dask(function):
+    """``function``, but a call with a dask array argument goes to ``fastloss.dask``'s
+    function of the same name (lazy, chunk by chunk) before anything else happens."""
+    name = function.__name__
+
+    @functools.wraps(function)
+    def dispatch(*args, **kwargs):
+        if any(map(is_dask_array, args)) or any(map(is_dask_array, kwargs.values())):
+            return getattr(importlib.import_module("fastloss.dask"), name)(*args, **kwargs)
+        return function(*args, **kwargs)
+
+    return dispatch
+
+
 def resolve(backend: str, *arrays) -> str:
     """The concrete backend name for ``backend`` and the caller's arrays.
 
@@ -105,7 +123,7 @@ def resolve(backend: str, *arrays) -> str:
 def backend(name: str, *arrays) -> Backend:
     """The backend object for ``name`` ("auto" included) and the caller's arrays,
     resolved as :func:`resolve` does."""
-    if name == "auto":
+    if type(name) is str and name == "auto":
         # The common call, NumPy arrays only, without resolve's general checks.
         for x in arrays:
             if x is not None and type(x) is not np.ndarray:
@@ -120,12 +138,40 @@ def _host_default() -> str:
     return "numba" if backend_status("numba")[0] else "numpy"
 
 
-@functools.cache
-def kernel(loss: str, backend: str):
-    """The fused kernel (or hook) ``loss`` on ``backend``, imported once."""
-    module_name, function_name = _KERNELS[(loss, backend)].split(":")
+def host_backend(name) -> Backend | None:
+    """The CPU backend object that ``name`` means for host arrays, when it is one
+    that can run ("auto", "numpy", "numba"); None for anything else, which then
+    goes through :func:`resolve` and its errors."""
+    if type(name) is not str:
+        return None
+    if name == "auto":
+        return _OBJECTS[_host_default()]
+    if (name == "numba" or name == "numpy") and backend_status(name)[0]:
+        return _OBJECTS[name]
+    return None
+
+
+def _load(spec: str):
+    module_name, function_name = spec.split(":")
     return getattr(importlib.import_module(module_name), function_name)
 
 
-_OBJECTS = {name: HostBackend(name, kernel) for name in ("numpy", "numba")}
-_OBJECTS["cuda"] = CudaBackend("cuda", kernel)
+@functools.cache
+def kernel(loss: str, backend: str):
+    """The fused kernel of ``loss`` on ``backend``, imported once."""
+    return _load(_KERNELS[(loss, backend)])
+
+
+@functools.cache
+def hook(name: str, backend: str):
+    """The helper ``name`` of ``backend`` (see ``_HOOKS``), imported once."""
+    return _load(_HOOKS[(name, backend)])
+
+
+def label_summary(backend: str):
+    """The "label_summary" hook of a CPU backend (see ``fastloss.backends``)."""
+    return hook("label_summary", backend)
+
+
+_OBJECTS = {name: HostBackend(name, kernel, hook) for name in ("numpy", "numba")}
+_OBJECTS["cuda"] = CudaBackend("cuda", kernel, hook)

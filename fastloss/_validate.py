@@ -11,7 +11,48 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 REDUCTIONS = ("mean", "sum", "none")
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+INT64 = np.dtype(np.int64)
+
+
+# The common case, recognised without converting anything: the checks below
+# accept only arguments that the full checks would accept unchanged, so a
+# call that fails one takes the full path and gets its error there. They run
+# on every call, hence one function each and as few attribute look-ups as
+# possible.
+
+
+def plain(x, dtype) -> bool:
+    """True for a C-contiguous ``numpy.ndarray`` (not a subclass) of ``dtype``,
+    a NumPy dtype object compared by identity (native byte order)."""
+    return type(x) is np.ndarray and x.dtype is dtype and x.flags.c_contiguous
+
+
+def plain_floats(first, second, out) -> bool:
+    """True when ``first`` is a C-contiguous ``numpy.ndarray`` of native float32
+    or float64, ``second`` (if not None) one of the same shape and dtype, and
+    ``out`` None or a writeable one of the same shape and dtype."""
+    if type(first) is not np.ndarray:
+        return False
+    dtype, shape = first.dtype, first.shape
+    if (dtype is not _FLOAT32 and dtype is not _FLOAT64) or not first.flags.c_contiguous:
+        return False
+    if second is not None and not (plain(second, dtype) and second.shape == shape):
+        return False
+    if out is None:
+        return True
+    if type(out) is not np.ndarray or out.dtype is not dtype or out.shape != shape:
+        return False
+    flags = out.flags
+    return flags.c_contiguous and flags.writeable
+
+
+def plain_reduction(reduction) -> bool:
+    """True for "mean" and "sum" (the common case returns a scalar)."""
+    return type(reduction) is str and (reduction == "mean" or reduction == "sum")
 
 
 def check_reduction(reduction) -> str:

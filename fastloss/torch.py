@@ -619,3 +619,9 @@ class CrossEntropyLoss(torch.nn.Module):
             f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
             f"label_smoothing={self.label_smoothing}"
         )
+
+
+# Vocabulary-parallel cross-entropy over torch.distributed lives in its own module.
+from fastloss.torch_distributed import vocab_parallel_cross_entropy  # noqa: E402, F401
+
+__all__.append("vocab_parallel_cross_entropy")

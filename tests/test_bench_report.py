@@ -105,3 +105,26 @@ def test_module_entry_point_runs_the_report(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(json_path.read_text())["results"]
+
+
+def test_row_width_sweep_and_latency_tables(report, tmp_path, capsys):
+    document, png_path = _run(report, tmp_path, "--losses", "softmax_cross_entropy",
+                              "--ops", "fused", "--sizes", "64x10",
+                              "--sweep-elements", "600", "--sweep-classes", "2,30")
+
+    shapes = {tuple(row["shape"]) for row in document["results"]}
+    assert shapes == {(64, 10), (300, 2), (20, 30)}
+    assert document["options"]["sweep_elements"] == 600
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    sweep, latency = out.split("row widths at 600 elements")[1].split("latency:")
+    assert "300x2" in sweep and "20x30" in sweep and "x numpy-expr" in sweep
+    assert "64x10" in latency and "300x2" not in latency
+
+
+@pytest.mark.parametrize("option", [["--sweep-classes", "0"], ["--sweep-classes", "ten"],
+                                    ["--sweep-elements", "-1"]])
+def test_bad_sweep_option_is_a_usage_error(report, option):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(option)
+    assert exit_info.value.code == 2

@@ -28,12 +28,23 @@ from fastloss.backends.numba.softmax_cross_entropy import softmax_cross_entropy 
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 # Sizes around the lane count and the block size, so that every tail path runs.
 MSE_SIZES = [1, 31, 1000, mse_module.BLOCK + 37, 3 * mse_module.BLOCK + 5]
-# (rows, classes): one row, one class, a partial lane chunk, several row blocks.
+LANES, LANE_CLASSES = ce_module.LANES, ce_module.LANE_CLASSES
+# (rows, classes). Rows in lanes (k <= LANE_CLASSES): one row, one class,
+# passes of LANES rows with and without a partial last one, k just below and
+# at the threshold, several row blocks. One row at a time: k just above the
+# threshold, a partial lane chunk, several row blocks, long rows.
 CE_SHAPES = [
     (1, 1),
     (1, 7),
+    (LANES + 1, 2),
+    (3 * LANES + 5, 3),
+    (2 * LANES, 10),
     (3, 64),
     (5, 65),
+    (LANES - 1, LANE_CLASSES - 1),
+    (LANES + 7, LANE_CLASSES),
+    (2 * ce_module._rows_per_block(10) + LANES + 3, 10),
+    (LANES + 7, LANE_CLASSES + 1),
     (2 * (ce_module.BLOCK_ELEMENTS // 130) + 3, 130),
     (40, 1000),
     (2, 5000),
@@ -177,7 +188,10 @@ def test_cross_entropy_matches_float64_formula(dtype, kind, weighted, smoothing,
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["labels", "probs"])
-@pytest.mark.parametrize("shape", [(1, 1), (5, 65), (ce_module.BLOCK_ELEMENTS // 1000 + 3, 1000)])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1), (5, 65), (2 * LANES + 3, 10), (ce_module.BLOCK_ELEMENTS // 1000 + 3, 1000)],
+)
 def test_cross_entropy_in_place_and_forward_only_match(dtype, kind, shape):
     rng = np.random.default_rng(11)
     logits, target, weight = _ce_inputs(rng, shape, dtype, kind, weighted=True)
@@ -194,10 +208,11 @@ def test_cross_entropy_in_place_and_forward_only_match(dtype, kind, shape):
     assert forward == total
 
 
-def test_cross_entropy_ignore_index_may_be_a_class():
+@pytest.mark.parametrize("repeats", [1, LANES + 1], ids=["partial pass", "full passes"])
+def test_cross_entropy_ignore_index_may_be_a_class(repeats):
     rng = np.random.default_rng(5)
-    logits = _random(rng, (6, 9), np.float32)
-    labels = np.array([3, 0, 3, 8, 3, 1])
+    logits = _random(rng, (6 * repeats, 9), np.float32)
+    labels = np.tile([3, 0, 3, 8, 3, 1], repeats)
     grad = np.full_like(logits, np.nan)
 
     total, losses = _run_ce(logits, labels, None, 0.0, grad, ignore_index=3)
@@ -242,16 +257,23 @@ EXTREME_LOGITS = [
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("kind", ["labels", "probs"])
-def test_cross_entropy_extreme_logits(dtype, smoothing, weighted, kind):
-    logits = np.array(EXTREME_LOGITS, dtype=dtype)
+@pytest.mark.parametrize(
+    "copies", [1, LANE_CLASSES // 5 + 1], ids=["rows in lanes", "row at a time"]
+)
+@pytest.mark.parametrize("repeats", [1, LANES], ids=["partial pass", "full passes"])
+def test_cross_entropy_extreme_logits(dtype, smoothing, weighted, kind, copies, repeats):
+    # The classes are repeated ``copies`` times (target mass spread over the
+    # copies), which keeps every property checked below; the rows ``repeats``
+    # times, so that rows in lanes also go through whole transposed passes.
+    logits = np.tile(np.array(EXTREME_LOGITS, dtype=dtype), (repeats, copies))
     if kind == "labels":
-        target = np.array([3, 3, 0, 0, 2])
+        target = np.tile([3, 3, 0, 0, 2], repeats)
     else:
         # No mass on the -inf classes of rows 0 and 1: 0 * log 0 counts as 0.
         target = np.array([[0.5, 0.2, 0.3, 0.0, 0.0], [0.0, 0.3, 0.0, 0.5, 0.2]] * 3, dtype=dtype)
-        target = target[:5]
+        target = np.tile(target[:5], (repeats, copies)) / dtype(copies)
     # A zero weight on class 3, which is -inf in row 0.
-    weight = np.array([1.0, 2.0, 0.5, 0.0, 1.0]) if weighted else None
+    weight = np.tile([1.0, 2.0, 0.5, 0.0, 1.0], copies) if weighted else None
     expected_losses, expected_grad = reference_cross_entropy(
         logits, target, weight, -100, smoothing
     )
@@ -261,6 +283,11 @@ def test_cross_entropy_extreme_logits(dtype, smoothing, weighted, kind):
 
     np.testing.assert_allclose(losses, expected_losses, rtol=1e-6)
     np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=1e-6, atol=1e-7)
+    # Repeated rows get the same bits, wherever they fall in a pass.
+    losses, grad = losses.reshape(repeats, 5), grad.reshape(repeats, 5, -1)
+    np.testing.assert_array_equal(losses, np.broadcast_to(losses[0], losses.shape))
+    np.testing.assert_array_equal(grad, np.broadcast_to(grad[0], grad.shape))
+    losses, grad = losses[0], grad[0]
     # The all -inf row and the row holding a NaN are NaN throughout; the other
     # gradients are finite.
     assert np.isnan(losses[2]) and np.isnan(losses[3])
@@ -315,6 +342,45 @@ def test_fast_exp_special_values():
     assert np.isnan(out[8])
 
 
+# ------------------------------------------------------------------ fast log
+
+
+@numba.njit
+def _log_all(values, out):
+    for i in range(values.size):
+        out[i] = ce_module._log(values[i])
+
+
+def _fast_log(values):
+    values = np.asarray(values, dtype=np.float64)
+    out = np.empty_like(values)
+    _log_all(values, out)
+    return out
+
+
+def test_fast_log_within_one_ulp():
+    rng = np.random.default_rng(8)
+    # Where the kernels use it (a sum of exponentials, in [1, k]), the
+    # significand boundaries around sqrt(2), and the whole normal range.
+    x = np.concatenate([
+        np.linspace(1.0, 1e6, 2_000_001),
+        np.sqrt(2.0) * (1.0 + np.linspace(-1e-6, 1e-6, 100_001)),
+        np.exp(rng.uniform(-700.0, 700.0, 1_000_000)),
+        [np.finfo(np.float64).tiny, np.finfo(np.float64).max, 1.0 + 2.0**-52, 1.0 - 2.0**-53],
+    ])
+    exact = np.log(x.astype(np.longdouble))
+    ulp = np.spacing(np.abs(exact.astype(np.float64)))
+    error = np.abs(_fast_log(x).astype(np.longdouble) - exact) / ulp
+    assert error.max() <= 1.0
+
+
+def test_fast_log_special_values():
+    out = _fast_log([1.0, 2.0, 0.5, np.inf, np.nan])
+    assert out[0] == 0.0
+    assert out[1] == math.log(2.0) and out[2] == -math.log(2.0)
+    assert out[3] == np.inf and np.isnan(out[4])
+
+
 # --------------------------------------------------------------- determinism
 
 _DETERMINISM_SCRIPT = """
@@ -330,16 +396,20 @@ def digest(array):
 rng = np.random.default_rng(2024)
 pred = rng.standard_normal(1_000_003).astype(np.float32)
 target = rng.standard_normal(pred.size).astype(np.float32)
-logits = (rng.standard_normal((300, 1001)) * 4).astype(np.float32)
-labels = rng.integers(0, 1001, 300)
-probs = rng.random(logits.shape).astype(np.float32)
-probs /= probs.sum(axis=1, keepdims=True)
-weight = rng.random(1001)
+# One row at a time (1001 classes) and rows in lanes (10 classes, several
+# blocks of passes and a partial last pass).
+cases = []
+for rows, classes in ((300, 1001), (70001, 10)):
+    logits = (rng.standard_normal((rows, classes)) * 4).astype(np.float32)
+    labels = rng.integers(0, classes, rows)
+    probs = rng.random(logits.shape).astype(np.float32)
+    probs /= probs.sum(axis=1, keepdims=True)
+    cases += [(logits, labels, rng.random(classes)), (logits, probs, None)]
 runs = []
 for _ in range(2):
     grad = np.empty_like(pred)
     result = [float(mse(pred, target, grad, None, pred.size)).hex(), digest(grad)]
-    for target_, weight_ in ((labels, weight), (probs, None)):
+    for logits, target_, weight_ in cases:
         grad = np.empty_like(logits)
         losses = np.empty(logits.shape[0])
         total = softmax_cross_entropy(logits, target_, weight_, grad, losses, -100, 0.1, 300)
@@ -369,3 +439,28 @@ def test_same_bits_at_any_thread_count():
         assert first == second, f"two runs differ at {threads} threads"
         results[threads] = first
     assert results[1] == results[2] == results[4]
+
+
+# -------------------------------------------------------------- label checks
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["count", "weight sum"])
+@pytest.mark.parametrize("size", [0, 5, 2 * ce_module.BLOCK_ELEMENTS + 5])
+def test_label_summary_matches_numpy(weighted, size):
+    numpy_summary = _registry.label_summary("numpy")
+    rng = np.random.default_rng(size)
+    labels = rng.integers(0, 10, size)
+    labels[::3] = -100
+    weight = rng.random(10) if weighted else None
+
+    first, kept = ce_module.label_summary(labels, weight, 10, -100)
+    expected_first, expected_kept = numpy_summary(labels, weight, 10, -100)
+
+    assert first == expected_first == -1
+    assert type(kept) is type(expected_kept)
+    assert kept == pytest.approx(expected_kept, rel=1e-12)
+    for position in (size - 1, size // 2, 1) if size > 2 else ():
+        labels[position] = [10, -1][position % 2]
+        # The first invalid label wins, whichever block it is in.
+        assert ce_module.label_summary(labels, weight, 10, -100)[0] == position
+        assert numpy_summary(labels, weight, 10, -100)[0] == position

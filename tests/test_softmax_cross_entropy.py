@@ -11,7 +11,7 @@ import fastloss as fl
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-SHAPES = [(1, 1), (1, 5), (37, 33), (64, 1000), (5000, 7)]
+SHAPES = [(1, 1), (1, 5), (197, 3), (37, 33), (64, 1000), (5000, 7)]
 REDUCTIONS = ["mean", "sum", "none"]
 
 

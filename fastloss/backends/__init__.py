@@ -1,11 +1,11 @@
 """Backends: one fused kernel per loss per backend, behind one contract.
 
 Each backend package holds one module per loss (the loss's basename), and the
-registry (``fastloss._registry``) maps ``(loss, backend)`` to its function;
-hooks (cross-entropy's "mean" divisor over labels) are registered the same
-way. Validation, dtype policy, reduction bookkeeping and result wrapping live
-in ``fastloss.losses`` and on the backend objects of ``fastloss._backend``; a
-backend function only computes.
+registry (``fastloss._registry``) maps ``(loss, backend)`` to its function,
+and ``(hook, backend)`` to a helper (see the end). Validation, dtype policy,
+reduction bookkeeping and result wrapping live in ``fastloss.losses`` and on
+the backend objects of ``fastloss._backend``; a backend function only
+computes.
 
 Every loss takes a ``divisor``: the front passes the element count, the row
 count or the weight sum for "mean", and 1 for "sum" and "none" (where it
@@ -62,7 +62,23 @@ grad_out, loss_out, ignore_index, label_smoothing, divisor) -> loss``
 - ``loss_out``: ``None`` or an ``(N,)`` float64 array; receives ``L_i``.
 - ``ignore_index``: int; ``label_smoothing``: float; ``divisor``: a Python
   number, or on the cuda backend a 0-d float64 device array (a mean's divisor
-  over labels, from ``cuda.softmax_cross_entropy.mean_divisor``), which the
+  over labels, from the cuda backend's ``mean_divisor`` hook), which the
   kernels read without a host sync.
 - Returns ``sum_i L_i / divisor``.
+
+Hooks (``fastloss._registry._HOOKS``, ``Backend.hook(name)``): helpers a
+front asks its backend for, apart from the kernels.
+
+- cuda ``mean_divisor(labels, weight, classes, ignore_index)``: a "mean"'s
+  divisor over ``(N,)`` int64 labels as a new 0-d float64 device array, by
+  one small kernel (no synchronisation).
+- numpy and numba ``label_summary(labels, weight, classes, ignore_index) ->
+  (first, kept)``, one pass over ``(N,)`` int64 labels:
+
+  - ``first``: the position of the first label outside ``[0, classes)`` that
+    is not ``ignore_index``, or -1; the front raises the ValueError for it
+    before any kernel runs.
+  - ``kept`` (meaningful when ``first`` is -1): a "mean"'s divisor, the number
+    of rows not ignored (an int) or, with a ``(k,)`` float64 ``weight``, the
+    sum of their labels' weights, in a fixed order.
 """

@@ -1,10 +1,19 @@
 """Numba softmax cross-entropy: per-row loss and gradient, rows in fixed blocks.
 
-Each row is read from memory once: it is fetched into cache while the row
-before it computes its exponentials, and every pass (max, smoothing or
-probability term, exponentials, gradient) then works on the cached row. The
-exponentials are written into the gradient row as scratch and rescaled in
-place, so no temporary of the input's size exists.
+Two layouts of the same arithmetic, chosen by the number of classes k alone:
+
+- Rows of more than LANE_CLASSES classes are computed one at a time, their
+  classes spread over the vector lanes. Each row is read from memory once: it
+  is fetched into cache while the row before it computes its exponentials,
+  and every pass (max, smoothing or probability term, exponentials, gradient)
+  then works on the cached row. The exponentials are written into the
+  gradient row as scratch and rescaled in place, so no temporary of the
+  input's size exists.
+- Shorter rows would leave most lanes idle and pay a row's set-up for a few
+  classes, so LANES rows go through together, one row per lane: a register
+  transposition turns the LANES x k slab into a k x LANES tile on the stack,
+  every pass runs down the tile's columns with all lanes busy, and the
+  gradient tile is transposed back.
 
 See ``fastloss.backends`` for the contract of :func:`softmax_cross_entropy`;
 rows must have at least one class (the front rejects k = 0).
@@ -20,8 +29,14 @@ from numba.extending import intrinsic, overload
 
 # Reductions keep LANES partial results (class c goes to lane c % LANES) so
 # that the order of every addition is fixed by the source and LLVM can still
-# vectorise the lane loops without reassociating.
+# vectorise the lane loops without reassociating. Short rows go LANES at a
+# time, one per lane.
 LANES = 64
+# Rows of at most this many classes go through in lanes (a multiple of the
+# transposition width, so that the tile holds whole transposed blocks).
+LANE_CLASSES = 128
+# Bytes of one transposed block's row: a block is W x W items, W = 64 / itemsize.
+VECTOR_BYTES = 32
 # Logits per parallel work item, in whole rows (at least one): enough work to
 # outweigh scheduling, small enough that a few long rows still spread over the
 # threads. Blocks depend on the shape alone, never on the thread count, and
@@ -29,36 +44,44 @@ LANES = 64
 BLOCK_ELEMENTS = 1 << 16
 
 
-@intrinsic
-def _stack_lanes(typingctx, like):
-    """A 1-D array of LANES items of ``like``'s (dtype's) type on the stack.
+def _stack_array_of(size):
+    @intrinsic
+    def stack_array(typingctx, like):
+        """A 1-D array of ``size`` items of ``like``'s (dtype's) type on the stack.
 
-    LLVM knows a stack buffer aliases no argument, so a chunk read into it
-    and written out of it vectorises without runtime overlap checks, which
-    would fail, and fall back to scalar code, exactly when the gradient is
-    computed in place. Contents start undefined; the array must not outlive
-    the function that created it.
-    """
-    item = like.dtype if isinstance(like, types.Array) else like
-    array_type = types.Array(item, 1, "C")
+        LLVM knows a stack buffer aliases no argument, so a chunk read into it
+        and written out of it vectorises without runtime overlap checks, which
+        would fail, and fall back to scalar code, exactly when the gradient is
+        computed in place. Contents start undefined; the array must not outlive
+        the function that created it.
+        """
+        item = like.dtype if isinstance(like, types.Array) else like
+        array_type = types.Array(item, 1, "C")
 
-    def codegen(context, builder, signature, args):
-        item_type = context.get_value_type(item)
-        data = cgutils.alloca_once(builder, item_type, size=LANES)
-        intp = context.get_value_type(types.intp)
-        itemsize = ir.Constant(intp, context.get_abi_sizeof(item_type))
-        lanes = context.make_array(array_type)(context, builder)
-        context.populate_array(
-            lanes,
-            data=data,
-            shape=cgutils.pack_array(builder, [ir.Constant(intp, LANES)]),
-            strides=cgutils.pack_array(builder, [itemsize]),
-            itemsize=itemsize,
-            meminfo=None,
-        )
-        return lanes._getvalue()
+        def codegen(context, builder, signature, args):
+            item_type = context.get_value_type(item)
+            data = cgutils.alloca_once(builder, item_type, size=size)
+            intp = context.get_value_type(types.intp)
+            itemsize = ir.Constant(intp, context.get_abi_sizeof(item_type))
+            array = context.make_array(array_type)(context, builder)
+            context.populate_array(
+                array,
+                data=data,
+                shape=cgutils.pack_array(builder, [ir.Constant(intp, size)]),
+                strides=cgutils.pack_array(builder, [itemsize]),
+                itemsize=itemsize,
+                meminfo=None,
+            )
+            return array._getvalue()
 
-    return array_type(like), codegen
+        return array_type(like), codegen
+
+    return stack_array
+
+
+_stack_lanes = _stack_array_of(LANES)
+# A k x LANES tile of rows in lanes: row c holds class c of LANES rows.
+_stack_tile = _stack_array_of(LANE_CLASSES * LANES)
 
 
 @intrinsic
@@ -101,25 +124,134 @@ def _prefetcher(for_write):
     return intrinsic(prefetch)
 
 
-# Cache-line hints for array[index] of a 1-D C array.
+# Cache-line hints for the item at flat position ``index`` of a C-contiguous array.
 _prefetch_read = _prefetcher(0)
 _prefetch_write = _prefetcher(1)
 
 
 @intrinsic
-def _float32_bits(typingctx, value):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
+def _float_bits(typingctx, value):
+    """The IEEE bits of a float32 (float64) as an int32 (int64)."""
+    if value not in (types.float32, types.float64):
+        return None
+    bits = types.int32 if value == types.float32 else types.int64
 
-    return types.int32(types.float32), codegen
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(bits))
+
+    return bits(value), codegen
 
 
 @intrinsic
-def _bits_float32(typingctx, bits):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
+def _bits_float(typingctx, bits):
+    """The float32 (float64) whose IEEE bits are an int32 (int64)."""
+    if bits not in (types.int32, types.int64):
+        return None
+    value = types.float32 if bits == types.int32 else types.float64
 
-    return types.float32(types.int32), codegen
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(value))
+
+    return value(bits), codegen
+
+
+@intrinsic
+def _transpose_block(
+    typingctx, source, source_start, source_stride, destination, destination_start,
+    destination_stride, load_count, store_count,
+):
+    """Transpose one W x W block in registers, W = VECTOR_BYTES / itemsize:
+
+        destination[destination_start + j * destination_stride + i]
+            = source[source_start + i * source_stride + j]      for i, j < W,
+
+    reading only the first ``load_count`` items of each of the W source rows
+    (the others count as 0) and writing only the first ``store_count`` items of
+    each of the W destination rows. Masked loads and stores touch no other
+    memory, so a source or destination row may end where its array does.
+
+    Transposing through shuffles costs about a tenth of what element-wise
+    strided copies (gathers and scatters) cost.
+    """
+    if not (
+        isinstance(source, types.Array)
+        and isinstance(destination, types.Array)
+        and source.dtype == destination.dtype
+        and source.dtype in (types.float32, types.float64)
+    ):
+        return None
+    width = VECTOR_BYTES // (source.dtype.bitwidth // 8)
+
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vector = ir.VectorType(context.get_value_type(source.dtype), width)
+        mask_type = ir.VectorType(ir.IntType(1), width)
+        index_vector = ir.VectorType(i64, width)
+
+        def lanes(values):
+            return ir.Constant(ir.VectorType(i32, width), values)
+
+        def offset(index):
+            return context.cast(builder, args[index], signature.args[index], types.int64)
+
+        def lanes_below(count):
+            undefined = ir.Constant(index_vector, ir.Undefined)
+            first = builder.insert_element(undefined, count, ir.Constant(i32, 0))
+            splat = builder.shuffle_vector(first, undefined, lanes([0] * width))
+            return builder.icmp_unsigned("<", ir.Constant(index_vector, list(range(width))), splat)
+
+        def row_pointer(array_index, start_index, stride_index, row):
+            array = context.make_array(signature.args[array_index])(
+                context, builder, args[array_index]
+            )
+            start = builder.add(
+                offset(start_index), builder.mul(ir.Constant(i64, row), offset(stride_index))
+            )
+            return builder.bitcast(builder.gep(array.data, [start]), vector.as_pointer())
+
+        # Unsuffixed, LLVM renames them to their overloads for this vector and pointer type.
+        pointer = vector.as_pointer()
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [pointer, i32, mask_type, vector]),
+            "llvm.masked.load",
+        )
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vector, pointer, i32, mask_type]),
+            "llvm.masked.store",
+        )
+        alignment = ir.Constant(i32, source.dtype.bitwidth // 8)
+        load_mask, store_mask = lanes_below(offset(6)), lanes_below(offset(7))
+        zeros = ir.Constant(vector, [0.0] * width)
+        rows = [
+            builder.call(load, [row_pointer(0, 1, 2, row), alignment, load_mask, zeros])
+            for row in range(width)
+        ]
+        # Swap the off-diagonal half x half sub-blocks of every 2 half x 2 half
+        # block, for half = W / 2, ..., 1: log2(W) rounds of W shuffles.
+        half = width // 2
+        while half:
+            swapped = list(rows)
+            for row in range(width):
+                if row & half:
+                    continue
+                upper, lower = rows[row], rows[row + half]
+                swapped[row] = builder.shuffle_vector(upper, lower, lanes(
+                    [lane if not lane & half else width + lane - half for lane in range(width)]
+                ))
+                swapped[row + half] = builder.shuffle_vector(upper, lower, lanes(
+                    [lane + half if not lane & half else width + lane for lane in range(width)]
+                ))
+            rows = swapped
+            half //= 2
+        for row in range(width):
+            builder.call(store, [rows[row], row_pointer(3, 4, 5, row), alignment, store_mask])
+        return context.get_dummy_value()
+
+    signature = types.none(
+        source, source_start, source_stride, destination, destination_start,
+        destination_stride, load_count, store_count,
+    )
+    return signature, codegen
 
 
 _F32 = np.float32
@@ -166,12 +298,12 @@ def _exp_float32(x):
     r = _fma(n_float, _MINUS_LN2_LO, _fma(n_float, _MINUS_LN2_HI, x))
     poly = _fma(_fma(_fma(_fma(_fma(_P0, r, _P1), r, _P2), r, _P3), r, _P4), r, _P5)
     mantissa = _fma(poly, r * r, r) + _ONE
-    n = _float32_bits(shifted) - _ROUND_BITS
+    n = _float_bits(shifted) - _ROUND_BITS
     # 2**n as two factors: mantissa * 2**half is exact, and the second
     # product rounds once, also when the result is subnormal.
     half = n >> 1
-    low = _bits_float32(np.int32((half + 127) << 23))
-    high = _bits_float32(np.int32((n - half + 127) << 23))
+    low = _bits_float(np.int32((half + 127) << 23))
+    high = _bits_float(np.int32((n - half + 127) << 23))
     return mantissa * low * high
 
 
@@ -187,6 +319,82 @@ def _exp_overload(x):
     return lambda x: math.exp(x)
 
 
+# fdlibm's log (e_log.c): x = 2**n (1 + f) with 1 + f in [sqrt(2) / 2, sqrt(2)),
+# log(1 + f) = f - s (f - R(s**2)) with s = f / (2 + f) and R a minimax
+# polynomial; n ln 2 is added in two parts, the first exact.
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_LG1 = 6.666666666666735130e-01
+_LG2 = 3.999999999940941908e-01
+_LG3 = 2.857142874366239149e-01
+_LG4 = 2.222219843214978396e-01
+_LG5 = 1.818357216161805012e-01
+_LG6 = 1.531383769920937332e-01
+_LG7 = 1.479819860511658591e-01
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _log(x):
+    """log(x) of a float64 in arithmetic that LLVM vectorises (libm's is a call).
+
+    fdlibm's algorithm with both of its final forms computed and one selected,
+    so that a loop over lanes has no branch. Domain: normal x > 0, +inf and
+    NaN (zero, negative and subnormal x give wrong finite values). Measured
+    against long-double logs: within one ulp. log(1) == 0, inf -> inf,
+    NaN -> NaN.
+    """
+    bits = _float_bits(x)
+    high = bits >> 32
+    n = (high >> 20) - 1023
+    high &= 0x000FFFFF
+    # Significands above sqrt(2) are halved (exponent 0x3fe instead of 0x3ff)
+    # and n counts one more.
+    halve = (high + 0x95F64) & 0x100000
+    significand = _bits_float((bits & 0xFFFFFFFF) | ((high | (halve ^ 0x3FF00000)) << 32))
+    n += halve >> 20
+    f = significand - 1.0
+    s = f / (2.0 + f)
+    n_float = np.float64(n)
+    z = s * s
+    w = z * z
+    r = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7))) + w * (_LG2 + w * (_LG4 + w * _LG6))
+    half_square = 0.5 * f * f
+    # fdlibm's choice of form by the leading significand bits, for accuracy.
+    low = n_float * _LN2_LO
+    near_form = n_float * _LN2_HI - ((half_square - (s * (half_square + r) + low)) - f)
+    far_form = n_float * _LN2_HI - ((s * (f - r) - low) - f)
+    value = near_form if ((high - 0x6147A) | (0x6B851 - high)) > 0 else far_form
+    # Comparisons are false for NaN, which therefore passes through, as inf does.
+    return value if x < np.inf else x
+
+
+# ------------------------------------------- one row at a time (k > LANE_CLASSES)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _fold_sum(lanes):
+    """The sum of LANES float64 lanes, added pairwise in a fixed tree: the
+    halves of each round add as vectors instead of one dependent addition
+    per lane."""
+    half = LANES // 2
+    while half:
+        for lane in range(half):
+            lanes[lane] += lanes[lane + half]
+        half //= 2
+    return lanes[0]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _fold_max(lanes):
+    """The max of LANES lanes (none NaN), by the same tree as _fold_sum."""
+    half = LANES // 2
+    while half:
+        for lane in range(half):
+            lanes[lane] = lanes[lane + half] if lanes[lane + half] > lanes[lane] else lanes[lane]
+        half //= 2
+    return lanes[0]
+
+
 @njit(cache=True, inline="always", error_model="numpy")
 def _max_chunk(z, start, count, lane_max):
     for lane in range(count):
@@ -195,21 +403,17 @@ def _max_chunk(z, start, count, lane_max):
         lane_max[lane] = value if value > lane_max[lane] else lane_max[lane]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def _row_max(z):
     classes = z.size
     lane_max = _stack_lanes(z)
-    used = min(LANES, classes)
-    for lane in range(used):
+    for lane in range(LANES):
         lane_max[lane] = -np.inf
     full = classes - classes % LANES
     for start in range(0, full, LANES):
         _max_chunk(z, start, LANES, lane_max)
     _max_chunk(z, full, classes - full, lane_max)
-    row_max = lane_max[0]
-    for lane in range(1, used):
-        row_max = lane_max[lane] if lane_max[lane] > row_max else row_max
-    return row_max
+    return _fold_max(lane_max)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -225,78 +429,69 @@ def _gap_chunk(z, row_max, probs, weight, keep, smooth, start, count, lane_weigh
             lane_gap[lane] += qw * (np.float64(row_max) - np.float64(z[c]))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def _row_gap(z, row_max, probs, weight, keep, smooth):
     """(sum_c q_c w_c, sum_c q_c w_c (max - z_c)) with q_c = keep * probs_c +
     smooth (q_c = smooth when ``probs`` is None)."""
     classes = z.size
     lane_weight = _stack_lanes(0.0)
     lane_gap = _stack_lanes(0.0)
-    used = min(LANES, classes)
-    for lane in range(used):
+    for lane in range(LANES):
         lane_weight[lane] = 0.0
         lane_gap[lane] = 0.0
     full = classes - classes % LANES
     for start in range(0, full, LANES):
         _gap_chunk(z, row_max, probs, weight, keep, smooth, start, LANES, lane_weight, lane_gap)
     _gap_chunk(z, row_max, probs, weight, keep, smooth, full, classes - full, lane_weight, lane_gap)
-    weight_sum = 0.0
-    gap_sum = 0.0
-    for lane in range(used):
-        weight_sum += lane_weight[lane]
-        gap_sum += lane_gap[lane]
-    return weight_sum, gap_sum
+    return _fold_sum(lane_weight), _fold_sum(lane_gap)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _exp_chunk(z, row_max, grad_row, start, count, exps, lane_sum):
+def _exp_chunk(z, row_max, grad_out, row, start, count, exps, lane_sum):
     # Every logit of the chunk is read before its exponential is stored, so
-    # grad_row may be the same memory as z.
+    # the gradient row may be the same memory as z.
     for lane in range(count):
         exps[lane] = _exp(z[start + lane] - row_max)
     for lane in range(count):
         lane_sum[lane] += np.float64(exps[lane])
-        if grad_row is not None:
-            grad_row[start + lane] = exps[lane]
+        if grad_out is not None:
+            grad_out[row, start + lane] = exps[lane]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _prefetch_chunk(next_z, next_grad, start):
+def _prefetch_chunk(logits, grad_out, following, start):
     # The exponentials are compute-bound; fetching the next row meanwhile
     # lets its max pass run from cache instead of waiting on memory, and
     # fetching its gradient row for writing takes the read-for-ownership of
     # the scratch stores off that row's critical path.
-    step = 64 // next_z.itemsize
-    stop = min(start + LANES, next_z.size)
-    for index in range(start, stop, step):
-        _prefetch_read(next_z, index)
-        if next_grad is not None:
-            _prefetch_write(next_grad, index)
+    classes = logits.shape[1]
+    first = following * classes
+    step = 64 // logits.itemsize
+    for index in range(first + start, first + min(start + LANES, classes), step):
+        _prefetch_read(logits, index)
+        if grad_out is not None:
+            _prefetch_write(grad_out, index)
 
 
-@njit(cache=True, error_model="numpy")
-def _row_exp_sum(z, row_max, grad_row, next_z, next_grad):
+@njit(cache=True, inline="always", error_model="numpy")
+def _row_exp_sum(z, row_max, grad_out, row, logits, following):
     """sum_c exp(z_c - max), accumulated in float64 from the exponentials as
-    stored into ``grad_row`` (when given) in z's precision; ``next_z`` and
-    ``next_grad`` are the rows processed next."""
+    stored into ``grad_out[row]`` (when given) in z's precision; row
+    ``following`` of ``logits`` and ``grad_out`` is processed next."""
     classes = z.size
     exps = _stack_lanes(z)
     lane_sum = _stack_lanes(0.0)
-    used = min(LANES, classes)
-    for lane in range(used):
+    for lane in range(LANES):
         lane_sum[lane] = 0.0
     full = classes - classes % LANES
     for start in range(0, full, LANES):
-        _exp_chunk(z, row_max, grad_row, start, LANES, exps, lane_sum)
-        _prefetch_chunk(next_z, next_grad, start)
-    _exp_chunk(z, row_max, grad_row, full, classes - full, exps, lane_sum)
-    exp_sum = 0.0
-    for lane in range(used):
-        exp_sum += lane_sum[lane]
-    return exp_sum
+        _exp_chunk(z, row_max, grad_out, row, start, LANES, exps, lane_sum)
+        _prefetch_chunk(logits, grad_out, following, start)
+    _exp_chunk(z, row_max, grad_out, row, full, classes - full, exps, lane_sum)
+    return _fold_sum(lane_sum)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def _row_grad(grad_row, exp_scale, probs, weight, keep_scaled, smooth_scaled):
     """grad_c = exp_c * exp_scale - (keep_scaled * probs_c + smooth_scaled) * w_c,
     with grad_row holding exp_c on entry; one rounding to the row's dtype."""
@@ -306,7 +501,7 @@ def _row_grad(grad_row, exp_scale, probs, weight, keep_scaled, smooth_scaled):
         grad_row[c] = np.float64(grad_row[c]) * exp_scale - qw
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def _row_scale(grad_row, exp_scale):
     """grad_c = exp_c * exp_scale in the row's precision: the common case (no
     smoothing, labels) then costs one multiply per class, at most one ulp
@@ -316,26 +511,13 @@ def _row_scale(grad_row, exp_scale):
         grad_row[c] = grad_row[c] * scale
 
 
-def _row_of(array, row):
-    """``array[row]``, or None for a None array; resolved while typing so that
-    the row is a plain array type, never an optional one."""
-    return None if array is None else array[row]
-
-
-@overload(_row_of)
-def _row_of_overload(array, row):
-    if isinstance(array, types.NoneType):
-        return lambda array, row: None
-    return lambda array, row: array[row]
-
-
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def _label_row(
-    z, label, weight, grad_row, next_z, next_grad, ignore_index, keep, smooth, grad_scale
+    z, label, weight, grad_out, row, logits, following, ignore_index, keep, smooth, grad_scale
 ):
     if label == ignore_index:
-        if grad_row is not None:
-            grad_row[:] = 0
+        if grad_out is not None:
+            grad_out[row, :] = 0
         return 0.0
     label_weight = 1.0 if weight is None else weight[label]
     row_max = _row_max(z)
@@ -349,8 +531,9 @@ def _label_row(
         smooth_weight, smooth_gap = _row_gap(z, row_max, None, weight, 0.0, smooth)
         weight_sum += smooth_weight
         gap_sum += smooth_gap
-    exp_sum = _row_exp_sum(z, row_max, grad_row, next_z, next_grad)
-    if grad_row is not None:
+    exp_sum = _row_exp_sum(z, row_max, grad_out, row, logits, following)
+    if grad_out is not None:
+        grad_row = grad_out[row]
         exp_scale = grad_scale * weight_sum / exp_sum
         label_exp = np.float64(grad_row[label])
         if smooth != 0.0:
@@ -360,18 +543,341 @@ def _label_row(
         grad_row[label] = label_exp * exp_scale - grad_scale * (keep + smooth) * label_weight
     # L = -sum_c q_c w_c ((z_c - max) - log(sum)), split so that no -inf
     # log-probability is ever multiplied by a zero weight.
-    return weight_sum * math.log(exp_sum) + gap_sum
+    return weight_sum * _log(exp_sum) + gap_sum
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _probs_row(z, probs, weight, grad_out, row, logits, following, keep, smooth, grad_scale):
+    row_max = _row_max(z)
+    weight_sum, gap_sum = _row_gap(z, row_max, probs, weight, keep, smooth)
+    exp_sum = _row_exp_sum(z, row_max, grad_out, row, logits, following)
+    if grad_out is not None:
+        exp_scale = grad_scale * weight_sum / exp_sum
+        _row_grad(
+            grad_out[row], exp_scale, probs, weight, grad_scale * keep, grad_scale * smooth
+        )
+    return weight_sum * _log(exp_sum) + gap_sum
+
+
+# ------------------------------------------------------- rows in lanes (k <= LANE_CLASSES)
+#
+# A tile holds the LANES rows of a pass transposed: tile[c * LANES + r] is
+# class c of row r. Every pass loops over classes outside and lanes inside,
+# so each statement works on LANES rows at once; per-row values live in
+# lane arrays. A row's arithmetic is that of the row-at-a-time path. Passes
+# over the tile touch only the tile's dtype (and int32 labels), so that they
+# vectorise at the full width of that dtype.
+
+
+def _block_width(array):
+    """W, the side of a transposed block of ``array``'s dtype; a constant in
+    compiled code, so that masks covering a whole row fold away."""
+    return VECTOR_BYTES // array.itemsize
+
+
+@overload(_block_width)
+def _block_width_overload(array):
+    width = VECTOR_BYTES // (array.dtype.bitwidth // 8)
+    return lambda array: width
 
 
 @njit(cache=True, error_model="numpy")
-def _probs_row(z, probs, weight, grad_row, next_z, next_grad, keep, smooth, grad_scale):
-    row_max = _row_max(z)
-    weight_sum, gap_sum = _row_gap(z, row_max, probs, weight, keep, smooth)
-    exp_sum = _row_exp_sum(z, row_max, grad_row, next_z, next_grad)
-    if grad_row is not None:
-        exp_scale = grad_scale * weight_sum / exp_sum
-        _row_grad(grad_row, exp_scale, probs, weight, grad_scale * keep, grad_scale * smooth)
-    return weight_sum * math.log(exp_sum) + gap_sum
+def _load_tile(flat, start, count, classes, tile):
+    """tile[c * LANES + r] = flat[start + r * classes + c] for the ``count``
+    rows of a pass; the lanes of absent rows (count < LANES, the last pass of
+    an array) hold 0. Classes up to the next multiple of W hold 0."""
+    width = _block_width(flat)
+    if count == LANES:
+        for row in range(0, LANES, width):
+            for first in range(0, classes, width):
+                _transpose_block(
+                    flat, start + row * classes + first, classes, tile, first * LANES + row,
+                    LANES, min(width, classes - first), width,
+                )
+        return
+    padded = (classes + width - 1) // width * width
+    tile[: padded * LANES] = 0
+    for row in range(count):
+        for c in range(classes):
+            tile[c * LANES + row] = flat[start + row * classes + c]
+
+
+@njit(cache=True, error_model="numpy")
+def _store_tile(tile, flat, start, count, classes):
+    """The inverse of _load_tile for the ``count`` rows of a pass."""
+    width = _block_width(flat)
+    if count == LANES:
+        for row in range(0, LANES, width):
+            for first in range(0, classes, width):
+                _transpose_block(
+                    tile, first * LANES + row, LANES, flat, start + row * classes + first,
+                    classes, width, min(width, classes - first),
+                )
+        return
+    for row in range(count):
+        for c in range(classes):
+            flat[start + row * classes + c] = tile[c * LANES + row]
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_labels(target, row, count, ignore_index, labels):
+    """labels[r] = the class of row ``row + r``, or -1 for an ignored row and
+    for an absent one (r >= count)."""
+    for r in range(count):
+        # Unsigned: no negative-index wraparound, so the loads stay contiguous.
+        label = target[np.uint64(row + r)]
+        labels[r] = -1 if label == ignore_index else np.int32(label)
+    for r in range(count, LANES):
+        labels[r] = -1
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_max(tile, classes, row_max):
+    for r in range(LANES):
+        row_max[r] = -np.inf
+    for c in range(classes):
+        for r in range(LANES):
+            value = tile[c * LANES + r]
+            # NaN is skipped here; it reaches the result through exp(NaN - max).
+            row_max[r] = value if value > row_max[r] else row_max[r]
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_pick(tile, labels, picked):
+    """picked[r] = the label's logit (class 0's for ignored and absent rows)."""
+    for r in range(LANES):
+        picked[r] = tile[max(labels[r], 0) * LANES + r]
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_target_terms(tile, classes, probs, weight, keep, smooth, row_max, weight_sum, gap_sum):
+    """weight_sum = sum_c q_c w_c and gap_sum = sum_c q_c w_c (max - z_c), with
+    q_c = keep * probs_c + smooth (q_c = smooth when ``probs`` is None)."""
+    for r in range(LANES):
+        weight_sum[r] = 0.0
+        gap_sum[r] = 0.0
+    if probs is None and smooth == 0.0:
+        return
+    for c in range(classes):
+        class_weight = 1.0 if weight is None else weight[c]
+        for r in range(LANES):
+            q = smooth if probs is None else keep * np.float64(probs[c * LANES + r]) + smooth
+            qw = q * class_weight
+            weight_sum[r] += qw
+            # 0 * log 0 = 0: a class with no target mass adds nothing, even when
+            # its logit is -inf (the product would be 0 * inf = NaN).
+            if qw != 0.0:
+                gap_sum[r] += qw * (np.float64(row_max[r]) - np.float64(tile[c * LANES + r]))
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_exp_sum(tile, classes, row_max, exp_sum):
+    """Replaces the tile by exp(z - max) in z's precision; exp_sum = their
+    float64 sums, in class order."""
+    for c in range(classes):
+        for r in range(LANES):
+            tile[c * LANES + r] = _exp(tile[c * LANES + r] - row_max[r])
+    # A loop of its own: mixed with float64 sums, the exponentials would be
+    # vectorised at float64's narrower width.
+    for r in range(LANES):
+        exp_sum[r] = 0.0
+    for c in range(classes):
+        for r in range(LANES):
+            exp_sum[r] += np.float64(tile[c * LANES + r])
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _label_select(grad, c, r, labels, label_grad):
+    """With labels: the label's own gradient in its class, 0 in ignored rows."""
+    if labels is None:
+        return grad
+    if labels[r] == c:
+        return label_grad[r]
+    return label_grad.dtype.type(0) if labels[r] < 0 else grad
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_scale(tile, classes, scale, labels, label_grad):
+    """grad_c = exp_c * scale in the tile's precision (labels without
+    smoothing, as _row_scale does); the label's and ignored rows' selected."""
+    for c in range(classes):
+        for r in range(LANES):
+            grad = tile[c * LANES + r] * scale[r]
+            tile[c * LANES + r] = _label_select(grad, c, r, labels, label_grad)
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_grad(
+    tile, classes, scale, probs, weight, keep_scaled, smooth_scaled, labels, label_grad
+):
+    """grad_c = exp_c * scale - (keep_scaled * probs_c + smooth_scaled) * w_c in
+    float64, one rounding to the tile's dtype (as _row_grad); with labels
+    (probs None) the label's and ignored rows' selected."""
+    for c in range(classes):
+        class_weight = 1.0 if weight is None else weight[c]
+        for r in range(LANES):
+            q = smooth_scaled
+            if probs is not None:
+                q = keep_scaled * np.float64(probs[c * LANES + r]) + smooth_scaled
+            grad = np.float64(tile[c * LANES + r]) * scale[r] - q * class_weight
+            tile[c * LANES + r] = _label_select(grad, c, r, labels, label_grad)
+
+
+def _flat(array):
+    """``array`` (C-contiguous) as a 1-D view, or None for a None array;
+    resolved while typing, so that the view is a plain array type, never an
+    optional one."""
+    return None if array is None else array.reshape(array.size)
+
+
+@overload(_flat)
+def _flat_overload(array):
+    if isinstance(array, types.NoneType):
+        return lambda array: None
+    return lambda array: array.reshape(array.size)
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_block(
+    logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth, grad_scale, start,
+    stop,
+):
+    """Sum of the losses of rows [start, stop), LANES rows at a time (start is a
+    multiple of LANES); writes their gradient rows and losses when asked.
+    Each lane sums its rows' losses, and the lanes are added in order."""
+    classes = logits.shape[1]
+    labelled = target.ndim == 1
+    flat, grad_flat = logits.reshape(logits.size), _flat(grad_out)
+    target_flat = target.reshape(target.size)
+    item = flat.dtype.type
+    tile, probs = _stack_tile(flat), _stack_tile(flat)
+    row_max, picked = _stack_lanes(flat), _stack_lanes(flat)
+    scale, label_grad = _stack_lanes(flat), _stack_lanes(flat)
+    weight_sum, gap_sum, exp_sum = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
+    exp_scale, losses, lane_totals = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
+    labels = _stack_lanes(np.int32(0))
+    for r in range(LANES):
+        lane_totals[r] = 0.0
+    for row in range(start, stop, LANES):
+        count = min(LANES, stop - row)
+        _load_tile(flat, row * classes, count, classes, tile)
+        _lanes_max(tile, classes, row_max)
+        # Settled while compiling: target is either labels or probabilities.
+        if labelled:
+            _lanes_labels(target, row, count, ignore_index, labels)
+            _lanes_pick(tile, labels, picked)
+            _lanes_target_terms(
+                tile, classes, None, weight, keep, smooth, row_max, weight_sum, gap_sum
+            )
+        else:
+            _load_tile(target_flat, row * classes, count, classes, probs)
+            _lanes_target_terms(
+                tile, classes, probs, weight, keep, smooth, row_max, weight_sum, gap_sum
+            )
+        _lanes_exp_sum(tile, classes, row_max, exp_sum)
+        for r in range(LANES):
+            label_weight = 0.0
+            if labelled:
+                # The label's share comes first, then smoothing's (as in _label_row).
+                kept = labels[r] >= 0
+                label = labels[r] if kept else 0
+                label_weight = 1.0 if weight is None else weight[label]
+                label_weight = label_weight if kept else 0.0
+                label_share = keep * label_weight
+                label_gap = np.float64(row_max[r]) - np.float64(picked[r])
+                gap_sum[r] = (label_share * label_gap if label_share != 0.0 else 0.0) + gap_sum[r]
+                weight_sum[r] = label_share + weight_sum[r]
+            # L = -sum_c q_c w_c ((z_c - max) - log(sum)), split so that no -inf
+            # log-probability is ever multiplied by a zero weight.
+            losses[r] = weight_sum[r] * _log(exp_sum[r]) + gap_sum[r]
+            exp_scale[r] = grad_scale * weight_sum[r] / exp_sum[r]
+            scale[r] = item(exp_scale[r])
+            if labelled:
+                losses[r] = losses[r] if labels[r] >= 0 else 0.0
+                # The same bits as the label's exponential in the tile.
+                label_exp = _exp(picked[r] - row_max[r])
+                label_term = grad_scale * (keep + smooth) * label_weight
+                label_grad[r] = np.float64(label_exp) * exp_scale[r] - label_term
+        for r in range(count):
+            lane_totals[r] += losses[r]
+            if loss_out is not None:
+                loss_out[row + r] = losses[r]
+        if grad_out is not None:
+            if not labelled:
+                _lanes_grad(
+                    tile, classes, exp_scale, probs, weight, grad_scale * keep,
+                    grad_scale * smooth, None, label_grad,
+                )
+            elif smooth != 0.0:
+                _lanes_grad(
+                    tile, classes, exp_scale, None, weight, 0.0, grad_scale * smooth, labels,
+                    label_grad,
+                )
+            else:
+                _lanes_scale(tile, classes, scale, labels, label_grad)
+            _store_tile(tile, grad_flat, row * classes, count, classes)
+    total = 0.0
+    for r in range(LANES):
+        total += lane_totals[r]
+    return total
+
+
+# ------------------------------------------------------------------ blocks
+
+
+@njit(cache=True, error_model="numpy")
+def _rows_block(
+    logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth, grad_scale, start,
+    stop,
+):
+    """Sum of the losses of rows [start, stop), one row at a time; writes their
+    gradient rows and losses when asked."""
+    rows = logits.shape[0]
+    block_sum = 0.0
+    for row in range(start, stop):
+        following = min(row + 1, rows - 1)
+        # Settled while compiling: target is either labels or probabilities.
+        if target.ndim == 1:
+            row_loss = _label_row(
+                logits[row], target[row], weight, grad_out, row, logits, following,
+                ignore_index, keep, smooth, grad_scale,
+            )
+        else:
+            row_loss = _probs_row(
+                logits[row], target[row], weight, grad_out, row, logits, following, keep,
+                smooth, grad_scale,
+            )
+        if loss_out is not None:
+            loss_out[row] = row_loss
+        block_sum += row_loss
+    return block_sum
+
+
+@njit(cache=True, error_model="numpy")
+def _rows_per_block(classes):
+    """Rows of one parallel work item: whole passes of LANES rows when rows go
+    through in lanes."""
+    if classes <= LANE_CLASSES:
+        return max(LANES, BLOCK_ELEMENTS // classes // LANES * LANES)
+    return max(1, BLOCK_ELEMENTS // classes)
+
+
+@njit(cache=True, error_model="numpy")
+def _block_sum(
+    logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth, grad_scale, block,
+    row_block,
+):
+    rows, classes = logits.shape
+    start, stop = block * row_block, min((block + 1) * row_block, rows)
+    if classes <= LANE_CLASSES:
+        return _lanes_block(
+            logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth, grad_scale,
+            start, stop,
+        )
+    return _rows_block(
+        logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth, grad_scale,
+        start, stop,
+    )
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -380,41 +886,80 @@ def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoo
     rows, classes = logits.shape
     keep = 1.0 - label_smoothing
     smooth = label_smoothing / classes
-    row_block = max(1, BLOCK_ELEMENTS // classes)
+    row_block = _rows_per_block(classes)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
-    for block in prange(blocks):
-        block_sum = 0.0
-        for row in range(block * row_block, min((block + 1) * row_block, rows)):
-            z, grad_row = logits[row], _row_of(grad_out, row)
-            following = min(row + 1, rows - 1)
-            next_z, next_grad = logits[following], _row_of(grad_out, following)
-            # Settled while compiling: target is either labels or probabilities.
-            if target.ndim == 1:
-                row_loss = _label_row(
-                    z,
-                    target[row],
-                    weight,
-                    grad_row,
-                    next_z,
-                    next_grad,
-                    ignore_index,
-                    keep,
-                    smooth,
-                    grad_scale,
-                )
-            else:
-                row_loss = _probs_row(
-                    z, target[row], weight, grad_row, next_z, next_grad, keep, smooth, grad_scale
-                )
-            if loss_out is not None:
-                loss_out[row] = row_loss
-            block_sum += row_loss
-        partials[block] = block_sum
+    # One block is one thread's work: starting the others would cost more
+    # than it could save. Either way each block sums the same rows.
+    if blocks <= 1:
+        for block in range(blocks):
+            partials[block] = _block_sum(
+                logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth,
+                grad_scale, block, row_block,
+            )
+    else:
+        for block in prange(blocks):
+            partials[block] = _block_sum(
+                logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth,
+                grad_scale, block, row_block,
+            )
     total = 0.0
     for block in range(blocks):
         total += partials[block]
     return total / divisor
+
+
+@njit(cache=True, error_model="numpy")
+def _labels_block(labels, weight, classes, ignore_index, block):
+    """(invalid labels, kept rows or their weight sum) in one block of labels."""
+    invalid = 0
+    kept = 0
+    kept_weight = 0.0
+    for i in range(block * BLOCK_ELEMENTS, min((block + 1) * BLOCK_ELEMENTS, labels.size)):
+        label = labels[i]
+        keep = label != ignore_index
+        invalid += keep and (label < 0 or label >= classes)
+        if weight is None:
+            kept += keep
+        elif keep:
+            kept_weight += weight[min(max(label, 0), classes - 1)]
+    return invalid, kept if weight is None else kept_weight
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _label_summary(labels, weight, classes, ignore_index):
+    blocks = (labels.size + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    invalid = np.empty(blocks, np.int64)
+    kept = np.empty(blocks)
+    if blocks <= 1:
+        for block in range(blocks):
+            invalid[block], kept[block] = _labels_block(
+                labels, weight, classes, ignore_index, block
+            )
+    else:
+        for block in prange(blocks):
+            invalid[block], kept[block] = _labels_block(
+                labels, weight, classes, ignore_index, block
+            )
+    total = 0.0
+    any_invalid = False
+    for block in range(blocks):
+        total += kept[block]
+        any_invalid |= invalid[block] > 0
+    if any_invalid:
+        for i in range(labels.size):
+            if labels[i] != ignore_index and (labels[i] < 0 or labels[i] >= classes):
+                return i, total
+    return -1, total
+
+
+def label_summary(labels, weight, classes, ignore_index):
+    """``(first, kept)`` for int64 class indices: the position of the first
+    label outside [0, classes) that is not ignore_index (-1 when all are
+    valid), and, when all are, what a "mean" divides by: the number of rows
+    not ignored, or the sum of their labels' class weights (summed in fixed blocks, in order)."""
+    first, kept = _label_summary(labels, weight, classes, int(ignore_index))
+    return first, kept if weight is not None else int(kept)
 
 
 def softmax_cross_entropy(

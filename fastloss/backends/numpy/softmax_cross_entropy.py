@@ -40,11 +40,15 @@ def softmax_cross_entropy(
     return total
 
 
-def mean_divisor(labels, weight, classes, ignore_index):
-    """A "mean"'s divisor over ``(N,)`` int64 labels: PyTorch's weight sum of the rows
-    not ignored (their count without weights)."""
+def label_summary(labels, weight, classes, ignore_index):
+    """``(first, kept)`` for int64 class indices: the position of the first
+    label outside [0, classes) that is not ignore_index (-1 when all are
+    valid), and, when all are, what a "mean" divides by: the number of rows
+    not ignored, or the sum of their labels' class weights."""
     kept = labels != ignore_index
+    invalid = np.flatnonzero(kept & ((labels < 0) | (labels >= classes)))
+    if invalid.size:
+        return int(invalid[0]), 0
     if weight is None:
-        return int(kept.sum())
-    # Clipped because ignore_index may lie outside [0, k); those rows count 0.
-    return float((weight[labels.clip(0, classes - 1)] * kept).sum())
+        return -1, int(kept.sum())
+    return -1, float((weight[np.where(kept, labels, 0)] * kept).sum())

@@ -1,0 +1,248 @@
+"""Softmax cross-entropy when a row's classes are split into shards.
+
+Used where no one place holds a whole row: class chunks of a dask array
+(``fastloss.dask``) and vocabulary-parallel ranks (``fastloss.torch_distributed``).
+Each shard reduces its own columns to three float64 numbers per row; the numbers
+of all shards combine into the row's loss; each shard then writes the gradient of
+its own columns. Nothing but those per-row numbers ever leaves a shard.
+
+Row ``i`` has logits ``z_ic`` over all ``k`` classes, class weights ``w_c`` and the
+target distribution ``q_ic = (1 - eps) t_ic + eps / k`` (``t`` the one-hot label or
+the given probabilities; ``q = 0`` on an ignored row). For a per-row reference
+``M_i`` (the row maximum, for stability):
+
+    s_i = sum_c exp(z_ic - M_i)
+    S_i = sum_c q_ic w_c
+    B_i = sum_c q_ic w_c (M_i - z_ic)
+    L_i = S_i log(s_i) + B_i                   (= -sum_c q_ic w_c log_softmax(z_i)_c)
+    dL_i / dz_ic = exp(z_ic - M_i) S_i / s_i - q_ic w_c
+
+``s``, ``S`` and ``B`` are sums over classes, so they add across shards once they
+share ``M_i`` (:func:`rebase` moves a shard's sums to another reference). With the
+row maximum as reference every term of ``B`` is >= 0 for non-negative weights: the
+loss has no cancellation, whatever the logits' magnitude. A product with a zero
+factor is zero even against an infinite one (``0 log 0 = 0``: a zero target weight on
+a ``-inf`` logit adds nothing), and a shard whose logits are all ``-inf`` adds
+nothing to ``s``.
+
+The code is written against the array API standard through ``array_api_compat``:
+the same functions run on NumPy and CuPy chunks and on PyTorch tensors on any
+device. Per-row results are float64 arrays of shape ``(N,)``; logits are computed
+in float32 for 16-bit inputs and in their own dtype otherwise, with float64 sums.
+Invalid labels (not ``ignore_index`` and outside ``[0, k)``) make their row's loss
+and gradient NaN; callers that can afford the check raise instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import array_api_compat
+
+SLAB_ELEMENTS = 1 << 20  # logits handled at a time: bounds the float64 temporaries
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardTarget:
+    """The target as one shard sees it.
+
+    ``start``: the global index of the shard's first class; ``classes``: ``k``, the
+    number of classes of the whole row. Exactly one of ``labels`` (``(N,)`` integer
+    global class indices, the same array on every shard) and ``probabilities``
+    (``(N, width)``: the shard's own columns) is given. ``weight``: ``None`` or the
+    shard's ``(width,)`` float64 class weights.
+    """
+
+    start: int
+    classes: int
+    labels: object = None
+    probabilities: object = None
+    weight: object = None
+    ignore_index: int = -100
+    label_smoothing: float = 0.0
+
+    def rows(self, rows: slice) -> ShardTarget:
+        if self.labels is not None:
+            return dataclasses.replace(self, labels=self.labels[rows])
+        return dataclasses.replace(self, probabilities=self.probabilities[rows, :])
+
+
+def _namespace(x):
+    return array_api_compat.array_namespace(x)
+
+
+def _times(xp, factor, value):
+    """``factor * value``, zero wherever ``factor`` is zero (even where ``value`` is inf/NaN)."""
+    return xp.where(factor == 0, 0.0, factor * value)
+
+
+def _shift(xp, reference):
+    """What a shard subtracts before ``exp``: the reference, or 0 where it is ``-inf``."""
+    return xp.where(reference == -math.inf, 0.0, reference)
+
+
+def _work_dtype(xp, dtype):
+    """16-bit floats are computed in float32; float32 and float64 in themselves."""
+    return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
+
+
+def _slabs(rows: int, width: int) -> list[slice]:
+    step = max(1, SLAB_ELEMENTS // max(width, 1))
+    return [slice(first, min(first + step, rows)) for first in range(0, rows, step)]
+
+
+def _zeros(xp, like, rows):
+    return xp.zeros(rows, dtype=xp.float64, device=array_api_compat.device(like))
+
+
+class _Slab:
+    """A slab of a shard's rows: its logits in the work dtype, their exponentials shifted by
+    the reference, and the target in two parts. ``label_mass``: the ``(1 - eps) w_y`` that
+    the label's own column (``column``) carries, zero where the label is ignored or on
+    another shard. ``dense``: ``q w`` of the smoothing, one ``(1, width)`` row for every kept
+    row (``kept``, labels only), or of the probabilities, ``(N, width)``; or None."""
+
+    def __init__(self, xp, logits, reference, target: ShardTarget):
+        self.xp = xp
+        self.width = logits.shape[1]
+        work = _work_dtype(xp, logits.dtype)
+        self.logits = xp.astype(logits, work, copy=False)
+        self.shift = _shift(xp, reference)
+        self.exp = xp.exp(self.logits - xp.astype(self.shift, work)[:, None])
+        smoothing = target.label_smoothing / target.classes
+        self.kept = self.label_mass = self.invalid = None
+        if target.labels is None:
+            dense = (1.0 - target.label_smoothing) * xp.astype(target.probabilities, xp.float64)
+            dense = dense + smoothing
+        else:
+            self.kept = target.labels != target.ignore_index
+            local = target.labels - target.start
+            inside = self.kept & (local >= 0) & (local < self.width)
+            self.column = xp.where(inside, local, 0)
+            self.label_mass = (1.0 - target.label_smoothing) * xp.astype(inside, xp.float64)
+            if target.weight is not None and self.width:
+                self.label_mass = self.label_mass * xp.take(target.weight, self.column)
+            self.invalid = self.kept & ((target.labels < 0) | (target.labels >= target.classes))
+            dense = None
+            if smoothing:
+                dense = xp.full((1, self.width), smoothing, dtype=xp.float64,
+                                device=array_api_compat.device(logits))
+        if dense is not None and target.weight is not None:
+            dense = dense * target.weight[None, :]
+        self.dense = dense
+        # Unweighted smoothing gives every class the same q: sum the gaps, then scale.
+        self.uniform = target.labels is not None and target.weight is None
+
+    def sums(self):
+        """This slab's ``(s, S, B)`` against the reference it was built with."""
+        xp = self.xp
+        s = xp.sum(self.exp, axis=1, dtype=xp.float64)
+        mass = xp.zeros_like(s)
+        gaps = xp.zeros_like(s)
+        if self.label_mass is not None and self.width:
+            label_logit = xp.take_along_axis(self.logits, self.column[:, None], axis=1)[:, 0]
+            mass = mass + self.label_mass
+            label_gap = self.shift - xp.astype(label_logit, xp.float64)
+            gaps = gaps + _times(xp, self.label_mass, label_gap)
+        if self.dense is not None and self.width:
+            gap = self.shift[:, None] - xp.astype(self.logits, xp.float64)
+            if self.uniform:
+                dense_gaps = self.dense[0, 0] * xp.sum(gap, axis=1)
+            else:
+                dense_gaps = xp.sum(_times(xp, self.dense, gap), axis=1)
+            dense_mass = xp.sum(self.dense, axis=1)
+            if self.kept is not None:
+                kept = xp.astype(self.kept, xp.float64)
+                dense_mass, dense_gaps = kept * dense_mass, _times(xp, kept, dense_gaps)
+            mass, gaps = mass + dense_mass, gaps + dense_gaps
+        if self.invalid is not None:
+            mass = xp.where(self.invalid, math.nan, mass)
+        return s, mass, gaps
+
+    def gradient(self, ratio, scale, dtype):
+        """``(exp(z - M) S / s - q w) * scale`` in ``dtype``, given ``ratio = S / s * scale``
+        per row; computed in the work dtype, ignored rows set to exact zeros."""
+        xp = self.xp
+        work = self.logits.dtype
+        grad = self.exp * xp.astype(ratio, work)[:, None]
+        if self.dense is not None:
+            grad = grad - xp.astype(_times(xp, self.dense, scale), work)
+        if self.label_mass is not None:
+            rows = xp.arange(grad.shape[0], device=array_api_compat.device(grad))
+            label_grad = xp.astype(_times(xp, self.label_mass, scale), work)
+            grad[rows, self.column] = grad[rows, self.column] - label_grad
+            grad[~self.kept, :] = 0.0
+        return xp.astype(grad, dtype, copy=False)
+
+
+def row_max(logits):
+    """Each row's largest logit of the shard, as float64 ``(N,)``; ``-inf`` where it has
+    no columns."""
+    xp = _namespace(logits)
+    rows, width = logits.shape
+    if width == 0:
+        return _zeros(xp, logits, rows) - math.inf
+    return xp.astype(xp.max(logits, axis=1), xp.float64)
+
+
+def shard_sums(logits, reference, target: ShardTarget):
+    """The shard's ``(s, S, B)`` (each float64 ``(N,)``) against the per-row ``reference``
+    (the shard's own :func:`row_max`, or the whole row's)."""
+    xp = _namespace(logits)
+    rows, width = logits.shape
+    sums = [_zeros(xp, logits, rows) for _ in range(3)]
+    for part in _slabs(rows, width):
+        slab = _Slab(xp, logits[part, :], reference[part], target.rows(part))
+        for total, value in zip(sums, slab.sums(), strict=True):
+            total[part] = value
+    return tuple(sums)
+
+
+def rebase(reference, s, mass, gaps, new_reference):
+    """A shard's ``(s, B)`` moved from ``reference`` to ``new_reference`` (``S`` does not
+    depend on the reference)."""
+    xp = _namespace(s)
+    old, new = _shift(xp, reference), _shift(xp, new_reference)
+    return _times(xp, s, xp.exp(old - new)), gaps + _times(xp, mass, new - old)
+
+
+def combine(stats):
+    """The row's ``(M, s, S, B)`` from every shard's ``(row_max, s, S, B)``, in shard order:
+    the same inputs give the same bits."""
+    xp = _namespace(stats[0][0])
+    reference = functools.reduce(xp.maximum, [shard[0] for shard in stats])
+    s = mass = gaps = 0.0
+    for shard_max, shard_s, shard_mass, shard_gaps in stats:
+        moved_s, moved_gaps = rebase(shard_max, shard_s, shard_mass, shard_gaps, reference)
+        s, mass, gaps = s + moved_s, mass + shard_mass, gaps + moved_gaps
+    return reference, s, mass, gaps
+
+
+def row_losses(s, mass, gaps):
+    """``L_i = S_i log s_i + B_i`` from the whole row's sums (0 for an ignored row)."""
+    xp = _namespace(s)
+    return _times(xp, mass, xp.log(s)) + gaps
+
+
+def label_mass(labels, ignore_index: int, classes: int):
+    """``S`` of unweighted class-index targets, known without any shard: 1 per kept row,
+    0 per ignored row, NaN per invalid label."""
+    xp = _namespace(labels)
+    kept = labels != ignore_index
+    invalid = kept & ((labels < 0) | (labels >= classes))
+    return xp.where(invalid, math.nan, xp.astype(kept, xp.float64))
+
+
+def shard_gradient(logits, reference, s, mass, target: ShardTarget, scale, dtype):
+    """The gradient of ``scale * sum_i L_i`` with respect to the shard's logits, in
+    ``dtype``, from the whole row's ``reference`` (its maximum), ``s`` and ``S``.
+    Ignored rows get exact zeros, whatever the scale (even inf: a mean over no row)."""
+    xp = _namespace(logits)
+    ratio = _times(xp, mass, scale / s)
+    grad = xp.empty(logits.shape, dtype=dtype, device=array_api_compat.device(logits))
+    for part in _slabs(*logits.shape):
+        slab = _Slab(xp, logits[part, :], reference[part], target.rows(part))
+        grad[part, :] = slab.gradient(ratio[part], scale, dtype)
+    return grad

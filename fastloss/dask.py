@@ -1,0 +1,505 @@
+"""fastloss on dask arrays: the same six functions, lazy, chunk by chunk.
+
+``fastloss.mse(pred, target)`` and the other public functions come here when any array
+argument is a ``dask.array.Array``; the functions here take the same arguments. They
+build a task graph and compute nothing: the loss is a 0-d dask array (``"mean"``,
+``"sum"``; per element of ``pred`` or per row of ``logits`` with its chunks for
+``"none"``), the gradient a dask array with ``pred``'s / ``logits``' chunks and dtype.
+Compute what you need in one call, ``dask.compute(loss, grad)`` (or ``da.store`` /
+``to_zarr`` the gradient with the loss): computing them one after the other runs
+every chunk twice.
+
+Chunks.
+    MSE: any chunk grid; ``target`` is rechunked to ``pred``'s. Each chunk is one call
+    of the fused kernel, which writes the gradient of the whole mean (the divisor is
+    passed in), so gradient chunks have the bits of the in-memory call's gradient.
+    Cross-entropy: chunks along rows, classes, or both. ``target`` (labels of shape
+    ``(N,)`` or probabilities ``(N, k)``) and ``weight`` are rechunked to the logits'
+    row and class chunks. With one class chunk each chunk is one fused kernel call
+    (logits read once). With several (vocabulary-parallel) each chunk reduces its
+    columns to three float64 numbers per row (shifted sum of exp, target mass, target
+    gap; see ``fastloss._class_shards``); the numbers of a row block combine in one
+    small task; each chunk then computes its gradient from them. Only those ``(N,)``
+    vectors move between tasks, never the logits, and a chunk is read twice (statistics,
+    then gradient), so dask keeps it in memory in between.
+    A ``"mean"`` over labels divides by the weight sum of the rows not ignored: a small
+    task graph over ``target`` (and ``weight``) computes it before the chunk kernels.
+
+Determinism. Every chunk gives a float64 partial loss (already divided by the mean's
+divisor). The partials are summed by :func:`pairwise_sum` over chunk indices in
+row-major order, as a tree of tasks fixed by the graph: the loss has the same bits
+whatever the scheduler (synchronous, threads, processes, distributed) and the number
+of workers. The bits do depend on the chunk grid. The loss agrees with the in-memory
+call to about 1e-7 relative (float32) / 1e-15 (float64).
+
+Backends. Each chunk runs on the backend that ``backend`` names, resolved once from the
+arrays' chunk type (their ``_meta``): ``"auto"`` is numba (NumPy chunks; numpy when
+numba is missing) or cuda (CuPy chunks). A CPU backend with CuPy chunks or ``"cuda"``
+with NumPy chunks is a TypeError, as in memory.
+
+Errors. Shapes, dtypes and options are checked when the graph is built (ValueError,
+TypeError naming the argument, as in memory). Labels are checked when their chunks
+are computed: ``compute()`` raises the ValueError (on cuda chunks only with
+``check_labels=True``; otherwise an invalid label's row is NaN). Chunk sizes must be
+known (``x.compute_chunk_sizes()``). ``out=`` is refused: the gradient is a new lazy
+array; store it with ``da.store`` or ``to_zarr``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+
+import array_api_compat
+import dask
+import dask.array as da
+import numpy as np
+from dask.array.utils import meta_from_array
+
+from fastloss import _class_shards as shards
+from fastloss import _registry
+from fastloss import _validate as v
+
+__all__ = [
+    "mse",
+    "mse_grad",
+    "mse_with_grad",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_grad",
+    "softmax_cross_entropy_with_grad",
+    "pairwise_sum",
+]
+
+# Partials added per task of the tree. A power of two, so that the tree of tasks is a
+# tree of subtrees of pairwise_sum over all partials (see there): the bits do not
+# depend on it.
+FAN_IN = 16
+
+
+def pairwise_sum(values):
+    """``values[0] + ... + values[-1]`` along a fixed binary tree.
+
+    The left operand of every addition sums the largest power of two of the values
+    that is smaller than their count. The split points are multiples of powers of
+    two, so any aligned run of ``2**b`` values is a subtree: summing aligned groups
+    first, then the groups' sums, gives the same bits as one call over all values.
+    """
+    count = len(values)
+    if count == 1:
+        return values[0]
+    half = 1 << ((count - 1).bit_length() - 1)
+    return pairwise_sum(values[:half]) + pairwise_sum(values[half:])
+
+
+# ---------------------------------------------------------------------------------------
+# Chunk tasks (run on the workers)
+
+
+def _quietly(function):
+    """IEEE results without warnings in chunk tasks, as the backends promise (0/0 is NaN)."""
+
+    @functools.wraps(function)
+    def quiet(*args, **kwargs):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return function(*args, **kwargs)
+
+    return quiet
+
+
+def _float64(value, xp):
+    return xp.asarray(value, dtype=xp.float64)
+
+
+def _as(array, like):
+    """A kernel's flat or work-dtype output in the shape and dtype of ``like``."""
+    return None if array is None else array.reshape(like.shape).astype(like.dtype, copy=False)
+
+
+@_quietly
+def _mse_block(pred, target, *, backend, divisor, want_grad, want_items):
+    """``(gradient, elementwise losses, float64 partial loss)`` of one chunk."""
+    on = _registry.backend(backend)
+    xp = on.xp
+    with on.scope(pred):
+        work = on.compute_dtype(pred.dtype)
+        flat_pred = xp.ascontiguousarray(pred, dtype=work).reshape(-1)
+        flat_target = xp.ascontiguousarray(target, dtype=work).reshape(-1)
+        grad = xp.empty(flat_pred.size, work) if want_grad else None
+        items = xp.empty(flat_pred.size, work) if want_items else None
+        partial = _registry.kernel("mse", backend)(flat_pred, flat_target, grad, items, divisor)
+        return _as(grad, pred), _as(items, pred), _float64(partial, xp)
+
+
+def _checked_labels(target, classes, ignore_index, check, xp):
+    labels = xp.ascontiguousarray(target, dtype=xp.int64)
+    if check:
+        bad = (labels != ignore_index) & ((labels < 0) | (labels >= classes))
+        if bool(bad.any()):
+            raise ValueError(
+                f"target holds class index {int(labels[bad][0])}, outside [0, {classes}) "
+                f"and not ignore_index={ignore_index}"
+            )
+    return labels
+
+
+@_quietly
+def _divisor_block(target, weight, *, backend, classes, ignore_index, check):
+    """A row chunk's part of a labels "mean"'s divisor: its weight sum of kept rows."""
+    xp = _registry.backend(backend).xp
+    labels = _checked_labels(target, classes, ignore_index, check, xp)
+    kept = labels != ignore_index
+    if weight is None:
+        return _float64(kept.sum(), xp)
+    # Clipped because ignore_index may lie outside [0, k); those rows count 0.
+    return (xp.asarray(weight, dtype=xp.float64)[labels.clip(0, classes - 1)] * kept).sum()
+
+
+@_quietly
+def _rows_block(logits, target, weight, divisor, *, backend, options, want_grad, want_rows):
+    """``(gradient, row losses, float64 partial loss)`` of a chunk holding whole rows."""
+    on = _registry.backend(backend)
+    xp = on.xp
+    with on.scope(logits):
+        work = on.compute_dtype(logits.dtype)
+        if target.dtype.kind in "iu":
+            target = _checked_labels(target, logits.shape[1], options["ignore_index"],
+                                     on.host or options["check_labels"], xp)
+        else:
+            target = xp.ascontiguousarray(target, dtype=work)
+        if weight is not None:
+            weight = xp.ascontiguousarray(weight, dtype=xp.float64)
+        z = xp.ascontiguousarray(logits, dtype=work)
+        grad = xp.empty(z.shape, work) if want_grad else None
+        rows = xp.empty(z.shape[0], xp.float64) if want_rows else None
+        partial = _registry.kernel("softmax_cross_entropy", backend)(
+            z, target, weight, grad, rows, options["ignore_index"],
+            options["label_smoothing"], divisor,
+        )
+        # A column, so that the losses are blocks of an (N, 1) array with the logits' rows.
+        losses = None if rows is None else rows.astype(logits.dtype)[:, None]
+        return _as(grad, logits), losses, _float64(partial, xp)
+
+
+def _shard_target(target, weight, columns, classes, options):
+    """The target as the class chunk whose global column indices are ``columns`` sees it."""
+    xp = array_api_compat.array_namespace(target)
+    labels = xp.astype(target, xp.int64) if target.dtype.kind in "iu" else None
+    return shards.ShardTarget(
+        start=int(columns[0]) if columns.size else 0,
+        classes=classes,
+        labels=labels,
+        probabilities=target if labels is None else None,
+        weight=weight,
+        ignore_index=options["ignore_index"],
+        label_smoothing=options["label_smoothing"],
+    )
+
+
+@_quietly
+def _stats_block(logits, target, weight, columns, *, backend, classes, options):
+    """A class chunk's per-row ``(max, s, S, B)`` (see ``fastloss._class_shards``)."""
+    on = _registry.backend(backend)
+    xp = on.xp
+    with on.scope(logits):
+        if target.dtype.kind in "iu":
+            target = _checked_labels(target, classes, options["ignore_index"],
+                                     on.host or options["check_labels"], xp)
+        shard = _shard_target(target, weight, columns, classes, options)
+        reference = shards.row_max(logits)
+        return (reference, *shards.shard_sums(logits, reference, shard))
+
+
+@_quietly
+def _combine_block(stats, divisor, *, loss_dtype, want_rows):
+    """A row block's whole-row ``(M, s, S)``, row losses and float64 partial loss, from
+    its class chunks' statistics in chunk order."""
+    reference, s, mass, gaps = shards.combine(stats)
+    losses = shards.row_losses(s, mass, gaps)
+    xp = array_api_compat.array_namespace(losses)
+    partial = xp.sum(losses) / divisor
+    return (reference, s, mass), (xp.astype(losses, loss_dtype) if want_rows else None), partial
+
+
+@_quietly
+def _shard_grad_block(logits, target, weight, columns, rows, divisor, *, backend, classes,
+                      options):
+    """A class chunk's gradient from its row block's combined ``(M, s, S)``."""
+    with _registry.backend(backend).scope(logits):
+        reference, s, mass = rows[0]
+        shard = _shard_target(target, weight, columns, classes, options)
+        return shards.shard_gradient(logits, reference, s, mass, shard, 1.0 / divisor,
+                                     logits.dtype)
+
+
+def _round(total, dtype):
+    """The summed float64 loss in the caller's dtype: a NumPy scalar, or a 0-d CuPy array."""
+    return total.astype(dtype)[()]
+
+
+# ---------------------------------------------------------------------------------------
+# Graph building
+
+
+def _as_dask(x, name: str):
+    if x is None or _registry.is_dask_array(x):
+        return x
+    try:
+        return da.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from exc
+
+
+def _refuse_out(out) -> None:
+    if out is not None:
+        raise TypeError(
+            "out= is not supported for dask arrays: the gradient is a new lazy dask array; "
+            "write it where it should go with da.store(grad, target) or grad.to_zarr(...)"
+        )
+
+
+def _check_known_chunks(x, name: str) -> None:
+    if any(math.isnan(size) for sizes in x.chunks for size in sizes):
+        raise ValueError(
+            f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() first"
+        )
+
+
+def _chunk_backend(backend, **arrays) -> str:
+    """The backend every chunk runs on, from the arrays' chunk types (TypeError where a
+    chunk type does not suit it, as in memory)."""
+    metas = {name: meta_from_array(x) for name, x in arrays.items() if x is not None}
+    chosen = _registry.resolve(backend, *metas.values())
+    for name, meta in metas.items():
+        _registry.backend(chosen).asarray(meta, name)
+    return chosen
+
+
+def _blocks(pairs, index, dtype, like, chunks=None):
+    """Item ``index`` of every block of ``pairs`` as a dask array of ``like``'s type, with
+    the chunks of ``pairs`` or ``chunks``."""
+    return pairs.map_blocks(operator.getitem, index, dtype=dtype, chunks=chunks,
+                            meta=meta_from_array(like, ndim=pairs.ndim, dtype=dtype))
+
+
+def _tree_sum(partials):
+    """The :func:`pairwise_sum` of delayed partials, as tasks of :data:`FAN_IN` inputs."""
+    while len(partials) > 1:
+        partials = [
+            dask.delayed(_sum_of, pure=True)(*partials[first:first + FAN_IN])
+            for first in range(0, len(partials), FAN_IN)
+        ]
+    return partials[0]
+
+
+def _sum_of(*values):
+    return pairwise_sum(values)
+
+
+def _partials(pairs, index):
+    """Item ``index`` of every block of ``pairs``, delayed, in row-major block order."""
+    blocks = pairs.to_delayed(optimize_graph=False).ravel()
+    return [dask.delayed(operator.getitem, pure=True)(block, index) for block in blocks]
+
+
+def _scalar(partials, dtype, like):
+    """The loss: the tree sum of the partials, rounded once to ``dtype``, as a 0-d array."""
+    total = dask.delayed(_round, pure=True)(_tree_sum(partials), dtype)
+    return da.from_delayed(total, shape=(), dtype=dtype,
+                           meta=meta_from_array(like, ndim=0, dtype=dtype))
+
+
+def _mse(pred, target, reduction, backend, out, want_grad):
+    reduction = v.check_reduction(reduction)
+    _refuse_out(out)
+    pred, target = _as_dask(pred, "pred"), _as_dask(target, "target")
+    chosen = _chunk_backend(backend, pred=pred, target=target)
+    _registry.backend(chosen).check_float(pred, "pred")
+    _registry.backend(chosen).check_float(target, "target")
+    if target.shape != pred.shape:
+        raise ValueError(f"target must have the shape of pred {pred.shape}; got {target.shape}")
+    _check_known_chunks(pred, "pred")
+    target = target.rechunk(pred.chunks)
+    index = tuple(range(pred.ndim))
+    pairs = da.blockwise(
+        _mse_block, index, pred, index, target, index,
+        meta=np.empty((0,) * pred.ndim, dtype=object), backend=chosen,
+        divisor=pred.size if reduction == "mean" else 1, want_grad=want_grad,
+        want_items=reduction == "none",
+    )
+    if reduction == "none":
+        loss = _blocks(pairs, 1, pred.dtype, pred)
+    else:
+        loss = _scalar(_partials(pairs, 2), pred.dtype, pred)
+    return loss, (_blocks(pairs, 0, pred.dtype, pred) if want_grad else None)
+
+
+def _ce_target(target, logits, chosen):
+    """``(target aligned to the logits' chunks, its blockwise index)``, checked."""
+    rows, classes = logits.shape
+    if target.dtype.kind in "iu":
+        if target.shape != (rows,):
+            raise ValueError(
+                f"target of class indices must have shape (N,) = ({rows},); got {target.shape}"
+            )
+        return target.rechunk((logits.chunks[0],)), "i"
+    if target.dtype.kind == "f" or target.dtype.name == "bfloat16":
+        _registry.backend(chosen).check_float(target, "target")
+        if target.shape != logits.shape:
+            raise ValueError(
+                "target of class probabilities must have the shape of logits "
+                f"{logits.shape}; got {target.shape}"
+            )
+        return target.rechunk(logits.chunks), "ij"
+    raise TypeError(
+        "target must be integer class indices of shape (N,) or floating-point class "
+        f"probabilities of shape (N, k); got dtype {target.dtype}"
+    )
+
+
+def _ce_weight(weight, logits):
+    if weight is None:
+        return None
+    if weight.dtype.kind not in "fiu":
+        raise TypeError(f"weight must be a real-valued array; got dtype {weight.dtype}")
+    classes = logits.shape[1]
+    if weight.shape != (classes,):
+        raise ValueError(f"weight must have shape (k,) = ({classes},); got {weight.shape}")
+    return weight.astype(np.float64).rechunk((logits.chunks[1],))
+
+
+def _ce_divisor(target, weight, logits, reduction, chosen, options):
+    """What the loss and gradient divide by: 1, the row count, or (a "mean" over labels) a
+    0-d dask array, the fixed-tree sum of the row chunks' weight sums of kept rows."""
+    if reduction != "mean":
+        return 1.0
+    if target.dtype.kind not in "iu":
+        return float(logits.shape[0])
+    whole_weight = None if weight is None else weight.rechunk(-1)
+    block = dask.delayed(_divisor_block, pure=True)
+    partials = [
+        block(labels, whole_weight, backend=chosen, classes=logits.shape[1],
+              ignore_index=options["ignore_index"],
+              check=_registry.backend(chosen).host or options["check_labels"])
+        for labels in target.to_delayed(optimize_graph=False).ravel()
+    ]
+    return da.from_delayed(_tree_sum(partials), shape=(), dtype=np.float64,
+                           meta=meta_from_array(logits, ndim=0, dtype=np.float64))
+
+
+def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smoothing, weight,
+                           backend, out, want_grad, check_labels):
+    reduction = v.check_reduction(reduction)
+    options = {
+        "ignore_index": v.check_int(ignore_index, "ignore_index"),
+        "label_smoothing": v.check_probability(label_smoothing, "label_smoothing"),
+        "check_labels": bool(check_labels),
+    }
+    _refuse_out(out)
+    logits = _as_dask(logits, "logits")
+    target, weight = _as_dask(target, "target"), _as_dask(weight, "weight")
+    chosen = _chunk_backend(backend, logits=logits, target=target, weight=weight)
+    _registry.backend(chosen).check_float(logits, "logits")
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(
+            "logits must be 2-D (N, k) with the class axis last and k >= 1; "
+            f"got shape {logits.shape}"
+        )
+    _check_known_chunks(logits, "logits")
+    target, target_index = _ce_target(target, logits, chosen)
+    weight = _ce_weight(weight, logits)
+    divisor = _ce_divisor(target, weight, logits, reduction, chosen, options)
+    arguments = (logits, "ij", target, target_index, weight, None if weight is None else "j")
+    divisor_argument = (divisor, None if isinstance(divisor, float) else ())
+    dtype, want_rows = logits.dtype, reduction == "none"
+
+    if len(logits.chunks[1]) == 1:
+        pairs = da.blockwise(
+            _rows_block, "ij", *arguments, *divisor_argument,
+            meta=np.empty((0, 0), dtype=object), backend=chosen, options=options,
+            want_grad=want_grad, want_rows=want_rows,
+        )
+        if want_rows:
+            loss = _blocks(pairs, 1, dtype, logits, chunks=(logits.chunks[0], (1,)))[:, 0]
+        else:
+            loss = _scalar(_partials(pairs, 2), dtype, logits)
+        return loss, (_blocks(pairs, 0, dtype, logits) if want_grad else None)
+
+    classes = logits.shape[1]
+    columns = da.arange(classes, chunks=(logits.chunks[1],))
+    shard_options = {"backend": chosen, "classes": classes, "options": options}
+    stats = da.blockwise(
+        _stats_block, "ij", *arguments, columns, "j",
+        meta=np.empty((0, 0), dtype=object), **shard_options,
+    )
+    rows = da.blockwise(
+        _combine_block, "i", stats, "ij", *divisor_argument, concatenate=False,
+        meta=np.empty((0,), dtype=object), loss_dtype=dtype, want_rows=want_rows,
+    )
+    if want_rows:
+        loss = _blocks(rows, 1, dtype, logits, chunks=(logits.chunks[0],))
+    else:
+        loss = _scalar(_partials(rows, 2), dtype, logits)
+    if not want_grad:
+        return loss, None
+    grad = da.blockwise(
+        _shard_grad_block, "ij", *arguments, columns, "j", rows, "i", *divisor_argument,
+        meta=meta_from_array(logits), **shard_options,
+    )
+    return loss, grad
+
+
+# ---------------------------------------------------------------------------------------
+# Public functions: fastloss's signatures
+
+
+def mse(pred, target, *, reduction: str = "mean", backend: str = "auto"):
+    """Lazy :func:`fastloss.mse` of dask arrays: a 0-d dask array (``"none"``: one of
+    pred's shape and chunks). See the module docstring for chunking and determinism."""
+    return _mse(pred, target, reduction, backend, None, want_grad=False)[0]
+
+
+def mse_grad(pred, target, *, reduction: str = "mean", backend: str = "auto", out=None):
+    """Lazy :func:`fastloss.mse_grad` of dask arrays: pred's shape, chunks and dtype."""
+    return _mse(pred, target, reduction, backend, out, want_grad=True)[1]
+
+
+def mse_with_grad(pred, target, *, reduction: str = "mean", backend: str = "auto", out=None):
+    """Lazy ``(loss, grad)`` of :func:`fastloss.mse_with_grad`, from one pass per chunk."""
+    return _mse(pred, target, reduction, backend, out, want_grad=True)
+
+
+def softmax_cross_entropy(
+    logits, target, *, reduction: str = "mean", ignore_index: int = -100,
+    label_smoothing: float = 0.0, weight=None, backend: str = "auto", check_labels: bool = False,
+):
+    """Lazy :func:`fastloss.softmax_cross_entropy` of dask arrays: a 0-d dask array
+    (``"none"``: ``(N,)`` with the logits' row chunks). Chunks along rows and classes."""
+    return _softmax_cross_entropy(
+        logits, target, reduction, ignore_index, label_smoothing, weight, backend, None, False,
+        check_labels,
+    )[0]
+
+
+def softmax_cross_entropy_grad(
+    logits, target, *, reduction: str = "mean", ignore_index: int = -100,
+    label_smoothing: float = 0.0, weight=None, backend: str = "auto", check_labels: bool = False,
+    out=None,
+):
+    """Lazy :func:`fastloss.softmax_cross_entropy_grad`: logits' shape, chunks and dtype."""
+    return _softmax_cross_entropy(
+        logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, True,
+        check_labels,
+    )[1]
+
+
+def softmax_cross_entropy_with_grad(
+    logits, target, *, reduction: str = "mean", ignore_index: int = -100,
+    label_smoothing: float = 0.0, weight=None, backend: str = "auto", check_labels: bool = False,
+    out=None,
+):
+    """Lazy ``(loss, grad)`` of :func:`fastloss.softmax_cross_entropy_with_grad`."""
+    return _softmax_cross_entropy(
+        logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, True,
+        check_labels,
+    )

@@ -1,0 +1,165 @@
+"""Vocabulary-parallel softmax cross-entropy over ``torch.distributed``.
+
+When the logits' class axis is sharded across ranks (Megatron-style tensor parallelism of
+the output layer), each rank holds ``(N, width)`` logits of a contiguous range of
+classes and the same ``(N,)`` global labels. :func:`vocab_parallel_cross_entropy` gives
+every rank the loss of the whole rows and the gradient of its own shard, exchanging
+only three all-reduces of ``N`` float64 numbers, never the logits:
+
+1. MAX of the shard's row maxima (this all-reduce also carries each rank's shard width,
+   from which the class ranges follow: rank ``r`` holds classes ``[sum(widths[:r]),
+   sum(widths[:r + 1]))``, so shards may have different widths);
+2. SUM of ``sum_c exp(z_ic - M_i)`` over the shard;
+3. SUM of the shard's target gap ``sum_c q_ic (M_i - z_ic)`` (with ``q`` the smoothed
+   one-hot target: the label's logit, relative to the row maximum, plus the smoothing
+   term).
+
+The shard's sums and gradient are computed by ``fastloss._class_shards``, the same code
+as fastloss.dask's class chunks, on the tensors themselves (any device, any floating
+dtype; 16-bit logits are computed in float32). The order in which an all-reduce adds the
+ranks' numbers is the communication backend's.
+
+Importing this module imports torch (it is re-exported by ``fastloss.torch``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from fastloss import _class_shards as shards
+from fastloss import _validate
+
+__all__ = ["vocab_parallel_cross_entropy"]
+
+
+def _check_arguments(logits_shard, target) -> None:
+    if not isinstance(logits_shard, torch.Tensor) or not logits_shard.is_floating_point():
+        got = getattr(logits_shard, "dtype", type(logits_shard).__name__)
+        raise TypeError(f"logits_shard must be a floating-point torch.Tensor; got {got}")
+    if logits_shard.dim() != 2:
+        raise ValueError(
+            "logits_shard must be 2-D (N, width): this rank's columns of (N, k) logits; "
+            f"got shape {tuple(logits_shard.shape)}"
+        )
+    if not isinstance(target, torch.Tensor) or target.is_floating_point() or target.dtype in (
+        torch.bool, torch.complex64, torch.complex128
+    ):
+        got = getattr(target, "dtype", type(target).__name__)
+        raise TypeError(f"target must be a torch.Tensor of integer class indices; got {got}")
+    if target.shape != logits_shard.shape[:1]:
+        raise ValueError(
+            f"target must have shape (N,) = ({logits_shard.shape[0]},); "
+            f"got {tuple(target.shape)}"
+        )
+    if target.device != logits_shard.device:
+        raise TypeError(
+            f"target is on {target.device} but logits_shard is on {logits_shard.device}"
+        )
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "vocab_parallel_cross_entropy needs torch.distributed: call "
+            "torch.distributed.init_process_group first"
+        )
+
+
+def _class_range(row_max, width: int, group) -> tuple[torch.Tensor, int, int]:
+    """All-reduce 1: the whole rows' maxima, and this rank's ``(start, classes)``."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    widths = torch.zeros(world, dtype=torch.float64, device=row_max.device)
+    widths[rank] = width
+    packed = torch.cat([row_max, widths])
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX, group=group)
+    rows = row_max.shape[0]
+    widths = [int(w) for w in packed[rows:].tolist()]  # one small host read per call
+    return packed[:rows], sum(widths[:rank]), sum(widths)
+
+
+def _forward(logits_shard, target, group, options, want_grad):
+    logits = logits_shard.detach()
+    labels = target.long()
+    reference, start, classes = _class_range(shards.row_max(logits), logits.shape[1], group)
+    if classes == 0:
+        raise ValueError("the shards of all ranks together have no class (k = 0)")
+    ignore_index = options["ignore_index"]
+    if labels.device.type == "cpu":  # on a GPU this check would synchronise: NaN rows instead
+        bad = (labels != ignore_index) & ((labels < 0) | (labels >= classes))
+        if bool(bad.any()):
+            raise ValueError(
+                f"target holds class index {int(labels[bad][0])}, outside [0, {classes}) "
+                f"and not ignore_index={ignore_index}"
+            )
+    shard = shards.ShardTarget(start=start, classes=classes, labels=labels,
+                               ignore_index=ignore_index,
+                               label_smoothing=options["label_smoothing"])
+    s, _, gaps = shards.shard_sums(logits, reference, shard)
+    dist.all_reduce(s, group=group)
+    dist.all_reduce(gaps, group=group)
+    mass = shards.label_mass(labels, ignore_index, classes)
+    losses = shards.row_losses(s, mass, gaps)
+    scale = 1.0
+    if options["reduction"] == "mean":
+        scale = 1.0 / (labels != ignore_index).sum(dtype=torch.float64)
+    loss = losses if options["reduction"] == "none" else losses.sum() * scale
+    grad = None
+    if want_grad:
+        grad = shards.shard_gradient(logits, reference, s, mass, shard, scale, logits.dtype)
+    return loss.to(logits.dtype), grad
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits_shard, target, group, options):
+        loss, grad = _forward(logits_shard, target, group, options, want_grad=True)
+        ctx.save_for_backward(grad)
+        ctx.per_row = options["reduction"] == "none"
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        from fastloss.torch import _refuse_double_backward, _scale
+
+        _refuse_double_backward("cross_entropy")
+        (grad,) = ctx.saved_tensors
+        if ctx.per_row:
+            grad_output = grad_output.unsqueeze(-1)
+        return _scale(grad, grad_output), None, None, None
+
+
+def vocab_parallel_cross_entropy(
+    logits_shard: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    group=None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Softmax cross-entropy of logits whose class axis is split across the ranks of
+    ``group`` (the default process group when None).
+
+    ``logits_shard``: ``(N, width)`` floating-point logits of this rank's classes; the
+    ranks' shards are contiguous class ranges in rank order (widths may differ: they are
+    exchanged on the first all-reduce). ``target``: ``(N,)`` integer global class indices,
+    the same on every rank, on ``logits_shard``'s device. ``ignore_index``,
+    ``label_smoothing`` and ``reduction`` mean what they mean in
+    ``torch.nn.functional.cross_entropy``: the result equals ``cross_entropy`` of the
+    gathered ``(N, k)`` logits, returned on every rank in ``logits_shard``'s dtype (per row
+    for ``"none"``). It is differentiable with respect to ``logits_shard`` (once): the
+    forward pass computes this rank's gradient, the backward pass only scales it, with no
+    communication. Every rank of the group must call it with the same ``N`` and options.
+
+    Raises TypeError or ValueError naming the argument for bad input (labels outside
+    ``[0, k)`` only for CPU tensors: on a GPU the check would synchronise, and an invalid
+    label's row becomes NaN), RuntimeError when torch.distributed is not initialised.
+    On CUDA, reading the exchanged shard widths is one small host synchronisation.
+    """
+    options = {
+        "reduction": _validate.check_reduction(reduction),
+        "ignore_index": _validate.check_int(ignore_index, "ignore_index"),
+        "label_smoothing": _validate.check_probability(label_smoothing, "label_smoothing"),
+    }
+    _check_arguments(logits_shard, target)
+    if torch.is_grad_enabled() and logits_shard.requires_grad:
+        return _VocabParallelCrossEntropy.apply(logits_shard, target, group, options)
+    return _forward(logits_shard, target, group, options, want_grad=False)[0]

@@ -1,0 +1,376 @@
+"""fastloss on dask arrays: every chunking and option against float64 references and the
+in-memory call; laziness; the same bits under every local scheduler; errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastloss as fl
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+fl_dask = pytest.importorskip("fastloss.dask")
+
+REDUCTIONS = ["mean", "sum", "none"]
+# Loss against the in-memory call; gradient against the float64 reference: (rtol, atol).
+LOSS_TOLERANCE = {np.dtype(np.float32): (1e-6, 1e-7), np.dtype(np.float64): (1e-12, 1e-14)}
+GRAD_TOLERANCE = {np.dtype(np.float32): (2e-5, 1e-7), np.dtype(np.float64): (1e-10, 1e-14)}
+# Row and class chunks of a (53, 37) array: whole, rows, classes, both, odd and uneven.
+CE_CHUNKS = {
+    "whole": (-1, -1),
+    "rows": (10, -1),
+    "classes": (-1, 8),
+    "both": (16, 10),
+    "odd": ((1, 30, 22), (1, 35, 1)),
+}
+# name -> (target kind, options)
+CE_OPTIONS = {
+    "labels": ("labels", {}),
+    "ignore-custom": ("labels", {"ignore_index": 3}),
+    "smoothing": ("labels", {"label_smoothing": 0.2}),
+    "weight": ("labels", {"weight": True}),
+    "weight-smoothing": ("labels", {"weight": True, "label_smoothing": 0.1}),
+    "probs": ("probs", {}),
+    "probs-weight-smoothing": ("probs", {"weight": True, "label_smoothing": 0.3}),
+}
+
+
+@pytest.fixture(autouse=True)
+def synchronous():
+    """The scheduler is part of a test's parameters only where it says so. Dask runs the
+    chunks in parallel; numba's thread team on each tiny chunk would only add its wake-up
+    latency (milliseconds per call on a small VM), so the kernels run on one thread."""
+    numba = pytest.importorskip("numba")
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    with dask.config.set(scheduler="synchronous"):
+        yield
+    numba.set_num_threads(threads)
+
+
+def ce_case(shape, dtype, kind, options, seed=0):
+    rows, classes = shape
+    rng = np.random.default_rng(seed)
+    logits = (3 * rng.standard_normal(shape)).astype(dtype)
+    if kind == "probs":
+        target = rng.random(shape).astype(dtype)
+        target /= target.sum(axis=1, keepdims=True)
+    else:
+        target = rng.integers(0, classes, rows)
+        target[::4] = options.get("ignore_index", -100)
+    options = dict(options)
+    if options.get("weight"):
+        options["weight"] = rng.random(classes) + 0.5
+    return logits, target, options
+
+
+def assert_loss(actual, expected, dtype):
+    rtol, atol = LOSS_TOLERANCE[np.dtype(dtype)]
+    assert np.asarray(actual).dtype == dtype
+    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol, atol=atol)
+
+
+def assert_grad(actual, expected, dtype):
+    rtol, atol = GRAD_TOLERANCE[np.dtype(dtype)]
+    assert actual.dtype == dtype and actual.shape == expected.shape
+    np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=rtol, atol=atol)
+
+
+def float64_reference(function, *arrays, **options):
+    """The NumPy backend on float64 copies: the project's obviously-right reference."""
+    arrays = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays]
+    return function(*arrays, backend="numpy", **options)
+
+
+# ---------------------------------------------------------------------------------------
+# Values
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", CE_OPTIONS)
+@pytest.mark.parametrize("chunks", CE_CHUNKS.values(), ids=CE_CHUNKS.keys())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_cross_entropy_matches_memory_and_float64(dtype, chunks, case, reduction):
+    kind, options = CE_OPTIONS[case]
+    logits, target, options = ce_case((53, 37), dtype, kind, options)
+    lazy_loss, lazy_grad = fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=chunks), target, reduction=reduction, **options
+    )
+    assert lazy_grad.chunks == da.from_array(logits, chunks=chunks).chunks
+    loss, grad = dask.compute(lazy_loss, lazy_grad)
+    memory_loss, _ = fl.softmax_cross_entropy_with_grad(logits, target, reduction=reduction,
+                                                        **options)
+    want_loss, want_grad = float64_reference(fl.softmax_cross_entropy_with_grad, logits, target,
+                                             reduction=reduction, **options)
+    assert_loss(loss, memory_loss.astype(np.float64), dtype)
+    assert_loss(loss, want_loss, dtype)
+    assert_grad(grad, want_grad, dtype)
+    assert type(loss) is type(memory_loss)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(
+    "shape, chunks",
+    [((1000,), 77), ((53, 37), (10, 8)), ((7, 9, 11), (2, (4, 5), 11)), ((), ()), ((0, 3), 1)],
+    ids=["1d", "2d", "3d-uneven", "0d", "empty"],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_mse_matches_memory_bit_for_bit_in_the_gradient(dtype, shape, chunks, reduction):
+    rng = np.random.default_rng(1)
+    pred, target = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    loss, grad = dask.compute(*fl.mse_with_grad(da.from_array(pred, chunks=chunks),
+                                                da.from_array(target, chunks=7),
+                                                reduction=reduction))
+    memory_loss, memory_grad = fl.mse_with_grad(pred, target, reduction=reduction)
+    # The kernel gets the whole mean's divisor: each element's gradient is the same number.
+    np.testing.assert_array_equal(grad, memory_grad)
+    if reduction == "none":
+        np.testing.assert_array_equal(loss, memory_loss)
+    elif pred.size:
+        assert_loss(loss, np.float64(memory_loss), dtype)
+        want = float64_reference(fl.mse, pred, target, reduction=reduction)
+        assert_loss(loss, want, dtype)
+    else:
+        assert np.isnan(loss) if reduction == "mean" else loss == 0
+
+
+@pytest.mark.parametrize("case", ["labels", "probs-weight-smoothing"])
+def test_one_class_chunk_gradient_is_the_in_memory_gradient(case):
+    kind, options = CE_OPTIONS[case]
+    logits, target, options = ce_case((53, 37), np.float32, kind, options)
+    grad = fl.softmax_cross_entropy_grad(da.from_array(logits, chunks=(10, -1)), target,
+                                         **options).compute()
+    np.testing.assert_array_equal(grad, fl.softmax_cross_entropy_grad(logits, target, **options))
+
+
+@pytest.mark.parametrize("chunks", [(-1, -1), (3, 2)], ids=["whole", "classes"])
+def test_three_functions_agree(chunks):
+    logits, target, options = ce_case((20, 9), np.float32, "labels", {"label_smoothing": 0.1})
+    lazy = da.from_array(logits, chunks=chunks)
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(lazy, target, **options))
+    assert fl.softmax_cross_entropy(lazy, target, **options).compute() == loss
+    np.testing.assert_array_equal(fl.softmax_cross_entropy_grad(lazy, target, **options), grad)
+    pred = da.from_array(logits, chunks=chunks)
+    loss, grad = dask.compute(*fl.mse_with_grad(pred, pred.T.T + 1))
+    assert fl.mse(pred, pred + 1).compute() == loss
+    np.testing.assert_array_equal(fl.mse_grad(pred, pred + 1).compute(), grad)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_extreme_logits_across_class_chunks(dtype, label_smoothing):
+    big = 3e38 if dtype == np.float32 else 1e300
+    logits = np.array(
+        [[1e30, -1e30, 0.0, 5.0], [-np.inf, -np.inf, 1.0, 0.0], [-1e30, -1e30, -1e30, 1e30],
+         [big, 0.0, -1.0, 2.0], [0.0, 0.0, -np.inf, -np.inf]],
+        dtype=dtype,
+    )
+    target = np.array([0, 2, 1, 3, 1])
+    options = {"reduction": "none", "label_smoothing": label_smoothing}
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=(2, 2)), target, **options))
+    memory_loss, memory_grad = fl.softmax_cross_entropy_with_grad(logits, target, **options)
+    np.testing.assert_allclose(loss, memory_loss, rtol=1e-6)  # inf where the loss is inf
+    np.testing.assert_allclose(grad, memory_grad, rtol=1e-6, atol=1e-7)
+    assert np.isfinite(grad).all()
+
+
+def test_a_class_chunk_of_minus_inf_adds_nothing():
+    # A masked vocabulary shard: its chunk is all -inf, the row's other chunks are not.
+    logits = np.zeros((3, 6))
+    logits[:, 3:] = -np.inf
+    target = np.array([[0.5, 0.5, 0.0, 0.0, 0.0, 0.0]] * 3)
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=(2, 3)), target, reduction="none"))
+    np.testing.assert_allclose(loss, np.log(3.0), rtol=1e-15)
+    np.testing.assert_allclose(grad[:, :3], [[1 / 3 - 0.5, 1 / 3 - 0.5, 1 / 3]] * 3, rtol=1e-15)
+    assert (grad[:, 3:] == 0).all()
+
+
+@pytest.mark.parametrize("chunks", [(2, -1), (2, 2)], ids=["rows", "classes"])
+def test_nan_propagates_and_ignored_rows_are_exactly_zero(chunks):
+    logits = np.zeros((4, 4), np.float32)
+    logits[0, 1] = np.nan
+    logits[3] = np.nan  # ignored: no loss, no gradient, whatever its logits
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=chunks), np.array([0, 1, 2, -100]), reduction="none"))
+    assert np.isnan(loss[0]) and np.isnan(grad[0]).all()
+    assert np.isfinite(loss[1:]).all() and loss[3] == 0 and (grad[3] == 0).all()
+
+
+@pytest.mark.parametrize("chunks", [(2, -1), (2, 2)], ids=["rows", "classes"])
+def test_empty_batch_and_every_row_ignored(chunks):
+    empty = da.zeros((0, 5), chunks=chunks, dtype=np.float32)
+    assert np.isnan(fl.softmax_cross_entropy(empty, np.zeros(0, int)).compute())
+    assert fl.softmax_cross_entropy(empty, np.zeros(0, int), reduction="sum").compute() == 0
+    logits = da.ones((4, 5), chunks=chunks, dtype=np.float32)
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(logits, np.full(4, -100)))
+    assert np.isnan(loss) and (grad == 0).all()
+
+
+@pytest.mark.parametrize("chunks", [(30, -1), (30, 16)], ids=["rows", "classes"])
+def test_half_precision(chunks):
+    logits, target, options = ce_case((70, 33), np.float16, "labels", {"label_smoothing": 0.1})
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=chunks), target, reduction="sum", **options))
+    want_loss, want_grad = float64_reference(fl.softmax_cross_entropy_with_grad, logits, target,
+                                             reduction="sum", **options)
+    assert loss.dtype == np.float16 and grad.dtype == np.float16
+    np.testing.assert_allclose(float(loss), want_loss, rtol=1e-3)
+    np.testing.assert_allclose(grad.astype(np.float64), want_grad, rtol=4e-3, atol=1e-3)
+
+
+def test_targets_and_weights_are_aligned_to_the_logits_chunks():
+    logits, target, options = ce_case((53, 37), np.float64, "probs", {"weight": True})
+    lazy = fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=(16, 10)), da.from_array(target, chunks=(7, 5)),
+        weight=da.from_array(options["weight"], chunks=3),
+    )
+    loss, grad = dask.compute(*lazy)
+    want_loss, want_grad = float64_reference(fl.softmax_cross_entropy_with_grad, logits, target,
+                                             weight=options["weight"])
+    assert_loss(loss, want_loss, np.float64)
+    assert_grad(grad, want_grad, np.float64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.integers(1, 40), classes=st.integers(1, 40), row_chunk=st.integers(1, 40),
+    class_chunk=st.integers(1, 40), smoothing=st.sampled_from([0.0, 0.25]),
+    reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16),
+)
+def test_hypothesis_any_chunking_matches_float64(rows, classes, row_chunk, class_chunk,
+                                                 smoothing, reduction, seed):
+    logits, target, options = ce_case((rows, classes), np.float64, "labels",
+                                      {"label_smoothing": smoothing, "weight": True}, seed)
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=(row_chunk, class_chunk)), target, reduction=reduction,
+        **options))
+    want_loss, want_grad = float64_reference(fl.softmax_cross_entropy_with_grad, logits, target,
+                                             reduction=reduction, **options)
+    if reduction == "mean" and np.isnan(want_loss):  # every row ignored
+        assert np.isnan(loss)
+    else:
+        assert_loss(loss, want_loss, np.float64)
+    assert_grad(grad, want_grad, np.float64)
+
+
+# ---------------------------------------------------------------------------------------
+# Laziness, determinism, dispatch
+
+
+def test_nothing_is_computed_before_compute():
+    calls = []
+
+    def counted(block):
+        calls.append(block.shape)
+        return block
+
+    rng = np.random.default_rng(2)
+    logits = da.from_array(rng.standard_normal((40, 12)), chunks=(10, 5)).map_blocks(counted)
+    labels = da.from_array(rng.integers(0, 12, 40), chunks=10).map_blocks(counted)
+    calls.clear()  # map_blocks tried its function on empty arrays to learn the chunk type
+    results = [
+        fl.softmax_cross_entropy_with_grad(logits, labels, weight=np.ones(12)),
+        fl.softmax_cross_entropy_with_grad(logits.rechunk((10, -1)), labels),
+        fl.softmax_cross_entropy(logits, labels, reduction="none"),
+        fl.mse_with_grad(logits, logits + 1),
+        fl.mse(logits, logits, reduction="none"),
+    ]
+    assert calls == []
+    dask.compute(results)
+    assert calls
+
+
+def test_import_fastloss_does_not_import_dask():
+    code = "import sys, fastloss; print('dask' in sys.modules, 'array_api_compat' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_dask_arrays_are_routed_by_type_whatever_the_position():
+    logits = np.zeros((4, 3), np.float32)
+    lazy = fl.softmax_cross_entropy(logits, np.zeros(4, int), weight=da.ones(3))
+    assert isinstance(lazy, da.Array) and lazy.shape == ()
+    assert isinstance(fl.mse_grad(np.zeros(3), target=da.zeros(3)), da.Array)
+    assert fl.mse_with_grad.__doc__ == fl.losses.mse.mse_with_grad.__doc__
+
+
+def float64_losses():
+    """Float64 losses of many chunks (deep trees), one per path: MSE, rows, classes."""
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((600, 50)) * np.logspace(-3, 3, 50)
+    logits = da.from_array(values, chunks=(15, 50))
+    labels = rng.integers(0, 50, 600)
+    return (
+        fl.mse(da.from_array(values, chunks=(20, 25)), da.zeros_like(logits)),
+        fl.softmax_cross_entropy(logits, labels, label_smoothing=0.1, weight=np.arange(50.0)),
+        fl.softmax_cross_entropy(logits.rechunk((30, 13)), labels, label_smoothing=0.1),
+    )
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [{"scheduler": "threads", "num_workers": 1}, {"scheduler": "threads", "num_workers": 2},
+     {"scheduler": "processes", "num_workers": 2}],
+    ids=["threads-1", "threads-2", "processes-2"],
+)
+def test_same_bits_under_every_local_scheduler(scheduler, monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")  # for the processes' kernels, as above
+    expected = dask.compute(float64_losses(), scheduler="synchronous")[0]
+    for _ in range(2 if scheduler["scheduler"] == "threads" else 1):
+        assert dask.compute(float64_losses(), **scheduler)[0] == expected
+
+
+@pytest.mark.parametrize("fan_in", [2, 4, 16])
+def test_tree_of_tasks_has_the_bits_of_one_pairwise_sum(monkeypatch, fan_in):
+    rng = np.random.default_rng(4)
+    monkeypatch.setattr(fl_dask, "FAN_IN", fan_in)
+    for count in [1, 2, 3, 5, 16, 17, 31, 33, 100, 257]:
+        values = list(rng.standard_normal(count) * np.logspace(-8, 8, count))
+        partials = [dask.delayed(value) for value in values]
+        assert fl_dask._tree_sum(partials).compute() == fl_dask.pairwise_sum(values)
+
+
+# ---------------------------------------------------------------------------------------
+# Errors
+
+
+def test_bad_inputs_name_the_argument():
+    logits = da.zeros((4, 3), chunks=2)
+    labels = np.zeros(4, int)
+    with pytest.raises(TypeError, match="out= is not supported for dask arrays"):
+        fl.softmax_cross_entropy_grad(logits, labels, out=np.empty((4, 3)))
+    with pytest.raises(ValueError, match=r"target of class indices must have shape \(N,\)"):
+        fl.softmax_cross_entropy(logits, np.zeros(5, int))
+    with pytest.raises(ValueError, match="logits must be 2-D"):
+        fl.softmax_cross_entropy(da.zeros(3), labels[:3])
+    with pytest.raises(TypeError, match="target must be integer class indices"):
+        fl.softmax_cross_entropy(logits, np.zeros(4, bool))
+    with pytest.raises(ValueError, match=r"weight must have shape \(k,\)"):
+        fl.softmax_cross_entropy(logits, labels, weight=np.ones(4))
+    with pytest.raises(ValueError, match="reduction must be"):
+        fl.mse(logits, logits, reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        fl.softmax_cross_entropy(logits, labels, label_smoothing=1.5)
+    with pytest.raises(TypeError, match="pred must be a floating-point array"):
+        fl.mse(da.zeros(3, dtype=int), np.zeros(3))
+    with pytest.raises(ValueError, match="target must have the shape of pred"):
+        fl.mse(da.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fl.mse(da.zeros(3), da.zeros(3), backend="gpu")
+    unknown = da.zeros(6, chunks=3)[da.zeros(6, chunks=3) == 0]
+    with pytest.raises(ValueError, match="pred has unknown chunk sizes"):
+        fl.mse(unknown, unknown)
+
+
+def test_invalid_label_raises_when_computed():
+    for chunks in [(2, -1), (2, 2)]:
+        loss = fl.softmax_cross_entropy(da.zeros((4, 3), chunks=chunks), np.array([0, 1, 3, 2]))
+        with pytest.raises(ValueError, match=r"class index 3, outside \[0, 3\)"):
+            loss.compute()

@@ -1,0 +1,129 @@
+"""The common case (C-contiguous NumPy float arrays, default options, a reduced
+loss, a CPU backend) takes a short path through the front: it must give the
+bits of the full path, and bad input must still meet the full path's errors.
+
+The full path is reached with the same data through an ndarray subclass,
+which the short path does not accept and the full path converts to a plain
+view without copying.
+"""
+
+import numpy as np
+import pytest
+
+import fastloss as fl
+from fastloss import _registry
+
+CPU_BACKENDS = [name for name in ("numpy", "numba") if _registry.backend_status(name)[0]]
+
+
+class Sub(np.ndarray):
+    """A view type that only the full path accepts."""
+
+
+def full_path(x):
+    return x.view(Sub)
+
+
+@pytest.fixture(params=["auto", *CPU_BACKENDS])
+def cpu_backend(request):
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("where", ["new", "out", "in place"])
+def test_mse_short_path_gives_the_full_paths_bits(cpu_backend, dtype, reduction, where):
+    rng = np.random.default_rng(1)
+    pred = rng.standard_normal((37, 11)).astype(dtype)
+    target = rng.standard_normal((37, 11)).astype(dtype)
+    results = []
+    for wrap in (lambda x: x, full_path):
+        p = pred.copy()
+        out = {"new": None, "out": np.empty_like(p), "in place": p}[where]
+        loss, grad = fl.mse_with_grad(wrap(p), target, reduction=reduction,
+                                      backend=cpu_backend, out=out)
+        assert type(loss) is np.dtype(dtype).type and grad.dtype == dtype
+        assert out is None or grad is out
+        results.append((loss, np.asarray(grad).copy()))
+        assert fl.mse(wrap(pred), target, reduction=reduction, backend=cpu_backend) == loss
+    (short_loss, short_grad), (full_loss, full_grad) = results
+    assert short_loss.tobytes() == full_loss.tobytes()
+    np.testing.assert_array_equal(short_grad, full_grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("where", ["new", "out", "in place"])
+@pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)
+def test_cross_entropy_short_path_gives_the_full_paths_bits(
+    cpu_backend, dtype, reduction, where, shape
+):
+    rng = np.random.default_rng(2)
+    logits = (3 * rng.standard_normal(shape)).astype(dtype)
+    labels = rng.integers(0, shape[1], shape[0])
+    labels[::4] = 7 if shape[1] > 7 else -100
+    ignore_index = 7 if shape[1] > 7 else -100
+    results = []
+    for wrap in (lambda x: x, full_path):
+        z = logits.copy()
+        out = {"new": None, "out": np.empty_like(z), "in place": z}[where]
+        loss, grad = fl.softmax_cross_entropy_with_grad(
+            wrap(z), labels, reduction=reduction, ignore_index=ignore_index,
+            backend=cpu_backend, out=out,
+        )
+        assert type(loss) is np.dtype(dtype).type and grad.dtype == dtype
+        assert out is None or grad is out
+        results.append((loss, np.asarray(grad).copy()))
+    (short_loss, short_grad), (full_loss, full_grad) = results
+    assert short_loss.tobytes() == full_loss.tobytes()
+    np.testing.assert_array_equal(short_grad, full_grad)
+
+
+def test_cross_entropy_short_path_checks_labels(cpu_backend):
+    logits = np.zeros((200, 4), np.float32)
+    labels = np.zeros(200, np.int64)
+    labels[[150, 170]] = [4, -3]
+    for call in (fl.softmax_cross_entropy, fl.softmax_cross_entropy_with_grad):
+        with pytest.raises(ValueError, match=r"target holds class index 4, outside \[0, 4\)"):
+            call(logits, labels, backend=cpu_backend)
+        with pytest.raises(ValueError, match=r"class index 4, outside \[0, 4\)"):
+            call(full_path(logits), labels, backend=cpu_backend)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(reduction=np.array(["mean"])),
+        dict(reduction=["mean"]),
+        dict(backend=["auto"]),
+        dict(ignore_index=True),
+        dict(ignore_index=np.int64(-100)),
+        dict(label_smoothing=False),
+        dict(out=np.empty((3, 4), np.float32)),
+        dict(out=np.empty((4, 3), np.float64)),
+        dict(out=[[0.0] * 3] * 4),
+    ],
+    ids=str,
+)
+def test_options_outside_the_common_case_meet_the_full_checks(options):
+    """Each call either succeeds as on the full path or raises its error."""
+    logits = np.zeros((4, 3), np.float32)
+    labels = np.zeros(4, np.int64)
+    outcomes = []
+    for z in (logits, full_path(logits)):
+        try:
+            fl.softmax_cross_entropy_grad(z, labels, **options)
+            outcomes.append(None)
+        except (TypeError, ValueError) as error:
+            outcomes.append((type(error), str(error)))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_read_only_out_takes_the_full_path_and_is_rejected():
+    pred = np.ones((4, 5), np.float32)
+    out = np.empty_like(pred)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writeable"):
+        fl.mse_grad(pred, pred, out=out)
+    with pytest.raises(ValueError, match="out must be writeable"):
+        fl.softmax_cross_entropy_grad(pred, np.zeros(4, np.int64), out=out)

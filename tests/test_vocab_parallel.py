@@ -1,0 +1,133 @@
+"""fastloss.torch.vocab_parallel_cross_entropy on 2 and 4 gloo processes against
+torch.nn.functional.cross_entropy of the gathered logits: loss, gradient, communication."""
+
+import socket
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+import torch.multiprocessing as mp  # noqa: E402
+
+import fastloss.torch as flt  # noqa: E402
+
+ROWS = 29
+# Shard widths per world size: contiguous class ranges in rank order, not all equal.
+WIDTHS = {2: [7, 12], 4: [5, 3, 9, 1]}
+# (dtype, options); the float64 cases hold to 1e-12, float32 to its own precision.
+CASES = [
+    (torch.float64, {}),
+    (torch.float64, {"reduction": "sum"}),
+    (torch.float64, {"reduction": "none"}),
+    (torch.float64, {"label_smoothing": 0.2}),
+    (torch.float64, {"label_smoothing": 0.1, "reduction": "none", "ignore_index": 4}),
+    (torch.float64, {"ignore_index": 3, "reduction": "sum"}),
+    (torch.float32, {"label_smoothing": 0.1}),
+]
+TOLERANCE = {torch.float64: {"rtol": 1e-12, "atol": 1e-14},
+             torch.float32: {"rtol": 1e-5, "atol": 1e-7}}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _inputs(classes, dtype, options, seed):
+    generator = torch.Generator().manual_seed(seed)
+    logits = (4 * torch.randn(ROWS, classes, generator=generator, dtype=torch.float64))
+    labels = torch.randint(0, classes, (ROWS,), generator=generator)
+    labels[::5] = options.get("ignore_index", -100)
+    return logits.to(dtype), labels
+
+
+def _check_case(rank, widths, dtype, options, seed):
+    start, classes = sum(widths[:rank]), sum(widths)
+    logits, labels = _inputs(classes, dtype, options, seed)
+    whole = logits.clone().requires_grad_()
+    want = torch.nn.functional.cross_entropy(whole, labels, **options)
+    want.sum().backward()
+
+    shard = logits[:, start:start + widths[rank]].clone().requires_grad_()
+    calls = []
+    all_reduce = dist.all_reduce
+
+    def recording_all_reduce(tensor, *args, **kwargs):
+        calls.append(tensor.numel())
+        return all_reduce(tensor, *args, **kwargs)
+
+    dist.all_reduce = recording_all_reduce
+    try:
+        loss = flt.vocab_parallel_cross_entropy(shard, labels, **options)
+    finally:
+        dist.all_reduce = all_reduce
+    loss.sum().backward()
+    message = f"rank {rank} of {len(widths)}, {dtype}, {options}"
+    torch.testing.assert_close(loss, want.detach(), **TOLERANCE[dtype], msg=message)
+    torch.testing.assert_close(shard.grad, whole.grad[:, start:start + widths[rank]],
+                               **TOLERANCE[dtype], msg=message)
+    # Three all-reduces of N numbers (the first also carries the world's shard widths).
+    assert calls == [ROWS + len(widths), ROWS, ROWS], message
+
+
+def _check_no_grad_and_errors(rank, widths):
+    start, classes = sum(widths[:rank]), sum(widths)
+    logits, labels = _inputs(classes, torch.float64, {}, seed=99)
+    shard = logits[:, start:start + widths[rank]]
+    with torch.no_grad():
+        loss = flt.vocab_parallel_cross_entropy(shard.requires_grad_(), labels)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, labels),
+                               rtol=1e-12, atol=0)
+    labels[3] = classes  # the same bad label on every rank: every rank raises
+    with pytest.raises(ValueError, match=rf"class index {classes}, outside \[0, {classes}\)"):
+        flt.vocab_parallel_cross_entropy(shard, labels)
+
+
+def _worker(rank, world, port):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        widths = WIDTHS[world]
+        for seed, (dtype, options) in enumerate(CASES):
+            _check_case(rank, widths, dtype, options, seed)
+        _check_case(rank, [6] * world, torch.float64, {"label_smoothing": 0.3}, seed=50)
+        _check_no_grad_and_errors(rank, widths)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    """Processes forked from one server that imported torch once: a fresh process per rank
+    (no thread pool inherited from this one), without paying torch's import per rank."""
+    mp.set_forkserver_preload(["torch", "fastloss.torch", __name__])
+    return "forkserver"
+
+
+@pytest.mark.parametrize("world", sorted(WIDTHS))
+def test_matches_cross_entropy_of_the_gathered_logits(forkserver, world):
+    mp.start_processes(_worker, args=(world, _free_port()), nprocs=world, join=True,
+                       start_method=forkserver)
+
+
+def test_bad_arguments_name_the_argument():
+    logits, labels = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(TypeError, match="logits_shard must be a floating-point"):
+        flt.vocab_parallel_cross_entropy(logits.long(), labels)
+    with pytest.raises(ValueError, match="logits_shard must be 2-D"):
+        flt.vocab_parallel_cross_entropy(logits[0], labels)
+    with pytest.raises(TypeError, match="target must be a torch.Tensor of integer"):
+        flt.vocab_parallel_cross_entropy(logits, labels.double())
+    with pytest.raises(ValueError, match=r"target must have shape \(N,\) = \(4,\)"):
+        flt.vocab_parallel_cross_entropy(logits, labels[:3])
+    with pytest.raises(ValueError, match="reduction must be"):
+        flt.vocab_parallel_cross_entropy(logits, labels, reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        flt.vocab_parallel_cross_entropy(logits, labels, label_smoothing=-0.1)
+    if not dist.is_initialized():
+        with pytest.raises(RuntimeError, match="init_process_group"):
+            flt.vocab_parallel_cross_entropy(logits, labels)
