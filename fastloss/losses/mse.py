@@ -45,7 +45,7 @@ def _plain(pred, target, reduction, backend, out, want_grad):
         None,
         pred.size if reduction == "mean" else 1,
     )
-    return pred.dtype.type(reduced), grad
+    return v.host_scalar(reduced, pred.dtype), grad
 
 
 def _compute(pred, target, reduction, backend, out, want_grad):

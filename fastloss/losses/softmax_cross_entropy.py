@@ -116,7 +116,7 @@ def _plain(logits, labels, reduction, ignore_index, backend, out, want_grad):
     reduced = _registry.kernel("softmax_cross_entropy", backend)(
         logits, labels, None, grad, None, ignore_index, 0.0, kept if reduction == "mean" else 1
     )
-    return logits.dtype.type(reduced), grad
+    return v.host_scalar(reduced, logits.dtype), grad
 
 
 def _checked(

@@ -135,7 +135,7 @@ def _mse_kernel(pred, target, grad_out, loss_out, divisor):
 
 
 def mse(pred, target, grad_out, loss_out, divisor):
-    """Sum of ``(pred - target) ** 2`` over ``divisor`` as a NumPy float64;
+    """Sum of ``(pred - target) ** 2`` over ``divisor`` as a Python float;
     optionally writes ``2 * (pred - target) / divisor`` to ``grad_out`` and the
     squares to ``loss_out`` (see ``fastloss.backends`` for shapes and aliasing)."""
-    return np.float64(_mse_kernel(pred, target, grad_out, loss_out, float(divisor)))
+    return _mse_kernel(pred, target, grad_out, loss_out, float(divisor))

@@ -966,10 +966,10 @@ def softmax_cross_entropy(
     logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor
 ):
     """Sum over rows of the (smoothed, weighted) softmax cross-entropy over
-    ``divisor``, as a NumPy float64; optionally writes the gradient over
+    ``divisor``, as a Python float; optionally writes the gradient over
     ``divisor`` to ``grad_out`` and the per-row losses to ``loss_out`` (see
     ``fastloss.backends`` for shapes, dtypes and aliasing)."""
-    total = _kernel(
+    return _kernel(
         logits,
         target,
         weight,
@@ -979,4 +979,3 @@ def softmax_cross_entropy(
         float(label_smoothing),
         float(divisor),
     )
-    return np.float64(total)
