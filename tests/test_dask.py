@@ -320,8 +320,7 @@ def float64_losses():
      {"scheduler": "processes", "num_workers": 2}],
     ids=["threads-1", "threads-2", "processes-2"],
 )
-def test_same_bits_under_every_local_scheduler(scheduler, monkeypatch):
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")  # for the processes' kernels, as above
+def test_same_bits_under_every_local_scheduler(scheduler):
     expected = dask.compute(float64_losses(), scheduler="synchronous")[0]
     for _ in range(2 if scheduler["scheduler"] == "threads" else 1):
         assert dask.compute(float64_losses(), **scheduler)[0] == expected
