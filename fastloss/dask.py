@@ -30,7 +30,7 @@ divisor). The partials are summed by :func:`pairwise_sum` over chunk indices in
 row-major order, as a tree of tasks fixed by the graph: the loss has the same bits
 whatever the scheduler (synchronous, threads, processes, distributed) and the number
 of workers. The bits do depend on the chunk grid. The loss agrees with the in-memory
-call to about 1e-7 relative (float32) / 1e-15 (float64).
+call within 1e-6 relative (float32) / 1e-12 (float64).
 
 Backends. Each chunk runs on the backend that ``backend`` names, resolved once from the
 arrays' chunk type (their ``_meta``): ``"auto"`` is numba (NumPy chunks; numpy when
