@@ -19,6 +19,12 @@ LANES = 64
 # Each sum is float64 over at most BLOCK / LANES + LANES + blocks terms, so its
 # relative error stays below 1e-12 up to 1e8 elements.
 BLOCK = 256 * LANES
+# Up to this many elements a call runs on one thread: it takes tens of
+# microseconds, which starting the other threads would not shorten, and on a
+# busy machine waiting for a second core to be scheduled costs milliseconds.
+# The choice depends on the size alone and leaves the blocks as they are, so
+# it changes no bit of the result.
+SERIAL_ELEMENTS = 1 << 17
 
 
 # The same helper as in softmax_cross_entropy.py: Numba's cache only notices
@@ -119,10 +125,7 @@ def _mse_kernel(pred, target, grad_out, loss_out, divisor):
     grad_scale = 2.0 / divisor
     blocks = (size + BLOCK - 1) // BLOCK
     partials = np.empty(blocks)
-    # One block is one thread's work: starting the others would cost more
-    # than it could save (prange over one iteration costs ~10 us). Either
-    # way each block sums the same elements.
-    if blocks <= 1:
+    if size <= SERIAL_ELEMENTS:
         for block in range(blocks):
             partials[block] = _block_of(pred, target, grad_out, loss_out, grad_scale, block)
     else:

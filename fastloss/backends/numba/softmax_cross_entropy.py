@@ -42,6 +42,13 @@ VECTOR_BYTES = 32
 # threads. Blocks depend on the shape alone, never on the thread count, and
 # fix the summation order.
 BLOCK_ELEMENTS = 1 << 16
+# Up to this many logits (labels: LABEL_SERIAL) a call runs on one thread: it
+# takes tens of microseconds, which starting the other threads would not
+# shorten, and on a busy machine waiting for a second core to be scheduled
+# costs milliseconds. The choice depends on the shape alone and leaves the
+# blocks as they are, so it changes no bit of the result.
+SERIAL_ELEMENTS = 1 << 17
+LABEL_SERIAL = 1 << 20
 
 
 def _stack_array_of(size):
@@ -889,9 +896,7 @@ def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoo
     row_block = _rows_per_block(classes)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
-    # One block is one thread's work: starting the others would cost more
-    # than it could save. Either way each block sums the same rows.
-    if blocks <= 1:
+    if rows * classes <= SERIAL_ELEMENTS:
         for block in range(blocks):
             partials[block] = _block_sum(
                 logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth,
@@ -931,7 +936,7 @@ def _label_summary(labels, weight, classes, ignore_index):
     blocks = (labels.size + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
     invalid = np.empty(blocks, np.int64)
     kept = np.empty(blocks)
-    if blocks <= 1:
+    if labels.size <= LABEL_SERIAL:
         for block in range(blocks):
             invalid[block], kept[block] = _labels_block(
                 labels, weight, classes, ignore_index, block
