@@ -122,9 +122,12 @@ def test_cross_entropy_matches_memory_and_float64(dtype, chunks, case, reduction
 def test_mse_matches_memory_bit_for_bit_in_the_gradient(dtype, shape, chunks, reduction):
     rng = np.random.default_rng(1)
     pred, target = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
-    loss, grad = dask.compute(*fl.mse_with_grad(da.from_array(pred, chunks=chunks),
-                                                da.from_array(target, chunks=7),
-                                                reduction=reduction))
+    lazy_pred = da.from_array(pred, chunks=chunks)
+    lazy_loss, lazy_grad = fl.mse_with_grad(lazy_pred, da.from_array(target, chunks=7),
+                                            reduction=reduction)
+    assert lazy_grad.chunks == lazy_pred.chunks
+    assert lazy_loss.chunks == (lazy_pred.chunks if reduction == "none" else ())
+    loss, grad = dask.compute(lazy_loss, lazy_grad)
     memory_loss, memory_grad = fl.mse_with_grad(pred, target, reduction=reduction)
     # The kernel gets the whole mean's divisor: each element's gradient is the same number.
     np.testing.assert_array_equal(grad, memory_grad)
