@@ -239,12 +239,20 @@ def _round(total, dtype):
 
 
 def _as_dask(x, name: str):
-    if x is None or _registry.is_dask_array(x):
-        return x
-    try:
-        return da.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from exc
+    if x is None:
+        return None
+    if not _registry.is_dask_array(x):
+        try:
+            x = da.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from exc
+    if not hasattr(x, "to_delayed"):
+        # The fixed summation tree is built from delayed blocks.
+        raise TypeError(
+            f"{name} is a dask array of the experimental query-planning implementation, which "
+            "fastloss.dask does not support yet: set dask.config 'array.query-planning' to False"
+        )
+    return x
 
 
 def _refuse_out(out) -> None:

@@ -1,6 +1,7 @@
 """fastloss on dask arrays: every chunking and option against float64 references and the
 in-memory call; laziness; the same bits under every local scheduler; errors."""
 
+import os
 import subprocess
 import sys
 
@@ -294,6 +295,17 @@ def test_import_fastloss_does_not_import_dask():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_query_planning_arrays_are_refused_with_the_setting_to_change():
+    code = ("import dask.array as da, fastloss as fl\n"
+            "try:\n    fl.mse(da.ones(3), da.ones(3))\n"
+            "except TypeError as exc:\n    print(exc)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env={**os.environ, "DASK_ARRAY__QUERY_PLANNING": "True"})
+    if "query-planning" not in result.stdout:
+        pytest.skip("this dask has no array query-planning implementation to refuse")
+    assert "pred is a dask array of the experimental query-planning" in result.stdout
 
 
 def test_dask_arrays_are_routed_by_type_whatever_the_position():
