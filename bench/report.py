@@ -106,6 +106,20 @@ def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float, *, repeats
     return row
 
 
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One contender's rows from several rounds as one: the median of the
+    rounds' medians (the first error, if any round failed)."""
+    failed = next((row for row in rounds if row["error"]), None)
+    if failed is not None:
+        return failed
+    row = dict(rounds[0])
+    row.update(median_s=statistics.median(r["median_s"] for r in rounds),
+               min_s=min(r["min_s"] for r in rounds),
+               repeats=sum(r["repeats"] for r in rounds))
+    row["gbps"] = row["bytes"] / row["median_s"] / 1e9
+    return row
+
+
 def add_ratios(rows: list[dict]) -> None:
     """x_floor for every row, and for fastloss rows the speed-up over each peer of their case."""
     cases: dict[tuple, list[dict]] = {}
@@ -213,17 +227,23 @@ def plan(args) -> list[tuple[str, str, tuple[int, int], list[tuple[str, list[pee
 
 def run(args) -> list[dict]:
     steps = plan(args)
-    total = sum(len(impls) for *_, ops in steps for _, impls in ops)
+    total = args.rounds * sum(len(impls) for *_, ops in steps for _, impls in ops)
     progress = Progress(total, enabled=not args.quiet)
     rows = []
     for device, loss, shape, ops in steps:
         inputs = peers.make_inputs(loss, shape, device)
         reference = reference_loss(inputs)
-        for op, impls in ops:
-            for impl in impls:
-                progress.step(f"{loss} {op} {peers.shape_label(shape)} {device} {impl.name}")
-                rows.append(measure(impl, inputs, reference, repeats=args.repeats,
-                                    budget=args.budget))
+        # Rounds go through every contender of a shape in turn, so that load
+        # from elsewhere on the machine falls on all of them alike.
+        rounds: dict[tuple[str, str], list[dict]] = {}
+        for _ in range(args.rounds):
+            for op, impls in ops:
+                for impl in impls:
+                    progress.step(f"{loss} {op} {peers.shape_label(shape)} {device} {impl.name}")
+                    rounds.setdefault((op, impl.name), []).append(
+                        measure(impl, inputs, reference, repeats=args.repeats,
+                                budget=args.budget))
+        rows += [merge_rounds(measured) for measured in rounds.values()]
         del inputs
     add_ratios(rows)
     return rows
@@ -401,7 +421,8 @@ def write_json(path: str, rows: list[dict], skipped: list[str], args) -> None:
         "options": {"quick": args.quick, "losses": args.losses, "ops": args.ops,
                     "backends": args.backends, "peers": args.peers, "sizes": args.sizes,
                     "classes": args.classes, "sweep_elements": args.sweep_elements,
-                    "sweep_classes": args.sweep_classes, "repeats": args.repeats,
+                    "sweep_classes": args.sweep_classes, "rounds": args.rounds,
+                    "repeats": args.repeats,
                     "budget_s": args.budget},
         "not_run": skipped,
         "results": [{k: _finite(v) for k, v in row.items()} for row in rows],
@@ -558,6 +579,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                          for loss, widths in sweeps.items()) + ")")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed calls at least, after one warm-up (default: 5; --quick: 3)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time every contender of a shape this many times in turn and "
+                             "report the median of the rounds' medians (default: 1)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timed calls per case beyond --repeats (default: 1; "
                              "--quick: 0.3)")
@@ -615,6 +639,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--sweep-classes: not whole numbers: {args.sweep_classes}")
         if min(args.sweep_classes, default=0) < 1:
             parser.error("--sweep-classes: row widths must be 1 or more")
+    if args.rounds < 1:
+        parser.error("--rounds: must be 1 or more")
     if args.repeats is None:
         args.repeats = 3 if args.quick else 5
     if args.budget is None:

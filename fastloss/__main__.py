@@ -40,6 +40,10 @@ def bench(argv: list[str]) -> int:
         )
         return 2
     sys.path.insert(0, str(bench_dir))
+    if "--dask" in argv:
+        import dask_report
+
+        return dask_report.main([arg for arg in argv if arg != "--dask"])
     import report
 
     return report.main(argv)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from fastloss import _class_shards as shards
 from fastloss import _validate
 
 __all__ = ["vocab_parallel_cross_entropy"]
@@ -76,6 +75,10 @@ def _class_range(row_max, width: int, group) -> tuple[torch.Tensor, int, int]:
 
 
 def _forward(logits_shard, target, group, options, want_grad):
+    # Imported here: fastloss.torch re-exports this module, and its other losses do not need
+    # array_api_compat.
+    from fastloss import _class_shards as shards
+
     logits = logits_shard.detach()
     labels = target.long()
     reference, start, classes = _class_range(shards.row_max(logits), logits.shape[1], group)

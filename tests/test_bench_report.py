@@ -122,8 +122,17 @@ def test_row_width_sweep_and_latency_tables(report, tmp_path, capsys):
     assert "64x10" in latency and "300x2" not in latency
 
 
+def test_rounds_merge_into_one_row_per_contender(report, tmp_path):
+    document, _ = _run(report, tmp_path, "--losses", "mse", "--ops", "fused", "--rounds", "3",
+                       "--peers", "numpy-expr")
+
+    rows = document["results"]
+    assert len({row["impl"] for row in rows}) == len(rows)
+    assert all(row["repeats"] >= 3 for row in rows) and document["options"]["rounds"] == 3
+
+
 @pytest.mark.parametrize("option", [["--sweep-classes", "0"], ["--sweep-classes", "ten"],
-                                    ["--sweep-elements", "-1"]])
+                                    ["--sweep-elements", "-1"], ["--rounds", "0"]])
 def test_bad_sweep_option_is_a_usage_error(report, option):
     with pytest.raises(SystemExit) as exit_info:
         report.main(option)

@@ -1,6 +1,7 @@
 """fastloss on dask arrays: every chunking and option against float64 references and the
 in-memory call; laziness; the same bits under every local scheduler; errors."""
 
+import os
 import subprocess
 import sys
 
@@ -122,9 +123,12 @@ def test_cross_entropy_matches_memory_and_float64(dtype, chunks, case, reduction
 def test_mse_matches_memory_bit_for_bit_in_the_gradient(dtype, shape, chunks, reduction):
     rng = np.random.default_rng(1)
     pred, target = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
-    loss, grad = dask.compute(*fl.mse_with_grad(da.from_array(pred, chunks=chunks),
-                                                da.from_array(target, chunks=7),
-                                                reduction=reduction))
+    lazy_pred = da.from_array(pred, chunks=chunks)
+    lazy_loss, lazy_grad = fl.mse_with_grad(lazy_pred, da.from_array(target, chunks=7),
+                                            reduction=reduction)
+    assert lazy_grad.chunks == lazy_pred.chunks
+    assert lazy_loss.chunks == (lazy_pred.chunks if reduction == "none" else ())
+    loss, grad = dask.compute(lazy_loss, lazy_grad)
     memory_loss, memory_grad = fl.mse_with_grad(pred, target, reduction=reduction)
     # The kernel gets the whole mean's divisor: each element's gradient is the same number.
     np.testing.assert_array_equal(grad, memory_grad)
@@ -293,6 +297,17 @@ def test_import_fastloss_does_not_import_dask():
     assert result.stdout.split() == ["False", "False"]
 
 
+def test_query_planning_arrays_are_refused_with_the_setting_to_change():
+    code = ("import dask.array as da, fastloss as fl\n"
+            "try:\n    fl.mse(da.ones(3), da.ones(3))\n"
+            "except TypeError as exc:\n    print(exc)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env={**os.environ, "DASK_ARRAY__QUERY_PLANNING": "True"})
+    if "query-planning" not in result.stdout:
+        pytest.skip("this dask has no array query-planning implementation to refuse")
+    assert "pred is a dask array of the experimental query-planning" in result.stdout
+
+
 def test_dask_arrays_are_routed_by_type_whatever_the_position():
     logits = np.zeros((4, 3), np.float32)
     lazy = fl.softmax_cross_entropy(logits, np.zeros(4, int), weight=da.ones(3))
@@ -320,8 +335,7 @@ def float64_losses():
      {"scheduler": "processes", "num_workers": 2}],
     ids=["threads-1", "threads-2", "processes-2"],
 )
-def test_same_bits_under_every_local_scheduler(scheduler, monkeypatch):
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")  # for the processes' kernels, as above
+def test_same_bits_under_every_local_scheduler(scheduler):
     expected = dask.compute(float64_losses(), scheduler="synchronous")[0]
     for _ in range(2 if scheduler["scheduler"] == "threads" else 1):
         assert dask.compute(float64_losses(), **scheduler)[0] == expected

@@ -127,3 +127,14 @@ def test_read_only_out_takes_the_full_path_and_is_rejected():
         fl.mse_grad(pred, pred, out=out)
     with pytest.raises(ValueError, match="out must be writeable"):
         fl.softmax_cross_entropy_grad(pred, np.zeros(4, np.int64), out=out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_host_result_rounds_once_to_the_dtype(dtype):
+    dtype = np.dtype(dtype)
+    host = _registry.backend("numba")
+    for value in (1.0 / 3.0, 1e-46, 1e300, -0.0, float("inf"), float("nan"), np.float64(0.1)):
+        with np.errstate(over="ignore"):
+            got, want = host.result(value, dtype), dtype.type(value)
+        assert type(got) is dtype.type
+        assert got.tobytes() == want.tobytes()

@@ -13,10 +13,10 @@ ignores the returned loss). A zero divisor gives inf or NaN as IEEE division
 does, never an exception or a warning. Each backend returns the loss
 ``total / divisor`` with ``total`` summed in float64 in fixed-size blocks
 combined in a fixed order (the same bits whatever the thread count or device
-size): a NumPy float64 on the CPU backends, which the front rounds once to the
-input dtype; on cuda, a 0-d device array already in the input dtype, written
-by the last kernel (rounded once from float64), so the front adds no device
-operation.
+size): a float64 on the CPU backends (a Python float or a NumPy float64),
+which the front rounds once to the input dtype; on cuda, a 0-d device array
+already in the input dtype, written by the last kernel (rounded once from
+float64), so the front adds no device operation.
 
 Elementwise losses (MSE, L1, smooth L1, Huber, BCE, BCE with logits, hinge):
 ``<loss>(x, target, grad_out, loss_out, divisor, weight=None, aux=None,

@@ -35,6 +35,12 @@ LANES = 64
 # Each sum is float64 over at most BLOCK / LANES + LANES + blocks terms, so its
 # relative error stays below 1e-12 up to 1e8 elements.
 BLOCK = 256 * LANES
+# Up to this many elements a call runs on one thread: it takes tens of
+# microseconds, which starting the other threads would not shorten, and on a
+# busy machine waiting for a second core to be scheduled costs milliseconds.
+# The choice depends on the size alone and leaves the blocks as they are, so
+# it changes no bit of the result.
+SERIAL_ELEMENTS = 1 << 17
 
 
 # The same helper as in softmax_cross_entropy.py: Numba's cache only notices
@@ -170,74 +176,75 @@ def _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale):
     return total
 
 
+def _block_of(x, target, weight, aux, grad_out, loss_out, param, grad_scale, block):
+    start = block * BLOCK
+    stop = min(start + BLOCK, x.size)
+    return _block_sum(
+        x[start:stop],
+        target[start:stop],
+        _part(weight, start, stop),
+        _part(aux, start, stop),
+        _part(grad_out, start, stop),
+        _part(loss_out, start, stop),
+        param,
+        grad_scale,
+    )
+
+
 def _kernel(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
     size = x.size
     grad_scale = scale / divisor
     blocks = (size + BLOCK - 1) // BLOCK
     partials = np.empty(blocks)
-    for block in prange(blocks):
-        start = block * BLOCK
-        stop = min(start + BLOCK, size)
-        partials[block] = _block_sum(
-            x[start:stop],
-            target[start:stop],
-            _part(weight, start, stop),
-            _part(aux, start, stop),
-            _part(grad_out, start, stop),
-            _part(loss_out, start, stop),
-            param,
-            grad_scale,
-        )
+    if size <= SERIAL_ELEMENTS:
+        for block in range(blocks):
+            partials[block] = _block_of(x, target, weight, aux, grad_out, loss_out, param,
+                                        grad_scale, block)
+    else:
+        for block in prange(blocks):
+            partials[block] = _block_of(x, target, weight, aux, grad_out, loss_out, param,
+                                        grad_scale, block)
     total = 0.0
     for block in range(blocks):
         total += partials[block]
     return total / divisor
 
 
-def _one_block(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
-    # What _kernel computes for a single block (0.0 + total is total: a sum
-    # that starts at 0.0 is never -0.0), without waking the thread pool,
-    # which costs more than a small input's whole pass.
-    grad_scale = scale / divisor
-    return _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale) / divisor
-
-
 _TEMPLATES = (
     (_chunk, dict(inline="always")),
     (_block_sum, dict()),
+    (_block_of, dict()),
     (_kernel, dict(parallel=True)),
-    (_one_block, dict()),
 )
 
 
 def _compile(pair, tag: str):
-    """The kernels of the templates with ``_pair`` bound to ``pair``: any size, and one block."""
+    """The kernel of the templates with ``_pair`` bound to ``pair``."""
     namespace = dict(globals(), _pair=pair)
     for template, options in _TEMPLATES:
         code = template.__code__
         copy = pytypes.FunctionType(code, namespace, code.co_name)
         copy.__qualname__ = f"{code.co_name}__{tag}"
         namespace[code.co_name] = njit(cache=True, error_model="numpy", **options)(copy)
-    return namespace["_kernel"], namespace["_one_block"]
+    return namespace["_kernel"]
 
 
 def fused(pair, scale: float):
     """The backend function of the elementwise loss whose functor is ``pair``.
 
     ``fn(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
-    param=0.0)`` returns ``sum(weight * loss) / divisor`` as a NumPy float64
+    param=0.0)`` returns ``sum(weight * loss) / divisor`` as a Python float
     and writes ``weight * slope * scale / divisor`` to ``grad_out`` (computed
     as ``(scale / divisor) * (weight * slope)``, rounded once) and ``weight *
     loss`` to ``loss_out`` when they are given.
     """
     source = Path(inspect.getfile(pair.py_func)).read_bytes()
     tag = f"{pair.__name__.strip('_')}_{hashlib.sha256(source).hexdigest()[:12]}"
-    kernel, one_block = _compile(pair, tag)
+    kernel = _compile(pair, tag)
 
     def backend_function(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
                          param=0.0):
-        run = one_block if x.size <= BLOCK else kernel
-        return np.float64(run(x, target, weight, aux, grad_out, loss_out, float(param), scale,
-                              float(divisor)))
+        return kernel(x, target, weight, aux, grad_out, loss_out, float(param), scale,
+                      float(divisor))
 
     return backend_function

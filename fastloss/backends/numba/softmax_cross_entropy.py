@@ -42,6 +42,13 @@ VECTOR_BYTES = 32
 # threads. Blocks depend on the shape alone, never on the thread count, and
 # fix the summation order.
 BLOCK_ELEMENTS = 1 << 16
+# Up to this many logits (labels: LABEL_SERIAL) a call runs on one thread: it
+# takes tens of microseconds, which starting the other threads would not
+# shorten, and on a busy machine waiting for a second core to be scheduled
+# costs milliseconds. The choice depends on the shape alone and leaves the
+# blocks as they are, so it changes no bit of the result.
+SERIAL_ELEMENTS = 1 << 17
+LABEL_SERIAL = 1 << 20
 
 
 def _stack_array_of(size):
@@ -447,37 +454,36 @@ def _row_gap(z, row_max, probs, weight, keep, smooth):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _exp_chunk(z, row_max, grad_out, row, start, count, exps, lane_sum):
+def _exp_chunk(z, row_max, grad_row, start, count, exps, lane_sum):
     # Every logit of the chunk is read before its exponential is stored, so
-    # the gradient row may be the same memory as z.
+    # grad_row may be the same memory as z.
     for lane in range(count):
         exps[lane] = _exp(z[start + lane] - row_max)
     for lane in range(count):
         lane_sum[lane] += np.float64(exps[lane])
-        if grad_out is not None:
-            grad_out[row, start + lane] = exps[lane]
+        if grad_row is not None:
+            grad_row[start + lane] = exps[lane]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _prefetch_chunk(logits, grad_out, following, start):
+def _prefetch_chunk(next_z, next_grad, start):
     # The exponentials are compute-bound; fetching the next row meanwhile
     # lets its max pass run from cache instead of waiting on memory, and
     # fetching its gradient row for writing takes the read-for-ownership of
     # the scratch stores off that row's critical path.
-    classes = logits.shape[1]
-    first = following * classes
-    step = 64 // logits.itemsize
-    for index in range(first + start, first + min(start + LANES, classes), step):
-        _prefetch_read(logits, index)
-        if grad_out is not None:
-            _prefetch_write(grad_out, index)
+    step = 64 // next_z.itemsize
+    stop = min(start + LANES, next_z.size)
+    for index in range(start, stop, step):
+        _prefetch_read(next_z, index)
+        if next_grad is not None:
+            _prefetch_write(next_grad, index)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _row_exp_sum(z, row_max, grad_out, row, logits, following):
+def _row_exp_sum(z, row_max, grad_row, next_z, next_grad):
     """sum_c exp(z_c - max), accumulated in float64 from the exponentials as
-    stored into ``grad_out[row]`` (when given) in z's precision; row
-    ``following`` of ``logits`` and ``grad_out`` is processed next."""
+    stored into ``grad_row`` (when given) in z's precision; ``next_z`` and
+    ``next_grad`` are the rows processed next."""
     classes = z.size
     exps = _stack_lanes(z)
     lane_sum = _stack_lanes(0.0)
@@ -485,10 +491,20 @@ def _row_exp_sum(z, row_max, grad_out, row, logits, following):
         lane_sum[lane] = 0.0
     full = classes - classes % LANES
     for start in range(0, full, LANES):
-        _exp_chunk(z, row_max, grad_out, row, start, LANES, exps, lane_sum)
-        _prefetch_chunk(logits, grad_out, following, start)
-    _exp_chunk(z, row_max, grad_out, row, full, classes - full, exps, lane_sum)
+        _exp_chunk(z, row_max, grad_row, start, LANES, exps, lane_sum)
+        _prefetch_chunk(next_z, next_grad, start)
+    _exp_chunk(z, row_max, grad_row, full, classes - full, exps, lane_sum)
     return _fold_sum(lane_sum)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _row_exps(z, row_max, grad_out, row, logits, following):
+    """_row_exp_sum of row ``row``, written into ``grad_out[row]`` when given;
+    the row after it is ``following``. (Row views of a None grad_out would be
+    optional types; each branch here is settled while compiling.)"""
+    if grad_out is None:
+        return _row_exp_sum(z, row_max, None, logits[following], None)
+    return _row_exp_sum(z, row_max, grad_out[row], logits[following], grad_out[following])
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -531,7 +547,7 @@ def _label_row(
         smooth_weight, smooth_gap = _row_gap(z, row_max, None, weight, 0.0, smooth)
         weight_sum += smooth_weight
         gap_sum += smooth_gap
-    exp_sum = _row_exp_sum(z, row_max, grad_out, row, logits, following)
+    exp_sum = _row_exps(z, row_max, grad_out, row, logits, following)
     if grad_out is not None:
         grad_row = grad_out[row]
         exp_scale = grad_scale * weight_sum / exp_sum
@@ -550,7 +566,7 @@ def _label_row(
 def _probs_row(z, probs, weight, grad_out, row, logits, following, keep, smooth, grad_scale):
     row_max = _row_max(z)
     weight_sum, gap_sum = _row_gap(z, row_max, probs, weight, keep, smooth)
-    exp_sum = _row_exp_sum(z, row_max, grad_out, row, logits, following)
+    exp_sum = _row_exps(z, row_max, grad_out, row, logits, following)
     if grad_out is not None:
         exp_scale = grad_scale * weight_sum / exp_sum
         _row_grad(
@@ -889,9 +905,7 @@ def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoo
     row_block = _rows_per_block(classes)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
-    # One block is one thread's work: starting the others would cost more
-    # than it could save. Either way each block sums the same rows.
-    if blocks <= 1:
+    if rows * classes <= SERIAL_ELEMENTS:
         for block in range(blocks):
             partials[block] = _block_sum(
                 logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth,
@@ -931,7 +945,7 @@ def _label_summary(labels, weight, classes, ignore_index):
     blocks = (labels.size + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
     invalid = np.empty(blocks, np.int64)
     kept = np.empty(blocks)
-    if blocks <= 1:
+    if labels.size <= LABEL_SERIAL:
         for block in range(blocks):
             invalid[block], kept[block] = _labels_block(
                 labels, weight, classes, ignore_index, block
@@ -966,10 +980,10 @@ def softmax_cross_entropy(
     logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor
 ):
     """Sum over rows of the (smoothed, weighted) softmax cross-entropy over
-    ``divisor``, as a NumPy float64; optionally writes the gradient over
+    ``divisor``, as a Python float; optionally writes the gradient over
     ``divisor`` to ``grad_out`` and the per-row losses to ``loss_out`` (see
     ``fastloss.backends`` for shapes, dtypes and aliasing)."""
-    total = _kernel(
+    return _kernel(
         logits,
         target,
         weight,
@@ -979,4 +993,3 @@ def softmax_cross_entropy(
         float(label_smoothing),
         float(divisor),
     )
-    return np.float64(total)
