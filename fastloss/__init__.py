@@ -1,7 +1,7 @@
 """fastloss: fused, stable, deterministic losses and their gradients.
 
 Importing fastloss imports neither numba, cupy nor dask: backends load on first use, and a
-call with dask arrays goes to ``fastloss.dask`` (for the functions it has, see below).
+call with dask arrays goes to ``fastloss.dask``.
 """
 
 from fastloss._registry import routes_dask
@@ -26,8 +26,8 @@ from fastloss.losses.softmax_cross_entropy import (
     softmax_cross_entropy_with_grad,
 )
 
-# fastloss.dask has these six functions; the other losses take no dask arrays yet.
-mse, mse_grad, mse_with_grad = map(routes_dask, (mse, mse_grad, mse_with_grad))
+# Dask arrays: the elementwise losses' shared front routes them itself; these go to
+# fastloss.dask's functions of the same name.
 softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad = map(
     routes_dask,
     (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad),

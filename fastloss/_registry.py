@@ -83,6 +83,11 @@ def is_dask_array(x) -> bool:
     return type(x).__module__.startswith("dask.array")
 
 
+def any_dask_array(*arrays) -> bool:
+    """True when one of ``arrays`` is a dask array."""
+    return any(map(is_dask_array, arrays))
+
+
 def routes_dask(function):
     """``function``, but a call with a dask array argument goes to ``fastloss.dask``'s
     function of the same name (lazy, chunk by chunk) before anything else happens."""

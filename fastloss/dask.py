@@ -1,8 +1,9 @@
-"""fastloss on dask arrays: the same six functions, lazy, chunk by chunk.
+"""fastloss on dask arrays: every loss, lazy, chunk by chunk.
 
-``fastloss.mse(pred, target)`` and the other public functions come here when any array
-argument is a ``dask.array.Array``; the functions here take the same arguments. They
-build a task graph and compute nothing: the loss is a 0-d dask array (``"mean"``,
+``fastloss.mse(pred, target)`` and every other loss function come here when any array
+argument is a ``dask.array.Array``: the elementwise losses through :func:`evaluate`, the
+cross-entropy functions through the functions of the same name below (same arguments).
+They build a task graph and compute nothing: the loss is a 0-d dask array (``"mean"``,
 ``"sum"``; per element of ``pred`` or per row of ``logits`` with its chunks for
 ``"none"``), the gradient a dask array with ``pred``'s / ``logits``' chunks and dtype.
 Compute what you need in one call, ``dask.compute(loss, grad)`` (or ``da.store`` /
@@ -10,9 +11,12 @@ Compute what you need in one call, ``dask.compute(loss, grad)`` (or ``da.store``
 every chunk twice.
 
 Chunks.
-    MSE: any chunk grid; ``target`` is rechunked to ``pred``'s. Each chunk is one call
-    of the fused kernel, which writes the gradient of the whole mean (the divisor is
-    passed in), so gradient chunks have the bits of the in-memory call's gradient.
+    Elementwise losses (MSE, L1, ..., hinge): any chunk grid; ``target`` is rechunked to
+    the input's chunks, ``weight`` and ``pos_weight`` broadcast to its shape and chunked
+    like it. Each chunk is one call of the fused kernel, which writes the gradient of the
+    whole mean (the divisor is passed in), so gradient chunks have the bits of the
+    in-memory call's gradient. Values outside a loss's domain (BCE's probabilities, the
+    hinge's labels) raise the in-memory ValueError when computed on the CPU.
     Cross-entropy: chunks along rows, classes, or both. ``target`` (labels of shape
     ``(N,)`` or probabilities ``(N, k)``) and ``weight`` are rechunked to the logits'
     row and class chunks. With one class chunk each chunk is one fused kernel call
@@ -60,11 +64,10 @@ from dask.array.utils import meta_from_array
 from fastloss import _class_shards as shards
 from fastloss import _registry
 from fastloss import _validate as v
+from fastloss.losses._elementwise import check_per_element
 
 __all__ = [
-    "mse",
-    "mse_grad",
-    "mse_with_grad",
+    "evaluate",
     "softmax_cross_entropy",
     "softmax_cross_entropy_grad",
     "softmax_cross_entropy_with_grad",
@@ -117,18 +120,26 @@ def _as(array, like):
 
 
 @_quietly
-def _mse_block(pred, target, *, backend, divisor, want_grad, want_items):
-    """``(gradient, elementwise losses, float64 partial loss)`` of one chunk."""
+def _elementwise_block(x, target, weight, aux, *, spec, backend, divisor, param, want_grad,
+                       want_items):
+    """``(gradient, elementwise losses, float64 partial loss)`` of one chunk of ``spec``'s loss."""
     on = _registry.backend(backend)
     xp = on.xp
-    with on.scope(pred):
-        work = on.compute_dtype(pred.dtype)
-        flat_pred = xp.ascontiguousarray(pred, dtype=work).reshape(-1)
-        flat_target = xp.ascontiguousarray(target, dtype=work).reshape(-1)
-        grad = xp.empty(flat_pred.size, work) if want_grad else None
-        items = xp.empty(flat_pred.size, work) if want_items else None
-        partial = _registry.kernel("mse", backend)(flat_pred, flat_target, grad, items, divisor)
-        return _as(grad, pred), _as(items, pred), _float64(partial, xp)
+    with on.scope(x):
+        work = on.compute_dtype(x.dtype)
+
+        def flat(array):
+            return None if array is None else xp.ascontiguousarray(array, dtype=work).reshape(-1)
+
+        grad = xp.empty(x.size, work) if want_grad else None
+        items = xp.empty(x.size, work) if want_items else None
+        partial = on.kernel(spec.name)(flat(x), flat(target), grad, items, divisor, flat(weight),
+                                       flat(aux), param)
+        if on.host and spec.domain is not None and partial != partial:
+            message = spec.domain(x, target)  # a NaN: NaN input, or outside the domain
+            if message is not None:
+                raise ValueError(message)
+        return _as(grad, x), _as(items, x), _float64(partial, xp)
 
 
 def _checked_labels(target, classes, ignore_index, check, xp):
@@ -318,29 +329,46 @@ def _scalar(partials, dtype, like):
                            meta=meta_from_array(like, ndim=0, dtype=dtype))
 
 
-def _mse(pred, target, reduction, backend, out, want_grad):
+def _per_element(values, name: str, x):
+    """``values`` (broadcastable to ``x``) checked, broadcast and chunked like ``x``."""
+    if values is None:
+        return None
+    check_per_element(values, name, x.shape)
+    return da.broadcast_to(values, x.shape).rechunk(x.chunks)
+
+
+def evaluate(spec, x, target, reduction, backend, out, want_grad, *, param=0.0, weight=None,
+             aux=None, aux_name="aux"):
+    """Lazy ``(loss, grad or None)`` of an elementwise loss (``fastloss.losses._elementwise``'s
+    ``evaluate``, which calls this when an argument is a dask array)."""
     reduction = v.check_reduction(reduction)
     _refuse_out(out)
-    pred, target = _as_dask(pred, "pred"), _as_dask(target, "target")
-    chosen = _chunk_backend(backend, pred=pred, target=target)
-    _registry.backend(chosen).check_float(pred, "pred")
+    x, target = _as_dask(x, spec.input), _as_dask(target, "target")
+    weight, aux = _as_dask(weight, "weight"), _as_dask(aux, aux_name)
+    chosen = _chunk_backend(backend, **{spec.input: x, "target": target, "weight": weight,
+                                        aux_name: aux})
+    _registry.backend(chosen).check_float(x, spec.input)
     _registry.backend(chosen).check_float(target, "target")
-    if target.shape != pred.shape:
-        raise ValueError(f"target must have the shape of pred {pred.shape}; got {target.shape}")
-    _check_known_chunks(pred, "pred")
-    target = target.rechunk(pred.chunks)
-    index = tuple(range(pred.ndim))
+    if target.shape != x.shape:
+        raise ValueError(
+            f"target must have the shape of {spec.input} {x.shape}; got {target.shape}"
+        )
+    _check_known_chunks(x, spec.input)
+    target = target.rechunk(x.chunks)
+    weight, aux = _per_element(weight, "weight", x), _per_element(aux, aux_name, x)
+    index = tuple(range(x.ndim))
     results = da.blockwise(
-        _mse_block, index, pred, index, target, index,
-        meta=np.empty((0,) * pred.ndim, dtype=object), backend=chosen,
-        divisor=pred.size if reduction == "mean" else 1, want_grad=want_grad,
+        _elementwise_block, index, x, index, target, index,
+        weight, None if weight is None else index, aux, None if aux is None else index,
+        meta=np.empty((0,) * x.ndim, dtype=object), spec=spec, backend=chosen,
+        divisor=x.size if reduction == "mean" else 1, param=param, want_grad=want_grad,
         want_items=reduction == "none",
     )
     if reduction == "none":
-        loss = _blocks(results, 1, pred.dtype, pred)
+        loss = _blocks(results, 1, x.dtype, x)
     else:
-        loss = _scalar(_partials(results, 2), pred.dtype, pred)
-    return loss, (_blocks(results, 0, pred.dtype, pred) if want_grad else None)
+        loss = _scalar(_partials(results, 2), x.dtype, x)
+    return loss, (_blocks(results, 0, x.dtype, x) if want_grad else None)
 
 
 def _ce_target(target, logits, chosen):
@@ -460,22 +488,6 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
 
 # ---------------------------------------------------------------------------------------
 # Public functions: fastloss's signatures
-
-
-def mse(pred, target, *, reduction: str = "mean", backend: str = "auto"):
-    """Lazy :func:`fastloss.mse` of dask arrays: a 0-d dask array (``"none"``: one of
-    pred's shape and chunks). See the module docstring for chunking and determinism."""
-    return _mse(pred, target, reduction, backend, None, want_grad=False)[0]
-
-
-def mse_grad(pred, target, *, reduction: str = "mean", backend: str = "auto", out=None):
-    """Lazy :func:`fastloss.mse_grad` of dask arrays: pred's shape, chunks and dtype."""
-    return _mse(pred, target, reduction, backend, out, want_grad=True)[1]
-
-
-def mse_with_grad(pred, target, *, reduction: str = "mean", backend: str = "auto", out=None):
-    """Lazy ``(loss, grad)`` of :func:`fastloss.mse_with_grad`, from one pass per chunk."""
-    return _mse(pred, target, reduction, backend, out, want_grad=True)
 
 
 def softmax_cross_entropy(

@@ -142,6 +142,65 @@ def test_mse_matches_memory_bit_for_bit_in_the_gradient(dtype, shape, chunks, re
         assert np.isnan(loss) if reduction == "mean" else loss == 0
 
 
+def _elementwise_case(name, shape, dtype, rng):
+    """``(function, x, target, options)``: valid inputs of the elementwise loss ``name``."""
+    x = rng.standard_normal(shape).astype(dtype)
+    target = rng.standard_normal(shape).astype(dtype)
+    options = {}
+    if name == "binary_cross_entropy_with_logits":
+        target = (rng.random(shape) < 0.5).astype(dtype)
+        options = {"weight": rng.uniform(0.5, 2, shape[-1:]),
+                   "pos_weight": rng.uniform(0.5, 2, shape[-1:])}
+    elif name == "binary_cross_entropy":
+        x = rng.uniform(0.01, 0.99, shape).astype(dtype)
+        target = rng.random(shape).astype(dtype)
+        options = {"weight": rng.uniform(0.5, 2, shape)}
+    elif name == "hinge":
+        target = np.where(rng.random(shape) < 0.5, -1, 1).astype(dtype)
+        options = {"margin": 0.5}
+    elif name in ("smooth_l1", "huber"):
+        options = {"beta": 0.5} if name == "smooth_l1" else {"delta": 0.5}
+    return getattr(fl, f"{name}_with_grad"), x, target, options
+
+
+ELEMENTWISE = ["l1", "smooth_l1", "huber", "binary_cross_entropy_with_logits",
+               "binary_cross_entropy", "hinge"]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_family_matches_memory(name, reduction):
+    dtype = np.float32
+    with_grad, x, target, options = _elementwise_case(name, (53, 37), dtype,
+                                                      np.random.default_rng(2))
+    # Odd chunks; the per-element options go in as NumPy arrays and are chunked like x.
+    lazy_x = da.from_array(x, chunks=((1, 30, 22), (10, 27)))
+    lazy_loss, lazy_grad = with_grad(lazy_x, da.from_array(target, chunks=9),
+                                     reduction=reduction, **options)
+    assert lazy_grad.chunks == lazy_x.chunks
+    loss, grad = dask.compute(lazy_loss, lazy_grad)
+    memory_loss, memory_grad = with_grad(x, target, reduction=reduction, **options)
+    np.testing.assert_array_equal(grad, memory_grad)
+    if reduction == "none":
+        np.testing.assert_array_equal(loss, memory_loss)
+    else:
+        assert_loss(loss, np.float64(memory_loss), dtype)
+
+
+@pytest.mark.parametrize("name, bad", [("binary_cross_entropy", "probs must lie in"),
+                                       ("hinge", "target")])
+def test_elementwise_domain_errors_raise_when_computed(name, bad):
+    with_grad, x, target, options = _elementwise_case(name, (6, 5), np.float64,
+                                                      np.random.default_rng(3))
+    if name == "binary_cross_entropy":
+        x[4, 1] = 1.5
+    else:
+        target[4, 1] = 0.5
+    loss, grad = with_grad(da.from_array(x, chunks=2), target, **options)  # nothing raised yet
+    with pytest.raises(ValueError, match=bad):
+        dask.compute(loss, grad)
+
+
 @pytest.mark.parametrize("case", ["labels", "probs-weight-smoothing"])
 def test_one_class_chunk_gradient_is_the_in_memory_gradient(case):
     kind, options = CE_OPTIONS[case]
@@ -378,6 +437,12 @@ def test_bad_inputs_name_the_argument():
         fl.mse(da.zeros(3), np.zeros(4))
     with pytest.raises(ValueError, match="backend must be one of"):
         fl.mse(da.zeros(3), da.zeros(3), backend="gpu")
+    with pytest.raises(ValueError, match=r"pos_weight must be broadcastable to the input's"):
+        fl.binary_cross_entropy_with_logits(logits, logits, pos_weight=np.ones(4))
+    with pytest.raises(TypeError, match="weight must be a real-valued array"):
+        fl.binary_cross_entropy(logits, logits, weight=da.zeros(3, dtype=bool))
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+        fl.smooth_l1(logits, logits, beta=-1.0)
     unknown = da.zeros(6, chunks=3)[da.zeros(6, chunks=3) == 0]
     with pytest.raises(ValueError, match="pred has unknown chunk sizes"):
         fl.mse(unknown, unknown)

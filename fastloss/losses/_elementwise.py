@@ -9,6 +9,7 @@ A loss declares itself with an :class:`Elementwise` spec and calls
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,21 +37,27 @@ class Elementwise:
     domain: Callable[[np.ndarray, np.ndarray], str | None] | None = None
 
 
+def check_per_element(values, name: str, shape) -> None:
+    """TypeError unless ``values`` (an array) is real-valued, ValueError unless it
+    broadcasts to ``shape``: the checks of ``weight`` and the aux arrays."""
+    if not (values.dtype.kind in "fiu" or values.dtype.name == "bfloat16"):
+        raise TypeError(f"{name} must be a real-valued array; got dtype {values.dtype}")
+    try:
+        fits = np.broadcast_shapes(values.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{name} must be broadcastable to the input's shape {shape}; got {values.shape}"
+        )
+
+
 def _per_element(values, name: str, like, work, order: str, backend):
     """``values`` (broadcastable to ``like``) as a flat array of ``work`` in ``order``."""
     if values is None:
         return None
     values = backend.asarray(values, name)
-    if not (values.dtype.kind in "fiu" or values.dtype.name == "bfloat16"):
-        raise TypeError(f"{name} must be a real-valued array; got dtype {values.dtype}")
-    try:
-        fits = np.broadcast_shapes(values.shape, like.shape) == like.shape
-    except ValueError:
-        fits = False
-    if not fits:
-        raise ValueError(
-            f"{name} must be broadcastable to the input's shape {like.shape}; got {values.shape}"
-        )
+    check_per_element(values, name, like.shape)
     flat = backend.xp.empty(like.shape, work, order=order)
     flat[...] = values
     return flat.ravel(order)
@@ -61,11 +68,16 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
     """``(loss, grad or None)`` of ``spec``'s loss: the checks of the error contract,
     then one kernel call. ``weight`` and ``aux`` (optional, broadcastable to ``x``)
     reach the kernel per element: ``weight`` scales loss and gradient, ``aux``
-    is the functor's own per-element parameter; ``param`` its scalar one."""
+    is the functor's own per-element parameter; ``param`` its scalar one.
+    A dask array among the arrays makes it ``fastloss.dask.evaluate``'s call."""
     host = _registry.host_backend(backend)
     if (host is not None and weight is None and aux is None and v.plain_reduction(reduction)
             and v.plain_floats(x, target, out)):
         return _plain(spec, x, target, reduction, host, out, want_grad, param)
+    if _registry.any_dask_array(x, target, weight, aux, out):
+        lazy = importlib.import_module("fastloss.dask")
+        return lazy.evaluate(spec, x, target, reduction, backend, out, want_grad, param=param,
+                             weight=weight, aux=aux, aux_name=aux_name)
     reduction = v.check_reduction(reduction)
     backend = _registry.backend(backend, x, target, weight, aux, out)
     x = backend.asarray(x, spec.input)
