@@ -16,7 +16,6 @@ Numba's cache notices edits to this file only.
 
 import hashlib
 import inspect
-import types as pytypes
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+from fastloss.backends.numba import _kernel_copies as copies
 
 # Partial sums kept per lane: element j of a block adds into lane j % LANES, so
 # the order of every float64 addition is fixed by the source, not by the
@@ -35,11 +36,10 @@ LANES = 64
 # Each sum is float64 over at most BLOCK / LANES + LANES + blocks terms, so its
 # relative error stays below 1e-12 up to 1e8 elements.
 BLOCK = 256 * LANES
-# Up to this many elements a call runs on one thread: it takes tens of
-# microseconds, which starting the other threads would not shorten, and on a
-# busy machine waiting for a second core to be scheduled costs milliseconds.
-# The choice depends on the size alone and leaves the blocks as they are, so
-# it changes no bit of the result.
+# Up to this many elements a call runs the serial copy of the kernel: it takes
+# tens of microseconds, which starting the other threads would not shorten, and
+# on a busy machine waiting for a second core to be scheduled costs
+# milliseconds. The blocks stay as they are, so no bit of the result changes.
 SERIAL_ELEMENTS = 1 << 17
 
 
@@ -196,37 +196,27 @@ def _kernel(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
     grad_scale = scale / divisor
     blocks = (size + BLOCK - 1) // BLOCK
     partials = np.empty(blocks)
-    if size <= SERIAL_ELEMENTS:
-        for block in range(blocks):
-            partials[block] = _block_of(x, target, weight, aux, grad_out, loss_out, param,
-                                        grad_scale, block)
-    else:
-        for block in prange(blocks):
-            partials[block] = _block_of(x, target, weight, aux, grad_out, loss_out, param,
-                                        grad_scale, block)
+    for block in prange(blocks):
+        partials[block] = _block_of(x, target, weight, aux, grad_out, loss_out, param,
+                                    grad_scale, block)
     total = 0.0
     for block in range(blocks):
         total += partials[block]
     return total / divisor
 
 
-_TEMPLATES = (
-    (_chunk, dict(inline="always")),
-    (_block_sum, dict()),
-    (_block_of, dict()),
-    (_kernel, dict(parallel=True)),
-)
+_TEMPLATES = ((_chunk, dict(inline="always")), (_block_sum, dict()), (_block_of, dict()))
 
 
 def _compile(pair, tag: str):
-    """The kernel of the templates with ``_pair`` bound to ``pair``."""
+    """``(serial, parallel)``: the kernel of the templates with ``_pair`` bound to ``pair``."""
     namespace = dict(globals(), _pair=pair)
     for template, options in _TEMPLATES:
-        code = template.__code__
-        copy = pytypes.FunctionType(code, namespace, code.co_name)
-        copy.__qualname__ = f"{code.co_name}__{tag}"
-        namespace[code.co_name] = njit(cache=True, error_model="numpy", **options)(copy)
-    return namespace["_kernel"]
+        qualname = f"{template.__name__}__{tag}"
+        namespace[template.__name__] = njit(cache=True, error_model="numpy", **options)(
+            copies.copy(template, namespace, qualname)
+        )
+    return copies.serial_and_parallel(_kernel, namespace, tag)
 
 
 def fused(pair, scale: float):
@@ -240,10 +230,11 @@ def fused(pair, scale: float):
     """
     source = Path(inspect.getfile(pair.py_func)).read_bytes()
     tag = f"{pair.__name__.strip('_')}_{hashlib.sha256(source).hexdigest()[:12]}"
-    kernel = _compile(pair, tag)
+    serial, parallel = _compile(pair, tag)
 
     def backend_function(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
                          param=0.0):
+        kernel = serial if x.size <= SERIAL_ELEMENTS else parallel
         return kernel(x, target, weight, aux, grad_out, loss_out, float(param), scale,
                       float(divisor))
 

@@ -27,6 +27,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from fastloss.backends.numba import _kernel_copies as copies
+
 # Reductions keep LANES partial results (class c goes to lane c % LANES) so
 # that the order of every addition is fixed by the source and LLVM can still
 # vectorise the lane loops without reassociating. Short rows go LANES at a
@@ -42,11 +44,11 @@ VECTOR_BYTES = 32
 # threads. Blocks depend on the shape alone, never on the thread count, and
 # fix the summation order.
 BLOCK_ELEMENTS = 1 << 16
-# Up to this many logits (labels: LABEL_SERIAL) a call runs on one thread: it
-# takes tens of microseconds, which starting the other threads would not
-# shorten, and on a busy machine waiting for a second core to be scheduled
-# costs milliseconds. The choice depends on the shape alone and leaves the
-# blocks as they are, so it changes no bit of the result.
+# Up to this many logits (labels: LABEL_SERIAL) a call runs the serial copy of
+# the kernel (``_kernel_copies``): it takes tens of microseconds, which starting
+# the other threads would not shorten, and on a busy machine waiting for a
+# second core to be scheduled costs milliseconds. The blocks stay as they are,
+# so no bit of the result changes.
 SERIAL_ELEMENTS = 1 << 17
 LABEL_SERIAL = 1 << 20
 
@@ -896,7 +898,6 @@ def _block_sum(
     )
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
 def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor):
     grad_scale = 1.0 / divisor
     rows, classes = logits.shape
@@ -905,22 +906,18 @@ def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoo
     row_block = _rows_per_block(classes)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
-    if rows * classes <= SERIAL_ELEMENTS:
-        for block in range(blocks):
-            partials[block] = _block_sum(
-                logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth,
-                grad_scale, block, row_block,
-            )
-    else:
-        for block in prange(blocks):
-            partials[block] = _block_sum(
-                logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth,
-                grad_scale, block, row_block,
-            )
+    for block in prange(blocks):
+        partials[block] = _block_sum(
+            logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth,
+            grad_scale, block, row_block,
+        )
     total = 0.0
     for block in range(blocks):
         total += partials[block]
     return total / divisor
+
+
+_serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals())
 
 
 @njit(cache=True, error_model="numpy")
@@ -940,21 +937,12 @@ def _labels_block(labels, weight, classes, ignore_index, block):
     return invalid, kept if weight is None else kept_weight
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
 def _label_summary(labels, weight, classes, ignore_index):
     blocks = (labels.size + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
     invalid = np.empty(blocks, np.int64)
     kept = np.empty(blocks)
-    if labels.size <= LABEL_SERIAL:
-        for block in range(blocks):
-            invalid[block], kept[block] = _labels_block(
-                labels, weight, classes, ignore_index, block
-            )
-    else:
-        for block in prange(blocks):
-            invalid[block], kept[block] = _labels_block(
-                labels, weight, classes, ignore_index, block
-            )
+    for block in prange(blocks):
+        invalid[block], kept[block] = _labels_block(labels, weight, classes, ignore_index, block)
     total = 0.0
     any_invalid = False
     for block in range(blocks):
@@ -967,12 +955,18 @@ def _label_summary(labels, weight, classes, ignore_index):
     return -1, total
 
 
+_serial_label_summary, _parallel_label_summary = copies.serial_and_parallel(
+    _label_summary, globals()
+)
+
+
 def label_summary(labels, weight, classes, ignore_index):
     """``(first, kept)`` for int64 class indices: the position of the first
     label outside [0, classes) that is not ignore_index (-1 when all are
     valid), and, when all are, what a "mean" divides by: the number of rows
     not ignored, or the sum of their labels' class weights (summed in fixed blocks, in order)."""
-    first, kept = _label_summary(labels, weight, classes, int(ignore_index))
+    summary = _serial_label_summary if labels.size <= LABEL_SERIAL else _parallel_label_summary
+    first, kept = summary(labels, weight, classes, int(ignore_index))
     return first, kept if weight is not None else int(kept)
 
 
@@ -983,7 +977,8 @@ def softmax_cross_entropy(
     ``divisor``, as a Python float; optionally writes the gradient over
     ``divisor`` to ``grad_out`` and the per-row losses to ``loss_out`` (see
     ``fastloss.backends`` for shapes, dtypes and aliasing)."""
-    return _kernel(
+    kernel = _serial_kernel if logits.size <= SERIAL_ELEMENTS else _parallel_kernel
+    return kernel(
         logits,
         target,
         weight,

@@ -1,0 +1,33 @@
+"""Compiling one Numba kernel twice: serial for small inputs, threaded for large ones.
+
+A kernel's ``prange`` loop runs over fixed blocks whose partial sums are added
+in block order afterwards, so running the loop serially or on Numba's threads
+gives the same bits. The serial copy is compiled without ``parallel=True``
+(where ``prange`` is ``range``): it starts no threads, and it compiles in about
+half the time of the threaded copy, which an input only compiles once it is
+large enough to use it.
+"""
+
+import types
+
+from numba import njit
+
+
+def copy(function, namespace: dict, qualname: str):
+    """``function`` with its globals looked up in ``namespace``, named ``qualname``
+    (Numba's on-disk cache keys a function's compiled code by its qualified name)."""
+    code = function.__code__
+    duplicate = types.FunctionType(code, namespace, code.co_name)
+    duplicate.__qualname__ = qualname
+    return duplicate
+
+
+def serial_and_parallel(function, namespace: dict, tag: str = ""):
+    """``(serial, parallel)``: ``function`` compiled without and with ``parallel=True``."""
+    name = function.__name__ + (f"__{tag}" if tag else "")
+    return tuple(
+        njit(cache=True, error_model="numpy", parallel=parallel)(
+            copy(function, namespace, f"{name}__{'parallel' if parallel else 'serial'}")
+        )
+        for parallel in (False, True)
+    )
