@@ -8,6 +8,7 @@ emulated`` runs just those).
 """
 
 import contextlib
+import os
 import shutil
 
 import kernel_build
@@ -109,5 +110,9 @@ def nvcc_build(tmp_path_factory):
     cmake = shutil.which("cmake")
     if cmake is None:
         pytest.fail("nvcc is installed but cmake is not (pip install cmake)")
-    directory = tmp_path_factory.mktemp("nvcc_build")
-    return kernel_build.build(directory, _module.kernels_dir(), nvcc, cmake)
+    # The session's directory, which pytest-xdist's worker processes share (each has
+    # its own basetemp below it): one of them builds, the others read its build.
+    session = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        session = session.parent
+    return kernel_build.build_once(session / "nvcc_build", _module.kernels_dir(), nvcc, cmake)

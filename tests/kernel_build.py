@@ -14,6 +14,8 @@ Run as a script (by CMake only): ``kernel_build.py <compile command...>``.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import json
 import os
 import re
 import shutil
@@ -68,6 +70,22 @@ class Build:
             log.name[: -len(suffix)] + ".cu": log.read_text()
             for log in sorted(self.directory.rglob("*" + suffix))
         }
+
+
+def build_once(directory: Path, kernels: Path, nvcc: str, cmake: str) -> Build:
+    """:func:`build` in ``directory`` unless a process of this test session (a
+    pytest-xdist worker) has built there already: the first one builds, the others
+    wait for it and read its result."""
+    directory.mkdir(parents=True, exist_ok=True)
+    result = directory / "build_result.json"
+    with open(directory / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if result.exists():
+            saved = json.loads(result.read_text())
+            return Build(directory, saved["returncode"], saved["output"])
+        done = build(directory, kernels, nvcc, cmake)
+        result.write_text(json.dumps({"returncode": done.returncode, "output": done.output}))
+        return done
 
 
 def build(directory: Path, kernels: Path, nvcc: str, cmake: str, jobs: int = 2) -> Build:

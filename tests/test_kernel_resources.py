@@ -33,10 +33,6 @@ from pathlib import Path
 import kernel_build
 import pytest
 
-# Read the nvcc build of test_kernels_compile.py's test_cmake_build_with_nvcc: under
-# pytest-xdist, one process builds it for both.
-pytestmark = pytest.mark.xdist_group("nvcc")
-
 BASELINE = Path(__file__).with_name("kernel_resources.json")
 UPDATE_COMMAND = "python tests/test_kernel_resources.py --update"
 FIELDS = ("registers", "spill_stores", "spill_loads", "stack_frame", "shared_memory")

@@ -90,7 +90,6 @@ def test_kernels_dir_found_from_environment(tmp_path, monkeypatch):
     assert _module.kernels_dir() == copy
 
 
-@pytest.mark.xdist_group("nvcc")
 def test_cmake_build_with_nvcc(nvcc_build):
     assert nvcc_build.ok, nvcc_build.messages()
     nm = shutil.which("nm")
