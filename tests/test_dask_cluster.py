@@ -23,6 +23,7 @@ if not sys.platform.startswith("linux"):
 MEMORY_LIMIT = 256 * 2**20
 NUMBA_MEMORY_LIMIT = 1024 * 2**20
 OUT_OF_CORE = 3.05 * MEMORY_LIMIT  # bytes of each large array
+COMPUTE_TIMEOUT = 300  # seconds; a run takes 10-25 s on 2 busy cores
 
 
 def _cluster(memory_limit):
@@ -114,8 +115,18 @@ class _Workers:
 
     def check(self):
         assert set(self.client.scheduler_info()["workers"]) == self.before
+        loaded = self.client.run(lambda: "numba" in __import__("sys").modules)
+        assert not any(loaded.values()), "the lean workers loaded numba"
         for address, used in self.client.run(_peak_rss).items():
             assert used < MEMORY_LIMIT, f"worker {address} peaked at {used / 2**20:.0f} MiB"
+
+
+def _compute(client, collections):
+    """``client.compute(collections)``'s results; a TimeoutError, not a hang, when a worker
+    paused at its memory limit stalls the computation."""
+    futures = client.compute(collections)
+    distributed.wait(futures, timeout=COMPUTE_TIMEOUT)
+    return client.gather(futures)
 
 
 def test_mse_out_of_core_gradient_to_zarr(lean_client, tmp_path):
@@ -129,8 +140,7 @@ def test_mse_out_of_core_gradient_to_zarr(lean_client, tmp_path):
                               compressors=[zarr.codecs.BloscCodec(cname="lz4", clevel=1)])
     workers = _Workers(lean_client)
     loss, grad = fl.mse_with_grad(pred, pred * 0.5, backend="numpy")
-    loss, _ = lean_client.compute([loss, da.store(grad, store, lock=False, compute=False)],
-                                  sync=True)
+    loss, _ = _compute(lean_client, [loss, da.store(grad, store, lock=False, compute=False)])
     workers.check()
 
     # Row i repeats row i % period: the float64 sum over one period of rows, times counts.
@@ -157,8 +167,8 @@ def test_vocabulary_parallel_cross_entropy_out_of_core(lean_client):
     assert logits.nbytes > 3 * MEMORY_LIMIT
     options = {"ignore_index": 7}  # smoothing and weights: tested on small arrays
     workers = _Workers(lean_client)
-    loss, grad = fl.softmax_cross_entropy_with_grad(logits, labels, **options)
-    loss, row_sums = lean_client.compute([loss, grad.sum(axis=1, dtype=np.float64)], sync=True)
+    loss, grad = fl.softmax_cross_entropy_with_grad(logits, labels, backend="numpy", **options)
+    loss, row_sums = _compute(lean_client, [loss, grad.sum(axis=1, dtype=np.float64)])
     workers.check()
 
     # Every row's loss in float64 from its own logits, built row block by row block.
