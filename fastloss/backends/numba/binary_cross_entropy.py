@@ -5,23 +5,17 @@ import math
 from numba import njit
 
 from fastloss.backends.numba import elementwise
+from fastloss.backends.numba._vector_math import log_clamped
 
 # PyTorch's floor of the gradient's denominator: 1e-12 as a float32.
 _EPSILON = 9.999999960041972e-13
 
 
 @njit(inline="always")
-def _clamped_log(value):
-    # PyTorch's clamp of log at -100, which keeps 0 * log 0 finite; NaN stays NaN.
-    result = math.log(value)
-    return -100.0 if result < -100.0 else result
-
-
-@njit(inline="always")
 def _binary_cross_entropy(probs, target, aux, param):
     if probs < 0.0 or probs > 1.0:
         return math.nan, math.nan
-    loss = -(target * _clamped_log(probs) + (1.0 - target) * _clamped_log(1.0 - probs))
+    loss = -(target * log_clamped(probs) + (1.0 - target) * log_clamped(1.0 - probs))
     spread = (1.0 - probs) * probs
     return loss, (probs - target) / (_EPSILON if spread < _EPSILON else spread)
 

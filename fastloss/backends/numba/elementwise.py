@@ -10,8 +10,9 @@ aux array), ``param`` the loss's scalar option.
 
 The kernel functions below are templates: :func:`fused` compiles a copy of
 them per functor, whose globals name that functor. Each copy is cached on
-disk under a name that carries a digest of the functor's file, because
-Numba's cache notices edits to this file only.
+disk under a name that carries a digest of the functor's file and of the
+backend's shared files (``_vector_math`` and what it uses), because Numba's
+cache notices edits to this file only.
 """
 
 import hashlib
@@ -205,6 +206,8 @@ def _kernel(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
     return total / divisor
 
 
+_SHARED_SOURCES = tuple(Path(__file__).with_name(name)
+                        for name in ("_vector_math.py", "softmax_cross_entropy.py"))
 _TEMPLATES = ((_chunk, dict(inline="always")), (_block_sum, dict()), (_block_of, dict()))
 
 
@@ -228,8 +231,10 @@ def fused(pair, scale: float):
     as ``(scale / divisor) * (weight * slope)``, rounded once) and ``weight *
     loss`` to ``loss_out`` when they are given.
     """
-    source = Path(inspect.getfile(pair.py_func)).read_bytes()
-    tag = f"{pair.__name__.strip('_')}_{hashlib.sha256(source).hexdigest()[:12]}"
+    digest = hashlib.sha256(Path(inspect.getfile(pair.py_func)).read_bytes())
+    for shared in _SHARED_SOURCES:
+        digest.update(shared.read_bytes())
+    tag = f"{pair.__name__.strip('_')}_{digest.hexdigest()[:12]}"
     serial, parallel = _compile(pair, tag)
 
     def backend_function(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
