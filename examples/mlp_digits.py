@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 import fastloss
+from fastloss import _registry
 
 
 def array_module(backend: str):
@@ -186,6 +187,9 @@ def main(argv=None) -> dict:
                         help="time crysx_nn's Jacobian path against the fused gradient and exit")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
+    available, reason = _registry.backend_status(args.backend)
+    if not available:
+        parser.error(f"--backend {args.backend} cannot run here: {reason}")
 
     if args.compare_jacobian:
         rows = compare_jacobian([(32, 10), (1024, 10), (8192, 10), (1024, 100)], args.repeats)

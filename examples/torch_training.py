@@ -84,6 +84,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this PyTorch sees no CUDA device")
 
     torch_curve = train(F.cross_entropy, args, device, dtype)
     fastloss_curve = train(fltorch.cross_entropy, args, device, dtype)

@@ -67,6 +67,23 @@ def check_int(value, name: str) -> int:
     return int(value)
 
 
+def check_probability_target(target, logits_shape) -> None:
+    """A floating-point cross-entropy ``target`` must be class probabilities of the
+    logits' shape: TypeError for a 1-D one (class indices given as floats), else
+    ValueError for another shape."""
+    if target.ndim == 1:
+        raise TypeError(
+            f"target of shape {target.shape} holds class indices, which must be integers; "
+            f"got dtype {target.dtype} (convert with target.astype('int64'), or give class "
+            f"probabilities of the logits' shape {tuple(logits_shape)})"
+        )
+    if target.shape != tuple(logits_shape):
+        raise ValueError(
+            f"target of class probabilities must have the shape of logits "
+            f"{tuple(logits_shape)}; got {target.shape}"
+        )
+
+
 def check_probability(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1]; got {value!r}")

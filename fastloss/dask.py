@@ -382,11 +382,7 @@ def _ce_target(target, logits, chosen):
         return target.rechunk((logits.chunks[0],)), "i"
     if target.dtype.kind == "f" or target.dtype.name == "bfloat16":
         _registry.backend(chosen).check_float(target, "target")
-        if target.shape != logits.shape:
-            raise ValueError(
-                "target of class probabilities must have the shape of logits "
-                f"{logits.shape}; got {target.shape}"
-            )
+        v.check_probability_target(target, logits.shape)
         return target.rechunk(logits.chunks), "ij"
     raise TypeError(
         "target must be integer class indices of shape (N,) or floating-point class "

@@ -423,6 +423,8 @@ def test_bad_inputs_name_the_argument():
         fl.softmax_cross_entropy(logits, np.zeros(5, int))
     with pytest.raises(ValueError, match="logits must be 2-D"):
         fl.softmax_cross_entropy(da.zeros(3), labels[:3])
+    with pytest.raises(TypeError, match="holds class indices, which must be integers"):
+        fl.softmax_cross_entropy(logits, np.zeros(4))
     with pytest.raises(TypeError, match="target must be integer class indices"):
         fl.softmax_cross_entropy(logits, np.zeros(4, bool))
     with pytest.raises(ValueError, match=r"weight must have shape \(k,\)"):

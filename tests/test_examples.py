@@ -59,3 +59,16 @@ def test_torch_training_curves_agree():
     assert len(result["torch"]) == len(result["fastloss"]) == 100
     assert result["difference"] < 1e-5
     assert np.isfinite(list(result["times"].values())).all()
+
+
+@pytest.mark.skipif(_cupy_available(), reason="a CUDA device is present")
+def test_examples_without_a_gpu_exit_with_one_line(capsys):
+    pytest.importorskip("torch", reason="the example trains a PyTorch model")
+    for name, argv, message in [
+        ("mlp_digits", ["--backend", "cuda"], "--backend cuda cannot run here: no CUDA device"),
+        ("torch_training", ["--device", "cuda"], "--device cuda: this PyTorch sees no CUDA"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            load(name).main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

@@ -239,6 +239,8 @@ def test_bad_inputs_name_the_argument():
         (ValueError, r"target.*\(N,\)", lambda: call(logits, labels[:3])),
         (ValueError, r"target.*\(N,\)", lambda: call(logits, labels.reshape(2, 2))),
         (ValueError, "target.*probabilities", lambda: call(logits, probs[:, :4])),
+        (TypeError, r"target of shape \(4,\) holds class indices, which must be integers",
+         lambda: call(logits, labels.astype(np.float32))),
         (TypeError, "target", lambda: call(logits, labels.astype(bool))),
         (TypeError, "logits", lambda: call(logits.astype(np.int64), labels)),
         (ValueError, "logits.*2-D", lambda: call(logits[0], labels[0])),

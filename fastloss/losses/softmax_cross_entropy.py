@@ -41,11 +41,7 @@ def _host_labels(labels, weight, classes, ignore_index, backend):
 
 def _probabilities(target, logits, work, backend, xp):
     backend.check_float(target, "target")
-    if target.shape != logits.shape:
-        raise ValueError(
-            f"target of class probabilities must have the shape of logits {logits.shape}; "
-            f"got {target.shape}"
-        )
+    v.check_probability_target(target, logits.shape)
     return xp.ascontiguousarray(target, dtype=work)
 
 
