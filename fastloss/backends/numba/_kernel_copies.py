@@ -12,6 +12,8 @@ import types
 
 from numba import njit
 
+from fastloss.backends.numba._threading import serialised
+
 
 def copy(function, namespace: dict, qualname: str):
     """``function`` with its globals looked up in ``namespace``, named ``qualname``
@@ -23,11 +25,13 @@ def copy(function, namespace: dict, qualname: str):
 
 
 def serial_and_parallel(function, namespace: dict, tag: str = ""):
-    """``(serial, parallel)``: ``function`` compiled without and with ``parallel=True``."""
+    """``(serial, parallel)``: ``function`` compiled without and with ``parallel=True``
+    (the threaded copy behind a lock where Numba's threading layer needs one)."""
     name = function.__name__ + (f"__{tag}" if tag else "")
-    return tuple(
+    serial, parallel = (
         njit(cache=True, error_model="numpy", parallel=parallel)(
             copy(function, namespace, f"{name}__{'parallel' if parallel else 'serial'}")
         )
         for parallel in (False, True)
     )
+    return serial, serialised(parallel)

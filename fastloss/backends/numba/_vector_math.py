@@ -9,7 +9,7 @@ over lanes vectorises. The bit-level primitives and ``log`` are cross-entropy's
 import numpy as np
 from numba import njit
 
-from fastloss.backends.numba.softmax_cross_entropy import _bits_float, _fma, _float_bits
+from fastloss.backends.numba.softmax_cross_entropy import _bits_float, _float_bits, _fma
 from fastloss.backends.numba.softmax_cross_entropy import _log as log
 
 # Below -746 every result rounds to 0; the clamp keeps 2**n within two normal factors.

@@ -1,0 +1,76 @@
+"""Numba's threading layer: one that survives ``fork()`` and calls from several Python threads.
+
+Numba's default layer on Linux is GNU OpenMP, whose runtime aborts a child
+forked after the parent used it (``multiprocessing``'s "fork", PyTorch
+DataLoader workers, gunicorn). Intel TBB is both fork-safe and thread-safe,
+and fastloss depends on its wheel where PyPI has one (x86-64). The wheel puts
+``libtbb`` in ``<prefix>/lib``, off the loader's path, so it is loaded here
+before Numba looks for it.
+
+Where TBB cannot load, the layer is ``workqueue``: fork-safe, but it aborts when
+two Python threads launch kernels at once, so :func:`serialised` gives the
+threaded kernels a lock. A layer the user chose (``NUMBA_THREADING_LAYER``, or
+``numba.config.THREADING_LAYER`` set before fastloss's first threaded call) is
+kept, as is the one already running if Numba has started its threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.metadata
+import threading
+
+import numba
+from numba.np.ufunc import parallel as _numba_parallel
+
+# Layers that take concurrent launches from several Python threads.
+_THREAD_SAFE = ("tbb", "omp", "safe", "threadsafe")
+_TBB_LIBRARIES = ("libtbb.so.12", "libtbb.12.dylib", "tbb12.dll")
+
+
+def _load_tbb() -> bool:
+    """Loads the tbb wheel's library for Numba's TBB layer; whether that layer can now load."""
+    try:
+        files = importlib.metadata.files("tbb") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name in _TBB_LIBRARIES:
+            try:
+                ctypes.CDLL(str(file.locate()), mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            break
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _choose() -> str:
+    """Sets Numba's layer unless chosen or running already; returns the layer's name."""
+    if _numba_parallel._is_initialized:
+        return numba.threading_layer()
+    if numba.config.THREADING_LAYER != "default":
+        return numba.config.THREADING_LAYER
+    numba.config.THREADING_LAYER = "tbb" if _load_tbb() else "workqueue"
+    return numba.config.THREADING_LAYER
+
+
+LAYER = _choose()
+_launch_lock = threading.Lock()
+
+
+def serialised(kernel):
+    """``kernel`` (a threaded Numba kernel), behind a lock where the layer is not thread-safe."""
+    if LAYER in _THREAD_SAFE:
+        return kernel
+
+    @functools.wraps(kernel.py_func)
+    def one_at_a_time(*args):
+        with _launch_lock:
+            return kernel(*args)
+
+    return one_at_a_time

@@ -1,0 +1,92 @@
+"""The numba backend in forked and spawned workers and under concurrent Python threads.
+
+Every case runs the threaded kernels (inputs above the serial size) and must give the bits of
+a plain call in this process. The thread counts 1, 2 and 4 (``NUMBA_NUM_THREADS``) are
+``test_numba_kernels.test_same_bits_at_any_thread_count``.
+"""
+
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastloss as fl
+
+pytest.importorskip("numba")
+
+ROWS, CLASSES = 600, 1000  # 600 000 elements: the threaded kernels of both families
+
+
+def _inputs():
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((ROWS, CLASSES)) * 3).astype(np.float32)
+    labels = rng.integers(0, CLASSES, ROWS)
+    target = rng.standard_normal((ROWS, CLASSES)).astype(np.float32)
+    return logits, labels, target
+
+
+def _bits(_=None) -> tuple[bytes, ...]:
+    """Losses and gradients of MSE and cross-entropy, as bytes."""
+    logits, labels, target = _inputs()
+    mse, mse_grad = fl.mse_with_grad(logits, target, backend="numba")
+    ce, ce_grad = fl.softmax_cross_entropy_with_grad(logits, labels, backend="numba")
+    return tuple(np.asarray(a).tobytes() for a in (mse, mse_grad, ce, ce_grad))
+
+
+@pytest.fixture(scope="module")
+def parent_bits():
+    return _bits()  # also starts Numba's threads in this process before any fork
+
+
+def test_default_layer_is_fork_and_thread_safe(parent_bits):
+    import numba
+
+    layer = numba.threading_layer()
+    if platform.machine() in ("x86_64", "AMD64") and "NUMBA_THREADING_LAYER" not in os.environ:
+        assert layer == "tbb"
+    else:
+        assert layer in ("tbb", "workqueue", "omp")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pool_children_give_the_parents_bits(parent_bits, method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method!r} start method on {sys.platform}")
+    with multiprocessing.get_context(method).Pool(2) as pool:
+        results = pool.map_async(_bits, range(4)).get(timeout=120)
+    assert all(result == parent_bits for result in results)
+
+
+def test_eight_threads_at_once_give_the_serial_bits(parent_bits):
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(_bits, range(16)))
+    assert all(result == parent_bits for result in results)
+
+
+_CONCURRENT_SCRIPT = """
+from concurrent.futures import ThreadPoolExecutor
+import numba, test_threading
+serial = test_threading._bits()
+with ThreadPoolExecutor(8) as pool:
+    assert all(r == serial for r in pool.map(test_threading._bits, range(16)))
+print(numba.threading_layer())
+"""
+
+
+def test_workqueue_layer_serialises_concurrent_calls():
+    # Numba's workqueue layer aborts the process when two threads launch at once;
+    # fastloss's lock (used when TBB cannot load) must keep that from happening.
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).parent), str(Path(__file__).parents[1]),
+                      env.get("PYTHONPATH")]))
+    completed = subprocess.run([sys.executable, "-c", _CONCURRENT_SCRIPT], env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split()[-1] == "workqueue"
