@@ -88,7 +88,7 @@ def check_probability(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1]; got {value!r}")
     value = float(value)
-    if not 0.0 <= value <= 1.0 or math.isnan(value):
+    if not 0.0 <= value <= 1.0:  # NaN too
         raise ValueError(f"{name} must be in [0, 1]; got {value}")
     return value
 
@@ -98,7 +98,8 @@ def check_real(value, name: str, *, minimum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r}")
     value = float(value)
-    if not math.isfinite(value) or (minimum is not None and value < minimum):
+    # Comparisons, not math.isfinite: torch.compile traces them on symbolic floats.
+    if not -math.inf < value < math.inf or (minimum is not None and value < minimum):
         bound = "" if minimum is None else f" >= {minimum:g}"
         raise ValueError(f"{name} must be a finite number{bound}; got {value}")
     return value

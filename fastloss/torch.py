@@ -27,7 +27,16 @@ the loss alone.
   and target of different shapes for the elementwise losses (PyTorch would
   broadcast), a gradient with respect to cross-entropy's probability target
   or to the target or weights of the BCE losses, double
-  backward (``create_graph=True``), and devices other than CPU and CUDA.
+  backward (``create_graph=True``), and devices other than CPU and CUDA
+  (meta tensors give the results' shapes only).
+
+Each loss is a ``torch.library.custom_op`` (``fastloss::cross_entropy``,
+``fastloss::mse_loss``, ...) with a fake implementation and an autograd
+formula, so ``torch.compile`` (``fullgraph=True``, ``dynamic=True``) traces
+it without a graph break. Under ``torch.autocast`` it computes in float32,
+as PyTorch's own losses do (also binary cross-entropy of probabilities,
+which PyTorch refuses under CUDA autocast). ``vocab_parallel_cross_entropy``
+(collectives) is not a custom op.
 
 This module imports torch; ``import fastloss`` alone never does.
 """
@@ -167,6 +176,16 @@ def _check_float_input(input: torch.Tensor) -> None:
         )
 
 
+def _kernel_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype ``tensor`` reaches the kernels in: float32 for a half or float32
+    tensor under autocast on its device (as PyTorch's own losses), else its own."""
+    device = tensor.device.type
+    if (tensor.dtype != torch.float64 and device in ("cpu", "cuda")
+            and torch.is_autocast_enabled(device)):
+        return torch.float32
+    return tensor.dtype
+
+
 def _refuse_double_backward(name: str) -> None:
     # Under create_graph=True a constant gradient would silently drop this
     # loss's second derivative from any higher-order gradient.
@@ -203,7 +222,7 @@ def _elementwise_arguments(name, input, target, reduction, weights):
             f"target must have the shape of input {tuple(input.shape)}; got {tuple(target.shape)} "
             "(fastloss does not broadcast: expand the target explicitly if that is meant)"
         )
-    if target.dtype != input.dtype:
+    if _kernel_dtype(target) != _kernel_dtype(input):
         raise TypeError(f"target must have input's dtype {input.dtype}; got {target.dtype}")
     _check_device(target, "target", input.device)
     if name not in _OF_DIFFERENCE and torch.is_grad_enabled() and target.requires_grad:
@@ -223,48 +242,126 @@ def _elementwise_arguments(name, input, target, reduction, weights):
     return _validate.check_reduction(reduction)
 
 
-def _elementwise_forward(name, input, target, reduction, options, weights, with_grad):
+# Each loss is a ``torch.library.custom_op`` (``fastloss::<functional name>``)
+# returning ``(loss, grad)``: torch.compile traces it as one opaque node from
+# its fake implementation, the backward only scales the saved gradient, and
+# autocast computes it in float32, as PyTorch's own losses do. A plain eager
+# call (no compiling, no autocast, a plain CPU or CUDA tensor) runs the same
+# computation and formula through a torch.autograd.Function instead: the
+# op's Python dispatch costs about 50 us a forward and backward, more than
+# the kernels at small sizes. ``with_grad=False`` (no gradient wanted)
+# computes the loss alone and returns an empty gradient.
+
+
+def _loss_and_grad(input, with_grad, compute):
+    """``(loss, grad)`` tensors from ``compute(array, out)`` on ``input``'s device:
+    ``array`` views a tensor as the backend's array, ``out`` is the gradient's
+    array (None: the loss alone) and the result is fastloss's loss."""
     with _Bridge(input) as bridge:
-        pred, tgt = bridge.array(input), bridge.array(target)
-        arrays = {option: bridge.array(weight.detach().to(input.dtype))
-                  for option, weight in weights.items() if weight is not None}
         if not with_grad:
-            loss = getattr(fastloss, name)(pred, tgt, reduction=reduction, **options, **arrays)
-            return bridge.tensor(loss), None
+            return bridge.tensor(compute(bridge.array, None)), input.new_empty(0)
         grad, grad_array = bridge.empty_grad(input)
-        loss, _ = getattr(fastloss, f"{name}_with_grad")(
-            pred, tgt, reduction=reduction, out=grad_array, **options, **arrays
-        )
+        loss = compute(bridge.array, grad_array)
         return bridge.tensor(loss), bridge.grad_tensor(grad)
 
 
-class _ElementwiseFunction(torch.autograd.Function):
+def _plain_eager(input: torch.Tensor) -> bool:
+    device = input.device.type
+    return (type(input) in (torch.Tensor, torch.nn.Parameter) and device in ("cpu", "cuda")
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(device))
+
+
+class _Op:
+    """A loss as a custom op, and as a torch.autograd.Function for plain eager calls.
+
+    ``compute(input, ..., with_grad)`` gives ``(loss, grad)``, ``fake`` their
+    shapes, and ``grads(grad, grad_output, needs_input_grad)`` the gradients
+    of every argument of ``compute`` from the saved ``grad``.
+    """
+
+    def __init__(self, name: str, compute, fake, grads):
+        self.name, self.compute, self.grads = name, compute, grads
+        self.op = torch.library.custom_op(f"fastloss::{name}", compute, mutates_args=())
+        self.op.register_fake(fake)
+        self.op.register_autograd(self._op_backward, setup_context=_save_grad)
+        for device_type in ("cpu", "cuda"):
+            torch.library.register_autocast(self.op, device_type, torch.float32)
+
+    def _op_backward(self, ctx, grad_output, _):
+        _refuse_double_backward(self.name)
+        return self.grads(ctx.saved_tensors[0], grad_output, ctx.needs_input_grad)
+
+    def __call__(self, input: torch.Tensor, *args) -> torch.Tensor:
+        """The loss of ``compute(input, *args)``, differentiable when ``with_grad``."""
+        if not _plain_eager(input):
+            return self.op(input, *args)[0]
+        if args[-1]:
+            return _EagerFunction.apply(self, input, *args)
+        return self.compute(input, *args)[0]
+
+
+def _save_grad(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.mark_non_differentiable(output[1])
+
+
+class _EagerFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, target, name, reduction, options, weights):
-        loss, grad = _elementwise_forward(name, input, target, reduction, options, weights,
-                                          with_grad=True)
+    def forward(ctx, op, *args):
+        loss, grad = op.compute(*args)
         ctx.save_for_backward(grad)
-        ctx.name = name
+        ctx.op = op
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        _refuse_double_backward(_FUNCTIONAL_NAMES[ctx.name])
-        (grad,) = ctx.saved_tensors
+        _refuse_double_backward(ctx.op.name)
+        grads = ctx.op.grads(ctx.saved_tensors[0], grad_output, ctx.needs_input_grad[1:])
+        return None, *grads
+
+
+# The option a loss's single float argument stands for.
+_OPTION = {"smooth_l1": "beta", "huber": "delta"}
+
+
+def _elementwise_op(name: str):
+    """The custom op of elementwise loss ``name``."""
+    def compute(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                pos_weight: torch.Tensor | None, reduction: str, option: float,
+                with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        options = {_OPTION[name]: option} if name in _OPTION else {}
+
+        def run(array, out):
+            for key, value in (("weight", weight), ("pos_weight", pos_weight)):
+                if value is not None:
+                    options[key] = array(value.detach().to(input.dtype))
+            if out is None:
+                return getattr(fastloss, name)(array(input), array(target), reduction=reduction,
+                                               **options)
+            return getattr(fastloss, f"{name}_with_grad")(
+                array(input), array(target), reduction=reduction, out=out, **options)[0]
+
+        return _loss_and_grad(input, with_grad, run)
+
+    def fake(input, target, weight, pos_weight, reduction, option, with_grad):
+        loss = input.new_empty(input.shape if reduction == "none" else ())
+        return loss, input.new_empty(input.shape if with_grad else (0,))
+
+    def grads(grad, grad_output, needs_input_grad):
         grad_input = _scale(grad, grad_output)
-        grad_target = -grad_input if ctx.needs_input_grad[1] else None
-        grad_input = grad_input if ctx.needs_input_grad[0] else None
-        return grad_input, grad_target, None, None, None, None
+        grad_target = -grad_input if needs_input_grad[1] else None
+        return grad_input, grad_target, None, None, None, None, None
+
+    return _Op(_FUNCTIONAL_NAMES[name], compute, fake, grads)
 
 
-def _elementwise(name, input, target, reduction, options=None, **weights):
+def _elementwise(name, input, target, reduction, option=0.0, weight=None, pos_weight=None):
     """``name``'s loss of tensors, through autograd when a gradient may be needed."""
-    reduction = _elementwise_arguments(name, input, target, reduction, weights)
-    options = options or {}
-    if torch.is_grad_enabled() and (input.requires_grad or target.requires_grad):
-        return _ElementwiseFunction.apply(input, target, name, reduction, options, weights)
-    return _elementwise_forward(name, input, target, reduction, options, weights,
-                                with_grad=False)[0]
+    reduction = _elementwise_arguments(name, input, target, reduction,
+                                       {"weight": weight, "pos_weight": pos_weight})
+    with_grad = torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)
+    return _ELEMENTWISE_OPS[name](input, target, weight, pos_weight, reduction, float(option),
+                                  with_grad)
 
 
 _FUNCTIONAL_NAMES = {
@@ -272,6 +369,7 @@ _FUNCTIONAL_NAMES = {
     "binary_cross_entropy_with_logits": "binary_cross_entropy_with_logits",
     "binary_cross_entropy": "binary_cross_entropy",
 }
+_ELEMENTWISE_OPS = {name: _elementwise_op(name) for name in _FUNCTIONAL_NAMES}
 _SHARED = """
     ``input`` and ``target``: tensors of the same shape, floating dtype and
     device (CPU or CUDA); no broadcasting. ``reduction``: ``"mean"``,
@@ -298,13 +396,13 @@ def l1_loss(
 def smooth_l1_loss(
     input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean", beta: float = 1.0
 ) -> torch.Tensor:
-    return _elementwise("smooth_l1", input, target, reduction, {"beta": beta})
+    return _elementwise("smooth_l1", input, target, reduction, beta)
 
 
 def huber_loss(
     input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0
 ) -> torch.Tensor:
-    return _elementwise("huber", input, target, reduction, {"delta": delta})
+    return _elementwise("huber", input, target, reduction, delta)
 
 
 def binary_cross_entropy_with_logits(
@@ -383,7 +481,7 @@ def _cross_entropy_arguments(input, target, weight, reduction):
                 f"probability target must have the shape of input {tuple(input.shape)}; "
                 f"got {tuple(target.shape)}"
             )
-        if target.dtype != input.dtype:
+        if _kernel_dtype(target) != _kernel_dtype(input):
             raise TypeError(
                 f"probability target must have input's dtype {input.dtype}; got {target.dtype}"
             )
@@ -409,37 +507,39 @@ def _cross_entropy_arguments(input, target, weight, reduction):
     return input, target
 
 
-def _cross_entropy_forward(input, target, weight, options, with_grad):
-    with _Bridge(input) as bridge:
-        logits, tgt = bridge.array(input), bridge.array(target)
+def _cross_entropy_compute(input: torch.Tensor, target: torch.Tensor,
+                           weight: torch.Tensor | None, ignore_index: int, reduction: str,
+                           label_smoothing: float,
+                           with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    options = {"ignore_index": ignore_index, "reduction": reduction,
+               "label_smoothing": label_smoothing}
+
+    def run(array, out):
         # The kernels take float64 weights; (C,) is too small for the copy to matter.
-        weights = None if weight is None else bridge.array(weight.detach().double())
-        if not with_grad:
-            loss = fastloss.softmax_cross_entropy(logits, tgt, weight=weights, **options)
-            return bridge.tensor(loss), None
-        grad, grad_array = bridge.empty_grad(input)
-        loss, _ = fastloss.softmax_cross_entropy_with_grad(
-            logits, tgt, weight=weights, out=grad_array, **options
-        )
-        return bridge.tensor(loss), bridge.grad_tensor(grad)
+        weights = None if weight is None else array(weight.detach().double())
+        if out is None:
+            return fastloss.softmax_cross_entropy(array(input), array(target), weight=weights,
+                                                  **options)
+        return fastloss.softmax_cross_entropy_with_grad(array(input), array(target),
+                                                        weight=weights, out=out, **options)[0]
+
+    return _loss_and_grad(input, with_grad, run)
 
 
-class _CrossEntropyFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, target, weight, options):
-        loss, grad = _cross_entropy_forward(input, target, weight, options, with_grad=True)
-        ctx.save_for_backward(grad)
-        ctx.per_row = options["reduction"] == "none"
-        return loss
+def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_smoothing,
+                        with_grad):
+    loss = input.new_empty(input.shape[:1] if reduction == "none" else ())
+    return loss, input.new_empty(input.shape if with_grad else (0,))
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        _refuse_double_backward("cross_entropy")
-        (grad,) = ctx.saved_tensors
-        if ctx.per_row:
-            # The stored gradient is that of the sum of the row losses.
-            grad_output = grad_output.unsqueeze(-1)
-        return _scale(grad, grad_output), None, None, None
+
+def _cross_entropy_grads(grad, grad_output, needs_input_grad):
+    if grad_output.dim() == 1:  # reduction="none": the stored gradient is that of the sum
+        grad_output = grad_output.unsqueeze(-1)
+    return _scale(grad, grad_output), None, None, None, None, None, None
+
+
+_CROSS_ENTROPY = _Op("cross_entropy", _cross_entropy_compute, _cross_entropy_fake,
+                     _cross_entropy_grads)
 
 
 def cross_entropy(
@@ -466,17 +566,11 @@ def cross_entropy(
     """
     squeeze = isinstance(input, torch.Tensor) and input.dim() == 1
     input2d, target2d = _cross_entropy_arguments(input, target, weight, reduction)
-    options = {
-        "reduction": reduction,
-        "ignore_index": _validate.check_int(ignore_index, "ignore_index"),
-        "label_smoothing": _validate.check_probability(
-            label_smoothing, "label_smoothing"
-        ),
-    }
-    if torch.is_grad_enabled() and input.requires_grad:
-        loss = _CrossEntropyFunction.apply(input2d, target2d, weight, options)
-    else:
-        loss = _cross_entropy_forward(input2d, target2d, weight, options, with_grad=False)[0]
+    loss = _CROSS_ENTROPY(
+        input2d, target2d, weight, _validate.check_int(ignore_index, "ignore_index"), reduction,
+        _validate.check_probability(label_smoothing, "label_smoothing"),
+        torch.is_grad_enabled() and input.requires_grad,
+    )
     return loss.squeeze(0) if squeeze and reduction == "none" else loss
 
 
