@@ -28,10 +28,7 @@ from typing import Any
 
 import numpy as np
 
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import peers  # noqa: E402
+from fastloss.bench import peers
 
 SCHEMA = "fastloss-bench/1"
 # Every loss also runs LATENCY_SIZES, and its row-width sweep (its spec's sweep).
@@ -182,12 +179,19 @@ def selected_impls(loss: str, op: str, device: str, args) -> list[peers.Impl]:
 
 
 def not_run(args) -> list[str]:
-    """``"name (device): reason"`` for each wanted contender that cannot run here."""
-    return sorted({
+    """One line per wanted contender, unavailable backend or output that cannot be made here:
+    ``"name (device): reason"``, the reason naming what to install where a package is missing."""
+    lines = {
         f"{impl.name} ({impl.device}): {impl.missing}"
         for device in run_devices(args) for loss in args.losses for op in args.ops
         for impl in peers.implementations(loss, op, device) if impl.missing and wanted(impl, args)
-    })
+    }
+    lines |= {f"fastloss[{name}] ({peers.backend_device(name)}): {reason}"
+              for name, (ok, reason) in peers.backend_status().items() if not ok}
+    no_plot = args.plot and peers.missing_module("matplotlib")
+    if no_plot:
+        lines.add(f"--plot {args.plot}: {no_plot}")
+    return sorted(lines)
 
 
 def run_devices(args) -> list[str]:
@@ -666,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nnot run here:\n" + "\n".join(f"  {line}" for line in skipped))
     if args.json:
         write_json(args.json, rows, skipped, args)
-    if args.plot:
+    if args.plot and not peers.missing_module("matplotlib"):
         write_plot(args.plot, rows, sweeps, tiny)
     return 0
 

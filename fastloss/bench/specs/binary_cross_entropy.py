@@ -1,15 +1,10 @@
 """Binary cross-entropy of probabilities: ``binary_cross_entropy_with_grad`` against the NumPy
 expression, PyTorch and the memory floor.
-
-    pytest bench/bench_binary_cross_entropy.py --benchmark-group-by=group
 """
 
-import peers
+from fastloss.bench import peers
 
 LOSS = "binary_cross_entropy"
-OPS = ("fused",)
-SHAPES = [(32768, 1024), (256, 1024)]
-SMOKE_SHAPES = [(3, 37)]
 
 
 def make(xp, rng, shape):
@@ -27,7 +22,3 @@ def expression_grad(xp, probs, target):
 
 SPEC = peers.elementwise_spec(LOSS, make, bce, expression_grad,
                               lambda F, probs, target: F.binary_cross_entropy(probs, target))
-
-
-def test_binary_cross_entropy(benchmark, case, run_case):
-    run_case(benchmark, case)

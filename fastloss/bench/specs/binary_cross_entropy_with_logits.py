@@ -1,16 +1,11 @@
 """Binary cross-entropy of logits against soft targets in [0, 1]:
 ``binary_cross_entropy_with_logits_with_grad`` against the NumPy expression, PyTorch and the
 memory floor.
-
-    pytest bench/bench_binary_cross_entropy_with_logits.py --benchmark-group-by=group
 """
 
-import peers
+from fastloss.bench import peers
 
 LOSS = "binary_cross_entropy_with_logits"
-OPS = ("fused",)
-SHAPES = [(32768, 1024), (256, 1024)]
-SMOKE_SHAPES = [(3, 37)]
 
 
 def make(xp, rng, shape):
@@ -31,7 +26,3 @@ SPEC = peers.elementwise_spec(
     LOSS, make, bce_with_logits, expression_grad,
     lambda F, logits, target: F.binary_cross_entropy_with_logits(logits, target),
 )
-
-
-def test_binary_cross_entropy_with_logits(benchmark, case, run_case):
-    run_case(benchmark, case)

@@ -1,15 +1,10 @@
 """Hinge loss (margin 1, targets -1/+1): ``hinge_with_grad`` against the NumPy expression,
 PyTorch (``relu(1 - t x)`` with autograd; it has no elementwise hinge) and the memory floor.
-
-    pytest bench/bench_hinge.py --benchmark-group-by=group
 """
 
-import peers
+from fastloss.bench import peers
 
 LOSS = "hinge"
-OPS = ("fused",)
-SHAPES = [(32768, 1024), (256, 1024)]
-SMOKE_SHAPES = [(3, 37)]
 
 
 def make(xp, rng, shape):
@@ -27,7 +22,3 @@ def expression_grad(xp, scores, target):
 
 SPEC = peers.elementwise_spec(LOSS, make, hinge, expression_grad,
                               lambda F, scores, target: F.relu(1 - target * scores).mean())
-
-
-def test_hinge(benchmark, case, run_case):
-    run_case(benchmark, case)

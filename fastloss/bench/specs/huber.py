@@ -1,15 +1,10 @@
 """Huber loss (delta = 1): ``huber_with_grad`` against the NumPy expression, PyTorch and the
 memory floor.
-
-    pytest bench/bench_huber.py --benchmark-group-by=group
 """
 
-import peers
+from fastloss.bench import peers
 
 LOSS = "huber"
-OPS = ("fused",)
-SHAPES = [(32768, 1024), (256, 1024)]
-SMOKE_SHAPES = [(3, 37)]
 DELTA = 1.0
 
 
@@ -26,7 +21,3 @@ def expression_grad(xp, pred, target):
 SPEC = peers.elementwise_spec(LOSS, peers.normal_pair, huber, expression_grad,
                               lambda F, pred, target: F.huber_loss(pred, target, delta=DELTA),
                               options={"delta": DELTA})
-
-
-def test_huber(benchmark, case, run_case):
-    run_case(benchmark, case)

@@ -1,17 +1,12 @@
-"""Mean squared error: ``mse_with_grad`` and ``mse`` against their peers and the memory floor,
-from a tiny batch (where a call's fixed cost is most of its time) to 32M elements.
-
-    pytest bench/bench_mse.py --benchmark-group-by=group
-"""
+"""Mean squared error: ``mse_with_grad`` and ``mse`` against the NumPy expression, PyTorch, the
+seeds' crysx_nn-style functions and the memory floor."""
 
 import numpy as np
-import peers
 from numba import njit, prange
 
+from fastloss.bench import peers
+
 LOSS = "mse"
-OPS = ("fused", "forward")
-SHAPES = [(64, 10), (32768, 1024), (256, 1024)]
-SMOKE_SHAPES = [(3, 37)]
 
 
 def squared_error(xp, pred, target):
@@ -95,7 +90,3 @@ SPEC = peers.elementwise_spec(
         peers.Peer("crysx-cupy", _crysx("cupy"), devices=("cuda",)),
     ),
 )
-
-
-def test_mse(benchmark, case, run_case):
-    run_case(benchmark, case)

@@ -1,15 +1,10 @@
 """Smooth L1 loss (beta = 1): ``smooth_l1_with_grad`` against the NumPy expression, PyTorch and
 the memory floor.
-
-    pytest bench/bench_smooth_l1.py --benchmark-group-by=group
 """
 
-import peers
+from fastloss.bench import peers
 
 LOSS = "smooth_l1"
-OPS = ("fused",)
-SHAPES = [(32768, 1024), (256, 1024)]
-SMOKE_SHAPES = [(3, 37)]
 
 
 def smooth_l1(xp, pred, target):
@@ -25,7 +20,3 @@ def expression_grad(xp, pred, target):
 
 SPEC = peers.elementwise_spec(LOSS, peers.normal_pair, smooth_l1, expression_grad,
                               lambda F, pred, target: F.smooth_l1_loss(pred, target))
-
-
-def test_smooth_l1(benchmark, case, run_case):
-    run_case(benchmark, case)

@@ -1,19 +1,14 @@
 """Softmax cross-entropy with integer labels: ``softmax_cross_entropy_with_grad`` against its
-peers and the memory floor, at a tiny batch, at long rows, and over the row width k at a fixed
-number of logits (``CLASS_SWEEP``).
-
-    pytest bench/bench_softmax_cross_entropy.py --benchmark-group-by=group
-"""
+peers and the memory floor, also over the row width k at a fixed number of logits
+(``CLASS_SWEEP``)."""
 
 import numpy as np
-import peers
 from numba import njit
 
+from fastloss.bench import peers
+
 LOSS = "softmax_cross_entropy"
-OPS = ("fused",)
 CLASS_SWEEP = (2, 10, 100, 1000, 32000, 128000)
-SHAPES = [(64, 10), (4096, 32000), (256, 4096), *peers.sweep_shapes(CLASS_SWEEP)]
-SMOKE_SHAPES = [(3, 37), (65, 3)]
 
 
 def make(xp, rng, shape):
@@ -190,7 +185,3 @@ SPEC = peers.Spec(
     peers=(_crysx_peer("cpu"), _crysx_peer("cuda"),
            peers.Peer("liger", _liger, devices=("cuda",), needs=("torch", "liger_kernel"))),
 )
-
-
-def test_softmax_cross_entropy(benchmark, case, run_case):
-    run_case(benchmark, case)

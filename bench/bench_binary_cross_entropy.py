@@ -1,0 +1,14 @@
+"""Binary cross-entropy of probabilities: ``binary_cross_entropy_with_grad`` against its
+peers and the memory floor, at (32768, 1024) and (256, 1024) (the spec:
+``fastloss.bench.specs.binary_cross_entropy``).
+
+    pytest bench/bench_binary_cross_entropy.py --benchmark-group-by=group
+"""
+
+from fastloss.bench import peers
+
+SPEC = peers.spec("binary_cross_entropy")
+
+
+def test_binary_cross_entropy(benchmark, case, run_case):
+    run_case(benchmark, case)

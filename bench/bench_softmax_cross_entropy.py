@@ -1,0 +1,16 @@
+"""Softmax cross-entropy with integer labels: ``softmax_cross_entropy_with_grad`` against its
+peers and the memory floor, at a tiny batch, at long rows, and over the row width k at a fixed
+number of logits (the spec: ``fastloss.bench.specs.softmax_cross_entropy``).
+
+    pytest bench/bench_softmax_cross_entropy.py --benchmark-group-by=group
+"""
+
+from fastloss.bench import peers
+
+SPEC = peers.spec("softmax_cross_entropy")
+SHAPES = [(64, 10), (4096, 32000), (256, 4096), *peers.sweep_shapes(SPEC.sweep)]
+SMOKE_SHAPES = [(3, 37), (65, 3)]
+
+
+def test_softmax_cross_entropy(benchmark, case, run_case):
+    run_case(benchmark, case)
