@@ -15,8 +15,8 @@ from fastloss.bench import peers, report
 
 ROW_KEYS = {
     "loss", "op", "device", "shape", "elements", "dtype", "impl", "kind", "backend", "bytes",
-    "median_s", "min_s", "repeats", "gbps", "x_floor", "loss_value", "reference", "rel_err",
-    "speedup", "error",
+    "median_s", "min_s", "q1_s", "q3_s", "spread", "noisy", "repeats", "gbps", "x_floor",
+    "loss_value", "reference", "rel_err", "speedup", "error",
 }
 CPU_BACKENDS = [name for name in _registry.available_backends() if name != "cuda"]
 
@@ -33,7 +33,7 @@ def _run(tmp_path, *options):
 def test_full_report_has_every_case_and_a_png(tmp_path, capsys):
     document, png_path = _run(tmp_path)
 
-    assert document["schema"] == "fastloss-bench/1"
+    assert document["schema"] == "fastloss-bench/2"
     assert {"created", "environment", "backends", "options", "not_run", "results"} <= set(document)
     rows = document["results"]
     assert all(set(row) == ROW_KEYS for row in rows)
@@ -117,6 +117,60 @@ def test_rounds_merge_into_one_row_per_contender(tmp_path):
     rows = document["results"]
     assert len({row["impl"] for row in rows}) == len(rows)
     assert all(row["repeats"] >= 3 for row in rows) and document["options"]["rounds"] == 3
+    for row in rows:  # quartiles over the calls of all rounds
+        assert row["min_s"] <= row["q1_s"] <= row["median_s"] <= row["q3_s"]
+        assert row["spread"] == pytest.approx((row["q3_s"] - row["q1_s"]) / row["median_s"])
+        assert row["noisy"] == (row["spread"] > 0.1)
+
+
+def _fake_timings(monkeypatch, seconds: list[float]) -> None:
+    """Every contender's timed calls take ``seconds``; its warm-up call runs, for its loss."""
+    monkeypatch.setattr(report, "time_thunk",
+                        lambda thunk, *, repeats, budget: (thunk(), list(seconds)))
+
+
+@pytest.mark.parametrize(("seconds", "spread"), [([1e-3] * 4, 0.0), ([1e-3, 2e-3] * 2, 2 / 3)])
+def test_spread_is_in_the_table_and_json_and_over_10_percent_is_flagged_noisy(
+        tmp_path, capsys, monkeypatch, seconds, spread):
+    _fake_timings(monkeypatch, seconds)
+    document, _ = _run(tmp_path, "--quick", "--losses", "mse")
+
+    noisy = spread > 0.1
+    assert document["noisy_spread"] == 0.1
+    for row in document["results"]:
+        assert row["median_s"] == pytest.approx(1.5e-3 if noisy else 1e-3)
+        assert (row["q1_s"], row["q3_s"]) == pytest.approx((1e-3, 2e-3 if noisy else 1e-3))
+        assert row["spread"] == pytest.approx(spread) and row["noisy"] is noisy
+    out = capsys.readouterr().out
+    table = out.split("\n\n")[1].splitlines()
+    assert table[0].split()[4:6] == ["time", "spread"]
+    cells = "67% noisy" if noisy else "0%"
+    assert all(cells in line for line in table[2:]) and len(table) == 2 + len(CPU_BACKENDS)
+    assert ("noisy: the spread is over 10% of the time" in out) is noisy
+    assert ("Rerun with --rounds 3" in out) is noisy
+
+
+def test_header_gives_the_threads_and_a_legend_explains_the_columns(tmp_path, capsys):
+    import numba
+
+    document, _ = _run(tmp_path, "--quick", "--losses", "mse", "--peers", "numpy-expr,torch")
+
+    out = capsys.readouterr().out
+    threads = f"threads: numba {numba.get_num_threads()}"
+    if "torch" in sys.modules:  # imported by the torch peer, where installed
+        threads += f", torch {sys.modules['torch'].get_num_threads()}"
+    assert threads + ";" in out.splitlines()[0]
+    assert document["environment"]["numba_threads"] == numba.get_num_threads()
+    legend = out.split("\ncolumns:\n")[1].split("\n\n")[0]
+    explained = [line[2:12].strip() for line in legend.splitlines() if not line.startswith("   ")]
+    assert explained == ["time", "spread", "GB/s", "floor", "x floor", "vs NumPy", "x <peer>",
+                         "rel err"]
+    words = " ".join(legend.split())
+    assert "median wall time of one call" in words
+    assert "np.copyto of a float32 array of half the op's bytes" in words
+    assert (f"NumPy copies on one thread while fastloss's numba kernels run on "
+            f"{numba.get_num_threads()} threads") in words
+    assert "pure-NumPy reference implementation" in " ".join(out.split())
 
 
 @pytest.mark.parametrize("option", [["--sweep-classes", "0"], ["--sweep-classes", "ten"],
