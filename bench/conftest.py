@@ -54,9 +54,10 @@ def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
     module = metafunc.module
-    small = small_shapes(metafunc.config)
-    shapes = getattr(module, "SMOKE_SHAPES", SMOKE_SHAPES) if small else getattr(
-        module, "SHAPES", SHAPES)
+    if small_shapes(metafunc.config):
+        shapes = getattr(module, "SMOKE_SHAPES", SMOKE_SHAPES)
+    else:
+        shapes = getattr(module, "SHAPES", SHAPES)
     params = [
         _case_param(impl, shape)
         for device in peers.DEVICES

@@ -294,7 +294,8 @@ def _spread(row: dict) -> str:
     """``"4.2%"``, ``"18% noisy"`` or ``"-"`` (one timed call, or failed)."""
     if row["spread"] is None:
         return "-"
-    return f"{100 * row['spread']:.2g}%" + (" noisy" if row["noisy"] else "")
+    percent = 100 * row["spread"]
+    return f"{percent:.{1 if percent < 10 else 0}f}%" + (" noisy" if row["noisy"] else "")
 
 
 def _table(header: Sequence[str], lines: list[Sequence[str]], indent: str = "  ") -> str:
@@ -333,7 +334,6 @@ def _case_lines(case: list[dict]) -> tuple[list[list[str]], list[str]]:
 
 def full_table(rows: list[dict]) -> str:
     """One block per (device, loss, op): every size, every contender."""
-    header = FULL_HEADER
     cases: dict[tuple, list[dict]] = {}
     for row in rows:
         cases.setdefault((row["device"], row["loss"], row["op"]), {}).setdefault(
@@ -346,13 +346,12 @@ def full_table(rows: list[dict]) -> str:
             lines += case_lines
             failures += case_failures
         title = f"{loss} / {op} ({OP_TITLES[op]}, {device}, float32)"
-        blocks.append("\n".join([title, _table(header, lines), *failures]))
+        blocks.append("\n".join([title, _table(FULL_HEADER, lines), *failures]))
     return "\n\n".join(blocks)
 
 
 def quick_table(rows: list[dict]) -> str:
     """One line per (loss, fastloss backend, op, size): the README's table."""
-    header = QUICK_HEADER
     lines, failures = [], []
     for row in rows:
         if row["kind"] != "fastloss":
@@ -367,7 +366,7 @@ def quick_table(rows: list[dict]) -> str:
             _number(row["gbps"], ".3g"), _number(row["x_floor"], ".3g"),
             _number(expression, ".3g"), _number(row["rel_err"], ".1e"),
         ])
-    return "\n".join([_table(header, lines, indent=""), *failures])
+    return "\n".join([_table(QUICK_HEADER, lines, indent=""), *failures])
 
 
 def summary_table(rows: list[dict], wanted: dict[str, list[tuple[int, int]]]) -> str:
@@ -399,7 +398,7 @@ def summary_table(rows: list[dict], wanted: dict[str, list[tuple[int, int]]]) ->
     return "\n\n".join(blocks)
 
 
-def header(info: dict) -> str:
+def environment_line(info: dict) -> str:
     """The report's first line: where it ran and on how many threads."""
     threads = f"numba {info['numba_threads']}"
     if "torch_threads" in info:
@@ -734,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     rows = run(args)
     info = environment(args)  # after the run: torch's threads are known once it is imported
-    print(header(info) + "\n")
+    print(environment_line(info) + "\n")
     print(quick_table(rows) if args.quick else full_table(rows))
     columns = list(QUICK_HEADER if args.quick else FULL_HEADER)
     sweeps = {loss: sweep_shapes(loss, args) for loss in args.losses}
