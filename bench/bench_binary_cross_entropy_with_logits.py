@@ -1,36 +1,13 @@
-"""Binary cross-entropy of logits against soft targets in [0, 1]:
-``binary_cross_entropy_with_logits_with_grad`` against the NumPy expression, PyTorch and the
-memory floor.
+"""Binary cross-entropy of logits: ``binary_cross_entropy_with_logits_with_grad`` against
+its peers and the memory floor, at (32768, 1024) and (256, 1024) (the spec:
+``fastloss.bench.specs.binary_cross_entropy_with_logits``).
 
     pytest bench/bench_binary_cross_entropy_with_logits.py --benchmark-group-by=group
 """
 
-import peers
+from fastloss.bench import peers
 
-LOSS = "binary_cross_entropy_with_logits"
-OPS = ("fused",)
-SHAPES = [(32768, 1024), (256, 1024)]
-SMOKE_SHAPES = [(3, 37)]
-
-
-def make(xp, rng, shape):
-    return (rng.standard_normal(shape, dtype=peers.DTYPE) * 3,
-            rng.random(shape, dtype=peers.DTYPE))
-
-
-def bce_with_logits(xp, logits, target):
-    # The stable form a user writes: max(x, 0) - x t + log(1 + exp(-|x|)).
-    return xp.maximum(logits, 0) - logits * target + xp.log1p(xp.exp(-xp.abs(logits)))
-
-
-def expression_grad(xp, logits, target):
-    return (1 / (1 + xp.exp(-logits)) - target) / logits.size
-
-
-SPEC = peers.elementwise_spec(
-    LOSS, make, bce_with_logits, expression_grad,
-    lambda F, logits, target: F.binary_cross_entropy_with_logits(logits, target),
-)
+SPEC = peers.spec("binary_cross_entropy_with_logits")
 
 
 def test_binary_cross_entropy_with_logits(benchmark, case, run_case):

@@ -1,31 +1,12 @@
-"""Huber loss (delta = 1): ``huber_with_grad`` against the NumPy expression, PyTorch and the
-memory floor.
+"""Huber loss: ``huber_with_grad`` against its peers and the memory floor, at
+(32768, 1024) and (256, 1024) (the spec: ``fastloss.bench.specs.huber``).
 
     pytest bench/bench_huber.py --benchmark-group-by=group
 """
 
-import peers
+from fastloss.bench import peers
 
-LOSS = "huber"
-OPS = ("fused",)
-SHAPES = [(32768, 1024), (256, 1024)]
-SMOKE_SHAPES = [(3, 37)]
-DELTA = 1.0
-
-
-def huber(xp, pred, target):
-    diff = pred - target
-    size = xp.abs(diff)
-    return xp.where(size < DELTA, 0.5 * diff * diff, DELTA * (size - 0.5 * DELTA))
-
-
-def expression_grad(xp, pred, target):
-    return xp.clip(pred - target, -DELTA, DELTA) / pred.size
-
-
-SPEC = peers.elementwise_spec(LOSS, peers.normal_pair, huber, expression_grad,
-                              lambda F, pred, target: F.huber_loss(pred, target, delta=DELTA),
-                              options={"delta": DELTA})
+SPEC = peers.spec("huber")
 
 
 def test_huber(benchmark, case, run_case):

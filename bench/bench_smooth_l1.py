@@ -1,30 +1,12 @@
-"""Smooth L1 loss (beta = 1): ``smooth_l1_with_grad`` against the NumPy expression, PyTorch and
-the memory floor.
+"""Smooth L1 loss: ``smooth_l1_with_grad`` against its peers and the memory floor, at
+(32768, 1024) and (256, 1024) (the spec: ``fastloss.bench.specs.smooth_l1``).
 
     pytest bench/bench_smooth_l1.py --benchmark-group-by=group
 """
 
-import peers
+from fastloss.bench import peers
 
-LOSS = "smooth_l1"
-OPS = ("fused",)
-SHAPES = [(32768, 1024), (256, 1024)]
-SMOKE_SHAPES = [(3, 37)]
-
-
-def smooth_l1(xp, pred, target):
-    diff = pred - target
-    size = xp.abs(diff)
-    return xp.where(size < 1.0, 0.5 * diff * diff, size - 0.5)
-
-
-def expression_grad(xp, pred, target):
-    diff = pred - target
-    return xp.where(xp.abs(diff) < 1.0, diff, xp.sign(diff)) / diff.size
-
-
-SPEC = peers.elementwise_spec(LOSS, peers.normal_pair, smooth_l1, expression_grad,
-                              lambda F, pred, target: F.smooth_l1_loss(pred, target))
+SPEC = peers.spec("smooth_l1")
 
 
 def test_smooth_l1(benchmark, case, run_case):

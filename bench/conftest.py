@@ -1,8 +1,9 @@
 """pytest-benchmark plumbing shared by ``bench_<loss>.py``.
 
-A bench module declares ``LOSS``, ``OPS``, ``SHAPES`` and ``SMOKE_SHAPES`` and one test taking
-``case``; this file turns them into one parametrised case per (shape, op, device, contender),
-every contender of a (loss, op, shape, device) in the same benchmark group.
+A bench module sets ``SPEC`` to its loss's spec from ``fastloss.bench`` (never a copy), may set
+``OPS``, ``SHAPES`` and ``SMOKE_SHAPES`` (defaults below), and has one test taking ``case``; this
+file turns them into one parametrised case per (shape, op, device, contender), every contender
+of a (loss, op, shape, device) in the same benchmark group.
 
 ``--benchmark-disable`` (the CI smoke run) or ``FASTLOSS_BENCH_SMALL=1`` selects
 ``SMOKE_SHAPES``: every code path once, in seconds.
@@ -13,16 +14,14 @@ from __future__ import annotations
 import functools
 import os
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
-# The bench modules and report import their neighbours by name, whatever pytest's import mode.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fastloss.bench import peers, report
 
-import peers  # noqa: E402
-import report  # noqa: E402
+OPS = ("fused",)
+SHAPES = [(32768, 1024), (256, 1024)]
+SMOKE_SHAPES = [(3, 37)]
 
 
 def pytest_collect_file(file_path, parent):
@@ -55,13 +54,16 @@ def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
     module = metafunc.module
-    shapes = module.SMOKE_SHAPES if small_shapes(metafunc.config) else module.SHAPES
+    if small_shapes(metafunc.config):
+        shapes = getattr(module, "SMOKE_SHAPES", SMOKE_SHAPES)
+    else:
+        shapes = getattr(module, "SHAPES", SHAPES)
     params = [
         _case_param(impl, shape)
         for device in peers.DEVICES
         for shape in shapes
-        for op in module.OPS
-        for impl in peers.implementations(module.LOSS, op, device)
+        for op in getattr(module, "OPS", OPS)
+        for impl in peers.implementations(module.SPEC.loss, op, device)
     ]
     metafunc.parametrize("case", params)
 

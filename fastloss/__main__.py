@@ -6,7 +6,6 @@ import argparse
 import importlib
 import platform
 import sys
-from pathlib import Path
 
 from fastloss import __version__, _registry
 
@@ -30,21 +29,12 @@ def info() -> int:
 
 
 def bench(argv: list[str]) -> int:
-    """Run ``bench/report.py`` from the source checkout this package lives in."""
-    bench_dir = Path(__file__).resolve().parents[1] / "bench"
-    if not (bench_dir / "report.py").is_file():
-        print(
-            "python -m fastloss bench runs bench/report.py from a source checkout of fastloss; "
-            f"none found at {bench_dir}. Clone the repository and `pip install -e .[bench]`.",
-            file=sys.stderr,
-        )
-        return 2
-    sys.path.insert(0, str(bench_dir))
+    """Run ``fastloss.bench.report`` on ``argv`` (``--dask``: ``fastloss.bench.dask_report``)."""
     if "--dask" in argv:
-        import dask_report
+        from fastloss.bench import dask_report
 
         return dask_report.main([arg for arg in argv if arg != "--dask"])
-    import report
+    from fastloss.bench import report
 
     return report.main(argv)
 
@@ -53,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastloss")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="backends, availability and versions")
-    # bench's own options (--help included) belong to bench/report.py.
+    # bench's own options (--help included) belong to fastloss.bench.report.
     commands.add_parser("bench", help="time every loss and backend against peers", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "info":

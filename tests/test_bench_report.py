@@ -7,33 +7,21 @@ the files are what they claim to be.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from fastloss import _registry
+from fastloss.bench import peers, report
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 ROW_KEYS = {
     "loss", "op", "device", "shape", "elements", "dtype", "impl", "kind", "backend", "bytes",
-    "median_s", "min_s", "repeats", "gbps", "x_floor", "loss_value", "reference", "rel_err",
-    "speedup", "error",
+    "median_s", "min_s", "q1_s", "q3_s", "spread", "noisy", "repeats", "gbps", "x_floor",
+    "loss_value", "reference", "rel_err", "speedup", "error",
 }
 CPU_BACKENDS = [name for name in _registry.available_backends() if name != "cuda"]
 
 
-@pytest.fixture(scope="module")
-def report():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import report as module
-
-        yield module
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-def _run(report, tmp_path, *options):
+def _run(tmp_path, *options):
     json_path, png_path = tmp_path / "bench.json", tmp_path / "bench.png"
     argv = ["--sizes", "300", "--repeats", "1", "--budget", "0", "--quiet",
             "--backends", ",".join(CPU_BACKENDS), "--json", str(json_path), "--plot", str(png_path),
@@ -42,14 +30,14 @@ def _run(report, tmp_path, *options):
     return json.loads(json_path.read_text()), png_path
 
 
-def test_full_report_has_every_case_and_a_png(report, tmp_path, capsys):
-    document, png_path = _run(report, tmp_path)
+def test_full_report_has_every_case_and_a_png(tmp_path, capsys):
+    document, png_path = _run(tmp_path)
 
-    assert document["schema"] == "fastloss-bench/1"
+    assert document["schema"] == "fastloss-bench/2"
     assert {"created", "environment", "backends", "options", "not_run", "results"} <= set(document)
     rows = document["results"]
     assert all(set(row) == ROW_KEYS for row in rows)
-    for loss in report.peers.specs():
+    for loss in peers.specs():
         for op in ("forward", "gradient", "fused"):
             case = {row["impl"]: row for row in rows if (row["loss"], row["op"]) == (loss, op)}
             assert {f"fastloss[{name}]" for name in CPU_BACKENDS} <= set(case)
@@ -71,11 +59,11 @@ def test_full_report_has_every_case_and_a_png(report, tmp_path, capsys):
     assert "mse / fused" in table and "softmax_cross_entropy / forward" in table
 
 
-def test_quick_report_is_one_line_per_loss_and_backend(report, tmp_path, capsys):
-    document, _ = _run(report, tmp_path, "--quick")
+def test_quick_report_is_one_line_per_loss_and_backend(tmp_path, capsys):
+    document, _ = _run(tmp_path, "--quick")
 
     fastloss_rows = [row for row in document["results"] if row["kind"] == "fastloss"]
-    assert len(fastloss_rows) == len(report.peers.specs()) * len(CPU_BACKENDS)
+    assert len(fastloss_rows) == len(peers.specs()) * len(CPU_BACKENDS)
     assert {row["op"] for row in document["results"]} == {"fused"}
     assert {row["impl"] for row in document["results"] if row["kind"] == "peer"} == {"numpy-expr"}
     table = capsys.readouterr().out
@@ -83,16 +71,16 @@ def test_quick_report_is_one_line_per_loss_and_backend(report, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("option", [["--ops", "backward"], ["--losses", "mse,kl_div"]])
-def test_bad_option_is_a_usage_error(report, option):
+def test_bad_option_is_a_usage_error(option):
     with pytest.raises(SystemExit) as exit_info:
         report.main(option)
     assert exit_info.value.code == 2
 
 
-def test_every_elementwise_loss_has_a_bench_spec_and_an_unknown_loss_is_an_error(report):
-    assert set(_registry.ELEMENTWISE) | {"softmax_cross_entropy"} == set(report.peers.specs())
+def test_every_elementwise_loss_has_a_bench_spec_and_an_unknown_loss_is_an_error():
+    assert set(_registry.ELEMENTWISE) | {"softmax_cross_entropy"} == set(peers.specs())
     with pytest.raises(ValueError, match="no bench spec for loss 'kl_div'"):
-        report.peers.make_inputs("kl_div", (2, 3), "cpu")
+        peers.make_inputs("kl_div", (2, 3), "cpu")
 
 
 def test_module_entry_point_runs_the_report(tmp_path):
@@ -101,14 +89,14 @@ def test_module_entry_point_runs_the_report(tmp_path):
         [sys.executable, "-m", "fastloss", "bench", "--quick", "--sizes", "64", "--peers", "none",
          "--losses", "mse", "--backends", "numpy", "--repeats", "1", "--budget", "0", "--quiet",
          "--json", str(json_path)],
-        capture_output=True, text=True, timeout=120, cwd=BENCH.parent,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(json_path.read_text())["results"]
 
 
-def test_row_width_sweep_and_latency_tables(report, tmp_path, capsys):
-    document, png_path = _run(report, tmp_path, "--losses", "softmax_cross_entropy",
+def test_row_width_sweep_and_latency_tables(tmp_path, capsys):
+    document, png_path = _run(tmp_path, "--losses", "softmax_cross_entropy",
                               "--ops", "fused", "--sizes", "64x10",
                               "--sweep-elements", "600", "--sweep-classes", "2,30")
 
@@ -122,18 +110,112 @@ def test_row_width_sweep_and_latency_tables(report, tmp_path, capsys):
     assert "64x10" in latency and "300x2" not in latency
 
 
-def test_rounds_merge_into_one_row_per_contender(report, tmp_path):
-    document, _ = _run(report, tmp_path, "--losses", "mse", "--ops", "fused", "--rounds", "3",
+def test_rounds_merge_into_one_row_per_contender(tmp_path):
+    document, _ = _run(tmp_path, "--losses", "mse", "--ops", "fused", "--rounds", "3",
                        "--peers", "numpy-expr")
 
     rows = document["results"]
     assert len({row["impl"] for row in rows}) == len(rows)
     assert all(row["repeats"] >= 3 for row in rows) and document["options"]["rounds"] == 3
+    for row in rows:  # quartiles over the calls of all rounds
+        assert row["min_s"] <= row["q1_s"] <= row["median_s"] <= row["q3_s"]
+        assert row["spread"] == pytest.approx((row["q3_s"] - row["q1_s"]) / row["median_s"])
+        assert row["noisy"] == (row["spread"] > 0.1)
+
+
+def _fake_timings(monkeypatch, seconds: list[float]) -> None:
+    """Every contender's timed calls take ``seconds``; its warm-up call runs, for its loss."""
+    monkeypatch.setattr(report, "time_thunk",
+                        lambda thunk, *, repeats, budget: (thunk(), list(seconds)))
+
+
+@pytest.mark.parametrize(("seconds", "spread"), [([1e-3] * 4, 0.0), ([1e-3, 2e-3] * 2, 2 / 3)])
+def test_spread_is_in_the_table_and_json_and_over_10_percent_is_flagged_noisy(
+        tmp_path, capsys, monkeypatch, seconds, spread):
+    _fake_timings(monkeypatch, seconds)
+    document, _ = _run(tmp_path, "--quick", "--losses", "mse")
+
+    noisy = spread > 0.1
+    assert document["noisy_spread"] == 0.1
+    for row in document["results"]:
+        assert row["median_s"] == pytest.approx(1.5e-3 if noisy else 1e-3)
+        assert (row["q1_s"], row["q3_s"]) == pytest.approx((1e-3, 2e-3 if noisy else 1e-3))
+        assert row["spread"] == pytest.approx(spread) and row["noisy"] is noisy
+    out = capsys.readouterr().out
+    table = out.split("\n\n")[1].splitlines()
+    assert table[0].split()[4:6] == ["time", "spread"]
+    cells = "67% noisy" if noisy else "0%"
+    assert all(cells in line for line in table[2:]) and len(table) == 2 + len(CPU_BACKENDS)
+    assert ("noisy: the spread is over 10% of the time" in out) is noisy
+    assert ("Rerun with --rounds 3" in out) is noisy
+
+
+def test_header_gives_the_threads_and_a_legend_explains_the_columns(tmp_path, capsys):
+    import numba
+
+    document, _ = _run(tmp_path, "--quick", "--losses", "mse", "--peers", "numpy-expr,torch")
+
+    out = capsys.readouterr().out
+    threads = f"threads: numba {numba.get_num_threads()}"
+    if "torch" in sys.modules:  # imported by the torch peer, where installed
+        threads += f", torch {sys.modules['torch'].get_num_threads()}"
+    assert threads + ";" in out.splitlines()[0]
+    assert document["environment"]["numba_threads"] == numba.get_num_threads()
+    legend = out.split("\ncolumns:\n")[1].split("\n\n")[0]
+    explained = [line[2:12].strip() for line in legend.splitlines() if not line.startswith("   ")]
+    assert explained == ["time", "spread", "GB/s", "floor", "x floor", "vs NumPy", "x <peer>",
+                         "rel err"]
+    words = " ".join(legend.split())
+    assert "median wall time of one call" in words
+    assert "np.copyto of a float32 array of half the op's bytes" in words
+    assert (f"NumPy copies on one thread while fastloss's numba kernels run on "
+            f"{numba.get_num_threads()} threads") in words
+    assert "pure-NumPy reference implementation" in " ".join(out.split())
 
 
 @pytest.mark.parametrize("option", [["--sweep-classes", "0"], ["--sweep-classes", "ten"],
                                     ["--sweep-elements", "-1"], ["--rounds", "0"]])
-def test_bad_sweep_option_is_a_usage_error(report, option):
+def test_bad_sweep_option_is_a_usage_error(option):
     with pytest.raises(SystemExit) as exit_info:
         report.main(option)
     assert exit_info.value.code == 2
+
+
+def test_report_imports_only_numpy_and_numba_up_front():
+    optional = ("torch", "cupy", "matplotlib", "dask", "distributed", "liger_kernel")
+    code = ("import sys; from fastloss.bench import dask_report, report; report.parse_args([]); "
+            f"print([name for name in {optional!r} if name in sys.modules])")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+
+
+def test_a_missing_peer_or_plot_package_is_one_line_saying_what_to_install(
+        tmp_path, capsys, monkeypatch):
+    installed = peers.installed
+    monkeypatch.setattr(peers, "installed",
+                        lambda name: name not in ("torch", "matplotlib") and installed(name))
+    png_path = tmp_path / "bench.png"
+
+    assert report.main(["--losses", "mse", "--ops", "fused", "--sizes", "64x10", "--repeats", "1",
+                        "--budget", "0", "--quiet", "--backends", ",".join(CPU_BACKENDS),
+                        "--peers", "numpy-expr,torch", "--plot", str(png_path)]) == 0
+
+    out = capsys.readouterr().out
+    not_run = out.split("not run here:\n")[1].splitlines()
+    assert "  torch (cpu): torch not installed (pip install 'fastloss[torch]')" in not_run
+    assert f"  --plot {png_path}: matplotlib not installed (pip install matplotlib)" in not_run
+    assert len([line for line in not_run if "torch not installed" in line]) == 1
+    assert not png_path.exists()
+
+
+def test_dask_report_without_dask_is_one_line(monkeypatch, capsys):
+    from fastloss.bench import dask_report
+
+    monkeypatch.setattr(peers, "installed", lambda name: name != "distributed")
+
+    assert dask_report.main(["--quick"]) == 2
+    assert capsys.readouterr().err == (
+        "python -m fastloss bench --dask: distributed not installed "
+        "(pip install 'fastloss[distributed]')\n")

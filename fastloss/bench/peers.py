@@ -6,14 +6,15 @@ An op is ``"forward"`` (the loss), ``"gradient"`` (d loss / d input) or ``"fused
 Every loss is the mean over elements or rows, PyTorch's default, so that the losses of all
 contenders can be checked against one float64 reference.
 
-This file knows no loss by name: each ``bench/bench_<loss>.py`` declares a :class:`Spec` (inputs,
-bytes moved, float64 reference, the NumPy expression, PyTorch's call, its own peers), and a loss
-without one is an error. The peers every loss has:
+This module knows no loss by name: each ``fastloss.bench.specs.<loss>`` declares a :class:`Spec`
+(inputs, bytes moved, float64 reference, the NumPy expression, PyTorch's call, its own peers), and
+a loss without one is an error. The peers every loss has:
 
 - ``numpy-expr`` / ``cupy-expr``: the expression a user writes (from the spec).
 - ``torch``: ``torch.nn.functional`` forward and autograd backward, on the CPU or the GPU.
-- ``floor``: a copy of half the bytes the op must move, i.e. reading and writing exactly those
-  bytes once, the least an op that reads its inputs and writes its output once can take.
+- ``floor``: ``np.copyto`` (on a GPU ``cp.copyto``) of a float32 array of half the bytes the op
+  must move, i.e. reading and writing exactly those bytes once. On the CPU that copy runs on one
+  thread, as NumPy does: a kernel on every core can be faster.
 
 Specs add their own (``Spec.peers``): the seeds' crysx_nn-style functions for MSE and
 cross-entropy, Liger-Kernel's Triton cross-entropy on a GPU.
@@ -24,9 +25,9 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,13 +39,12 @@ PEER_NAMES = ("numpy-expr", "cupy-expr", "crysx-fastmath", "crysx-prange", "crys
               "torch", "liger")
 DEFAULT_CLASSES = 32000
 ELEMENTWISE_COLUMNS = 1024
-BENCH_DIR = Path(__file__).resolve().parent
 # The element count of a loss's row-width sweep (Spec.sweep).
 SWEEP_ELEMENTS = 2_621_440
 
 
 # ---------------------------------------------------------------------------------------------
-# A loss's bench spec: each bench/bench_<loss>.py defines SPEC
+# A loss's bench spec: each fastloss/bench/specs/<loss>.py defines SPEC
 
 
 @dataclass(frozen=True)
@@ -92,12 +92,14 @@ class Spec:
 
 @functools.cache
 def specs() -> dict[str, Spec]:
-    """Every loss with a ``bench/bench_<loss>.py``, by name, in file order."""
+    """Every loss with a module ``fastloss.bench.specs.<loss>``, by name, in name order."""
+    from fastloss.bench import specs as package
+
     found = {}
-    for path in sorted(BENCH_DIR.glob("bench_*.py")):
-        spec = importlib.import_module(path.stem).SPEC
-        if f"bench_{spec.loss}" != path.stem:
-            raise ValueError(f"{path.name} declares the spec of {spec.loss!r}")
+    for name in sorted(module.name for module in pkgutil.iter_modules(package.__path__)):
+        spec = importlib.import_module(f"{package.__name__}.{name}").SPEC
+        if spec.loss != name:
+            raise ValueError(f"{package.__name__}.{name} declares the spec of {spec.loss!r}")
         found[spec.loss] = spec
     return found
 
@@ -108,7 +110,7 @@ def spec(loss: str) -> Spec:
         return specs()[loss]
     except KeyError:
         raise ValueError(
-            f"no bench spec for loss {loss!r}: add bench/bench_{loss}.py with SPEC; "
+            f"no bench spec for loss {loss!r}: add fastloss/bench/specs/{loss}.py with SPEC; "
             f"known: {', '.join(specs())}"
         ) from None
 
@@ -262,6 +264,21 @@ def installed(module: str) -> bool:
         return False
 
 
+# fastloss's extra that brings a module, where it has one.
+EXTRAS = {"torch": "torch", "cupy": "cuda", "dask": "dask", "distributed": "distributed"}
+
+
+def not_installed(module: str) -> str:
+    """``"<module> not installed (pip install <what brings it>)"``: one line, how to add it."""
+    package = f"'fastloss[{EXTRAS[module]}]'" if module in EXTRAS else module
+    return f"{module} not installed (pip install {package})"
+
+
+def missing_module(*modules: str) -> str | None:
+    """``not_installed`` of the first of ``modules`` that is not installed, else None."""
+    return next((not_installed(module) for module in modules if not installed(module)), None)
+
+
 FASTLOSS_SUFFIXES = {"forward": "", "gradient": "_grad", "fused": "_with_grad"}
 
 
@@ -274,7 +291,7 @@ def backend_status() -> dict[str, tuple[bool, str]]:
 
 def torch_missing(device: str) -> str | None:
     if not installed("torch"):
-        return "torch not installed"
+        return not_installed("torch")
     if device == "cuda":
         import torch
 
@@ -381,10 +398,8 @@ def implementations(loss: str, op: str, device: str) -> list[Impl]:
     for extra in spec(loss).peers:
         prepare = extra.prepare(op) if device in extra.devices else None
         if prepare is not None:
-            absent = [f"{module} not installed" for module in extra.needs
-                      if module != "torch" and not installed(module)]
-            peer(extra.name, prepare, (no_torch if "torch" in extra.needs else None)
-                 or next(iter(absent), None))
+            others = missing_module(*(module for module in extra.needs if module != "torch"))
+            peer(extra.name, prepare, (no_torch if "torch" in extra.needs else None) or others)
     peer("torch", _torch(loss, op), no_torch)
     impls.append(Impl("floor", "floor", loss, op, device, _floor(loss, op), gpu_missing))
     return impls

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 import fastloss as fl
+from fastloss.bench import peers
 
 # name -> (loss function, classes or None, row chunk, column chunk); sizes are rows.
 CASES = {
@@ -205,6 +206,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    absent = peers.missing_module("dask", "distributed")
+    if absent:
+        print(f"python -m fastloss bench --dask: {absent}", file=sys.stderr)
+        return 2
     results = run(args)
     print(table(results, args))
     if args.json:

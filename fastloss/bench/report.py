@@ -3,7 +3,8 @@
 For each loss, op (forward, gradient, fused), size and device, every contender of ``peers`` is
 warmed up once (JIT and NVRTC compilation, first-touch page faults), then timed with
 ``time.perf_counter`` until it has ``--repeats`` samples and has used ``--budget`` seconds; the
-median is reported. Alongside: effective bandwidth (bytes the op must move / median time), the
+median is reported with its spread (interquartile range / median; over ``NOISY_SPREAD`` the row
+is flagged noisy). Alongside: effective bandwidth (bytes the op must move / median time), the
 ratio to the memory floor (median / time of a copy that moves those bytes, measured in the same
 run on the same device), fastloss's speed-up over each peer, and the relative error of the loss
 against a float64 reference. Results go to the terminal, and with ``--json`` / ``--plot`` to a
@@ -21,6 +22,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,12 +30,11 @@ from typing import Any
 
 import numpy as np
 
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fastloss.bench import peers
 
-import peers  # noqa: E402
-
-SCHEMA = "fastloss-bench/1"
+SCHEMA = "fastloss-bench/2"
+# A row whose interquartile range exceeds this share of its median is flagged noisy.
+NOISY_SPREAD = 0.10
 # Every loss also runs LATENCY_SIZES, and its row-width sweep (its spec's sweep).
 # Shapes where a call's fixed cost (argument checks, dispatch, thread start)
 # is most of its time; at most TINY_ELEMENTS elements go in the latency table.
@@ -41,6 +42,11 @@ LATENCY_SIZES = ["64x10", "256x128"]
 TINY_ELEMENTS = 1 << 15
 QUICK_PEERS = ("numpy-expr", "cupy-expr")
 OP_TITLES = {"forward": "loss", "gradient": "gradient", "fused": "loss and gradient"}
+FULL_HEADER = ["shape", "implementation", "time", "spread", "GB/s", "x floor", "fastloss x",
+               "rel err"]
+QUICK_HEADER = ["loss", "backend", "op", "shape", "time", "spread", "GB/s", "x floor", "vs NumPy",
+                "rel err"]
+SUMMARY_HEADER = ["op", "shape", "backend", "time", "spread", "floor", "x floor"]
 REFERENCE_CHUNK = 1 << 22  # elements made float64 at a time: bounds the reference's memory
 
 
@@ -82,13 +88,16 @@ def relative_error(value: float | None, reference: float) -> float | None:
 
 
 def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float, *, repeats: int,
-            budget: float) -> dict:
+            budget: float) -> tuple[dict, list[float]]:
+    """One round of one contender: its row (loss value and error; timings left to
+    ``merge_rounds``) and the seconds of each timed call (none if it failed)."""
     row = {
         "loss": impl.loss, "op": impl.op, "device": impl.device, "shape": list(inputs.shape),
         "elements": inputs.shape[0] * inputs.shape[1], "dtype": np.dtype(peers.DTYPE).name,
         "impl": impl.name, "kind": impl.kind, "backend": impl.backend,
         "bytes": peers.op_bytes(impl.loss, impl.op, inputs.shape),
-        "median_s": None, "min_s": None, "repeats": 0, "gbps": None, "x_floor": None,
+        "median_s": None, "min_s": None, "q1_s": None, "q3_s": None, "spread": None,
+        "noisy": None, "repeats": 0, "gbps": None, "x_floor": None,
         "loss_value": None, "reference": reference, "rel_err": None, "speedup": None,
         "error": None,
     }
@@ -100,23 +109,27 @@ def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float, *, repeats
         del result
     except Exception as exc:  # one contender failing (no memory, a bug) must not end the run
         row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-        return row
-    row.update(median_s=statistics.median(times), min_s=min(times), repeats=len(times))
-    row["gbps"] = row["bytes"] / row["median_s"] / 1e9
-    return row
+        return row, []
+    return row, times
 
 
-def merge_rounds(rounds: list[dict]) -> dict:
-    """One contender's rows from several rounds as one: the median of the
-    rounds' medians (the first error, if any round failed)."""
-    failed = next((row for row in rounds if row["error"]), None)
+def merge_rounds(rounds: list[tuple[dict, list[float]]]) -> dict:
+    """One contender's ``measure`` results of every round as one row (the first failed
+    round's, if any failed): ``median_s`` the median of the rounds' medians; ``min_s``,
+    ``q1_s`` and ``q3_s`` over every timed call; ``spread`` (q3 - q1) / median and ``noisy``
+    (spread > NOISY_SPREAD), both None below two calls."""
+    failed = next((row for row, _ in rounds if row["error"]), None)
     if failed is not None:
         return failed
-    row = dict(rounds[0])
-    row.update(median_s=statistics.median(r["median_s"] for r in rounds),
-               min_s=min(r["min_s"] for r in rounds),
-               repeats=sum(r["repeats"] for r in rounds))
-    row["gbps"] = row["bytes"] / row["median_s"] / 1e9
+    row = dict(rounds[0][0])
+    times = [seconds for _, round_times in rounds for seconds in round_times]
+    median = statistics.median(statistics.median(round_times) for _, round_times in rounds)
+    row.update(median_s=median, min_s=min(times), repeats=len(times),
+               gbps=row["bytes"] / median / 1e9)
+    if len(times) > 1:
+        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+        spread = (q3 - q1) / median
+        row.update(q1_s=q1, q3_s=q3, spread=spread, noisy=spread > NOISY_SPREAD)
     return row
 
 
@@ -182,12 +195,19 @@ def selected_impls(loss: str, op: str, device: str, args) -> list[peers.Impl]:
 
 
 def not_run(args) -> list[str]:
-    """``"name (device): reason"`` for each wanted contender that cannot run here."""
-    return sorted({
+    """One line per wanted contender, unavailable backend or output that cannot be made here:
+    ``"name (device): reason"``, the reason naming what to install where a package is missing."""
+    lines = {
         f"{impl.name} ({impl.device}): {impl.missing}"
         for device in run_devices(args) for loss in args.losses for op in args.ops
         for impl in peers.implementations(loss, op, device) if impl.missing and wanted(impl, args)
-    })
+    }
+    lines |= {f"fastloss[{name}] ({peers.backend_device(name)}): {reason}"
+              for name, (ok, reason) in peers.backend_status().items() if not ok}
+    no_plot = args.plot and peers.missing_module("matplotlib")
+    if no_plot:
+        lines.add(f"--plot {args.plot}: {no_plot}")
+    return sorted(lines)
 
 
 def run_devices(args) -> list[str]:
@@ -235,7 +255,7 @@ def run(args) -> list[dict]:
         reference = reference_loss(inputs)
         # Rounds go through every contender of a shape in turn, so that load
         # from elsewhere on the machine falls on all of them alike.
-        rounds: dict[tuple[str, str], list[dict]] = {}
+        rounds: dict[tuple[str, str], list[tuple[dict, list[float]]]] = {}
         for _ in range(args.rounds):
             for op, impls in ops:
                 for impl in impls:
@@ -270,6 +290,14 @@ def _number(value: float | None, pattern: str) -> str:
     return format(value, pattern)
 
 
+def _spread(row: dict) -> str:
+    """``"4.2%"``, ``"18% noisy"`` or ``"-"`` (one timed call, or failed)."""
+    if row["spread"] is None:
+        return "-"
+    percent = 100 * row["spread"]
+    return f"{percent:.{1 if percent < 10 else 0}f}%" + (" noisy" if row["noisy"] else "")
+
+
 def _table(header: Sequence[str], lines: list[Sequence[str]], indent: str = "  ") -> str:
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
 
@@ -291,12 +319,12 @@ def _case_lines(case: list[dict]) -> tuple[list[list[str]], list[str]]:
     for row in case:
         name = row["impl"] if row["kind"] != "floor" else "floor (copy)"
         if row["error"]:
-            lines.append([label, name, "failed", "-", "-", "-", "-"])
+            lines.append([label, name, "failed", "-", "-", "-", "-", "-"])
             failures.append(f"  {row['impl']} at {label}: {row['error']}")
         else:
             over = row["median_s"] / fastest if fastest and row["kind"] == "peer" else None
             lines.append([
-                label, name, _seconds(row["median_s"]), _number(row["gbps"], ".3g"),
+                label, name, _seconds(row["median_s"]), _spread(row), _number(row["gbps"], ".3g"),
                 _number(row["x_floor"], ".3g"), _number(over, ".3g"),
                 _number(row["rel_err"], ".1e"),
             ])
@@ -306,7 +334,6 @@ def _case_lines(case: list[dict]) -> tuple[list[list[str]], list[str]]:
 
 def full_table(rows: list[dict]) -> str:
     """One block per (device, loss, op): every size, every contender."""
-    header = ["shape", "implementation", "time", "GB/s", "x floor", "fastloss x", "rel err"]
     cases: dict[tuple, list[dict]] = {}
     for row in rows:
         cases.setdefault((row["device"], row["loss"], row["op"]), {}).setdefault(
@@ -319,13 +346,12 @@ def full_table(rows: list[dict]) -> str:
             lines += case_lines
             failures += case_failures
         title = f"{loss} / {op} ({OP_TITLES[op]}, {device}, float32)"
-        blocks.append("\n".join([title, _table(header, lines), *failures]))
+        blocks.append("\n".join([title, _table(FULL_HEADER, lines), *failures]))
     return "\n\n".join(blocks)
 
 
 def quick_table(rows: list[dict]) -> str:
     """One line per (loss, fastloss backend, op, size): the README's table."""
-    header = ["loss", "backend", "op", "shape", "time", "GB/s", "x floor", "vs NumPy", "rel err"]
     lines, failures = [], []
     for row in rows:
         if row["kind"] != "fastloss":
@@ -336,11 +362,11 @@ def quick_table(rows: list[dict]) -> str:
             failures.append(f"{row['loss']} {row['op']} {row['backend']}: {row['error']}")
         lines.append([
             row["loss"], row["backend"], row["op"], peers.shape_label(row["shape"]),
-            _seconds(row["median_s"]) if not row["error"] else "failed",
+            _seconds(row["median_s"]) if not row["error"] else "failed", _spread(row),
             _number(row["gbps"], ".3g"), _number(row["x_floor"], ".3g"),
             _number(expression, ".3g"), _number(row["rel_err"], ".1e"),
         ])
-    return "\n".join([_table(header, lines, indent=""), *failures])
+    return "\n".join([_table(QUICK_HEADER, lines, indent=""), *failures])
 
 
 def summary_table(rows: list[dict], wanted: dict[str, list[tuple[int, int]]]) -> str:
@@ -353,8 +379,7 @@ def summary_table(rows: list[dict], wanted: dict[str, list[tuple[int, int]]]) ->
         peer_names = list(dict.fromkeys(
             row["impl"] for row in case if row["kind"] == "peer" and row["median_s"]
         ))
-        header = ["op", "shape", "backend", "time", "floor", "x floor",
-                  *(f"x {name}" for name in peer_names)]
+        header = [*SUMMARY_HEADER, *(f"x {name}" for name in peer_names)]
         lines = []
         for row in case:
             if row["kind"] != "fastloss":
@@ -363,13 +388,67 @@ def summary_table(rows: list[dict], wanted: dict[str, list[tuple[int, int]]]) ->
             speedup = row["speedup"] or {}
             lines.append([
                 row["op"], peers.shape_label(row["shape"]), f"{row['backend']} ({row['device']})",
-                _seconds(row["median_s"]) if not row["error"] else "failed", _seconds(floor),
+                _seconds(row["median_s"]) if not row["error"] else "failed", _spread(row),
+                _seconds(floor),
                 _number(row["x_floor"], ".3g"),
                 *(_number(speedup.get(name), ".3g") for name in peer_names),
             ])
         if lines:
             blocks.append(f"{loss}\n" + _table(header, lines))
     return "\n\n".join(blocks)
+
+
+def environment_line(info: dict) -> str:
+    """The report's first line: where it ran and on how many threads."""
+    threads = f"numba {info['numba_threads']}"
+    if "torch_threads" in info:
+        threads += f", torch {info['torch_threads']}"
+    gpu = f", GPU {info['gpu']}" if info["gpu"] else ""
+    return (f"fastloss {info['versions']['fastloss']} on {info['processor']} with "
+            f"{info['cpu_count']} cores{gpu}; threads: {threads}; float32, mean reduction")
+
+
+NOISY_NOTE = (f"noisy: the spread is over {NOISY_SPREAD:.0%} of the time, so that time and the "
+              "ratios built on it can be off by as much. Rerun with --rounds 3 (or more) and a "
+              "larger --budget, on a quieter machine.")
+NUMPY_BACKEND_NOTE = ("backend numpy is fastloss's pure-NumPy reference implementation (float64, "
+                      "written to be obviously right), not tuned for speed; numba is the fast CPU "
+                      "backend.")
+
+
+def legend(columns: Sequence[str], info: dict) -> str:
+    """What each of ``columns`` (table headers; ``x <peer>`` for the summaries' peer columns)
+    means, wrapped to 100 characters."""
+    floor = ("np.copyto of a float32 array of half the op's bytes, so that it reads and writes "
+             "exactly those bytes (on a GPU: cupy.copyto, device to device), timed in this run")
+    meanings = {
+        "time": "median wall time of one call: at least --repeats timed calls after an untimed "
+                "warm-up (JIT compilation, first touch of memory), more while within --budget "
+                "seconds; with --rounds R, the median of the R rounds' medians",
+        "spread": f"interquartile range of those calls (q3 - q1) as % of time; noisy: over "
+                  f"{NOISY_SPREAD:.0%}",
+        "GB/s": "bytes the op must move (each input read once, the gradient written once) / time",
+        "floor": "time of the floor copy (see x floor)",
+        "x floor": f"time / time of the floor copy: {floor}. NumPy copies on one thread while "
+                   f"fastloss's numba kernels run on {info['numba_threads']} threads, so below 1 "
+                   "means beating one core's copy; likelier at sizes that fit in the cores' "
+                   "caches together but not in one core's",
+        "fastloss x": "on a peer's line: its time / the fastest fastloss backend's time, i.e. how "
+                      "many times faster fastloss is",
+        "vs NumPy": "time of the NumPy expression a user writes (on a GPU, CuPy's) / this row's "
+                    "time: how many times faster fastloss is",
+        "x <peer>": "that peer's time / this row's time: how many times faster fastloss is",
+        "rel err": "|loss - ref| / |ref|, ref the loss computed in float64 from the same float32 "
+                   "inputs; - for the gradient alone",
+    }
+    named = {"x <peer>" if column.startswith("x ") and column != "x floor" else column
+             for column in columns}
+    lines = ["columns:"]
+    for name, meaning in meanings.items():
+        if name in named:
+            lines += textwrap.wrap(f"{name:10} {meaning}", width=98, initial_indent="  ",
+                                   subsequent_indent=" " * 13)
+    return "\n".join(lines)
 
 
 def _version(distribution: str) -> str | None:
@@ -411,11 +490,13 @@ def _finite(value):
     return value
 
 
-def write_json(path: str, rows: list[dict], skipped: list[str], args) -> None:
+def write_json(path: str, rows: list[dict], skipped: list[str], args, info: dict) -> None:
+    """Every row, the ``environment`` ``info``, the options and what did not run, as JSON."""
     document = {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(args),
+        "environment": info,
+        "noisy_spread": NOISY_SPREAD,
         "backends": {name: {"available": ok, "detail": detail}
                      for name, (ok, detail) in peers.backend_status().items()},
         "options": {"quick": args.quick, "losses": args.losses, "ops": args.ops,
@@ -651,22 +732,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     rows = run(args)
+    info = environment(args)  # after the run: torch's threads are known once it is imported
+    print(environment_line(info) + "\n")
     print(quick_table(rows) if args.quick else full_table(rows))
+    columns = list(QUICK_HEADER if args.quick else FULL_HEADER)
     sweeps = {loss: sweep_shapes(loss, args) for loss in args.losses}
+    tiny = {loss: [shape for shape in shapes(loss, args) if shape[0] * shape[1] <= TINY_ELEMENTS
+                   and shape not in sweeps[loss]] for loss in args.losses}
     if any(sweeps.values()):
         print(f"\nrow widths at {args.sweep_elements} elements (x peer: how many times faster "
               "fastloss is)\n" + summary_table(rows, sweeps))
-    tiny = {loss: [shape for shape in shapes(loss, args) if shape[0] * shape[1] <= TINY_ELEMENTS
-                   and shape not in sweeps[loss]] for loss in args.losses}
     if any(tiny.values()):
         print(f"\nlatency: shapes of at most {TINY_ELEMENTS} elements\n"
               + summary_table(rows, tiny))
+    if any(sweeps.values()) or any(tiny.values()):
+        columns += [*SUMMARY_HEADER, "x <peer>"]
+    notes = [NOISY_NOTE] * any(row["noisy"] for row in rows) + [NUMPY_BACKEND_NOTE] * any(
+        row["backend"] == "numpy" for row in rows)
+    for note in notes:
+        print("\n" + textwrap.fill(note, width=98))
+    print("\n" + legend(columns, info))
     skipped = not_run(args)
     if skipped:
         print("\nnot run here:\n" + "\n".join(f"  {line}" for line in skipped))
     if args.json:
-        write_json(args.json, rows, skipped, args)
-    if args.plot:
+        write_json(args.json, rows, skipped, args, info)
+    if args.plot and not peers.missing_module("matplotlib"):
         write_plot(args.plot, rows, sweeps, tiny)
     return 0
 
