@@ -41,6 +41,7 @@ def bench(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastloss")
+    parser.add_argument("--version", action="version", version=f"fastloss {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="backends, availability and versions")
     # bench's own options (--help included) belong to fastloss.bench.report.

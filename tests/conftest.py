@@ -7,6 +7,7 @@ of ``tests/cuda_emulator`` (marked ``emulated``: ``python -m pytest -m
 emulated`` runs just those).
 """
 
+import collections
 import contextlib
 import os
 import shutil
@@ -19,13 +20,30 @@ from cuda_emulator import emulator
 from fastloss import _registry
 from fastloss.backends.cuda import _module
 
+NO_GPU = "no CUDA device"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The skips once per reason, every GPU one as "no CUDA device" (``python -m
+    fastloss info`` says why the cuda backend is unavailable); pytest's ``-rs``
+    would repeat a reason per test file and line."""
+    reasons = collections.Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[NO_GPU if NO_GPU in reason else reason] += 1
+    if reasons:
+        terminalreporter.section("skipped, by reason")
+        for reason, count in reasons.most_common():
+            terminalreporter.line(f"{count:6}  {reason}")
+
 
 def _backend_param(name):
     marks = [pytest.mark.gpu] if name == "cuda" else []
     ok, reason = _registry.backend_status(name)
     if not ok:
-        if name == "cuda" and not reason.startswith("no CUDA device"):
-            reason = f"no CUDA device: {reason}"
+        if name == "cuda" and not reason.startswith(NO_GPU):
+            reason = f"{NO_GPU}: {reason}"
         marks.append(pytest.mark.skip(reason=reason))
     return pytest.param(name, id=name, marks=marks)
 

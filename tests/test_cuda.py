@@ -19,7 +19,7 @@ import fastloss as fl
 def gpu_only(cupy, why: str) -> None:
     """Skips the emulated run of a test that needs real hardware, saying why."""
     if cupy.__version__ == "emulated":
-        pytest.skip(f"not emulated: {why}")
+        pytest.skip(f"no CUDA device (not emulated: {why})")
 
 
 def _bfloat16():
@@ -31,7 +31,7 @@ def _bfloat16():
 def _torch_cuda():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
-        pytest.skip("PyTorch has no CUDA device")
+        pytest.skip("no CUDA device (for PyTorch)")
     return torch
 
 

@@ -76,3 +76,9 @@ def test_info_lists_every_backend():
                             text=True, check=True)
     for name in _registry.BACKENDS:
         assert f"\n  {name} " in result.stdout
+
+
+def test_version_option():
+    result = subprocess.run([sys.executable, "-m", "fastloss", "--version"], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == f"fastloss {fl.__version__}"
