@@ -69,6 +69,17 @@ def test_eight_threads_at_once_give_the_serial_bits(parent_bits):
     assert all(result == parent_bits for result in results)
 
 
+def _run_with_layer(layer: str, script: str) -> subprocess.CompletedProcess:
+    """``script`` in a fresh interpreter with ``NUMBA_THREADING_LAYER=layer``; this
+    module importable as ``test_threading``."""
+    env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).parent), str(Path(__file__).parents[1]),
+                      env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 _CONCURRENT_SCRIPT = """
 from concurrent.futures import ThreadPoolExecutor
 import numba, test_threading
@@ -82,11 +93,17 @@ print(numba.threading_layer())
 def test_workqueue_layer_serialises_concurrent_calls():
     # Numba's workqueue layer aborts the process when two threads launch at once;
     # fastloss's lock (used when TBB cannot load) must keep that from happening.
-    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(Path(__file__).parent), str(Path(__file__).parents[1]),
-                      env.get("PYTHONPATH")]))
-    completed = subprocess.run([sys.executable, "-c", _CONCURRENT_SCRIPT], env=env,
-                               capture_output=True, text=True, timeout=300)
+    completed = _run_with_layer("workqueue", _CONCURRENT_SCRIPT)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.split()[-1] == "workqueue"
+
+
+@pytest.mark.parametrize("layer", ["tbb", "omp"])
+def test_a_chosen_layer_is_kept(layer):
+    if layer == "tbb" and platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the tbb wheel is for x86-64 only")
+    completed = _run_with_layer(
+        layer, "import numba, test_threading; test_threading._bits(); "
+               "print(numba.threading_layer())")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split()[-1] == layer

@@ -50,12 +50,13 @@ def _load_tbb() -> bool:
 
 
 def _choose() -> str:
-    """Sets Numba's layer unless chosen or running already; returns the layer's name."""
+    """Sets Numba's layer unless chosen or running already; returns the layer's name.
+    TBB's library is loaded for a chosen layer too, which may be TBB."""
     if _numba_parallel._is_initialized:
         return numba.threading_layer()
-    if numba.config.THREADING_LAYER != "default":
-        return numba.config.THREADING_LAYER
-    numba.config.THREADING_LAYER = "tbb" if _load_tbb() else "workqueue"
+    tbb = _load_tbb()
+    if numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "tbb" if tbb else "workqueue"
     return numba.config.THREADING_LAYER
 
 
