@@ -189,6 +189,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     available, reason = _registry.backend_status(args.backend)
     if not available:
+        if args.backend == "cuda" and not reason.startswith("no CUDA device"):
+            reason = f"no CUDA device: {reason}"
         parser.error(f"--backend {args.backend} cannot run here: {reason}")
 
     if args.compare_jacobian:
