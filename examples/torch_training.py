@@ -68,20 +68,37 @@ def time_forward_backward(loss_fn, logits, labels, repeats, device):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--samples", type=int, default=1024)
-    parser.add_argument("--features", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=0.05)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bench-rows", type=int, default=4096)
-    parser.add_argument("--bench-classes", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--steps", type=int, default=100,
+                        help="SGD steps of each training run")
+    parser.add_argument("--samples", type=int, default=1024,
+                        help="size of the synthetic training set")
+    parser.add_argument("--features", type=int, default=32,
+                        help="input features per sample")
+    parser.add_argument("--hidden", type=int, default=64,
+                        help="units in the hidden ReLU layer")
+    parser.add_argument("--classes", type=int, default=10,
+                        help="classes of the training set, i.e. the model's outputs")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="samples per SGD step")
+    parser.add_argument("--learning-rate", type=float, default=0.05,
+                        help="SGD step size, with momentum 0.9")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="floating-point type of the model, data and timed logits")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device to train and time on, e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data, initial weights, batch order and timed logits")
+    parser.add_argument("--bench-rows", type=int, default=4096,
+                        help="rows (samples) of the logits timed after training")
+    parser.add_argument("--bench-classes", type=int, default=1000,
+                        help="columns (classes) of the logits timed after training")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed forward+backward calls per loss after warm-up; "
+                             "the best one counts")
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if device.type == "cuda" and not torch.cuda.is_available():

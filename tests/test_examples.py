@@ -2,6 +2,7 @@
 
 import importlib.util
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -59,6 +60,32 @@ def test_torch_training_curves_agree():
     assert len(result["torch"]) == len(result["fastloss"]) == 100
     assert result["difference"] < 1e-5
     assert np.isfinite(list(result["times"].values())).all()
+
+
+def _help_entries(text):
+    """``{option: its help text}`` from an argparse --help, one entry per option line."""
+    body = text.split("options:", 1)[1]
+    entries = re.split(r"\n  (?=-)", "\n" + body)[1:]
+    return {entry.split()[0].rstrip(","): " ".join(entry.split()) for entry in entries}
+
+
+@pytest.mark.parametrize("name", ["linear_regression_gd", "mlp_digits", "torch_training"])
+def test_example_help_explains_every_option_and_its_default(name, capsys):
+    if name == "torch_training":
+        pytest.importorskip("torch", reason="the example trains a PyTorch model")
+    with pytest.raises(SystemExit) as exit_info:
+        load(name).main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    usage_options = set(re.findall(r"\[(--?[a-z-]+)", text.split("options:", 1)[0]))
+    entries = _help_entries(text)
+    assert set(entries) == usage_options and len(entries) > 1
+    for option, entry in entries.items():
+        if option == "-h":
+            continue
+        meaning = re.sub(r"^--[a-z-]+( \S+)?", "", entry).split("(default:")[0]
+        assert "(default: " in entry, f"{name} {option} shows no default: {entry!r}"
+        assert len(meaning.split()) >= 2, f"{name} {option} says nothing about itself: {entry!r}"
 
 
 @pytest.mark.skipif(_cupy_available(), reason="a CUDA device is present")
