@@ -55,11 +55,35 @@ def test_mlp_digits_on_cupy():
 def test_torch_training_curves_agree():
     pytest.importorskip("torch", reason="the example trains a PyTorch model")
     result = load("torch_training").main(
-        ["--steps", "100", "--bench-rows", "64", "--bench-classes", "10", "--repeats", "1"]
+        ["--steps", "100", "--bench-rows", "64", "--bench-classes", "10", "--repeats", "1",
+         "--no-compile"]
     )
     assert len(result["torch"]) == len(result["fastloss"]) == 100
     assert result["difference"] < 1e-5
+    assert set(result["times"]) == {"torch eager", "fastloss eager"}
     assert np.isfinite(list(result["times"].values())).all()
+
+
+def test_torch_training_times_compiled_losses(capsys):
+    torch = pytest.importorskip("torch", reason="the example trains a PyTorch model")
+    torch._dynamo.reset()
+    try:
+        result = load("torch_training").main(
+            ["--steps", "2", "--bench-rows", "64", "--bench-classes", "10", "--repeats", "1"]
+        )
+    finally:
+        torch._dynamo.reset()
+    rows = ["torch eager", "torch compiled", "fastloss eager", "fastloss compiled"]
+    assert set(result["times"]) == set(rows)
+    for row in rows:
+        assert 0 < result["times"][row] < float("inf"), row
+    assert set(result["ratios"]) == {"eager", "compiled"}
+    assert result["ratios"]["compiled"] == pytest.approx(
+        result["times"]["fastloss compiled"] / result["times"]["torch compiled"]
+    )
+    printed = capsys.readouterr().out
+    for line in [*rows, "fastloss compiled / torch compiled"]:
+        assert f"  {line}" in printed
 
 
 def _help_entries(text):
