@@ -44,11 +44,18 @@ def gradient_descent(x, y, learning_rate: float, steps: int, tol: float):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=20000)
-    parser.add_argument("--learning-rate", type=float, default=0.1)
-    parser.add_argument("--tol", type=float, default=1e-10)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--samples", type=int, default=200,
+                        help="number of (x, y) points drawn around y = 1.5 + 2 x")
+    parser.add_argument("--steps", type=int, default=20000,
+                        help="most gradient-descent updates to make")
+    parser.add_argument("--learning-rate", type=float, default=0.1,
+                        help="step size: theta <- theta - learning_rate * dJ/dtheta")
+    parser.add_argument("--tol", type=float, default=1e-10,
+                        help="stop once an update moves every theta by less than this")
     args = parser.parse_args(argv)
 
     x, y = make_data(args.samples)

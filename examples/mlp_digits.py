@@ -175,20 +175,34 @@ def print_comparison(rows):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=0.05)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--backend", default="numba", choices=["numba", "numpy", "cuda"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--epochs", type=int, default=40,
+                        help="passes over the training images")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="images per SGD step")
+    parser.add_argument("--hidden", type=int, default=64,
+                        help="units in the hidden ReLU layer")
+    parser.add_argument("--learning-rate", type=float, default=0.05,
+                        help="SGD step size")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="floating-point type of the weights and images")
+    parser.add_argument("--backend", default="numba", choices=["numba", "numpy", "cuda"],
+                        help="fastloss backend of the loss; cuda also keeps the arrays on the GPU, "
+                             "as CuPy arrays")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the train/test split, initial weights and batch order")
     parser.add_argument("--compare-jacobian", action="store_true",
                         help="time crysx_nn's Jacobian path against the fused gradient and exit")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="timed calls per shape with --compare-jacobian; the best one counts")
     args = parser.parse_args(argv)
     available, reason = _registry.backend_status(args.backend)
     if not available:
+        if args.backend == "cuda" and not reason.startswith("no CUDA device"):
+            reason = f"no CUDA device: {reason}"
         parser.error(f"--backend {args.backend} cannot run here: {reason}")
 
     if args.compare_jacobian:
