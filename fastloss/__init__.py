@@ -20,6 +20,7 @@ from fastloss.losses.huber import huber, huber_grad, huber_with_grad
 from fastloss.losses.l1 import l1, l1_grad, l1_with_grad
 from fastloss.losses.mse import mse, mse_grad, mse_with_grad
 from fastloss.losses.smooth_l1 import smooth_l1, smooth_l1_grad, smooth_l1_with_grad
+from fastloss.losses.softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
 from fastloss.losses.softmax_cross_entropy import (
     softmax_cross_entropy,
     softmax_cross_entropy_grad,
@@ -60,4 +61,8 @@ __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_grad",
     "softmax_cross_entropy_with_grad",
+    "softmax",
+    "log_softmax",
+    "softmax_backward",
+    "log_softmax_backward",
 ]

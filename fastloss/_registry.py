@@ -28,10 +28,15 @@ ELEMENTWISE = (
 )
 ROWWISE = ("softmax_cross_entropy",)
 LOSSES = ELEMENTWISE + ROWWISE
+# Functions of rows that are not losses, all in each backend's ``softmax`` module.
+SOFTMAX_FUNCTIONS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")
 
 _KERNELS = {
     (loss, backend): f"fastloss.backends.{backend}.{loss}:{loss}"
     for loss in LOSSES for backend in BACKENDS
+} | {
+    (name, backend): f"fastloss.backends.{backend}.softmax:{name}"
+    for name in SOFTMAX_FUNCTIONS for backend in BACKENDS
 }
 # Hooks: helpers a front asks its backend for, apart from the kernels. On the
 # CPU backends "label_summary" checks class indices in one pass and gives a

@@ -30,9 +30,15 @@ def results(backend, dtype, reduced, items, grad, writes_out: bool, out):
     ``grad``: the buffer of :func:`grad_buffer`.
     """
     loss = backend.result(reduced, dtype) if items is None else items.astype(dtype, copy=False)
-    if grad is None or writes_out:
-        return loss, grad
+    return loss, None if grad is None else output(grad, writes_out, out, dtype)
+
+
+def output(buffer, writes_out: bool, out, dtype):
+    """The caller's array from a kernel's ``buffer`` of :func:`grad_buffer`: ``out``
+    (written unless the kernel wrote it), or ``buffer`` in ``dtype``."""
+    if writes_out:
+        return buffer
     if out is None:
-        return loss, grad if grad.dtype == dtype else grad.astype(dtype)
-    out[...] = grad
-    return loss, out
+        return buffer if buffer.dtype == dtype else buffer.astype(dtype)
+    out[...] = buffer
+    return out

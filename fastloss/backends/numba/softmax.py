@@ -1,0 +1,109 @@
+"""Softmax, log-softmax and their vector-Jacobian products over rows, on Numba's threads.
+
+Contract: ``fastloss.backends.numpy.softmax``. Each row is read once for its max and sum
+(float64, in the fixed lane order of the cross-entropy kernel, whose row passes these are)
+and written once; rows are independent, so every thread count gives the same bits.
+float32 exponentials use that kernel's vectorised ``exp``.
+"""
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+from numba import njit, prange
+
+from fastloss.backends.numba import _kernel_copies as copies
+from fastloss.backends.numba.softmax_cross_entropy import (
+    BLOCK_ELEMENTS,
+    LANES,
+    SERIAL_ELEMENTS,
+    _exp,
+    _fold_sum,
+    _row_exp_sum,
+    _row_max,
+    _row_scale,
+    _stack_lanes,
+)
+
+SOFTMAX, LOG_SOFTMAX, SOFTMAX_BACKWARD, LOG_SOFTMAX_BACKWARD = range(4)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _row_sum(a, b):
+    """sum_c a_c * b_c (b None: sum_c a_c) in float64, in LANES lanes folded in a fixed tree."""
+    lane_sum = _stack_lanes(0.0)
+    for lane in range(LANES):
+        lane_sum[lane] = 0.0
+    classes = a.size
+    for start in range(0, classes, LANES):
+        for lane in range(min(LANES, classes - start)):
+            value = np.float64(a[start + lane])
+            if b is not None:
+                value *= np.float64(b[start + lane])
+            lane_sum[lane] += value
+    return _fold_sum(lane_sum)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _softmax_row(z, out, log):
+    row_max = _row_max(z)
+    if log:
+        # (z - max) - log(sum), not z - (max + log(sum)): max may absorb the log.
+        log_total = math.log(_row_exp_sum(z, row_max, None, z, None))
+        for c in range(z.size):
+            out[c] = (np.float64(z[c]) - np.float64(row_max)) - log_total
+    else:
+        # out holds exp(z - max) after the sum (z is read first where out is z).
+        _row_scale(out, 1.0 / _row_exp_sum(z, row_max, out, z, out))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _backward_row(y, g, out, log):
+    if log:  # y = log p: g - p * sum(g)
+        total = _row_sum(g, None)
+        for c in range(y.size):
+            out[c] = np.float64(g[c]) - np.float64(_exp(y[c])) * total
+    else:  # y = p: p * (g - sum(p * g))
+        dot = _row_sum(y, g)
+        for c in range(y.size):
+            out[c] = np.float64(y[c]) * (np.float64(g[c]) - dot)
+
+
+def _kernel(x, g, out, op):
+    rows, classes = x.shape
+    row_block = max(1, BLOCK_ELEMENTS // classes)
+    for block in prange((rows + row_block - 1) // row_block):
+        for row in range(block * row_block, min((block + 1) * row_block, rows)):
+            if op <= LOG_SOFTMAX:
+                _softmax_row(x[row], out[row], op == LOG_SOFTMAX)
+            else:
+                _backward_row(x[row], g[row], out[row], op == LOG_SOFTMAX_BACKWARD)
+
+
+# The row passes come from softmax_cross_entropy.py: its text is part of the cache key.
+_SOURCES = ("softmax.py", "softmax_cross_entropy.py")
+_TAG = hashlib.sha256(
+    b"".join(Path(__file__).with_name(name).read_bytes() for name in _SOURCES)
+).hexdigest()[:12]
+_serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals(), _TAG)
+
+
+def _run(x, g, out, op):
+    (_serial_kernel if x.size <= SERIAL_ELEMENTS else _parallel_kernel)(x, g, out, op)
+
+
+def softmax(z, out):
+    _run(z, z, out, SOFTMAX)
+
+
+def log_softmax(z, out):
+    _run(z, z, out, LOG_SOFTMAX)
+
+
+def softmax_backward(p, g, out):
+    _run(p, g, out, SOFTMAX_BACKWARD)
+
+
+def log_softmax_backward(logp, g, out):
+    _run(logp, g, out, LOG_SOFTMAX_BACKWARD)

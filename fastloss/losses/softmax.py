@@ -1,0 +1,76 @@
+"""Softmax and log-softmax over the class axis (last) of ``(N, k)`` arrays, and their
+vector-Jacobian products, each one fused pass over memory with no ``(N, k, k)`` Jacobian."""
+
+from __future__ import annotations
+
+from fastloss import _registry
+from fastloss.losses import _tail
+
+
+def _row_function(name, arrays: dict, out, backend):
+    """``name``'s kernel over ``arrays`` (argument name -> array, the first one leading):
+    checks, conversion to the compute dtype, then ``out`` or a new array."""
+    backend = _registry.backend(backend, *arrays.values(), out)
+    (lead, x), *others = arrays.items()
+    x = backend.asarray(x, lead)
+    with backend.scope(x):
+        backend.check_float(x, lead)
+        if x.ndim != 2:
+            raise ValueError(
+                f"{lead} must be 2-D (N, k) with the class axis last; got shape {x.shape}"
+            )
+        inputs = [x]
+        for other, y in others:
+            y = backend.asarray(y, other)
+            backend.check_float(y, other)
+            if y.shape != x.shape:
+                raise ValueError(f"{other} must have the shape of {lead} {x.shape}; got {y.shape}")
+            if y.dtype != x.dtype:
+                raise TypeError(f"{other} must have the dtype of {lead} {x.dtype}; got {y.dtype}")
+            inputs.append(y)
+        out = backend.check_out(out, "out", x)
+        backend.same_device(*inputs, out)
+        xp, dtype = backend.xp, x.dtype
+        work = backend.compute_dtype(dtype)
+        inputs = [xp.ascontiguousarray(y, dtype=work) for y in inputs]
+        buffer, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, True)
+        if x.size:
+            backend.kernel(name)(*inputs, buffer)
+        return _tail.output(buffer, writes_out, out, dtype)
+
+
+def softmax(z, *, out=None, backend: str = "auto"):
+    """``exp(z - max) / sum(exp(z - max))`` along each row of ``(N, k)`` ``z``."""
+    return _row_function("softmax", {"z": z}, out, backend)
+
+
+def log_softmax(z, *, out=None, backend: str = "auto"):
+    """``z - max - log(sum(exp(z - max)))`` along each row of ``(N, k)`` ``z``."""
+    return _row_function("log_softmax", {"z": z}, out, backend)
+
+
+def softmax_backward(p, grad_p, *, out=None, backend: str = "auto"):
+    """The gradient with respect to ``z`` from ``p = softmax(z)`` and ``grad_p``, the
+    gradient with respect to ``p``: ``p * (grad_p - sum(p * grad_p))`` per row."""
+    return _row_function("softmax_backward", {"p": p, "grad_p": grad_p}, out, backend)
+
+
+def log_softmax_backward(logp, grad_logp, *, out=None, backend: str = "auto"):
+    """The gradient with respect to ``z`` from ``logp = log_softmax(z)`` and ``grad_logp``:
+    ``grad_logp - exp(logp) * sum(grad_logp)`` per row."""
+    return _row_function("log_softmax_backward", {"logp": logp, "grad_logp": grad_logp}, out,
+                         backend)
+
+
+_CONTRACT = """
+    Inputs: ``(N, k)`` floating-point arrays of one shape and dtype, class axis last (any
+    layout); float16 is computed in float32 (on CUDA also bfloat16), float64 in float64,
+    with float64 row sums on the CPU. ``out``: optional array of the input's shape and dtype
+    that receives the result; it may be an input itself, not a partly overlapping view.
+    Returns an array of the input's shape and dtype (C order when ``out`` is not given).
+    Stable for entries of any magnitude; a row of NaN, or of all ``-inf``, gives a NaN row,
+    as PyTorch does. ``backend``: "auto", "numpy", "numba" or "cuda". Raises ValueError for
+    shapes, TypeError for dtypes and array types.
+"""
+for _function in (softmax, log_softmax, softmax_backward, log_softmax_backward):
+    _function.__doc__ += _CONTRACT

@@ -1,0 +1,129 @@
+"""fl.softmax, fl.log_softmax and their vector-Jacobian products against PyTorch in float64."""
+
+import numpy as np
+import pytest
+from conftest import TOLERANCE, to_backend, to_host
+
+import fastloss as fl
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _torch_forward(name, z):
+    return (F.softmax if name == "softmax" else F.log_softmax)(torch.from_numpy(z), dim=1).numpy()
+
+
+def _torch_backward(name, z, g):
+    """The gradient with respect to z of sum(g * f(z)), f softmax or log-softmax."""
+    zt = torch.from_numpy(z).requires_grad_()
+    forward = F.softmax if name == "softmax_backward" else F.log_softmax
+    (grad,) = torch.autograd.grad(forward(zt, dim=1), zt, torch.from_numpy(g))
+    return grad.numpy()
+
+
+def _case(name, z, g):
+    """(fastloss arguments in float64, expected result): a backward function gets
+    f(z) of the same float64 z that PyTorch differentiates."""
+    if name in ("softmax", "log_softmax"):
+        return (z,), _torch_forward(name, z)
+    forward = "softmax" if name == "softmax_backward" else "log_softmax"
+    return (_torch_forward(forward, z), g), _torch_backward(name, z, g)
+
+
+NAMES = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward"]
+SHAPES = [(1, 1), (7, 3), (300, 100), (5, 1000), (70, 2000)]  # the last: Numba's threads
+
+
+def _tolerance(dtype, expected):
+    rtol, atol = TOLERANCE[np.dtype(dtype)] if dtype != np.float16 else (4e-3, 2e-3)
+    return rtol, atol * max(1.0, float(np.nanmax(np.abs(expected), initial=1.0)))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", NAMES)
+def test_matches_torch(backend, dtype, name, shape):
+    rng = np.random.default_rng(shape[1])
+    z = rng.standard_normal(shape) * 4
+    g = rng.standard_normal(shape)
+    arguments, expected = _case(name, z, g)
+    arguments = [to_backend(a.astype(dtype), backend) for a in arguments]
+    result = getattr(fl, name)(*arguments, backend=backend)
+    assert result.shape == shape and result.dtype == dtype
+    rtol, atol = _tolerance(dtype, expected)
+    np.testing.assert_allclose(to_host(result), expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float16_is_computed_in_float32(backend, name):
+    rng = np.random.default_rng(3)
+    z, g = rng.standard_normal((9, 40)), rng.standard_normal((9, 40))
+    arguments, expected = _case(name, z, g)
+    arguments = [to_backend(a.astype(np.float16), backend) for a in arguments]
+    result = getattr(fl, name)(*arguments, backend=backend)
+    assert result.dtype == np.float16
+    rtol, atol = _tolerance(np.float16, expected)
+    np.testing.assert_allclose(to_host(result).astype(np.float64), expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_extreme_rows_as_torch(backend, dtype, name):
+    big = 1e30 if dtype == np.float32 else 1e300
+    z = np.array([
+        [big, -big, 0.0, 1.0],
+        [-np.inf, 0.0, -np.inf, 2.0],
+        [-np.inf] * 4,  # NaN, as PyTorch
+        [np.nan, 0.0, 1.0, 2.0],  # NaN row
+        [-big, -big, -big, -big],
+    ])
+    expected = _torch_forward(name, z.astype(dtype).astype(np.float64))
+    result = to_host(getattr(fl, name)(to_backend(z.astype(dtype), backend), backend=backend))
+    np.testing.assert_allclose(result, expected, rtol=TOLERANCE[np.dtype(dtype)][0], atol=1e-6)
+    assert np.isnan(result[2]).all() and np.isnan(result[3]).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_out_in_place_and_layouts(backend, name):
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((6, 33)).astype(np.float32)
+    g = rng.standard_normal((6, 33)).astype(np.float32)
+    arguments = [z] if name in ("softmax", "log_softmax") else [fl.softmax(z), g]
+    expected = to_host(getattr(fl, name)(*[to_backend(a, backend) for a in arguments],
+                                         backend=backend))
+    # Fortran order and a strided view give the same values.
+    for layout in (np.asfortranarray, lambda a: np.repeat(a, 2, axis=1)[:, ::2]):
+        views = [to_backend(layout(a), backend) for a in arguments]
+        np.testing.assert_array_equal(to_host(getattr(fl, name)(*views, backend=backend)),
+                                      expected)
+    # out= receives the result and may be the first input itself; inputs are never modified.
+    inputs = [to_backend(a.copy(), backend) for a in arguments]
+    out = to_backend(np.empty_like(z), backend)
+    assert getattr(fl, name)(*inputs, out=out, backend=backend) is out
+    np.testing.assert_array_equal(to_host(out), expected)
+    for before, after in zip(arguments, inputs, strict=True):
+        np.testing.assert_array_equal(to_host(after), before)
+    first = inputs[0]
+    assert getattr(fl, name)(*inputs, out=first, backend=backend) is first
+    np.testing.assert_array_equal(to_host(first), expected)
+
+
+def test_empty_inputs():
+    assert fl.softmax(np.zeros((0, 4), np.float32)).shape == (0, 4)
+    assert fl.log_softmax_backward(np.zeros((3, 0)), np.zeros((3, 0))).shape == (3, 0)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: fl.softmax(np.zeros(4)), ValueError, r"z must be 2-D \(N, k\)"),
+    (lambda: fl.log_softmax(np.zeros((2, 3), np.int64)), TypeError, "z must be a floating"),
+    (lambda: fl.softmax_backward(np.zeros((2, 3)), np.zeros((3, 2))), ValueError,
+     r"grad_p must have the shape of p \(2, 3\)"),
+    (lambda: fl.log_softmax_backward(np.zeros((2, 3)), np.zeros((2, 3), np.float32)), TypeError,
+     "grad_logp must have the dtype of logp"),
+    (lambda: fl.softmax(np.zeros((2, 3)), out=np.zeros((3, 2))), ValueError, "out must have"),
+    (lambda: fl.softmax(np.zeros((2, 3)), out=np.zeros((2, 3), np.float32)), TypeError,
+     "out must have dtype"),
+    (lambda: fl.softmax(np.zeros((2, 3)), backend="gpu"), ValueError, "backend must be"),
+])
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
