@@ -17,6 +17,7 @@ from fastloss.losses.binary_cross_entropy_with_logits import (
 )
 from fastloss.losses.hinge import hinge, hinge_grad, hinge_with_grad
 from fastloss.losses.huber import huber, huber_grad, huber_with_grad
+from fastloss.losses.kl_div import kl_div, kl_div_grad, kl_div_with_grad
 from fastloss.losses.l1 import l1, l1_grad, l1_with_grad
 from fastloss.losses.mse import mse, mse_grad, mse_with_grad
 from fastloss.losses.smooth_l1 import smooth_l1, smooth_l1_grad, smooth_l1_with_grad
@@ -58,6 +59,9 @@ __all__ = [
     "hinge",
     "hinge_grad",
     "hinge_with_grad",
+    "kl_div",
+    "kl_div_grad",
+    "kl_div_with_grad",
     "softmax_cross_entropy",
     "softmax_cross_entropy_grad",
     "softmax_cross_entropy_with_grad",

@@ -24,7 +24,7 @@ BACKENDS = ("numpy", "numba", "cuda")
 # kernel over a per-loss functor.
 ELEMENTWISE = (
     "mse", "l1", "smooth_l1", "huber", "binary_cross_entropy_with_logits",
-    "binary_cross_entropy", "hinge",
+    "binary_cross_entropy", "hinge", "kl_div",
 )
 ROWWISE = ("softmax_cross_entropy",)
 LOSSES = ELEMENTWISE + ROWWISE

@@ -64,7 +64,7 @@ from dask.array.utils import meta_from_array
 from fastloss import _class_shards as shards
 from fastloss import _registry
 from fastloss import _validate as v
-from fastloss.losses._elementwise import check_per_element
+from fastloss.losses._elementwise import check_per_element, mean_divisor
 
 __all__ = [
     "evaluate",
@@ -338,7 +338,7 @@ def _per_element(values, name: str, x):
 
 
 def evaluate(spec, x, target, reduction, backend, out, want_grad, *, param=0.0, weight=None,
-             aux=None, aux_name="aux"):
+             aux=None, aux_name="aux", divisor=None):
     """Lazy ``(loss, grad or None)`` of an elementwise loss (``fastloss.losses._elementwise``'s
     ``evaluate``, which calls this when an argument is a dask array)."""
     reduction = v.check_reduction(reduction)
@@ -361,7 +361,7 @@ def evaluate(spec, x, target, reduction, backend, out, want_grad, *, param=0.0, 
         _elementwise_block, index, x, index, target, index,
         weight, None if weight is None else index, aux, None if aux is None else index,
         meta=np.empty((0,) * x.ndim, dtype=object), spec=spec, backend=chosen,
-        divisor=x.size if reduction == "mean" else 1, param=param, want_grad=want_grad,
+        divisor=mean_divisor(reduction, x.size, divisor), param=param, want_grad=want_grad,
         want_items=reduction == "none",
     )
     if reduction == "none":

@@ -1,11 +1,11 @@
 """PyTorch losses computed by fastloss's fused loss-and-gradient kernels.
 
 ``mse_loss``, ``l1_loss``, ``smooth_l1_loss``, ``huber_loss``,
-``binary_cross_entropy_with_logits``, ``binary_cross_entropy`` and
+``binary_cross_entropy_with_logits``, ``binary_cross_entropy``, ``kl_div`` and
 ``cross_entropy`` take ``torch.nn.functional``'s arguments and give its
 results (2-D input, class axis last for cross-entropy); ``MSELoss``,
 ``L1Loss``, ``SmoothL1Loss``, ``HuberLoss``, ``BCEWithLogitsLoss``,
-``BCELoss`` and ``CrossEntropyLoss`` are the matching modules. Options other
+``BCELoss``, ``KLDivLoss`` and ``CrossEntropyLoss`` are the matching modules. Options other
 than ``weight`` are keyword-only (``huber_loss`` takes them positionally, as
 PyTorch does, having no deprecated ones): PyTorch's deprecated ``size_average`` /
 ``reduce`` are not accepted, so no positional option can land in their place.
@@ -54,11 +54,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 import fastloss
 from fastloss import _registry, _validate
+from fastloss.losses.kl_div import REDUCTIONS as _KL_DIV_REDUCTIONS
 
 __all__ = [
     "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
     "binary_cross_entropy", "cross_entropy", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
-    "BCEWithLogitsLoss", "BCELoss", "CrossEntropyLoss",
+    "BCEWithLogitsLoss", "BCELoss", "CrossEntropyLoss", "kl_div", "KLDivLoss",
 ]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -239,6 +240,10 @@ def _elementwise_arguments(name, input, target, reduction, weights):
         _check_device(weight, option, input.device)
         if torch.is_grad_enabled() and weight.requires_grad:
             raise NotImplementedError(f"fastloss.torch does not differentiate {option}")
+    if name == "kl_div":
+        if reduction not in _KL_DIV_REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_KL_DIV_REDUCTIONS}; got {reduction!r}")
+        return reduction
     return _validate.check_reduction(reduction)
 
 
@@ -321,7 +326,7 @@ class _EagerFunction(torch.autograd.Function):
 
 
 # The option a loss's single float argument stands for.
-_OPTION = {"smooth_l1": "beta", "huber": "delta"}
+_OPTION = {"smooth_l1": ("beta", float), "huber": ("delta", float), "kl_div": ("log_target", bool)}
 
 
 def _elementwise_op(name: str):
@@ -329,7 +334,10 @@ def _elementwise_op(name: str):
     def compute(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
                 pos_weight: torch.Tensor | None, reduction: str, option: float,
                 with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        options = {_OPTION[name]: option} if name in _OPTION else {}
+        options = {}
+        if name in _OPTION:
+            key, kind = _OPTION[name]
+            options[key] = kind(option)
 
         def run(array, out):
             for key, value in (("weight", weight), ("pos_weight", pos_weight)):
@@ -367,7 +375,7 @@ def _elementwise(name, input, target, reduction, option=0.0, weight=None, pos_we
 _FUNCTIONAL_NAMES = {
     "mse": "mse_loss", "l1": "l1_loss", "smooth_l1": "smooth_l1_loss", "huber": "huber_loss",
     "binary_cross_entropy_with_logits": "binary_cross_entropy_with_logits",
-    "binary_cross_entropy": "binary_cross_entropy",
+    "binary_cross_entropy": "binary_cross_entropy", "kl_div": "kl_div",
 }
 _ELEMENTWISE_OPS = {name: _elementwise_op(name) for name in _FUNCTIONAL_NAMES}
 _SHARED = """
@@ -427,6 +435,15 @@ def binary_cross_entropy(
     return _elementwise("binary_cross_entropy", input, target, reduction, weight=weight)
 
 
+def kl_div(
+    input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean",
+    log_target: bool = False,
+) -> torch.Tensor:
+    if not isinstance(log_target, bool):
+        raise TypeError(f"log_target must be a bool; got {log_target!r}")
+    return _elementwise("kl_div", input, target, reduction, log_target)
+
+
 for _function, _what, _target in (
     (mse_loss, "mse_loss", _AND_TARGET),
     (l1_loss, "l1_loss", _AND_TARGET),
@@ -434,6 +451,7 @@ for _function, _what, _target in (
     (huber_loss, "huber_loss", _AND_TARGET),
     (binary_cross_entropy_with_logits, "binary_cross_entropy_with_logits", _NOT_TARGET),
     (binary_cross_entropy, "binary_cross_entropy", _NOT_TARGET),
+    (kl_div, "kl_div", _NOT_TARGET),
 ):
     _function.__doc__ = (
         f"``torch.nn.functional.{_what}`` computed by fastloss's fused kernel.\n"
@@ -443,6 +461,10 @@ binary_cross_entropy_with_logits.__doc__ += """
     ``weight`` (broadcastable to input) and ``pos_weight`` (``(C,)`` over the
     last axis, or broadcastable) are not differentiated. Logits of +-inf give
     the limit where PyTorch gives NaN.
+"""
+kl_div.__doc__ += """
+    ``reduction`` may also be ``"batchmean"`` (the sum over ``input.size(0)``);
+    ``log_target``: the target holds log-probabilities.
 """
 binary_cross_entropy.__doc__ += """
     ``weight`` (broadcastable to input) is not differentiated. Probabilities
@@ -672,6 +694,24 @@ class BCELoss(_ReductionLoss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
+
+
+class KLDivLoss(torch.nn.Module):
+    """``torch.nn.KLDivLoss`` computed by :func:`kl_div`."""
+
+    def __init__(self, *, reduction: str = "mean", log_target: bool = False):
+        super().__init__()
+        if reduction not in _KL_DIV_REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_KL_DIV_REDUCTIONS}; got {reduction!r}")
+        if not isinstance(log_target, bool):
+            raise TypeError(f"log_target must be a bool; got {log_target!r}")
+        self.reduction, self.log_target = reduction, log_target
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, log_target={self.log_target}"
 
 
 class CrossEntropyLoss(torch.nn.Module):

@@ -160,11 +160,13 @@ def _elementwise_case(name, shape, dtype, rng):
         options = {"margin": 0.5}
     elif name in ("smooth_l1", "huber"):
         options = {"beta": 0.5} if name == "smooth_l1" else {"delta": 0.5}
+    elif name == "kl_div":
+        options = {"log_target": True}
     return getattr(fl, f"{name}_with_grad"), x, target, options
 
 
 ELEMENTWISE = ["l1", "smooth_l1", "huber", "binary_cross_entropy_with_logits",
-               "binary_cross_entropy", "hinge"]
+               "binary_cross_entropy", "hinge", "kl_div"]
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -185,6 +187,17 @@ def test_elementwise_family_matches_memory(name, reduction):
         np.testing.assert_array_equal(loss, memory_loss)
     else:
         assert_loss(loss, np.float64(memory_loss), dtype)
+
+
+def test_kl_div_batchmean_divides_by_the_rows():
+    x, target = np.random.default_rng(4).standard_normal((2, 53, 9))
+    lazy = fl.kl_div_with_grad(da.from_array(x, chunks=(20, 4)), target, log_target=True,
+                               reduction="batchmean")
+    loss, grad = dask.compute(*lazy)
+    memory_loss, memory_grad = fl.kl_div_with_grad(x, target, log_target=True,
+                                                   reduction="batchmean")
+    np.testing.assert_array_equal(grad, memory_grad)
+    assert_loss(loss, np.float64(memory_loss), np.float64)
 
 
 @pytest.mark.parametrize("name, bad", [("binary_cross_entropy", "probs must lie in"),

@@ -9,6 +9,7 @@ fixture, the CUDA kernels included on the host emulator.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,18 @@ def _probs_and_labels(rng, shape):
 
 def _scores_and_signs(rng, shape):
     return rng.standard_normal(shape) * 2, np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+
+
+def _log_probs_and_probs(rng, shape):
+    target = rng.random(shape)
+    target[rng.random(shape) < 0.2] = 0.0  # 0 * log 0 = 0
+    return rng.standard_normal(shape) * 2, target
+
+
+def _kl_div_reference(input, target, reduction="mean", **options):
+    with warnings.catch_warnings():  # PyTorch warns that "mean" is not "batchmean"
+        warnings.simplefilter("ignore", UserWarning)
+        return F.kl_div(input, target, reduction=reduction, **options)
 
 
 def _hinge_reference(scores, target, margin=1.0, reduction="mean"):
@@ -77,6 +90,7 @@ LOSSES = [
     Loss("binary_cross_entropy", F.binary_cross_entropy, _probs_and_labels,
          [{}, {"weight": 1}], {"weight": lambda shape: shape}),
     Loss("hinge", _hinge_reference, _scores_and_signs, [{}, {"margin": 0.25}]),
+    Loss("kl_div", _kl_div_reference, _log_probs_and_probs, [{}, {"log_target": True}]),
 ]
 IDS = [loss.name for loss in LOSSES]
 
@@ -233,6 +247,7 @@ EXTREMES = {
     "binary_cross_entropy": ([0.0, 1.0, 0.0, 1.0, 1e-30, 1.0 - 1e-16],
                              [0.0, 1.0, 1.0, 0.0, 0.5, 0.5]),
     "hinge": ([1e30, -1e30, 1.0, -1.0], [1.0, 1.0, 1.0, 1.0]),
+    "kl_div": ([1e30, -1e30, -np.inf, 0.0, -50.0], [0.0, 0.0, 0.0, 1e-30, 1.0]),
 }
 
 
@@ -251,8 +266,23 @@ def test_nan_in_nan_out(backend, loss):
     x[3, 4] = np.nan
     got_loss, got_grad = _run(loss, backend, x, target, "none")
     got_loss, got_grad = to_host(got_loss), to_host(got_grad)
-    assert np.isnan(got_loss[3, 4]) and np.isnan(got_grad[3, 4])
+    assert np.isnan(got_loss[3, 4])
+    if loss.name == "kl_div":  # its gradient, -target, does not read the input
+        assert np.isfinite(got_grad).all()
+        return
+    assert np.isnan(got_grad[3, 4])
     assert np.isfinite(np.delete(got_grad.ravel(), 34)).all()
+
+
+@pytest.mark.parametrize("log_target", [False, True])
+def test_kl_div_batchmean_matches_torch(backend, dtype, log_target):
+    loss = LOSSES[-1]
+    x, target = (a.astype(dtype) for a in loss.inputs(np.random.default_rng(9), (37, 11)))
+    options = {"log_target": log_target}
+    want_loss, want_grad = torch_reference(loss, x, target, "batchmean", options)
+    got_loss, got_grad = _run(loss, backend, x, target, "batchmean", options)
+    assert_close(got_loss, want_loss, dtype)
+    assert_close(got_grad, want_grad, dtype)
 
 
 def test_infinite_logits_give_the_limit(backend):
@@ -317,7 +347,7 @@ def test_bad_inputs_name_the_argument(loss):
     x, target = (a.astype(np.float32) for a in loss.inputs(rng, (4, 5)))
     name = "pred" if loss.name in ("l1", "smooth_l1", "huber") else {
         "binary_cross_entropy_with_logits": "logits", "binary_cross_entropy": "probs",
-        "hinge": "scores"}[loss.name]
+        "hinge": "scores", "kl_div": "input"}[loss.name]
     fn, grad_fn = getattr(fl, loss.name), getattr(fl, f"{loss.name}_grad")
     cases = [
         (ValueError, "target", lambda: fn(x, target[:, :4])),
@@ -352,6 +382,9 @@ def test_bad_inputs_name_the_argument(loss):
          TypeError, "pos_weight"),
         (lambda x, t: fl.binary_cross_entropy(x.clip(0, 1), t.clip(0, 1), weight="w"),
          TypeError, "weight"),
+        (lambda x, t: fl.kl_div(x, t, log_target=1), TypeError, "log_target"),
+        (lambda x, t: fl.kl_div(x, t, reduction="batch"), ValueError, "batchmean"),
+        (lambda x, t: fl.kl_div(x[0, 0], t[0, 0], reduction="batchmean"), ValueError, "0-d"),
     ],
 )
 def test_bad_options_name_the_option(call, error, argument):

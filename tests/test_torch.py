@@ -401,6 +401,7 @@ ELEMENTWISE = {
     "huber_loss": ({"delta": 0.75}, "normal"),
     "binary_cross_entropy_with_logits": ({"weight": (1, 5), "pos_weight": (5,)}, "logits"),
     "binary_cross_entropy": ({"weight": (4, 5)}, "probs"),
+    "kl_div": ({"log_target": True}, "logits"),
 }
 
 
@@ -465,6 +466,8 @@ def test_elementwise_modules_match_torch():
          logits, labels),
         (ft.BCELoss(bce["weight"], reduction="sum"),
          torch.nn.BCELoss(bce["weight"], reduction="sum"), probs, goals),
+        (ft.KLDivLoss(reduction="batchmean"), torch.nn.KLDivLoss(reduction="batchmean"),
+         logits.log_softmax(1), labels),
     ]
     for ours, theirs, input, goal in pairs:
         torch.testing.assert_close(ours(input, goal), theirs(input, goal))

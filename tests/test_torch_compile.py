@@ -44,6 +44,8 @@ LOSSES = {
                    lambda x, y: F.huber_loss(x, y, delta=0.5), _normal),
     "binary_cross_entropy_with_logits": (ft.binary_cross_entropy_with_logits,
                                          F.binary_cross_entropy_with_logits, _unit),
+    "kl_div": (lambda x, y: ft.kl_div(x.log_softmax(1), y, reduction="batchmean"),
+               lambda x, y: F.kl_div(x.log_softmax(1), y, reduction="batchmean"), _unit),
     "binary_cross_entropy": (lambda x, y: ft.binary_cross_entropy(torch.sigmoid(x), y),
                              lambda x, y: F.binary_cross_entropy(torch.sigmoid(x), y), _unit),
 }

@@ -64,20 +64,22 @@ def _per_element(values, name: str, like, work, order: str, backend):
 
 
 def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: bool, *,
-             param: float = 0.0, weight=None, aux=None, aux_name: str = "aux"):
+             param: float = 0.0, weight=None, aux=None, aux_name: str = "aux", divisor=None):
     """``(loss, grad or None)`` of ``spec``'s loss: the checks of the error contract,
     then one kernel call. ``weight`` and ``aux`` (optional, broadcastable to ``x``)
     reach the kernel per element: ``weight`` scales loss and gradient, ``aux``
     is the functor's own per-element parameter; ``param`` its scalar one.
+    ``divisor``: what a "sum" is divided by (a loss's own mean, such as KL
+    divergence's "batchmean"); None: the element count for "mean", else 1.
     A dask array among the arrays makes it ``fastloss.dask.evaluate``'s call."""
     host = _registry.host_backend(backend)
     if (host is not None and weight is None and aux is None and v.plain_reduction(reduction)
             and v.plain_floats(x, target, out)):
-        return _plain(spec, x, target, reduction, host, out, want_grad, param)
+        return _plain(spec, x, target, reduction, host, out, want_grad, param, divisor)
     if _registry.any_dask_array(x, target, weight, aux, out):
         lazy = importlib.import_module("fastloss.dask")
         return lazy.evaluate(spec, x, target, reduction, backend, out, want_grad, param=param,
-                             weight=weight, aux=aux, aux_name=aux_name)
+                             weight=weight, aux=aux, aux_name=aux_name, divisor=divisor)
     reduction = v.check_reduction(reduction)
     backend = _registry.backend(backend, x, target, weight, aux, out)
     x = backend.asarray(x, spec.input)
@@ -113,7 +115,7 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
             target.ravel(order).astype(work, copy=False),
             None if grad is None else grad.ravel(order),
             None if items is None else items.ravel(order),
-            x.size if reduction == "mean" else 1,
+            mean_divisor(reduction, x.size, divisor),
             weight, aux, param,
         )
         if checked and reduced != reduced:
@@ -121,7 +123,15 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
         return _tail.results(backend, dtype, reduced, items, grad, writes_out, out)
 
 
-def _plain(spec: Elementwise, x, target, reduction, backend, out, want_grad: bool, param):
+def mean_divisor(reduction: str, size: int, divisor) -> float:
+    """What the kernel divides the sum and the gradient by (see :func:`evaluate`)."""
+    if divisor is not None:
+        return divisor
+    return size if reduction == "mean" else 1
+
+
+def _plain(spec: Elementwise, x, target, reduction, backend, out, want_grad: bool, param,
+           divisor):
     """``(loss, grad or None)`` of C-contiguous NumPy arrays of one native float
     dtype, reduced, without weights, on a CPU backend: what the full path
     gives, with nothing to convert, at a fraction of its per-call cost."""
@@ -133,7 +143,7 @@ def _plain(spec: Elementwise, x, target, reduction, backend, out, want_grad: boo
     # ravel() of a C-contiguous array is a view.
     reduced = backend.kernel(spec.name)(
         x.ravel(), target.ravel(), None if grad is None else grad.ravel(), None,
-        x.size if reduction == "mean" else 1, None, None, param,
+        mean_divisor(reduction, x.size, divisor), None, None, param,
     )
     if spec.domain is not None and reduced != reduced:
         _check_domain(spec, x, target)

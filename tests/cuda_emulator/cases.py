@@ -101,6 +101,7 @@ ELEMENTWISE = {
     "binary_cross_entropy_with_logits": ("logits", {}, ("weight", "pos_weight")),
     "binary_cross_entropy": ("probs", {}, ("weight",)),
     "hinge": ("signs", {"margin": 0.5}, ()),
+    "kl_div": ("logits", {}, ()),
 }
 
 
