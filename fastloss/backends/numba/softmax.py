@@ -30,18 +30,26 @@ SOFTMAX, LOG_SOFTMAX, SOFTMAX_BACKWARD, LOG_SOFTMAX_BACKWARD = range(4)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _sum_chunk(a, b, start, count, lane_sum):
+    for lane in range(count):
+        value = np.float64(a[start + lane])
+        if b is not None:
+            value *= np.float64(b[start + lane])
+        lane_sum[lane] += value
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _row_sum(a, b):
-    """sum_c a_c * b_c (b None: sum_c a_c) in float64, in LANES lanes folded in a fixed tree."""
+    """sum_c a_c * b_c (b None: sum_c a_c) in float64, in LANES lanes folded in a fixed tree
+    (whole chunks of LANES, then the rest: a loop of a constant count vectorises)."""
     lane_sum = _stack_lanes(0.0)
     for lane in range(LANES):
         lane_sum[lane] = 0.0
     classes = a.size
-    for start in range(0, classes, LANES):
-        for lane in range(min(LANES, classes - start)):
-            value = np.float64(a[start + lane])
-            if b is not None:
-                value *= np.float64(b[start + lane])
-            lane_sum[lane] += value
+    full = classes - classes % LANES
+    for start in range(0, full, LANES):
+        _sum_chunk(a, b, start, LANES, lane_sum)
+    _sum_chunk(a, b, full, classes - full, lane_sum)
     return _fold_sum(lane_sum)
 
 
