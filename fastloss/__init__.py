@@ -34,6 +34,9 @@ softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_gr
     routes_dask,
     (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad),
 )
+softmax, log_softmax, softmax_backward, log_softmax_backward = map(
+    routes_dask, (softmax, log_softmax, softmax_backward, log_softmax_backward)
+)
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,5 @@
-"""fastloss on dask arrays: every loss, lazy, chunk by chunk.
+"""fastloss on dask arrays: every loss, lazy, chunk by chunk (and the softmax functions,
+a chunk of whole rows at a time).
 
 ``fastloss.mse(pred, target)`` and every other loss function come here when any array
 argument is a ``dask.array.Array``: the elementwise losses through :func:`evaluate`, the
@@ -52,6 +53,7 @@ array; store it with ``da.store`` or ``to_zarr``.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import operator
 
@@ -71,6 +73,10 @@ __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_grad",
     "softmax_cross_entropy_with_grad",
+    "softmax",
+    "log_softmax",
+    "softmax_backward",
+    "log_softmax_backward",
     "pairwise_sum",
 ]
 
@@ -520,3 +526,48 @@ def softmax_cross_entropy_with_grad(
         logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, True,
         check_labels,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax, log-softmax and their vector-Jacobian products
+
+
+def _row_function(name, arrays: dict, out, backend):
+    """``fastloss.<name>`` of dask arrays, one chunk of whole rows per task: the arrays are
+    rechunked to the first one's row chunks and one class chunk. Shapes and dtypes are
+    checked when the graph is built, with the in-memory messages (a chunk of the right
+    shapes and dtypes goes through the in-memory function itself)."""
+    _refuse_out(out)
+    arrays = {argument: _as_dask(x, argument) for argument, x in arrays.items()}
+    chosen = _chunk_backend(backend, **arrays)
+    function = getattr(importlib.import_module("fastloss"), name)
+    function(*(meta_from_array(x) for x in arrays.values()), backend=chosen)
+    (lead, x), *others = arrays.items()
+    for other, y in others:
+        if y.shape != x.shape:
+            raise ValueError(f"{other} must have the shape of {lead} {x.shape}; got {y.shape}")
+    _check_known_chunks(x, lead)
+    blocks = [y.rechunk((x.chunks[0], (x.shape[1],))) for y in arrays.values()]
+    return da.map_blocks(function, *blocks, backend=chosen, dtype=x.dtype,
+                         meta=meta_from_array(x))
+
+
+def softmax(z, *, out=None, backend: str = "auto"):
+    """Lazy :func:`fastloss.softmax`: z's shape, row chunks and dtype, one class chunk."""
+    return _row_function("softmax", {"z": z}, out, backend)
+
+
+def log_softmax(z, *, out=None, backend: str = "auto"):
+    """Lazy :func:`fastloss.log_softmax`: z's shape, row chunks and dtype, one class chunk."""
+    return _row_function("log_softmax", {"z": z}, out, backend)
+
+
+def softmax_backward(p, grad_p, *, out=None, backend: str = "auto"):
+    """Lazy :func:`fastloss.softmax_backward`: p's shape, row chunks and dtype."""
+    return _row_function("softmax_backward", {"p": p, "grad_p": grad_p}, out, backend)
+
+
+def log_softmax_backward(logp, grad_logp, *, out=None, backend: str = "auto"):
+    """Lazy :func:`fastloss.log_softmax_backward`: logp's shape, row chunks and dtype."""
+    return _row_function("log_softmax_backward", {"logp": logp, "grad_logp": grad_logp}, out,
+                         backend)

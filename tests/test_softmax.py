@@ -127,3 +127,24 @@ def test_empty_inputs():
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dask_arrays_give_the_in_memory_bits(name):
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(11)
+    z, g = rng.standard_normal((2, 53, 37)).astype(np.float32)
+    arguments = [z] if name in ("softmax", "log_softmax") else [fl.softmax(z), g]
+    lazy = getattr(fl, name)(*(da.from_array(a, chunks=(10, 8)) for a in arguments))
+    assert isinstance(lazy, da.Array) and lazy.chunks[0] == (10,) * 5 + (3,)
+    np.testing.assert_array_equal(lazy.compute(), getattr(fl, name)(*arguments))
+
+
+def test_dask_errors_when_the_graph_is_built():
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(ValueError, match="2-D"):
+        fl.softmax(da.zeros(5))
+    with pytest.raises(TypeError, match="out="):
+        fl.log_softmax(da.zeros((2, 3)), out=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="grad_p must have the shape"):
+        fl.softmax_backward(da.zeros((2, 3)), da.zeros((3, 2)))
