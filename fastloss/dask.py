@@ -66,6 +66,7 @@ from dask.array.utils import meta_from_array
 from fastloss import _class_shards as shards
 from fastloss import _registry
 from fastloss import _validate as v
+from fastloss.losses import _class_labels as class_labels
 from fastloss.losses._elementwise import check_per_element, mean_divisor
 
 __all__ = [
@@ -151,12 +152,7 @@ def _elementwise_block(x, target, weight, aux, *, spec, backend, divisor, param,
 def _checked_labels(target, classes, ignore_index, check, xp):
     labels = xp.ascontiguousarray(target, dtype=xp.int64)
     if check:
-        bad = (labels != ignore_index) & ((labels < 0) | (labels >= classes))
-        if bool(bad.any()):
-            raise ValueError(
-                f"target holds class index {int(labels[bad][0])}, outside [0, {classes}) "
-                f"and not ignore_index={ignore_index}"
-            )
+        class_labels.check(labels, classes, ignore_index)
     return labels
 
 

@@ -6,54 +6,13 @@ import numpy as np
 
 from fastloss import _registry
 from fastloss import _validate as v
-from fastloss.losses import _tail
-
-
-def _label_error(label, classes, ignore_index) -> ValueError:
-    return ValueError(
-        f"target holds class index {int(label)}, outside [0, {classes}) "
-        f"and not ignore_index={ignore_index}"
-    )
-
-
-def _labels(target, rows, xp):
-    if target.shape != (rows,):
-        raise ValueError(
-            f"target of class indices must have shape (N,) = ({rows},); got {target.shape}"
-        )
-    return xp.ascontiguousarray(target, dtype=xp.int64)
-
-
-def _check_device_labels(labels, classes, ignore_index):
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= classes))
-    if bool(bad.any()):
-        raise _label_error(labels[bad][0], classes, ignore_index)
-
-
-def _host_labels(labels, weight, classes, ignore_index, backend):
-    """A "mean"'s divisor over checked host labels: the weight sum of the rows
-    not ignored (PyTorch's), from one pass of the backend's label summary."""
-    first, kept = backend.hook("label_summary")(labels, weight, classes, ignore_index)
-    if first >= 0:
-        raise _label_error(labels[first], classes, ignore_index)
-    return kept
+from fastloss.losses import _class_labels, _tail
 
 
 def _probabilities(target, logits, work, backend, xp):
     backend.check_float(target, "target")
     v.check_probability_target(target, logits.shape)
     return xp.ascontiguousarray(target, dtype=work)
-
-
-def _weight(weight, classes, backend, xp):
-    if weight is None:
-        return None
-    weight = backend.asarray(weight, "weight")
-    if weight.dtype.kind not in "fiu":
-        raise TypeError(f"weight must be a real-valued array; got dtype {weight.dtype}")
-    if weight.shape != (classes,):
-        raise ValueError(f"weight must have shape (k,) = ({classes},); got {weight.shape}")
-    return xp.ascontiguousarray(weight, dtype=xp.float64)
 
 
 def _softmax_cross_entropy(
@@ -93,7 +52,7 @@ def _plain(logits, labels, reduction, ignore_index, backend, out, want_grad):
     _checked's result with nothing to convert, at a fraction of its per-call
     cost."""
     classes = logits.shape[1]
-    kept = _host_labels(labels, None, classes, ignore_index, backend)
+    kept = _class_labels.host_kept(labels, None, classes, ignore_index, backend)
     grad = None
     if want_grad:
         grad = np.empty_like(logits) if out is None else out
@@ -122,9 +81,7 @@ def _checked(
 
     labels = probabilities = None
     if target.dtype.kind in "iu":
-        labels = _labels(target, rows, xp)
-        if not backend.host and check_labels:
-            _check_device_labels(labels, classes, ignore_index)
+        labels = _class_labels.labels(target, rows, xp)
     elif target.dtype.kind == "f" or target.dtype.name == "bfloat16":
         probabilities = _probabilities(target, logits, work, backend, xp)
     else:
@@ -132,25 +89,17 @@ def _checked(
             "target must be integer class indices of shape (N,) or floating-point class "
             f"probabilities of shape (N, k); got dtype {target.dtype}"
         )
-    weight = _weight(weight, classes, backend, xp)
-    host_divisor = None
-    if labels is not None and backend.host:
-        host_divisor = _host_labels(labels, weight, classes, ignore_index, backend)
+    weight = _class_labels.weight(weight, classes, backend, xp)
+    divisor = rows if reduction == "mean" else 1
+    if labels is not None:
+        divisor = _class_labels.divisor(labels, weight, classes, ignore_index, reduction,
+                                        backend, check_labels)
     out = backend.check_out(out, "out", logits)
     backend.same_device(logits, target, weight, out)
 
     z = xp.ascontiguousarray(logits, dtype=work)
     grad, writes_out = _tail.grad_buffer(xp, logits.shape, work, dtype, out, want_grad)
     row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
-    divisor = 1
-    if reduction == "mean":
-        divisor = rows
-        if labels is not None and backend.host:
-            divisor = host_divisor
-        elif labels is not None:
-            # PyTorch's weight sum of the rows not ignored, by a device
-            # pre-pass that the kernels read there (no synchronisation).
-            divisor = backend.hook("mean_divisor")(labels, weight, classes, ignore_index)
 
     reduced = backend.kernel("softmax_cross_entropy")(
         z, labels if labels is not None else probabilities, weight, grad, row_losses,
