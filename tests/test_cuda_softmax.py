@@ -7,6 +7,8 @@ streamed rows), extreme values, in-place results and run-to-run bits; on the
 emulator also the launch geometry and the global-memory traffic.
 """
 
+import math
+
 import numpy as np
 import pytest
 from cuda_emulator import build, cases, emulator
@@ -62,6 +64,24 @@ def test_same_bits_run_to_run(cupy, function, shape, dtype):
         getattr(cuda_softmax, function)(*inputs, out)
         results.append(out.get().tobytes())
     assert results[0] == results[1]
+
+
+@pytest.mark.slow
+def test_log_softmax_past_two_to_the_31_elements(cupy):
+    if cupy.__version__ == "emulated":
+        pytest.skip("no CUDA device (not emulated: 2^31 elements take hours at emulated speed)")
+    rows, classes = 2**16 + 3, 2**15 + 5  # rows * classes > 2^31
+    free, _ = cupy.cuda.Device().mem_info
+    if free < rows * classes * 2 + (1 << 30):
+        pytest.skip("not enough device memory for 2^31 float16 logits")
+    z = cupy.zeros((rows, classes), dtype=cupy.float16)
+    z[-1, -1] = 4.0
+    cuda_softmax.log_softmax(z, z)  # in place, to fit
+    rest = classes - 1 + math.exp(4.0)
+    tail = cupy.asnumpy(z[-1, -2:]).astype(np.float64)
+    np.testing.assert_allclose(tail, [-math.log(rest), 4.0 - math.log(rest)], rtol=2e-3)
+    head = cupy.asnumpy(z[0, :2]).astype(np.float64)
+    np.testing.assert_allclose(head, -math.log(classes), rtol=2e-3)
 
 
 # --- on the emulator: launches and traffic ------------------------------------------------
