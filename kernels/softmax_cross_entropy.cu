@@ -12,11 +12,11 @@
 // gives L = +inf, and with q_c w_c = 0 contributes nothing.
 //
 // Launch (see fastloss/backends/cuda/softmax_cross_entropy.py):
-// - k <= 32 * FL_CE_TILE: rows share warps, a group of row_lanes lanes (a
+// - k <= 32 * FL_ROW_TILE: rows share warps, a group of row_lanes lanes (a
 //   power of two up to 32, chosen from k so that each lane holds about one
-//   16-byte packet) per row, FL_CE_GROUP_BLOCK threads per block;
-// - larger k: one block per row, blockDim = min(FL_CE_MAX_THREADS,
-//   32 * ceil(k / (32 * FL_CE_TILE))), row_lanes = 0;
+//   16-byte packet) per row, FL_ROW_GROUP_BLOCK threads per block;
+// - larger k: one block per row, blockDim = min(FL_ROW_MAX_THREADS,
+//   32 * ceil(k / (32 * FL_ROW_TILE))), row_lanes = 0;
 // - grid = min(a fixed cap, ceil(rows / rows per block)); blocks stride over
 //   rows. All of this depends on (rows, k) only, never on the GPU.
 // Then the fl_softmax_cross_entropy_finish_<dtype> entry with one block of
@@ -24,7 +24,7 @@
 // first runs fl_softmax_cross_entropy_mean_divisor (one block of
 // FL_CE_DIVISOR_THREADS threads), whose result both later kernels read.
 //
-// Each thread keeps FL_CE_TILE logits of a row in registers per tile. A row of
+// Each thread keeps FL_ROW_TILE logits of a row in registers per tile. A row of
 // at most one tile per thread is read from global memory once and its gradient
 // written once; longer rows stream tile by tile with an online max/sum and are
 // read a second time only to write the gradient.
@@ -36,11 +36,8 @@
 // label outside [0, k) gives L = NaN and a NaN gradient row, without reading
 // out of bounds.
 
-#include "common/reduce.cuh"
+#include "common/rows.cuh"
 
-#define FL_CE_TILE 16
-#define FL_CE_GROUP_BLOCK 256
-#define FL_CE_MAX_THREADS 256
 // Two resident blocks per SM caps registers at 128 per thread, which the
 // unrolled tile of every entry but one needs without spilling (fewer
 // registers spill heavily).
@@ -58,80 +55,6 @@
 #define FL_CE_DIVISOR_THREADS 1024
 
 namespace fl {
-
-__device__ __forceinline__ double widen(float x) { return f32_to_f64(x); }
-__device__ __forceinline__ double widen(double x) { return x; }
-
-template <typename C> __device__ __forceinline__ C narrow(double x);
-template <> __device__ __forceinline__ float narrow<float>(double x) { return f64_to_f32(x); }
-template <> __device__ __forceinline__ double narrow<double>(double x) { return x; }
-
-// Combines `value` over aligned groups of `width` lanes (a power of two up
-// to 32) with a butterfly; for width 32 the same tree as warp_allreduce.
-// Assumes: all 32 lanes of the warp call it together with the same width.
-// Result: in every lane of the group, with identical bits.
-template <typename Op>
-__device__ __forceinline__ double group_allreduce(double value, Op op, int width) {
-    for (int offset = width >> 1; offset > 0; offset >>= 1) {
-        value = op(value, __shfl_xor_sync(0xffffffffu, value, offset));
-    }
-    return value;
-}
-
-// The threads that share one row: `lanes` lanes of a warp, or (lanes = 0)
-// the whole block. Every thread of the block calls these together: the row
-// loop runs the same number of times in every thread.
-struct RowGroup {
-    int lanes;
-    int size;
-    int rank;
-    double* scratch;
-
-    __device__ __forceinline__ double sum(double value) const {
-        return lanes ? group_allreduce(value, SumOp(), lanes)
-                     : block_allreduce(value, SumOp(), 0.0, scratch);
-    }
-    __device__ __forceinline__ double max(double value) const {
-        return lanes ? group_allreduce(value, MaxOp(), lanes)
-                     : block_allreduce(value, MaxOp(), -infinity<double>(), scratch);
-    }
-    // Orders the group's earlier global reads before its later writes (the
-    // gradient may overwrite the logits that other threads of the group read).
-    __device__ __forceinline__ void sync() const {
-        if (lanes) {
-            __syncwarp();
-        } else {
-            __syncthreads();
-        }
-    }
-};
-
-// Tile `tile` of a row, as packets: packet (tile * PPT + i) * size + rank for
-// i < PPT, so a warp's loads of one i are consecutive 16-byte packets.
-template <typename T> struct RowTiles {
-    static const int pack = Packet<T>::size;
-    static const int per_thread = FL_CE_TILE / pack;  // packets per thread per tile
-
-    __device__ __forceinline__ static i64 first(i64 tile, int i, const RowGroup& g) {
-        return ((tile * per_thread + i) * g.size + g.rank) * pack;
-    }
-
-    // Elements at or past `classes` read as `fill`.
-    __device__ __forceinline__ static void load(const T* row, i64 classes, i64 tile, const RowGroup& g,
-                                                bool aligned, typename Convert<T>::compute_t fill,
-                                                typename Convert<T>::compute_t (&out)[FL_CE_TILE]) {
-#pragma unroll
-        for (int i = 0; i < per_thread; ++i) {
-            const i64 start = first(tile, i, g);
-            T raw[Packet<T>::size];
-            load_packet(row, start, classes, aligned, raw);
-#pragma unroll
-            for (int e = 0; e < pack; ++e) {
-                out[i * pack + e] = start + e < classes ? Convert<T>::to_compute(raw[e]) : fill;
-            }
-        }
-    }
-};
 
 // The soft part of a row's target, q_c w_c without the label's (1 - eps) w_y:
 // (1 - eps) t_c + eps / k for probabilities, eps / k for labels.
@@ -181,15 +104,11 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
     typedef RowTiles<T> Tiles;
     const int pack = Packet<T>::size;
     __shared__ double scratch[32];
-    __shared__ double group_loss[FL_CE_GROUP_BLOCK];
+    __shared__ double group_loss[FL_ROW_GROUP_BLOCK];
 
-    RowGroup g;
-    g.lanes = row_lanes;
-    g.size = row_lanes ? row_lanes : (int)blockDim.x;
-    g.rank = (int)threadIdx.x % g.size;
-    g.scratch = scratch;
-    const int groups_per_block = (int)blockDim.x / g.size;
-    const int group_index = (int)threadIdx.x / g.size;
+    const RowGroup g = RowGroup::of(row_lanes, scratch);
+    const int groups_per_block = g.per_block();
+    const int group_index = g.index();
 
     SoftTarget soft;
     soft.weight = weight;
@@ -239,8 +158,8 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         }
 
         // Pass 1: online max / sum over tiles; a single tile stays in registers.
-        C z[FL_CE_TILE];
-        C t[FL_CE_TILE] = {};  // probabilities; unused (optimised away) for labels
+        C z[FL_ROW_TILE];
+        C t[FL_ROW_TILE] = {};  // probabilities; unused (optimised away) for labels
         RowState<C> st;
         st.start();
         for (i64 tile = 0; tile < tiles; ++tile) {
@@ -249,14 +168,14 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                 if (PROBS) Tiles::load(t_row, classes, tile, g, aligned, (C)0, t);
             } else {
 #pragma unroll
-                for (int j = 0; j < FL_CE_TILE; ++j) z[j] = neg_inf;
+                for (int j = 0; j < FL_ROW_TILE; ++j) z[j] = neg_inf;
             }
             C tile_max = neg_inf;
 #pragma unroll
-            for (int j = 0; j < FL_CE_TILE; ++j) tile_max = fl_max(tile_max, z[j]);
+            for (int j = 0; j < FL_ROW_TILE; ++j) tile_max = fl_max(tile_max, z[j]);
             if (tile_max > st.max) st.rebase(tile_max);
 #pragma unroll
-            for (int j = 0; j < FL_CE_TILE; ++j) {
+            for (int j = 0; j < FL_ROW_TILE; ++j) {
                 const i64 c = Tiles::first(tile, j / pack, g) + j % pack;
                 if (c >= classes || !computed) continue;
                 // exp(-inf - m) is 0 even while m is still -inf.
@@ -345,7 +264,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
 // register allocation (the probability path keeps a second tile live), and the
 // probability entry its own resident-block hint.
 #define FL_CE_ENTRIES(SUFFIX, T, PROBS_MIN_BLOCKS)                                                \
-    extern "C" __global__ void __launch_bounds__(FL_CE_MAX_THREADS, FL_CE_MIN_BLOCKS)            \
+    extern "C" __global__ void __launch_bounds__(FL_ROW_MAX_THREADS, FL_CE_MIN_BLOCKS)            \
         fl_softmax_cross_entropy_##SUFFIX(                                                        \
             const T* logits, const long long* labels, const double* weight, T* grad_out,          \
             double* loss_out, double* partials, long long rows, long long classes,                \
@@ -356,7 +275,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                                                  ignore_index, label_smoothing, divisor,          \
                                                  device_divisor, row_lanes);                      \
     }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(FL_CE_MAX_THREADS, PROBS_MIN_BLOCKS)            \
+    extern "C" __global__ void __launch_bounds__(FL_ROW_MAX_THREADS, PROBS_MIN_BLOCKS)            \
         fl_softmax_cross_entropy_probs_##SUFFIX(                                                  \
             const T* logits, const T* probs, const double* weight, T* grad_out,                   \
             double* loss_out, double* partials, long long rows, long long classes,                \

@@ -23,6 +23,11 @@ ENTRIES = {
     + [f"fl_softmax_cross_entropy_probs_{d}" for d in DTYPES]
     + [f"fl_softmax_cross_entropy_finish_{d}" for d in DTYPES]
     + ["fl_softmax_cross_entropy_mean_divisor"],
+    "softmax": [
+        f"fl_{function}_{d}"
+        for function in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")
+        for d in DTYPES
+    ],
 }
 # The oldest architecture CUDA 13 supports, and the newest one we ship SASS for.
 ARCHS = ("compute_75", "compute_90")

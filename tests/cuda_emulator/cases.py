@@ -27,6 +27,10 @@ ATOL = {"float64": 1e-15, "float32": 1e-7, "float16": 2e-5, "bfloat16": 2e-4}
 # The least fraction of a half-precision cross-entropy gradient that must be
 # exactly the float64 result rounded once (measured: 99.99% and above).
 HALF_EXACT = {"float16": 0.999, "bfloat16": 0.999}
+# The same for a softmax-family result. Its elements share one float32 row constant
+# (log-sum, dot product, sum), so misses come a row at a time: 99.99% over the
+# whole matrix, 99.89% in its worst case (log_softmax, 7x1000, float16).
+SOFTMAX_HALF_EXACT = 0.998
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -92,6 +96,30 @@ class ElementwiseCase:
         return "-".join([self.loss, str(self.size), self.dtype, self.reduction, *flags])
 
 
+@dataclass(frozen=True)
+class SoftmaxCase:
+    """One of ``fastloss.backends.cuda.softmax``'s functions on ``(rows, classes)`` inputs."""
+
+    function: str  # one of SOFTMAX_FUNCTIONS
+    rows: int
+    classes: int
+    dtype: str = "float32"
+    in_place: bool = False  # out is the last input
+    misaligned: bool = False
+    extreme: bool = False
+
+    @property
+    def id(self) -> str:
+        flags = [name for name in ("in_place", "misaligned", "extreme") if getattr(self, name)]
+        return "-".join([self.function, f"{self.rows}x{self.classes}", self.dtype, *flags])
+
+
+SOFTMAX_FUNCTIONS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")
+# Row modes: 1 to 32 lanes a row up to 512 classes, a block a row above, streamed
+# (read twice) past 4096.
+SOFTMAX_CLASSES = (1, 2, 10, 31, 100, 512, 513, 1000, 4096, 4097, 5000)
+
+
 # Each elementwise loss's inputs (float64 before rounding), options, and the
 # options that take per-element arrays when a case is weighted.
 ELEMENTWISE = {
@@ -144,6 +172,23 @@ def elementwise_cases(small: bool = False) -> list[ElementwiseCase]:
     cases += [ElementwiseCase(loss, n, "float32", reduction, weighted=True)
               for loss in ELEMENTWISE if ELEMENTWISE[loss][2]
               for n in (33, 4099) for reduction in ("mean", "none")]
+    return cases
+
+
+def softmax_cases(small: bool = False) -> list[SoftmaxCase]:
+    classes = (1, 31, 513, 4097) if small else SOFTMAX_CLASSES
+    dtypes = ("float16", "float64") if small else DTYPES
+    cases = [SoftmaxCase(f, 3 if small else 7, k, dtype)
+             for f in SOFTMAX_FUNCTIONS for k in classes for dtype in dtypes]
+    if not small:
+        cases += [SoftmaxCase(f, n, k) for f in SOFTMAX_FUNCTIONS
+                  for n in (0, 1, 300) for k in (10, 1000)]
+        cases += [SoftmaxCase(f, 7, k, dtype, in_place=True, misaligned=True)
+                  for f in SOFTMAX_FUNCTIONS for k in (31, 513, 5000)
+                  for dtype in ("float16", "float64")]
+    cases += [SoftmaxCase(f, 8, k, dtype, extreme=True) for f in SOFTMAX_FUNCTIONS
+              for k in ((600,) if small else (5, 600, 5000))
+              for dtype in (("float32",) if small else DTYPES)]
     return cases
 
 
@@ -319,8 +364,94 @@ def run_mse(case: MseCase, cupy) -> None:
         _check_exact(f"grad {case.id}", grad, want_grad, case.dtype)
 
 
-def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[ElementwiseCase]]:
-    """The cases ThreadSanitizer runs (it is slow): every block reduction, in-place gradients."""
+def softmax_inputs(case: SoftmaxCase) -> tuple[np.ndarray, ...]:
+    """The inputs of ``case`` in its dtype: logits; or a softmax (log-softmax) and a gradient.
+
+    Extreme rows: huge logits and ties at the top, -inf entries, a row of only -inf
+    (NaN), NaN and +inf entries (NaN rows); for the VJPs, a one-hot softmax, huge and
+    NaN gradients, a NaN in the softmax, and a row of zero probabilities.
+    """
+    rng = np.random.default_rng(case.rows * 7919 + case.classes)
+    shape, last = (case.rows, case.classes), case.classes - 1
+    huge = 6e4 if case.dtype == "float16" else 1e30  # near the top of each range
+    z = 3 * rng.standard_normal(shape)
+    if case.function in ("softmax", "log_softmax"):
+        if case.extreme:
+            z[0, 0], z[1, last], z[2], z[3] = huge, -np.inf, -huge, -np.inf
+            z[4, last // 2], z[5, -2:], z[6, 0] = np.nan, huge, np.inf
+        return (z.astype(numpy_dtype(case.dtype)),)
+    logp = softmax_reference("log_softmax", z)
+    grad = rng.standard_normal(shape)
+    if case.extreme:
+        logp[0], logp[0, 0] = -np.inf, 0.0
+        grad[1, 0], grad[2, last // 2] = huge / 8, np.nan
+        logp[3, last // 2], logp[4] = np.nan, -np.inf
+    x = np.exp(logp) if case.function == "softmax_backward" else logp
+    return x.astype(numpy_dtype(case.dtype)), grad.astype(numpy_dtype(case.dtype))
+
+
+def softmax_reference(function: str, x, grad=None) -> np.ndarray:
+    """The float64 NumPy formula of ``function`` (PyTorch's: a row of only -inf is NaN)."""
+    x = np.asarray(x, np.float64)
+    grad = None if grad is None else np.asarray(grad, np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if function == "softmax_backward":
+            return x * (grad - (x * grad).sum(axis=1, keepdims=True))
+        if function == "log_softmax_backward":
+            return grad - np.exp(x) * grad.sum(axis=1, keepdims=True)
+        shifted = x - x.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        if function == "softmax":
+            return exp / exp.sum(axis=1, keepdims=True)
+        return shifted - np.log(exp.sum(axis=1, keepdims=True))
+
+
+def _softmax_error_scale(function: str, x: np.ndarray, grad=None) -> np.ndarray:
+    """Per row, the size of the terms that cancel in ``function``'s result (1 where
+    nothing cancels: softmax is in [0, 1], log-softmax adds two non-positive terms)."""
+    rows = x.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        if function == "softmax_backward":
+            dot = (x.astype(np.float64) * grad).sum(axis=1)
+        elif function == "log_softmax_backward":
+            dot = grad.astype(np.float64).sum(axis=1)
+        else:
+            return np.ones((rows, 1))
+        biggest = np.abs(grad.astype(np.float64)).max(axis=1, initial=0.0)
+    return np.maximum(1.0, biggest + np.abs(dot))[:, None]
+
+
+def run_softmax(case: SoftmaxCase, cupy) -> None:
+    """``case``'s function on the device against the float64 formula on the same
+    (rounded) inputs: NaN exactly where the formula has NaN, else within the dtype's
+    tolerance (an absolute part scaled by the terms that cancel); half results are
+    the float64 result rounded once in at least SOFTMAX_HALF_EXACT of places."""
+    from fastloss.backends.cuda import softmax as cuda_softmax
+
+    inputs = softmax_inputs(case)
+    want = softmax_reference(case.function, *inputs)
+    device_inputs = [_device_copy(cupy, x, case.misaligned) for x in inputs]
+    out = device_inputs[-1] if case.in_place else cupy.empty(inputs[0].shape, inputs[0].dtype)
+    getattr(cuda_softmax, case.function)(*device_inputs, out)
+    got, rounded = _as_float64(out), round_once(want, case.dtype)
+    assert got.shape == want.shape and fl_host(out).dtype == inputs[0].dtype
+    nan = np.isnan(rounded)
+    assert (np.isnan(got) == nan).all(), f"{case.id}: NaN where the formula has none, or not"
+    atol = 4 * ATOL[case.dtype] * _softmax_error_scale(case.function, *inputs)
+    with np.errstate(invalid="ignore"):
+        bound = RTOL[case.dtype] * np.abs(rounded) + atol
+        off = ~((got == rounded) | (np.abs(got - rounded) <= bound) | nan)
+    assert not off.any(), (
+        f"{case.id}: {int(off.sum())} values off, e.g. {got[off][:3]} for {rounded[off][:3]}")
+    if case.dtype in HALF_EXACT and got.size:
+        exact = np.mean((got == rounded) | nan)
+        assert exact >= SOFTMAX_HALF_EXACT, (
+            f"{case.id}: only {exact:.4%} of the result is the float64 result rounded once")
+
+
+def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[ElementwiseCase],
+                          list[SoftmaxCase]]:
+    """The cases ThreadSanitizer runs (it is slow): every block reduction, in-place results."""
     cross_entropy = [
         CrossEntropyCase(2, k, dtype, targets, "mean", True, 0.1, in_place=True)
         for k in (31, 513, 4097) for dtype in ("float32", "float64")
@@ -328,8 +459,10 @@ def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[Elementwis
     ]
     elementwise = [ElementwiseCase(loss, 4099, "float32", in_place=True,
                                    weighted=bool(ELEMENTWISE[loss][2])) for loss in ELEMENTWISE]
+    softmax = [SoftmaxCase(f, 2, k, in_place=True) for f in SOFTMAX_FUNCTIONS
+               for k in (31, 513, 4097)]
     return cross_entropy, [MseCase(4099, "float32", "mean", in_place=True),
-                           MseCase(33, "float16", "none", in_place=True)], elementwise
+                           MseCase(33, "float16", "none", in_place=True)], elementwise, softmax
 
 
 def main() -> int:
@@ -338,10 +471,10 @@ def main() -> int:
     from cuda_emulator import emulator
 
     if emulator.variant() == "tsan":
-        cross_entropy, mse, elementwise = race_cases()
+        cross_entropy, mse, elementwise, softmax = race_cases()
     else:
         cross_entropy, mse = cross_entropy_cases(small=True), mse_cases(small=True)
-        elementwise = elementwise_cases(small=True)
+        elementwise, softmax = elementwise_cases(small=True), softmax_cases(small=True)
     failures = 0
     with emulator.activate() as cupy:
         for case in cross_entropy:
@@ -350,6 +483,8 @@ def main() -> int:
             failures += _report(run_mse, case, cupy)
         for case in elementwise:
             failures += _report(run_elementwise, case, cupy)
+        for case in softmax:
+            failures += _report(run_softmax, case, cupy)
         failures += _report(lambda _, cupy: _labels_checked(cupy), "check_labels", cupy)
     print(f"{failures} failed", flush=True)
     return 1 if failures else 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 import fastloss as fl
+from fastloss.backends.cuda import softmax as cuda_softmax
 
 from . import emulator
 
@@ -29,6 +30,12 @@ CASES = [
     ("softmax_cross_entropy_with_grad, labels, k = 32000", "ce", (4, 32000), (4096, 32000)),
     ("softmax_cross_entropy_with_grad, probabilities, k = 1000", "ce-probs", (64, 1000),
      (16384, 1000)),
+    ("softmax, k = 1000", "softmax", (64, 1000), (16384, 1000)),
+    ("softmax, k = 32000", "softmax", (4, 32000), (4096, 32000)),
+    ("log_softmax, k = 1000", "log_softmax", (64, 1000), (16384, 1000)),
+    ("softmax_backward, k = 1000", "softmax_backward", (64, 1000), (16384, 1000)),
+    ("log_softmax_backward, k = 1000", "log_softmax_backward", (64, 1000), (16384, 1000)),
+    ("log_softmax_backward, k = 32000", "log_softmax_backward", (4, 32000), (4096, 32000)),
 ]
 
 
@@ -40,6 +47,10 @@ def _run(kind: str, shape: tuple[int, int], cupy) -> list[emulator.Launch]:
             fl.mse_with_grad(x, cupy.zeros(shape, np.float32), backend="cuda")
         elif kind == "mse-forward":
             fl.mse(x, cupy.zeros(shape, np.float32), backend="cuda")
+        elif kind in ("softmax", "log_softmax"):
+            getattr(cuda_softmax, kind)(x, cupy.empty(shape, np.float32))
+        elif kind in ("softmax_backward", "log_softmax_backward"):
+            getattr(cuda_softmax, kind)(x, x, cupy.empty(shape, np.float32))
         elif kind == "ce":
             labels = cupy.asarray(rng.integers(0, shape[1], shape[0]))
             fl.softmax_cross_entropy_with_grad(x, labels, backend="cuda")

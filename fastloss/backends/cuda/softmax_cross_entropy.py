@@ -13,9 +13,9 @@ import numpy as np
 
 from fastloss.backends.cuda import _module
 
-TILE = 16  # FL_CE_TILE: logits per thread held in registers per tile
-GROUP_BLOCK = 256  # FL_CE_GROUP_BLOCK: threads per block when rows share warps
-MAX_THREADS = 256  # FL_CE_MAX_THREADS
+TILE = 16  # FL_ROW_TILE (kernels/common/rows.cuh): logits per thread held in registers per tile
+GROUP_BLOCK = 256  # FL_ROW_GROUP_BLOCK: threads per block when rows share warps
+MAX_THREADS = 256  # FL_ROW_MAX_THREADS
 # A constant, not derived from the GPU: the row-to-block partition, hence the
 # bits of the total, must be the same on every device.
 MAX_BLOCKS = 16384

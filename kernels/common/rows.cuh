@@ -1,0 +1,109 @@
+// Row machinery shared by the row-wise kernels (softmax cross-entropy, the
+// softmax family): which threads share a row, their reductions, and the
+// register tiles a row is read in. The launchers' geometry
+// (fastloss/backends/cuda/softmax_cross_entropy.py, launch_shape) matches the
+// constants below:
+// - k <= 32 * FL_ROW_TILE: rows share warps, a group of row_lanes lanes (a
+//   power of two up to 32) per row, FL_ROW_GROUP_BLOCK threads per block;
+// - larger k: one block per row of up to FL_ROW_MAX_THREADS threads, row_lanes = 0.
+
+#ifndef FL_COMMON_ROWS_CUH
+#define FL_COMMON_ROWS_CUH
+
+#include "common/reduce.cuh"
+
+#define FL_ROW_TILE 16
+#define FL_ROW_GROUP_BLOCK 256
+#define FL_ROW_MAX_THREADS 256
+
+namespace fl {
+
+__device__ __forceinline__ double widen(float x) { return f32_to_f64(x); }
+__device__ __forceinline__ double widen(double x) { return x; }
+
+template <typename C> __device__ __forceinline__ C narrow(double x);
+template <> __device__ __forceinline__ float narrow<float>(double x) { return f64_to_f32(x); }
+template <> __device__ __forceinline__ double narrow<double>(double x) { return x; }
+
+// Combines `value` over aligned groups of `width` lanes (a power of two up
+// to 32) with a butterfly; for width 32 the same tree as warp_allreduce.
+// Assumes: all 32 lanes of the warp call it together with the same width.
+// Result: in every lane of the group, with identical bits.
+template <typename Op>
+__device__ __forceinline__ double group_allreduce(double value, Op op, int width) {
+    for (int offset = width >> 1; offset > 0; offset >>= 1) {
+        value = op(value, __shfl_xor_sync(0xffffffffu, value, offset));
+    }
+    return value;
+}
+
+// The threads that share one row: `lanes` lanes of a warp, or (lanes = 0)
+// the whole block. Every thread of the block calls these together: the row
+// loop runs the same number of times in every thread.
+struct RowGroup {
+    int lanes;
+    int size;
+    int rank;
+    double* scratch;
+
+    // The group of this thread for a launch with `row_lanes` (0: the block).
+    __device__ __forceinline__ static RowGroup of(int row_lanes, double* scratch) {
+        RowGroup g;
+        g.lanes = row_lanes;
+        g.size = row_lanes ? row_lanes : (int)blockDim.x;
+        g.rank = (int)threadIdx.x % g.size;
+        g.scratch = scratch;
+        return g;
+    }
+    __device__ __forceinline__ int per_block() const { return (int)blockDim.x / size; }
+    __device__ __forceinline__ int index() const { return (int)threadIdx.x / size; }
+
+    __device__ __forceinline__ double sum(double value) const {
+        return lanes ? group_allreduce(value, SumOp(), lanes)
+                     : block_allreduce(value, SumOp(), 0.0, scratch);
+    }
+    __device__ __forceinline__ double max(double value) const {
+        return lanes ? group_allreduce(value, MaxOp(), lanes)
+                     : block_allreduce(value, MaxOp(), -infinity<double>(), scratch);
+    }
+    // Orders the group's earlier global reads before its later writes (the
+    // gradient may overwrite the logits that other threads of the group read).
+    __device__ __forceinline__ void sync() const {
+        if (lanes) {
+            __syncwarp();
+        } else {
+            __syncthreads();
+        }
+    }
+};
+
+// Tile `tile` of a row, as packets: packet (tile * PPT + i) * size + rank for
+// i < PPT, so a warp's loads of one i are consecutive 16-byte packets.
+template <typename T> struct RowTiles {
+    static const int pack = Packet<T>::size;
+    static const int per_thread = FL_ROW_TILE / pack;  // packets per thread per tile
+
+    __device__ __forceinline__ static i64 first(i64 tile, int i, const RowGroup& g) {
+        return ((tile * per_thread + i) * g.size + g.rank) * pack;
+    }
+
+    // Elements at or past `classes` read as `fill`.
+    __device__ __forceinline__ static void load(const T* row, i64 classes, i64 tile, const RowGroup& g,
+                                                bool aligned, typename Convert<T>::compute_t fill,
+                                                typename Convert<T>::compute_t (&out)[FL_ROW_TILE]) {
+#pragma unroll
+        for (int i = 0; i < per_thread; ++i) {
+            const i64 start = first(tile, i, g);
+            T raw[Packet<T>::size];
+            load_packet(row, start, classes, aligned, raw);
+#pragma unroll
+            for (int e = 0; e < pack; ++e) {
+                out[i * pack + e] = start + e < classes ? Convert<T>::to_compute(raw[e]) : fill;
+            }
+        }
+    }
+};
+
+}  // namespace fl
+
+#endif  // FL_COMMON_ROWS_CUH

@@ -1,0 +1,128 @@
+"""The cuda backend of softmax, log_softmax and their VJPs (``fastloss.backends.cuda.softmax``).
+
+The functions are called directly, as the front calls them: on a GPU where there
+is one, and on the host emulator (the ``cupy`` fixture). Against the float64
+NumPy formula over every dtype, the row modes (shared warps, a block a row,
+streamed rows), extreme values, in-place results and run-to-run bits; on the
+emulator also the launch geometry and the global-memory traffic.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from cuda_emulator import build, cases, emulator
+
+from fastloss.backends.cuda import softmax as cuda_softmax
+from fastloss.backends.cuda import softmax_cross_entropy as cuda_ce
+
+FUNCTIONS = cases.SOFTMAX_FUNCTIONS
+
+
+@pytest.fixture
+def emulated():
+    """The emulator's cupy, for the checks only the emulator can make (launches, traffic)."""
+    if build.shutil.which("g++") is None:
+        pytest.skip("the CUDA emulator needs g++")
+    with emulator.activate() as module:
+        yield module
+
+
+def _device_inputs(cupy, function, rows, classes, dtype="float32"):
+    host = cases.softmax_inputs(cases.SoftmaxCase(function, rows, classes, dtype))
+    return [cupy.asarray(x) for x in host]
+
+
+@pytest.mark.parametrize("case", cases.softmax_cases(), ids=lambda c: c.id)
+def test_matches_the_float64_formula(cupy, case):
+    cases.run_softmax(case, cupy)
+
+
+@pytest.mark.parametrize("function", ["softmax", "log_softmax"])
+def test_a_row_of_only_minus_inf_is_nan_and_huge_logits_are_exact(cupy, function):
+    z = np.zeros((3, 700), np.float32)
+    z[1] = -np.inf
+    z[2, 5] = 1e30
+    out = cupy.empty(z.shape, z.dtype)
+    getattr(cuda_softmax, function)(cupy.asarray(z), out)
+    out = out.get()
+    assert np.isnan(out[1]).all() and not np.isnan(out[[0, 2]]).any()
+    if function == "softmax":
+        assert out[2, 5] == 1 and (np.delete(out[2], 5) == 0).all()
+    else:
+        assert out[2, 5] == 0 and (np.delete(out[2], 5) == -1e30).all()
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("shape", [(300, 1000), (5, 5000)], ids=["block-rows", "streamed"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_same_bits_run_to_run(cupy, function, shape, dtype):
+    inputs = _device_inputs(cupy, function, *shape, dtype)
+    results = []
+    for _ in range(2):
+        out = cupy.empty(inputs[0].shape, inputs[0].dtype)
+        getattr(cuda_softmax, function)(*inputs, out)
+        results.append(out.get().tobytes())
+    assert results[0] == results[1]
+
+
+@pytest.mark.slow
+def test_log_softmax_past_two_to_the_31_elements(cupy):
+    if cupy.__version__ == "emulated":
+        pytest.skip("no CUDA device (not emulated: 2^31 elements take hours at emulated speed)")
+    rows, classes = 2**16 + 3, 2**15 + 5  # rows * classes > 2^31
+    free, _ = cupy.cuda.Device().mem_info
+    if free < rows * classes * 2 + (1 << 30):
+        pytest.skip("not enough device memory for 2^31 float16 logits")
+    z = cupy.zeros((rows, classes), dtype=cupy.float16)
+    z[-1, -1] = 4.0
+    cuda_softmax.log_softmax(z, z)  # in place, to fit
+    rest = classes - 1 + math.exp(4.0)
+    tail = cupy.asnumpy(z[-1, -2:]).astype(np.float64)
+    np.testing.assert_allclose(tail, [-math.log(rest), 4.0 - math.log(rest)], rtol=2e-3)
+    head = cupy.asnumpy(z[0, :2]).astype(np.float64)
+    np.testing.assert_allclose(head, -math.log(classes), rtol=2e-3)
+
+
+# --- on the emulator: launches and traffic ------------------------------------------------
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_empty_batch_launches_nothing(emulated, function):
+    inputs = _device_inputs(emulated, function, 0, 10)
+    with emulator.recording() as record:
+        getattr(cuda_softmax, function)(*inputs, emulated.empty((0, 10), np.float32))
+    assert record.launches == []
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("classes", [3, 100, 700, 5000])
+def test_rows_span_several_grid_strides(emulated, monkeypatch, classes):
+    # A three-block grid makes every block loop over rows as a capped grid does
+    # at millions of rows; the last round leaves some row groups without a row.
+    monkeypatch.setattr(cuda_ce, "MAX_BLOCKS", 3)
+    _, threads, row_lanes = cuda_ce.launch_shape(1, classes, 4)
+    rows = 3 * (threads // row_lanes if row_lanes else 1) * 2 + 5
+    for function in FUNCTIONS:
+        with emulator.recording() as record:
+            cases.run_softmax(cases.SoftmaxCase(function, rows, classes, in_place=True), emulated)
+        (launch,) = record.launches
+        assert launch.grid == (3, 1, 1)
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("classes", [2, 10, 100, 512, 513, 4096, 4097, 20000])
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_reads_each_input_once_up_to_4096_classes_and_writes_once(emulated, function, classes):
+    rows = 24 if classes <= 4096 else 3
+    inputs = _device_inputs(emulated, function, rows, classes)
+    out = emulated.empty(inputs[0].shape, inputs[0].dtype)
+    with emulator.recording(count_traffic=True) as record:
+        getattr(cuda_softmax, function)(*inputs, out)
+    (launch,) = record.launches
+    passes = 1 if classes <= 4096 else 2
+    names = ("z",) if len(inputs) == 1 else (("p",) if function == "softmax_backward"
+                                             else ("logp",)) + ("grad",)
+    assert launch.loaded == {**{name: passes * out.nbytes for name in names}, "out": 0}
+    assert launch.stored == {**{name: 0 for name in names}, "out": out.nbytes}
