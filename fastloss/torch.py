@@ -1,12 +1,12 @@
 """PyTorch losses computed by fastloss's fused loss-and-gradient kernels.
 
 ``mse_loss``, ``l1_loss``, ``smooth_l1_loss``, ``huber_loss``,
-``binary_cross_entropy_with_logits``, ``binary_cross_entropy``, ``kl_div`` and
-``cross_entropy`` take ``torch.nn.functional``'s arguments and give its
+``binary_cross_entropy_with_logits``, ``binary_cross_entropy``, ``kl_div``,
+``nll_loss`` and ``cross_entropy`` take ``torch.nn.functional``'s arguments and give its
 results (2-D input, class axis last for cross-entropy); ``MSELoss``,
 ``L1Loss``, ``SmoothL1Loss``, ``HuberLoss``, ``BCEWithLogitsLoss``,
-``BCELoss``, ``KLDivLoss`` and ``CrossEntropyLoss`` are the matching modules. Options other
-than ``weight`` are keyword-only (``huber_loss`` takes them positionally, as
+``BCELoss``, ``KLDivLoss``, ``NLLLoss`` and ``CrossEntropyLoss`` are the matching
+modules. Options other than ``weight`` are keyword-only (``huber_loss`` takes them positionally, as
 PyTorch does, having no deprecated ones): PyTorch's deprecated ``size_average`` /
 ``reduce`` are not accepted, so no positional option can land in their place.
 The forward pass calls the fused kernel once and keeps the gradient it wrote;
@@ -59,7 +59,8 @@ from fastloss.losses.kl_div import REDUCTIONS as _KL_DIV_REDUCTIONS
 __all__ = [
     "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
     "binary_cross_entropy", "cross_entropy", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
-    "BCEWithLogitsLoss", "BCELoss", "CrossEntropyLoss", "kl_div", "KLDivLoss",
+    "BCEWithLogitsLoss", "BCELoss", "CrossEntropyLoss", "kl_div", "KLDivLoss", "nll_loss",
+    "NLLLoss",
 ]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -554,14 +555,35 @@ def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_sm
     return loss, input.new_empty(input.shape if with_grad else (0,))
 
 
-def _cross_entropy_grads(grad, grad_output, needs_input_grad):
+def _row_loss_grads(grad, grad_output, needs_input_grad):
+    """The gradients of a loss over rows (the input's only)."""
     if grad_output.dim() == 1:  # reduction="none": the stored gradient is that of the sum
         grad_output = grad_output.unsqueeze(-1)
-    return _scale(grad, grad_output), None, None, None, None, None, None
+    return (_scale(grad, grad_output), *(None,) * (len(needs_input_grad) - 1))
 
 
 _CROSS_ENTROPY = _Op("cross_entropy", _cross_entropy_compute, _cross_entropy_fake,
-                     _cross_entropy_grads)
+                     _row_loss_grads)
+
+
+def _nll_compute(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                 ignore_index: int, reduction: str,
+                 with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(array, out):
+        options = {"weight": None if weight is None else array(weight.detach().double()),
+                   "ignore_index": ignore_index, "reduction": reduction}
+        if out is None:
+            return fastloss.nll(array(input), array(target), **options)
+        return fastloss.nll_with_grad(array(input), array(target), out=out, **options)[0]
+
+    return _loss_and_grad(input, with_grad, run)
+
+
+def _nll_fake(input, target, weight, ignore_index, reduction, with_grad):
+    return _cross_entropy_fake(input, target, weight, ignore_index, reduction, 0.0, with_grad)
+
+
+_NLL = _Op("nll_loss", _nll_compute, _nll_fake, _row_loss_grads)
 
 
 def cross_entropy(
@@ -593,6 +615,35 @@ def cross_entropy(
         _validate.check_probability(label_smoothing, "label_smoothing"),
         torch.is_grad_enabled() and input.requires_grad,
     )
+    return loss.squeeze(0) if squeeze and reduction == "none" else loss
+
+
+def nll_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """``torch.nn.functional.nll_loss`` computed by fastloss's fused kernel.
+
+    ``input``: ``(N, C)`` or ``(C,)`` log-probabilities, floating dtype, CPU or CUDA.
+    ``target``: integer class indices of shape ``(N,)`` / ``()`` (``ignore_index``
+    honoured). ``weight``: ``(C,)`` per-class weights or None. Returns the loss in
+    ``input``'s dtype, per row for ``reduction="none"``, differentiable with respect
+    to ``input`` (once). Raises ValueError for shapes, labels and options, TypeError
+    for dtypes (a floating-point target too) and devices. On CUDA a label out of
+    range is not checked: its row's loss and gradient are NaN.
+    """
+    if isinstance(target, torch.Tensor) and target.is_floating_point():
+        raise TypeError(
+            f"target holds class indices, which must be integers; got dtype {target.dtype}"
+        )
+    squeeze = isinstance(input, torch.Tensor) and input.dim() == 1
+    input2d, target2d = _cross_entropy_arguments(input, target, weight, reduction)
+    loss = _NLL(input2d, target2d, weight, _validate.check_int(ignore_index, "ignore_index"),
+                reduction, torch.is_grad_enabled() and input.requires_grad)
     return loss.squeeze(0) if squeeze and reduction == "none" else loss
 
 
@@ -694,6 +745,28 @@ class BCELoss(_ReductionLoss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
+
+
+class NLLLoss(_ReductionLoss):
+    """``torch.nn.NLLLoss`` computed by :func:`nll_loss`.
+
+    ``weight`` is a buffer, so it follows the module's ``.to(device)``.
+    """
+
+    weight: torch.Tensor | None
+
+    def __init__(self, weight: torch.Tensor | None = None, *, ignore_index: int = -100,
+                 reduction: str = "mean"):
+        super().__init__(reduction)
+        self.register_buffer("weight", weight)
+        self.ignore_index = _validate.check_int(ignore_index, "ignore_index")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nll_loss(input, target, self.weight, ignore_index=self.ignore_index,
+                        reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}, {super().extra_repr()}"
 
 
 class KLDivLoss(torch.nn.Module):

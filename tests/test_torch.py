@@ -483,3 +483,34 @@ def test_bce_does_not_differentiate_its_target_or_weights():
                                 torch.rand(3, 2, requires_grad=True))
     with pytest.raises(TypeError, match="pos_weight"):
         ft.binary_cross_entropy_with_logits(logits, torch.rand(3, 2), pos_weight=[1.0, 2.0])
+
+
+# --- NLL ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_nll_loss_matches_torch_and_gradchecks(weighted, reduction):
+    generator = torch.Generator().manual_seed(5)
+    log_probs = torch.randn(9, 6, generator=generator, dtype=torch.float64).log_softmax(1)
+    target = torch.tensor([0, 5, -100, 3, 2, 1, 4, -100, 5])
+    weight = torch.rand(6, generator=generator, dtype=torch.float64) + 0.5 if weighted else None
+    results = []
+    for module in (ft, F):
+        leaf = log_probs.clone().requires_grad_()
+        loss = module.nll_loss(leaf, target, weight, reduction=reduction)
+        results.append((loss, *torch.autograd.grad(loss.sum(), leaf)))
+    for actual, expected in zip(*results, strict=True):
+        torch.testing.assert_close(actual, expected)
+    leaf = log_probs.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: ft.nll_loss(x, target, weight, reduction=reduction), (leaf,))
+    module = ft.NLLLoss(weight, reduction=reduction)
+    torch.testing.assert_close(module(log_probs, target),
+                               torch.nn.NLLLoss(weight, reduction=reduction)(
+                                   log_probs, target))
+
+
+def test_nll_loss_refuses_float_targets():
+    with pytest.raises(TypeError, match="must be integers"):
+        ft.nll_loss(torch.randn(3, 4), torch.rand(3))

@@ -1,0 +1,140 @@
+"""fl.nll against torch.nn.functional.nll_loss in float64, on every backend."""
+
+import numpy as np
+import pytest
+from conftest import assert_close, to_backend, to_host
+
+import fastloss as fl
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+SHAPES = [(1, 1), (7, 3), (300, 100), (200, 1000)]  # the last: Numba's threads
+
+
+def _case(shape, seed=0, ignored=True):
+    rng = np.random.default_rng(seed + shape[1])
+    log_probs = np.log(rng.dirichlet(np.ones(shape[1]), shape[0]))
+    labels = rng.integers(0, shape[1], shape[0])
+    if ignored and shape[0] > 2:
+        labels[::3] = -100
+    return log_probs, labels, rng.uniform(0.5, 2.0, shape[1])
+
+
+def _torch(log_probs, labels, weight, reduction, **options):
+    x = torch.tensor(log_probs, dtype=torch.float64, requires_grad=True)
+    w = None if weight is None else torch.tensor(weight)
+    loss = F.nll_loss(x, torch.tensor(labels), weight=w, reduction=reduction, **options)
+    loss.sum().backward()
+    return loss.detach().numpy(), x.grad.numpy()
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_matches_torch(backend, dtype, shape, reduction, weighted):
+    log_probs, labels, weight = _case(shape)
+    weight = weight if weighted else None
+    x = log_probs.astype(dtype)
+    want_loss, want_grad = _torch(x, labels, weight, reduction)
+    loss, grad = fl.nll_with_grad(to_backend(x, backend), to_backend(labels, backend),
+                                  weight=to_backend(weight, backend), reduction=reduction,
+                                  backend=backend)
+    assert grad.dtype == dtype and grad.shape == shape
+    assert_close(loss, want_loss, dtype)
+    assert_close(grad, want_grad, dtype)
+    assert to_host(fl.nll(to_backend(x, backend), to_backend(labels, backend),
+                          weight=to_backend(weight, backend), reduction=reduction,
+                          backend=backend)).tobytes() == to_host(loss).tobytes()
+
+
+def test_float16_is_computed_in_float32(backend):
+    log_probs, labels, weight = _case((9, 40))
+    x = log_probs.astype(np.float16)
+    want_loss, want_grad = _torch(x.astype(np.float64), labels, weight, "mean")
+    loss, grad = fl.nll_with_grad(to_backend(x, backend), to_backend(labels, backend),
+                                  weight=to_backend(weight, backend), backend=backend)
+    assert grad.dtype == np.float16
+    np.testing.assert_allclose(to_host(loss).astype(np.float64), want_loss, rtol=4e-3)
+    np.testing.assert_allclose(to_host(grad).astype(np.float64), want_grad, rtol=4e-3, atol=1e-3)
+
+
+def test_infinite_log_probabilities(backend):
+    x = np.array([[-np.inf, 0.0], [0.0, -np.inf], [-np.inf, -1.0]])
+    labels = np.array([1, 1, -100])
+    want_loss, want_grad = _torch(x, labels, None, "none")
+    loss, grad = fl.nll_with_grad(to_backend(x, backend), to_backend(labels, backend),
+                                  reduction="none", backend=backend)
+    np.testing.assert_array_equal(to_host(loss), want_loss)  # 0, inf, 0
+    np.testing.assert_array_equal(to_host(grad), want_grad)
+
+
+def test_out_in_place_and_layouts(backend):
+    log_probs, labels, weight = _case((6, 33))
+    x = log_probs.astype(np.float32)
+    args = (to_backend(labels, backend),)
+    expected = to_host(fl.nll_grad(to_backend(x, backend), *args, backend=backend))
+    for layout in (np.asfortranarray, lambda a: np.repeat(a, 2, axis=1)[:, ::2]):
+        np.testing.assert_array_equal(
+            to_host(fl.nll_grad(to_backend(layout(x), backend), *args, backend=backend)),
+            expected)
+    inputs = to_backend(x.copy(), backend)
+    out = to_backend(np.empty_like(x), backend)
+    assert fl.nll_grad(inputs, *args, out=out, backend=backend) is out
+    np.testing.assert_array_equal(to_host(out), expected)
+    np.testing.assert_array_equal(to_host(inputs), x)  # not modified
+    loss, grad = fl.nll_with_grad(inputs, *args, out=inputs, backend=backend)
+    assert grad is inputs
+    np.testing.assert_array_equal(to_host(inputs), expected)
+
+
+def test_empty_and_all_ignored(backend):
+    x = to_backend(np.zeros((0, 4), np.float32), backend)
+    labels = to_backend(np.zeros(0, np.int64), backend)
+    assert np.isnan(to_host(fl.nll(x, labels, backend=backend)))
+    assert to_host(fl.nll(x, labels, reduction="sum", backend=backend)) == 0
+    ignored = to_backend(np.full(3, -100), backend)
+    assert np.isnan(to_host(fl.nll(to_backend(np.zeros((3, 4)), backend), ignored,
+                                   backend=backend)))
+
+
+def test_invalid_label_is_a_value_error_on_the_cpu():
+    for backend in ("numpy", "numba"):
+        with pytest.raises(ValueError, match="class index 4, outside"):
+            fl.nll(np.zeros((2, 4)), np.array([0, 4]), backend=backend)
+
+
+def test_invalid_label_on_cuda_is_a_nan_row_or_checked(cupy):
+    x = cupy.asarray(np.log(np.full((3, 4), 0.25)))
+    labels = cupy.asarray(np.array([0, 7, 1]))
+    loss, grad = fl.nll_with_grad(x, labels, reduction="none", backend="cuda")
+    assert np.isnan(to_host(loss)[1]) and np.isnan(to_host(grad)[1]).all()
+    assert np.isfinite(to_host(loss)[[0, 2]]).all()
+    with pytest.raises(ValueError, match="class index 7"):
+        fl.nll(x, labels, backend="cuda", check_labels=True)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: fl.nll(np.zeros(4), np.zeros(4, int)), ValueError, r"log_probs must be 2-D"),
+    (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2)), TypeError, "must be integers"),
+    (lambda: fl.nll(np.zeros((2, 3)), np.zeros(3, int)), ValueError, r"shape \(N,\)"),
+    (lambda: fl.nll(np.zeros((2, 3), int), np.zeros(2, int)), TypeError, "log_probs"),
+    (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2, int), weight=np.ones(2)), ValueError,
+     "weight"),
+    (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2, int), reduction="avg"), ValueError,
+     "reduction"),
+    (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2, int), ignore_index=1.5), TypeError,
+     "ignore_index"),
+    (lambda: fl.nll_grad(np.zeros((2, 3)), np.zeros(2, int), out=np.zeros((3, 2))),
+     ValueError, "out"),
+])
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_dask_arrays_are_refused_for_now():
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match="dask"):
+        fl.nll(da.zeros((2, 3)), np.zeros(2, int))
+
