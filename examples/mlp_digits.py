@@ -8,7 +8,9 @@ layer: it is linear ('Identity'), and one call to
 gradient ``(softmax(z) - y) / N`` with respect to the logits, where crysx_nn
 computes Softmax, the gradient -y/p of the cross-entropy of probabilities,
 and multiplies it by the (N, k, k) softmax Jacobian. ``--compare-jacobian``
-times both ways of getting that gradient.
+times three ways of getting that gradient: crysx_nn's, crysx_nn's with the
+Jacobian product replaced by ``fastloss.softmax_backward`` (no (N, k, k)
+array), and the fused cross-entropy gradient.
 
     python examples/mlp_digits.py [--epochs 40] [--backend numba|numpy|cuda]
     python examples/mlp_digits.py --compare-jacobian
@@ -120,16 +122,28 @@ def train(args):
 # --- crysx_nn's path to dLoss/dlogits, kept here only to measure it ----------
 
 
+def _seeds_dloss_dp(p, targets, epsilon):
+    """crysx_nn's CCE_loss_grad: -t / p, p clipped."""
+    return -np.nan_to_num(np.divide(targets, np.clip(p, epsilon, 1.0 - epsilon)))
+
+
 def seeds_softmax_jacobian_delta(logits, targets, epsilon=1e-9):
     """crysx_nn: Softmax, CCE_loss_grad = -t/p, then the (N, k, k) Jacobian product."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     p = shifted / shifted.sum(axis=1, keepdims=True)
-    dloss_dp = -np.nan_to_num(np.divide(targets, np.clip(p, epsilon, 1.0 - epsilon)))
+    dloss_dp = _seeds_dloss_dp(p, targets, epsilon)
     eye = np.eye(p.shape[1], dtype=np.float32)
     diagonal = np.einsum("ij,jk->ijk", p, eye).astype(np.float32)
     outer = np.einsum("ij,ik->ijk", p, p).astype(np.float32)
     jacobian = diagonal - outer
     return np.einsum("ijk,ik->ij", jacobian, dloss_dp.astype(np.float32))
+
+
+def vjp_delta(logits, targets, epsilon=1e-9):
+    """crysx_nn's path with the Jacobian product replaced by the fused vector-Jacobian
+    product: fastloss.softmax, CCE_loss_grad, then fastloss.softmax_backward."""
+    p = fastloss.softmax(logits)
+    return fastloss.softmax_backward(p, _seeds_dloss_dp(p, targets, epsilon).astype(p.dtype))
 
 
 def _best_time(function, repeats):
@@ -142,7 +156,8 @@ def _best_time(function, repeats):
 
 
 def compare_jacobian(shapes, repeats, seed=0):
-    """Rows of (N, k, seeds seconds, fused seconds, Jacobian bytes, max |difference|)."""
+    """Rows of (N, k, seeds seconds, VJP seconds, fused seconds, Jacobian bytes, max
+    |difference| of the VJP path and of the fused gradient from the seeds' path)."""
     rng = np.random.default_rng(seed)
     rows = []
     for samples, classes in shapes:
@@ -151,9 +166,11 @@ def compare_jacobian(shapes, repeats, seed=0):
         fused = fastloss.softmax_cross_entropy_grad(logits, targets, reduction="sum")
         seeds = seeds_softmax_jacobian_delta(logits, targets)
         difference = float(np.max(np.abs(fused - seeds)))
+        vjp_difference = float(np.max(np.abs(vjp_delta(logits, targets) - seeds)))
         seeds_seconds = _best_time(
             functools.partial(seeds_softmax_jacobian_delta, logits, targets), repeats
         )
+        vjp_seconds = _best_time(functools.partial(vjp_delta, logits, targets), repeats)
         fused_seconds = _best_time(
             functools.partial(
                 fastloss.softmax_cross_entropy_grad, logits, targets, reduction="sum"
@@ -162,16 +179,20 @@ def compare_jacobian(shapes, repeats, seed=0):
         )
         # Two (N, k, k) float32 temporaries and the Jacobian they make.
         jacobian_bytes = 3 * samples * classes * classes * 4
-        rows.append((samples, classes, seeds_seconds, fused_seconds, jacobian_bytes, difference))
+        rows.append((samples, classes, seeds_seconds, vjp_seconds, fused_seconds, jacobian_bytes,
+                     vjp_difference, difference))
     return rows
 
 
 def print_comparison(rows):
-    print(f"{'N':>6} {'k':>5} {'Jacobian path':>14} {'fused':>10} {'speed-up':>9} "
-          f"{'temporaries':>12} {'max |diff|':>10}")
-    for samples, classes, seeds, fused, nbytes, difference in rows:
-        print(f"{samples:>6} {classes:>5} {seeds * 1e3:>11.3f} ms {fused * 1e3:>7.3f} ms "
-              f"{seeds / fused:>8.1f}x {nbytes / 2**20:>9.2f} MiB {difference:>10.1e}")
+    print("dLoss/dlogits: crysx_nn's (N, k, k) Jacobian product; the same with fastloss's "
+          "softmax_backward (VJP); fastloss's fused cross-entropy gradient")
+    print(f"{'N':>6} {'k':>5} {'Jacobian path':>14} {'VJP':>10} {'fused':>10} {'x VJP':>7} "
+          f"{'x fused':>8} {'Jacobian':>12} {'VJP |diff|':>10} {'fused |diff|':>12}")
+    for samples, classes, seeds, vjp, fused, nbytes, vjp_difference, difference in rows:
+        print(f"{samples:>6} {classes:>5} {seeds * 1e3:>11.3f} ms {vjp * 1e3:>7.3f} ms "
+              f"{fused * 1e3:>7.3f} ms {seeds / vjp:>6.1f}x {seeds / fused:>7.1f}x "
+              f"{nbytes / 2**20:>8.2f} MiB {vjp_difference:>10.1e} {difference:>12.1e}")
 
 
 def main(argv=None) -> dict:
