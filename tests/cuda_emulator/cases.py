@@ -192,6 +192,146 @@ def softmax_cases(small: bool = False) -> list[SoftmaxCase]:
     return cases
 
 
+@dataclass(frozen=True)
+class NllCase:
+    """``fastloss.backends.cuda.nll.nll`` on ``(rows, classes)`` log-probabilities."""
+
+    rows: int
+    classes: int
+    dtype: str = "float32"
+    weighted: bool = False
+    device_divisor: bool = True  # a "mean"'s 0-d device array; else the number 2.5
+    grad: bool = True
+    loss_out: bool = True
+    in_place: bool = False
+    misaligned: bool = False
+    invalid: bool = False  # labels k, -1 and 2**40 (NaN rows)
+    extreme: bool = False  # -inf log-probabilities at a label and elsewhere
+    ignore_index: int = -100
+
+    @property
+    def id(self) -> str:
+        flags = [name for name in ("weighted", "in_place", "misaligned", "invalid", "extreme")
+                 if getattr(self, name)]
+        flags += [] if self.device_divisor else ["number"]
+        flags += [] if self.grad else ["no-grad"]
+        flags += [] if self.loss_out else ["no-loss-out"]
+        flags += [] if self.ignore_index == -100 else [f"ignore{self.ignore_index}"]
+        return "-".join(["nll", f"{self.rows}x{self.classes}", self.dtype, *flags])
+
+
+NLL_CLASSES = (1, 2, 10, 31, 513, 1000, 5000)
+
+
+def nll_cases(small: bool = False) -> list[NllCase]:
+    classes = (1, 10, 1000, 5000) if small else NLL_CLASSES
+    dtypes = ("float16", "float64") if small else DTYPES
+    rows = 3 if small else 7
+    cases = [NllCase(rows, k, dtype) for k in classes for dtype in dtypes]
+    cases += [NllCase(rows, k, "float32", weighted, device, invalid=invalid)
+              for k in (10, 1000, 5000) for weighted in (False, True)
+              for device in (False, True) for invalid in (False, True)]
+    cases += [NllCase(rows, k, dtype, in_place=True, misaligned=True, weighted=True)
+              for k in (10, 1000, 5000) for dtype in ("float16", "bfloat16", "float64")]
+    cases += [NllCase(7, k, dtype, extreme=True, device_divisor=False)
+              for k in (5, 1000, 5000) for dtype in dtypes]
+    cases += [NllCase(rows, k, grad=grad, loss_out=not grad)
+              for k in (10, 5000) for grad in (False, True)]
+    cases += [NllCase(rows, 10, ignore_index=0, invalid=True, weighted=True),
+              NllCase(rows, 1000, ignore_index=3, invalid=True)]
+    if not small:
+        cases += [NllCase(n, k, device_divisor=n > 0) for n in (0, 1, 300) for k in (10, 1000)]
+        cases += [NllCase(300, 5000, "bfloat16", weighted=True, invalid=True)]
+    return cases
+
+
+def nll_inputs(case: NllCase):
+    """``(log_probs, labels, weight)`` of ``case``: log-softmax rows in its dtype, every
+    fourth label ignored; invalid labels in rows 1, 2 and 3 (of those there are);
+    extreme cases have 7 rows or more."""
+    rng = np.random.default_rng(case.rows * 7919 + case.classes + case.extreme)
+    log_probs = softmax_reference("log_softmax", 3 * rng.standard_normal((case.rows,
+                                                                           case.classes)))
+    labels = rng.integers(0, case.classes, case.rows)
+    labels[::4] = case.ignore_index
+    if case.invalid:
+        labels[1:4] = [case.classes, -1, 2**40][: len(labels[1:4])]
+    if case.extreme:  # row 5 all -inf (its loss +inf), row 6 -inf beside its label
+        log_probs[5, :] = -np.inf
+        log_probs[6, (labels[6] + 1) % case.classes] = -np.inf
+    weight = rng.uniform(0.5, 2.0, case.classes) if case.weighted else None
+    return log_probs.astype(numpy_dtype(case.dtype)), labels, weight
+
+
+def nll_reference(log_probs, labels, weight, ignore_index: int, divisor: float):
+    """``(row losses, gradient)`` in float64, PyTorch's nll_loss with NaN rows for
+    labels neither ignored nor in ``[0, k)``."""
+    log_probs = np.asarray(log_probs, np.float64)
+    rows, classes = log_probs.shape
+    weight = np.ones(classes) if weight is None else np.asarray(weight, np.float64)
+    ignored = labels == ignore_index
+    valid = ~ignored & (labels >= 0) & (labels < classes)
+    invalid = ~ignored & ~valid
+    index = np.nonzero(valid)[0]
+    w = weight[labels[index]]
+    loss = np.zeros(rows)
+    grad = np.zeros((rows, classes))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loss[index] = -(w * log_probs[index, labels[index]])
+        grad[index, labels[index]] = -(w / np.float64(divisor))
+    loss[invalid] = np.nan
+    grad[invalid] = np.nan
+    return loss, grad
+
+
+def nll_divisor(labels, weight, classes: int, ignore_index: int) -> float:
+    """A "mean"'s divisor: the weights (or count) of the rows not ignored (an
+    invalid label counts with its clipped class, as mean_divisor does)."""
+    kept = np.clip(labels[labels != ignore_index], 0, classes - 1)
+    return float(kept.size if weight is None else np.asarray(weight)[kept].sum())
+
+
+def run_nll(case: NllCase, cupy) -> None:
+    """The launcher on ``case`` against :func:`nll_reference`: row losses and the
+    gradient bit for bit (each one rounding of a float64 formula), the loss within the
+    dtype's tolerance (the kernel sums the rows in its own order)."""
+    from fastloss.backends.cuda import nll as cuda_nll
+    from fastloss.backends.cuda import softmax_cross_entropy as cuda_ce
+
+    log_probs, labels, weight = nll_inputs(case)
+    device_log_probs = _device_copy(cupy, log_probs, case.misaligned)
+    device_labels = cupy.asarray(labels)
+    device_weight = None if weight is None else cupy.asarray(weight)
+    if case.device_divisor:
+        divisor = nll_divisor(labels, weight, case.classes, case.ignore_index)
+        device_divisor = cuda_ce.mean_divisor(device_labels, device_weight, case.classes,
+                                              case.ignore_index)
+        # Summed in another order: the reference takes the device's bits.
+        np.testing.assert_allclose(_as_float64(device_divisor), divisor, rtol=1e-14)
+        divisor = float(_as_float64(device_divisor))
+    else:
+        divisor = device_divisor = 2.5
+    grad_out = None
+    if case.grad:
+        grad_out = (device_log_probs if case.in_place
+                    else _device_copy(cupy, np.full_like(log_probs, 7), case.misaligned))
+    loss_out = cupy.asarray(np.full(case.rows, 7.0)) if case.loss_out else None
+    loss = cuda_nll.nll(device_log_probs, device_labels, device_weight, grad_out, loss_out,
+                        case.ignore_index, device_divisor)
+    want_rows, want_grad = nll_reference(log_probs, labels, weight, case.ignore_index, divisor)
+    assert fl_host(loss).dtype == log_probs.dtype and fl_host(loss).shape == ()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want_loss = want_rows.sum() / divisor
+    _check(f"loss {case.id}", loss, want_loss, case.dtype)
+    if loss_out is not None:
+        _check_exact(f"loss_out {case.id}", loss_out, want_rows, "float64")
+    if grad_out is not None:
+        assert fl_host(grad_out).dtype == log_probs.dtype
+        _check_exact(f"grad {case.id}", grad_out, want_grad, case.dtype)
+        signed = ~np.isnan(want_grad)  # zeros are +0
+        assert (np.signbit(_as_float64(grad_out)) == np.signbit(want_grad))[signed].all()
+
+
 def elementwise_inputs(case: ElementwiseCase):
     """``(x, target, options)`` of ``case`` in its dtype (options' arrays too)."""
     rng = np.random.default_rng(case.size * 31 + len(case.loss))
@@ -450,7 +590,7 @@ def run_softmax(case: SoftmaxCase, cupy) -> None:
 
 
 def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[ElementwiseCase],
-                          list[SoftmaxCase]]:
+                          list[SoftmaxCase], list[NllCase]]:
     """The cases ThreadSanitizer runs (it is slow): every block reduction, in-place results."""
     cross_entropy = [
         CrossEntropyCase(2, k, dtype, targets, "mean", True, 0.1, in_place=True)
@@ -461,8 +601,12 @@ def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[Elementwis
                                    weighted=bool(ELEMENTWISE[loss][2])) for loss in ELEMENTWISE]
     softmax = [SoftmaxCase(f, 2, k, in_place=True) for f in SOFTMAX_FUNCTIONS
                for k in (31, 513, 4097)]
+    # Shuffle and shared-memory hand-overs of the label, in place over the read.
+    nll = [NllCase(5, k, dtype, weighted=True, in_place=True) for k in (10, 1000, 5000)
+           for dtype in ("float16", "float64")]
+    nll += [NllCase(300, 10, grad=False), NllCase(300, 10)]  # several blocks of row groups
     return cross_entropy, [MseCase(4099, "float32", "mean", in_place=True),
-                           MseCase(33, "float16", "none", in_place=True)], elementwise, softmax
+                           MseCase(33, "float16", "none", in_place=True)], elementwise, softmax, nll
 
 
 def main() -> int:
@@ -471,10 +615,11 @@ def main() -> int:
     from cuda_emulator import emulator
 
     if emulator.variant() == "tsan":
-        cross_entropy, mse, elementwise, softmax = race_cases()
+        cross_entropy, mse, elementwise, softmax, nll = race_cases()
     else:
         cross_entropy, mse = cross_entropy_cases(small=True), mse_cases(small=True)
         elementwise, softmax = elementwise_cases(small=True), softmax_cases(small=True)
+        nll = nll_cases(small=True)
     failures = 0
     with emulator.activate() as cupy:
         for case in cross_entropy:
@@ -485,6 +630,8 @@ def main() -> int:
             failures += _report(run_elementwise, case, cupy)
         for case in softmax:
             failures += _report(run_softmax, case, cupy)
+        for case in nll:
+            failures += _report(run_nll, case, cupy)
         failures += _report(lambda _, cupy: _labels_checked(cupy), "check_labels", cupy)
     print(f"{failures} failed", flush=True)
     return 1 if failures else 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 import fastloss as fl
+from fastloss.backends.cuda import nll as cuda_nll
 from fastloss.backends.cuda import softmax as cuda_softmax
 
 from . import emulator
@@ -36,6 +37,9 @@ CASES = [
     ("softmax_backward, k = 1000", "softmax_backward", (64, 1000), (16384, 1000)),
     ("log_softmax_backward, k = 1000", "log_softmax_backward", (64, 1000), (16384, 1000)),
     ("log_softmax_backward, k = 32000", "log_softmax_backward", (4, 32000), (4096, 32000)),
+    ("nll (launcher, with gradient), k = 10", "nll", (2048, 10), (262144, 10)),
+    ("nll (launcher, with gradient), k = 1000", "nll", (64, 1000), (16384, 1000)),
+    ("nll (launcher, with gradient), k = 32000", "nll", (4, 32000), (4096, 32000)),
 ]
 
 
@@ -51,6 +55,9 @@ def _run(kind: str, shape: tuple[int, int], cupy) -> list[emulator.Launch]:
             getattr(cuda_softmax, kind)(x, cupy.empty(shape, np.float32))
         elif kind in ("softmax_backward", "log_softmax_backward"):
             getattr(cuda_softmax, kind)(x, x, cupy.empty(shape, np.float32))
+        elif kind == "nll":
+            labels = cupy.asarray(rng.integers(0, shape[1], shape[0]))
+            cuda_nll.nll(x, labels, None, cupy.empty(shape, np.float32), None, -100, shape[0])
         elif kind == "ce":
             labels = cupy.asarray(rng.integers(0, shape[1], shape[0]))
             fl.softmax_cross_entropy_with_grad(x, labels, backend="cuda")
