@@ -28,6 +28,11 @@ from fastloss.losses.softmax_cross_entropy import (
     softmax_cross_entropy_grad,
     softmax_cross_entropy_with_grad,
 )
+from fastloss.losses.softmax_entropy import (
+    softmax_entropy,
+    softmax_entropy_grad,
+    softmax_entropy_with_grad,
+)
 
 # Dask arrays: the elementwise losses' shared front routes them itself; these go to
 # fastloss.dask's functions of the same name.
@@ -72,6 +77,9 @@ __all__ = [
     "nll",
     "nll_grad",
     "nll_with_grad",
+    "softmax_entropy",
+    "softmax_entropy_grad",
+    "softmax_entropy_with_grad",
     "softmax",
     "log_softmax",
     "softmax_backward",

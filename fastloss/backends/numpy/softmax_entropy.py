@@ -1,0 +1,28 @@
+"""The entropy of each row's softmax in plain NumPy, float64 throughout.
+
+Contract (every backend's ``softmax_entropy``): ``softmax_entropy(logits, grad_out, loss_out,
+divisor)`` returns the summed row entropies ``H = -sum(p log p)`` over ``divisor`` and writes
+``-p (log p + H) / divisor`` into ``grad_out`` (when given; it may be ``logits``) and the row
+entropies into ``loss_out``.
+"""
+
+import numpy as np
+
+
+def softmax_entropy(logits, grad_out, loss_out, divisor):
+    z = logits.astype(np.float64)
+    divisor = np.float64(divisor)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        s = e.sum(axis=1, keepdims=True)
+        log_p = shifted - np.log(s)
+        p = e / s
+        p_log_p = np.where(p == 0.0, 0.0, p * log_p)  # a logit of -inf adds 0
+        row_losses = -p_log_p.sum(axis=1)
+        if grad_out is not None:
+            grad = np.where(p == 0.0, 0.0, -p * (log_p + row_losses[:, None]))
+            np.copyto(grad_out, grad / divisor, casting="unsafe")
+        if loss_out is not None:
+            loss_out[...] = row_losses
+        return row_losses.sum() / divisor

@@ -1,0 +1,75 @@
+"""The entropy of the softmax of each row of ``(N, k)`` logits, reduced over rows, its
+gradient, and both in one pass: the entropy bonus of policy-gradient training."""
+
+from __future__ import annotations
+
+from fastloss import _registry
+from fastloss import _validate as v
+from fastloss.losses import _tail
+
+
+def _softmax_entropy(logits, reduction, backend, out, want_grad):
+    if _registry.any_dask_array(logits, out):
+        raise TypeError(
+            "fastloss.softmax_entropy does not take dask arrays yet: compute them first"
+        )
+    reduction = v.check_reduction(reduction)
+    backend = _registry.backend(backend, logits, out)
+    x = backend.asarray(logits, "logits")
+    with backend.scope(x):
+        backend.check_float(x, "logits")
+        if x.ndim != 2 or x.shape[1] == 0:
+            raise ValueError(
+                "logits must be 2-D (N, k) with the class axis last and k >= 1; "
+                f"got shape {x.shape}"
+            )
+        rows = x.shape[0]
+        xp, dtype = backend.xp, x.dtype
+        work = backend.compute_dtype(dtype)
+        out = backend.check_out(out, "out", x)
+        backend.same_device(x, out)
+        grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad)
+        row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
+        reduced = backend.kernel("softmax_entropy")(
+            xp.ascontiguousarray(x, dtype=work), grad, row_losses,
+            rows if reduction == "mean" else 1,
+        )
+        return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)
+
+
+def softmax_entropy(logits, *, reduction: str = "mean", backend: str = "auto"):
+    return _softmax_entropy(logits, reduction, backend, None, False)[0]
+
+
+def softmax_entropy_grad(logits, *, reduction: str = "mean", backend: str = "auto", out=None):
+    return _softmax_entropy(logits, reduction, backend, out, True)[1]
+
+
+def softmax_entropy_with_grad(logits, *, reduction: str = "mean", backend: str = "auto",
+                              out=None):
+    return _softmax_entropy(logits, reduction, backend, out, True)
+
+
+_CONTRACT = """
+    logits: ``(N, k)`` floating-point array, class axis last (any layout).
+    reduction: "mean" (over rows), "sum" or "none" (one entropy per row).
+    backend: "auto", "numpy", "numba" or "cuda".
+
+    A row's entropy is ``-(softmax(z) * log_softmax(z)).sum()``, computed as
+    ``log(s) - sum(e * (z - max)) / s`` with ``e = exp(z - max)``, ``s = sum(e)``: stable for
+    logits of any magnitude; a class of probability 0 (a logit of -inf) adds 0; a row of
+    all -inf, or with a NaN, gives NaN. float16 is computed in float32. Raises ValueError for
+    bad shapes or options, TypeError for bad dtypes or array types.
+"""
+_GRAD_CONTRACT = """
+    out: optional array of logits' shape and dtype that receives the gradient (it may be
+        ``logits`` itself): ``-p * (log p + H)`` per row, over the rows for "mean".
+"""
+softmax_entropy.__doc__ = """Entropy of ``softmax(logits)`` per row, reduced.
+
+    Returns a scalar of logits' dtype (a 0-d CuPy array on cuda), or ``(N,)`` for "none".
+""" + _CONTRACT
+softmax_entropy_grad.__doc__ = """Gradient of the softmax entropy with respect to ``logits``.
+""" + _CONTRACT + _GRAD_CONTRACT
+softmax_entropy_with_grad.__doc__ = """``(entropy, grad)`` of the softmax entropy, one pass.
+""" + _CONTRACT + _GRAD_CONTRACT

@@ -1,0 +1,120 @@
+"""fl.softmax_entropy against PyTorch's -(softmax * log_softmax).sum(-1) in float64."""
+
+import numpy as np
+import pytest
+from conftest import assert_close, to_backend, to_host
+
+import fastloss as fl
+
+torch = pytest.importorskip("torch")
+
+SHAPES = [(1, 1), (7, 3), (300, 100), (70, 2000)]  # the last: Numba's threads
+
+
+def _torch(z, reduction):
+    """PyTorch's loss, and its gradient -p (log p + H) per row: autograd would give NaN
+    through the 0 * -inf of a logit of -inf (test_gradient_formula_is_autograds checks the
+    formula elsewhere)."""
+    x = torch.tensor(np.asarray(z, np.float64))
+    p, log_p = torch.softmax(x, 1), torch.log_softmax(x, 1)
+    rows = -torch.where(p > 0, p * log_p, 0.0).sum(1)  # a logit of -inf adds 0
+    grad = torch.where(p > 0, -p * (log_p + rows[:, None]), 0.0)
+    if reduction == "mean":
+        return rows.mean().numpy(), (grad / len(rows)).numpy()
+    return (rows.sum() if reduction == "sum" else rows).numpy(), grad.numpy()
+
+
+def test_gradient_formula_is_autograds():
+    x = torch.tensor(_logits((5, 9)), requires_grad=True)
+    (-(torch.softmax(x, 1) * torch.log_softmax(x, 1)).sum()).backward()
+    np.testing.assert_allclose(_torch(x.detach().numpy(), "sum")[1], x.grad.numpy(), rtol=1e-12,
+                               atol=1e-15)
+
+
+def _logits(shape, seed=0):
+    return np.random.default_rng(seed + shape[1]).standard_normal(shape) * 3
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_matches_torch(backend, dtype, shape, reduction):
+    z = _logits(shape).astype(dtype)
+    want_loss, want_grad = _torch(z, reduction)
+    loss, grad = fl.softmax_entropy_with_grad(to_backend(z, backend), reduction=reduction,
+                                              backend=backend)
+    assert grad.dtype == dtype and grad.shape == shape
+    assert_close(loss, want_loss, dtype)
+    assert_close(grad, want_grad, dtype)
+    alone = fl.softmax_entropy(to_backend(z, backend), reduction=reduction, backend=backend)
+    assert to_host(alone).tobytes() == to_host(loss).tobytes()
+
+
+def test_float16_is_computed_in_float32(backend):
+    z = _logits((9, 40)).astype(np.float16)
+    want_loss, want_grad = _torch(z, "mean")
+    loss, grad = fl.softmax_entropy_with_grad(to_backend(z, backend), backend=backend)
+    assert grad.dtype == np.float16
+    np.testing.assert_allclose(to_host(loss).astype(np.float64), want_loss, rtol=4e-3)
+    np.testing.assert_allclose(to_host(grad).astype(np.float64), want_grad, rtol=4e-3,
+                               atol=1e-3)
+
+
+def test_extreme_rows_as_torch(backend, dtype):
+    big = 1e30 if dtype == np.float32 else 1e300
+    z = np.array([
+        [big, -big, 0.0, 1.0],
+        [-np.inf, 0.0, -np.inf, 2.0],
+        [-big, -big, -big, -big],
+        [5.0, 5.0, 5.0, 5.0],
+    ]).astype(dtype)
+    want_loss, want_grad = _torch(z, "none")
+    loss, grad = fl.softmax_entropy_with_grad(to_backend(z, backend), reduction="none",
+                                              backend=backend)
+    assert_close(loss, want_loss, dtype)
+    assert_close(grad, want_grad, dtype)
+    np.testing.assert_allclose(to_host(loss)[3], np.log(4.0), rtol=1e-6)
+
+
+def test_nan_and_all_minus_infinity_rows_are_nan(backend):
+    z = np.array([[np.nan, 0.0, 1.0], [-np.inf] * 3, [0.0, 1.0, 2.0]])
+    loss, grad = fl.softmax_entropy_with_grad(to_backend(z, backend), reduction="none",
+                                              backend=backend)
+    loss, grad = to_host(loss), to_host(grad)
+    assert np.isnan(loss[:2]).all() and np.isnan(grad[:2]).all()
+    assert np.isfinite(loss[2]) and np.isfinite(grad[2]).all()
+
+
+def test_out_in_place_and_layouts(backend):
+    z = _logits((6, 33)).astype(np.float32)
+    expected = to_host(fl.softmax_entropy_grad(to_backend(z, backend), backend=backend))
+    for layout in (np.asfortranarray, lambda a: np.repeat(a, 2, axis=1)[:, ::2]):
+        np.testing.assert_array_equal(
+            to_host(fl.softmax_entropy_grad(to_backend(layout(z), backend), backend=backend)),
+            expected)
+    inputs = to_backend(z.copy(), backend)
+    out = to_backend(np.empty_like(z), backend)
+    assert fl.softmax_entropy_grad(inputs, out=out, backend=backend) is out
+    np.testing.assert_array_equal(to_host(out), expected)
+    np.testing.assert_array_equal(to_host(inputs), z)  # not modified
+    _, grad = fl.softmax_entropy_with_grad(inputs, out=inputs, backend=backend)
+    assert grad is inputs
+    np.testing.assert_array_equal(to_host(inputs), expected)
+
+
+def test_empty_batch(backend):
+    empty = to_backend(np.zeros((0, 4), np.float32), backend)
+    assert np.isnan(to_host(fl.softmax_entropy(empty, backend=backend)))
+    assert to_host(fl.softmax_entropy(empty, reduction="sum", backend=backend)) == 0
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: fl.softmax_entropy(np.zeros(4)), ValueError, "logits must be 2-D"),
+    (lambda: fl.softmax_entropy(np.zeros((2, 0))), ValueError, "k >= 1"),
+    (lambda: fl.softmax_entropy(np.zeros((2, 3), int)), TypeError, "logits"),
+    (lambda: fl.softmax_entropy(np.zeros((2, 3)), reduction="avg"), ValueError, "reduction"),
+    (lambda: fl.softmax_entropy_grad(np.zeros((2, 3)), out=np.zeros((2, 3), np.float32)),
+     TypeError, "out"),
+])
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
