@@ -63,7 +63,8 @@ class Peer:
 class Spec:
     """What the benchmarks need to know about one loss.
 
-    ``make(xp, rng, shape)``: the (first, second) inputs in DTYPE (second may be labels).
+    ``make(xp, rng, shape)``: the (first, second) inputs in DTYPE (second may be labels, or
+    None for a loss of one array, such as the softmax entropy).
     ``bytes(op, shape, itemsize)``: what the op must move. ``reference(xp, first, second)``:
     the summed loss of a block of rows, ``first`` made float64. ``count(shape)``: what a mean
     divides by. ``expression[op](xp, first, second)``: the NumPy/CuPy expression a user writes.
@@ -315,14 +316,13 @@ def _fastloss(backend: str, loss: str, op: str):
         import fastloss
 
         function = getattr(fastloss, loss + FASTLOSS_SUFFIXES[op])
-        first, second, options = inputs.first, inputs.second, spec(loss).options
+        arrays = (inputs.first,) if inputs.second is None else (inputs.first, inputs.second)
+        options = spec(loss).options
         if op == "forward":
-            return synced(lambda: function(first, second, backend=backend, **options),
-                           inputs.device)
-        grad_out = inputs.xp.empty_like(first)
+            return synced(lambda: function(*arrays, backend=backend, **options), inputs.device)
+        grad_out = inputs.xp.empty_like(inputs.first)
         return synced(
-            lambda: function(first, second, backend=backend, out=grad_out, **options),
-            inputs.device,
+            lambda: function(*arrays, backend=backend, out=grad_out, **options), inputs.device,
         )
 
     return prepare
@@ -345,7 +345,7 @@ def _torch(loss: str, op: str):
 
         formula = spec(loss).torch
         first = torch.as_tensor(inputs.first)
-        second = torch.as_tensor(inputs.second)
+        second = None if inputs.second is None else torch.as_tensor(inputs.second)
         if op == "forward":
             return synced(lambda: formula(F, first, second), inputs.device)
         leaf = first.detach().requires_grad_()
