@@ -61,6 +61,23 @@ def test_fused_gradient_equals_the_softmax_jacobian_product():
     np.testing.assert_allclose(crysx.Softmax_CCE_loss_grad(logits, targets), delta, atol=1e-12)
 
 
+def test_cce_of_probabilities_and_the_fused_jacobian_product():
+    """crysx_nn's CCE pair as it computes it, and softmax_backward in place of its
+    Softmax_grad(z) (N, k, k) product: the same delta as the fused softmax CCE gradient."""
+    logits, targets, _ = make((16, 7), np.float64)
+    p = softmax(logits)
+    clipped = np.clip(p, 1e-12, 1 - 1e-12)
+    np.testing.assert_allclose(crysx.CCE_loss(p, targets),
+                               -np.sum(targets * np.log(clipped + 1e-9)), rtol=1e-14)
+    dloss_dp = crysx.CCE_loss_grad(p, targets)
+    np.testing.assert_array_equal(dloss_dp, -targets / p)
+    jacobian = np.einsum("ij,jk->ijk", p, np.eye(7)) - np.einsum("ij,ik->ijk", p, p)
+    product = np.einsum("ijk,ik->ij", jacobian, dloss_dp)
+    np.testing.assert_allclose(crysx.softmax_backward(p, dloss_dp), product, atol=1e-12)
+    np.testing.assert_allclose(crysx.softmax_backward(p, dloss_dp),
+                               crysx.Softmax_CCE_loss_grad(logits, targets), atol=1e-12)
+
+
 def test_inputs_are_not_modified():
     predictions, targets, _ = make((8, 4), np.float32)
     saved = predictions.copy(), targets.copy()

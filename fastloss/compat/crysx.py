@@ -49,6 +49,9 @@ __all__ = [
     "BCE_loss_grad",
     "Softmax_CCE_loss",
     "Softmax_CCE_loss_grad",
+    "CCE_loss",
+    "CCE_loss_grad",
+    "softmax_backward",
     "MSE_loss_cupy",
     "MSE_loss_grad_cupy",
     "MAE_loss_cupy",
@@ -57,6 +60,8 @@ __all__ = [
     "BCE_loss_grad_cupy",
     "Softmax_CCE_loss_cupy",
     "Softmax_CCE_loss_grad_cupy",
+    "CCE_loss_cupy",
+    "CCE_loss_grad_cupy",
 ]
 
 
@@ -168,6 +173,50 @@ def Softmax_CCE_loss_grad(logits, targets):  # noqa: N802 - crysx_nn's naming
     return fastloss.softmax_cross_entropy_grad(logits, targets, reduction="sum")
 
 
+
+def _array_module(array):
+    if type(array).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    import numpy
+
+    return numpy
+
+
+def CCE_loss(predictions, targets, epsilon=1e-12):  # noqa: N802 - crysx_nn's name
+    """crysx_nn's categorical cross-entropy of probabilities, as it computes it:
+    ``-sum(targets * log(clip(predictions, epsilon, 1 - epsilon) + 1e-9))``, summed over
+    samples.
+
+    Array expressions of the input's library (NumPy or CuPy), not a fused kernel: for a
+    softmax output layer, :func:`Softmax_CCE_loss` on the logits is exact, stable and one
+    pass.
+    """
+    _output_nodes(predictions, "predictions")
+    xp = _array_module(predictions)
+    return -xp.sum(targets * xp.log(xp.clip(predictions, epsilon, 1.0 - epsilon) + 1e-9))
+
+
+def CCE_loss_grad(predictions, targets):  # noqa: N802 - crysx_nn's name
+    """crysx_nn's gradient of :func:`CCE_loss` with respect to the probabilities,
+    ``-nan_to_num(targets / predictions)`` (array expressions, as crysx_nn's).
+
+    crysx_nn multiplies it by the ``(N, k, k)`` softmax Jacobian; :func:`softmax_backward`
+    forms that product without the Jacobian.
+    """
+    _output_nodes(predictions, "predictions")
+    xp = _array_module(predictions)
+    return -xp.nan_to_num(xp.divide(targets, predictions))
+
+
+def softmax_backward(probs, grad_probs):
+    """The drop-in for crysx_nn's ``einsum('ijk,ik->ij', Softmax_grad(z), grad_probs)``:
+    ``probs * (grad_probs - sum(probs * grad_probs))`` per row (``probs = softmax(z)``), one
+    fused pass with no ``(N, k, k)`` Jacobian (:func:`fastloss.softmax_backward`)."""
+    return fastloss.softmax_backward(probs, grad_probs)
+
+
 # crysx_nn names its CuPy variants separately; here the array type decides.
 MSE_loss_cupy = MSE_loss
 MSE_loss_grad_cupy = MSE_loss_grad
@@ -177,3 +226,5 @@ BCE_loss_cupy = BCE_loss
 BCE_loss_grad_cupy = BCE_loss_grad
 Softmax_CCE_loss_cupy = Softmax_CCE_loss
 Softmax_CCE_loss_grad_cupy = Softmax_CCE_loss_grad
+CCE_loss_cupy = CCE_loss
+CCE_loss_grad_cupy = CCE_loss_grad
