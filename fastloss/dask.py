@@ -74,6 +74,9 @@ __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_grad",
     "softmax_cross_entropy_with_grad",
+    "nll",
+    "nll_grad",
+    "nll_with_grad",
     "softmax",
     "log_softmax",
     "softmax_backward",
@@ -169,8 +172,10 @@ def _divisor_block(target, weight, *, backend, classes, ignore_index, check):
 
 
 @_quietly
-def _rows_block(logits, target, weight, divisor, *, backend, options, want_grad, want_rows):
-    """``(gradient, row losses, float64 partial loss)`` of a chunk holding whole rows."""
+def _rows_block(logits, target, weight, divisor, *, loss, backend, options, want_grad,
+                want_rows):
+    """``(gradient, row losses, float64 partial loss)`` of a chunk holding whole rows, by the
+    kernel of ``loss`` (softmax cross-entropy, or NLL: no label smoothing)."""
     on = _registry.backend(backend)
     xp = on.xp
     with on.scope(logits):
@@ -185,9 +190,9 @@ def _rows_block(logits, target, weight, divisor, *, backend, options, want_grad,
         z = xp.ascontiguousarray(logits, dtype=work)
         grad = xp.empty(z.shape, work) if want_grad else None
         rows = xp.empty(z.shape[0], xp.float64) if want_rows else None
-        partial = _registry.kernel("softmax_cross_entropy", backend)(
-            z, target, weight, grad, rows, options["ignore_index"],
-            options["label_smoothing"], divisor,
+        smoothing = () if loss == "nll" else (options["label_smoothing"],)
+        partial = _registry.kernel(loss, backend)(
+            z, target, weight, grad, rows, options["ignore_index"], *smoothing, divisor,
         )
         # A column, so that the losses are blocks of an (N, 1) array with the logits' rows.
         losses = None if rows is None else rows.astype(logits.dtype)[:, None]
@@ -422,6 +427,23 @@ def _ce_divisor(target, weight, logits, reduction, chosen, options):
                            meta=meta_from_array(logits, ndim=0, dtype=np.float64))
 
 
+def _whole_rows(loss, arguments, divisor_argument, logits, chosen, options, want_grad,
+                want_rows):
+    """Lazy ``(loss, grad or None)`` of ``loss`` over logits of one class chunk: a kernel call
+    per row chunk (:func:`_rows_block`), the partials summed by the fixed tree."""
+    dtype = logits.dtype
+    results = da.blockwise(
+        _rows_block, "ij", *arguments, *divisor_argument,
+        meta=np.empty((0, 0), dtype=object), loss=loss, backend=chosen, options=options,
+        want_grad=want_grad, want_rows=want_rows,
+    )
+    if want_rows:
+        value = _blocks(results, 1, dtype, logits, chunks=(logits.chunks[0], (1,)))[:, 0]
+    else:
+        value = _scalar(_partials(results, 2), dtype, logits)
+    return value, (_blocks(results, 0, dtype, logits) if want_grad else None)
+
+
 def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smoothing, weight,
                            backend, out, want_grad, check_labels):
     reduction = v.check_reduction(reduction)
@@ -449,16 +471,8 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
     dtype, want_rows = logits.dtype, reduction == "none"
 
     if len(logits.chunks[1]) == 1:
-        results = da.blockwise(
-            _rows_block, "ij", *arguments, *divisor_argument,
-            meta=np.empty((0, 0), dtype=object), backend=chosen, options=options,
-            want_grad=want_grad, want_rows=want_rows,
-        )
-        if want_rows:
-            loss = _blocks(results, 1, dtype, logits, chunks=(logits.chunks[0], (1,)))[:, 0]
-        else:
-            loss = _scalar(_partials(results, 2), dtype, logits)
-        return loss, (_blocks(results, 0, dtype, logits) if want_grad else None)
+        return _whole_rows("softmax_cross_entropy", arguments, divisor_argument, logits, chosen,
+                           options, want_grad, want_rows)
 
     classes = logits.shape[1]
     columns = da.arange(classes, chunks=(logits.chunks[1],))
@@ -484,8 +498,62 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
     return loss, grad
 
 
+def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_grad,
+         check_labels):
+    """NLL over rows of log-probabilities rechunked to one class chunk (a row's loss reads
+    one element, so nothing is gained by splitting classes); otherwise as cross-entropy."""
+    reduction = v.check_reduction(reduction)
+    options = {"ignore_index": v.check_int(ignore_index, "ignore_index"),
+               "check_labels": bool(check_labels)}
+    _refuse_out(out)
+    x = _as_dask(log_probs, "log_probs")
+    target, weight = _as_dask(target, "target"), _as_dask(weight, "weight")
+    chosen = _chunk_backend(backend, log_probs=x, target=target, weight=weight)
+    _registry.backend(chosen).check_float(x, "log_probs")
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(
+            "log_probs must be 2-D (N, k) with the class axis last and k >= 1; "
+            f"got shape {x.shape}"
+        )
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"target holds class indices, which must be integers; got dtype {target.dtype}"
+        )
+    _check_known_chunks(x, "log_probs")
+    x = x.rechunk((x.chunks[0], (x.shape[1],)))
+    target, _ = _ce_target(target, x, chosen)
+    weight = _ce_weight(weight, x)
+    divisor = _ce_divisor(target, weight, x, reduction, chosen, options)
+    arguments = (x, "ij", target, "i", weight, None if weight is None else "j")
+    divisor_argument = (divisor, None if isinstance(divisor, float) else ())
+    return _whole_rows("nll", arguments, divisor_argument, x, chosen, options, want_grad,
+                       reduction == "none")
+
+
 # ---------------------------------------------------------------------------------------
 # Public functions: fastloss's signatures
+
+
+def nll(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100, weight=None,
+        backend: str = "auto", check_labels: bool = False):
+    """Lazy :func:`fastloss.nll` of dask arrays: a 0-d dask array (``"none"``: ``(N,)`` with
+    the row chunks). Any row chunks; the classes are rechunked to one chunk."""
+    return _nll(log_probs, target, reduction, ignore_index, weight, backend, None, False,
+                check_labels)[0]
+
+
+def nll_grad(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100,
+             weight=None, backend: str = "auto", check_labels: bool = False, out=None):
+    """Lazy :func:`fastloss.nll_grad`: log_probs' shape, row chunks and dtype."""
+    return _nll(log_probs, target, reduction, ignore_index, weight, backend, out, True,
+                check_labels)[1]
+
+
+def nll_with_grad(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100,
+                  weight=None, backend: str = "auto", check_labels: bool = False, out=None):
+    """Lazy ``(loss, grad)`` of :func:`fastloss.nll_with_grad`."""
+    return _nll(log_probs, target, reduction, ignore_index, weight, backend, out, True,
+                check_labels)
 
 
 def softmax_cross_entropy(

@@ -10,11 +10,6 @@ from fastloss.losses import _class_labels, _tail
 
 def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_grad,
          check_labels):
-    if _registry.any_dask_array(log_probs, target, weight, out):
-        raise TypeError(
-            "fastloss.nll does not take dask arrays yet: compute them first, or give "
-            "fastloss.softmax_cross_entropy the logits"
-        )
     reduction = v.check_reduction(reduction)
     ignore_index = v.check_int(ignore_index, "ignore_index")
     backend = _registry.backend(backend, log_probs, target, weight, out)
