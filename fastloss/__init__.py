@@ -41,6 +41,9 @@ softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_gr
     (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad),
 )
 nll, nll_grad, nll_with_grad = map(routes_dask, (nll, nll_grad, nll_with_grad))
+softmax_entropy, softmax_entropy_grad, softmax_entropy_with_grad = map(
+    routes_dask, (softmax_entropy, softmax_entropy_grad, softmax_entropy_with_grad)
+)
 softmax, log_softmax, softmax_backward, log_softmax_backward = map(
     routes_dask, (softmax, log_softmax, softmax_backward, log_softmax_backward)
 )

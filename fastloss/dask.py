@@ -77,6 +77,9 @@ __all__ = [
     "nll",
     "nll_grad",
     "nll_with_grad",
+    "softmax_entropy",
+    "softmax_entropy_grad",
+    "softmax_entropy_with_grad",
     "softmax",
     "log_softmax",
     "softmax_backward",
@@ -427,15 +430,13 @@ def _ce_divisor(target, weight, logits, reduction, chosen, options):
                            meta=meta_from_array(logits, ndim=0, dtype=np.float64))
 
 
-def _whole_rows(loss, arguments, divisor_argument, logits, chosen, options, want_grad,
-                want_rows):
-    """Lazy ``(loss, grad or None)`` of ``loss`` over logits of one class chunk: a kernel call
-    per row chunk (:func:`_rows_block`), the partials summed by the fixed tree."""
+def _whole_rows(block, arguments, divisor_argument, logits, want_grad, want_rows, **keywords):
+    """Lazy ``(loss, grad or None)`` over logits of one class chunk: ``block`` (a kernel call)
+    per row chunk, the partials summed by the fixed tree."""
     dtype = logits.dtype
     results = da.blockwise(
-        _rows_block, "ij", *arguments, *divisor_argument,
-        meta=np.empty((0, 0), dtype=object), loss=loss, backend=chosen, options=options,
-        want_grad=want_grad, want_rows=want_rows,
+        block, "ij", *arguments, *divisor_argument, meta=np.empty((0, 0), dtype=object),
+        want_grad=want_grad, want_rows=want_rows, **keywords,
     )
     if want_rows:
         value = _blocks(results, 1, dtype, logits, chunks=(logits.chunks[0], (1,)))[:, 0]
@@ -471,8 +472,9 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
     dtype, want_rows = logits.dtype, reduction == "none"
 
     if len(logits.chunks[1]) == 1:
-        return _whole_rows("softmax_cross_entropy", arguments, divisor_argument, logits, chosen,
-                           options, want_grad, want_rows)
+        return _whole_rows(_rows_block, arguments, divisor_argument, logits, want_grad,
+                           want_rows, loss="softmax_cross_entropy", backend=chosen,
+                           options=options)
 
     classes = logits.shape[1]
     columns = da.arange(classes, chunks=(logits.chunks[1],))
@@ -526,12 +528,60 @@ def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_
     divisor = _ce_divisor(target, weight, x, reduction, chosen, options)
     arguments = (x, "ij", target, "i", weight, None if weight is None else "j")
     divisor_argument = (divisor, None if isinstance(divisor, float) else ())
-    return _whole_rows("nll", arguments, divisor_argument, x, chosen, options, want_grad,
-                       reduction == "none")
+    return _whole_rows(_rows_block, arguments, divisor_argument, x, want_grad,
+                       reduction == "none", loss="nll", backend=chosen, options=options)
+
+
+@_quietly
+def _entropy_block(logits, *, divisor, backend, want_grad, want_rows):
+    """``(gradient, row entropies, float64 partial)`` of a chunk holding whole rows."""
+    on = _registry.backend(backend)
+    xp = on.xp
+    with on.scope(logits):
+        z = xp.ascontiguousarray(logits, dtype=on.compute_dtype(logits.dtype))
+        grad = xp.empty(z.shape, z.dtype) if want_grad else None
+        rows = xp.empty(z.shape[0], xp.float64) if want_rows else None
+        partial = _registry.kernel("softmax_entropy", backend)(z, grad, rows, divisor)
+        losses = None if rows is None else rows.astype(logits.dtype)[:, None]
+        return _as(grad, logits), losses, _float64(partial, xp)
+
+
+def _softmax_entropy(logits, reduction, backend, out, want_grad):
+    reduction = v.check_reduction(reduction)
+    _refuse_out(out)
+    x = _as_dask(logits, "logits")
+    chosen = _chunk_backend(backend, logits=x)
+    _registry.backend(chosen).check_float(x, "logits")
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(
+            "logits must be 2-D (N, k) with the class axis last and k >= 1; "
+            f"got shape {x.shape}"
+        )
+    _check_known_chunks(x, "logits")
+    x = x.rechunk((x.chunks[0], (x.shape[1],)))
+    divisor = float(x.shape[0]) if reduction == "mean" else 1.0
+    return _whole_rows(_entropy_block, (x, "ij"), (), x, want_grad, reduction == "none",
+                       divisor=divisor, backend=chosen)
 
 
 # ---------------------------------------------------------------------------------------
 # Public functions: fastloss's signatures
+
+
+def softmax_entropy(logits, *, reduction: str = "mean", backend: str = "auto"):
+    """Lazy :func:`fastloss.softmax_entropy` of dask arrays (one class chunk per task)."""
+    return _softmax_entropy(logits, reduction, backend, None, False)[0]
+
+
+def softmax_entropy_grad(logits, *, reduction: str = "mean", backend: str = "auto", out=None):
+    """Lazy :func:`fastloss.softmax_entropy_grad`: logits' shape, row chunks and dtype."""
+    return _softmax_entropy(logits, reduction, backend, out, True)[1]
+
+
+def softmax_entropy_with_grad(logits, *, reduction: str = "mean", backend: str = "auto",
+                              out=None):
+    """Lazy ``(entropy, grad)`` of :func:`fastloss.softmax_entropy_with_grad`."""
+    return _softmax_entropy(logits, reduction, backend, out, True)
 
 
 def nll(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100, weight=None,

@@ -118,3 +118,17 @@ def test_empty_batch(backend):
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_dask_arrays_match_memory(reduction):
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    z = _logits((53, 11), seed=4)
+    loss, grad = dask.compute(*fl.softmax_entropy_with_grad(da.from_array(z, chunks=(10, 4)),
+                                                            reduction=reduction))
+    memory_loss, memory_grad = fl.softmax_entropy_with_grad(z, reduction=reduction)
+    np.testing.assert_array_equal(grad, memory_grad)
+    np.testing.assert_allclose(loss, memory_loss, rtol=1e-12)
+    with pytest.raises(ValueError, match="2-D"):
+        fl.softmax_entropy(da.zeros(5))

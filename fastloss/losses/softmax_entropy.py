@@ -9,10 +9,6 @@ from fastloss.losses import _tail
 
 
 def _softmax_entropy(logits, reduction, backend, out, want_grad):
-    if _registry.any_dask_array(logits, out):
-        raise TypeError(
-            "fastloss.softmax_entropy does not take dask arrays yet: compute them first"
-        )
     reduction = v.check_reduction(reduction)
     backend = _registry.backend(backend, logits, out)
     x = backend.asarray(logits, "logits")
