@@ -24,6 +24,8 @@ ENTRIES = {
     + [f"fl_softmax_cross_entropy_finish_{d}" for d in DTYPES]
     + ["fl_softmax_cross_entropy_mean_divisor"],
     "nll": [f"fl_nll_{d}" for d in DTYPES] + [f"fl_nll_finish_{d}" for d in DTYPES],
+    "softmax_entropy": [f"fl_softmax_entropy_{d}" for d in DTYPES]
+    + [f"fl_softmax_entropy_finish_{d}" for d in DTYPES],
     "softmax": [
         f"fl_{function}_{d}"
         for function in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")

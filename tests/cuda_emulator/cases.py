@@ -332,6 +332,140 @@ def run_nll(case: NllCase, cupy) -> None:
         assert (np.signbit(_as_float64(grad_out)) == np.signbit(want_grad))[signed].all()
 
 
+@dataclass(frozen=True)
+class EntropyCase:
+    """``fastloss.backends.cuda.softmax_entropy.softmax_entropy`` on ``(rows, classes)`` logits."""
+
+    rows: int
+    classes: int
+    dtype: str = "float32"
+    mean: bool = True  # divisor = rows ("mean"; 1 for no rows), else 1 ("sum")
+    device_divisor: bool = False  # the divisor as a 0-d float64 device array
+    grad: bool = True
+    loss_out: bool = True
+    in_place: bool = False
+    misaligned: bool = False
+    extreme: bool = False
+
+    @property
+    def id(self) -> str:
+        flags = [name for name in ("in_place", "misaligned", "extreme", "device_divisor")
+                 if getattr(self, name)]
+        flags += [] if self.mean else ["sum"]
+        flags += [] if self.grad else ["no-grad"]
+        flags += [] if self.loss_out else ["no-loss-out"]
+        return "-".join(["entropy", f"{self.rows}x{self.classes}", self.dtype, *flags])
+
+    @property
+    def divisor(self) -> float:
+        return float(self.rows or 1) if self.mean else 1.0
+
+
+# Row modes: 1 to 32 lanes a row up to 512 classes, a block a row above, streamed
+# (read twice for the gradient) past 4096.
+ENTROPY_CLASSES = (1, 2, 10, 31, 100, 512, 513, 1000, 4096, 4097, 5000)
+
+
+def entropy_cases(small: bool = False) -> list[EntropyCase]:
+    classes = (1, 10, 513, 5000) if small else ENTROPY_CLASSES
+    dtypes = ("float16", "float64") if small else DTYPES
+    rows = 3 if small else 7
+    cases = [EntropyCase(rows, k, dtype) for k in classes for dtype in dtypes]
+    cases += [EntropyCase(rows, k, dtype, in_place=True, misaligned=True)
+              for k in (10, 513, 5000) for dtype in ("float16", "bfloat16", "float64")]
+    cases += [EntropyCase(8, k, dtype, extreme=True, mean=False)
+              for k in ((5, 600) if small else (1, 5, 600, 5000))
+              for dtype in (("float32",) if small else DTYPES)]
+    cases += [EntropyCase(rows, k, grad=grad, loss_out=not grad)
+              for k in (10, 5000) for grad in (False, True)]
+    cases += [EntropyCase(rows, k, device_divisor=True) for k in (10, 1000)]
+    if not small:
+        cases += [EntropyCase(n, k, mean=mean) for n in (0, 1, 300) for k in (10, 1000)
+                  for mean in (False, True)]
+        cases += [EntropyCase(300, 5000, "bfloat16", in_place=True)]
+    return cases
+
+
+def entropy_inputs(case: EntropyCase) -> np.ndarray:
+    """The logits of ``case`` in its dtype. Extreme rows (8 of them): a huge logit
+    (entropy 0), a -inf entry, a row of -huge (uniform: log k), a row of only -inf
+    (NaN), a NaN entry (NaN row), a tie of two huge logits, a +inf entry (NaN row),
+    and huge, -huge and -inf entries together."""
+    rng = np.random.default_rng(case.rows * 7919 + case.classes + 3 * case.extreme)
+    z = 3 * rng.standard_normal((case.rows, case.classes))
+    if case.extreme:
+        huge = 6e4 if case.dtype == "float16" else 1e30  # near the top of each range
+        last = case.classes - 1
+        z[0, 0], z[1, last], z[2], z[3] = huge, -np.inf, -huge, -np.inf
+        z[4, last // 2], z[5, -2:], z[6, 0] = np.nan, huge, np.inf
+        z[7, ::3], z[7, 1::3], z[7, 0] = -np.inf, -huge, huge
+    return z.astype(numpy_dtype(case.dtype))
+
+
+def entropy_reference(z, divisor: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(row entropies, gradient)`` in float64: p = softmax(z), H = -sum p log p,
+    dH/dz = -p (log p + H) / divisor, with 0 wherever p == 0 (no 0 * -inf); a row of
+    only -inf, or with NaN or +inf, is NaN (as softmax). H is summed as
+    log s + sum e (m - z) / s (e = exp(z - m), s = sum e), which equals -sum p log p
+    but is exact where the answer is: a row of equal logits gets log p + H = 0, not
+    the float64 rounding error of a sum that bfloat16 would keep."""
+    z = np.asarray(z, np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        shifted = z - z.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        p = exp / total
+        log_p = shifted - np.log(total)
+        gap = np.where(exp == 0, 0.0, -exp * shifted).sum(axis=1, keepdims=True)
+        entropy = (np.log(total) + gap / total)[:, 0]
+        grad = np.where(p == 0, 0.0, -p * (log_p + entropy[:, None])) / np.float64(divisor)
+    return entropy, grad
+
+
+def run_entropy(case: EntropyCase, cupy) -> None:
+    """The launcher on ``case`` against :func:`entropy_reference`: NaN exactly where the
+    reference has NaN; row entropies and the loss within the dtype's tolerance; the
+    gradient within it too (an absolute part scaled by max(1, H) / divisor, the size
+    of the terms that cancel in log p + H), and for halves the float64 result rounded
+    once in at least SOFTMAX_HALF_EXACT of places."""
+    from fastloss.backends.cuda import softmax_entropy as cuda_entropy
+
+    z = entropy_inputs(case)
+    device_z = _device_copy(cupy, z, case.misaligned)
+    divisor = case.divisor
+    device_divisor = cupy.asarray(np.array(divisor)) if case.device_divisor else divisor
+    grad_out = None
+    if case.grad:
+        grad_out = (device_z if case.in_place
+                    else _device_copy(cupy, np.full_like(z, 7), case.misaligned))
+    loss_out = cupy.asarray(np.full(case.rows, 7.0)) if case.loss_out else None
+    loss = cuda_entropy.softmax_entropy(device_z, grad_out, loss_out, device_divisor)
+    want_rows, want_grad = entropy_reference(z, divisor)
+    assert fl_host(loss).dtype == z.dtype and fl_host(loss).shape == ()
+    _check(f"loss {case.id}", loss, want_rows.sum() / divisor, case.dtype, ATOL[case.dtype])
+    if loss_out is not None:
+        got_rows = _as_float64(loss_out)
+        assert (np.isnan(got_rows) == np.isnan(want_rows)).all(), f"loss_out {case.id}: NaN"
+        np.testing.assert_allclose(got_rows, want_rows, rtol=RTOL[case.dtype],
+                                   atol=ATOL[case.dtype], err_msg=f"loss_out {case.id}")
+    if grad_out is None:
+        return
+    got, rounded = _as_float64(grad_out), round_once(want_grad, case.dtype)
+    assert got.shape == rounded.shape and fl_host(grad_out).dtype == z.dtype
+    nan = np.isnan(rounded)
+    assert (np.isnan(got) == nan).all(), f"grad {case.id}: NaN where the reference has none, or not"
+    scale = np.maximum(1.0, np.nan_to_num(want_rows))[:, None] / divisor
+    with np.errstate(invalid="ignore"):
+        bound = RTOL[case.dtype] * np.abs(rounded) + 4 * ATOL[case.dtype] * scale
+        off = ~((got == rounded) | (np.abs(got - rounded) <= bound) | nan)
+    assert not off.any(), (
+        f"grad {case.id}: {int(off.sum())} values off, e.g. {got[off][:3]} for {rounded[off][:3]}")
+    if case.dtype in HALF_EXACT and got.size:
+        exact = np.mean((got == rounded) | nan)
+        assert exact >= SOFTMAX_HALF_EXACT, (
+            f"grad {case.id}: only {exact:.4%} of the gradient is the float64 result rounded once")
+
+
 def elementwise_inputs(case: ElementwiseCase):
     """``(x, target, options)`` of ``case`` in its dtype (options' arrays too)."""
     rng = np.random.default_rng(case.size * 31 + len(case.loss))
@@ -590,7 +724,7 @@ def run_softmax(case: SoftmaxCase, cupy) -> None:
 
 
 def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[ElementwiseCase],
-                          list[SoftmaxCase], list[NllCase]]:
+                          list[SoftmaxCase], list[NllCase], list[EntropyCase]]:
     """The cases ThreadSanitizer runs (it is slow): every block reduction, in-place results."""
     cross_entropy = [
         CrossEntropyCase(2, k, dtype, targets, "mean", True, 0.1, in_place=True)
@@ -605,8 +739,14 @@ def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[Elementwis
     nll = [NllCase(5, k, dtype, weighted=True, in_place=True) for k in (10, 1000, 5000)
            for dtype in ("float16", "float64")]
     nll += [NllCase(300, 10, grad=False), NllCase(300, 10)]  # several blocks of row groups
+    # Group and block reductions, in place over the read (streamed past 4096), and the
+    # block partials of several blocks of row groups.
+    entropy = [EntropyCase(3, k, dtype, in_place=True) for k in (10, 1000, 5000)
+               for dtype in ("float16", "float64")]
+    entropy += [EntropyCase(300, 10)]
     return cross_entropy, [MseCase(4099, "float32", "mean", in_place=True),
-                           MseCase(33, "float16", "none", in_place=True)], elementwise, softmax, nll
+                           MseCase(33, "float16", "none", in_place=True)], elementwise, softmax, \
+        nll, entropy
 
 
 def main() -> int:
@@ -615,11 +755,11 @@ def main() -> int:
     from cuda_emulator import emulator
 
     if emulator.variant() == "tsan":
-        cross_entropy, mse, elementwise, softmax, nll = race_cases()
+        cross_entropy, mse, elementwise, softmax, nll, entropy = race_cases()
     else:
         cross_entropy, mse = cross_entropy_cases(small=True), mse_cases(small=True)
         elementwise, softmax = elementwise_cases(small=True), softmax_cases(small=True)
-        nll = nll_cases(small=True)
+        nll, entropy = nll_cases(small=True), entropy_cases(small=True)
     failures = 0
     with emulator.activate() as cupy:
         for case in cross_entropy:
@@ -632,6 +772,8 @@ def main() -> int:
             failures += _report(run_softmax, case, cupy)
         for case in nll:
             failures += _report(run_nll, case, cupy)
+        for case in entropy:
+            failures += _report(run_entropy, case, cupy)
         failures += _report(lambda _, cupy: _labels_checked(cupy), "check_labels", cupy)
     print(f"{failures} failed", flush=True)
     return 1 if failures else 0

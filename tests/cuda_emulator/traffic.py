@@ -16,6 +16,7 @@ import numpy as np
 import fastloss as fl
 from fastloss.backends.cuda import nll as cuda_nll
 from fastloss.backends.cuda import softmax as cuda_softmax
+from fastloss.backends.cuda import softmax_entropy as cuda_entropy
 
 from . import emulator
 
@@ -40,6 +41,14 @@ CASES = [
     ("nll (launcher, with gradient), k = 10", "nll", (2048, 10), (262144, 10)),
     ("nll (launcher, with gradient), k = 1000", "nll", (64, 1000), (16384, 1000)),
     ("nll (launcher, with gradient), k = 32000", "nll", (4, 32000), (4096, 32000)),
+    ("softmax_entropy (launcher, with gradient), k = 10", "entropy", (2048, 10), (262144, 10)),
+    ("softmax_entropy (launcher, with gradient), k = 1000", "entropy", (64, 1000),
+     (16384, 1000)),
+    ("softmax_entropy (launcher, with gradient), k = 4096", "entropy", (16, 4096), (4096, 4096)),
+    ("softmax_entropy (launcher, with gradient), k = 32000", "entropy", (4, 32000),
+     (4096, 32000)),
+    ("softmax_entropy (launcher, no gradient), k = 32000", "entropy-forward", (4, 32000),
+     (4096, 32000)),
 ]
 
 
@@ -58,6 +67,10 @@ def _run(kind: str, shape: tuple[int, int], cupy) -> list[emulator.Launch]:
         elif kind == "nll":
             labels = cupy.asarray(rng.integers(0, shape[1], shape[0]))
             cuda_nll.nll(x, labels, None, cupy.empty(shape, np.float32), None, -100, shape[0])
+        elif kind == "entropy":
+            cuda_entropy.softmax_entropy(x, cupy.empty(shape, np.float32), None, shape[0])
+        elif kind == "entropy-forward":
+            cuda_entropy.softmax_entropy(x, None, None, shape[0])
         elif kind == "ce":
             labels = cupy.asarray(rng.integers(0, shape[1], shape[0]))
             fl.softmax_cross_entropy_with_grad(x, labels, backend="cuda")
