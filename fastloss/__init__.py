@@ -20,6 +20,11 @@ from fastloss.losses.huber import huber, huber_grad, huber_with_grad
 from fastloss.losses.kl_div import kl_div, kl_div_grad, kl_div_with_grad
 from fastloss.losses.l1 import l1, l1_grad, l1_with_grad
 from fastloss.losses.mse import mse, mse_grad, mse_with_grad
+from fastloss.losses.multi_margin import (
+    multi_margin,
+    multi_margin_grad,
+    multi_margin_with_grad,
+)
 from fastloss.losses.nll import nll, nll_grad, nll_with_grad
 from fastloss.losses.smooth_l1 import smooth_l1, smooth_l1_grad, smooth_l1_with_grad
 from fastloss.losses.softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
@@ -41,6 +46,9 @@ softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_gr
     (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad),
 )
 nll, nll_grad, nll_with_grad = map(routes_dask, (nll, nll_grad, nll_with_grad))
+multi_margin, multi_margin_grad, multi_margin_with_grad = map(
+    routes_dask, (multi_margin, multi_margin_grad, multi_margin_with_grad)
+)
 softmax_entropy, softmax_entropy_grad, softmax_entropy_with_grad = map(
     routes_dask, (softmax_entropy, softmax_entropy_grad, softmax_entropy_with_grad)
 )
@@ -78,6 +86,9 @@ __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_grad",
     "softmax_cross_entropy_with_grad",
+    "multi_margin",
+    "multi_margin_grad",
+    "multi_margin_with_grad",
     "nll",
     "nll_grad",
     "nll_with_grad",

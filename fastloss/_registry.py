@@ -26,7 +26,7 @@ ELEMENTWISE = (
     "mse", "l1", "smooth_l1", "huber", "binary_cross_entropy_with_logits",
     "binary_cross_entropy", "hinge", "kl_div",
 )
-ROWWISE = ("softmax_cross_entropy", "nll", "softmax_entropy")
+ROWWISE = ("softmax_cross_entropy", "nll", "softmax_entropy", "multi_margin")
 LOSSES = ELEMENTWISE + ROWWISE
 # Functions of rows that are not losses, all in each backend's ``softmax`` module.
 SOFTMAX_FUNCTIONS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")

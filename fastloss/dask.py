@@ -77,6 +77,9 @@ __all__ = [
     "nll",
     "nll_grad",
     "nll_with_grad",
+    "multi_margin",
+    "multi_margin_grad",
+    "multi_margin_with_grad",
     "softmax_entropy",
     "softmax_entropy_grad",
     "softmax_entropy_with_grad",
@@ -178,7 +181,8 @@ def _divisor_block(target, weight, *, backend, classes, ignore_index, check):
 def _rows_block(logits, target, weight, divisor, *, loss, backend, options, want_grad,
                 want_rows):
     """``(gradient, row losses, float64 partial loss)`` of a chunk holding whole rows, by the
-    kernel of ``loss`` (softmax cross-entropy, or NLL: no label smoothing)."""
+    kernel of ``loss`` over labels or probabilities, whose own arguments (between the row
+    losses and the divisor) are ``options["kernel_args"]``."""
     on = _registry.backend(backend)
     xp = on.xp
     with on.scope(logits):
@@ -193,9 +197,8 @@ def _rows_block(logits, target, weight, divisor, *, loss, backend, options, want
         z = xp.ascontiguousarray(logits, dtype=work)
         grad = xp.empty(z.shape, work) if want_grad else None
         rows = xp.empty(z.shape[0], xp.float64) if want_rows else None
-        smoothing = () if loss == "nll" else (options["label_smoothing"],)
         partial = _registry.kernel(loss, backend)(
-            z, target, weight, grad, rows, options["ignore_index"], *smoothing, divisor,
+            z, target, weight, grad, rows, *options["kernel_args"], divisor,
         )
         # A column, so that the losses are blocks of an (N, 1) array with the logits' rows.
         losses = None if rows is None else rows.astype(logits.dtype)[:, None]
@@ -453,6 +456,7 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
         "label_smoothing": v.check_probability(label_smoothing, "label_smoothing"),
         "check_labels": bool(check_labels),
     }
+    options["kernel_args"] = (options["ignore_index"], options["label_smoothing"])
     _refuse_out(out)
     logits = _as_dask(logits, "logits")
     target, weight = _as_dask(target, "target"), _as_dask(weight, "weight")
@@ -500,36 +504,59 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
     return loss, grad
 
 
-def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_grad,
-         check_labels):
-    """NLL over rows of log-probabilities rechunked to one class chunk (a row's loss reads
-    one element, so nothing is gained by splitting classes); otherwise as cross-entropy."""
-    reduction = v.check_reduction(reduction)
-    options = {"ignore_index": v.check_int(ignore_index, "ignore_index"),
-               "check_labels": bool(check_labels)}
+def _labelled_rows(x, name, target, weight, backend, out):
+    """``(x, target, weight, backend)`` of a loss over rows with class-index targets, checked
+    as in memory, x rechunked to one class chunk (a row's loss reads one element, or needs
+    the whole row), target and weight chunked to match."""
     _refuse_out(out)
-    x = _as_dask(log_probs, "log_probs")
+    x = _as_dask(x, name)
     target, weight = _as_dask(target, "target"), _as_dask(weight, "weight")
-    chosen = _chunk_backend(backend, log_probs=x, target=target, weight=weight)
-    _registry.backend(chosen).check_float(x, "log_probs")
+    chosen = _chunk_backend(backend, **{name: x, "target": target, "weight": weight})
+    _registry.backend(chosen).check_float(x, name)
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(
-            "log_probs must be 2-D (N, k) with the class axis last and k >= 1; "
-            f"got shape {x.shape}"
+            f"{name} must be 2-D (N, k) with the class axis last and k >= 1; got shape {x.shape}"
         )
     if target.dtype.kind not in "iu":
         raise TypeError(
             f"target holds class indices, which must be integers; got dtype {target.dtype}"
         )
-    _check_known_chunks(x, "log_probs")
+    _check_known_chunks(x, name)
     x = x.rechunk((x.chunks[0], (x.shape[1],)))
     target, _ = _ce_target(target, x, chosen)
-    weight = _ce_weight(weight, x)
+    return x, target, _ce_weight(weight, x), chosen
+
+
+def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_grad,
+         check_labels):
+    """NLL over rows of log-probabilities in one class chunk; otherwise as cross-entropy."""
+    reduction = v.check_reduction(reduction)
+    ignore_index = v.check_int(ignore_index, "ignore_index")
+    options = {"ignore_index": ignore_index, "check_labels": bool(check_labels),
+               "kernel_args": (ignore_index,)}
+    x, target, weight, chosen = _labelled_rows(log_probs, "log_probs", target, weight,
+                                               backend, out)
     divisor = _ce_divisor(target, weight, x, reduction, chosen, options)
     arguments = (x, "ij", target, "i", weight, None if weight is None else "j")
     divisor_argument = (divisor, None if isinstance(divisor, float) else ())
     return _whole_rows(_rows_block, arguments, divisor_argument, x, want_grad,
                        reduction == "none", loss="nll", backend=chosen, options=options)
+
+
+def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, want_grad,
+                  check_labels):
+    """The multi-class hinge loss over rows of scores in one class chunk."""
+    reduction = v.check_reduction(reduction)
+    if isinstance(p, bool) or p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2; got {p!r}")
+    options = {"ignore_index": None, "check_labels": bool(check_labels),
+               "kernel_args": (int(p), v.check_real(margin, "margin"))}
+    x, target, weight, chosen = _labelled_rows(scores, "scores", target, weight, backend, out)
+    divisor = float(x.shape[0]) if reduction == "mean" else 1.0
+    arguments = (x, "ij", target, "i", weight, None if weight is None else "j")
+    return _whole_rows(_rows_block, arguments, (divisor, None), x, want_grad,
+                       reduction == "none", loss="multi_margin", backend=chosen,
+                       options=options)
 
 
 @_quietly
@@ -582,6 +609,29 @@ def softmax_entropy_with_grad(logits, *, reduction: str = "mean", backend: str =
                               out=None):
     """Lazy ``(entropy, grad)`` of :func:`fastloss.softmax_entropy_with_grad`."""
     return _softmax_entropy(logits, reduction, backend, out, True)
+
+
+def multi_margin(scores, target, *, reduction: str = "mean", p: int = 1, margin: float = 1.0,
+                 weight=None, backend: str = "auto", check_labels: bool = False):
+    """Lazy :func:`fastloss.multi_margin` of dask arrays (one class chunk per task)."""
+    return _multi_margin(scores, target, reduction, p, margin, weight, backend, None, False,
+                         check_labels)[0]
+
+
+def multi_margin_grad(scores, target, *, reduction: str = "mean", p: int = 1,
+                      margin: float = 1.0, weight=None, backend: str = "auto",
+                      check_labels: bool = False, out=None):
+    """Lazy :func:`fastloss.multi_margin_grad`: scores' shape, row chunks and dtype."""
+    return _multi_margin(scores, target, reduction, p, margin, weight, backend, out, True,
+                         check_labels)[1]
+
+
+def multi_margin_with_grad(scores, target, *, reduction: str = "mean", p: int = 1,
+                           margin: float = 1.0, weight=None, backend: str = "auto",
+                           check_labels: bool = False, out=None):
+    """Lazy ``(loss, grad)`` of :func:`fastloss.multi_margin_with_grad`."""
+    return _multi_margin(scores, target, reduction, p, margin, weight, backend, out, True,
+                         check_labels)
 
 
 def nll(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100, weight=None,

@@ -2,13 +2,16 @@
 
 ``mse_loss``, ``l1_loss``, ``smooth_l1_loss``, ``huber_loss``,
 ``binary_cross_entropy_with_logits``, ``binary_cross_entropy``, ``kl_div``,
-``nll_loss`` and ``cross_entropy`` take ``torch.nn.functional``'s arguments and give its
-results (2-D input, class axis last for cross-entropy); ``MSELoss``,
-``L1Loss``, ``SmoothL1Loss``, ``HuberLoss``, ``BCEWithLogitsLoss``,
-``BCELoss``, ``KLDivLoss``, ``NLLLoss`` and ``CrossEntropyLoss`` are the matching
-modules. Options other than ``weight`` are keyword-only (``huber_loss`` takes them positionally, as
-PyTorch does, having no deprecated ones): PyTorch's deprecated ``size_average`` /
-``reduce`` are not accepted, so no positional option can land in their place.
+``nll_loss``, ``multi_margin_loss`` and ``cross_entropy`` take
+``torch.nn.functional``'s arguments and give its results (2-D input, class
+axis last for the losses over classes); ``MSELoss``, ``L1Loss``,
+``SmoothL1Loss``, ``HuberLoss``, ``BCEWithLogitsLoss``, ``BCELoss``,
+``KLDivLoss``, ``NLLLoss``, ``MultiMarginLoss`` and ``CrossEntropyLoss`` are
+the matching modules. Options other than ``weight`` are keyword-only
+(``huber_loss`` and ``multi_margin_loss`` take them positionally, as PyTorch
+does, having no deprecated ones before them): PyTorch's deprecated
+``size_average`` / ``reduce`` are not accepted, so no positional option can
+land in their place.
 The forward pass calls the fused kernel once and keeps the gradient it wrote;
 the backward pass only scales that gradient by ``grad_output``, so forward +
 backward read the input once. When no gradient is needed
@@ -60,7 +63,7 @@ __all__ = [
     "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
     "binary_cross_entropy", "cross_entropy", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
     "BCEWithLogitsLoss", "BCELoss", "CrossEntropyLoss", "kl_div", "KLDivLoss", "nll_loss",
-    "NLLLoss",
+    "NLLLoss", "multi_margin_loss", "MultiMarginLoss",
 ]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -586,6 +589,28 @@ def _nll_fake(input, target, weight, ignore_index, reduction, with_grad):
 _NLL = _Op("nll_loss", _nll_compute, _nll_fake, _row_loss_grads)
 
 
+def _multi_margin_compute(input: torch.Tensor, target: torch.Tensor,
+                          weight: torch.Tensor | None, p: int, margin: float, reduction: str,
+                          with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(array, out):
+        options = {"weight": None if weight is None else array(weight.detach().double()),
+                   "p": p, "margin": margin, "reduction": reduction}
+        if out is None:
+            return fastloss.multi_margin(array(input), array(target), **options)
+        return fastloss.multi_margin_with_grad(array(input), array(target), out=out,
+                                               **options)[0]
+
+    return _loss_and_grad(input, with_grad, run)
+
+
+def _multi_margin_fake(input, target, weight, p, margin, reduction, with_grad):
+    return _cross_entropy_fake(input, target, weight, 0, reduction, 0.0, with_grad)
+
+
+_MULTI_MARGIN = _Op("multi_margin_loss", _multi_margin_compute, _multi_margin_fake,
+                    _row_loss_grads)
+
+
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -644,6 +669,38 @@ def nll_loss(
     input2d, target2d = _cross_entropy_arguments(input, target, weight, reduction)
     loss = _NLL(input2d, target2d, weight, _validate.check_int(ignore_index, "ignore_index"),
                 reduction, torch.is_grad_enabled() and input.requires_grad)
+    return loss.squeeze(0) if squeeze and reduction == "none" else loss
+
+
+def multi_margin_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: torch.Tensor | None = None,
+    *,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """``torch.nn.functional.multi_margin_loss`` computed by fastloss's fused kernel.
+
+    ``input``: ``(N, C)`` or ``(C,)`` scores, floating dtype, CPU or CUDA. ``target``:
+    integer class indices of shape ``(N,)`` / ``()``. ``p``: 1 or 2; ``margin``: a float;
+    ``weight``: ``(C,)`` per-class weights or None. Returns the loss in ``input``'s dtype,
+    per row for ``reduction="none"``, differentiable with respect to ``input`` (once).
+    Raises ValueError for shapes, labels and options, TypeError for dtypes (a
+    floating-point target too) and devices. On CUDA a label out of range is not checked:
+    its row's loss and gradient are NaN.
+    """
+    if isinstance(target, torch.Tensor) and target.is_floating_point():
+        raise TypeError(
+            f"target holds class indices, which must be integers; got dtype {target.dtype}"
+        )
+    if isinstance(p, bool) or p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2; got {p!r}")
+    squeeze = isinstance(input, torch.Tensor) and input.dim() == 1
+    input2d, target2d = _cross_entropy_arguments(input, target, weight, reduction)
+    loss = _MULTI_MARGIN(input2d, target2d, weight, int(p), _validate.check_real(margin, "margin"),
+                         reduction, torch.is_grad_enabled() and input.requires_grad)
     return loss.squeeze(0) if squeeze and reduction == "none" else loss
 
 
@@ -767,6 +824,30 @@ class NLLLoss(_ReductionLoss):
 
     def extra_repr(self) -> str:
         return f"ignore_index={self.ignore_index}, {super().extra_repr()}"
+
+
+class MultiMarginLoss(_ReductionLoss):
+    """``torch.nn.MultiMarginLoss`` computed by :func:`multi_margin_loss`.
+
+    ``weight`` is a buffer, so it follows the module's ``.to(device)``.
+    """
+
+    weight: torch.Tensor | None
+
+    def __init__(self, p: int = 1, margin: float = 1.0, weight: torch.Tensor | None = None,
+                 *, reduction: str = "mean"):
+        super().__init__(reduction)
+        if isinstance(p, bool) or p not in (1, 2):
+            raise ValueError(f"p must be 1 or 2; got {p!r}")
+        self.p, self.margin = p, _validate.check_real(margin, "margin")
+        self.register_buffer("weight", weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return multi_margin_loss(input, target, self.p, self.margin, self.weight,
+                                 reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, margin={self.margin}, {super().extra_repr()}"
 
 
 class KLDivLoss(torch.nn.Module):

@@ -514,3 +514,26 @@ def test_nll_loss_matches_torch_and_gradchecks(weighted, reduction):
 def test_nll_loss_refuses_float_targets():
     with pytest.raises(TypeError, match="must be integers"):
         ft.nll_loss(torch.randn(3, 4), torch.rand(3))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin_loss_matches_torch_and_gradchecks(p, reduction):
+    generator = torch.Generator().manual_seed(6)
+    scores = torch.randn(9, 6, generator=generator, dtype=torch.float64) * 0.5
+    target = torch.tensor([0, 5, 2, 3, 2, 1, 4, 0, 5])
+    weight = torch.rand(6, generator=generator, dtype=torch.float64) + 0.5
+    results = []
+    for module in (ft, F):
+        leaf = scores.clone().requires_grad_()
+        loss = module.multi_margin_loss(leaf, target, p, 0.7, weight, reduction=reduction)
+        results.append((loss, *torch.autograd.grad(loss.sum(), leaf)))
+    for actual, expected in zip(*results, strict=True):
+        torch.testing.assert_close(actual, expected)
+    leaf = scores.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: ft.multi_margin_loss(x, target, p, 0.7, weight, reduction=reduction),
+        (leaf,))
+    ours = ft.MultiMarginLoss(p, 0.7, weight, reduction=reduction)
+    theirs = torch.nn.MultiMarginLoss(p, 0.7, weight, reduction=reduction)
+    torch.testing.assert_close(ours(scores, target), theirs(scores, target))

@@ -38,6 +38,8 @@ LOSSES = {
         lambda x, y: F.cross_entropy(x, y, label_smoothing=0.1, reduction="sum"), _classes),
     "nll_loss": (lambda x, y: ft.nll_loss(x.log_softmax(1), y),
                  lambda x, y: F.nll_loss(x.log_softmax(1), y), _classes),
+    "multi_margin_loss": (lambda x, y: ft.multi_margin_loss(x, y, 2, 0.5),
+                          lambda x, y: F.multi_margin_loss(x, y, 2, 0.5), _classes),
     "mse_loss": (ft.mse_loss, F.mse_loss, _normal),
     "l1_loss": (ft.l1_loss, F.l1_loss, _normal),
     "smooth_l1_loss": (lambda x, y: ft.smooth_l1_loss(x, y, beta=0.5),

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 
 def _label_error(label, classes, ignore_index) -> ValueError:
-    return ValueError(
-        f"target holds class index {int(label)}, outside [0, {classes}) "
-        f"and not ignore_index={ignore_index}"
-    )
+    ignored = "" if ignore_index is None else f" and not ignore_index={ignore_index}"
+    return ValueError(f"target holds class index {int(label)}, outside [0, {classes}){ignored}")
 
 
 def labels(target, rows, xp):
@@ -32,10 +30,12 @@ def weight(weight, classes, backend, xp):
     return xp.ascontiguousarray(weight, dtype=xp.float64)
 
 
-def check(labels, classes, ignore_index) -> None:
-    """ValueError for a label outside [0, classes) that is not ignore_index (on a device
-    this synchronises)."""
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= classes))
+def check(labels, classes, ignore_index=None) -> None:
+    """ValueError for a label outside [0, classes) that is not ignore_index (None: no label
+    is ignored); on a device this synchronises."""
+    bad = (labels < 0) | (labels >= classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
     if bool(bad.any()):
         raise _label_error(labels[bad][0], classes, ignore_index)
 

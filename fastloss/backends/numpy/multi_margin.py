@@ -1,0 +1,29 @@
+"""The multi-class hinge loss in plain NumPy, float64 throughout.
+
+Contract (every backend's ``multi_margin``): ``multi_margin(x, labels, weight, grad_out,
+loss_out, p, margin, divisor)`` returns the summed row losses ``w_y sum_{j != y}
+max(0, margin - x_y + x_j)**p / k`` over ``divisor``, and writes their gradient over
+``divisor`` into ``grad_out`` (when given; it may be ``x``) and the row losses into
+``loss_out``. The CPU fronts check the labels first.
+"""
+
+import numpy as np
+
+
+def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
+    z = x.astype(np.float64)
+    rows, classes = z.shape
+    picked = z[np.arange(rows), labels][:, None]
+    w = (np.ones(rows) if weight is None else weight[labels])[:, None]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        hinge = np.maximum(margin - picked + z, 0.0)
+        hinge[np.arange(rows), labels] = 0.0
+        row_losses = (w * hinge**p).sum(axis=1) / classes
+        divisor = np.float64(divisor)
+        if grad_out is not None:
+            slope = w * (hinge > 0) * (p * hinge ** (p - 1)) / classes
+            slope[np.arange(rows), labels] = -slope.sum(axis=1)
+            np.copyto(grad_out, slope / divisor, casting="unsafe")
+        if loss_out is not None:
+            loss_out[...] = row_losses
+        return row_losses.sum() / divisor

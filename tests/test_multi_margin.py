@@ -1,0 +1,135 @@
+"""fl.multi_margin against torch.nn.functional.multi_margin_loss in float64, on every backend."""
+
+import numpy as np
+import pytest
+from conftest import assert_close, to_backend, to_host
+
+import fastloss as fl
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+SHAPES = [(1, 1), (7, 3), (300, 100), (70, 2000)]  # the last: Numba's threads
+
+
+def _case(shape, seed=0):
+    rng = np.random.default_rng(seed + shape[1])
+    return (rng.standard_normal(shape) * 0.5, rng.integers(0, shape[1], shape[0]),
+            rng.uniform(0.5, 2.0, shape[1]))
+
+
+def _torch(x, labels, weight, reduction, **options):
+    leaf = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+    w = None if weight is None else torch.tensor(weight)
+    loss = F.multi_margin_loss(leaf, torch.tensor(labels), weight=w, reduction=reduction,
+                               **options)
+    loss.sum().backward()
+    return loss.detach().numpy(), leaf.grad.numpy()
+
+
+def _run(backend, x, labels, weight=None, **options):
+    return fl.multi_margin_with_grad(to_backend(x, backend), to_backend(labels, backend),
+                                     weight=to_backend(weight, backend), backend=backend,
+                                     **options)
+
+
+@pytest.mark.parametrize("options", [{}, {"p": 2, "margin": 0.3}], ids=["p1", "p2-margin"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_matches_torch(backend, dtype, shape, reduction, weighted, options):
+    x, labels, weight = _case(shape)
+    weight = weight if weighted else None
+    x = x.astype(dtype)
+    want_loss, want_grad = _torch(x, labels, weight, reduction, **options)
+    loss, grad = _run(backend, x, labels, weight, reduction=reduction, **options)
+    assert grad.dtype == dtype and grad.shape == shape
+    assert_close(loss, want_loss, dtype)
+    assert_close(grad, want_grad, dtype)
+
+
+def test_ties_and_extremes_as_torch(backend):
+    # Terms exactly 0 (ties at the margin) have derivative 0, as in PyTorch.
+    x = np.array([[0.0, -1.0, 2.0], [1e30, 0.0, -1e30], [0.5, 0.5, 0.5]])
+    labels = np.array([0, 1, 2])
+    for p in (1, 2):
+        want_loss, want_grad = _torch(x, labels, None, "none", p=p)
+        loss, grad = _run(backend, x, labels, reduction="none", p=p)
+        np.testing.assert_allclose(to_host(loss), want_loss, rtol=1e-12)
+        np.testing.assert_allclose(to_host(grad), want_grad, rtol=1e-12)
+
+
+def test_float16_is_computed_in_float32(backend):
+    x, labels, weight = _case((9, 40))
+    x16 = x.astype(np.float16)
+    want_loss, want_grad = _torch(x16, labels, weight, "mean")
+    loss, grad = _run(backend, x16, labels, weight)
+    assert grad.dtype == np.float16
+    np.testing.assert_allclose(to_host(loss).astype(np.float64), want_loss, rtol=4e-3)
+    np.testing.assert_allclose(to_host(grad).astype(np.float64), want_grad, rtol=4e-3,
+                               atol=1e-3)
+
+
+def test_out_in_place_and_layouts(backend):
+    x, labels, _ = _case((6, 33))
+    x = x.astype(np.float32)
+    args = (to_backend(labels, backend),)
+    expected = to_host(fl.multi_margin_grad(to_backend(x, backend), *args, backend=backend))
+    for layout in (np.asfortranarray, lambda a: np.repeat(a, 2, axis=1)[:, ::2]):
+        np.testing.assert_array_equal(
+            to_host(fl.multi_margin_grad(to_backend(layout(x), backend), *args,
+                                         backend=backend)), expected)
+    inputs = to_backend(x.copy(), backend)
+    out = to_backend(np.empty_like(x), backend)
+    assert fl.multi_margin_grad(inputs, *args, out=out, backend=backend) is out
+    np.testing.assert_array_equal(to_host(out), expected)
+    np.testing.assert_array_equal(to_host(inputs), x)  # not modified
+    _, grad = fl.multi_margin_with_grad(inputs, *args, out=inputs, backend=backend)
+    assert grad is inputs
+    np.testing.assert_array_equal(to_host(inputs), expected)
+
+
+def test_invalid_label_is_a_value_error_on_the_cpu():
+    for backend in ("numpy", "numba"):
+        with pytest.raises(ValueError, match=r"class index 3, outside \[0, 3\)$"):
+            fl.multi_margin(np.zeros((2, 3)), np.array([0, 3]), backend=backend)
+
+
+def test_invalid_label_on_cuda_is_a_nan_row_or_checked(cupy):
+    x = cupy.asarray(np.zeros((3, 4)))
+    labels = cupy.asarray(np.array([0, -1, 1]))
+    loss, grad = fl.multi_margin_with_grad(x, labels, reduction="none", backend="cuda")
+    assert np.isnan(to_host(loss)[1]) and np.isnan(to_host(grad)[1]).all()
+    assert np.isfinite(to_host(loss)[[0, 2]]).all()
+    with pytest.raises(ValueError, match="class index -1"):
+        fl.multi_margin(x, labels, backend="cuda", check_labels=True)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_dask_arrays_match_memory(reduction):
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    x, labels, weight = _case((53, 11), seed=5)
+    lazy = fl.multi_margin_with_grad(da.from_array(x, chunks=(10, 4)), labels, weight=weight,
+                                     p=2, reduction=reduction)
+    loss, grad = dask.compute(*lazy)
+    memory_loss, memory_grad = fl.multi_margin_with_grad(x, labels, weight=weight, p=2,
+                                                         reduction=reduction)
+    np.testing.assert_array_equal(grad, memory_grad)
+    np.testing.assert_allclose(loss, memory_loss, rtol=1e-12)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: fl.multi_margin(np.zeros(4), np.zeros(4, int)), ValueError, "scores must be 2-D"),
+    (lambda: fl.multi_margin(np.zeros((2, 3)), np.zeros(2)), TypeError, "must be integers"),
+    (lambda: fl.multi_margin(np.zeros((2, 3)), np.zeros(2, int), p=3), ValueError, "p must"),
+    (lambda: fl.multi_margin(np.zeros((2, 3)), np.zeros(2, int), margin=np.nan), ValueError,
+     "margin"),
+    (lambda: fl.multi_margin(np.zeros((2, 3)), np.zeros(2, int), weight=np.ones(2)),
+     ValueError, "weight"),
+    (lambda: fl.multi_margin_grad(np.zeros((2, 3)), np.zeros(2, int), out=np.zeros((3, 2))),
+     ValueError, "out"),
+])
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
