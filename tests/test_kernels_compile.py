@@ -24,6 +24,8 @@ ENTRIES = {
     + [f"fl_softmax_cross_entropy_finish_{d}" for d in DTYPES]
     + ["fl_softmax_cross_entropy_mean_divisor"],
     "nll": [f"fl_nll_{d}" for d in DTYPES] + [f"fl_nll_finish_{d}" for d in DTYPES],
+    "multi_margin": [f"fl_multi_margin_{d}" for d in DTYPES]
+    + [f"fl_multi_margin_finish_{d}" for d in DTYPES],
     "softmax_entropy": [f"fl_softmax_entropy_{d}" for d in DTYPES]
     + [f"fl_softmax_entropy_finish_{d}" for d in DTYPES],
     "softmax": [

@@ -466,6 +466,199 @@ def run_entropy(case: EntropyCase, cupy) -> None:
             f"grad {case.id}: only {exact:.4%} of the gradient is the float64 result rounded once")
 
 
+@dataclass(frozen=True)
+class MarginCase:
+    """``fastloss.backends.cuda.multi_margin.multi_margin`` on ``(rows, classes)`` input."""
+
+    rows: int
+    classes: int
+    dtype: str = "float32"
+    p: int = 1
+    margin: float = 1.0
+    weighted: bool = False
+    mean: bool = True  # divisor = rows ("mean"; 1 for no rows), else 1 ("sum")
+    device_divisor: bool = False  # the divisor as a 0-d float64 device array
+    grad: bool = True
+    loss_out: bool = True
+    in_place: bool = False
+    misaligned: bool = False
+    invalid: bool = False  # labels k, -1 and 2**40 in rows 1 to 3 (NaN rows)
+    ties: bool = False  # integer inputs with h_j == 0 exactly (margin 1)
+    extreme: bool = False  # +-1e30 (float16: +-6e4) and +-inf
+
+    @property
+    def id(self) -> str:
+        flags = [name for name in ("weighted", "in_place", "misaligned", "invalid", "ties",
+                                   "extreme", "device_divisor") if getattr(self, name)]
+        flags += [] if self.mean else ["sum"]
+        flags += [] if self.grad else ["no-grad"]
+        flags += [] if self.loss_out else ["no-loss-out"]
+        return "-".join(["margin", f"{self.rows}x{self.classes}", self.dtype, f"p{self.p}",
+                         f"m{self.margin:g}", *flags])
+
+    @property
+    def divisor(self) -> float:
+        return float(self.rows or 1) if self.mean else 1.0
+
+
+# The spacing of each dtype's subnormals: the gradient's float result rounded again to
+# a half is off by one of these where it is subnormal (float16 below 6.1e-5).
+SUBNORMAL_STEP = {"float16": 2.0**-24, "bfloat16": 2.0**-133, "float32": 2.0**-149,
+                  "float64": 0.0}
+# Row modes: 1 to 32 lanes a row up to 512 classes, a block a row above, streamed
+# (read twice for the gradient) past 4096.
+MARGIN_CLASSES = (1, 2, 10, 100, 513, 1000, 4096, 4097, 5000)
+
+
+def margin_cases(small: bool = False) -> list[MarginCase]:
+    classes = (1, 10, 513, 5000) if small else MARGIN_CLASSES
+    dtypes = ("float16", "float64") if small else DTYPES
+    rows = 3 if small else 7
+    cases = [MarginCase(rows, k, dtype, p, margin) for k in classes for dtype in dtypes
+             for p in (1, 2) for margin in ((1.0,) if small else (1.0, 0.3))]
+    cases += [MarginCase(rows, k, "float32", p, weighted=True, invalid=True)
+              for k in (10, 1000, 5000) for p in (1, 2)]
+    cases += [MarginCase(rows, k, dtype, 2, 0.3, weighted=True, in_place=True, misaligned=True)
+              for k in (10, 513, 5000) for dtype in ("float16", "bfloat16", "float64")]
+    cases += [MarginCase(rows, k, dtype, p, ties=True, mean=False)
+              for k in (2, 10, 1000, 5000) for dtype in dtypes for p in (1, 2)]
+    cases += [MarginCase(8, k, dtype, p, extreme=True, mean=False)
+              for k in ((5, 600) if small else (2, 5, 600, 5000))
+              for dtype in (("float32",) if small else DTYPES) for p in (1, 2)]
+    cases += [MarginCase(rows, k, grad=grad, loss_out=not grad)
+              for k in (10, 5000) for grad in (False, True)]
+    cases += [MarginCase(rows, k, p=2, device_divisor=True) for k in (10, 1000)]
+    if not small:
+        cases += [MarginCase(n, k, p=p, mean=mean, weighted=True)
+                  for n in (0, 1, 300) for k in (10, 1000) for mean in (False, True)
+                  for p in (1, 2)]
+        cases += [MarginCase(300, 5000, "bfloat16", 2, 0.3, in_place=True, invalid=True)]
+    return cases
+
+
+def margin_inputs(case: MarginCase):
+    """``(x, labels, weight)`` of ``case``: x in its dtype. Ties: small integers with
+    x[r, j] = x[r, y] - 1 in every other class (h_j == 0 exactly). Extreme (8 rows or
+    more): a huge x_y, a huge x_j, -huge x_y, +inf x_j, +inf x_y, -inf x_y, -inf x_j."""
+    rng = np.random.default_rng(case.rows * 7919 + case.classes + 3 * case.extreme + case.p)
+    x = 2 * rng.standard_normal((case.rows, case.classes))
+    labels = rng.integers(0, case.classes, case.rows)
+    rows = np.arange(case.rows)
+    if case.ties:
+        x = rng.integers(-3, 4, (case.rows, case.classes)).astype(np.float64)
+        target = x[rows, labels].copy()
+        x[:, ::2] = (target - 1.0)[:, None]
+        x[rows, labels] = target
+    if case.extreme:
+        huge = 6e4 if case.dtype == "float16" else 1e30
+        other = (labels + 1) % case.classes
+        x[0, labels[0]] = huge
+        x[1, other[1]] = huge
+        x[2, labels[2]] = -huge
+        x[3, other[3]] = np.inf
+        x[4, labels[4]] = np.inf
+        x[5, labels[5]] = -np.inf
+        x[6, other[6]] = -np.inf
+        x[7, other[7]], x[7, labels[7]] = -huge, huge
+    if case.invalid:
+        labels[1:4] = [case.classes, -1, 2**40][: len(labels[1:4])]
+    weight = rng.uniform(0.5, 2.0, case.classes) if case.weighted else None
+    return x.astype(numpy_dtype(case.dtype)), labels, weight
+
+
+def margin_reference(x, labels, weight, p: int, margin: float, divisor: float):
+    """``(row losses, gradient)`` in float64, PyTorch's multi_margin_loss on 2-D input:
+    h_j = (margin - x_y) + x_j for j != y, terms where h_j > 0 (a NaN h adds nothing),
+    NaN rows for labels outside [0, k)."""
+    x = np.asarray(x, np.float64)
+    rows, classes = x.shape
+    weight = np.ones(classes) if weight is None else np.asarray(weight, np.float64)
+    valid = (labels >= 0) & (labels < classes)
+    y = np.where(valid, labels, 0)
+    index = np.arange(rows)
+    with np.errstate(invalid="ignore", over="ignore"):
+        h = (margin - x[index, y])[:, None] + x
+        active = (h > 0) & (np.arange(classes)[None, :] != y[:, None])
+        w = weight[y]
+        terms = np.where(active, h if p == 1 else h * h, 0.0)
+        loss = w * terms.sum(axis=1) / classes
+        scale = w * p / classes / np.float64(divisor)
+        grad = np.where(active, scale[:, None] * (1.0 if p == 1 else h), 0.0)
+        # -scale * sum h^(p-1), as the kernel forms it (not a sum of rounded terms); as
+        # PyTorch's 0 - terms, +0 when there are none.
+        grad[index, y] = 0.0 - scale * np.where(active, 1.0 if p == 1 else h, 0.0).sum(axis=1)
+    loss[~valid] = np.nan
+    grad[~valid] = np.nan
+    return loss, grad
+
+
+def run_margin(case: MarginCase, cupy) -> None:
+    """The launcher on ``case`` against :func:`margin_reference`: NaN exactly where the
+    reference has NaN; row losses, the loss and the gradient within the dtype's
+    tolerance plus the error of h_j formed in the compute type (float for halves and
+    float32), eps * |margin| + |x_y| + |x_j| per term."""
+    from fastloss.backends.cuda import multi_margin as cuda_margin
+
+    x, labels, weight = margin_inputs(case)
+    device_x = _device_copy(cupy, x, case.misaligned)
+    divisor = case.divisor
+    device_divisor = cupy.asarray(np.array(divisor)) if case.device_divisor else divisor
+    device_weight = None if weight is None else cupy.asarray(weight)
+    grad_out = None
+    if case.grad:
+        grad_out = (device_x if case.in_place
+                    else _device_copy(cupy, np.full_like(x, 7), case.misaligned))
+    loss_out = cupy.asarray(np.full(case.rows, 7.0)) if case.loss_out else None
+    loss = cuda_margin.multi_margin(device_x, cupy.asarray(labels), device_weight, grad_out,
+                                    loss_out, case.p, case.margin, device_divisor)
+    want_rows, want_grad = margin_reference(x, labels, weight, case.p, case.margin, divisor)
+    assert fl_host(loss).dtype == x.dtype and fl_host(loss).shape == ()
+    # The error of h_j in the compute type, per row: eps * (|m| + |x_y| + max |x_j|).
+    eps = 2.0**-52 if case.dtype == "float64" else 2.0**-23
+    xf = np.abs(np.where(np.isfinite(x.astype(np.float64)), x.astype(np.float64), 0.0))
+    valid = (labels >= 0) & (labels < case.classes)
+    y = np.where(valid, labels, 0)
+    size = abs(case.margin) + xf[np.arange(case.rows), y] + (xf.max(1) if x.size else 0.0)
+    w = (np.ones(case.classes) if weight is None else weight)[y]
+    h_max = np.nan_to_num(size, posinf=0.0)
+    row_atol = 4 * eps * w * size * (1 + 2 * h_max * (case.p - 1)) + ATOL[case.dtype]
+    with np.errstate(invalid="ignore", over="ignore"):
+        want_loss = want_rows.sum() / divisor
+        loss_atol = np.nan_to_num(row_atol).sum() / divisor + ATOL[case.dtype]
+    _check(f"loss {case.id}", loss, want_loss, case.dtype, loss_atol)
+    if loss_out is not None:
+        got_rows = _as_float64(loss_out)
+        assert (np.isnan(got_rows) == np.isnan(want_rows)).all(), f"loss_out {case.id}: NaN"
+        with np.errstate(invalid="ignore"):
+            off = ~((got_rows == want_rows) | np.isnan(want_rows)
+                    | (np.abs(got_rows - want_rows)
+                       <= RTOL[case.dtype] * np.abs(want_rows) + row_atol))
+        assert not off.any(), f"loss_out {case.id}: {got_rows[off][:3]} for {want_rows[off][:3]}"
+    if grad_out is None:
+        return
+    got, rounded = _as_float64(grad_out), round_once(want_grad, case.dtype)
+    assert got.shape == rounded.shape and fl_host(grad_out).dtype == x.dtype
+    nan = np.isnan(rounded)
+    assert (np.isnan(got) == nan).all(), f"grad {case.id}: NaN where the reference has none, or not"
+    scale = (w * case.p / max(case.classes, 1) / divisor)[:, None]
+    per_term = 4 * eps * scale * np.nan_to_num(size, posinf=0.0)[:, None] * (case.p - 1)
+    bound = np.broadcast_to(per_term, got.shape).copy()
+    if got.size:
+        bound[np.arange(case.rows), y] *= case.classes
+    with np.errstate(invalid="ignore"):
+        bound = (bound + RTOL[case.dtype] * np.abs(rounded) + ATOL[case.dtype] * scale
+                 + SUBNORMAL_STEP[case.dtype])
+        off = ~((got == rounded) | (np.abs(got - rounded) <= bound) | nan)
+    assert not off.any(), (
+        f"grad {case.id}: {int(off.sum())} values off, e.g. {got[off][:3]} for {rounded[off][:3]}")
+    if case.ties and (case.p == 1 or case.dtype == "float64"):
+        # Exact inputs: every value is the float64 result rounded once (for p = 2 in
+        # float, w p / (k d) * h is rounded to float first, then to the dtype).
+        _check_exact(f"grad {case.id}", grad_out, want_grad, case.dtype)
+    signed = ~nan  # zeros are +0, as PyTorch's
+    assert (np.signbit(got) == np.signbit(rounded))[signed].all(), f"grad {case.id}: signs"
+
+
 def elementwise_inputs(case: ElementwiseCase):
     """``(x, target, options)`` of ``case`` in its dtype (options' arrays too)."""
     rng = np.random.default_rng(case.size * 31 + len(case.loss))
@@ -724,7 +917,8 @@ def run_softmax(case: SoftmaxCase, cupy) -> None:
 
 
 def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[ElementwiseCase],
-                          list[SoftmaxCase], list[NllCase], list[EntropyCase]]:
+                          list[SoftmaxCase], list[NllCase], list[EntropyCase],
+                          list[MarginCase]]:
     """The cases ThreadSanitizer runs (it is slow): every block reduction, in-place results."""
     cross_entropy = [
         CrossEntropyCase(2, k, dtype, targets, "mean", True, 0.1, in_place=True)
@@ -744,9 +938,14 @@ def race_cases() -> tuple[list[CrossEntropyCase], list[MseCase], list[Elementwis
     entropy = [EntropyCase(3, k, dtype, in_place=True) for k in (10, 1000, 5000)
                for dtype in ("float16", "float64")]
     entropy += [EntropyCase(300, 10)]
+    # The label hand-over and the group and block reductions, in place over the read
+    # (streamed past 4096), and the block partials of several blocks of row groups.
+    margin = [MarginCase(3, k, dtype, 2, weighted=True, in_place=True) for k in (10, 1000, 5000)
+              for dtype in ("float16", "float64")]
+    margin += [MarginCase(300, 10, invalid=True)]
     return cross_entropy, [MseCase(4099, "float32", "mean", in_place=True),
                            MseCase(33, "float16", "none", in_place=True)], elementwise, softmax, \
-        nll, entropy
+        nll, entropy, margin
 
 
 def main() -> int:
@@ -755,11 +954,12 @@ def main() -> int:
     from cuda_emulator import emulator
 
     if emulator.variant() == "tsan":
-        cross_entropy, mse, elementwise, softmax, nll, entropy = race_cases()
+        cross_entropy, mse, elementwise, softmax, nll, entropy, margin = race_cases()
     else:
         cross_entropy, mse = cross_entropy_cases(small=True), mse_cases(small=True)
         elementwise, softmax = elementwise_cases(small=True), softmax_cases(small=True)
         nll, entropy = nll_cases(small=True), entropy_cases(small=True)
+        margin = margin_cases(small=True)
     failures = 0
     with emulator.activate() as cupy:
         for case in cross_entropy:
@@ -774,6 +974,8 @@ def main() -> int:
             failures += _report(run_nll, case, cupy)
         for case in entropy:
             failures += _report(run_entropy, case, cupy)
+        for case in margin:
+            failures += _report(run_margin, case, cupy)
         failures += _report(lambda _, cupy: _labels_checked(cupy), "check_labels", cupy)
     print(f"{failures} failed", flush=True)
     return 1 if failures else 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 import fastloss as fl
+from fastloss.backends.cuda import multi_margin as cuda_margin
 from fastloss.backends.cuda import nll as cuda_nll
 from fastloss.backends.cuda import softmax as cuda_softmax
 from fastloss.backends.cuda import softmax_entropy as cuda_entropy
@@ -49,6 +50,16 @@ CASES = [
      (4096, 32000)),
     ("softmax_entropy (launcher, no gradient), k = 32000", "entropy-forward", (4, 32000),
      (4096, 32000)),
+    ("multi_margin (launcher, p = 1, with gradient), k = 10", "margin", (2048, 10),
+     (262144, 10)),
+    ("multi_margin (launcher, p = 1, with gradient), k = 1000", "margin", (64, 1000),
+     (16384, 1000)),
+    ("multi_margin (launcher, p = 1, with gradient), k = 4096", "margin", (16, 4096),
+     (4096, 4096)),
+    ("multi_margin (launcher, p = 1, with gradient), k = 32000", "margin", (4, 32000),
+     (4096, 32000)),
+    ("multi_margin (launcher, p = 1, no gradient), k = 32000", "margin-forward", (4, 32000),
+     (4096, 32000)),
 ]
 
 
@@ -71,6 +82,10 @@ def _run(kind: str, shape: tuple[int, int], cupy) -> list[emulator.Launch]:
             cuda_entropy.softmax_entropy(x, cupy.empty(shape, np.float32), None, shape[0])
         elif kind == "entropy-forward":
             cuda_entropy.softmax_entropy(x, None, None, shape[0])
+        elif kind in ("margin", "margin-forward"):
+            labels = cupy.asarray(rng.integers(0, shape[1], shape[0]))
+            grad = cupy.empty(shape, np.float32) if kind == "margin" else None
+            cuda_margin.multi_margin(x, labels, None, grad, None, 1, 1.0, shape[0])
         elif kind == "ce":
             labels = cupy.asarray(rng.integers(0, shape[1], shape[0]))
             fl.softmax_cross_entropy_with_grad(x, labels, backend="cuda")
