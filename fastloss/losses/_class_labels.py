@@ -1,7 +1,11 @@
 """Class-index targets, shared by the fronts of the losses over rows of classes (softmax
-cross-entropy, NLL): their checks, the class weights, and what a "mean" divides by."""
+cross-entropy, NLL, the multi-class hinge): their checks, the class weights, what a "mean"
+divides by, and the front of the losses whose target is always class indices."""
 
 from __future__ import annotations
+
+from fastloss import _registry
+from fastloss.losses import _tail
 
 
 def _label_error(label, classes, ignore_index) -> ValueError:
@@ -63,3 +67,40 @@ def divisor(labels, weight, classes, ignore_index, reduction, backend, check_lab
     if reduction != "mean":
         return 1
     return backend.hook("mean_divisor")(labels, weight, classes, ignore_index)
+
+
+def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_grad, divisor,
+             *options):
+    """``(loss, grad or None)`` of ``loss`` over ``(N, k)`` rows ``x`` (called ``name`` in
+    messages) against ``(N,)`` integer labels: the checks of the error contract, then one
+    call ``kernel(x, labels, weight, grad, row_losses, *options, divisor(labels, weight,
+    classes, backend))``; ``reduction`` is already checked."""
+    backend = _registry.backend(backend, x, target, class_weight, out)
+    x = backend.asarray(x, name)
+    with backend.scope(x):
+        target = backend.asarray(target, "target")
+        backend.check_float(x, name)
+        if x.ndim != 2 or x.shape[1] == 0:
+            raise ValueError(
+                f"{name} must be 2-D (N, k) with the class axis last and k >= 1; "
+                f"got shape {x.shape}"
+            )
+        if target.dtype.kind not in "iu":
+            raise TypeError(
+                f"target holds class indices, which must be integers; got dtype {target.dtype}"
+            )
+        rows, classes = x.shape
+        xp, dtype = backend.xp, x.dtype
+        work = backend.compute_dtype(dtype)
+        indices = labels(target, rows, xp)
+        class_weight = weight(class_weight, classes, backend, xp)
+        kernel_divisor = divisor(indices, class_weight, classes, backend)
+        out = backend.check_out(out, "out", x)
+        backend.same_device(x, indices, class_weight, out)
+        grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad)
+        row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
+        reduced = backend.kernel(loss)(
+            xp.ascontiguousarray(x, dtype=work), indices, class_weight, grad, row_losses, *options,
+            kernel_divisor,
+        )
+        return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)

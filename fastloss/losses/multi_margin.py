@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from fastloss import _registry
 from fastloss import _validate as v
-from fastloss.losses import _class_labels, _tail
+from fastloss.losses import _class_labels
 
 
 def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, want_grad,
@@ -14,36 +13,14 @@ def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, wa
     if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2; got {p!r}")
     margin = v.check_real(margin, "margin")
-    backend = _registry.backend(backend, scores, target, weight, out)
-    x = backend.asarray(scores, "scores")
-    with backend.scope(x):
-        target = backend.asarray(target, "target")
-        backend.check_float(x, "scores")
-        if x.ndim != 2 or x.shape[1] == 0:
-            raise ValueError(
-                "scores must be 2-D (N, k) with the class axis last and k >= 1; "
-                f"got shape {x.shape}"
-            )
-        if target.dtype.kind not in "iu":
-            raise TypeError(
-                f"target holds class indices, which must be integers; got dtype {target.dtype}"
-            )
-        rows, classes = x.shape
-        xp, dtype = backend.xp, x.dtype
-        work = backend.compute_dtype(dtype)
-        labels = _class_labels.labels(target, rows, xp)
+
+    def divisor(labels, weight, classes, backend):
         if backend.host or check_labels:
             _class_labels.check(labels, classes)
-        weight = _class_labels.weight(weight, classes, backend, xp)
-        out = backend.check_out(out, "out", x)
-        backend.same_device(x, labels, weight, out)
-        grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad)
-        row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
-        reduced = backend.kernel("multi_margin")(
-            xp.ascontiguousarray(x, dtype=work), labels, weight, grad, row_losses, int(p),
-            margin, rows if reduction == "mean" else 1,
-        )
-        return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)
+        return labels.shape[0] if reduction == "mean" else 1
+
+    return _class_labels.evaluate("multi_margin", "scores", scores, target, weight, reduction,
+                                  backend, out, want_grad, divisor, int(p), margin)
 
 
 def multi_margin(scores, target, *, reduction: str = "mean", p: int = 1, margin: float = 1.0,

@@ -3,45 +3,21 @@ input), its gradient, and both in one pass."""
 
 from __future__ import annotations
 
-from fastloss import _registry
 from fastloss import _validate as v
-from fastloss.losses import _class_labels, _tail
+from fastloss.losses import _class_labels
 
 
 def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_grad,
          check_labels):
     reduction = v.check_reduction(reduction)
     ignore_index = v.check_int(ignore_index, "ignore_index")
-    backend = _registry.backend(backend, log_probs, target, weight, out)
-    x = backend.asarray(log_probs, "log_probs")
-    with backend.scope(x):
-        target = backend.asarray(target, "target")
-        backend.check_float(x, "log_probs")
-        if x.ndim != 2 or x.shape[1] == 0:
-            raise ValueError(
-                "log_probs must be 2-D (N, k) with the class axis last and k >= 1; "
-                f"got shape {x.shape}"
-            )
-        if target.dtype.kind not in "iu":
-            raise TypeError(
-                f"target holds class indices, which must be integers; got dtype {target.dtype}"
-            )
-        rows, classes = x.shape
-        xp, dtype = backend.xp, x.dtype
-        work = backend.compute_dtype(dtype)
-        labels = _class_labels.labels(target, rows, xp)
-        weight = _class_labels.weight(weight, classes, backend, xp)
-        divisor = _class_labels.divisor(labels, weight, classes, ignore_index, reduction,
-                                        backend, check_labels)
-        out = backend.check_out(out, "out", x)
-        backend.same_device(x, labels, weight, out)
-        grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad)
-        row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
-        reduced = backend.kernel("nll")(
-            xp.ascontiguousarray(x, dtype=work), labels, weight, grad, row_losses, ignore_index,
-            divisor,
-        )
-        return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)
+
+    def divisor(labels, weight, classes, backend):
+        return _class_labels.divisor(labels, weight, classes, ignore_index, reduction, backend,
+                                     check_labels)
+
+    return _class_labels.evaluate("nll", "log_probs", log_probs, target, weight, reduction,
+                                  backend, out, want_grad, divisor, ignore_index)
 
 
 def nll(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100, weight=None,
