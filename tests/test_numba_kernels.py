@@ -39,6 +39,11 @@ CE_SHAPES = [
     (LANES + 1, 2),
     (3 * LANES + 5, 3),
     (2 * LANES, 10),
+    # Rows of one wide transposed block (float32: 16 classes, float64: 8) and one class more.
+    (LANES + 2, 8),
+    (LANES, 9),
+    (2 * LANES, 16),
+    (LANES + 1, 17),
     (3, 64),
     (5, 65),
     (LANES - 1, LANE_CLASSES - 1),

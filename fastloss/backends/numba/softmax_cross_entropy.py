@@ -13,7 +13,13 @@ Two layouts of the same arithmetic, chosen by the number of classes k alone:
   classes, so LANES rows go through together, one row per lane: a register
   transposition turns the LANES x k slab into a k x LANES tile on the stack,
   every pass runs down the tile's columns with all lanes busy, and the
-  gradient tile is transposed back.
+  gradient tile is transposed back. While one tile computes its
+  exponentials, the next slab of logits and this slab's gradient rows are
+  fetched into cache.
+
+The loops are vectorised at 512 bits where the machine has AVX-512
+(``_wide_vectors``); the order of every addition is fixed by the source, so
+the width changes no bit of a result.
 
 See ``fastloss.backends`` for the contract of :func:`softmax_cross_entropy`;
 rows must have at least one class (the front rejects k = 0).
@@ -37,8 +43,10 @@ LANES = 64
 # Rows of at most this many classes go through in lanes (a multiple of the
 # transposition width, so that the tile holds whole transposed blocks).
 LANE_CLASSES = 128
-# Bytes of one transposed block's row: a block is W x W items, W = 64 / itemsize.
-VECTOR_BYTES = 32
+# Bytes of one transposed block's row, a vector's: a block is W x W items, W =
+# bytes / itemsize. Rows of at most one wide block's W classes go through in
+# wide blocks, longer ones in narrow blocks, which waste less on padding.
+NARROW_BYTES, WIDE_BYTES = 32, 64
 # Logits per parallel work item, in whole rows (at least one): enough work to
 # outweigh scheduling, small enough that a few long rows still spread over the
 # threads. Blocks depend on the shape alone, never on the thread count, and
@@ -50,7 +58,7 @@ BLOCK_ELEMENTS = 1 << 16
 # second core to be scheduled costs milliseconds. The blocks stay as they are,
 # so no bit of the result changes.
 SERIAL_ELEMENTS = 1 << 17
-LABEL_SERIAL = 1 << 20
+LABEL_SERIAL = 1 << 17
 
 
 def _stack_array_of(size):
@@ -164,103 +172,143 @@ def _bits_float(typingctx, bits):
     return value(bits), codegen
 
 
-@intrinsic
-def _transpose_block(
-    typingctx, source, source_start, source_stride, destination, destination_start,
-    destination_stride, load_count, store_count,
-):
-    """Transpose one W x W block in registers, W = VECTOR_BYTES / itemsize:
-
-        destination[destination_start + j * destination_stride + i]
-            = source[source_start + i * source_stride + j]      for i, j < W,
-
-    reading only the first ``load_count`` items of each of the W source rows
-    (the others count as 0) and writing only the first ``store_count`` items of
-    each of the W destination rows. Masked loads and stores touch no other
-    memory, so a source or destination row may end where its array does.
-
-    Transposing through shuffles costs about a tenth of what element-wise
-    strided copies (gathers and scatters) cost.
-    """
-    if not (
-        isinstance(source, types.Array)
-        and isinstance(destination, types.Array)
-        and source.dtype == destination.dtype
-        and source.dtype in (types.float32, types.float64)
-    ):
-        return None
-    width = VECTOR_BYTES // (source.dtype.bitwidth // 8)
-
-    def codegen(context, builder, signature, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        vector = ir.VectorType(context.get_value_type(source.dtype), width)
-        mask_type = ir.VectorType(ir.IntType(1), width)
-        index_vector = ir.VectorType(i64, width)
-
-        def lanes(values):
-            return ir.Constant(ir.VectorType(i32, width), values)
-
-        def offset(index):
-            return context.cast(builder, args[index], signature.args[index], types.int64)
-
-        def lanes_below(count):
-            undefined = ir.Constant(index_vector, ir.Undefined)
-            first = builder.insert_element(undefined, count, ir.Constant(i32, 0))
-            splat = builder.shuffle_vector(first, undefined, lanes([0] * width))
-            return builder.icmp_unsigned("<", ir.Constant(index_vector, list(range(width))), splat)
-
-        def row_pointer(array_index, start_index, stride_index, row):
-            array = context.make_array(signature.args[array_index])(
-                context, builder, args[array_index]
-            )
-            start = builder.add(
-                offset(start_index), builder.mul(ir.Constant(i64, row), offset(stride_index))
-            )
-            return builder.bitcast(builder.gep(array.data, [start]), vector.as_pointer())
-
-        # Unsuffixed, LLVM renames them to their overloads for this vector and pointer type.
-        pointer = vector.as_pointer()
-        load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vector, [pointer, i32, mask_type, vector]),
-            "llvm.masked.load",
-        )
-        store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [vector, pointer, i32, mask_type]),
-            "llvm.masked.store",
-        )
-        alignment = ir.Constant(i32, source.dtype.bitwidth // 8)
-        load_mask, store_mask = lanes_below(offset(6)), lanes_below(offset(7))
-        zeros = ir.Constant(vector, [0.0] * width)
-        rows = [
-            builder.call(load, [row_pointer(0, 1, 2, row), alignment, load_mask, zeros])
-            for row in range(width)
-        ]
-        # Swap the off-diagonal half x half sub-blocks of every 2 half x 2 half
-        # block, for half = W / 2, ..., 1: log2(W) rounds of W shuffles.
-        half = width // 2
-        while half:
-            swapped = list(rows)
-            for row in range(width):
-                if row & half:
-                    continue
-                upper, lower = rows[row], rows[row + half]
-                swapped[row] = builder.shuffle_vector(upper, lower, lanes(
-                    [lane if not lane & half else width + lane - half for lane in range(width)]
-                ))
-                swapped[row + half] = builder.shuffle_vector(upper, lower, lanes(
-                    [lane + half if not lane & half else width + lane for lane in range(width)]
-                ))
-            rows = swapped
-            half //= 2
-        for row in range(width):
-            builder.call(store, [rows[row], row_pointer(3, 4, 5, row), alignment, store_mask])
-        return context.get_dummy_value()
-
-    signature = types.none(
-        source, source_start, source_stride, destination, destination_start,
+def _transposer(vector_bytes):
+    @intrinsic
+    def transpose_block(
+        typingctx, source, source_start, source_stride, destination, destination_start,
         destination_stride, load_count, store_count,
-    )
-    return signature, codegen
+    ):
+        """Transpose one W x W block in registers, W = vector_bytes / itemsize:
+
+            destination[destination_start + j * destination_stride + i]
+                = source[source_start + i * source_stride + j]      for i, j < W,
+
+        reading only the first ``load_count`` items of each of the W source rows
+        (the others count as 0) and writing only the first ``store_count`` items of
+        each of the W destination rows. Masked loads and stores touch no other
+        memory, so a source or destination row may end where its array does.
+
+        Transposing through shuffles costs about a tenth of what element-wise
+        strided copies (gathers and scatters) cost.
+        """
+        if not (
+            isinstance(source, types.Array)
+            and isinstance(destination, types.Array)
+            and source.dtype == destination.dtype
+            and source.dtype in (types.float32, types.float64)
+        ):
+            return None
+        width = vector_bytes // (source.dtype.bitwidth // 8)
+
+        def codegen(context, builder, signature, args):
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            vector = ir.VectorType(context.get_value_type(source.dtype), width)
+            mask_type = ir.VectorType(ir.IntType(1), width)
+            index_vector = ir.VectorType(i64, width)
+
+            def lanes(values):
+                return ir.Constant(ir.VectorType(i32, width), values)
+
+            def offset(index):
+                return context.cast(builder, args[index], signature.args[index], types.int64)
+
+            def lanes_below(count):
+                undefined = ir.Constant(index_vector, ir.Undefined)
+                first = builder.insert_element(undefined, count, ir.Constant(i32, 0))
+                splat = builder.shuffle_vector(first, undefined, lanes([0] * width))
+                positions = ir.Constant(index_vector, list(range(width)))
+                return builder.icmp_unsigned("<", positions, splat)
+
+            def row_pointer(array_index, start_index, stride_index, row):
+                array = context.make_array(signature.args[array_index])(
+                    context, builder, args[array_index]
+                )
+                start = builder.add(
+                    offset(start_index), builder.mul(ir.Constant(i64, row), offset(stride_index))
+                )
+                return builder.bitcast(builder.gep(array.data, [start]), vector.as_pointer())
+
+            # Suffixed by the vector type alone (both widths may share a module);
+            # LLVM renames them to their overloads for this vector and pointer type.
+            suffix = f".v{width}f{source.dtype.bitwidth}"
+            pointer = vector.as_pointer()
+            load = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vector, [pointer, i32, mask_type, vector]),
+                "llvm.masked.load" + suffix,
+            )
+            store = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [vector, pointer, i32, mask_type]),
+                "llvm.masked.store" + suffix,
+            )
+            alignment = ir.Constant(i32, source.dtype.bitwidth // 8)
+            load_mask, store_mask = lanes_below(offset(6)), lanes_below(offset(7))
+            zeros = ir.Constant(vector, [0.0] * width)
+            rows = [
+                builder.call(load, [row_pointer(0, 1, 2, row), alignment, load_mask, zeros])
+                for row in range(width)
+            ]
+            # Swap the off-diagonal half x half sub-blocks of every 2 half x 2 half
+            # block, for half = W / 2, ..., 1: log2(W) rounds of W shuffles.
+            half = width // 2
+            while half:
+                swapped = list(rows)
+                for row in range(width):
+                    if row & half:
+                        continue
+                    upper, lower = rows[row], rows[row + half]
+                    swapped[row] = builder.shuffle_vector(upper, lower, lanes(
+                        [lane if not lane & half else width + lane - half for lane in range(width)]
+                    ))
+                    swapped[row + half] = builder.shuffle_vector(upper, lower, lanes(
+                        [lane + half if not lane & half else width + lane for lane in range(width)]
+                    ))
+                rows = swapped
+                half //= 2
+            for row in range(width):
+                builder.call(store, [rows[row], row_pointer(3, 4, 5, row), alignment, store_mask])
+            return context.get_dummy_value()
+
+        signature = types.none(
+            source, source_start, source_stride, destination, destination_start,
+            destination_stride, load_count, store_count,
+        )
+        return signature, codegen
+
+
+    return transpose_block
+
+
+_transpose_narrow = _transposer(NARROW_BYTES)
+_transpose_wide = _transposer(WIDE_BYTES)
+
+
+def _vector_function(*attributes):
+    @intrinsic
+    def mark(typingctx):
+        """Lets LLVM vectorise the calling function's loops at 512 bits where
+        the machine has them (its default, 256, leaves half of AVX-512's width
+        idle), and gives the function ``attributes``."""
+
+        def codegen(context, builder, signature, args):
+            function_attributes = builder.function.attributes
+            # String attributes, which llvmlite's list of known ones lacks.
+            set.add(function_attributes, '"prefer-vector-width"="512"')
+            set.add(function_attributes, '"min-legal-vector-width"="512"')
+            for name in attributes:
+                function_attributes.add(name)
+            return context.get_dummy_value()
+
+        return types.none(), codegen
+
+    return mark
+
+
+# For a function whose loops should vectorise at 512 bits. LLVM vectorises a
+# loop by the attributes of the function it ends up in after inlining, so the
+# outermost such function stays out of line: inlined into a caller without
+# them, its loops would fall back to 256 bits.
+_wide_vectors = _vector_function()
+_wide_vectors_out_of_line = _vector_function("noinline")
 
 
 _F32 = np.float32
@@ -587,34 +635,53 @@ def _probs_row(z, probs, weight, grad_out, row, logits, following, keep, smooth,
 # vectorise at the full width of that dtype.
 
 
-def _block_width(array):
+def _block_width(array, vector_bytes):
     """W, the side of a transposed block of ``array``'s dtype; a constant in
     compiled code, so that masks covering a whole row fold away."""
-    return VECTOR_BYTES // array.itemsize
+    return vector_bytes // array.itemsize
 
 
-@overload(_block_width)
-def _block_width_overload(array):
-    width = VECTOR_BYTES // (array.dtype.bitwidth // 8)
-    return lambda array: width
+def _width_overload(vector_bytes):
+    def width_overload(array):
+        width = vector_bytes // (array.dtype.bitwidth // 8)
+        return lambda array: width
+
+    return width_overload
+
+
+def _narrow_width(array):
+    return _block_width(array, NARROW_BYTES)
+
+
+def _wide_width(array):
+    return _block_width(array, WIDE_BYTES)
+
+
+overload(_narrow_width)(_width_overload(NARROW_BYTES))
+overload(_wide_width)(_width_overload(WIDE_BYTES))
 
 
 @njit(cache=True, error_model="numpy")
 def _load_tile(flat, start, count, classes, tile):
     """tile[c * LANES + r] = flat[start + r * classes + c] for the ``count``
     rows of a pass; the lanes of absent rows (count < LANES, the last pass of
-    an array) hold 0. Classes up to the next multiple of W hold 0."""
-    width = _block_width(flat)
+    an array) hold 0."""
+    _wide_vectors()
+    if count == LANES and classes <= _wide_width(flat):
+        width = _wide_width(flat)
+        for row in range(0, LANES, width):
+            _transpose_wide(flat, start + row * classes, classes, tile, row, LANES, classes, width)
+        return
     if count == LANES:
+        width = _narrow_width(flat)
         for row in range(0, LANES, width):
             for first in range(0, classes, width):
-                _transpose_block(
+                _transpose_narrow(
                     flat, start + row * classes + first, classes, tile, first * LANES + row,
                     LANES, min(width, classes - first), width,
                 )
         return
-    padded = (classes + width - 1) // width * width
-    tile[: padded * LANES] = 0
+    tile[: classes * LANES] = 0
     for row in range(count):
         for c in range(classes):
             tile[c * LANES + row] = flat[start + row * classes + c]
@@ -623,11 +690,17 @@ def _load_tile(flat, start, count, classes, tile):
 @njit(cache=True, error_model="numpy")
 def _store_tile(tile, flat, start, count, classes):
     """The inverse of _load_tile for the ``count`` rows of a pass."""
-    width = _block_width(flat)
+    _wide_vectors()
+    if count == LANES and classes <= _wide_width(flat):
+        width = _wide_width(flat)
+        for row in range(0, LANES, width):
+            _transpose_wide(tile, row, LANES, flat, start + row * classes, classes, width, classes)
+        return
     if count == LANES:
+        width = _narrow_width(flat)
         for row in range(0, LANES, width):
             for first in range(0, classes, width):
-                _transpose_block(
+                _transpose_narrow(
                     tile, first * LANES + row, LANES, flat, start + row * classes + first,
                     classes, width, min(width, classes - first),
                 )
@@ -651,6 +724,7 @@ def _lanes_labels(target, row, count, ignore_index, labels):
 
 @njit(cache=True, error_model="numpy")
 def _lanes_max(tile, classes, row_max):
+    _wide_vectors()
     for r in range(LANES):
         row_max[r] = -np.inf
     for c in range(classes):
@@ -663,6 +737,7 @@ def _lanes_max(tile, classes, row_max):
 @njit(cache=True, error_model="numpy")
 def _lanes_pick(tile, labels, picked):
     """picked[r] = the label's logit (class 0's for ignored and absent rows)."""
+    _wide_vectors()
     for r in range(LANES):
         picked[r] = tile[max(labels[r], 0) * LANES + r]
 
@@ -671,6 +746,7 @@ def _lanes_pick(tile, labels, picked):
 def _lanes_target_terms(tile, classes, probs, weight, keep, smooth, row_max, weight_sum, gap_sum):
     """weight_sum = sum_c q_c w_c and gap_sum = sum_c q_c w_c (max - z_c), with
     q_c = keep * probs_c + smooth (q_c = smooth when ``probs`` is None)."""
+    _wide_vectors()
     for r in range(LANES):
         weight_sum[r] = 0.0
         gap_sum[r] = 0.0
@@ -689,10 +765,21 @@ def _lanes_target_terms(tile, classes, probs, weight, keep, smooth, row_max, wei
 
 
 @njit(cache=True, error_model="numpy")
-def _lanes_exp_sum(tile, classes, row_max, exp_sum):
+def _lanes_exp_sum(tile, classes, row_max, exp_sum, flat, next_start, grad_flat, grad_start):
     """Replaces the tile by exp(z - max) in z's precision; exp_sum = their
-    float64 sums, in class order."""
+    float64 sums, in class order. Meanwhile the LANES rows of ``flat`` from
+    ``next_start`` are fetched into cache for reading, and those of ``grad_flat``
+    from ``grad_start`` for writing: the exponentials are compute-bound, and the
+    tile's transpositions then find their rows in cache."""
+    _wide_vectors()
+    step = 64 // flat.itemsize
     for c in range(classes):
+        # Each class's share: LANES items of each array, one line per step.
+        for line in range(c * LANES, (c + 1) * LANES, step):
+            if next_start + line < flat.size:
+                _prefetch_read(flat, next_start + line)
+            if grad_flat is not None and grad_start + line < grad_flat.size:
+                _prefetch_write(grad_flat, grad_start + line)
         for r in range(LANES):
             tile[c * LANES + r] = _exp(tile[c * LANES + r] - row_max[r])
     # A loop of its own: mixed with float64 sums, the exponentials would be
@@ -704,12 +791,20 @@ def _lanes_exp_sum(tile, classes, row_max, exp_sum):
             exp_sum[r] += np.float64(tile[c * LANES + r])
 
 
+@njit(cache=True, error_model="numpy")
+def _lanes_log(values, logs):
+    """logs = log(values), float64, in a loop of its own, which vectorises."""
+    _wide_vectors()
+    for r in range(LANES):
+        logs[r] = _log(values[r])
+
+
 @njit(cache=True, inline="always", error_model="numpy")
 def _label_select(grad, c, r, labels, label_grad):
     """With labels: the label's own gradient in its class, 0 in ignored rows."""
     if labels is None:
         return grad
-    if labels[r] == c:
+    if labels[r] == np.int32(c):
         return label_grad[r]
     return label_grad.dtype.type(0) if labels[r] < 0 else grad
 
@@ -718,6 +813,7 @@ def _label_select(grad, c, r, labels, label_grad):
 def _lanes_scale(tile, classes, scale, labels, label_grad):
     """grad_c = exp_c * scale in the tile's precision (labels without
     smoothing, as _row_scale does); the label's and ignored rows' selected."""
+    _wide_vectors()
     for c in range(classes):
         for r in range(LANES):
             grad = tile[c * LANES + r] * scale[r]
@@ -731,6 +827,7 @@ def _lanes_grad(
     """grad_c = exp_c * scale - (keep_scaled * probs_c + smooth_scaled) * w_c in
     float64, one rounding to the tile's dtype (as _row_grad); with labels
     (probs None) the label's and ignored rows' selected."""
+    _wide_vectors()
     for c in range(classes):
         class_weight = 1.0 if weight is None else weight[c]
         for r in range(LANES):
@@ -763,6 +860,7 @@ def _lanes_block(
     """Sum of the losses of rows [start, stop), LANES rows at a time (start is a
     multiple of LANES); writes their gradient rows and losses when asked.
     Each lane sums its rows' losses, and the lanes are added in order."""
+    _wide_vectors()
     classes = logits.shape[1]
     labelled = target.ndim == 1
     flat, grad_flat = logits.reshape(logits.size), _flat(grad_out)
@@ -774,6 +872,7 @@ def _lanes_block(
     weight_sum, gap_sum, exp_sum = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     exp_scale, losses, lane_totals = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     labels = _stack_lanes(np.int32(0))
+    log_sum = _stack_lanes(0.0)
     for r in range(LANES):
         lane_totals[r] = 0.0
     for row in range(start, stop, LANES):
@@ -792,7 +891,11 @@ def _lanes_block(
             _lanes_target_terms(
                 tile, classes, probs, weight, keep, smooth, row_max, weight_sum, gap_sum
             )
-        _lanes_exp_sum(tile, classes, row_max, exp_sum)
+        _lanes_exp_sum(
+            tile, classes, row_max, exp_sum, flat, (row + LANES) * classes, grad_flat,
+            row * classes,
+        )
+        _lanes_log(exp_sum, log_sum)
         for r in range(LANES):
             label_weight = 0.0
             if labelled:
@@ -807,7 +910,7 @@ def _lanes_block(
                 weight_sum[r] = label_share + weight_sum[r]
             # L = -sum_c q_c w_c ((z_c - max) - log(sum)), split so that no -inf
             # log-probability is ever multiplied by a zero weight.
-            losses[r] = weight_sum[r] * _log(exp_sum[r]) + gap_sum[r]
+            losses[r] = weight_sum[r] * log_sum[r] + gap_sum[r]
             exp_scale[r] = grad_scale * weight_sum[r] / exp_sum[r]
             scale[r] = item(exp_scale[r])
             if labelled:
@@ -850,6 +953,7 @@ def _rows_block(
 ):
     """Sum of the losses of rows [start, stop), one row at a time; writes their
     gradient rows and losses when asked."""
+    _wide_vectors()
     rows = logits.shape[0]
     block_sum = 0.0
     for row in range(start, stop):
@@ -885,6 +989,7 @@ def _block_sum(
     logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth, grad_scale, block,
     row_block,
 ):
+    _wide_vectors_out_of_line()
     rows, classes = logits.shape
     start, stop = block * row_block, min((block + 1) * row_block, rows)
     if classes <= LANE_CLASSES:
@@ -923,13 +1028,15 @@ _serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals()
 @njit(cache=True, error_model="numpy")
 def _labels_block(labels, weight, classes, ignore_index, block):
     """(invalid labels, kept rows or their weight sum) in one block of labels."""
+    _wide_vectors()
     invalid = 0
     kept = 0
     kept_weight = 0.0
     for i in range(block * BLOCK_ELEMENTS, min((block + 1) * BLOCK_ELEMENTS, labels.size)):
         label = labels[i]
         keep = label != ignore_index
-        invalid += keep and (label < 0 or label >= classes)
+        # Bitwise, not short-circuit: no branches, so the loop vectorises.
+        invalid += keep & ((label < 0) | (label >= classes))
         if weight is None:
             kept += keep
         elif keep:
