@@ -509,9 +509,11 @@ def _exp_chunk(z, row_max, grad_row, start, count, exps, lane_sum):
     # grad_row may be the same memory as z.
     for lane in range(count):
         exps[lane] = _exp(z[start + lane] - row_max)
-    for lane in range(count):
-        lane_sum[lane] += np.float64(exps[lane])
-        if grad_row is not None:
+    if grad_row is None:
+        for lane in range(count):
+            lane_sum[lane] += np.float64(exps[lane])
+    else:
+        for lane in range(count):
             grad_row[start + lane] = exps[lane]
 
 
@@ -544,6 +546,14 @@ def _row_exp_sum(z, row_max, grad_row, next_z, next_grad):
         _exp_chunk(z, row_max, grad_row, start, LANES, exps, lane_sum)
         _prefetch_chunk(next_z, next_grad, start)
     _exp_chunk(z, row_max, grad_row, full, classes - full, exps, lane_sum)
+    if grad_row is not None:
+        # Summed from the stored row (in cache) in a pass of its own: fused
+        # with the exponentials, the float64 conversions vectorise poorly.
+        for start in range(0, full, LANES):
+            for lane in range(LANES):
+                lane_sum[lane] += np.float64(grad_row[start + lane])
+        for lane in range(classes - full):
+            lane_sum[lane] += np.float64(grad_row[full + lane])
     return _fold_sum(lane_sum)
 
 
