@@ -16,7 +16,10 @@ def _binary_cross_entropy_with_logits(logits, target, pos_weight, param):
     log_weight = 1.0 + (pos_weight - 1.0) * target
     coefficient = 1.0 - target if logits >= 0.0 else -pos_weight * target
     linear = coefficient * logits if coefficient != 0.0 else 0.0
-    sigmoid_neg = tail / (1.0 + tail) if logits >= 0.0 else 1.0 / (1.0 + tail)
+    # One division for both forms (a multiply by it is within one float64
+    # rounding of a second division).
+    inverse = 1.0 / (1.0 + tail)
+    sigmoid_neg = tail * inverse if logits >= 0.0 else inverse
     return linear + log_weight * log1p_unit(tail), (1.0 - target) - log_weight * sigmoid_neg
 
 

@@ -26,6 +26,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from fastloss.backends.numba import _kernel_copies as copies
+from fastloss.backends.numba.softmax_cross_entropy import _wide_vectors, _wide_vectors_out_of_line
 
 # Partial sums kept per lane: element j of a block adds into lane j % LANES, so
 # the order of every float64 addition is fixed by the source, not by the
@@ -157,6 +158,7 @@ def _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start,
 
 
 def _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale):
+    _wide_vectors()
     size = x.size
     lane_sums = _stack_lanes(0.0)
     xs = _stack_lanes(0.0)
@@ -178,6 +180,7 @@ def _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale):
 
 
 def _block_of(x, target, weight, aux, grad_out, loss_out, param, grad_scale, block):
+    _wide_vectors_out_of_line()
     start = block * BLOCK
     stop = min(start + BLOCK, x.size)
     return _block_sum(

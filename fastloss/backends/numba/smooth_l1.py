@@ -9,8 +9,12 @@ from fastloss.backends.numba import elementwise
 def _smooth_l1(pred, target, aux, beta):
     diff = pred - target
     size = abs(diff)
+    # A multiple of 1 / beta, which LLVM computes once per call: a division
+    # per element would cost more than the rest of the loss. Within one
+    # float64 rounding of the quotient (the same bits for a power-of-2 beta).
+    scaled = diff * (1.0 / beta)
     if size < beta:
-        return 0.5 * diff * diff / beta, diff / beta
+        return 0.5 * diff * scaled, scaled
     return size - 0.5 * beta, elementwise.signum(diff)
 
 

@@ -24,6 +24,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _row_max,
     _row_scale,
     _stack_lanes,
+    _wide_vectors_out_of_line,
 )
 
 SOFTMAX, LOG_SOFTMAX, SOFTMAX_BACKWARD, LOG_SOFTMAX_BACKWARD = range(4)
@@ -78,15 +79,23 @@ def _backward_row(y, g, out, log):
             out[c] = np.float64(y[c]) * (np.float64(g[c]) - dot)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _rows(x, g, out, op, start, stop):
+    # Inlined into each compiled copy of _kernel, so that the copy's cache key
+    # covers it; the function it lands in keeps its 512-bit loops to itself.
+    _wide_vectors_out_of_line()
+    for row in range(start, stop):
+        if op <= LOG_SOFTMAX:
+            _softmax_row(x[row], out[row], op == LOG_SOFTMAX)
+        else:
+            _backward_row(x[row], g[row], out[row], op == LOG_SOFTMAX_BACKWARD)
+
+
 def _kernel(x, g, out, op):
     rows, classes = x.shape
     row_block = max(1, BLOCK_ELEMENTS // classes)
     for block in prange((rows + row_block - 1) // row_block):
-        for row in range(block * row_block, min((block + 1) * row_block, rows)):
-            if op <= LOG_SOFTMAX:
-                _softmax_row(x[row], out[row], op == LOG_SOFTMAX)
-            else:
-                _backward_row(x[row], g[row], out[row], op == LOG_SOFTMAX_BACKWARD)
+        _rows(x, g, out, op, block * row_block, min((block + 1) * row_block, rows))
 
 
 # The row passes come from softmax_cross_entropy.py: its text is part of the cache key.
