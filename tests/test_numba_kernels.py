@@ -347,6 +347,27 @@ def test_fast_exp_special_values():
     assert np.isnan(out[8])
 
 
+@numba.njit
+def _exp_nonpositive_all(values, out):
+    for i in range(values.size):
+        out[i] = ce_module._exp_nonpositive_float32(values[i])
+
+
+def test_nonpositive_exp_has_the_bits_of_the_general_one():
+    # Every 257th float32 from -0 down to -110 by bit pattern (all binades, tiny ones
+    # included), a dense sweep over the range where results turn subnormal and then 0,
+    # and special values.
+    minus_110 = np.float32(-110.0).view(np.uint32)
+    x = np.concatenate([
+        np.arange(0x80000000, minus_110, 257, dtype=np.uint32).view(np.float32),
+        np.linspace(-110.0, -80.0, 1_000_001, dtype=np.float32),
+        np.float32([0.0, -0.0, -np.inf, -1e30, -104.0, -103.97, -87.34, np.nan]),
+    ])
+    out = np.empty_like(x)
+    _exp_nonpositive_all(x, out)
+    assert np.array_equal(out.view(np.int32), _fast_exp(x).view(np.int32))
+
+
 # ------------------------------------------------------------------ fast log
 
 

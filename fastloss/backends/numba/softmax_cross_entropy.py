@@ -348,20 +348,41 @@ def _exp_float32(x):
     NaN -> NaN.
     """
     # Comparisons are false for NaN, which therefore passes both clamps.
-    x = _EXP_MIN if x < _EXP_MIN else x
     x = _EXP_MAX if x > _EXP_MAX else x
-    shifted = _fma(x, _LOG2E, _ROUND)
-    n_float = shifted - _ROUND
-    r = _fma(n_float, _MINUS_LN2_LO, _fma(n_float, _MINUS_LN2_HI, x))
-    poly = _fma(_fma(_fma(_fma(_fma(_P0, r, _P1), r, _P2), r, _P3), r, _P4), r, _P5)
-    mantissa = _fma(poly, r * r, r) + _ONE
-    n = _float_bits(shifted) - _ROUND_BITS
+    mantissa, n = _exp_parts_float32(x)
     # 2**n as two factors: mantissa * 2**half is exact, and the second
     # product rounds once, also when the result is subnormal.
     half = n >> 1
     low = _bits_float(np.int32((half + 127) << 23))
     high = _bits_float(np.int32((n - half + 127) << 23))
     return mantissa * low * high
+
+
+# 2**-64: scales a product that is exact while normal into the subnormal range.
+_TWO_TO_MINUS_64 = _F32(2.0**-64)
+
+
+@njit(cache=True, error_model="numpy")
+def _exp_nonpositive_float32(x):
+    """_exp_float32 for x <= 0 (and NaN, -inf), bit for bit, in fewer steps:
+    no upper clamp, and 2**n (n in [-150, 0]) applied as 2**(n + 64), an exact
+    product, times 2**-64, which rounds once. Softmax exponentials z - max
+    are never positive."""
+    mantissa, n = _exp_parts_float32(x)
+    return mantissa * _bits_float(np.int32((n + 64 + 127) << 23)) * _TWO_TO_MINUS_64
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp_parts_float32(x):
+    """(m, n) with exp(x) = m * 2**n, m within a rounding of e**r, |r| <=
+    ln(2) / 2, for x clamped below at _EXP_MIN (NaN passes through)."""
+    x = _EXP_MIN if x < _EXP_MIN else x
+    shifted = _fma(x, _LOG2E, _ROUND)
+    n_float = shifted - _ROUND
+    r = _fma(n_float, _MINUS_LN2_LO, _fma(n_float, _MINUS_LN2_HI, x))
+    poly = _fma(_fma(_fma(_fma(_fma(_P0, r, _P1), r, _P2), r, _P3), r, _P4), r, _P5)
+    mantissa = _fma(poly, r * r, r) + _ONE
+    return mantissa, _float_bits(shifted) - _ROUND_BITS
 
 
 def _exp(x):
@@ -373,6 +394,19 @@ def _exp(x):
 def _exp_overload(x):
     if x == types.float32:
         return lambda x: _exp_float32(x)
+    return lambda x: math.exp(x)
+
+
+def _exp_nonpositive(x):
+    """exp of x <= 0 (or NaN) in the precision of ``x``; replaced by the
+    overload in jitted code."""
+    return np.exp(x)
+
+
+@overload(_exp_nonpositive)
+def _exp_nonpositive_overload(x):
+    if x == types.float32:
+        return lambda x: _exp_nonpositive_float32(x)
     return lambda x: math.exp(x)
 
 
@@ -508,7 +542,7 @@ def _exp_chunk(z, row_max, grad_row, start, count, exps, lane_sum):
     # Every logit of the chunk is read before its exponential is stored, so
     # grad_row may be the same memory as z.
     for lane in range(count):
-        exps[lane] = _exp(z[start + lane] - row_max)
+        exps[lane] = _exp_nonpositive(z[start + lane] - row_max)
     if grad_row is None:
         for lane in range(count):
             lane_sum[lane] += np.float64(exps[lane])
@@ -791,7 +825,7 @@ def _lanes_exp_sum(tile, classes, row_max, exp_sum, flat, next_start, grad_flat,
             if grad_flat is not None and grad_start + line < grad_flat.size:
                 _prefetch_write(grad_flat, grad_start + line)
         for r in range(LANES):
-            tile[c * LANES + r] = _exp(tile[c * LANES + r] - row_max[r])
+            tile[c * LANES + r] = _exp_nonpositive(tile[c * LANES + r] - row_max[r])
     # A loop of its own: mixed with float64 sums, the exponentials would be
     # vectorised at float64's narrower width.
     for r in range(LANES):
@@ -926,7 +960,7 @@ def _lanes_block(
             if labelled:
                 losses[r] = losses[r] if labels[r] >= 0 else 0.0
                 # The same bits as the label's exponential in the tile.
-                label_exp = _exp(picked[r] - row_max[r])
+                label_exp = _exp_nonpositive(picked[r] - row_max[r])
                 label_term = grad_scale * (keep + smooth) * label_weight
                 label_grad[r] = np.float64(label_exp) * exp_scale[r] - label_term
         for r in range(count):

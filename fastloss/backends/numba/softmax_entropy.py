@@ -20,7 +20,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     BLOCK_ELEMENTS,
     LANES,
     SERIAL_ELEMENTS,
-    _exp,
+    _exp_nonpositive,
     _fold_sum,
     _row_max,
     _stack_lanes,
@@ -30,7 +30,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
 @njit(cache=True, inline="always", error_model="numpy")
 def _sums_chunk(z, row_max, start, count, lane_sum, lane_moment):
     for lane in range(count):
-        e = np.float64(_exp(z[start + lane] - row_max))
+        e = np.float64(_exp_nonpositive(z[start + lane] - row_max))
         shifted = np.float64(z[start + lane]) - np.float64(row_max)
         lane_sum[lane] += e
         lane_moment[lane] += 0.0 if e == 0.0 else e * shifted  # a logit of -inf adds 0
@@ -60,7 +60,7 @@ def _entropy_row(z, grad_row, grad_scale):
         offset = entropy - log_total
         for c in range(classes):
             shifted = np.float64(z[c]) - np.float64(row_max)
-            e = np.float64(_exp(z[c] - row_max))
+            e = np.float64(_exp_nonpositive(z[c] - row_max))
             grad_row[c] = 0.0 if e == 0.0 else scale * e * (shifted + offset)
     return entropy
 
