@@ -176,7 +176,7 @@ def _transposer(vector_bytes):
     @intrinsic
     def transpose_block(
         typingctx, source, source_start, source_stride, destination, destination_start,
-        destination_stride, load_count, store_count,
+        destination_stride, load_count, store_count, scales,
     ):
         """Transpose one W x W block in registers, W = vector_bytes / itemsize:
 
@@ -187,6 +187,8 @@ def _transposer(vector_bytes):
         (the others count as 0) and writing only the first ``store_count`` items of
         each of the W destination rows. Masked loads and stores touch no other
         memory, so a source or destination row may end where its array does.
+        Unless ``scales`` is None, destination row j is multiplied by
+        ``scales[j]`` (one rounding) on its way out.
 
         Transposing through shuffles costs about a tenth of what element-wise
         strided copies (gathers and scatters) cost.
@@ -196,6 +198,7 @@ def _transposer(vector_bytes):
             and isinstance(destination, types.Array)
             and source.dtype == destination.dtype
             and source.dtype in (types.float32, types.float64)
+            and (scales is types.none or scales == source)
         ):
             return None
         width = vector_bytes // (source.dtype.bitwidth // 8)
@@ -264,13 +267,22 @@ def _transposer(vector_bytes):
                     ))
                 rows = swapped
                 half //= 2
+            if scales is not types.none:
+                scale_data = context.make_array(signature.args[8])(context, builder, args[8]).data
+                for row in range(width):
+                    scale = builder.load(builder.gep(scale_data, [ir.Constant(i64, row)]))
+                    splat = builder.insert_element(
+                        ir.Constant(vector, ir.Undefined), scale, ir.Constant(i32, 0)
+                    )
+                    splat = builder.shuffle_vector(splat, splat, lanes([0] * width))
+                    rows[row] = builder.fmul(rows[row], splat)
             for row in range(width):
                 builder.call(store, [rows[row], row_pointer(3, 4, 5, row), alignment, store_mask])
             return context.get_dummy_value()
 
         signature = types.none(
             source, source_start, source_stride, destination, destination_start,
-            destination_stride, load_count, store_count,
+            destination_stride, load_count, store_count, scales,
         )
         return signature, codegen
 
@@ -705,6 +717,18 @@ overload(_narrow_width)(_width_overload(NARROW_BYTES))
 overload(_wide_width)(_width_overload(WIDE_BYTES))
 
 
+def _from(array, start):
+    """``array[start:]``, or None for a None array; resolved while typing."""
+    return None if array is None else array[start:]
+
+
+@overload(_from)
+def _from_overload(array, start):
+    if isinstance(array, types.NoneType):
+        return lambda array, start: None
+    return lambda array, start: array[start:]
+
+
 @njit(cache=True, error_model="numpy")
 def _load_tile(flat, start, count, classes, tile):
     """tile[c * LANES + r] = flat[start + r * classes + c] for the ``count``
@@ -714,7 +738,9 @@ def _load_tile(flat, start, count, classes, tile):
     if count == LANES and classes <= _wide_width(flat):
         width = _wide_width(flat)
         for row in range(0, LANES, width):
-            _transpose_wide(flat, start + row * classes, classes, tile, row, LANES, classes, width)
+            _transpose_wide(
+                flat, start + row * classes, classes, tile, row, LANES, classes, width, None
+            )
         return
     if count == LANES:
         width = _narrow_width(flat)
@@ -722,7 +748,7 @@ def _load_tile(flat, start, count, classes, tile):
             for first in range(0, classes, width):
                 _transpose_narrow(
                     flat, start + row * classes + first, classes, tile, first * LANES + row,
-                    LANES, min(width, classes - first), width,
+                    LANES, min(width, classes - first), width, None,
                 )
         return
     tile[: classes * LANES] = 0
@@ -732,13 +758,17 @@ def _load_tile(flat, start, count, classes, tile):
 
 
 @njit(cache=True, error_model="numpy")
-def _store_tile(tile, flat, start, count, classes):
-    """The inverse of _load_tile for the ``count`` rows of a pass."""
+def _store_tile(tile, flat, start, count, classes, scale):
+    """The inverse of _load_tile for the ``count`` rows of a pass; unless
+    ``scale`` is None, row r is multiplied by scale[r] on its way out."""
     _wide_vectors()
     if count == LANES and classes <= _wide_width(flat):
         width = _wide_width(flat)
         for row in range(0, LANES, width):
-            _transpose_wide(tile, row, LANES, flat, start + row * classes, classes, width, classes)
+            _transpose_wide(
+                tile, row, LANES, flat, start + row * classes, classes, width, classes,
+                _from(scale, row),
+            )
         return
     if count == LANES:
         width = _narrow_width(flat)
@@ -746,12 +776,15 @@ def _store_tile(tile, flat, start, count, classes):
             for first in range(0, classes, width):
                 _transpose_narrow(
                     tile, first * LANES + row, LANES, flat, start + row * classes + first,
-                    classes, width, min(width, classes - first),
+                    classes, width, min(width, classes - first), _from(scale, row),
                 )
         return
     for row in range(count):
         for c in range(classes):
-            flat[start + row * classes + c] = tile[c * LANES + row]
+            value = tile[c * LANES + row]
+            if scale is not None:
+                value *= scale[row]
+            flat[start + row * classes + c] = value
 
 
 @njit(cache=True, error_model="numpy")
@@ -854,14 +887,15 @@ def _label_select(grad, c, r, labels, label_grad):
 
 
 @njit(cache=True, error_model="numpy")
-def _lanes_scale(tile, classes, scale, labels, label_grad):
-    """grad_c = exp_c * scale in the tile's precision (labels without
-    smoothing, as _row_scale does); the label's and ignored rows' selected."""
-    _wide_vectors()
-    for c in range(classes):
-        for r in range(LANES):
-            grad = tile[c * LANES + r] * scale[r]
-            tile[c * LANES + r] = _label_select(grad, c, r, labels, label_grad)
+def _store_labels(grad_flat, start, count, classes, labels, label_grad):
+    """Row r of the ``count`` gradient rows from ``start``: its label's entry
+    set to label_grad[r], or, ignored, all of it 0."""
+    for r in range(count):
+        row_start = start + r * classes
+        if labels[r] >= 0:
+            grad_flat[row_start + labels[r]] = label_grad[r]
+        else:
+            grad_flat[row_start : row_start + classes] = 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -967,20 +1001,25 @@ def _lanes_block(
             lane_totals[r] += losses[r]
             if loss_out is not None:
                 loss_out[row + r] = losses[r]
-        if grad_out is not None:
-            if not labelled:
-                _lanes_grad(
-                    tile, classes, exp_scale, probs, weight, grad_scale * keep,
-                    grad_scale * smooth, None, label_grad,
-                )
-            elif smooth != 0.0:
-                _lanes_grad(
-                    tile, classes, exp_scale, None, weight, 0.0, grad_scale * smooth, labels,
-                    label_grad,
-                )
-            else:
-                _lanes_scale(tile, classes, scale, labels, label_grad)
-            _store_tile(tile, grad_flat, row * classes, count, classes)
+        if grad_out is None:
+            continue
+        if labelled and smooth == 0.0:
+            # The common case: the scaling rides on the transposition out, and
+            # each row's label entry (or an ignored row's zeros) is written after.
+            _store_tile(tile, grad_flat, row * classes, count, classes, scale)
+            _store_labels(grad_flat, row * classes, count, classes, labels, label_grad)
+            continue
+        if labelled:
+            _lanes_grad(
+                tile, classes, exp_scale, None, weight, 0.0, grad_scale * smooth, labels,
+                label_grad,
+            )
+        else:
+            _lanes_grad(
+                tile, classes, exp_scale, probs, weight, grad_scale * keep, grad_scale * smooth,
+                None, label_grad,
+            )
+        _store_tile(tile, grad_flat, row * classes, count, classes, None)
     total = 0.0
     for r in range(LANES):
         total += lane_totals[r]
