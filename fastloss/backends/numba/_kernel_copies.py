@@ -8,7 +8,9 @@ half the time of the threaded copy, which an input only compiles once it is
 large enough to use it.
 """
 
+import hashlib
 import types
+from pathlib import Path
 
 from numba import njit
 
@@ -22,6 +24,13 @@ def copy(function, namespace: dict, qualname: str):
     duplicate = types.FunctionType(code, namespace, code.co_name)
     duplicate.__qualname__ = qualname
     return duplicate
+
+
+def source_tag(*names: str) -> str:
+    """A digest of the named files of this package (Numba's cache notices edits to a
+    cached function's own file only): a tag for kernels that use code from others."""
+    here = Path(__file__).parent
+    return hashlib.sha256(b"".join((here / name).read_bytes() for name in names)).hexdigest()[:12]
 
 
 def serial_and_parallel(function, namespace: dict, tag: str = ""):

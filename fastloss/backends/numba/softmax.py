@@ -6,9 +6,7 @@ and written once; rows are independent, so every thread count gives the same bit
 float32 exponentials use that kernel's vectorised ``exp``.
 """
 
-import hashlib
 import math
-from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
@@ -99,11 +97,9 @@ def _kernel(x, g, out, op):
 
 
 # The row passes come from softmax_cross_entropy.py: its text is part of the cache key.
-_SOURCES = ("softmax.py", "softmax_cross_entropy.py")
-_TAG = hashlib.sha256(
-    b"".join(Path(__file__).with_name(name).read_bytes() for name in _SOURCES)
-).hexdigest()[:12]
-_serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals(), _TAG)
+_serial_kernel, _parallel_kernel = copies.serial_and_parallel(
+    _kernel, globals(), copies.source_tag("softmax.py", "softmax_cross_entropy.py")
+)
 
 
 def _run(x, g, out, op):

@@ -8,9 +8,7 @@ read before it is written, so the gradient may overwrite the logits. Rows go in 
 added in order: the same bits at any thread count.
 """
 
-import hashlib
 import math
-from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
@@ -24,6 +22,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _fold_sum,
     _row_max,
     _stack_lanes,
+    _wide_vectors_out_of_line,
 )
 
 
@@ -74,19 +73,30 @@ def _row(logits, grad_out, row, grad_scale):
     return _entropy_row(logits[row], grad_out[row], grad_scale)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _block_sum(logits, grad_out, loss_out, divisor, start, stop):
+    # Inlined into each compiled copy of _kernel, so that the copy's cache key
+    # covers it; the function it lands in keeps its 512-bit loops to itself.
+    _wide_vectors_out_of_line()
+    block_sum = 0.0
+    for row in range(start, stop):
+        entropy = _row(logits, grad_out, row, 1.0 / divisor)
+        if loss_out is not None:
+            loss_out[row] = entropy
+        block_sum += entropy
+    return block_sum
+
+
 def _kernel(logits, grad_out, loss_out, divisor):
     rows, classes = logits.shape
     row_block = max(1, BLOCK_ELEMENTS // classes)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
     for block in prange(blocks):
-        block_sum = 0.0
-        for row in range(block * row_block, min((block + 1) * row_block, rows)):
-            entropy = _row(logits, grad_out, row, 1.0 / divisor)
-            if loss_out is not None:
-                loss_out[row] = entropy
-            block_sum += entropy
-        partials[block] = block_sum
+        partials[block] = _block_sum(
+            logits, grad_out, loss_out, divisor, block * row_block,
+            min((block + 1) * row_block, rows),
+        )
     total = 0.0
     for block in range(blocks):
         total += partials[block]
@@ -94,11 +104,9 @@ def _kernel(logits, grad_out, loss_out, divisor):
 
 
 # The row passes come from softmax_cross_entropy.py: its text is part of the cache key.
-_SOURCES = ("softmax_entropy.py", "softmax_cross_entropy.py")
-_TAG = hashlib.sha256(
-    b"".join(Path(__file__).with_name(name).read_bytes() for name in _SOURCES)
-).hexdigest()[:12]
-_serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals(), _TAG)
+_serial_kernel, _parallel_kernel = copies.serial_and_parallel(
+    _kernel, globals(), copies.source_tag("softmax_entropy.py", "softmax_cross_entropy.py")
+)
 
 
 def softmax_entropy(logits, grad_out, loss_out, divisor):
