@@ -10,32 +10,62 @@ import numpy as np
 from numba import njit, prange
 
 from fastloss.backends.numba import _kernel_copies as copies
-from fastloss.backends.numba.softmax_cross_entropy import BLOCK_ELEMENTS, SERIAL_ELEMENTS
+from fastloss.backends.numba.softmax_cross_entropy import (
+    BLOCK_ELEMENTS,
+    LANES,
+    SERIAL_ELEMENTS,
+    _fold_sum,
+    _stack_lanes,
+)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _hinge_chunk(scores, label, shift, p, start, count, lane_total):
+    for lane in range(count):
+        j = start + lane
+        h = shift + np.float64(scores[j])
+        h = 0.0 if j == label or h < 0.0 else h  # NaN stays NaN
+        lane_total[lane] += h if p == 1 else h * h
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _slope_chunk(scores, label, shift, p, scale, start, count, grad_row, lane_total):
+    # Each score is read before its slope is stored: grad_row may be scores.
+    for lane in range(count):
+        j = start + lane
+        h = shift + np.float64(scores[j])
+        slope = 0.0
+        if j != label and h > 0.0:
+            slope = scale if p == 1 else 2.0 * h * scale
+        elif j != label and h != h:
+            slope = h
+        lane_total[lane] += slope
+        grad_row[j] = slope
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _row(scores, label, w, grad_row, p, margin, grad_scale):
-    """The row's loss; ``grad_row`` (when given) receives its gradient times ``grad_scale``."""
+    """The row's loss; ``grad_row`` (when given) receives its gradient times ``grad_scale``.
+    Sums go in LANES partial sums folded in a fixed tree (see softmax_cross_entropy): an
+    order fixed by the source, which LLVM can vectorise."""
     classes = scores.size
+    full = classes - classes % LANES
     shift = margin - np.float64(scores[label])
-    total = 0.0
-    for j in range(classes):
-        h = shift + np.float64(scores[j])
-        h = 0.0 if j == label or h < 0.0 else h  # NaN stays NaN
-        total += h if p == 1 else h * h
+    lane_total = _stack_lanes(0.0)
+    for lane in range(LANES):
+        lane_total[lane] = 0.0
+    for start in range(0, full, LANES):
+        _hinge_chunk(scores, label, shift, p, start, LANES, lane_total)
+    _hinge_chunk(scores, label, shift, p, full, classes - full, lane_total)
+    total = _fold_sum(lane_total)
     if grad_row is not None:
         scale = w * grad_scale / classes
-        label_grad = 0.0
-        for j in range(classes):
-            h = shift + np.float64(scores[j])
-            slope = 0.0
-            if j != label and h > 0.0:
-                slope = scale if p == 1 else 2.0 * h * scale
-            elif j != label and h != h:
-                slope = h
-            label_grad -= slope
-            grad_row[j] = slope
-        grad_row[label] = label_grad
+        for lane in range(LANES):
+            lane_total[lane] = 0.0
+        for start in range(0, full, LANES):
+            _slope_chunk(scores, label, shift, p, scale, start, LANES, grad_row, lane_total)
+        _slope_chunk(scores, label, shift, p, scale, full, classes - full, grad_row, lane_total)
+        grad_row[label] = -_fold_sum(lane_total)
     return w * total / classes
 
 
@@ -63,7 +93,10 @@ def _kernel(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     return total / divisor
 
 
-_serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals())
+# The lane sums come from softmax_cross_entropy.py: its text is part of the cache key.
+_serial_kernel, _parallel_kernel = copies.serial_and_parallel(
+    _kernel, globals(), copies.source_tag("multi_margin.py", "softmax_cross_entropy.py")
+)
 
 
 def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
