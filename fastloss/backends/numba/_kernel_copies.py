@@ -26,11 +26,12 @@ def copy(function, namespace: dict, qualname: str):
     return duplicate
 
 
-def source_tag(*names: str) -> str:
-    """A digest of the named files of this package (Numba's cache notices edits to a
-    cached function's own file only): a tag for kernels that use code from others."""
+def source_tag(*files: str) -> str:
+    """A digest of ``files`` (names in this package's folder, or paths), in order (Numba's
+    cache notices edits to a cached function's own file only): a tag for kernels that use
+    code from other files."""
     here = Path(__file__).parent
-    return hashlib.sha256(b"".join((here / name).read_bytes() for name in names)).hexdigest()[:12]
+    return hashlib.sha256(b"".join((here / name).read_bytes() for name in files)).hexdigest()[:12]
 
 
 def serial_and_parallel(function, namespace: dict, tag: str = ""):

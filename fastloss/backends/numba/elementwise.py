@@ -15,9 +15,7 @@ backend's shared files (``_vector_math`` and what it uses), because Numba's
 cache notices edits to this file only.
 """
 
-import hashlib
 import inspect
-from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
@@ -209,8 +207,7 @@ def _kernel(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
     return total / divisor
 
 
-_SHARED_SOURCES = tuple(Path(__file__).with_name(name)
-                        for name in ("_vector_math.py", "softmax_cross_entropy.py"))
+_SHARED_SOURCES = ("_vector_math.py", "softmax_cross_entropy.py")
 _TEMPLATES = ((_chunk, dict(inline="always")), (_block_sum, dict()), (_block_of, dict()))
 
 
@@ -234,10 +231,8 @@ def fused(pair, scale: float):
     as ``(scale / divisor) * (weight * slope)``, rounded once) and ``weight *
     loss`` to ``loss_out`` when they are given.
     """
-    digest = hashlib.sha256(Path(inspect.getfile(pair.py_func)).read_bytes())
-    for shared in _SHARED_SOURCES:
-        digest.update(shared.read_bytes())
-    tag = f"{pair.__name__.strip('_')}_{digest.hexdigest()[:12]}"
+    digest = copies.source_tag(inspect.getfile(pair.py_func), *_SHARED_SOURCES)
+    tag = f"{pair.__name__.strip('_')}_{digest}"
     serial, parallel = _compile(pair, tag)
 
     def backend_function(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
