@@ -1,11 +1,12 @@
 """The entropy of each row's softmax on Numba's threads (contract:
 ``fastloss.backends.numpy.softmax_entropy``).
 
-A row is read for its max, then once more for ``s = sum(e)`` and ``sum(e (z - max))``
-(``e = exp(z - max)``, float64 sums in cross-entropy's fixed lane order), and the gradient
-row is written from ``z`` (``e`` computed again) while the row is in cache: each element is
-read before it is written, so the gradient may overwrite the logits. Rows go in fixed blocks
-added in order: the same bits at any thread count.
+A row is read for its max, then once more for ``e = exp(z - max)``, stored into the
+gradient row, and the float64 sums ``s = sum(e)`` and ``sum(e (z - max))`` (cross-entropy's
+fixed lane order) are taken from there, as is the gradient, while the row is in cache. The
+exponentials are the compute-bound part: each is computed once. Without a gradient both sums
+come from one pass. Rows go in fixed blocks added in order: the same bits at any thread
+count.
 """
 
 import math
@@ -20,6 +21,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     SERIAL_ELEMENTS,
     _exp_nonpositive,
     _fold_sum,
+    _row_exp_sum,
     _row_max,
     _stack_lanes,
     _wide_vectors_out_of_line,
@@ -27,19 +29,22 @@ from fastloss.backends.numba.softmax_cross_entropy import (
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _sums_chunk(z, row_max, start, count, lane_sum, lane_moment):
+def _sums_chunk(z, row_max, exps, start, count, lane_sum, lane_moment):
     for lane in range(count):
-        e = np.float64(_exp_nonpositive(z[start + lane] - row_max))
-        shifted = np.float64(z[start + lane]) - np.float64(row_max)
-        lane_sum[lane] += e
+        c = start + lane
+        shifted = np.float64(z[c]) - np.float64(row_max)
+        if exps is None:
+            e = np.float64(_exp_nonpositive(z[c] - row_max))
+            lane_sum[lane] += e
+        else:
+            e = np.float64(exps[c])
         lane_moment[lane] += 0.0 if e == 0.0 else e * shifted  # a logit of -inf adds 0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _entropy_row(z, grad_row, grad_scale):
-    """The entropy of softmax(z); ``grad_row`` (when given) receives its gradient times
-    ``grad_scale``."""
-    row_max = _row_max(z)
+def _row_sums(z, row_max, exps):
+    """(sum(e), sum(e (z - max))), e = exp(z - max); with ``exps`` (the stored e), the
+    second alone (the first is then 0.0)."""
     lane_sum = _stack_lanes(0.0)
     lane_moment = _stack_lanes(0.0)
     for lane in range(LANES):
@@ -48,18 +53,32 @@ def _entropy_row(z, grad_row, grad_scale):
     classes = z.size
     full = classes - classes % LANES
     for start in range(0, full, LANES):
-        _sums_chunk(z, row_max, start, LANES, lane_sum, lane_moment)
-    _sums_chunk(z, row_max, full, classes - full, lane_sum, lane_moment)
-    total = _fold_sum(lane_sum)
+        _sums_chunk(z, row_max, exps, start, LANES, lane_sum, lane_moment)
+    _sums_chunk(z, row_max, exps, full, classes - full, lane_sum, lane_moment)
+    return _fold_sum(lane_sum), _fold_sum(lane_moment)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _entropy_row(z, grad_row, grad_scale, next_z, next_grad):
+    """The entropy of softmax(z); ``grad_row`` (when given) receives its gradient times
+    ``grad_scale``. A ``grad_row`` must not be ``z``'s memory: it holds the exponentials
+    between passes. ``next_z``, ``next_grad``: the rows processed next (prefetched)."""
+    row_max = _row_max(z)
+    if grad_row is None:
+        total, moment = _row_sums(z, row_max, None)
+    else:
+        # The exponentials once, into grad_row: the compute-bound pass is not repeated.
+        total = _row_exp_sum(z, row_max, grad_row, next_z, next_grad)
+        moment = _row_sums(z, row_max, grad_row)[1]
     log_total = math.log(total)
-    entropy = log_total - _fold_sum(lane_moment) / total
+    entropy = log_total - moment / total
     if grad_row is not None:
         # -p (log p + H) with p = e / s and log p = (z - max) - log s.
         scale = -grad_scale / total
         offset = entropy - log_total
-        for c in range(classes):
+        for c in range(z.size):
+            e = np.float64(grad_row[c])
             shifted = np.float64(z[c]) - np.float64(row_max)
-            e = np.float64(_exp_nonpositive(z[c] - row_max))
             grad_row[c] = 0.0 if e == 0.0 else scale * e * (shifted + offset)
     return entropy
 
@@ -68,9 +87,11 @@ def _entropy_row(z, grad_row, grad_scale):
 def _row(logits, grad_out, row, grad_scale):
     # Row views of a None grad_out would be optional types; the branch is settled while
     # compiling.
+    following = min(row + 1, logits.shape[0] - 1)
     if grad_out is None:
-        return _entropy_row(logits[row], None, grad_scale)
-    return _entropy_row(logits[row], grad_out[row], grad_scale)
+        return _entropy_row(logits[row], None, grad_scale, None, None)
+    return _entropy_row(logits[row], grad_out[row], grad_scale, logits[following],
+                        grad_out[following])
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -111,4 +132,11 @@ _serial_kernel, _parallel_kernel = copies.serial_and_parallel(
 
 def softmax_entropy(logits, grad_out, loss_out, divisor):
     kernel = _serial_kernel if logits.size <= SERIAL_ELEMENTS else _parallel_kernel
-    return kernel(logits, grad_out, loss_out, float(divisor))
+    if grad_out is None or not np.may_share_memory(grad_out, logits):
+        return kernel(logits, grad_out, loss_out, float(divisor))
+    # In place: the kernel keeps the exponentials in the gradient between passes, so it
+    # writes a buffer of its own, copied over the logits afterwards.
+    grad = np.empty_like(grad_out)
+    total = kernel(logits, grad, loss_out, float(divisor))
+    np.copyto(grad_out, grad)
+    return total
