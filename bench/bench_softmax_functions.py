@@ -5,8 +5,10 @@ style loop.
 
     pytest bench/bench_softmax_functions.py --benchmark-group-by=group
 
-Each group is one function at one shape; ``extra_info`` holds the bytes moved and GB/s. The
-floor copies half the bytes the function must move (``np.copyto``, one thread).
+Each group is one function at one shape; ``extra_info`` holds the bytes moved. The floor copies
+half the bytes the function must move (``np.copyto``, one thread). Inputs, bytes, expressions
+and PyTorch's calls are the functions' specs, ``fastloss.bench.specs.<function>``, which
+``python -m fastloss bench --losses softmax,...`` runs too.
 """
 
 from __future__ import annotations
@@ -15,43 +17,12 @@ import numpy as np
 import pytest
 
 import fastloss as fl
+from fastloss.bench import peers
 
 SHAPES = [(4096, 32000)]
 JACOBIAN_SHAPE = (512, 1000)  # the Jacobian product needs N * k * k floats
 SMOKE_SHAPES = [(3, 37)]
 FUNCTIONS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")
-# Arrays each function reads and writes (one each per element).
-ARRAYS = {"softmax": 2, "log_softmax": 2, "softmax_backward": 3, "log_softmax_backward": 3}
-
-
-def _numpy(name):
-    def softmax(z, g):
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    def log_softmax(z, g):
-        shifted = z - z.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-    def softmax_backward(p, g):
-        return p * (g - (p * g).sum(axis=1, keepdims=True))
-
-    def log_softmax_backward(logp, g):
-        return g - np.exp(logp) * g.sum(axis=1, keepdims=True)
-
-    return locals()[name]
-
-
-def _torch(name):
-    torch = pytest.importorskip("torch")
-    aten = torch.ops.aten
-    calls = {
-        "softmax": lambda z, g: torch.softmax(z, 1),
-        "log_softmax": lambda z, g: torch.log_softmax(z, 1),
-        "softmax_backward": lambda p, g: aten._softmax_backward_data(g, p, 1, p.dtype),
-        "log_softmax_backward": lambda lp, g: aten._log_softmax_backward_data(g, lp, 1, lp.dtype),
-    }
-    return calls[name], torch.from_numpy
 
 
 def _jacobian_product(p, g):
@@ -80,32 +51,27 @@ def pytest_generate_tests(metafunc):
         ])
 
 
-def _inputs(name, shape):
-    rng = np.random.default_rng(0)
-    z = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(np.float32)
-    first = {"softmax": z, "log_softmax": z, "softmax_backward": fl.softmax(z),
-             "log_softmax_backward": fl.log_softmax(z)}[name]
-    return first, rng.standard_normal(shape, dtype=np.float32)
-
-
 def test_softmax_function(benchmark, function_case):
     name, shape, contender = function_case
-    first, g = _inputs(name, shape)
-    nbytes = ARRAYS[name] * first.nbytes
+    spec = peers.spec(name)
+    first, second = spec.make(np, np.random.default_rng(0), shape)
+    args = (first,) if second is None else (first, second)
+    nbytes = spec.bytes("call", shape, first.itemsize)
     out = np.empty_like(first)
     if contender == "fastloss":
         function = getattr(fl, name)
-        args = (first,) if name in ("softmax", "log_softmax") else (first, g)
         thunk = lambda: function(*args, out=out)  # noqa: E731
     elif contender == "numpy":
-        expression = _numpy(name)
-        thunk = lambda: expression(first, g)  # noqa: E731
+        expression = spec.expression["call"]
+        thunk = lambda: expression(np, first, second)  # noqa: E731
     elif contender == "torch":
-        call, tensor = _torch(name)
-        first_t, g_t = tensor(first), tensor(g)
-        thunk = lambda: call(first_t, g_t)  # noqa: E731
+        torch = pytest.importorskip("torch")
+        import torch.nn.functional as F
+
+        tensors = [None if array is None else torch.from_numpy(array) for array in (first, second)]
+        thunk = lambda: spec.torch(F, *tensors)  # noqa: E731
     elif contender == "jacobian":
-        thunk = lambda: _jacobian_product(first, g)  # noqa: E731
+        thunk = lambda: _jacobian_product(first, second)  # noqa: E731
     else:
         source = np.ones(nbytes // 2 // 4, np.float32)
         target = np.empty_like(source)

@@ -1,13 +1,14 @@
 """The benchmark report runs end to end at a tiny size and writes valid JSON and a PNG.
 
-Timings are not checked: only that every loss, op and available backend has its rows, and that
-the files are what they claim to be.
+Timings are not checked: only that every loss, softmax function, op and available backend has
+its rows, and that the files are what they claim to be.
 """
 
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fastloss import _registry
@@ -19,6 +20,7 @@ ROW_KEYS = {
     "loss_value", "reference", "rel_err", "speedup", "error",
 }
 CPU_BACKENDS = [name for name in _registry.available_backends() if name != "cuda"]
+FUNCTIONS = _registry.SOFTMAX_FUNCTIONS
 
 
 def _run(tmp_path, *options):
@@ -37,8 +39,8 @@ def test_full_report_has_every_case_and_a_png(tmp_path, capsys):
     assert {"created", "environment", "backends", "options", "not_run", "results"} <= set(document)
     rows = document["results"]
     assert all(set(row) == ROW_KEYS for row in rows)
-    for loss in peers.specs():
-        for op in ("forward", "gradient", "fused"):
+    for loss, spec in peers.specs().items():
+        for op in spec.ops:
             case = {row["impl"]: row for row in rows if (row["loss"], row["op"]) == (loss, op)}
             assert {f"fastloss[{name}]" for name in CPU_BACKENDS} <= set(case)
             assert {"numpy-expr", "floor"} <= set(case)
@@ -64,23 +66,72 @@ def test_quick_report_is_one_line_per_loss_and_backend(tmp_path, capsys):
 
     fastloss_rows = [row for row in document["results"] if row["kind"] == "fastloss"]
     assert len(fastloss_rows) == len(peers.specs()) * len(CPU_BACKENDS)
-    assert {row["op"] for row in document["results"]} == {"fused"}
+    assert {row["op"] for row in document["results"]} == {"fused", "call"}
     assert {row["impl"] for row in document["results"] if row["kind"] == "peer"} == {"numpy-expr"}
     table = capsys.readouterr().out
     assert "vs NumPy" in table and "rel err" in table
 
 
-@pytest.mark.parametrize("option", [["--ops", "backward"], ["--losses", "mse,no_such_loss"]])
+@pytest.mark.parametrize("option", [["--ops", "backward"], ["--losses", "mse,no_such_loss"],
+                                    ["--losses", "softmax", "--ops", "fused"]])
 def test_bad_option_is_a_usage_error(option):
     with pytest.raises(SystemExit) as exit_info:
         report.main(option)
     assert exit_info.value.code == 2
 
 
-def test_every_elementwise_loss_has_a_bench_spec_and_an_unknown_loss_is_an_error():
-    assert set(_registry.LOSSES) == set(peers.specs())
+def test_every_loss_and_softmax_function_has_a_bench_spec_and_an_unknown_loss_is_an_error():
+    assert set(_registry.LOSSES) | set(FUNCTIONS) == set(peers.specs())
     with pytest.raises(ValueError, match="no bench spec for loss 'no_such_loss'"):
         peers.make_inputs("no_such_loss", (2, 3), "cpu")
+    with pytest.raises(ValueError, match="softmax has no op 'fused'; its ops: call"):
+        peers.implementations("softmax", "fused", "cpu")
+
+
+def test_softmax_functions_are_rows_with_their_peers(tmp_path, capsys):
+    document, _ = _run(tmp_path, "--losses", ",".join(FUNCTIONS), "--sizes", "3x37")
+
+    rows = document["results"]
+    assert document["options"]["losses"] == sorted(FUNCTIONS)
+    assert {row["op"] for row in rows} == {"call"}
+    out = capsys.readouterr().out
+    for name in FUNCTIONS:
+        case = {row["impl"]: row for row in rows if row["loss"] == name}
+        peer_names = {"numpy-expr", "torch"} if peers.installed("torch") else {"numpy-expr"}
+        assert set(case) == {f"fastloss[{b}]" for b in CPU_BACKENDS} | peer_names | {"floor"}
+        arrays = 2 if name in ("softmax", "log_softmax") else 3
+        assert {row["bytes"] for row in case.values()} == {arrays * 3 * 37 * 4}
+        for row in case.values():
+            assert row["error"] is None, row["error"]
+            assert row["median_s"] > 0 and row["x_floor"] > 0
+            assert row["loss_value"] is None and row["reference"] is None
+            if row["kind"] == "floor":
+                assert row["rel_err"] is None
+            else:
+                assert row["rel_err"] < 1e-6
+        assert set(case[f"fastloss[{CPU_BACKENDS[0]}]"]["speedup"]) == peer_names
+        assert f"{name} / call (output into out=, cpu, float32)" in out
+    assert "max |output - ref| / max |ref|" in " ".join(out.split())
+
+
+def test_a_softmax_function_error_is_over_its_output_array():
+    inputs = peers.make_inputs("softmax_backward", (3, 37), "cpu")
+    exact = peers.spec("softmax_backward").reference(np, inputs.first.astype(np.float64),
+                                                     inputs.second)
+
+    assert report.array_error(inputs, exact) == 0
+    assert report.array_error(inputs, exact * 1.01) == pytest.approx(0.01)
+
+
+def test_an_unknown_softmax_function_is_the_unknown_loss_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--losses", "softmax,log_softmax_forward", "--sizes", "3x37"])
+
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("python -m fastloss bench: error: --losses: unknown loss "
+                            "'log_softmax_forward'; choose from ")
+    assert all(name in error for name in FUNCTIONS)
 
 
 def test_module_entry_point_runs_the_report(tmp_path):

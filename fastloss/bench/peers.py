@@ -2,16 +2,19 @@
 
 Every contender is an ``Impl``: ``prepare(inputs)`` does the untimed set-up (tensor views, one-hot
 targets, output buffers) and returns a thunk that computes one op and, on a GPU, waits for it.
-An op is ``"forward"`` (the loss), ``"gradient"`` (d loss / d input) or ``"fused"`` (both).
-Every loss is the mean over elements or rows, PyTorch's default, so that the losses of all
-contenders can be checked against one float64 reference.
+An op of a loss is ``"forward"`` (the loss), ``"gradient"`` (d loss / d input) or ``"fused"``
+(both). Every loss is the mean over elements or rows, PyTorch's default, so that the losses of all
+contenders can be checked against one float64 reference. The softmax functions (``softmax``,
+``log_softmax`` and their ``_backward`` VJPs) are benchmarked as losses are, under their own
+names, with one op, ``"call"``: the function of arrays, its output into ``out=``.
 
 This module knows no loss by name: each ``fastloss.bench.specs.<loss>`` declares a :class:`Spec`
 (inputs, bytes moved, float64 reference, the NumPy expression, PyTorch's call, its own peers), and
 a loss without one is an error. The peers every loss has:
 
 - ``numpy-expr`` / ``cupy-expr``: the expression a user writes (from the spec).
-- ``torch``: ``torch.nn.functional`` forward and autograd backward, on the CPU or the GPU.
+- ``torch``: ``torch.nn.functional`` forward and autograd backward, on the CPU or the GPU; for
+  a softmax function PyTorch's kernel of it (``torch.softmax``, ``aten._softmax_backward_data``).
 - ``floor``: ``np.copyto`` (on a GPU ``cp.copyto``) of a float32 array of half the bytes the op
   must move, i.e. reading and writing exactly those bytes once. On the CPU that copy runs on one
   thread, as NumPy does: a kernel on every core can be faster.
@@ -32,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-OPS = ("forward", "gradient", "fused")
+OPS = ("forward", "gradient", "fused", "call")
+LOSS_OPS = OPS[:3]
 DEVICES = ("cpu", "cuda")
 DTYPE = np.float32
 PEER_NAMES = ("numpy-expr", "cupy-expr", "crysx-fastmath", "crysx-prange", "crysx", "crysx-cupy",
@@ -66,18 +70,20 @@ class Spec:
     ``make(xp, rng, shape)``: the (first, second) inputs in DTYPE (second may be labels, or
     None for a loss of one array, such as the softmax entropy).
     ``bytes(op, shape, itemsize)``: what the op must move. ``reference(xp, first, second)``:
-    the summed loss of a block of rows, ``first`` made float64. ``count(shape)``: what a mean
-    divides by. ``expression[op](xp, first, second)``: the NumPy/CuPy expression a user writes.
-    ``torch(F, first, second)``: PyTorch's loss of tensors. ``width``: a row's length for sizes
-    given as element counts (None: the --classes option). ``options``: fastloss keywords.
-    ``sweep``: row widths to run at SWEEP_ELEMENTS elements.
+    the summed loss of a block of rows, ``first`` made float64 (of a function: its output for
+    the block, in float64). ``count(shape)``: what a mean divides by (None for a function).
+    ``expression[op](xp, first, second)``: the NumPy/CuPy expression a user writes.
+    ``torch(F, first, second)``: PyTorch's loss of tensors (of a function: its output).
+    ``width``: a row's length for sizes given as element counts (None: the --classes option).
+    ``options``: fastloss keywords. ``sweep``: row widths to run at SWEEP_ELEMENTS elements.
+    ``ops``: the ops it has (LOSS_OPS, or ``("call",)`` for a function).
     """
 
     loss: str
     make: Callable
     bytes: Callable[[str, tuple[int, int], int], int]
     reference: Callable
-    count: Callable[[tuple[int, int]], int]
+    count: Callable[[tuple[int, int]], int] | None
     expression: dict[str, Callable]
     torch: Callable
     sizes: tuple[str, ...]
@@ -89,6 +95,7 @@ class Spec:
     # a row's set-up more often).
     sweep: tuple[int, ...] = ()
     options: dict = field(default_factory=dict)
+    ops: tuple[str, ...] = LOSS_OPS
 
 
 @functools.cache
@@ -141,6 +148,20 @@ def elementwise_spec(loss: str, make, per_element, gradient, torch, **extra) -> 
         torch=torch,
         sizes=("16x1024", "128x1024", "1024x1024", "8192x1024", "32768x1024"),
         quick_sizes=("8192x1024",), **extra,
+    )
+
+
+def function_spec(name: str, make, arrays: int, call, torch) -> Spec:
+    """The spec of a softmax function ``fastloss.<name>``: op ``"call"`` only, moving ``arrays``
+    arrays of the input's shape once each (inputs read, output written), ``call(xp, first,
+    second)`` both the NumPy/CuPy expression and, on float64 input, the reference; ``torch(F,
+    first, second)`` PyTorch's kernel."""
+    return Spec(
+        loss=name, make=make,
+        bytes=lambda op, shape, itemsize=4: arrays * shape[0] * shape[1] * itemsize,
+        reference=call, count=None, expression={"call": call}, torch=torch,
+        sizes=("256x32000", "1024x32000"), quick_sizes=("1024x32000",), width=None,
+        ops=("call",),
     )
 
 
@@ -233,8 +254,9 @@ def synced(thunk: Callable[[], Any], device: str) -> Callable[[], Any]:
 
 
 def loss_value(result, op: str) -> float | None:
-    """The loss of an op's result as a Python float (``None`` for a gradient-only op)."""
-    if op == "gradient":
+    """The loss of an op's result as a Python float (``None`` for a gradient-only op or a
+    function's call)."""
+    if op in ("gradient", "call"):
         return None
     loss = result[0] if op == "fused" else result
     return float(loss)
@@ -280,7 +302,7 @@ def missing_module(*modules: str) -> str | None:
     return next((not_installed(module) for module in modules if not installed(module)), None)
 
 
-FASTLOSS_SUFFIXES = {"forward": "", "gradient": "_grad", "fused": "_with_grad"}
+FASTLOSS_SUFFIXES = {"forward": "", "gradient": "_grad", "fused": "_with_grad", "call": ""}
 
 
 def backend_status() -> dict[str, tuple[bool, str]]:
@@ -346,7 +368,7 @@ def _torch(loss: str, op: str):
         formula = spec(loss).torch
         first = torch.as_tensor(inputs.first)
         second = None if inputs.second is None else torch.as_tensor(inputs.second)
-        if op == "forward":
+        if op in ("forward", "call"):
             return synced(lambda: formula(F, first, second), inputs.device)
         leaf = first.detach().requires_grad_()
 
@@ -379,7 +401,11 @@ def _floor(loss: str, op: str):
 
 
 def implementations(loss: str, op: str, device: str) -> list[Impl]:
-    """Every contender for (loss, op, device), the unavailable ones with their reason."""
+    """Every contender for (loss, op, device), the unavailable ones with their reason; an op
+    the loss's spec has not is a ValueError."""
+    ops = spec(loss).ops
+    if op not in ops:
+        raise ValueError(f"{loss} has no op {op!r}; its ops: {', '.join(ops)}")
     impls = []
     for backend, (ok, reason) in backend_status().items():
         if backend_device(backend) == device:

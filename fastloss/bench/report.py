@@ -9,6 +9,12 @@ ratio to the memory floor (median / time of a copy that moves those bytes, measu
 run on the same device), fastloss's speed-up over each peer, and the relative error of the loss
 against a float64 reference. Results go to the terminal, and with ``--json`` / ``--plot`` to a
 file each.
+
+The softmax functions (``softmax``, ``log_softmax``, ``softmax_backward``,
+``log_softmax_backward``) are rows too, chosen by name with ``--losses`` like a loss, with one op,
+``call`` (the function, its output into ``out=``); their relative error is max |output - ref| /
+max |ref| over the output array, ref computed in float64 from the same float32 inputs. They run
+by default and in ``--quick``, whose ops are ``fused`` and ``call``.
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ NOISY_SPREAD = 0.10
 LATENCY_SIZES = ["64x10", "256x128"]
 TINY_ELEMENTS = 1 << 15
 QUICK_PEERS = ("numpy-expr", "cupy-expr")
-OP_TITLES = {"forward": "loss", "gradient": "gradient", "fused": "loss and gradient"}
+QUICK_OPS = ("fused", "call")
+OP_TITLES = {"forward": "loss", "gradient": "gradient", "fused": "loss and gradient",
+             "call": "output into out="}
 FULL_HEADER = ["shape", "implementation", "time", "spread", "GB/s", "x floor", "fastloss x",
                "rel err"]
 QUICK_HEADER = ["loss", "backend", "op", "shape", "time", "spread", "GB/s", "x floor", "vs NumPy",
@@ -69,17 +77,25 @@ def time_thunk(thunk: Callable[[], Any], *, repeats: int, budget: float,
     return result, times
 
 
-def reference_loss(inputs: peers.Inputs) -> float:
-    """The mean loss computed in float64 by the loss's spec, a block of rows at a time."""
+def _reference_blocks(inputs: peers.Inputs):
+    """``(rows, reference)`` per block of rows: the spec's float64 reference of the block
+    (``first`` made float64), the rows a slice."""
     spec = peers.spec(inputs.loss)
     xp, (rows, cols) = inputs.xp, inputs.shape
     step = max(1, REFERENCE_CHUNK // cols)
-    total = 0.0
     for start in range(0, rows, step):
-        block = inputs.first[start:start + step].astype(xp.float64)
-        second = None if inputs.second is None else inputs.second[start:start + step]
-        total += spec.reference(xp, block, second)
-    return total / spec.count(inputs.shape)
+        block = slice(start, start + step)
+        second = None if inputs.second is None else inputs.second[block]
+        yield block, spec.reference(xp, inputs.first[block].astype(xp.float64), second)
+
+
+def reference_loss(inputs: peers.Inputs) -> float | None:
+    """The mean loss computed in float64 by the loss's spec, a block of rows at a time; None
+    for a function (its output is checked as an array, ``array_error``)."""
+    count = peers.spec(inputs.loss).count
+    if count is None:
+        return None
+    return sum(total for _, total in _reference_blocks(inputs)) / count(inputs.shape)
 
 
 def relative_error(value: float | None, reference: float) -> float | None:
@@ -88,7 +104,19 @@ def relative_error(value: float | None, reference: float) -> float | None:
     return abs(value - reference) / abs(reference) if reference else abs(value)
 
 
-def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float, *, repeats: int,
+def array_error(inputs: peers.Inputs, output) -> float:
+    """A function's error: max |output - ref| / max |ref| (max |output| where ref is all 0),
+    ref its float64 output from the same float32 inputs, a block of rows at a time."""
+    xp = inputs.xp
+    output = xp.asarray(output)
+    error = scale = 0.0
+    for rows, reference in _reference_blocks(inputs):
+        error = max(error, float(xp.abs(output[rows] - reference).max()))
+        scale = max(scale, float(xp.abs(reference).max()))
+    return error / scale if scale else error
+
+
+def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float | None, *, repeats: int,
             budget: float) -> tuple[dict, list[float]]:
     """One round of one contender: its row (loss value and error; timings left to
     ``merge_rounds``) and the seconds of each timed call (none if it failed)."""
@@ -104,7 +132,9 @@ def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float, *, repeats
     }
     try:
         result, times = time_thunk(impl.prepare(inputs), repeats=repeats, budget=budget)
-        if impl.kind != "floor":
+        if impl.kind != "floor" and impl.op == "call":
+            row["rel_err"] = array_error(inputs, result)
+        elif impl.kind != "floor":
             row["loss_value"] = peers.loss_value(result, impl.op)
             row["rel_err"] = relative_error(row["loss_value"], reference)
         del result
@@ -191,6 +221,11 @@ def wanted(impl: peers.Impl, args) -> bool:
     return True
 
 
+def loss_ops(loss: str, args) -> list[str]:
+    """The ops of ``--ops`` that ``loss`` has (a softmax function has only ``call``)."""
+    return [op for op in args.ops if op in peers.spec(loss).ops]
+
+
 def selected_impls(loss: str, op: str, device: str, args) -> list[peers.Impl]:
     return [i for i in peers.implementations(loss, op, device) if wanted(i, args) and not i.missing]
 
@@ -200,7 +235,7 @@ def not_run(args) -> list[str]:
     ``"name (device): reason"``, the reason naming what to install where a package is missing."""
     lines = {
         f"{impl.name} ({impl.device}): {impl.missing}"
-        for device in run_devices(args) for loss in args.losses for op in args.ops
+        for device in run_devices(args) for loss in args.losses for op in loss_ops(loss, args)
         for impl in peers.implementations(loss, op, device) if impl.missing and wanted(impl, args)
     }
     lines |= {f"fastloss[{name}] ({peers.backend_device(name)}): {reason}"
@@ -241,7 +276,8 @@ def plan(args) -> list[tuple[str, str, tuple[int, int], list[tuple[str, list[pee
     for device in run_devices(args):
         for loss in args.losses:
             for shape in shapes(loss, args):
-                ops = [(op, selected_impls(loss, op, device, args)) for op in args.ops]
+                ops = [(op, selected_impls(loss, op, device, args))
+                       for op in loss_ops(loss, args)]
                 steps.append((device, loss, shape, ops))
     return steps
 
@@ -428,7 +464,8 @@ def legend(columns: Sequence[str], info: dict) -> str:
                 "seconds; with --rounds R, the median of the R rounds' medians",
         "spread": f"interquartile range of those calls (q3 - q1) as % of time; noisy: over "
                   f"{NOISY_SPREAD:.0%}",
-        "GB/s": "bytes the op must move (each input read once, the gradient written once) / time",
+        "GB/s": "bytes the op must move (each input read once, the gradient or a function's "
+                "output written once) / time",
         "floor": "time of the floor copy (see x floor)",
         "x floor": f"time / time of the floor copy: {floor}. NumPy copies on one thread while "
                    f"fastloss's numba kernels run on {info['numba_threads']} threads, so below 1 "
@@ -440,7 +477,8 @@ def legend(columns: Sequence[str], info: dict) -> str:
                     "time: how many times faster fastloss is",
         "x <peer>": "that peer's time / this row's time: how many times faster fastloss is",
         "rel err": "|loss - ref| / |ref|, ref the loss computed in float64 from the same float32 "
-                   "inputs; - for the gradient alone",
+                   "inputs; for a softmax function (op call) max |output - ref| / max |ref| over "
+                   "its output array; - for the gradient alone",
     }
     named = {"x <peer>" if column.startswith("x ") and column != "x floor" else column
              for column in columns}
@@ -563,9 +601,11 @@ def _panels(rows: list[dict], sweeps: dict, tiny: dict, several_devices: bool) -
                 and tuple(r["shape"]) not in sweeps.get(loss, ())]
         panels.append((f"{loss} / {op}", "elements (float32)", "effective GB/s",
                        series_of(case, lambda r: r["elements"], gbps)))
-    ops = list(dict.fromkeys(r["op"] for r in rows))
-    op = "fused" if "fused" in ops else ops[0]
+    ops = {}  # per loss, the op of its sweep and latency panels: fused where it ran
+    for row in rows:
+        ops[row["loss"]] = "fused" if row["op"] == "fused" else ops.get(row["loss"], row["op"])
     for loss, widths in sweeps.items():
+        op = ops.get(loss)
         swept = [r for r in rows if (r["loss"], r["op"]) == (loss, op)
                  and tuple(r["shape"]) in widths]
         if swept:
@@ -573,6 +613,7 @@ def _panels(rows: list[dict], sweeps: dict, tiny: dict, several_devices: bool) -
             panels.append((f"{loss} / {op}, {elements:.3g}+ elements", "classes k (row width)",
                            "effective GB/s", series_of(swept, lambda r: r["shape"][1], gbps)))
     for loss, small in tiny.items():
+        op = ops.get(loss)
         latency = [r for r in rows if (r["loss"], r["op"]) == (loss, op)
                    and tuple(r["shape"]) in small and r["kind"] != "floor"]
         if latency:
@@ -634,17 +675,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     "memory floor; report GB/s, the ratio to the floor, speed-ups and the loss's "
                     "relative error against float64.")
     parser.add_argument("--quick", action="store_true",
-                        help="one size per loss, the fused op, the array-expression peer only")
+                        help="one size per loss, the fused op (a softmax function's call), the "
+                             "array-expression peer only")
     losses = list(peers.specs())
     sweeps = {loss: spec.sweep for loss, spec in peers.specs().items() if spec.sweep}
     parser.add_argument("--sizes", nargs="+", metavar="SIZE",
                         help="ROWSxCOLS shapes or element counts (rows of 1024 for the "
                              "elementwise losses, of --classes for cross-entropy), for every loss")
-    parser.add_argument("--losses", type=_names, default=losses,
-                        help=f"comma-separated: {', '.join(losses)} (default: all)")
+    parser.add_argument("--losses", type=_names, default=None,
+                        help=f"comma-separated losses and softmax functions: {', '.join(losses)} "
+                             "(default: all that have one of --ops)")
     parser.add_argument("--ops", type=_names, default=None,
-                        help="comma-separated: forward, gradient, fused "
-                             "(default: all; --quick: fused)")
+                        help="comma-separated: forward, gradient, fused (a loss's), call (a "
+                             "softmax function's) (default: all; --quick: fused, call)")
     parser.add_argument("--backends", type=_names, default=None,
                         help="fastloss backends (default: every available one)")
     parser.add_argument("--peers", type=_names, default=None,
@@ -674,15 +717,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    for name in args.losses:
+    for name in args.losses or []:
         if name not in losses:
             parser.error(f"--losses: unknown loss {name!r}; choose from {', '.join(losses)}")
-    args.ops = args.ops or (["fused"] if args.quick else list(peers.OPS))
+    args.ops = args.ops or list(QUICK_OPS if args.quick else peers.OPS)
     for name in args.ops:
         if name not in peers.OPS:
             parser.error(f"--ops: unknown op {name!r}; choose from {', '.join(peers.OPS)}")
     args.ops = [op for op in peers.OPS if op in args.ops]
-    args.losses = [loss for loss in losses if loss in args.losses]
+    for name in args.losses or []:
+        if not loss_ops(name, args):
+            parser.error(f"--ops: {name} has none of {', '.join(args.ops)}; its ops: "
+                         f"{', '.join(peers.spec(name).ops)}")
+    args.losses = [loss for loss in losses if loss in (args.losses or losses)
+                   and loss_ops(loss, args)]
     status = peers.backend_status()
     available = [name for name, (ok, _) in status.items() if ok]
     args.backends = args.backends or available
