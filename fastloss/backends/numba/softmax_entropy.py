@@ -21,7 +21,6 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     SERIAL_ELEMENTS,
     _exp_nonpositive,
     _fold_sum,
-    _row_exp_sum,
     _row_max,
     _stack_lanes,
     _wide_vectors_out_of_line,
@@ -33,18 +32,14 @@ def _sums_chunk(z, row_max, exps, start, count, lane_sum, lane_moment):
     for lane in range(count):
         c = start + lane
         shifted = np.float64(z[c]) - np.float64(row_max)
-        if exps is None:
-            e = np.float64(_exp_nonpositive(z[c] - row_max))
-            lane_sum[lane] += e
-        else:
-            e = np.float64(exps[c])
+        e = np.float64(_exp_nonpositive(z[c] - row_max) if exps is None else exps[c])
+        lane_sum[lane] += e
         lane_moment[lane] += 0.0 if e == 0.0 else e * shifted  # a logit of -inf adds 0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _row_sums(z, row_max, exps):
-    """(sum(e), sum(e (z - max))), e = exp(z - max); with ``exps`` (the stored e), the
-    second alone (the first is then 0.0)."""
+    """(sum(e), sum(e (z - max))), e = exp(z - max) or, given, ``exps``."""
     lane_sum = _stack_lanes(0.0)
     lane_moment = _stack_lanes(0.0)
     for lane in range(LANES):
@@ -59,17 +54,18 @@ def _row_sums(z, row_max, exps):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _entropy_row(z, grad_row, grad_scale, next_z, next_grad):
+def _entropy_row(z, grad_row, grad_scale):
     """The entropy of softmax(z); ``grad_row`` (when given) receives its gradient times
     ``grad_scale``. A ``grad_row`` must not be ``z``'s memory: it holds the exponentials
-    between passes. ``next_z``, ``next_grad``: the rows processed next (prefetched)."""
+    between passes."""
     row_max = _row_max(z)
     if grad_row is None:
         total, moment = _row_sums(z, row_max, None)
     else:
         # The exponentials once, into grad_row: the compute-bound pass is not repeated.
-        total = _row_exp_sum(z, row_max, grad_row, next_z, next_grad)
-        moment = _row_sums(z, row_max, grad_row)[1]
+        for c in range(z.size):
+            grad_row[c] = _exp_nonpositive(z[c] - row_max)
+        total, moment = _row_sums(z, row_max, grad_row)
     log_total = math.log(total)
     entropy = log_total - moment / total
     if grad_row is not None:
@@ -87,11 +83,9 @@ def _entropy_row(z, grad_row, grad_scale, next_z, next_grad):
 def _row(logits, grad_out, row, grad_scale):
     # Row views of a None grad_out would be optional types; the branch is settled while
     # compiling.
-    following = min(row + 1, logits.shape[0] - 1)
     if grad_out is None:
-        return _entropy_row(logits[row], None, grad_scale, None, None)
-    return _entropy_row(logits[row], grad_out[row], grad_scale, logits[following],
-                        grad_out[following])
+        return _entropy_row(logits[row], None, grad_scale)
+    return _entropy_row(logits[row], grad_out[row], grad_scale)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
