@@ -101,6 +101,28 @@ def test_out_in_place_and_layouts(backend):
     np.testing.assert_array_equal(to_host(inputs), expected)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 40), (70, 2100)], ids=["serial", "threads"])
+def test_out_over_the_logits(backend, dtype, shape):
+    """out=logits (the numba kernel keeps the exponentials in a scratch row) and out
+    overlapping the logits a row further on give the bits of a separate out."""
+    z = _logits(shape).astype(dtype)
+    z[0, :2] = -np.inf
+    loss, expected = fl.softmax_entropy_with_grad(z, reduction="none", backend=backend)
+    inputs = z.copy()
+    in_place_loss, grad = fl.softmax_entropy_with_grad(inputs, reduction="none", out=inputs,
+                                                       backend=backend)
+    assert grad is inputs
+    np.testing.assert_array_equal(in_place_loss, loss)
+    np.testing.assert_array_equal(grad, expected)
+    buffer = np.concatenate([z, z[-1:]])
+    shifted_loss, _ = fl.softmax_entropy_with_grad(buffer[:-1], reduction="none",
+                                                   out=buffer[1:], backend=backend)
+    np.testing.assert_array_equal(shifted_loss, loss)
+    np.testing.assert_array_equal(buffer[1:], expected)
+
+
 def test_empty_batch(backend):
     empty = to_backend(np.zeros((0, 4), np.float32), backend)
     assert np.isnan(to_host(fl.softmax_entropy(empty, backend=backend)))

@@ -5,8 +5,8 @@ A row is read for its max, then once more for ``e = exp(z - max)``, stored into 
 gradient row, and the float64 sums ``s = sum(e)`` and ``sum(e (z - max))`` (cross-entropy's
 fixed lane order) are taken from there, as is the gradient, while the row is in cache. The
 exponentials are the compute-bound part: each is computed once. Without a gradient both sums
-come from one pass. Rows go in fixed blocks added in order: the same bits at any thread
-count.
+come from one pass. An in-place gradient keeps the exponentials in a scratch row instead.
+Rows go in fixed blocks added in order: the same bits at any thread count.
 """
 
 import math
@@ -54,18 +54,19 @@ def _row_sums(z, row_max, exps):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _entropy_row(z, grad_row, grad_scale):
+def _entropy_row(z, grad_row, exps, grad_scale):
     """The entropy of softmax(z); ``grad_row`` (when given) receives its gradient times
-    ``grad_scale``. A ``grad_row`` must not be ``z``'s memory: it holds the exponentials
-    between passes."""
+    ``grad_scale``, and ``exps`` holds the exponentials between passes: ``grad_row`` itself,
+    or a scratch row when ``grad_row`` is ``z`` (each z_c is then read before grad_c is
+    written)."""
     row_max = _row_max(z)
     if grad_row is None:
         total, moment = _row_sums(z, row_max, None)
     else:
-        # The exponentials once, into grad_row: the compute-bound pass is not repeated.
+        # The exponentials once: the compute-bound pass is not repeated.
         for c in range(z.size):
-            grad_row[c] = _exp_nonpositive(z[c] - row_max)
-        total, moment = _row_sums(z, row_max, grad_row)
+            exps[c] = _exp_nonpositive(z[c] - row_max)
+        total, moment = _row_sums(z, row_max, exps)
     log_total = math.log(total)
     entropy = log_total - moment / total
     if grad_row is not None:
@@ -73,43 +74,45 @@ def _entropy_row(z, grad_row, grad_scale):
         scale = -grad_scale / total
         offset = entropy - log_total
         for c in range(z.size):
-            e = np.float64(grad_row[c])
+            e = np.float64(exps[c])
             shifted = np.float64(z[c]) - np.float64(row_max)
             grad_row[c] = 0.0 if e == 0.0 else scale * e * (shifted + offset)
     return entropy
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _row(logits, grad_out, row, grad_scale):
+def _row(logits, grad_out, scratch, in_place, row, grad_scale):
     # Row views of a None grad_out would be optional types; the branch is settled while
     # compiling.
     if grad_out is None:
-        return _entropy_row(logits[row], None, grad_scale)
-    return _entropy_row(logits[row], grad_out[row], grad_scale)
+        return _entropy_row(logits[row], None, None, grad_scale)
+    grad_row = grad_out[row]
+    return _entropy_row(logits[row], grad_row, scratch if in_place else grad_row, grad_scale)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _block_sum(logits, grad_out, loss_out, divisor, start, stop):
+def _block_sum(logits, grad_out, loss_out, divisor, in_place, start, stop):
     # Inlined into each compiled copy of _kernel, so that the copy's cache key
     # covers it; the function it lands in keeps its 512-bit loops to itself.
     _wide_vectors_out_of_line()
+    scratch = np.empty(logits.shape[1] if in_place else 0, logits.dtype)
     block_sum = 0.0
     for row in range(start, stop):
-        entropy = _row(logits, grad_out, row, 1.0 / divisor)
+        entropy = _row(logits, grad_out, scratch, in_place, row, 1.0 / divisor)
         if loss_out is not None:
             loss_out[row] = entropy
         block_sum += entropy
     return block_sum
 
 
-def _kernel(logits, grad_out, loss_out, divisor):
+def _kernel(logits, grad_out, loss_out, divisor, in_place):
     rows, classes = logits.shape
     row_block = max(1, BLOCK_ELEMENTS // classes)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
     for block in prange(blocks):
         partials[block] = _block_sum(
-            logits, grad_out, loss_out, divisor, block * row_block,
+            logits, grad_out, loss_out, divisor, in_place, block * row_block,
             min((block + 1) * row_block, rows),
         )
     total = 0.0
@@ -127,10 +130,11 @@ _serial_kernel, _parallel_kernel = copies.serial_and_parallel(
 def softmax_entropy(logits, grad_out, loss_out, divisor):
     kernel = _serial_kernel if logits.size <= SERIAL_ELEMENTS else _parallel_kernel
     if grad_out is None or not np.may_share_memory(grad_out, logits):
-        return kernel(logits, grad_out, loss_out, float(divisor))
-    # In place: the kernel keeps the exponentials in the gradient between passes, so it
-    # writes a buffer of its own, copied over the logits afterwards.
+        return kernel(logits, grad_out, loss_out, float(divisor), False)
+    if grad_out.ctypes.data == logits.ctypes.data and grad_out.strides == logits.strides:
+        return kernel(logits, grad_out, loss_out, float(divisor), True)  # in place
+    # Overlapping otherwise: the gradient goes through a buffer of its own.
     grad = np.empty_like(grad_out)
-    total = kernel(logits, grad, loss_out, float(divisor))
+    total = kernel(logits, grad, loss_out, float(divisor), False)
     np.copyto(grad_out, grad)
     return total
