@@ -123,6 +123,20 @@ def test_a_softmax_function_error_is_over_its_output_array():
     assert report.array_error(inputs, exact * 1.01) == pytest.approx(0.01)
 
 
+def test_array_error_sees_every_block_and_nan(monkeypatch):
+    monkeypatch.setattr(report, "REFERENCE_CHUNK", 2 * 37)  # two rows a block
+    inputs = peers.make_inputs("softmax", (7, 37), "cpu")
+    exact = peers.spec("softmax").reference(np, inputs.first.astype(np.float64), None)
+    last_row_off = exact.copy()
+    last_row_off[-1] *= 1.5
+    assert report.array_error(inputs, last_row_off) == pytest.approx(
+        0.5 * exact[-1].max() / exact.max())
+    last_row_off[-1, 0] = np.nan
+    assert np.isnan(report.array_error(inputs, last_row_off))
+    with pytest.raises(ValueError, match="shape"):
+        report.array_error(inputs, exact[:-1])
+
+
 def test_an_unknown_softmax_function_is_the_unknown_loss_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--losses", "softmax,log_softmax_forward", "--sizes", "3x37"])

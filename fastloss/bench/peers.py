@@ -254,9 +254,8 @@ def synced(thunk: Callable[[], Any], device: str) -> Callable[[], Any]:
 
 
 def loss_value(result, op: str) -> float | None:
-    """The loss of an op's result as a Python float (``None`` for a gradient-only op or a
-    function's call)."""
-    if op in ("gradient", "call"):
+    """The loss of an op's result as a Python float (``None`` for a gradient-only op)."""
+    if op == "gradient":
         return None
     loss = result[0] if op == "fused" else result
     return float(loss)
@@ -342,9 +341,9 @@ def _fastloss(backend: str, loss: str, op: str):
         options = spec(loss).options
         if op == "forward":
             return synced(lambda: function(*arrays, backend=backend, **options), inputs.device)
-        grad_out = inputs.xp.empty_like(inputs.first)
+        out = inputs.xp.empty_like(inputs.first)
         return synced(
-            lambda: function(*arrays, backend=backend, out=grad_out, **options), inputs.device,
+            lambda: function(*arrays, backend=backend, out=out, **options), inputs.device,
         )
 
     return prepare
