@@ -27,22 +27,22 @@ rows must have at least one class (the front rejects k = 0).
 
 import math
 
-import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils, config
+from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic, overload
 
 from fastloss.backends.numba import _kernel_copies as copies
 
 
 def _target_has_avx512():
-    """Whether the CPU that Numba compiles for has AVX-512 (found as Numba finds it:
-    NUMBA_CPU_FEATURES, else the host's)."""
+    """Whether the CPU that Numba compiles for has AVX-512, found as Numba finds it
+    (NUMBA_CPU_FEATURES, else the host's features less any NUMBA_ENABLE_AVX removes)."""
     features = config.CPU_FEATURES
     if features is None:
-        features = llvm.get_host_cpu_features().flatten()
+        features = get_host_cpu_features()
     return "+avx512f" in features.split(",")
 
 
@@ -306,7 +306,7 @@ def _transposer(vector_bytes):
 
 
 _transpose_narrow = _transposer(NARROW_BYTES)
-_transpose_wide = _transposer(WIDE_BYTES)
+_transpose_wide = _transposer(WIDE_BYTES) if WIDE_BYTES != NARROW_BYTES else _transpose_narrow
 
 
 def _vector_function(*attributes):
