@@ -135,11 +135,12 @@ def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float | None, *, 
     }
     try:
         result, times = time_thunk(impl.prepare(inputs), repeats=repeats, budget=budget)
-        if impl.kind != "floor" and impl.op == "call":
-            row["rel_err"] = array_error(inputs, result)
-        elif impl.kind != "floor":
-            row["loss_value"] = peers.loss_value(result, impl.op)
-            row["rel_err"] = relative_error(row["loss_value"], reference)
+        if impl.kind != "floor":
+            if impl.op == "call":
+                row["rel_err"] = array_error(inputs, result)
+            else:
+                row["loss_value"] = peers.loss_value(result, impl.op)
+                row["rel_err"] = relative_error(row["loss_value"], reference)
         del result
     except Exception as exc:  # one contender failing (no memory, a bug) must not end the run
         row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
