@@ -23,6 +23,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _fold_sum,
     _row_max,
     _stack_lanes,
+    _wide_vectors,
     _wide_vectors_out_of_line,
 )
 
@@ -53,12 +54,18 @@ def _row_sums(z, row_max, exps):
     return _fold_sum(lane_sum), _fold_sum(lane_moment)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+# The row functions below are calls, not inline="always": Numba's inliner copies a callee's
+# whole IR at every call site, which made this kernel take 9 s per signature to compile
+# (4 s as calls, as fast to run, the same bits). They are not cached on their own (their
+# code is softmax_cross_entropy.py's too): each copy of _kernel, whose cache key covers
+# both files, compiles them in.
+@njit(error_model="numpy")
 def _entropy_row(z, grad_row, exps, grad_scale):
     """The entropy of softmax(z); ``grad_row`` (when given) receives its gradient times
     ``grad_scale``, and ``exps`` holds the exponentials between passes: ``grad_row`` itself,
     or a scratch row when ``grad_row`` is ``z`` (each z_c is then read before grad_c is
     written)."""
+    _wide_vectors()
     row_max = _row_max(z)
     if grad_row is None:
         total, moment = _row_sums(z, row_max, None)
@@ -80,7 +87,7 @@ def _entropy_row(z, grad_row, exps, grad_scale):
     return entropy
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def _row(logits, grad_out, scratch, in_place, row, grad_scale):
     # Row views of a None grad_out would be optional types; the branch is settled while
     # compiling.
@@ -90,10 +97,8 @@ def _row(logits, grad_out, scratch, in_place, row, grad_scale):
     return _entropy_row(logits[row], grad_row, scratch if in_place else grad_row, grad_scale)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def _block_sum(logits, grad_out, loss_out, divisor, in_place, start, stop):
-    # Inlined into each compiled copy of _kernel, so that the copy's cache key
-    # covers it; the function it lands in keeps its 512-bit loops to itself.
     _wide_vectors_out_of_line()
     scratch = np.empty(logits.shape[1] if in_place else 0, logits.dtype)
     block_sum = 0.0
