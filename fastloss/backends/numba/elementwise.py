@@ -18,13 +18,15 @@ cache notices edits to this file only.
 import inspect
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from fastloss.backends.numba import _kernel_copies as copies
-from fastloss.backends.numba.softmax_cross_entropy import _wide_vectors, _wide_vectors_out_of_line
+from fastloss.backends.numba.softmax_cross_entropy import (
+    _stack_array_of,
+    _wide_vectors,
+    _wide_vectors_out_of_line,
+)
 
 # Partial sums kept per lane: element j of a block adds into lane j % LANES, so
 # the order of every float64 addition is fixed by the source, not by the
@@ -43,38 +45,7 @@ BLOCK = 256 * LANES
 SERIAL_ELEMENTS = 1 << 17
 
 
-# The same helper as in softmax_cross_entropy.py: Numba's cache only notices
-# edits to the file of the function it caches, so each kernel file keeps its own.
-@intrinsic
-def _stack_lanes(typingctx, like):
-    """A 1-D array of LANES items of ``like``'s (dtype's) type on the stack.
-
-    LLVM knows a stack buffer aliases no argument, so a chunk read into it
-    and written out of it vectorises without runtime overlap checks, which
-    would fail, and fall back to scalar code, exactly when the gradient is
-    computed in place. Contents start undefined; the array must not outlive
-    the function that created it.
-    """
-    item = like.dtype if isinstance(like, types.Array) else like
-    array_type = types.Array(item, 1, "C")
-
-    def codegen(context, builder, signature, args):
-        item_type = context.get_value_type(item)
-        data = cgutils.alloca_once(builder, item_type, size=LANES)
-        intp = context.get_value_type(types.intp)
-        itemsize = ir.Constant(intp, context.get_abi_sizeof(item_type))
-        lanes = context.make_array(array_type)(context, builder)
-        context.populate_array(
-            lanes,
-            data=data,
-            shape=cgutils.pack_array(builder, [ir.Constant(intp, LANES)]),
-            strides=cgutils.pack_array(builder, [itemsize]),
-            itemsize=itemsize,
-            meminfo=None,
-        )
-        return lanes._getvalue()
-
-    return array_type(like), codegen
+_stack_lanes = _stack_array_of(LANES)
 
 
 def _part(array, start, stop):
