@@ -9,6 +9,7 @@ float32 running total fails, and bit-identical results at any thread count.
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -517,3 +518,40 @@ def test_label_summary_matches_numpy(weighted, size):
         # The first invalid label wins, whichever block it is in.
         assert ce_module.label_summary(labels, weight, 10, -100)[0] == position
         assert numpy_summary(labels, weight, 10, -100)[0] == position
+
+
+# ------------------------------------------------------------------ the on-disk cache
+
+_SHARED_EDIT_SCRIPT = """
+import numpy as np
+import fastloss as fl
+z = np.linspace(-3.0, 2.0, 6 * 40, dtype=np.float32).reshape(6, 40)
+loss, grad = fl.softmax_entropy_with_grad(z, backend="numba")
+print(float(loss).hex(), grad.tobytes().hex()[:64])
+"""
+
+
+def test_an_edit_of_a_shared_file_reaches_a_cached_kernel(tmp_path):
+    """Numba's cache keys a function by its own file only. The softmax entropy's
+    kernel takes its exponential from softmax_cross_entropy.py, and its row
+    functions are not cached apart from it: an edit there must change its
+    results in the next process, not load the stale cached code."""
+    package = Path(ce_module.__file__).resolve().parents[2]
+    copy = tmp_path / "fastloss"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+
+    def entropy():
+        completed = subprocess.run([sys.executable, "-c", _SHARED_EDIT_SCRIPT], env=env,
+                                   capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert completed.returncode == 0, completed.stderr
+        return completed.stdout.split()
+
+    before = entropy()
+    assert entropy() == before  # loaded from the cache: the same bits
+    shared = copy / "backends" / "numba" / "softmax_cross_entropy.py"
+    text = shared.read_text()
+    coefficient = "_P5 = _F32(5.0000001201e-1)"  # of the float32 exponential
+    assert coefficient in text
+    shared.write_text(text.replace(coefficient, "_P5 = _F32(0.45)"))
+    assert entropy() != before
