@@ -111,6 +111,31 @@ def _stack_array_of(size):
     return stack_array
 
 
+@intrinsic
+def _borrowed_array(typingctx, array):
+    def codegen(context, builder, signature, args):
+        view = context.make_array(array)(context, builder, value=args[0])
+        view.meminfo = cgutils.get_null_value(view.meminfo.type)
+        view.parent = cgutils.get_null_value(view.parent.type)
+        return view._getvalue()
+
+    return array(array), codegen
+
+
+def _borrow(array):
+    """``array`` without its reference count (None stays None): views of it and
+    calls that take it then skip the atomic increments and decrements of the
+    count, which cost more than a short row's arithmetic. Only for arrays that
+    outlive every use of the result, such as a kernel's arguments."""
+
+
+@overload(_borrow)
+def _borrow_overload(array):
+    if isinstance(array, types.Array):
+        return lambda array: _borrowed_array(array)
+    return lambda array: array
+
+
 _stack_lanes = _stack_array_of(LANES)
 # A k x LANES tile of rows in lanes: row c holds class c of LANES rows.
 _stack_tile = _stack_array_of(LANE_CLASSES * LANES)
@@ -1092,6 +1117,8 @@ def _block_sum(
     row_block,
 ):
     _wide_vectors_out_of_line()
+    logits, target, weight = _borrow(logits), _borrow(target), _borrow(weight)
+    grad_out, loss_out = _borrow(grad_out), _borrow(loss_out)
     rows, classes = logits.shape
     start, stop = block * row_block, min((block + 1) * row_block, rows)
     if classes <= LANE_CLASSES:
