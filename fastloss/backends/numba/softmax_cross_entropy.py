@@ -515,26 +515,40 @@ def _log(x):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _fold_round(lanes, half):
+    for lane in range(half):
+        lanes[lane] += lanes[lane + half]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _fold_sum(lanes):
-    """The sum of LANES float64 lanes, added pairwise in a fixed tree: the
-    halves of each round add as vectors instead of one dependent addition
-    per lane."""
-    half = LANES // 2
-    while half:
-        for lane in range(half):
-            lanes[lane] += lanes[lane + half]
-        half //= 2
+    """The sum of LANES float64 lanes, added pairwise in a fixed tree. Each
+    round's width is a constant, so that it adds as vectors; a loop over the
+    rounds would leave them scalar. (LANES = 64: six rounds.)"""
+    _fold_round(lanes, LANES // 2)
+    _fold_round(lanes, LANES // 4)
+    _fold_round(lanes, LANES // 8)
+    _fold_round(lanes, LANES // 16)
+    _fold_round(lanes, LANES // 32)
+    _fold_round(lanes, LANES // 64)
     return lanes[0]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _fold_max_round(lanes, half):
+    for lane in range(half):
+        lanes[lane] = lanes[lane + half] if lanes[lane + half] > lanes[lane] else lanes[lane]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _fold_max(lanes):
     """The max of LANES lanes (none NaN), by the same tree as _fold_sum."""
-    half = LANES // 2
-    while half:
-        for lane in range(half):
-            lanes[lane] = lanes[lane + half] if lanes[lane + half] > lanes[lane] else lanes[lane]
-        half //= 2
+    _fold_max_round(lanes, LANES // 2)
+    _fold_max_round(lanes, LANES // 4)
+    _fold_max_round(lanes, LANES // 8)
+    _fold_max_round(lanes, LANES // 16)
+    _fold_max_round(lanes, LANES // 32)
+    _fold_max_round(lanes, LANES // 64)
     return lanes[0]
 
 
@@ -609,7 +623,7 @@ def _prefetch_chunk(next_z, next_grad, start):
     # lets its max pass run from cache instead of waiting on memory, and
     # fetching its gradient row for writing takes the read-for-ownership of
     # the scratch stores off that row's critical path.
-    step = 64 // next_z.itemsize
+    step = _line_items(next_z)
     stop = min(start + LANES, next_z.size)
     for index in range(start, stop, step):
         _prefetch_read(next_z, index)
@@ -757,8 +771,14 @@ def _wide_width(array):
     return _block_width(array, WIDE_BYTES)
 
 
+def _line_items(array):
+    """Items of ``array`` in a 64-byte cache line; a constant in compiled code."""
+    return _block_width(array, 64)
+
+
 overload(_narrow_width)(_width_overload(NARROW_BYTES))
 overload(_wide_width)(_width_overload(WIDE_BYTES))
+overload(_line_items)(_width_overload(64))
 
 
 def _from(array, start):
@@ -893,7 +913,7 @@ def _lanes_exp_sum(tile, classes, row_max, exp_sum, flat, next_start, grad_flat,
     from ``grad_start`` for writing: the exponentials are compute-bound, and the
     tile's transpositions then find their rows in cache."""
     _wide_vectors()
-    step = 64 // flat.itemsize
+    step = _line_items(flat)
     for c in range(classes):
         # Each class's share: LANES items of each array, one line per step.
         for line in range(c * LANES, (c + 1) * LANES, step):
