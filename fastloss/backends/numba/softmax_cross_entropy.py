@@ -866,13 +866,18 @@ def _lanes_labels(target, row, count, ignore_index, labels):
 @njit(cache=True, error_model="numpy")
 def _lanes_max(tile, classes, row_max):
     _wide_vectors()
+    # Running maxima in a local array: LLVM keeps it in registers, which an
+    # argument, possibly aliasing the tile, would not be.
+    lane_max = _stack_lanes(tile)
     for r in range(LANES):
-        row_max[r] = -np.inf
+        lane_max[r] = -np.inf
     for c in range(classes):
         for r in range(LANES):
             value = tile[c * LANES + r]
             # NaN is skipped here; it reaches the result through exp(NaN - max).
-            row_max[r] = value if value > row_max[r] else row_max[r]
+            lane_max[r] = value if value > lane_max[r] else lane_max[r]
+    for r in range(LANES):
+        row_max[r] = lane_max[r]
 
 
 @njit(cache=True, error_model="numpy")
@@ -925,11 +930,14 @@ def _lanes_exp_sum(tile, classes, row_max, exp_sum, flat, next_start, grad_flat,
             tile[c * LANES + r] = _exp_nonpositive(tile[c * LANES + r] - row_max[r])
     # A loop of its own: mixed with float64 sums, the exponentials would be
     # vectorised at float64's narrower width.
+    lane_sum = _stack_lanes(0.0)
     for r in range(LANES):
-        exp_sum[r] = 0.0
+        lane_sum[r] = 0.0
     for c in range(classes):
         for r in range(LANES):
-            exp_sum[r] += np.float64(tile[c * LANES + r])
+            lane_sum[r] += np.float64(tile[c * LANES + r])
+    for r in range(LANES):
+        exp_sum[r] = lane_sum[r]
 
 
 @njit(cache=True, error_model="numpy")
