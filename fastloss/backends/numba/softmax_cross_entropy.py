@@ -554,10 +554,15 @@ def _fold_max(lanes):
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _max_chunk(z, start, count, lane_max):
-    for lane in range(count):
-        value = z[start + lane]
-        # NaN is skipped here; it reaches the result through exp(NaN - max).
-        lane_max[lane] = value if value > lane_max[lane] else lane_max[lane]
+    # Chunks loop over all LANES lanes, those past ``count`` (in a row's last,
+    # partial chunk) masked: the loop then vectorises at full width with masked
+    # loads and stores, where a loop of ``count`` runs scalar (a tail of 63
+    # classes cost as much as 64 more classes, k = 255).
+    for lane in range(LANES):
+        if lane < count:
+            value = z[start + lane]
+            # NaN is skipped here; it reaches the result through exp(NaN - max).
+            lane_max[lane] = value if value > lane_max[lane] else lane_max[lane]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -569,7 +574,8 @@ def _row_max(z):
     full = classes - classes % LANES
     for start in range(0, full, LANES):
         _max_chunk(z, start, LANES, lane_max)
-    _max_chunk(z, full, classes - full, lane_max)
+    if full < classes:
+        _max_chunk(z[full:], 0, classes - full, lane_max)
     return _fold_max(lane_max)
 
 
@@ -606,15 +612,17 @@ def _row_gap(z, row_max, probs, weight, keep, smooth):
 @njit(cache=True, inline="always", error_model="numpy")
 def _exp_chunk(z, row_max, grad_row, start, count, exps, lane_sum):
     # Every logit of the chunk is read before its exponential is stored, so
-    # grad_row may be the same memory as z.
-    for lane in range(count):
-        exps[lane] = _exp_nonpositive(z[start + lane] - row_max)
+    # grad_row may be the same memory as z. Lanes past ``count`` are masked (see
+    # _max_chunk); adding 0.0 leaves a lane's sum, which is never -0.0, as it is.
+    for lane in range(LANES):
+        exps[lane] = _exp_nonpositive((z[start + lane] if lane < count else row_max) - row_max)
     if grad_row is None:
-        for lane in range(count):
-            lane_sum[lane] += np.float64(exps[lane])
+        for lane in range(LANES):
+            lane_sum[lane] += np.float64(exps[lane]) if lane < count else 0.0
     else:
-        for lane in range(count):
-            grad_row[start + lane] = exps[lane]
+        for lane in range(LANES):
+            if lane < count:
+                grad_row[start + lane] = exps[lane]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -645,15 +653,24 @@ def _row_exp_sum(z, row_max, grad_row, next_z, next_grad):
     for start in range(0, full, LANES):
         _exp_chunk(z, row_max, grad_row, start, LANES, exps, lane_sum)
         _prefetch_chunk(next_z, next_grad, start)
-    _exp_chunk(z, row_max, grad_row, full, classes - full, exps, lane_sum)
+    # The last, partial chunk from a view of its own, indexed from 0: LLVM then
+    # knows its indices are not negative and loads and stores them contiguously,
+    # not by gathers and scatters.
+    if grad_row is None:
+        if full < classes:
+            _exp_chunk(z[full:], row_max, None, 0, classes - full, exps, lane_sum)
+    elif full < classes:
+        _exp_chunk(z[full:], row_max, grad_row[full:], 0, classes - full, exps, lane_sum)
     if grad_row is not None:
         # Summed from the stored row (in cache) in a pass of its own: fused
         # with the exponentials, the float64 conversions vectorise poorly.
         for start in range(0, full, LANES):
             for lane in range(LANES):
                 lane_sum[lane] += np.float64(grad_row[start + lane])
-        for lane in range(classes - full):
-            lane_sum[lane] += np.float64(grad_row[full + lane])
+        if full < classes:
+            tail = grad_row[full:]
+            for lane in range(LANES):
+                lane_sum[lane] += np.float64(tail[lane]) if lane < tail.size else 0.0
     return _fold_sum(lane_sum)
 
 
@@ -683,8 +700,16 @@ def _row_scale(grad_row, exp_scale):
     smoothing, labels) then costs one multiply per class, at most one ulp
     more error than the float64 path of _row_grad."""
     scale = grad_row.dtype.type(exp_scale)
-    for c in range(grad_row.size):
-        grad_row[c] = grad_row[c] * scale
+    classes = grad_row.size
+    full = classes - classes % LANES
+    for start in range(0, full, LANES):
+        for lane in range(LANES):
+            grad_row[start + lane] = grad_row[start + lane] * scale
+    if full < classes:
+        tail = grad_row[full:]
+        for lane in range(LANES):
+            if lane < tail.size:
+                tail[lane] = tail[lane] * scale
 
 
 # A row's function is a call, not inline="always": Numba's inliner copies the callee's IR
