@@ -1214,8 +1214,11 @@ def _labels_block(labels, weight, classes, ignore_index, block):
     invalid = 0
     kept = 0
     kept_weight = 0.0
-    for i in range(block * BLOCK_ELEMENTS, min((block + 1) * BLOCK_ELEMENTS, labels.size)):
-        label = labels[i]
+    # A view of the block indexed from 0: indices from a runtime start may be negative as
+    # far as LLVM knows, and it would gather them one by one (10% of a call at k = 10).
+    block_labels = labels[block * BLOCK_ELEMENTS : (block + 1) * BLOCK_ELEMENTS]
+    for i in range(block_labels.size):
+        label = block_labels[i]
         keep = label != ignore_index
         # Bitwise, not short-circuit: no branches, so the loop vectorises.
         invalid += keep & ((label < 0) | (label >= classes))
