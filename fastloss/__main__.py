@@ -29,7 +29,12 @@ def info() -> int:
 
 
 def bench(argv: list[str]) -> int:
-    """Run ``fastloss.bench.report`` on ``argv`` (``--dask``: ``fastloss.bench.dask_report``)."""
+    """Run ``fastloss.bench.report`` on ``argv`` (``--dask``: ``fastloss.bench.dask_report``;
+    ``--against REV``: ``fastloss.bench.against``)."""
+    if any(arg == "--against" or arg.startswith("--against=") for arg in argv):
+        from fastloss.bench import against
+
+        return against.main(argv)
     if "--dask" in argv:
         from fastloss.bench import dask_report
 

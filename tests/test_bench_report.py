@@ -7,6 +7,7 @@ its rows, and that the files are what they claim to be.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +286,36 @@ def test_dask_report_without_dask_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "python -m fastloss bench --dask: distributed not installed "
         "(pip install 'fastloss[distributed]')\n")
+
+
+def _git_checkout() -> bool:
+    """Whether the fastloss imported here sits in a git checkout (where --against reads)."""
+    checkout = Path(peers.__file__).resolve().parents[2]
+    return subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _git_checkout(), reason="--against reads revisions from a git checkout")
+def test_against_a_revision_times_both_versions_and_compares_their_bits():
+    completed = subprocess.run(
+        [sys.executable, "-m", "fastloss", "bench", "--against", "HEAD", "--losses",
+         "mse,softmax_cross_entropy", "--sizes", "3x37", "--repeats", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0].startswith("this checkout against HEAD: one thread")
+    rows = [line.split() for line in lines[3:]]
+    assert [row[:3] for row in rows] == [["mse", "fused", "3x37"],
+                                         ["softmax_cross_entropy", "fused", "3x37"]]
+    # The same kernels (HEAD's sources are this checkout's, bar uncommitted edits): same bits.
+    assert all(row[-1] == "yes" for row in rows), completed.stdout
+
+
+def test_against_an_unknown_revision_says_so():
+    completed = subprocess.run(
+        [sys.executable, "-m", "fastloss", "bench", "--against", "no-such-revision"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert completed.returncode != 0
+    assert "--against no-such-revision: needs a git checkout" in completed.stderr
