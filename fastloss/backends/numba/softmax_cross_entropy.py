@@ -515,41 +515,43 @@ def _log(x):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _fold_round(lanes, half):
-    for lane in range(half):
-        lanes[lane] += lanes[lane + half]
-
-
-@njit(cache=True, inline="always", error_model="numpy")
 def _fold_sum(lanes):
     """The sum of LANES float64 lanes, added pairwise in a fixed tree. Each
     round's width is a constant, so that it adds as vectors; a loop over the
-    rounds would leave them scalar. (LANES = 64: six rounds.)"""
-    _fold_round(lanes, LANES // 2)
-    _fold_round(lanes, LANES // 4)
-    _fold_round(lanes, LANES // 8)
-    _fold_round(lanes, LANES // 16)
-    _fold_round(lanes, LANES // 32)
-    _fold_round(lanes, LANES // 64)
-    return lanes[0]
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _fold_max_round(lanes, half):
-    for lane in range(half):
-        lanes[lane] = lanes[lane + half] if lanes[lane + half] > lanes[lane] else lanes[lane]
+    rounds would leave them scalar. (LANES = 64: six rounds, written out: as
+    calls of an inlined helper they cost compile time at every fold.)"""
+    for lane in range(LANES // 2):
+        lanes[lane] += lanes[lane + LANES // 2]
+    for lane in range(LANES // 4):
+        lanes[lane] += lanes[lane + LANES // 4]
+    for lane in range(LANES // 8):
+        lanes[lane] += lanes[lane + LANES // 8]
+    for lane in range(LANES // 16):
+        lanes[lane] += lanes[lane + LANES // 16]
+    for lane in range(LANES // 32):
+        lanes[lane] += lanes[lane + LANES // 32]
+    return lanes[0] + lanes[1]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _fold_max(lanes):
     """The max of LANES lanes (none NaN), by the same tree as _fold_sum."""
-    _fold_max_round(lanes, LANES // 2)
-    _fold_max_round(lanes, LANES // 4)
-    _fold_max_round(lanes, LANES // 8)
-    _fold_max_round(lanes, LANES // 16)
-    _fold_max_round(lanes, LANES // 32)
-    _fold_max_round(lanes, LANES // 64)
-    return lanes[0]
+    for lane in range(LANES // 2):
+        other = lanes[lane + LANES // 2]
+        lanes[lane] = other if other > lanes[lane] else lanes[lane]
+    for lane in range(LANES // 4):
+        other = lanes[lane + LANES // 4]
+        lanes[lane] = other if other > lanes[lane] else lanes[lane]
+    for lane in range(LANES // 8):
+        other = lanes[lane + LANES // 8]
+        lanes[lane] = other if other > lanes[lane] else lanes[lane]
+    for lane in range(LANES // 16):
+        other = lanes[lane + LANES // 16]
+        lanes[lane] = other if other > lanes[lane] else lanes[lane]
+    for lane in range(LANES // 32):
+        other = lanes[lane + LANES // 32]
+        lanes[lane] = other if other > lanes[lane] else lanes[lane]
+    return lanes[1] if lanes[1] > lanes[0] else lanes[0]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
