@@ -146,13 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = []
         for loss in args.losses.split(","):
             op = args.op or ("call" if "call" in peers.spec(loss).ops else "fused")
-            for size in args.sizes:
-                widths = args.classes.split(",") if "x" not in size.lower() else [None]
-                for width in widths:
-                    shape = (peers.shape_for(loss, size) if width is None
-                             else peers.shape_for(loss, size, int(width)))
-                    print(f"{loss} {op} {shape[0]}x{shape[1]} ...", file=sys.stderr, flush=True)
-                    rows.append(compare(loss, op, shape, args.backend, args.repeats))
+            # A ROWSxCOLS size, or a loss with rows of its own width (the elementwise ones),
+            # gives one shape whatever --classes says: each shape runs once.
+            shapes = dict.fromkeys(peers.shape_for(loss, size, int(width))
+                                   for size in args.sizes for width in args.classes.split(","))
+            for shape in shapes:
+                print(f"{loss} {op} {shape[0]}x{shape[1]} ...", file=sys.stderr, flush=True)
+                rows.append(compare(loss, op, shape, args.backend, args.repeats))
     print(f"this checkout against {args.against}: one thread, CPU time of each call, "
           f"{args.repeats} calls each, alternating")
     print(report_table(rows, args.against))
