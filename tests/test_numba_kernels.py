@@ -21,6 +21,7 @@ import pytest
 numba = pytest.importorskip("numba")
 
 from fastloss import _registry  # noqa: E402
+from fastloss.backends.numba import _vector_math as vector_math  # noqa: E402
 from fastloss.backends.numba import mse as mse_module  # noqa: E402
 from fastloss.backends.numba import softmax_cross_entropy as ce_module  # noqa: E402
 from fastloss.backends.numba.mse import mse  # noqa: E402
@@ -406,6 +407,36 @@ def test_fast_log_special_values():
     assert out[0] == 0.0
     assert out[1] == math.log(2.0) and out[2] == -math.log(2.0)
     assert out[3] == np.inf and np.isnan(out[4])
+
+
+@numba.njit
+def _log_float32_all(values, out):
+    for i in range(values.size):
+        out[i] = vector_math.log_nonnegative(values[i])
+
+
+def test_float32_log_within_one_ulp_over_every_binade():
+    # Every 61st float32 from the smallest subnormal to the largest finite one, and the
+    # values the elementwise losses meet at their ends.
+    x = np.concatenate([
+        np.arange(1, 0x7F800000, 61, dtype=np.uint32).view(np.float32),
+        np.float32([1.0, 2.0, 0.5, 2.0**-149, np.finfo(np.float32).tiny]),
+    ])
+    out = np.empty_like(x)
+    _log_float32_all(x, out)
+    exact = np.log(x.astype(np.float64))
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert (np.abs(out - exact) / ulp).max() <= 1.0
+    assert out[-5] == 0.0 and out[-4] == np.float32(math.log(2.0))
+
+
+def test_float32_log_special_values():
+    x = np.float32([0.0, -0.0, np.inf, np.nan])
+    out = np.empty_like(x)
+    _log_float32_all(x, out)
+    # log 0 is the log of the smallest subnormal: finite, so that 0 * log 0 is 0.
+    assert out[0] == out[1] == np.float32(math.log(2.0**-149))
+    assert out[2] == np.inf and np.isnan(out[3])
 
 
 # --------------------------------------------------------------- determinism

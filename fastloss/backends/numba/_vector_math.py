@@ -1,17 +1,57 @@
-"""float64 exp, x log x and log1p in arithmetic that LLVM vectorises, for the elementwise
-functors.
+"""exp, log and their kin in arithmetic that LLVM vectorises, for the elementwise functors,
+in the precision of their argument (float32 or float64).
 
 libm's exp, log and log1p are calls, which keep a loop scalar: binary cross-entropy
 spent over 20x MSE's time in them. These are branch-free (selects only), so a loop
-over lanes vectorises. The bit-level primitives and ``log`` are cross-entropy's
-(``softmax_cross_entropy``), shared from there.
+over lanes vectorises. A functor that runs in its input's precision writes its
+constants as ``like(x, 1.0)``: a bare ``1.0`` is a float64 and would turn float32
+arithmetic into float64. The bit-level primitives, the float64 ``log`` and the float32
+``exp`` are cross-entropy's (``softmax_cross_entropy``), shared from there.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
-from fastloss.backends.numba.softmax_cross_entropy import _bits_float, _float_bits, _fma
-from fastloss.backends.numba.softmax_cross_entropy import _log as log
+from fastloss.backends.numba.softmax_cross_entropy import (
+    _bits_float,
+    _exp_float32,
+    _exp_nonpositive_float32,
+    _float_bits,
+    _fma,
+)
+from fastloss.backends.numba.softmax_cross_entropy import _log as _log_float64
+
+
+def like(x, constant):
+    """``constant`` as a float of ``x``'s precision (float32 or float64); jitted code only."""
+    raise TypeError("like() runs in jitted code only")
+
+
+@overload(like)
+def _like_overload(x, constant):
+    if x == types.float32:
+        return lambda x, constant: np.float32(constant)
+    return lambda x, constant: np.float64(constant)
+
+
+def _by_precision(float32_version, float64_version):
+    """A function of one float that runs ``float32_version`` on a float32 and
+    ``float64_version`` on a float64, chosen while compiling; jitted code only."""
+
+    def generic(x):
+        raise TypeError("runs in jitted code only")
+
+    @overload(generic)
+    def _generic_overload(x):
+        if x == types.float32:
+            return lambda x: float32_version(x)
+        return lambda x: float64_version(x)
+
+    return generic
+
+
+# ------------------------------------------------------------------ float64
 
 # Below -746 every result rounds to 0; the clamp keeps 2**n within two normal factors.
 _EXP_MIN = -746.0
@@ -30,7 +70,7 @@ _TINY = 2.2250738585072014e-308  # the smallest normal float64
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def exp_nonpositive(x):
+def _exp_nonpositive_float64(x):
     """e**x for float64 x <= 0 (and -inf, NaN), within two ulp; 0 below -745.2."""
     x = _EXP_MIN if x < _EXP_MIN else x  # NaN fails the comparison and passes
     shifted = _fma(x, _LOG2E, _ROUND)
@@ -49,33 +89,98 @@ def exp_nonpositive(x):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def exp(x):
+def _exp_float64(x):
     """e**x for any float64 x: exp_nonpositive of -|x|, inverted for x > 0 (within
     four ulp; inf above 709.8)."""
-    small = exp_nonpositive(-abs(x))
+    small = _exp_nonpositive_float64(-abs(x))
     return small if x <= 0.0 else 1.0 / small  # NaN takes the second form, and stays NaN
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def xlogx(x):
-    """x log x for float64 x >= 0, 0 at 0 (PyTorch's xlogy(x, x)); NaN for x < 0. A
-    subnormal x is taken as the smallest normal in the log (an absolute error below
-    1e-305)."""
-    value = x * log(_TINY if x < _TINY else x)
-    value = 0.0 if x == 0.0 else value
-    return np.nan if x < 0.0 else value
+def _log_nonnegative_float64(x):
+    """log(x) for x >= 0, a subnormal or zero x taken as the smallest normal (log 0 is
+    -708.4: finite, so that 0 * log 0 is 0)."""
+    return _log_float64(_TINY if x < _TINY else x)
+
+
+# ------------------------------------------------------------------ float32
+
+_F32 = np.float32
+_SQRT_HALF_BITS = np.int32(0x3F3504F3)  # the float32 nearest sqrt(1/2)
+_MANTISSA_MASK = np.int32(0x007FFFFF)
+_SUBNORMAL_SCALE = _F32(2.0**23)  # brings every subnormal float32 into the normal range
+_SMALLEST_NORMAL32 = _F32(np.finfo(np.float32).tiny)
+_SMALLEST_SUBNORMAL32 = _F32(2.0**-149)
+# Cephes logf: a minimax polynomial of log(1 + f) on [sqrt(1/2) - 1, sqrt(2) - 1], and the
+# split of ln 2 (the first part exact) by which n ln 2 is added.
+_LOGF = tuple(_F32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1,
+                                -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1,
+                                2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1))
+_LN2_HI32 = _F32(0.693359375)
+_LN2_LO32 = _F32(-2.12194440e-4)
+_HALF32 = _F32(0.5)
+_ONE32 = _F32(1.0)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def log1p_unit(e):
-    """log(1 + e) for float64 e in [0, 1] (and NaN), within a few ulp: log(u) scaled by
-    e / (u - 1), which cancels the rounding of u = 1 + e."""
-    u = 1.0 + e
-    return e if u == 1.0 else log(u) * (e / (u - 1.0))
+def _log_nonnegative_float32(x):
+    """log(x) of a float32 x >= 0, a zero x taken as the smallest subnormal (log 0 is
+    -103.3); subnormals are exact. inf -> inf, NaN -> NaN."""
+    x = _SMALLEST_SUBNORMAL32 if x < _SMALLEST_SUBNORMAL32 else x
+    subnormal = x < _SMALLEST_NORMAL32
+    scaled = x * _SUBNORMAL_SCALE if subnormal else x
+    # x = 2**n m with m in [sqrt(1/2), sqrt(2)): n and m straight from the bits.
+    # (np.int32 throughout: Numba's integer arithmetic is int64, half as wide in vectors.)
+    offset = np.int32(_float_bits(scaled) - _SQRT_HALF_BITS)
+    n = np.int32((offset >> 23) - (23 if subnormal else 0))
+    f = _bits_float(np.int32((offset & _MANTISSA_MASK) + _SQRT_HALF_BITS)) - _ONE32
+    # The polynomial by Estrin's scheme: four dependent steps where Horner's takes nine.
+    c = _LOGF
+    square = f * f
+    fourth = square * square
+    high = _fma(square, _fma(c[0], f, c[1]), _fma(c[2], f, c[3]))
+    low = _fma(square, _fma(c[4], f, c[5]), _fma(c[6], f, c[7]))
+    poly = _fma(f, _fma(fourth, high, low), c[8])
+    n_float = _F32(n)
+    y = _fma(poly * f, square, _fma(n_float, _LN2_LO32, -_HALF32 * square))
+    value = _fma(n_float, _LN2_HI32, f + y)
+    # Comparisons are false for NaN, which therefore passes through, as inf does.
+    return value if x < np.inf else x
+
+
+# ------------------------------------------------------------ either precision
+
+exp_nonpositive = _by_precision(_exp_nonpositive_float32, _exp_nonpositive_float64)
+exp_nonpositive.__doc__ = "e**x for x <= 0 (and -inf, NaN), within two ulp."
+exp = _by_precision(_exp_float32, _exp_float64)
+exp.__doc__ = "e**x for any x (within four ulp; inf past the largest float)."
+log_nonnegative = _by_precision(_log_nonnegative_float32, _log_nonnegative_float64)
+log_nonnegative.__doc__ = """log(x) for x >= 0 within two ulp; log 0 is finite (the log of
+the smallest float the precision's log takes, below -100)."""
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def xlogx(x):
+    """x log x for x >= 0, 0 at 0 (PyTorch's xlogy(x, x)); NaN for x < 0. A float64
+    subnormal x is taken as the smallest normal in the log (an absolute error below
+    1e-305)."""
+    zero = like(x, 0.0)
+    value = x * log_nonnegative(x)
+    value = zero if x == zero else value
+    return like(x, np.nan) if x < zero else value
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def log1p_unit(e, inverse):
+    """log(1 + e) for e in [0, 1] (and NaN), within a few ulp, given ``inverse`` = 1 / (1 + e)
+    rounded: log(u) of the rounded u = 1 + e plus the rounding error times inverse."""
+    u = e + like(e, 1.0)
+    return log_nonnegative(u) + (e - (u - like(e, 1.0))) * inverse
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def log_clamped(x):
-    """log(x) for float64 x >= 0 (and NaN), clamped below at -100 (PyTorch's BCE clamp)."""
-    value = log(_TINY if x < _TINY else x)
-    return -100.0 if value < -100.0 else value
+    """log(x) for x >= 0 (and NaN), clamped below at -100 (PyTorch's BCE clamp)."""
+    value = log_nonnegative(x)
+    minimum = like(x, -100.0)
+    return minimum if value < minimum else value

@@ -1,11 +1,12 @@
-"""Numba binary cross-entropy of probabilities through the fused elementwise kernel."""
+"""Numba binary cross-entropy of probabilities through the fused elementwise kernel, in the
+input's precision."""
 
 import math
 
 from numba import njit
 
 from fastloss.backends.numba import elementwise
-from fastloss.backends.numba._vector_math import log_clamped
+from fastloss.backends.numba._vector_math import like, log_clamped
 
 # PyTorch's floor of the gradient's denominator: 1e-12 as a float32.
 _EPSILON = 9.999999960041972e-13
@@ -14,10 +15,13 @@ _EPSILON = 9.999999960041972e-13
 @njit(inline="always")
 def _binary_cross_entropy(probs, target, aux, param):
     if probs < 0.0 or probs > 1.0:
-        return math.nan, math.nan
-    loss = -(target * log_clamped(probs) + (1.0 - target) * log_clamped(1.0 - probs))
-    spread = (1.0 - probs) * probs
-    return loss, (probs - target) / (_EPSILON if spread < _EPSILON else spread)
+        return like(probs, math.nan), like(probs, math.nan)
+    one = like(probs, 1.0)
+    loss = -(target * log_clamped(probs) + (one - target) * log_clamped(one - probs))
+    spread = (one - probs) * probs
+    epsilon = like(probs, _EPSILON)
+    return loss, (probs - target) / (epsilon if spread < epsilon else spread)
 
 
-binary_cross_entropy = elementwise.fused(_binary_cross_entropy, scale=1.0)
+binary_cross_entropy = elementwise.fused(_binary_cross_entropy, scale=1.0,
+                                         input_precision=True)

@@ -1,12 +1,13 @@
 """The fused elementwise kernel of Numba: loss and gradient in one pass, summed in fixed blocks.
 
 A loss module defines its functor, an ``@njit(inline="always")`` function
-``pair(x, t, aux, param) -> (loss, slope)`` of float64 values, and makes its
-backend function with :func:`fused`; see ``fastloss.backends`` for the
-contract of that function. ``slope`` times ``scale`` is the derivative of the
-loss with respect to ``x`` (a constant factor kept out of the per-element
-work, as MSE's 2); ``aux`` is the element's auxiliary value (1.0 without an
-aux array), ``param`` the loss's scalar option.
+``pair(x, t, aux, param) -> (loss, slope)`` of float64 values (or of the
+input's precision: ``input_precision``), and makes its backend function with
+:func:`fused`; see ``fastloss.backends`` for the contract of that function.
+``slope`` times ``scale`` is the derivative of the loss with respect to ``x``
+(a constant factor kept out of the per-element work, as MSE's 2); ``aux`` is
+the element's auxiliary value (1 without an aux array), ``param`` the loss's
+scalar option.
 
 The kernel functions below are templates: :func:`fused` compiles a copy of
 them per functor, whose globals name that functor. Each copy is cached on
@@ -22,6 +23,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from fastloss.backends.numba import _kernel_copies as copies
+from fastloss.backends.numba._vector_math import like
 from fastloss.backends.numba.softmax_cross_entropy import (
     _stack_array_of,
     _wide_vectors,
@@ -62,7 +64,8 @@ def _part_overload(array, start, stop):
 
 
 def _load(array, start, count, lanes):
-    """``lanes[:count] = array[start:start + count]`` as float64; nothing for a None array."""
+    """``lanes[:count] = array[start:start + count]`` in the lanes' precision; nothing for a
+    None array."""
 
 
 @overload(_load)
@@ -72,20 +75,40 @@ def _load_overload(array, start, count, lanes):
 
     def load(array, start, count, lanes):
         for lane in range(count):
-            lanes[lane] = np.float64(array[start + lane])
+            lanes[lane] = array[start + lane]
 
     return load
 
 
 def _lane(array, lanes, lane):
-    """``lanes[lane]``, or 1.0 when there is no array behind the lanes."""
+    """``lanes[lane]``, or 1 in the lanes' precision when there is no array behind them."""
 
 
 @overload(_lane)
 def _lane_overload(array, lanes, lane):
     if isinstance(array, types.NoneType):
-        return lambda array, lanes, lane: 1.0
+        return lambda array, lanes, lane: like(lanes[0], 1.0)
     return lambda array, lanes, lane: lanes[lane]
+
+
+def _float64_zero(array):
+    """0.0: the functor computes in float64 whatever the input."""
+
+
+@overload(_float64_zero)
+def _float64_zero_overload(array):
+    return lambda array: np.float64(0.0)
+
+
+def _input_zero(array):
+    """0 in ``array``'s precision: float32 for a float32 array, float64 otherwise."""
+
+
+@overload(_input_zero)
+def _input_zero_overload(array):
+    if array.dtype == types.float32:
+        return lambda array: np.float32(0.0)
+    return lambda array: np.float64(0.0)
 
 
 # --- helpers of the functors ------------------------------------------------------------
@@ -105,17 +128,23 @@ def signum(value):
 
 
 def _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start, count,
-           lane_sums, xs, ts, ws, auxs):
+           lane_sums, xs, ts, ws, auxs, losses, slopes):
     # All loads of the chunk happen before any store, so an output that is
     # the same memory as an input is read before it is overwritten.
     for lane in range(count):
-        xs[lane] = np.float64(x[start + lane])
-        ts[lane] = np.float64(target[start + lane])
+        xs[lane] = x[start + lane]
+        ts[lane] = target[start + lane]
     _load(weight, start, count, ws)
     _load(aux, start, count, auxs)
+    # The functor in a loop of its own: mixed with the float64 sums below,
+    # float32 arithmetic would be vectorised at float64's narrower width.
     for lane in range(count):
         # _pair: the functor, a global of each compiled copy (see _compile).
-        loss, slope = _pair(xs[lane], ts[lane], _lane(aux, auxs, lane), param)  # noqa: F821
+        losses[lane], slopes[lane] = _pair(  # noqa: F821
+            xs[lane], ts[lane], _lane(aux, auxs, lane), param
+        )
+    for lane in range(count):
+        loss, slope = np.float64(losses[lane]), np.float64(slopes[lane])
         if weight is not None:
             loss *= ws[lane]
             slope *= ws[lane]
@@ -129,19 +158,20 @@ def _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start,
 def _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale):
     _wide_vectors()
     size = x.size
+    # _precision_zero: 0 in the functor's precision, a global of each compiled copy.
+    zero = _precision_zero(x)  # noqa: F821
     lane_sums = _stack_lanes(0.0)
-    xs = _stack_lanes(0.0)
-    ts = _stack_lanes(0.0)
     ws = _stack_lanes(0.0)
-    auxs = _stack_lanes(0.0)
+    xs, ts, auxs = _stack_lanes(zero), _stack_lanes(zero), _stack_lanes(zero)
+    losses, slopes = _stack_lanes(zero), _stack_lanes(zero)
     for lane in range(LANES):
         lane_sums[lane] = 0.0
     full = size - size % LANES
     for start in range(0, full, LANES):
         _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start, LANES,
-               lane_sums, xs, ts, ws, auxs)
+               lane_sums, xs, ts, ws, auxs, losses, slopes)
     _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, full, size - full,
-           lane_sums, xs, ts, ws, auxs)
+           lane_sums, xs, ts, ws, auxs, losses, slopes)
     total = 0.0
     for lane in range(LANES):
         total += lane_sums[lane]
@@ -182,9 +212,10 @@ _SHARED_SOURCES = ("_vector_math.py", "softmax_cross_entropy.py")
 _TEMPLATES = ((_chunk, dict(inline="always")), (_block_sum, dict()), (_block_of, dict()))
 
 
-def _compile(pair, tag: str):
+def _compile(pair, tag: str, input_precision: bool):
     """``(serial, parallel)``: the kernel of the templates with ``_pair`` bound to ``pair``."""
-    namespace = dict(globals(), _pair=pair)
+    namespace = dict(globals(), _pair=pair,
+                     _precision_zero=_input_zero if input_precision else _float64_zero)
     for template, options in _TEMPLATES:
         qualname = f"{template.__name__}__{tag}"
         namespace[template.__name__] = njit(cache=True, error_model="numpy", **options)(
@@ -193,8 +224,13 @@ def _compile(pair, tag: str):
     return copies.serial_and_parallel(_kernel, namespace, tag)
 
 
-def fused(pair, scale: float):
+def fused(pair, scale: float, input_precision: bool = False):
     """The backend function of the elementwise loss whose functor is ``pair``.
+
+    The functor computes in float64, or with ``input_precision`` in float32
+    for a float32 input (as PyTorch does; float64 otherwise): for losses whose
+    exp and log in float64 would cost several times the memory traffic. Either
+    way the sums are float64 and the gradient is scaled in float64.
 
     ``fn(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
     param=0.0)`` returns ``sum(weight * loss) / divisor`` as a Python float
@@ -204,7 +240,7 @@ def fused(pair, scale: float):
     """
     digest = copies.source_tag(inspect.getfile(pair.py_func), *_SHARED_SOURCES)
     tag = f"{pair.__name__.strip('_')}_{digest}"
-    serial, parallel = _compile(pair, tag)
+    serial, parallel = _compile(pair, tag, input_precision)
 
     def backend_function(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
                          param=0.0):
