@@ -136,15 +136,21 @@ def _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start,
         ts[lane] = target[start + lane]
     _load(weight, start, count, ws)
     _load(aux, start, count, auxs)
-    # The functor in a loop of its own: mixed with the float64 sums below,
-    # float32 arithmetic would be vectorised at float64's narrower width.
+    # _pair, the functor, and _INPUT_PRECISION are globals of each compiled
+    # copy (see _compile). A functor in the input's precision runs in a loop of
+    # its own: mixed with the float64 sums below, its float32 arithmetic would
+    # be vectorised at float64's narrower width. A float64 one runs in the loop
+    # of the sums, which saves a round trip through the stack.
+    if _INPUT_PRECISION:  # noqa: F821
+        for lane in range(count):
+            losses[lane], slopes[lane] = _pair(  # noqa: F821
+                xs[lane], ts[lane], _lane(aux, auxs, lane), param
+            )
     for lane in range(count):
-        # _pair: the functor, a global of each compiled copy (see _compile).
-        losses[lane], slopes[lane] = _pair(  # noqa: F821
-            xs[lane], ts[lane], _lane(aux, auxs, lane), param
-        )
-    for lane in range(count):
-        loss, slope = np.float64(losses[lane]), np.float64(slopes[lane])
+        if _INPUT_PRECISION:  # noqa: F821
+            loss, slope = np.float64(losses[lane]), np.float64(slopes[lane])
+        else:
+            loss, slope = _pair(xs[lane], ts[lane], _lane(aux, auxs, lane), param)  # noqa: F821
         if weight is not None:
             loss *= ws[lane]
             slope *= ws[lane]
@@ -214,7 +220,7 @@ _TEMPLATES = ((_chunk, dict(inline="always")), (_block_sum, dict()), (_block_of,
 
 def _compile(pair, tag: str, input_precision: bool):
     """``(serial, parallel)``: the kernel of the templates with ``_pair`` bound to ``pair``."""
-    namespace = dict(globals(), _pair=pair,
+    namespace = dict(globals(), _pair=pair, _INPUT_PRECISION=input_precision,
                      _precision_zero=_input_zero if input_precision else _float64_zero)
     for template, options in _TEMPLATES:
         qualname = f"{template.__name__}__{tag}"
