@@ -69,24 +69,34 @@ def _row(scores, label, w, grad_row, p, margin, grad_scale):
     return w * total / classes
 
 
+@njit(error_model="numpy")
+def _block_sum(x, labels, weight, grad_out, loss_out, p, margin, divisor, start, stop):
+    # Compiled once per signature for both copies of _kernel (the threaded one
+    # compiles only its loop over blocks) and cached as part of each copy.
+    block_sum = 0.0
+    for row in range(start, stop):
+        label = labels[row]
+        w = 1.0 if weight is None else weight[label]
+        if grad_out is None:
+            loss = _row(x[row], label, w, None, p, margin, 1.0 / divisor)
+        else:
+            loss = _row(x[row], label, w, grad_out[row], p, margin, 1.0 / divisor)
+        if loss_out is not None:
+            loss_out[row] = loss
+        block_sum += loss
+    return block_sum
+
+
 def _kernel(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     rows, classes = x.shape
     row_block = max(1, BLOCK_ELEMENTS // classes)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
     for block in prange(blocks):
-        block_sum = 0.0
-        for row in range(block * row_block, min((block + 1) * row_block, rows)):
-            label = labels[row]
-            w = 1.0 if weight is None else weight[label]
-            if grad_out is None:
-                loss = _row(x[row], label, w, None, p, margin, 1.0 / divisor)
-            else:
-                loss = _row(x[row], label, w, grad_out[row], p, margin, 1.0 / divisor)
-            if loss_out is not None:
-                loss_out[row] = loss
-            block_sum += loss
-        partials[block] = block_sum
+        partials[block] = _block_sum(
+            x, labels, weight, grad_out, loss_out, p, margin, divisor, block * row_block,
+            min((block + 1) * row_block, rows),
+        )
     total = 0.0
     for block in range(blocks):
         total += partials[block]

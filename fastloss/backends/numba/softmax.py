@@ -77,10 +77,11 @@ def _backward_row(y, g, out, log):
             out[c] = np.float64(y[c]) * (np.float64(g[c]) - dot)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def _rows(x, g, out, op, start, stop):
-    # Inlined into each compiled copy of _kernel, so that the copy's cache key
-    # covers it; the function it lands in keeps its 512-bit loops to itself.
+    # Compiled once per signature for both copies of _kernel (the threaded one
+    # compiles only its loop over blocks) and cached as part of each copy, whose
+    # cache key covers this file; out of line, it keeps its 512-bit loops.
     _wide_vectors_out_of_line()
     for row in range(start, stop):
         if op <= LOG_SOFTMAX:
