@@ -5,8 +5,9 @@ libm's exp, log and log1p are calls, which keep a loop scalar: binary cross-entr
 spent over 20x MSE's time in them. These are branch-free (selects only), so a loop
 over lanes vectorises. A functor that runs in its input's precision writes its
 constants as ``like(x, 1.0)``: a bare ``1.0`` is a float64 and would turn float32
-arithmetic into float64. The bit-level primitives, the float64 ``log`` and the float32
-``exp`` are cross-entropy's (``softmax_cross_entropy``), shared from there.
+arithmetic into float64. The bit-level primitives, the float64 ``log``, the float32
+``exp`` and the choice by precision are cross-entropy's (``softmax_cross_entropy``),
+shared from there.
 """
 
 import numpy as np
@@ -15,6 +16,7 @@ from numba.extending import overload
 
 from fastloss.backends.numba.softmax_cross_entropy import (
     _bits_float,
+    _by_precision,
     _exp_float32,
     _exp_nonpositive_float32,
     _float_bits,
@@ -33,22 +35,6 @@ def _like_overload(x, constant):
     if x == types.float32:
         return lambda x, constant: np.float32(constant)
     return lambda x, constant: np.float64(constant)
-
-
-def _by_precision(float32_version, float64_version):
-    """A function of one float that runs ``float32_version`` on a float32 and
-    ``float64_version`` on a float64, chosen while compiling; jitted code only."""
-
-    def generic(x):
-        raise TypeError("runs in jitted code only")
-
-    @overload(generic)
-    def _generic_overload(x):
-        if x == types.float32:
-            return lambda x: float32_version(x)
-        return lambda x: float64_version(x)
-
-    return generic
 
 
 # ------------------------------------------------------------------ float64

@@ -437,29 +437,25 @@ def _exp_parts_float32(x):
     return mantissa, _float_bits(shifted) - _ROUND_BITS
 
 
-def _exp(x):
-    """exp in the precision of ``x``; replaced by the overload in jitted code."""
-    return np.exp(x)
+def _by_precision(float32_version, float64_version):
+    """A function of one float that runs ``float32_version`` on a float32 and
+    ``float64_version`` on anything else, chosen while compiling; jitted code only."""
+
+    def generic(x):
+        raise TypeError("runs in jitted code only")
+
+    @overload(generic)
+    def _generic_overload(x):
+        if x == types.float32:
+            return lambda x: float32_version(x)
+        return lambda x: float64_version(x)
+
+    return generic
 
 
-@overload(_exp)
-def _exp_overload(x):
-    if x == types.float32:
-        return lambda x: _exp_float32(x)
-    return lambda x: math.exp(x)
-
-
-def _exp_nonpositive(x):
-    """exp of x <= 0 (or NaN) in the precision of ``x``; replaced by the
-    overload in jitted code."""
-    return np.exp(x)
-
-
-@overload(_exp_nonpositive)
-def _exp_nonpositive_overload(x):
-    if x == types.float32:
-        return lambda x: _exp_nonpositive_float32(x)
-    return lambda x: math.exp(x)
+# exp in the precision of x; _exp_nonpositive for x <= 0 (or NaN).
+_exp = _by_precision(_exp_float32, math.exp)
+_exp_nonpositive = _by_precision(_exp_nonpositive_float32, math.exp)
 
 
 # fdlibm's log (e_log.c): x = 2**n (1 + f) with 1 + f in [sqrt(2) / 2, sqrt(2)),
