@@ -12,6 +12,7 @@ import hashlib
 import types
 from pathlib import Path
 
+import numpy as np
 from numba import njit
 
 from fastloss.backends.numba._threading import serialised
@@ -45,3 +46,20 @@ def serial_and_parallel(function, namespace: dict, tag: str = ""):
         for parallel in (False, True)
     )
     return serial, serialised(parallel)
+
+
+# A kernel's stand-in for an optional array not given (per-row losses, weights): an array
+# of no elements, not None. Numba compiles a kernel once per type of each argument, and
+# None is a type of its own, so every optional array that a kernel takes as None or as an
+# array doubles its compiled variants (20 s each for the cross-entropy). A kernel tests
+# the array's ``size`` at run time instead, where that costs nothing: once per row, or
+# once per chunk of elements.
+_ABSENT = {}
+
+
+def present(array, dtype=np.float64):
+    """``array``, or for None an array of ``dtype`` with no elements."""
+    if array is not None:
+        return array
+    dtype = np.dtype(dtype)
+    return _ABSENT.setdefault(dtype, np.empty(0, dtype))

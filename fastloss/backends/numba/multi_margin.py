@@ -76,12 +76,12 @@ def _block_sum(x, labels, weight, grad_out, loss_out, p, margin, divisor, start,
     block_sum = 0.0
     for row in range(start, stop):
         label = labels[row]
-        w = 1.0 if weight is None else weight[label]
+        w = weight[label] if weight.size else 1.0
         if grad_out is None:
             loss = _row(x[row], label, w, None, p, margin, 1.0 / divisor)
         else:
             loss = _row(x[row], label, w, grad_out[row], p, margin, 1.0 / divisor)
-        if loss_out is not None:
+        if loss_out.size:
             loss_out[row] = loss
         block_sum += loss
     return block_sum
@@ -111,4 +111,5 @@ _serial_kernel, _parallel_kernel = copies.serial_and_parallel(
 
 def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     kernel = _serial_kernel if x.size <= SERIAL_ELEMENTS else _parallel_kernel
-    return kernel(x, labels, weight, grad_out, loss_out, int(p), float(margin), float(divisor))
+    return kernel(x, labels, copies.present(weight), grad_out, copies.present(loss_out), int(p),
+                  float(margin), float(divisor))

@@ -24,11 +24,11 @@ def _kernel(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor
             if grad_out is not None:
                 grad_out[row, :] = 0
             if label != ignore_index:
-                w = 1.0 if weight is None else weight[label]
+                w = weight[label] if weight.size else 1.0
                 loss = -w * np.float64(log_probs[row, label])
                 if grad_out is not None:
                     grad_out[row, label] = -w / divisor
-            if loss_out is not None:
+            if loss_out.size:
                 loss_out[row] = loss
             block_sum += loss
         partials[block] = block_sum
@@ -43,5 +43,5 @@ _serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals()
 
 def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
     kernel = _serial_kernel if log_probs.size <= SERIAL_ELEMENTS else _parallel_kernel
-    return kernel(log_probs, labels, weight, grad_out, loss_out, int(ignore_index),
-                  float(divisor))
+    return kernel(log_probs, labels, copies.present(weight), grad_out, copies.present(loss_out),
+                  int(ignore_index), float(divisor))

@@ -1094,7 +1094,7 @@ def _lanes_block(
                 label_grad[r] = np.float64(label_exp) * exp_scale[r] - label_term
         for r in range(count):
             lane_totals[r] += losses[r]
-            if loss_out is not None:
+            if loss_out.size:
                 loss_out[row + r] = losses[r]
         if grad_out is None:
             continue
@@ -1147,7 +1147,7 @@ def _rows_block(
                 logits[row], target[row], weight, grad_out, row, logits, following, keep,
                 smooth, grad_scale,
             )
-        if loss_out is not None:
+        if loss_out.size:
             loss_out[row] = row_loss
         block_sum += row_loss
     return block_sum
@@ -1273,7 +1273,7 @@ def softmax_cross_entropy(
         target,
         weight,
         grad_out,
-        loss_out,
+        copies.present(loss_out),
         int(ignore_index),
         float(label_smoothing),
         float(divisor),

@@ -127,7 +127,7 @@ def _block_sum(logits, grad_out, loss_out, divisor, in_place, start, stop):
     block_sum = 0.0
     for row in range(start, stop):
         entropy = _row(logits, grad_out, scratch, in_place, row, 1.0 / divisor)
-        if loss_out is not None:
+        if loss_out.size:
             loss_out[row] = entropy
         block_sum += entropy
     return block_sum
@@ -156,6 +156,7 @@ _serial_kernel, _parallel_kernel = copies.serial_and_parallel(
 
 
 def softmax_entropy(logits, grad_out, loss_out, divisor):
+    loss_out = copies.present(loss_out)
     kernel = _serial_kernel if logits.size <= SERIAL_ELEMENTS else _parallel_kernel
     if grad_out is None or not np.may_share_memory(grad_out, logits):
         return kernel(logits, grad_out, loss_out, float(divisor), False)
