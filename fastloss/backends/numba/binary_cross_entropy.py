@@ -24,4 +24,4 @@ def _binary_cross_entropy(probs, target, aux, param):
 
 
 binary_cross_entropy = elementwise.fused(_binary_cross_entropy, scale=1.0,
-                                         input_precision=True)
+                                         input_precision=True, weighted=True)

@@ -25,5 +25,5 @@ def _binary_cross_entropy_with_logits(logits, target, pos_weight, param):
 
 
 binary_cross_entropy_with_logits = elementwise.fused(
-    _binary_cross_entropy_with_logits, scale=1.0, input_precision=True
+    _binary_cross_entropy_with_logits, scale=1.0, input_precision=True, weighted=True
 )

@@ -65,7 +65,7 @@ def _part_overload(array, start, stop):
 
 def _load(array, start, count, lanes):
     """``lanes[:count] = array[start:start + count]`` in the lanes' precision; nothing for a
-    None array."""
+    None array or one of no elements (an absent weight: the lanes keep their ones)."""
 
 
 @overload(_load)
@@ -74,8 +74,9 @@ def _load_overload(array, start, count, lanes):
         return lambda array, start, count, lanes: None
 
     def load(array, start, count, lanes):
-        for lane in range(count):
-            lanes[lane] = array[start + lane]
+        if array.size:
+            for lane in range(count):
+                lanes[lane] = array[start + lane]
 
     return load
 
@@ -172,6 +173,9 @@ def _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale):
     losses, slopes = _stack_lanes(zero), _stack_lanes(zero)
     for lane in range(LANES):
         lane_sums[lane] = 0.0
+        # What an absent weight or aux array (of no elements) leaves in their lanes.
+        ws[lane] = 1.0
+        auxs[lane] = 1.0
     full = size - size % LANES
     for start in range(0, full, LANES):
         _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start, LANES,
@@ -230,13 +234,19 @@ def _compile(pair, tag: str, input_precision: bool):
     return copies.serial_and_parallel(_kernel, namespace, tag)
 
 
-def fused(pair, scale: float, input_precision: bool = False):
+def fused(pair, scale: float, input_precision: bool = False, weighted: bool = False):
     """The backend function of the elementwise loss whose functor is ``pair``.
 
     The functor computes in float64, or with ``input_precision`` in float32
     for a float32 input (as PyTorch does; float64 otherwise): for losses whose
     exp and log in float64 would cost several times the memory traffic. Either
     way the sums are float64 and the gradient is scaled in float64.
+
+    A ``weighted`` loss gets its optional ``weight`` and ``aux`` as arrays
+    always, an absent one as an array of no elements (standing for ones): its
+    kernel then compiles once for calls with and without them, at the cost of
+    a multiply by one per element. Other losses get None for them, settled
+    while compiling.
 
     ``fn(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
     param=0.0)`` returns ``sum(weight * loss) / divisor`` as a Python float
@@ -251,6 +261,8 @@ def fused(pair, scale: float, input_precision: bool = False):
     def backend_function(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
                          param=0.0):
         kernel = serial if x.size <= SERIAL_ELEMENTS else parallel
+        if weighted:
+            weight, aux = copies.present(weight, x.dtype), copies.present(aux, x.dtype)
         return kernel(x, target, weight, aux, grad_out, loss_out, float(param), scale,
                       float(divisor))
 
