@@ -1,9 +1,8 @@
 """The multi-class hinge loss on Numba's threads (contract:
 ``fastloss.backends.numpy.multi_margin``).
 
-A row is read once for its loss and once more, from cache, to write its gradient; rows go in
-fixed blocks whose float64 partial sums are added in block order: the same bits at any thread
-count.
+A row is read once, for its loss and its gradient in the same pass; rows go in fixed blocks
+whose float64 partial sums are added in block order: the same bits at any thread count.
 """
 
 import numpy as np
@@ -20,53 +19,43 @@ from fastloss.backends.numba.softmax_cross_entropy import (
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _hinge_chunk(scores, label, shift, p, start, count, lane_total):
-    for lane in range(count):
-        j = start + lane
-        h = shift + np.float64(scores[j])
-        h = 0.0 if j == label or h < 0.0 else h  # NaN stays NaN
-        lane_total[lane] += h if p == 1 else h * h
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _slope_chunk(scores, label, shift, p, scale, start, count, grad_row, lane_total):
+def _chunk(scores, label, shift, p, scale, start, count, grad_row, lane_total, lane_slope):
     # Each score is read before its slope is stored: grad_row may be scores.
     for lane in range(count):
         j = start + lane
         h = shift + np.float64(scores[j])
-        slope = 0.0
-        if j != label and h > 0.0:
-            slope = scale if p == 1 else 2.0 * h * scale
-        elif j != label and h != h:
-            slope = h
-        lane_total[lane] += slope
-        grad_row[j] = slope
+        term = 0.0 if j == label or h < 0.0 else h  # NaN stays NaN
+        lane_total[lane] += term if p == 1 else term * term
+        if grad_row is not None:
+            slope = 0.0
+            if j != label and h > 0.0:
+                slope = scale if p == 1 else 2.0 * h * scale
+            elif j != label and h != h:
+                slope = h
+            lane_slope[lane] += slope
+            grad_row[j] = slope
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _row(scores, label, w, grad_row, p, margin, grad_scale):
-    """The row's loss; ``grad_row`` (when given) receives its gradient times ``grad_scale``.
-    Sums go in LANES partial sums folded in a fixed tree (see softmax_cross_entropy): an
-    order fixed by the source, which LLVM can vectorise."""
+    """The row's loss; ``grad_row`` (when given) receives its gradient times ``grad_scale``,
+    in the same pass. Sums go in LANES partial sums folded in a fixed tree (see
+    softmax_cross_entropy): an order fixed by the source, which LLVM can vectorise."""
     classes = scores.size
     full = classes - classes % LANES
     shift = margin - np.float64(scores[label])
+    scale = w * grad_scale / classes
     lane_total = _stack_lanes(0.0)
+    lane_slope = _stack_lanes(0.0)
     for lane in range(LANES):
         lane_total[lane] = 0.0
+        lane_slope[lane] = 0.0
     for start in range(0, full, LANES):
-        _hinge_chunk(scores, label, shift, p, start, LANES, lane_total)
-    _hinge_chunk(scores, label, shift, p, full, classes - full, lane_total)
-    total = _fold_sum(lane_total)
+        _chunk(scores, label, shift, p, scale, start, LANES, grad_row, lane_total, lane_slope)
+    _chunk(scores, label, shift, p, scale, full, classes - full, grad_row, lane_total, lane_slope)
     if grad_row is not None:
-        scale = w * grad_scale / classes
-        for lane in range(LANES):
-            lane_total[lane] = 0.0
-        for start in range(0, full, LANES):
-            _slope_chunk(scores, label, shift, p, scale, start, LANES, grad_row, lane_total)
-        _slope_chunk(scores, label, shift, p, scale, full, classes - full, grad_row, lane_total)
-        grad_row[label] = -_fold_sum(lane_total)
-    return w * total / classes
+        grad_row[label] = -_fold_sum(lane_slope)
+    return w * _fold_sum(lane_total) / classes
 
 
 @njit(error_model="numpy")
