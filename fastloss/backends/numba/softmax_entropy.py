@@ -2,8 +2,9 @@
 ``fastloss.backends.numpy.softmax_entropy``).
 
 A row is read for its max, then once more for ``e = exp(z - max)``, stored into the
-gradient row, and the float64 sums ``s = sum(e)`` and ``sum(e (z - max))`` (cross-entropy's
-fixed lane order) are taken from there, as is the gradient, while the row is in cache. The
+gradient row a chunk at a time, with the float64 sums ``s = sum(e)`` and ``sum(e (z - max))``
+(cross-entropy's fixed lane order) taken from each chunk as it is stored; the gradient comes
+from the stored row while it is in cache. The
 exponentials are the compute-bound part: each is computed once. Without a gradient both sums
 come from one pass. An in-place gradient keeps the exponentials in a scratch row instead.
 Rows go in fixed blocks added in order: the same bits at any thread count.
@@ -55,6 +56,33 @@ def _row_sums(z, row_max, exps):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _row_exps_and_sums(z, row_max, exps):
+    """_row_sums with ``exps`` written first, a chunk at a time: the exponentials once (the
+    compute-bound pass is not repeated), and the sums take them from the chunk just stored,
+    in L1, instead of from a pass of their own over the row (a tenth of the entropy's time
+    at k = 32000). Stack chunk, then row: a loop that reads z and writes exps would fail
+    LLVM's overlap check."""
+    chunk = _stack_lanes(z)
+    lane_sum = _stack_lanes(0.0)
+    lane_moment = _stack_lanes(0.0)
+    for lane in range(LANES):
+        lane_sum[lane] = 0.0
+        lane_moment[lane] = 0.0
+    classes = z.size
+    full = classes - classes % LANES
+    for start in range(0, full, LANES):
+        for lane in range(LANES):
+            chunk[lane] = _exp_nonpositive(z[start + lane] - row_max)
+        for lane in range(LANES):
+            exps[start + lane] = chunk[lane]
+        _sums_chunk(z, row_max, exps, start, LANES, lane_sum, lane_moment)
+    for c in range(full, classes):
+        exps[c] = _exp_nonpositive(z[c] - row_max)
+    _sums_chunk(z, row_max, exps, full, classes - full, lane_sum, lane_moment)
+    return _fold_sum(lane_sum), _fold_sum(lane_moment)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _grad_value(z, row_max, exps, scale, offset, c):
     e = np.float64(exps[c])
     shifted = np.float64(z[c]) - np.float64(row_max)
@@ -96,10 +124,7 @@ def _entropy_row(z, grad_row, exps, grad_scale):
     if grad_row is None:
         total, moment = _row_sums(z, row_max, None)
     else:
-        # The exponentials once: the compute-bound pass is not repeated.
-        for c in range(z.size):
-            exps[c] = _exp_nonpositive(z[c] - row_max)
-        total, moment = _row_sums(z, row_max, exps)
+        total, moment = _row_exps_and_sums(z, row_max, exps)
     log_total = math.log(total)
     entropy = log_total - moment / total
     if grad_row is not None:
