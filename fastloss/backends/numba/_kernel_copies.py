@@ -61,5 +61,7 @@ def present(array, dtype=np.float64):
     """``array``, or for None an array of ``dtype`` with no elements."""
     if array is not None:
         return array
-    dtype = np.dtype(dtype)
-    return _ABSENT.setdefault(dtype, np.empty(0, dtype))
+    absent = _ABSENT.get(dtype)
+    if absent is None:
+        absent = _ABSENT[dtype] = np.empty(0, dtype)
+    return absent
