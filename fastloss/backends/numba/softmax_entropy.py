@@ -4,10 +4,10 @@
 A row is read for its max, then once more for ``e = exp(z - max)``, stored into the
 gradient row a chunk at a time, with the float64 sums ``s = sum(e)`` and ``sum(e (z - max))``
 (cross-entropy's fixed lane order) taken from each chunk as it is stored; the gradient comes
-from the stored row while it is in cache. The
-exponentials are the compute-bound part: each is computed once. Without a gradient both sums
-come from one pass. An in-place gradient keeps the exponentials in a scratch row instead.
-Rows go in fixed blocks added in order: the same bits at any thread count.
+from the stored row while it is in cache. The exponentials are the compute-bound part: each
+is computed once. Without a gradient both sums come from one pass. An in-place gradient
+keeps the exponentials in a scratch row instead. Rows go in fixed blocks added in order: the
+same bits at any thread count.
 """
 
 import math
@@ -41,27 +41,11 @@ def _sums_chunk(z, row_max, exps, start, count, lane_sum, lane_moment):
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _row_sums(z, row_max, exps):
-    """(sum(e), sum(e (z - max))), e = exp(z - max) or, given, ``exps``."""
-    lane_sum = _stack_lanes(0.0)
-    lane_moment = _stack_lanes(0.0)
-    for lane in range(LANES):
-        lane_sum[lane] = 0.0
-        lane_moment[lane] = 0.0
-    classes = z.size
-    full = classes - classes % LANES
-    for start in range(0, full, LANES):
-        _sums_chunk(z, row_max, exps, start, LANES, lane_sum, lane_moment)
-    _sums_chunk(z, row_max, exps, full, classes - full, lane_sum, lane_moment)
-    return _fold_sum(lane_sum), _fold_sum(lane_moment)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _row_exps_and_sums(z, row_max, exps):
-    """_row_sums with ``exps`` written first, a chunk at a time: the exponentials once (the
-    compute-bound pass is not repeated), and the sums take them from the chunk just stored,
-    in L1, instead of from a pass of their own over the row (a tenth of the entropy's time
-    at k = 32000). Stack chunk, then row: a loop that reads z and writes exps would fail
-    LLVM's overlap check."""
+    """(sum(e), sum(e (z - max))), e = exp(z - max); with ``exps`` given, e is first stored
+    there, a chunk at a time, and the sums take it from the chunk just stored, in L1, instead
+    of from a pass of their own over the row (a tenth of the entropy's time at k = 32000).
+    Through a stack chunk: a loop that reads z and writes exps would fail LLVM's overlap
+    check."""
     chunk = _stack_lanes(z)
     lane_sum = _stack_lanes(0.0)
     lane_moment = _stack_lanes(0.0)
@@ -71,13 +55,15 @@ def _row_exps_and_sums(z, row_max, exps):
     classes = z.size
     full = classes - classes % LANES
     for start in range(0, full, LANES):
-        for lane in range(LANES):
-            chunk[lane] = _exp_nonpositive(z[start + lane] - row_max)
-        for lane in range(LANES):
-            exps[start + lane] = chunk[lane]
+        if exps is not None:
+            for lane in range(LANES):
+                chunk[lane] = _exp_nonpositive(z[start + lane] - row_max)
+            for lane in range(LANES):
+                exps[start + lane] = chunk[lane]
         _sums_chunk(z, row_max, exps, start, LANES, lane_sum, lane_moment)
-    for c in range(full, classes):
-        exps[c] = _exp_nonpositive(z[c] - row_max)
+    if exps is not None:
+        for c in range(full, classes):
+            exps[c] = _exp_nonpositive(z[c] - row_max)
     _sums_chunk(z, row_max, exps, full, classes - full, lane_sum, lane_moment)
     return _fold_sum(lane_sum), _fold_sum(lane_moment)
 
@@ -121,10 +107,7 @@ def _entropy_row(z, grad_row, exps, grad_scale):
     written)."""
     _wide_vectors()
     row_max = _row_max(z)
-    if grad_row is None:
-        total, moment = _row_sums(z, row_max, None)
-    else:
-        total, moment = _row_exps_and_sums(z, row_max, exps)
+    total, moment = _row_sums(z, row_max, exps)  # exps is None when grad_row is
     log_total = math.log(total)
     entropy = log_total - moment / total
     if grad_row is not None:
