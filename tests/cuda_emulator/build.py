@@ -8,7 +8,8 @@ trampoline that unpacks an argument array, so that the launcher's arguments
 can be checked type by type against the real signature. Builds are cached
 under ``build/cuda_emulator`` by a digest of the kernel sources (from
 ``FASTLOSS_KERNELS_DIR`` when set), the emulator sources, the variant and the
-compiler.
+compiler; the runtime, which does not depend on the kernels, is compiled once
+per variant and linked into every library of it.
 
 Variants:
 - ``checked``: the kernel file is instrumented (``-fsanitize=thread`` code
@@ -21,6 +22,7 @@ Variants:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -41,7 +43,9 @@ CACHE = ROOT / "build" / "cuda_emulator"
 
 # -fno-gnu-unique: a template's static (a kernel's __shared__ array) must stay private to
 # its file's library, not be merged across every library loaded in the process.
-_COMMON = ["-std=c++17", "-fPIC", "-g", "-fno-strict-aliasing", "-ffp-contract=off",
+# -g1 (line tables): enough for a sanitizer's stack trace to name file and line, at
+# half the compile time of -g under AddressSanitizer.
+_COMMON = ["-std=c++17", "-fPIC", "-g1", "-fno-strict-aliasing", "-ffp-contract=off",
            "-fno-math-errno", "-fno-gnu-unique", "-Wall", "-Wno-unused-function"]
 VARIANTS = {
     "checked": dict(
@@ -184,14 +188,34 @@ def _trampolines(source: Path, entries: list[Entry]) -> str:
     return "\n".join(lines)
 
 
-def _digest(variant: str, kernels: Path) -> str:
+@functools.cache
+def _compiler_version(cxx: str) -> str:
+    return _run([cxx, "--version"], "g++ --version")
+
+
+def _digest(variant: str, *parts: bytes) -> str:
     digest = hashlib.sha256()
-    digest.update(_module.directory_digest(kernels).encode())
-    for path in (PRELUDE, RUNTIME, Path(__file__)):
-        digest.update(path.read_bytes())
+    for part in parts:
+        digest.update(part)
+    digest.update(Path(__file__).read_bytes())
     digest.update(variant.encode())
-    digest.update(_run([compiler(), "--version"], "g++ --version").encode())
+    digest.update(_compiler_version(compiler()).encode())
     return digest.hexdigest()[:16]
+
+
+def _runtime_object(variant: str) -> Path:
+    """The emulator runtime compiled for ``variant``, once: it does not depend on the
+    kernels, so every kernel library of the variant links the same object."""
+    cxx = compiler()
+    runtime = CACHE / f"runtime-{variant}-{_digest(variant, RUNTIME.read_bytes())}.o"
+    if not runtime.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
+            staged = Path(scratch) / runtime.name
+            _run([cxx, *_COMMON, *VARIANTS[variant]["runtime"], "-c", str(RUNTIME),
+                  "-o", str(staged)], "compile the emulator runtime")
+            staged.replace(runtime)  # atomic: a concurrent build sees all of it or none
+    return runtime
 
 
 @dataclass(frozen=True)
@@ -204,7 +228,8 @@ def build(name: str, variant: str = "checked") -> Built:
     """The host library of ``kernels/<name>.cu`` for ``variant``, compiled once and cached."""
     flags = VARIANTS[variant]
     kernels = _module.kernels_dir()
-    out_dir = CACHE / f"{variant}-{_digest(variant, kernels)}"
+    digest = _digest(variant, _module.directory_digest(kernels).encode(), PRELUDE.read_bytes())
+    out_dir = CACHE / f"{variant}-{digest}"
     library = out_dir / f"{name}.so"
     signature_file = out_dir / f"{name}.entries"
     if library.is_file() and signature_file.is_file():
@@ -223,9 +248,7 @@ def build(name: str, variant: str = "checked") -> Built:
             raise BuildError(f'{name}.cu has no extern "C" entries')
         wrapper = scratch / f"{name}_entries.cpp"
         wrapper.write_text(_trampolines(source, entries))
-        runtime = scratch / "runtime.o"
-        _run([cxx, *_COMMON, *flags["runtime"], "-c", str(RUNTIME), "-o", str(runtime)],
-             "compile the emulator runtime")
+        runtime = _runtime_object(variant)
         kernel = scratch / f"{name}.o"
         _run([*base, *flags["kernel"], "-c", str(wrapper), "-o", str(kernel)],
              f"compile {name}.cu for the host")
