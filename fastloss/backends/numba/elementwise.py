@@ -210,8 +210,10 @@ def _kernel(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
     blocks = (size + BLOCK - 1) // BLOCK
     partials = np.empty(blocks)
     for block in prange(blocks):
+        # np.int64: prange's index is unsigned in the threaded copy and signed in the
+        # serial one, and each type would compile _block_of again.
         partials[block] = _block_of(x, target, weight, aux, grad_out, loss_out, param,
-                                    grad_scale, block)
+                                    grad_scale, np.int64(block))
     total = 0.0
     for block in range(blocks):
         total += partials[block]

@@ -1196,9 +1196,11 @@ def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoo
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
     for block in prange(blocks):
+        # np.int64: prange's index is unsigned in the threaded copy and signed in the
+        # serial one, and each type would compile _block_sum again.
         partials[block] = _block_sum(
             logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth,
-            grad_scale, block, row_block,
+            grad_scale, np.int64(block), row_block,
         )
     total = 0.0
     for block in range(blocks):
@@ -1236,7 +1238,8 @@ def _label_summary(labels, weight, classes, ignore_index):
     invalid = np.empty(blocks, np.int64)
     kept = np.empty(blocks)
     for block in prange(blocks):
-        invalid[block], kept[block] = _labels_block(labels, weight, classes, ignore_index, block)
+        invalid[block], kept[block] = _labels_block(labels, weight, classes, ignore_index,
+                                                    np.int64(block))
     total = 0.0
     any_invalid = False
     for block in range(blocks):
