@@ -228,7 +228,9 @@ def build(name: str, variant: str = "checked") -> Built:
     """The host library of ``kernels/<name>.cu`` for ``variant``, compiled once and cached."""
     flags = VARIANTS[variant]
     kernels = _module.kernels_dir()
-    digest = _digest(variant, _module.directory_digest(kernels).encode(), PRELUDE.read_bytes())
+    # The runtime too: the library links it, so an edit of it must make a new library.
+    digest = _digest(variant, _module.directory_digest(kernels).encode(), PRELUDE.read_bytes(),
+                     RUNTIME.read_bytes())
     out_dir = CACHE / f"{variant}-{digest}"
     library = out_dir / f"{name}.so"
     signature_file = out_dir / f"{name}.entries"
