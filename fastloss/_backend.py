@@ -27,6 +27,20 @@ _UNITS = {dtype: dtype.type(1) for dtype in (_FLOAT32, _FLOAT64)}
 _UNIT_ROUNDS = type(_UNITS[_FLOAT32] * 1.5) is np.float32
 
 
+class _Loaded(dict):
+    """``loaded[name]``: ``load(name, backend)``, called on first use; later
+    look-ups are a plain dict's (they run on every call)."""
+
+    def __init__(self, load, backend: str):
+        super().__init__()
+        self._load = load
+        self._backend = backend
+
+    def __missing__(self, name: str):
+        value = self[name] = self._load(name, self._backend)
+        return value
+
+
 class Backend:
     """The interface; see :class:`HostBackend` and :class:`CudaBackend`.
 
@@ -37,19 +51,15 @@ class Backend:
 
     name: str
     host: bool
+    kernels: _Loaded
+    hooks: _Loaded
 
     def __init__(self, name: str, kernels, hooks):
         self.name = name
-        self._kernels = kernels
-        self._hooks = hooks
-
-    def kernel(self, loss: str):
-        """The fused kernel registered as ``loss`` for this backend."""
-        return self._kernels(loss, self.name)
-
-    def hook(self, name: str):
-        """The helper ``name`` of this backend (``fastloss._registry._HOOKS``)."""
-        return self._hooks(name, self.name)
+        # kernels[loss]: the fused kernel registered as ``loss`` for this backend;
+        # hooks[name]: its helper ``name`` (``fastloss._registry._HOOKS``).
+        self.kernels = _Loaded(kernels, name)
+        self.hooks = _Loaded(hooks, name)
 
     def __repr__(self) -> str:
         return f"<fastloss backend {self.name!r}>"

@@ -16,6 +16,7 @@ import numpy as np
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 INT64 = np.dtype(np.int64)
+_NDARRAY = np.ndarray
 
 
 # The common case, recognised without converting anything: the checks below
@@ -28,26 +29,30 @@ INT64 = np.dtype(np.int64)
 def plain(x, dtype) -> bool:
     """True for a C-contiguous ``numpy.ndarray`` (not a subclass) of ``dtype``,
     a NumPy dtype object compared by identity (native byte order)."""
-    return type(x) is np.ndarray and x.dtype is dtype and x.flags.c_contiguous
+    return type(x) is _NDARRAY and x.dtype is dtype and x.flags.c_contiguous
 
 
 def plain_floats(first, second, out) -> bool:
     """True when ``first`` is a C-contiguous ``numpy.ndarray`` of native float32
     or float64, ``second`` (if not None) one of the same shape and dtype, and
     ``out`` None or a writeable one of the same shape and dtype."""
-    if type(first) is not np.ndarray:
+    if type(first) is not _NDARRAY:
         return False
-    dtype, shape = first.dtype, first.shape
+    dtype = first.dtype
     if (dtype is not _FLOAT32 and dtype is not _FLOAT64) or not first.flags.c_contiguous:
         return False
-    if second is not None and not (plain(second, dtype) and second.shape == shape):
+    shape = first.shape
+    if second is not None and (
+        type(second) is not _NDARRAY or second.dtype is not dtype
+        or not second.flags.c_contiguous or second.shape != shape
+    ):
         return False
     if out is None:
         return True
-    if type(out) is not np.ndarray or out.dtype is not dtype or out.shape != shape:
+    if type(out) is not _NDARRAY or out.dtype is not dtype:
         return False
     flags = out.flags
-    return flags.c_contiguous and flags.writeable
+    return flags.c_contiguous and flags.writeable and out.shape == shape
 
 
 def plain_reduction(reduction) -> bool:

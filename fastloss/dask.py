@@ -149,7 +149,7 @@ def _elementwise_block(x, target, weight, aux, *, spec, backend, divisor, param,
 
         grad = xp.empty(x.size, work) if want_grad else None
         items = xp.empty(x.size, work) if want_items else None
-        partial = on.kernel(spec.name)(flat(x), flat(target), grad, items, divisor, flat(weight),
+        partial = on.kernels[spec.name](flat(x), flat(target), grad, items, divisor, flat(weight),
                                        flat(aux), param)
         if on.host and spec.domain is not None and partial != partial:
             message = spec.domain(x, target)  # a NaN: NaN input, or outside the domain

@@ -66,7 +66,7 @@ grad_out, loss_out, ignore_index, label_smoothing, divisor) -> loss``
   kernels read without a host sync.
 - Returns ``sum_i L_i / divisor``.
 
-Hooks (``fastloss._registry._HOOKS``, ``Backend.hook(name)``): helpers a
+Hooks (``fastloss._registry._HOOKS``, ``Backend.hooks[name]``): helpers a
 front asks its backend for, apart from the kernels.
 
 - cuda ``mean_divisor(labels, weight, classes, ignore_index)``: a "mean"'s

@@ -48,7 +48,7 @@ def host_kept(labels, weight, classes, ignore_index, backend):
     """ValueError for a label outside [0, classes) that is not ignore_index; else the
     weight sum of the rows not ignored (PyTorch's "mean" divisor), from one pass of the
     CPU backend's label summary."""
-    first, kept = backend.hook("label_summary")(labels, weight, classes, ignore_index)
+    first, kept = backend.hooks["label_summary"](labels, weight, classes, ignore_index)
     if first >= 0:
         raise _label_error(labels[first], classes, ignore_index)
     return kept
@@ -66,7 +66,7 @@ def divisor(labels, weight, classes, ignore_index, reduction, backend, check_lab
         check(labels, classes, ignore_index)
     if reduction != "mean":
         return 1
-    return backend.hook("mean_divisor")(labels, weight, classes, ignore_index)
+    return backend.hooks["mean_divisor"](labels, weight, classes, ignore_index)
 
 
 def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_grad, divisor,
@@ -99,7 +99,7 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
         backend.same_device(x, indices, class_weight, out)
         grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad)
         row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
-        reduced = backend.kernel(loss)(
+        reduced = backend.kernels[loss](
             xp.ascontiguousarray(x, dtype=work), indices, class_weight, grad, row_losses, *options,
             kernel_divisor,
         )

@@ -110,7 +110,7 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
         grad, writes_out = _tail.grad_buffer(backend.xp, x.shape, work, dtype, out, want_grad,
                                              order)
         items = backend.xp.empty(x.shape, work, order=order) if reduction == "none" else None
-        reduced = backend.kernel(spec.name)(
+        reduced = backend.kernels[spec.name](
             x.ravel(order).astype(work, copy=False),
             target.ravel(order).astype(work, copy=False),
             None if grad is None else grad.ravel(order),
@@ -141,7 +141,7 @@ def _plain(spec: Elementwise, x, target, reduction, backend, out, want_grad: boo
     if want_grad:
         grad = np.empty_like(x) if out is None else out
     # ravel() of a C-contiguous array is a view.
-    reduced = backend.kernel(spec.name)(
+    reduced = backend.kernels[spec.name](
         x.ravel(), target.ravel(), None if grad is None else grad.ravel(), None,
         mean_divisor(reduction, x.size, divisor), None, None, param,
     )

@@ -35,7 +35,7 @@ def _row_function(name, arrays: dict, out, backend):
         inputs = [xp.ascontiguousarray(y, dtype=work) for y in inputs]
         buffer, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, True)
         if x.size:
-            backend.kernel(name)(*inputs, buffer)
+            backend.kernels[name](*inputs, buffer)
         return _tail.output(buffer, writes_out, out, dtype)
 
 

@@ -56,7 +56,7 @@ def _plain(logits, labels, reduction, ignore_index, backend, out, want_grad):
     grad = None
     if want_grad:
         grad = np.empty_like(logits) if out is None else out
-    reduced = backend.kernel("softmax_cross_entropy")(
+    reduced = backend.kernels["softmax_cross_entropy"](
         logits, labels, None, grad, None, ignore_index, 0.0, kept if reduction == "mean" else 1
     )
     return backend.result(reduced, logits.dtype), grad
@@ -101,7 +101,7 @@ def _checked(
     grad, writes_out = _tail.grad_buffer(xp, logits.shape, work, dtype, out, want_grad)
     row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
 
-    reduced = backend.kernel("softmax_cross_entropy")(
+    reduced = backend.kernels["softmax_cross_entropy"](
         z, labels if labels is not None else probabilities, weight, grad, row_losses,
         ignore_index, label_smoothing, divisor,
     )

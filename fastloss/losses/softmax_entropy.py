@@ -26,7 +26,7 @@ def _softmax_entropy(logits, reduction, backend, out, want_grad):
         backend.same_device(x, out)
         grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad)
         row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
-        reduced = backend.kernel("softmax_entropy")(
+        reduced = backend.kernels["softmax_entropy"](
             xp.ascontiguousarray(x, dtype=work), grad, row_losses,
             rows if reduction == "mean" else 1,
         )
