@@ -26,12 +26,6 @@ _NDARRAY = np.ndarray
 # possible.
 
 
-def plain(x, dtype) -> bool:
-    """True for a C-contiguous ``numpy.ndarray`` (not a subclass) of ``dtype``,
-    a NumPy dtype object compared by identity (native byte order)."""
-    return type(x) is _NDARRAY and x.dtype is dtype and x.flags.c_contiguous
-
-
 def plain_floats(first, second, out) -> bool:
     """True when ``first`` is a C-contiguous ``numpy.ndarray`` of native float32
     or float64, ``second`` (if not None) one of the same shape and dtype, and
@@ -53,6 +47,16 @@ def plain_floats(first, second, out) -> bool:
         return False
     flags = out.flags
     return flags.c_contiguous and flags.writeable and out.shape == shape
+
+
+def plain_rows(x, labels, out) -> bool:
+    """True for ``plain_floats(x, None, out)`` rows ``(N, k)`` with ``k >= 1`` and
+    C-contiguous int64 ``labels`` of shape ``(N,)``."""
+    if not plain_floats(x, None, out) or x.ndim != 2:
+        return False
+    rows, classes = x.shape
+    return (classes > 0 and type(labels) is _NDARRAY and labels.dtype is INT64
+            and labels.flags.c_contiguous and labels.shape == (rows,))
 
 
 def plain_reduction(reduction) -> bool:

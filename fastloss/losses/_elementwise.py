@@ -137,9 +137,7 @@ def _plain(spec: Elementwise, x, target, reduction, backend, out, want_grad: boo
     gives, with nothing to convert, at a fraction of its per-call cost."""
     if spec.domain is not None and _aliased(out, x, target):
         _check_domain(spec, x, target)
-    grad = None
-    if want_grad:
-        grad = np.empty_like(x) if out is None else out
+    grad = _tail.plain_grad(x, out, want_grad)
     # ravel() of a C-contiguous array is a view.
     reduced = backend.kernels[spec.name](
         x.ravel(), target.ravel(), None if grad is None else grad.ravel(), None,

@@ -3,9 +3,19 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def _contiguous(array, order: str) -> bool:
     return array.flags.c_contiguous if order == "C" else array.flags.f_contiguous
+
+
+def plain_grad(x, out, want_grad: bool):
+    """The gradient buffer of a call on the common path (``fastloss._validate.plain_floats``):
+    ``out``, or a new array like ``x``; None when no gradient is wanted."""
+    if not want_grad:
+        return None
+    return np.empty_like(x) if out is None else out
 
 
 def grad_buffer(xp, shape, work, dtype, out, want_grad: bool, order: str = "C"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _class_labels, _tail
@@ -27,11 +25,7 @@ def _softmax_cross_entropy(
         and type(label_smoothing) in (int, float)
         and label_smoothing == 0
         and v.plain_reduction(reduction)
-        and v.plain_floats(logits, None, out)
-        and logits.ndim == 2
-        and logits.shape[1] > 0
-        and v.plain(target, v.INT64)
-        and target.shape == logits.shape[:1]
+        and v.plain_rows(logits, target, out)
     ):
         return _plain(logits, target, reduction, ignore_index, host, out, want_grad)
     reduction = v.check_reduction(reduction)
@@ -53,9 +47,7 @@ def _plain(logits, labels, reduction, ignore_index, backend, out, want_grad):
     cost."""
     classes = logits.shape[1]
     kept = _class_labels.host_kept(labels, None, classes, ignore_index, backend)
-    grad = None
-    if want_grad:
-        grad = np.empty_like(logits) if out is None else out
+    grad = _tail.plain_grad(logits, out, want_grad)
     reduced = backend.kernels["softmax_cross_entropy"](
         logits, labels, None, grad, None, ignore_index, 0.0, kept if reduction == "mean" else 1
     )
