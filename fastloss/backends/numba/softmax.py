@@ -16,6 +16,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     BLOCK_ELEMENTS,
     LANES,
     SERIAL_ELEMENTS,
+    _borrow,
     _exp,
     _fold_sum,
     _row_exp_sum,
@@ -83,6 +84,7 @@ def _rows(x, g, out, op, start, stop):
     # compiles only its loop over blocks) and cached as part of each copy, whose
     # cache key covers this file; out of line, it keeps its 512-bit loops.
     _wide_vectors_out_of_line()
+    x, g, out = _borrow(x), _borrow(g), _borrow(out)
     for row in range(start, stop):
         if op <= LOG_SOFTMAX:
             _softmax_row(x[row], out[row], op == LOG_SOFTMAX)
