@@ -107,6 +107,21 @@ def test_out_in_place_and_layouts(backend, name):
     np.testing.assert_array_equal(to_host(first), expected)
 
 
+@pytest.mark.parametrize("classes", [1, 10, 100, 128, 129])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_numba_rows_in_lanes_match_the_reference(name, classes):
+    """Numba runs rows of at most 128 classes 64 at a time, in lanes: every row of every
+    pass, a last pass of fewer rows, and blocks on Numba's threads (over 2**17 elements),
+    against the float64 reference; 129 classes go a row at a time."""
+    pytest.importorskip("numba")
+    rows = 2**17 // classes + 77
+    z = (np.random.default_rng(classes).standard_normal((rows, classes)) * 4).astype(np.float32)
+    z[5, -1], z[70] = -np.inf, -np.inf  # a class of probability 0, and a NaN row
+    expected = getattr(fl, name)(z, backend="numpy")
+    np.testing.assert_allclose(getattr(fl, name)(z, backend="numba"), expected,
+                               rtol=TOLERANCE[np.dtype(np.float32)][0], atol=1e-6)
+
+
 def test_empty_inputs():
     assert fl.softmax(np.zeros((0, 4), np.float32)).shape == (0, 4)
     assert fl.log_softmax_backward(np.zeros((3, 0)), np.zeros((3, 0))).shape == (3, 0)

@@ -3,7 +3,9 @@
 Contract: ``fastloss.backends.numpy.softmax``. Each row is read once for its max and sum
 (float64, in the fixed lane order of the cross-entropy kernel, whose row passes these are)
 and written once; rows are independent, so every thread count gives the same bits.
-float32 exponentials use that kernel's vectorised ``exp``.
+float32 exponentials use that kernel's vectorised ``exp``. Softmax and log-softmax of rows
+of at most ``LANE_CLASSES`` classes go through that kernel's rows in lanes, the layout
+chosen by k alone.
 """
 
 import math
@@ -13,16 +15,24 @@ from numba import njit, prange
 
 from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba.softmax_cross_entropy import (
-    BLOCK_ELEMENTS,
+    LANE_CLASSES,
     LANES,
     SERIAL_ELEMENTS,
     _borrow,
     _exp,
     _fold_sum,
+    _lanes_exp_sum,
+    _lanes_log,
+    _lanes_max,
+    _load_tile,
     _row_exp_sum,
     _row_max,
     _row_scale,
+    _rows_per_block,
     _stack_lanes,
+    _stack_tile,
+    _store_tile,
+    _wide_vectors,
     _wide_vectors_out_of_line,
 )
 
@@ -79,12 +89,54 @@ def _backward_row(y, g, out, log):
 
 
 @njit(error_model="numpy")
+def _lanes_softmax(x, out, log, start, stop):
+    """Softmax (``log``: log-softmax) of rows [start, stop), LANES rows at a time in the
+    cross-entropy kernel's tile of rows in lanes (start is a multiple of LANES): for rows
+    of at most LANE_CLASSES classes, which one at a time would leave most lanes idle. A
+    row's sum runs in class order, and out is written once, after its rows are read."""
+    _wide_vectors()
+    classes = x.shape[1]
+    flat, out_flat = x.reshape(x.size), out.reshape(out.size)
+    item = flat.dtype.type
+    tile, shifted = _stack_tile(flat), _stack_tile(flat)
+    row_max, scale = _stack_lanes(flat), _stack_lanes(flat)
+    exp_sum, log_sum = _stack_lanes(0.0), _stack_lanes(0.0)
+    for row in range(start, stop, LANES):
+        count = min(LANES, stop - row)
+        _load_tile(flat, row * classes, count, classes, tile)
+        _lanes_max(tile, classes, row_max)
+        if log:
+            for i in range(classes * LANES):
+                shifted[i] = tile[i]
+        _lanes_exp_sum(
+            tile, classes, row_max, exp_sum, flat, (row + LANES) * classes, out_flat,
+            row * classes,
+        )
+        if log:
+            # (z - max) - log(sum), as the row at a time.
+            _lanes_log(exp_sum, log_sum)
+            for c in range(classes):
+                for r in range(LANES):
+                    shifted[c * LANES + r] = (
+                        np.float64(shifted[c * LANES + r]) - np.float64(row_max[r])
+                    ) - log_sum[r]
+            _store_tile(shifted, out_flat, row * classes, count, classes, None)
+        else:
+            for r in range(LANES):
+                scale[r] = item(1.0 / exp_sum[r])
+            _store_tile(tile, out_flat, row * classes, count, classes, scale)
+
+
+@njit(error_model="numpy")
 def _rows(x, g, out, op, start, stop):
     # Compiled once per signature for both copies of _kernel (the threaded one
     # compiles only its loop over blocks) and cached as part of each copy, whose
     # cache key covers this file; out of line, it keeps its 512-bit loops.
     _wide_vectors_out_of_line()
     x, g, out = _borrow(x), _borrow(g), _borrow(out)
+    if op <= LOG_SOFTMAX and x.shape[1] <= LANE_CLASSES:
+        _lanes_softmax(x, out, op == LOG_SOFTMAX, start, stop)
+        return
     for row in range(start, stop):
         if op <= LOG_SOFTMAX:
             _softmax_row(x[row], out[row], op == LOG_SOFTMAX)
@@ -94,7 +146,7 @@ def _rows(x, g, out, op, start, stop):
 
 def _kernel(x, g, out, op):
     rows, classes = x.shape
-    row_block = max(1, BLOCK_ELEMENTS // classes)
+    row_block = _rows_per_block(classes)
     for block in prange((rows + row_block - 1) // row_block):
         _rows(x, g, out, op, block * row_block, min((block + 1) * row_block, rows))
 
