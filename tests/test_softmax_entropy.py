@@ -103,7 +103,8 @@ def test_out_in_place_and_layouts(backend):
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(5, 40), (70, 2100)], ids=["serial", "threads"])
+@pytest.mark.parametrize("shape", [(5, 40), (70, 2100), (1500, 100)],
+                         ids=["serial", "threads", "threads in lanes"])
 def test_out_over_the_logits(backend, dtype, shape):
     """out=logits (the numba kernel keeps the exponentials in a scratch row) and out
     overlapping the logits a row further on give the bits of a separate out."""
@@ -121,6 +122,22 @@ def test_out_over_the_logits(backend, dtype, shape):
                                                    out=buffer[1:], backend=backend)
     np.testing.assert_array_equal(shifted_loss, loss)
     np.testing.assert_array_equal(buffer[1:], expected)
+
+
+@pytest.mark.parametrize("classes", [1, 10, 128, 129])
+def test_numba_rows_in_lanes_match_the_reference(classes):
+    """Numba runs rows of at most 128 classes 64 at a time, in lanes: every row of every
+    pass, a last pass of fewer rows, and blocks on Numba's threads (over 2**17 elements),
+    loss and gradient against the float64 reference; 129 classes go a row at a time."""
+    pytest.importorskip("numba")
+    z = _logits((2**17 // classes + 77, classes)).astype(np.float32)
+    z[5, -1], z[70] = -np.inf, np.nan  # a class of probability 0, and a NaN row
+    want_loss, want_grad = fl.softmax_entropy_with_grad(z, reduction="none", backend="numpy")
+    loss, grad = fl.softmax_entropy_with_grad(z, reduction="none", backend="numba")
+    assert_close(loss, want_loss, np.float32)
+    assert_close(grad, want_grad, np.float32)
+    total = fl.softmax_entropy(np.delete(z, 70, axis=0), reduction="sum", backend="numba")
+    assert_close(total, np.delete(want_loss, 70).sum(), np.float32)
 
 
 def test_empty_batch(backend):

@@ -6,8 +6,9 @@ gradient row a chunk at a time, with the float64 sums ``s = sum(e)`` and ``sum(e
 (cross-entropy's fixed lane order) taken from each chunk as it is stored; the gradient comes
 from the stored row while it is in cache. The exponentials are the compute-bound part: each
 is computed once. Without a gradient both sums come from one pass. An in-place gradient
-keeps the exponentials in a scratch row instead. Rows go in fixed blocks added in order: the
-same bits at any thread count.
+keeps the exponentials in a scratch row instead. Rows of at most ``LANE_CLASSES`` classes go
+64 at a time through the cross-entropy kernel's rows in lanes instead (the layout chosen by
+k alone). Rows go in fixed blocks added in order: the same bits at any thread count.
 """
 
 import math
@@ -17,13 +18,21 @@ from numba import njit, prange
 
 from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba.softmax_cross_entropy import (
-    BLOCK_ELEMENTS,
+    LANE_CLASSES,
     LANES,
     SERIAL_ELEMENTS,
     _exp_nonpositive,
+    _flat,
     _fold_sum,
+    _lanes_exp_sum,
+    _lanes_log,
+    _lanes_max,
+    _load_tile,
     _row_max,
+    _rows_per_block,
     _stack_lanes,
+    _stack_tile,
+    _store_tile,
     _wide_vectors,
     _wide_vectors_out_of_line,
 )
@@ -119,6 +128,63 @@ def _entropy_row(z, grad_row, exps, grad_scale):
 
 
 @njit(error_model="numpy")
+def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
+    """The sum of the entropies of rows [start, stop), LANES rows at a time in the
+    cross-entropy kernel's tile of rows in lanes (start is a multiple of LANES), for rows
+    of at most LANE_CLASSES classes, which one at a time would leave most lanes idle:
+    _entropy_row's arithmetic, each row's sums in class order. A pass's rows are read
+    before their gradient is written, so grad_out may be logits itself."""
+    _wide_vectors()
+    classes = logits.shape[1]
+    flat, grad_flat = logits.reshape(logits.size), _flat(grad_out)
+    tile, shifted = _stack_tile(flat), _stack_tile(flat)
+    row_max = _stack_lanes(flat)
+    total, moment, log_total = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
+    entropy, scale, lane_totals = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
+    for r in range(LANES):
+        lane_totals[r] = 0.0
+    for row in range(start, stop, LANES):
+        count = min(LANES, stop - row)
+        _load_tile(flat, row * classes, count, classes, tile)
+        _lanes_max(tile, classes, row_max)
+        for i in range(classes * LANES):
+            shifted[i] = tile[i]
+        _lanes_exp_sum(
+            tile, classes, row_max, total, flat, (row + LANES) * classes, grad_flat,
+            row * classes,
+        )
+        for r in range(LANES):
+            moment[r] = 0.0
+        for c in range(classes):
+            for r in range(LANES):
+                e = np.float64(tile[c * LANES + r])
+                gap = np.float64(shifted[c * LANES + r]) - np.float64(row_max[r])
+                moment[r] += 0.0 if e == 0.0 else e * gap  # a logit of -inf adds 0
+        _lanes_log(total, log_total)
+        for r in range(LANES):
+            entropy[r] = log_total[r] - moment[r] / total[r]
+            scale[r] = -grad_scale / total[r]
+        for r in range(count):
+            lane_totals[r] += entropy[r]
+            if loss_out.size:
+                loss_out[row + r] = entropy[r]
+        if grad_out is None:  # an argument: the branch is pruned while compiling
+            continue
+        # -p (log p + H), as _entropy_row: scale e ((z - max) + (H - log s)).
+        for c in range(classes):
+            for r in range(LANES):
+                e = np.float64(tile[c * LANES + r])
+                gap = np.float64(shifted[c * LANES + r]) - np.float64(row_max[r])
+                offset = entropy[r] - log_total[r]
+                tile[c * LANES + r] = 0.0 if e == 0.0 else scale[r] * e * (gap + offset)
+        _store_tile(tile, grad_flat, row * classes, count, classes, None)
+    block_sum = 0.0
+    for r in range(LANES):
+        block_sum += lane_totals[r]
+    return block_sum
+
+
+@njit(error_model="numpy")
 def _row(logits, grad_out, scratch, in_place, row, grad_scale):
     # Row views of a None grad_out would be optional types; the branch is settled while
     # compiling.
@@ -131,6 +197,8 @@ def _row(logits, grad_out, scratch, in_place, row, grad_scale):
 @njit(error_model="numpy")
 def _block_sum(logits, grad_out, loss_out, divisor, in_place, start, stop):
     _wide_vectors_out_of_line()
+    if logits.shape[1] <= LANE_CLASSES:
+        return _lanes_block(logits, grad_out, loss_out, 1.0 / divisor, start, stop)
     scratch = np.empty(logits.shape[1] if in_place else 0, logits.dtype)
     block_sum = 0.0
     for row in range(start, stop):
@@ -143,7 +211,7 @@ def _block_sum(logits, grad_out, loss_out, divisor, in_place, start, stop):
 
 def _kernel(logits, grad_out, loss_out, divisor, in_place):
     rows, classes = logits.shape
-    row_block = max(1, BLOCK_ELEMENTS // classes)
+    row_block = _rows_per_block(classes)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
     for block in prange(blocks):
