@@ -107,18 +107,25 @@ def test_out_in_place_and_layouts(backend, name):
     np.testing.assert_array_equal(to_host(first), expected)
 
 
-@pytest.mark.parametrize("classes", [1, 10, 100, 128, 129])
-@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("classes", [1, 10, 32, 33, 128, 129])
+@pytest.mark.parametrize("name", NAMES)
 def test_numba_rows_in_lanes_match_the_reference(name, classes):
-    """Numba runs rows of at most 128 classes 64 at a time, in lanes: every row of every
-    pass, a last pass of fewer rows, and blocks on Numba's threads (over 2**17 elements),
-    against the float64 reference; 129 classes go a row at a time."""
+    """Numba runs short rows 64 at a time, in lanes (softmax and log-softmax: up to 128
+    classes, the backward functions: up to 32): every row of every pass, a last pass of
+    fewer rows, and blocks on Numba's threads (over 2**17 elements), against the float64
+    reference, on both sides of each limit."""
     pytest.importorskip("numba")
-    rows = 2**17 // classes + 77
-    z = (np.random.default_rng(classes).standard_normal((rows, classes)) * 4).astype(np.float32)
+    rng = np.random.default_rng(classes)
+    shape = (2**17 // classes + 77, classes)
+    z = (rng.standard_normal(shape) * 4).astype(np.float32)
     z[5, -1], z[70] = -np.inf, -np.inf  # a class of probability 0, and a NaN row
-    expected = getattr(fl, name)(z, backend="numpy")
-    np.testing.assert_allclose(getattr(fl, name)(z, backend="numba"), expected,
+    arguments = [z]
+    if name.endswith("backward"):
+        forward = "softmax" if name == "softmax_backward" else "log_softmax"
+        arguments = [getattr(fl, forward)(z, backend="numpy"),
+                     rng.standard_normal(shape).astype(np.float32)]
+    expected = getattr(fl, name)(*arguments, backend="numpy")
+    np.testing.assert_allclose(getattr(fl, name)(*arguments, backend="numba"), expected,
                                rtol=TOLERANCE[np.dtype(np.float32)][0], atol=1e-6)
 
 
