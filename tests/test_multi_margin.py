@@ -49,9 +49,11 @@ def test_matches_torch(backend, dtype, shape, reduction, weighted, options):
 
 
 def test_ties_and_extremes_as_torch(backend):
-    # Terms exactly 0 (ties at the margin) have derivative 0, as in PyTorch.
-    x = np.array([[0.0, -1.0, 2.0], [1e30, 0.0, -1e30], [0.5, 0.5, 0.5]])
-    labels = np.array([0, 1, 2])
+    # Terms exactly 0 (ties at the margin) have derivative 0, as in PyTorch, and a term
+    # whose margin - x_y + x_j is NaN (a NaN score, inf - inf) adds nothing.
+    x = np.array([[0.0, -1.0, 2.0], [1e30, 0.0, -1e30], [0.5, 0.5, 0.5], [np.nan, 0.0, 1.0],
+                  [0.0, np.nan, 1.0], [np.inf, 0.0, np.inf], [-np.inf, 0.0, 1.0]])
+    labels = np.array([0, 1, 2, 1, 1, 0, 1])
     for p in (1, 2):
         want_loss, want_grad = _torch(x, labels, None, "none", p=p)
         loss, grad = _run(backend, x, labels, reduction="none", p=p)

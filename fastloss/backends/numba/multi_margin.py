@@ -24,14 +24,15 @@ def _chunk(scores, label, shift, p, scale, start, count, grad_row, lane_total, l
     for lane in range(count):
         j = start + lane
         h = shift + np.float64(scores[j])
-        term = 0.0 if j == label or h < 0.0 else h  # NaN stays NaN
+        # As PyTorch: a term counts where h > 0, so a NaN h (a NaN score, inf - inf) adds
+        # nothing to the loss and has slope 0.
+        counts = j != label and h > 0.0
+        term = h if counts else 0.0
         lane_total[lane] += term if p == 1 else term * term
         if grad_row is not None:
             slope = 0.0
-            if j != label and h > 0.0:
+            if counts:
                 slope = scale if p == 1 else 2.0 * h * scale
-            elif j != label and h != h:
-                slope = h
             lane_slope[lane] += slope
             grad_row[j] = slope
 

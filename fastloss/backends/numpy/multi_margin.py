@@ -4,7 +4,8 @@ Contract (every backend's ``multi_margin``): ``multi_margin(x, labels, weight, g
 loss_out, p, margin, divisor)`` returns the summed row losses ``w_y sum_{j != y}
 max(0, margin - x_y + x_j)**p / k`` over ``divisor``, and writes their gradient over
 ``divisor`` into ``grad_out`` (when given; it may be ``x``) and the row losses into
-``loss_out``. The CPU fronts check the labels first.
+``loss_out``. As in PyTorch, a term whose ``margin - x_y + x_j`` is NaN adds nothing. The CPU
+fronts check the labels first.
 """
 
 import numpy as np
@@ -16,7 +17,10 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     picked = z[np.arange(rows), labels][:, None]
     w = (np.ones(rows) if weight is None else weight[labels])[:, None]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        hinge = np.maximum(margin - picked + z, 0.0)
+        h = margin - picked + z
+        # As PyTorch: a term counts where h > 0, so a NaN h (a NaN score, inf - inf) adds
+        # nothing to the loss and has slope 0.
+        hinge = np.where(h > 0.0, h, 0.0)
         hinge[np.arange(rows), labels] = 0.0
         row_losses = (w * hinge**p).sum(axis=1) / classes
         divisor = np.float64(divisor)
