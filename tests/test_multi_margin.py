@@ -91,6 +91,23 @@ def test_out_in_place_and_layouts(backend):
     np.testing.assert_array_equal(to_host(inputs), expected)
 
 
+@pytest.mark.parametrize("classes", [1, 10, 128, 129])
+@pytest.mark.parametrize("p", [1, 2])
+def test_numba_rows_in_lanes_match_the_reference(classes, p):
+    """Numba runs rows of at most 128 classes 64 at a time, in lanes: every row of every
+    pass, a last pass of fewer rows, and blocks on Numba's threads (over 2**17 elements),
+    loss and gradient against the float64 reference; 129 classes go a row at a time."""
+    pytest.importorskip("numba")
+    x, labels, weight = _case((2**17 // classes + 77, classes))
+    x = x.astype(np.float32)
+    x[70, 0] = np.nan  # a NaN score adds nothing, as in PyTorch
+    options = dict(p=p, margin=0.7, weight=weight, reduction="none")
+    want_loss, want_grad = fl.multi_margin_with_grad(x, labels, backend="numpy", **options)
+    loss, grad = fl.multi_margin_with_grad(x, labels, backend="numba", **options)
+    assert_close(loss, want_loss, np.float32)
+    assert_close(grad, want_grad, np.float32)
+
+
 def test_invalid_label_is_a_value_error_on_the_cpu():
     for backend in ("numpy", "numba"):
         with pytest.raises(ValueError, match=r"class index 3, outside \[0, 3\)$"):
