@@ -17,6 +17,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     SERIAL_ELEMENTS,
     _flat,
     _fold_sum,
+    _lanes_total,
     _load_tile,
     _rows_per_block,
     _stack_lanes,
@@ -119,10 +120,7 @@ def _lanes_block(x, labels, weight, grad_out, loss_out, p, margin, divisor, star
         for r in range(LANES):
             tile[row_label[r] * LANES + r] = -slope_sum[r]
         _store_tile(tile, grad_flat, row * classes, count, classes, None)
-    block_sum = 0.0
-    for r in range(LANES):
-        block_sum += lane_totals[r]
-    return block_sum
+    return _lanes_total(lane_totals)
 
 
 @njit(error_model="numpy")

@@ -1029,6 +1029,16 @@ def _flat_overload(array):
     return lambda array: array.reshape(array.size)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _lanes_total(lane_totals):
+    """The sum of LANES float64 lanes (a block's row losses, lane r holding rows r, r +
+    LANES, ...), added in lane order."""
+    total = 0.0
+    for r in range(LANES):
+        total += lane_totals[r]
+    return total
+
+
 @njit(cache=True, error_model="numpy")
 def _lanes_block(
     logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth, grad_scale, start,
@@ -1119,10 +1129,7 @@ def _lanes_block(
                 None, label_grad,
             )
         _store_tile(tile, grad_flat, row * classes, count, classes, None)
-    total = 0.0
-    for r in range(LANES):
-        total += lane_totals[r]
-    return total
+    return _lanes_total(lane_totals)
 
 
 # ------------------------------------------------------------------ blocks

@@ -27,6 +27,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _lanes_exp_sum,
     _lanes_log,
     _lanes_max,
+    _lanes_total,
     _load_tile,
     _row_max,
     _rows_per_block,
@@ -178,10 +179,7 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
                 offset = entropy[r] - log_total[r]
                 tile[c * LANES + r] = 0.0 if e == 0.0 else scale[r] * e * (gap + offset)
         _store_tile(tile, grad_flat, row * classes, count, classes, None)
-    block_sum = 0.0
-    for r in range(LANES):
-        block_sum += lane_totals[r]
-    return block_sum
+    return _lanes_total(lane_totals)
 
 
 @njit(error_model="numpy")
