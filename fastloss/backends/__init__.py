@@ -7,6 +7,11 @@ reduction bookkeeping and result wrapping live in ``fastloss.losses`` and on
 the backend objects of ``fastloss._backend``; a backend function only
 computes.
 
+An output array (a gradient, a softmax function's ``out``) may be an input's
+own memory (the same array: an in-place result) or share none with any
+input; the fronts write any other overlap, such as a shifted view of an
+input's buffer, through a buffer of their own (``fastloss.losses._tail``).
+
 Every loss takes a ``divisor``: the front passes the element count, the row
 count or the weight sum for "mean", and 1 for "sum" and "none" (where it
 ignores the returned loss). A zero divisor gives inf or NaN as IEEE division

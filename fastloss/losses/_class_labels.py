@@ -4,6 +4,8 @@ divides by, and the front of the losses whose target is always class indices."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _tail
@@ -77,9 +79,8 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
     call ``kernel(x, labels, weight, grad, row_losses, *options, divisor(labels, weight,
     classes, backend))``; ``reduction`` is already checked."""
     host = _registry.host_backend(backend)
-    if host is not None and class_weight is None and reduction != "none" and v.plain_rows(
-        x, target, out
-    ):
+    if (host is not None and class_weight is None and reduction != "none"
+            and v.plain_rows(x, target, out) and not _tail.overlaps(np, out, x, target)):
         # The common case, with nothing to convert: what the path below gives, at a
         # fraction of its per-call cost.
         grad = _tail.plain_grad(x, out, want_grad)
@@ -109,10 +110,11 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
         kernel_divisor = divisor(indices, class_weight, classes, backend)
         out = backend.check_out(out, "out", x)
         backend.same_device(x, indices, class_weight, out)
-        grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad)
+        x = xp.ascontiguousarray(x, dtype=work)
+        grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad,
+                                             inputs=(x, indices, class_weight))
         row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
         reduced = backend.kernels[loss](
-            xp.ascontiguousarray(x, dtype=work), indices, class_weight, grad, row_losses, *options,
-            kernel_divisor,
+            x, indices, class_weight, grad, row_losses, *options, kernel_divisor,
         )
         return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)

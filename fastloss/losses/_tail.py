@@ -10,6 +10,17 @@ def _contiguous(array, order: str) -> bool:
     return array.flags.c_contiguous if order == "C" else array.flags.f_contiguous
 
 
+def overlaps(xp, out, *inputs) -> bool:
+    """Whether ``out`` may share memory with one of ``inputs`` (None ones skipped) without
+    being it. A kernel reads each input element before it writes the output at the same
+    position, so ``out`` may be an input itself; one that overlaps an input elsewhere (a
+    shifted view of the same buffer) would be read after it is written, so it gets the
+    kernel's output copied in afterwards, as NumPy's ufuncs do."""
+    if out is None:
+        return False
+    return any(x is not None and x is not out and xp.may_share_memory(out, x) for x in inputs)
+
+
 def plain_grad(x, out, want_grad: bool):
     """The gradient buffer of a call on the common path (``fastloss._validate.plain_floats``):
     ``out``, or a new array like ``x``; None when no gradient is wanted."""
@@ -18,16 +29,19 @@ def plain_grad(x, out, want_grad: bool):
     return np.empty_like(x) if out is None else out
 
 
-def grad_buffer(xp, shape, work, dtype, out, want_grad: bool, order: str = "C"):
+def grad_buffer(xp, shape, work, dtype, out, want_grad: bool, order: str = "C", inputs=()):
     """``(buffer, writes_out)``: where the kernel writes the gradient, contiguous in ``order``.
 
-    ``out`` itself when it has the compute dtype and that layout (an in-place
-    gradient costs nothing); otherwise a new array of the compute dtype,
-    copied into ``out`` by :func:`results`. ``None`` when no gradient is wanted.
+    ``out`` itself when it has the compute dtype and that layout and does not
+    overlap one of the kernel's ``inputs`` other than by being it
+    (:func:`overlaps`; an in-place gradient costs nothing); otherwise a new
+    array of the compute dtype, copied into ``out`` by :func:`results`.
+    ``None`` when no gradient is wanted.
     """
     if not want_grad:
         return None, False
-    if out is not None and work == dtype and _contiguous(out, order):
+    if (out is not None and work == dtype and _contiguous(out, order)
+            and not overlaps(xp, out, *inputs)):
         return out, True
     return xp.empty(shape, work, order=order), False
 

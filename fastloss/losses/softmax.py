@@ -33,7 +33,8 @@ def _row_function(name, arrays: dict, out, backend):
         xp, dtype = backend.xp, x.dtype
         work = backend.compute_dtype(dtype)
         inputs = [xp.ascontiguousarray(y, dtype=work) for y in inputs]
-        buffer, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, True)
+        buffer, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, True,
+                                               inputs=inputs)
         if x.size:
             backend.kernels[name](*inputs, buffer)
         return _tail.output(buffer, writes_out, out, dtype)

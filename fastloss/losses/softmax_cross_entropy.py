@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _class_labels, _tail
@@ -26,6 +28,7 @@ def _softmax_cross_entropy(
         and label_smoothing == 0
         and v.plain_reduction(reduction)
         and v.plain_rows(logits, target, out)
+        and not _tail.overlaps(np, out, logits, target)
     ):
         return _plain(logits, target, reduction, ignore_index, host, out, want_grad)
     reduction = v.check_reduction(reduction)
@@ -90,12 +93,13 @@ def _checked(
     backend.same_device(logits, target, weight, out)
 
     z = xp.ascontiguousarray(logits, dtype=work)
-    grad, writes_out = _tail.grad_buffer(xp, logits.shape, work, dtype, out, want_grad)
+    target = labels if labels is not None else probabilities
+    grad, writes_out = _tail.grad_buffer(xp, logits.shape, work, dtype, out, want_grad,
+                                         inputs=(z, target, weight))
     row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
 
     reduced = backend.kernels["softmax_cross_entropy"](
-        z, labels if labels is not None else probabilities, weight, grad, row_losses,
-        ignore_index, label_smoothing, divisor,
+        z, target, weight, grad, row_losses, ignore_index, label_smoothing, divisor,
     )
     return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)
 

@@ -24,11 +24,12 @@ def _softmax_entropy(logits, reduction, backend, out, want_grad):
         work = backend.compute_dtype(dtype)
         out = backend.check_out(out, "out", x)
         backend.same_device(x, out)
-        grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad)
+        x = xp.ascontiguousarray(x, dtype=work)
+        grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad,
+                                             inputs=(x,))
         row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
         reduced = backend.kernels["softmax_entropy"](
-            xp.ascontiguousarray(x, dtype=work), grad, row_losses,
-            rows if reduction == "mean" else 1,
+            x, grad, row_losses, rows if reduction == "mean" else 1,
         )
         return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)
 

@@ -232,12 +232,6 @@ _serial_kernel, _parallel_kernel = copies.serial_and_parallel(
 def softmax_entropy(logits, grad_out, loss_out, divisor):
     loss_out = copies.present(loss_out)
     kernel = _serial_kernel if logits.size <= SERIAL_ELEMENTS else _parallel_kernel
-    if grad_out is None or not np.may_share_memory(grad_out, logits):
-        return kernel(logits, grad_out, loss_out, float(divisor), False)
-    if grad_out.ctypes.data == logits.ctypes.data and grad_out.strides == logits.strides:
-        return kernel(logits, grad_out, loss_out, float(divisor), True)  # in place
-    # Overlapping otherwise: the gradient goes through a buffer of its own.
-    grad = np.empty_like(grad_out)
-    total = kernel(logits, grad, loss_out, float(divisor), False)
-    np.copyto(grad_out, grad)
-    return total
+    # grad_out is logits' own memory or apart from it (fastloss.backends).
+    in_place = grad_out is not None and np.may_share_memory(grad_out, logits)
+    return kernel(logits, grad_out, loss_out, float(divisor), in_place)

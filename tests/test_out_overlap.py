@@ -1,0 +1,57 @@
+"""out= overlapping an input other than by being it (a shifted view of the input's buffer):
+the result of a separate out, on every backend and through every front, as NumPy's ufuncs."""
+
+import numpy as np
+import pytest
+from conftest import to_backend, to_host
+
+import fastloss as fl
+
+ROWS, CLASSES = 130, 7  # two passes of 64 rows in lanes, and a short third
+_rng = np.random.default_rng(0)
+LOGITS = _rng.standard_normal((ROWS, CLASSES)).astype(np.float32)
+PROBS = fl.softmax(_rng.standard_normal((ROWS, CLASSES)).astype(np.float32), backend="numpy")
+LABELS = _rng.integers(0, CLASSES, ROWS)
+
+# name -> (call(inputs, labels, out, backend), float inputs); out overlaps each in turn.
+CALLS = {
+    "mse_grad": (lambda a, y, out, b: fl.mse_grad(*a, out=out, backend=b), (LOGITS, PROBS)),
+    "binary_cross_entropy_grad": (
+        lambda a, y, out, b: fl.binary_cross_entropy_grad(*a, out=out, backend=b),
+        (PROBS, PROBS[::-1].copy()),
+    ),
+    "kl_div_grad": (lambda a, y, out, b: fl.kl_div_grad(*a, out=out, backend=b),
+                    (LOGITS, PROBS)),
+    "softmax_cross_entropy_grad labels": (
+        lambda a, y, out, b: fl.softmax_cross_entropy_grad(*a, y, out=out, backend=b),
+        (LOGITS,),
+    ),
+    "softmax_cross_entropy_grad probabilities": (
+        lambda a, y, out, b: fl.softmax_cross_entropy_grad(*a, out=out, backend=b),
+        (LOGITS, PROBS),
+    ),
+    "nll_grad": (lambda a, y, out, b: fl.nll_grad(*a, y, out=out, backend=b), (LOGITS,)),
+    "multi_margin_grad": (lambda a, y, out, b: fl.multi_margin_grad(*a, y, out=out, backend=b),
+                          (LOGITS,)),
+    "softmax_entropy_grad": (lambda a, y, out, b: fl.softmax_entropy_grad(*a, out=out, backend=b),
+                             (LOGITS,)),
+    "softmax": (lambda a, y, out, b: fl.softmax(*a, out=out, backend=b), (LOGITS,)),
+    "log_softmax": (lambda a, y, out, b: fl.log_softmax(*a, out=out, backend=b), (LOGITS,)),
+    "softmax_backward": (lambda a, y, out, b: fl.softmax_backward(*a, out=out, backend=b),
+                         (PROBS, LOGITS)),
+}
+CASES = [(name, position) for name, (_, inputs) in CALLS.items() for position in
+         range(len(inputs))]
+
+
+@pytest.mark.parametrize("name, position", CASES, ids=[f"{n}-input{p}" for n, p in CASES])
+def test_out_over_a_shifted_input_gives_the_separate_result(backend, name, position):
+    call, inputs = CALLS[name]
+    labels = to_backend(LABELS, backend)
+    arrays = [to_backend(a, backend) for a in inputs]
+    expected = to_host(call(arrays, labels, to_backend(np.empty_like(LOGITS), backend), backend))
+    # The input's values in rows 0..ROWS-1 of a buffer, out in rows 1..ROWS of it.
+    buffer = to_backend(np.concatenate([inputs[position], inputs[position][-1:]]), backend)
+    arrays[position], out = buffer[:-1], buffer[1:]
+    assert call(arrays, labels, out, backend) is out
+    np.testing.assert_array_equal(to_host(out), expected)
