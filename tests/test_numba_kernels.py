@@ -473,7 +473,9 @@ import hashlib, json
 import numba
 import numpy as np
 from fastloss.backends.numba.mse import mse
+from fastloss.backends.numba.multi_margin import multi_margin
 from fastloss.backends.numba.softmax_cross_entropy import softmax_cross_entropy
+from fastloss.backends.numba.softmax_entropy import softmax_entropy
 
 def digest(array):
     return hashlib.sha256(array.tobytes()).hexdigest()
@@ -482,7 +484,8 @@ rng = np.random.default_rng(2024)
 pred = rng.standard_normal(1_000_003).astype(np.float32)
 target = rng.standard_normal(pred.size).astype(np.float32)
 # One row at a time (1001 classes) and rows in lanes (10 classes, several
-# blocks of passes and a partial last pass).
+# blocks of passes and a partial last pass), for cross-entropy, the softmax
+# entropy and multi_margin.
 cases = []
 for rows, classes in ((300, 1001), (70001, 10)):
     logits = (rng.standard_normal((rows, classes)) * 4).astype(np.float32)
@@ -499,6 +502,11 @@ for _ in range(2):
         losses = np.empty(logits.shape[0])
         total = softmax_cross_entropy(logits, target_, weight_, grad, losses, -100, 0.1, 300)
         result += [float(total).hex(), digest(grad), digest(losses)]
+        if weight_ is not None:  # labels: the other row losses over the same rows
+            total = softmax_entropy(logits, grad, losses, 300)
+            result += [float(total).hex(), digest(grad), digest(losses)]
+            total = multi_margin(logits, target_, weight_, grad, losses, 2, 0.5, 300)
+            result += [float(total).hex(), digest(grad), digest(losses)]
     runs.append(result)
 print(json.dumps({"threads": numba.get_num_threads(), "runs": runs}))
 """
