@@ -141,7 +141,8 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
     tile, shifted = _stack_tile(flat), _stack_tile(flat)
     row_max = _stack_lanes(flat)
     total, moment, log_total = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
-    entropy, scale, lane_totals = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
+    entropy, scale, offset = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
+    lane_totals = _stack_lanes(0.0)
     for r in range(LANES):
         lane_totals[r] = 0.0
     for row in range(start, stop, LANES):
@@ -165,6 +166,7 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
         for r in range(LANES):
             entropy[r] = log_total[r] - moment[r] / total[r]
             scale[r] = -grad_scale / total[r]
+            offset[r] = entropy[r] - log_total[r]
         for r in range(count):
             lane_totals[r] += entropy[r]
             if loss_out.size:
@@ -176,8 +178,7 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
             for r in range(LANES):
                 e = np.float64(tile[c * LANES + r])
                 gap = np.float64(shifted[c * LANES + r]) - np.float64(row_max[r])
-                offset = entropy[r] - log_total[r]
-                tile[c * LANES + r] = 0.0 if e == 0.0 else scale[r] * e * (gap + offset)
+                tile[c * LANES + r] = 0.0 if e == 0.0 else scale[r] * e * (gap + offset[r])
         _store_tile(tile, grad_flat, row * classes, count, classes, None)
     return _lanes_total(lane_totals)
 
