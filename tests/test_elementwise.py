@@ -179,13 +179,17 @@ def test_half_precision_is_computed_in_float32_or_better(backend, loss):
                                    atol=atol)
 
 
-@pytest.mark.parametrize("layout", ["fortran", "strided", "transposed-target", "zero-d"])
+@pytest.mark.parametrize(
+    "layout", ["fortran", "fortran-input", "strided", "transposed-target", "zero-d"]
+)
 @pytest.mark.parametrize("loss", LOSSES, ids=IDS)
 def test_layouts(backend, loss, layout):
     rng = np.random.default_rng(2)
     x, target = loss.inputs(rng, (40, 30))
     if layout == "fortran":
         x, target = np.asfortranarray(x), np.asfortranarray(target)
+    elif layout == "fortran-input":
+        x = np.asfortranarray(x)
     elif layout == "strided":
         x, target = x[::3, 1::2], target[::3, ::2]
     elif layout == "transposed-target":
@@ -197,8 +201,11 @@ def test_layouts(backend, loss, layout):
     got_loss, got_grad = _run(loss, backend, x, target, "sum", options)
     assert_close(got_loss, want_loss, np.float64)
     assert_close(got_grad, want_grad, np.float64)
-    if layout == "fortran":
+    # The gradient takes the input's layout, whatever the target's.
+    if layout.startswith("fortran"):
         assert got_grad.flags.f_contiguous
+    elif layout == "transposed-target":
+        assert got_grad.flags.c_contiguous
 
 
 @pytest.mark.parametrize("where", ["fresh", "input", "target", "strided"])

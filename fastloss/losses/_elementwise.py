@@ -92,9 +92,10 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
         )
     out = backend.check_out(out, "out", x)
     with backend.scope(x):
-        # Walk both arrays in memory order when both are Fortran-ordered, so
-        # that neither is copied; any other layout is made C-contiguous once.
-        order = "F" if x.flags.f_contiguous and target.flags.f_contiguous else "C"
+        # The gradient takes the input's layout: walk the arrays in Fortran order
+        # when the input is Fortran-ordered (a target of another layout is then
+        # copied once), else in C order (a non-contiguous array is copied once).
+        order = "F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
         dtype = x.dtype
         work = backend.compute_dtype(dtype)
         if weight is not None or aux is not None:
