@@ -1,5 +1,5 @@
 // Binary cross-entropy of probabilities p against targets t, PyTorch's:
-//   loss  = -(t max(log p, -100) + (1 - t) max(log(1 - p), -100))
+//   loss  = -(t max(log p, -100) + (1 - t) max(log1p(-p), -100))
 //   dl/dp = (p - t) / max((1 - p) p, 1e-12f)
 // through the fused elementwise pass (common/elementwise.cuh), with the
 // per-element weight. A probability outside [0, 1] gives NaN (a check would
@@ -14,9 +14,8 @@ struct BinaryCrossEntropy {
     static constexpr bool weighted = true;
 
     // The clamp keeps 0 * log 0 finite; NaN stays NaN.
-    static __device__ __forceinline__ double clamped_log(double x) {
-        const double result = log(x);
-        return result < -100.0 ? -100.0 : result;
+    static __device__ __forceinline__ double clamped(double log_value) {
+        return log_value < -100.0 ? -100.0 : log_value;
     }
 
     static __device__ __forceinline__ void apply(double p, double t, double, double,
@@ -25,7 +24,8 @@ struct BinaryCrossEntropy {
             loss = slope = quiet_nan();
             return;
         }
-        loss = -__dadd_rn(__dmul_rn(t, clamped_log(p)), __dmul_rn(1.0 - t, clamped_log(1.0 - p)));
+        // log1p(-p): log(1 - p) would lose a tiny p's digits in the subtraction.
+        loss = -__dadd_rn(__dmul_rn(t, clamped(log(p))), __dmul_rn(1.0 - t, clamped(log1p(-p))));
         double spread = __dmul_rn(1.0 - p, p);
         // PyTorch's floor: 1e-12 as a float32.
         if (spread < 9.999999960041972e-13) spread = 9.999999960041972e-13;

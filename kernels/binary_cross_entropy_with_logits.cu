@@ -1,6 +1,6 @@
 // Binary cross-entropy of logits x against targets t, aux = pos_weight w:
 //   loss  = (1 - t) x + l softplus(-x),        l = 1 + (w - 1) t
-//   dl/dx = (1 - t) - l sigmoid(-x)
+//   dl/dx = (1 - t) - l sigmoid(-x) = l sigmoid(x) - w t
 // through the fused elementwise pass (common/elementwise.cuh), with the
 // per-element weight. For x < 0 the loss is computed as -w t x + l log1p(e^x):
 // no cancellation between huge terms, so logits of +-1e30 are exact, and a
@@ -19,9 +19,12 @@ struct BinaryCrossEntropyWithLogits {
         const double log_weight = __dadd_rn(1.0, __dmul_rn(pos_weight - 1.0, t));
         const double coefficient = x >= 0.0 ? 1.0 - t : -__dmul_rn(pos_weight, t);
         const double linear = coefficient != 0.0 ? __dmul_rn(coefficient, x) : 0.0;
-        const double sigmoid_neg = x >= 0.0 ? tail / (1.0 + tail) : 1.0 / (1.0 + tail);
+        const double small = tail / (1.0 + tail);  // sigmoid(-|x|)
         loss = __dadd_rn(linear, __dmul_rn(log_weight, log1p(tail)));
-        slope = __dadd_rn(1.0 - t, -__dmul_rn(log_weight, sigmoid_neg));
+        // (1 - t) - l sigmoid(-x) = l sigmoid(x) - w t: for x < 0 the second form, whose
+        // sigmoid is the small one, so that t = 0 keeps every digit.
+        slope = x >= 0.0 ? __dadd_rn(1.0 - t, -__dmul_rn(log_weight, small))
+                         : __dadd_rn(__dmul_rn(log_weight, small), -__dmul_rn(pos_weight, t));
     }
 };
 

@@ -301,6 +301,27 @@ def test_infinite_logits_give_the_limit(backend):
     np.testing.assert_array_equal(to_host(grad), [0.0, 0.0, 1.0, -1.0])
 
 
+def test_tiny_terms_keep_their_digits(backend, dtype):
+    """Where a term is far below 1 the result keeps its relative precision: BCE's
+    log(1 - p) of a tiny p (log1p(-p), as PyTorch), and BCE with logits' gradient
+    sigmoid(x) - t of a very negative logit with t = 0 (no cancellation against 1)."""
+    tiny = 1e-40 if dtype == np.float64 else 1e-30
+    probs = np.array([1e-12, 1e-8, 1e-5, 1e-3, 0.25, tiny], dtype)
+    exact = -np.log1p(-probs.astype(np.float64))
+    loss = fl.binary_cross_entropy(to_backend(probs, backend), to_backend(np.zeros_like(probs),
+                                   backend), reduction="none", backend=backend)
+    np.testing.assert_allclose(to_host(loss), exact, rtol=TOLERANCE[np.dtype(dtype)][0], atol=0)
+
+    logits = np.array([-10.0, -15.0, -20.0, -40.0, -80.0], dtype)
+    exp = np.exp(logits.astype(np.float64))
+    loss, grad = fl.binary_cross_entropy_with_logits_with_grad(
+        to_backend(logits, backend), to_backend(np.zeros_like(logits), backend),
+        reduction="none", backend=backend)
+    rtol = TOLERANCE[np.dtype(dtype)][0]
+    np.testing.assert_allclose(to_host(grad), exp / (1.0 + exp), rtol=rtol, atol=0)
+    np.testing.assert_allclose(to_host(loss), np.log1p(exp), rtol=rtol, atol=0)
+
+
 def test_gradient_is_zero_where_equal_and_at_the_kink(backend):
     x = np.array([1.0, -2.0, 0.5])
     l1_grad = fl.l1_grad(to_backend(x, backend), to_backend(x.copy(), backend), backend=backend)

@@ -165,8 +165,18 @@ def log1p_unit(e, inverse):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def log_clamped(x):
-    """log(x) for x >= 0 (and NaN), clamped below at -100 (PyTorch's BCE clamp)."""
-    value = log_nonnegative(x)
-    minimum = like(x, -100.0)
-    return minimum if value < minimum else value
+def log1m(p):
+    """log(1 - p) for p <= 1 (and NaN), within a few ulp also where 1 - p rounds (a tiny p:
+    PyTorch's log1p(-p)): the log of the rounded u = 1 - p plus the rounding error, which is
+    exact, over u. p = 1 gives log 0 (finite, as log_nonnegative's)."""
+    one, zero = like(p, 1.0), like(p, 0.0)
+    u = one - p
+    error = (one - u) - p  # 0 where u is exact, as for every p >= 1/2 (then u may be 0)
+    return log_nonnegative(u) + (error / u if error != zero else zero)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def clamped(log):
+    """A log clamped below at -100 (PyTorch's BCE clamp); NaN stays NaN."""
+    minimum = like(log, -100.0)
+    return minimum if log < minimum else log

@@ -6,7 +6,7 @@ import math
 from numba import njit
 
 from fastloss.backends.numba import elementwise
-from fastloss.backends.numba._vector_math import like, log_clamped
+from fastloss.backends.numba._vector_math import clamped, like, log1m, log_nonnegative
 
 # PyTorch's floor of the gradient's denominator: 1e-12 as a float32.
 _EPSILON = 9.999999960041972e-13
@@ -17,7 +17,7 @@ def _binary_cross_entropy(probs, target, aux, param):
     if probs < 0.0 or probs > 1.0:
         return like(probs, math.nan), like(probs, math.nan)
     one = like(probs, 1.0)
-    loss = -(target * log_clamped(probs) + (one - target) * log_clamped(one - probs))
+    loss = -(target * clamped(log_nonnegative(probs)) + (one - target) * clamped(log1m(probs)))
     spread = (one - probs) * probs
     epsilon = like(probs, _EPSILON)
     return loss, (probs - target) / (epsilon if spread < epsilon else spread)

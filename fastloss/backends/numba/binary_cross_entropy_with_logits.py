@@ -19,9 +19,13 @@ def _binary_cross_entropy_with_logits(logits, target, pos_weight, param):
     linear = coefficient * logits if coefficient != zero else zero
     # One division serves the sigmoid and log1p's correction.
     inverse = one / (one + tail)
-    sigmoid_neg = tail * inverse if logits >= zero else inverse
+    small = tail * inverse  # sigmoid(-|x|), without cancellation
     softplus = log1p_unit(tail, inverse)
-    return linear + log_weight * softplus, (one - target) - log_weight * sigmoid_neg
+    # The slope (1 - t) - l sigmoid(-x) is l sigmoid(x) - pos_weight t: for x < 0 the
+    # second form, whose sigmoid is the small one, so that t = 0 keeps every digit.
+    slope = ((one - target) - log_weight * small if logits >= zero
+             else log_weight * small - pos_weight * target)
+    return linear + log_weight * softplus, slope
 
 
 binary_cross_entropy_with_logits = elementwise.fused(

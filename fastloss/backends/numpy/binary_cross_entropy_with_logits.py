@@ -14,8 +14,12 @@ def _binary_cross_entropy_with_logits(logits, target, pos_weight, param):
     positive = logits >= 0
     coefficient = np.where(positive, 1.0 - target, -pos_weight * target)
     linear = np.where(coefficient != 0, coefficient * logits, 0.0)
-    sigmoid_neg = np.where(positive, tail / (1.0 + tail), 1.0 / (1.0 + tail))
-    return linear + log_weight * np.log1p(tail), (1.0 - target) - log_weight * sigmoid_neg
+    # The slope (1 - t) - l sigmoid(-x) is l sigmoid(x) - pos_weight t; for x < 0 the second
+    # form, whose sigmoid is sigmoid(-|x|), so that t = 0 keeps every digit.
+    small = tail / (1.0 + tail)
+    slope = np.where(positive, (1.0 - target) - log_weight * small,
+                     log_weight * small - pos_weight * target)
+    return linear + log_weight * np.log1p(tail), slope
 
 
 binary_cross_entropy_with_logits = elementwise.fused(_binary_cross_entropy_with_logits,
