@@ -322,6 +322,22 @@ def test_tiny_terms_keep_their_digits(backend, dtype):
     np.testing.assert_allclose(to_host(loss), np.log1p(exp), rtol=rtol, atol=0)
 
 
+def test_subnormal_beta(backend, dtype):
+    """smooth_l1's quadratic part with a beta whose reciprocal overflows."""
+    beta = 1e-310
+    pred = np.array([0.0, 2e-311, -5e-311, 1.0], dtype)
+    target = np.zeros_like(pred)
+    diff = pred.astype(np.float64)
+    with np.errstate(over="ignore"):  # diff / beta where the other branch is taken
+        want_grad = np.where(np.abs(diff) < beta, diff / beta, np.sign(diff))
+        want_loss = np.where(np.abs(diff) < beta, 0.5 * diff * (diff / beta),
+                             np.abs(diff) - beta / 2)
+    loss, grad = fl.smooth_l1_with_grad(to_backend(pred, backend), to_backend(target, backend),
+                                        beta=beta, reduction="none", backend=backend)
+    assert_close(grad, want_grad, dtype)
+    assert_close(loss, want_loss, dtype)
+
+
 def test_gradient_is_zero_where_equal_and_at_the_kink(backend):
     x = np.array([1.0, -2.0, 0.5])
     l1_grad = fl.l1_grad(to_backend(x, backend), to_backend(x.copy(), backend), backend=backend)
