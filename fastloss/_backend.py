@@ -122,10 +122,10 @@ class HostBackend(Backend):
             raise self._dtype_error(x, name, _HOST_NAMES)
 
     def compute_dtype(self, dtype):
-        """Native byte order; float16 is computed in float32 and rounded once."""
-        if dtype == _FLOAT16:
-            return _FLOAT32
-        return dtype if dtype.isnative else dtype.newbyteorder("=")
+        """Native byte order; float16 (either byte order) is computed in float32 and
+        rounded once."""
+        native = dtype if dtype.isnative else dtype.newbyteorder("=")
+        return _FLOAT32 if native == _FLOAT16 else native
 
     def scope(self, array):
         return _NO_SCOPE

@@ -91,6 +91,17 @@ def test_layouts(backend, layout):
     assert grad.shape == pred.shape
 
 
+def test_big_endian_half_is_computed_in_float32(backend):
+    if backend == "cuda":
+        pytest.skip("CuPy has no non-native byte order")
+    pred, target = random_pair((40, 30), np.float16, seed=2)
+    want_loss, want_grad = reference(pred, target, "mean")
+    loss, grad = fl.mse_with_grad(pred.astype(">f2"), target.astype(">f2"), backend=backend)
+    assert loss.dtype == np.float16 and grad.dtype == np.dtype(">f2")
+    assert_close(loss, want_loss, np.float16)
+    assert_close(grad, want_grad, np.float16)
+
+
 def test_fortran_gradient_keeps_layout(backend):
     pred, target = (np.asfortranarray(x) for x in random_pair((16, 8), np.float32))
     grad = fl.mse_grad(to_backend(pred, backend), to_backend(target, backend), backend=backend)
