@@ -83,9 +83,16 @@ def test_out_in_place_and_layouts(backend):
     assert fl.nll_grad(inputs, *args, out=out, backend=backend) is out
     np.testing.assert_array_equal(to_host(out), expected)
     np.testing.assert_array_equal(to_host(inputs), x)  # not modified
+    want_loss = to_host(fl.nll(to_backend(x, backend), *args, backend=backend))
     loss, grad = fl.nll_with_grad(inputs, *args, out=inputs, backend=backend)
     assert grad is inputs
     np.testing.assert_array_equal(to_host(inputs), expected)
+    # Each row's log-probability is read before its gradient overwrites it.
+    assert want_loss != 0 and to_host(loss) == want_loss
+    inputs = to_backend(x.copy(), backend)
+    want_losses = to_host(fl.nll(inputs, *args, reduction="none", backend=backend))
+    losses = fl.nll_with_grad(inputs, *args, out=inputs, reduction="none", backend=backend)[0]
+    np.testing.assert_array_equal(to_host(losses), want_losses)
 
 
 def test_empty_and_all_ignored(backend):

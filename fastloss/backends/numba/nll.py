@@ -21,12 +21,14 @@ def _kernel(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor
         for row in range(block * row_block, min((block + 1) * row_block, rows)):
             label = labels[row]
             loss = 0.0
-            if grad_out is not None:
-                grad_out[row, :] = 0
+            w = 0.0
             if label != ignore_index:
                 w = weight[label] if weight.size else 1.0
                 loss = -w * np.float64(log_probs[row, label])
-                if grad_out is not None:
+            # Written after the row's one read: grad_out may be log_probs itself.
+            if grad_out is not None:
+                grad_out[row, :] = 0
+                if label != ignore_index:
                     grad_out[row, label] = -w / divisor
             if loss_out.size:
                 loss_out[row] = loss
