@@ -11,6 +11,8 @@ An output array (a gradient, a softmax function's ``out``) may be an input's
 own memory (the same array: an in-place result) or share none with any
 input; the fronts write any other overlap, such as a shifted view of an
 input's buffer, through a buffer of their own (``fastloss.losses._tail``).
+A cross-entropy's probability target is the exception: the gradient never
+shares memory with it, not even as the same array.
 
 Every loss takes a ``divisor``: the front passes the element count, the row
 count or the weight sum for "mean", and 1 for "sum" and "none" (where it

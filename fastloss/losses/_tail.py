@@ -10,12 +10,14 @@ def _contiguous(array, order: str) -> bool:
     return array.flags.c_contiguous if order == "C" else array.flags.f_contiguous
 
 
-def overlaps(xp, out, *inputs) -> bool:
-    """Whether ``out`` may share memory with one of ``inputs`` (None ones skipped) without
-    being it. A kernel reads each input element before it writes the output at the same
-    position, so ``out`` may be an input itself; one that overlaps an input elsewhere (a
-    shifted view of the same buffer) would be read after it is written, so it gets the
-    kernel's output copied in afterwards, as NumPy's ufuncs do."""
+def overlaps(xp, out, *inputs, distinct=()) -> bool:
+    """Whether ``out`` may share memory with one of ``inputs`` without being it, or with
+    one of ``distinct`` at all (None ones skipped). A kernel reads each of its ``inputs``
+    elements before it writes the output at the same position, so ``out`` may be such an
+    input itself; one that overlaps an input elsewhere (a shifted view of the same buffer)
+    would be read after it is written, so it gets the kernel's output copied in
+    afterwards, as NumPy's ufuncs do. ``distinct`` inputs are read after the output is
+    written (a cross-entropy's probability target, with long rows)."""
     if out is None:
         return False
     # Arrays that own their memory were allocated apart: the common case, decided from flags
@@ -25,7 +27,7 @@ def overlaps(xp, out, *inputs) -> bool:
         if (x is not None and x is not out and not (owned and x.flags.owndata)
                 and xp.may_share_memory(out, x)):
             return True
-    return False
+    return any(x is out or (x is not None and xp.may_share_memory(out, x)) for x in distinct)
 
 
 def plain_grad(x, out, want_grad: bool):
@@ -36,19 +38,20 @@ def plain_grad(x, out, want_grad: bool):
     return np.empty_like(x) if out is None else out
 
 
-def grad_buffer(xp, shape, work, dtype, out, want_grad: bool, order: str = "C", inputs=()):
+def grad_buffer(xp, shape, work, dtype, out, want_grad: bool, order: str = "C", inputs=(),
+                distinct=()):
     """``(buffer, writes_out)``: where the kernel writes the gradient, contiguous in ``order``.
 
     ``out`` itself when it has the compute dtype and that layout and does not
-    overlap one of the kernel's ``inputs`` other than by being it
-    (:func:`overlaps`; an in-place gradient costs nothing); otherwise a new
-    array of the compute dtype, copied into ``out`` by :func:`results`.
-    ``None`` when no gradient is wanted.
+    overlap one of the kernel's ``inputs`` other than by being it, nor one of
+    ``distinct`` at all (:func:`overlaps`; an in-place gradient costs nothing);
+    otherwise a new array of the compute dtype, copied into ``out`` by
+    :func:`results`. ``None`` when no gradient is wanted.
     """
     if not want_grad:
         return None, False
     if (out is not None and work == dtype and _contiguous(out, order)
-            and not overlaps(xp, out, *inputs)):
+            and not overlaps(xp, out, *inputs, distinct=distinct)):
         return out, True
     return xp.empty(shape, work, order=order), False
 

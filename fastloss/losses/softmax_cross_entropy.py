@@ -94,8 +94,9 @@ def _checked(
 
     z = xp.ascontiguousarray(logits, dtype=work)
     target = labels if labels is not None else probabilities
+    # The kernel may read a probability target after writing the gradient row.
     grad, writes_out = _tail.grad_buffer(xp, logits.shape, work, dtype, out, want_grad,
-                                         inputs=(z, target, weight))
+                                         inputs=(z, weight), distinct=(target,))
     row_losses = xp.empty(rows, xp.float64) if reduction == "none" else None
 
     reduced = backend.kernels["softmax_cross_entropy"](
