@@ -103,6 +103,16 @@ def test_extreme_logits_match_torch(backend, dtype, label_smoothing):
     assert np.isfinite(to_host(grad)).all()
 
 
+def test_infinite_weight_of_an_unused_class_adds_nothing(backend):
+    logits, target = make_case((6, 3), np.float64, "labels", seed=9)
+    target = np.array([1, 2, 1, 2, 1, 2])
+    weight = np.array([np.inf, 1.0, 2.0])
+    want_loss, want_grad = torch_reference(logits, target, "none", weight=weight)
+    loss, grad = run(backend, logits, target, "none", weight=weight)
+    assert_close(loss, want_loss, np.float64)
+    assert_close(grad, want_grad, np.float64)
+
+
 def test_zero_probability_on_minus_inf_logit_is_finite(backend):
     # 0 * log 0 = 0: PyTorch gives NaN here (0 * -inf); the limit is the right answer.
     logits = np.array([[0.0, -np.inf, 1.0]])

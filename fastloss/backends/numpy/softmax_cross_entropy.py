@@ -14,7 +14,7 @@ def _target_weights(target, rows, classes, weight, ignore_index, label_smoothing
         onehot = target.astype(np.float64)
     q = (1.0 - label_smoothing) * onehot + label_smoothing / classes
     if weight is not None:
-        q = q * weight
+        q = np.where(q == 0.0, 0.0, q * weight)  # a class of no target mass: 0, even at w = inf
     q[ignored] = 0.0
     return q, ignored
 
