@@ -10,6 +10,8 @@ from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _tail
 
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
 
 def _label_error(label, classes, ignore_index) -> ValueError:
     ignored = "" if ignore_index is None else f" and not ignore_index={ignore_index}"
@@ -22,6 +24,10 @@ def labels(target, rows, xp):
         raise ValueError(
             f"target of class indices must have shape (N,) = ({rows},); got {target.shape}"
         )
+    if target.dtype.kind == "u" and target.dtype.itemsize == 8:
+        # Past int64's range a label would wrap to a negative one, which could pass for
+        # ignore_index: it is kept out of range instead, to fail the label check.
+        target = xp.minimum(target, _INT64_MAX)
     return xp.ascontiguousarray(target, dtype=xp.int64)
 
 
