@@ -75,13 +75,17 @@ def test_extreme_rows_as_torch(backend, dtype):
     np.testing.assert_allclose(to_host(loss)[3], np.log(4.0), rtol=1e-6)
 
 
-def test_nan_and_all_minus_infinity_rows_are_nan(backend):
-    z = np.array([[np.nan, 0.0, 1.0], [-np.inf] * 3, [0.0, 1.0, 2.0]])
+@pytest.mark.parametrize("classes", [3, 200])
+def test_nan_infinite_and_all_minus_infinity_rows_are_nan(backend, classes):
+    """As PyTorch: a row with NaN, with +inf (softmax inf / inf) or all -inf is NaN in
+    every class of its gradient, the classes of probability 0 included."""
+    z = np.tile(np.linspace(0.0, 2.0, classes), (4, 1))
+    z[0, 0], z[1], z[2, 1] = np.nan, -np.inf, np.inf
     loss, grad = fl.softmax_entropy_with_grad(to_backend(z, backend), reduction="none",
                                               backend=backend)
     loss, grad = to_host(loss), to_host(grad)
-    assert np.isnan(loss[:2]).all() and np.isnan(grad[:2]).all()
-    assert np.isfinite(loss[2]) and np.isfinite(grad[2]).all()
+    assert np.isnan(loss[:3]).all() and np.isnan(grad[:3]).all()
+    assert np.isfinite(loss[3]) and np.isfinite(grad[3]).all()
 
 
 def test_out_in_place_and_layouts(backend):

@@ -82,12 +82,14 @@ def _row_sums(z, row_max, exps):
 def _grad_value(z, row_max, exps, scale, offset, c):
     e = np.float64(exps[c])
     shifted = np.float64(z[c]) - np.float64(row_max)
-    return 0.0 if e == 0.0 else scale * e * (shifted + offset)
+    # A logit of -inf has gradient 0; offset - offset is that 0, or NaN in a NaN row.
+    return offset - offset if e == 0.0 else scale * e * (shifted + offset)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _row_grad(z, row_max, exps, grad_row, scale, offset):
-    """grad_c = scale e_c ((z_c - max) + offset), 0 where e_c is. Whole chunks go through a
+    """grad_c = scale e_c ((z_c - max) + offset), 0 where e_c is (NaN in a NaN row, such as
+    one with a logit of +inf). Whole chunks go through a
     stack chunk: ``exps`` is usually ``grad_row`` itself, and a loop that reads and writes
     one argument's row fails LLVM's overlap check at run time and goes scalar (two thirds
     of the entropy's time at k = 4096). The rest, fewer than LANES classes, is scalar in
@@ -178,7 +180,8 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
             for r in range(LANES):
                 e = np.float64(tile[c * LANES + r])
                 gap = np.float64(shifted[c * LANES + r]) - np.float64(row_max[r])
-                tile[c * LANES + r] = 0.0 if e == 0.0 else scale[r] * e * (gap + offset[r])
+                tile[c * LANES + r] = (offset[r] - offset[r] if e == 0.0
+                                       else scale[r] * e * (gap + offset[r]))
         _store_tile(tile, grad_flat, row * classes, count, classes, None)
     return _lanes_total(lane_totals)
 
