@@ -11,8 +11,9 @@ REDUCTIONS = ("mean", "batchmean", "sum", "none")
 _CONTRACT, _GRAD_CONTRACT = contract(
     "input", "Semantics are ``torch.nn.functional.kl_div``'s: ``input`` holds "
     "log-probabilities; ``target`` probabilities, or log-probabilities with "
-    "``log_target=True``. A zero target probability adds 0 (``0 * log 0 = 0``; also a "
-    "target of -inf with log_target, where PyTorch gives NaN), a negative one NaN. "
+    "``log_target=True``. A zero target probability adds 0 against a finite input "
+    "(``0 * log 0 = 0``; also a target of -inf with log_target, where PyTorch gives NaN) "
+    "and NaN against an input of -inf (``0 * inf``, as PyTorch), a negative one NaN. "
     "reduction may also be 'batchmean': the sum over ``input.shape[0]``, the true KL "
     "divergence of a batch of distributions ('mean' divides by the element count, as "
     "PyTorch's default does). log_target: a bool."
