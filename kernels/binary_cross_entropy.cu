@@ -2,8 +2,8 @@
 //   loss  = -(t max(log p, -100) + (1 - t) max(log1p(-p), -100))
 //   dl/dp = (p - t) / max((1 - p) p, 1e-12f)
 // through the fused elementwise pass (common/elementwise.cuh), with the
-// per-element weight. A probability outside [0, 1] gives NaN (a check would
-// synchronise the host).
+// per-element weight. A probability or target outside [0, 1] gives NaN (a check
+// would synchronise the host).
 
 #include "common/elementwise.cuh"
 
@@ -20,7 +20,7 @@ struct BinaryCrossEntropy {
 
     static __device__ __forceinline__ void apply(double p, double t, double, double,
                                                  double& loss, double& slope) {
-        if (p < 0.0 || p > 1.0) {
+        if (p < 0.0 || p > 1.0 || t < 0.0 || t > 1.0) {
             loss = slope = quiet_nan();
             return;
         }

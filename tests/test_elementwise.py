@@ -350,15 +350,19 @@ def test_gradient_is_zero_where_equal_and_at_the_kink(backend):
 # --- values outside a loss's domain -------------------------------------------------------
 
 OUTSIDE = {
-    "binary_cross_entropy": ("probs", np.array([0.5, 1.5, 0.2]), np.array([1.0, 0.0, 1.0])),
-    "hinge": ("target", np.array([0.5, 1.5, 0.2]), np.array([1.0, 0.0, -1.0])),
+    # (loss, the argument outside its domain, input, target); element 1 is outside.
+    "bce-probs": ("binary_cross_entropy", "probs", np.array([0.5, 1.5, 0.2]),
+                  np.array([1.0, 0.0, 1.0])),
+    "bce-target": ("binary_cross_entropy", "target", np.array([0.5, 0.5, 0.2]),
+                   np.array([1.0, -0.25, 1.0])),
+    "hinge": ("hinge", "target", np.array([0.5, 1.5, 0.2]), np.array([1.0, 0.0, -1.0])),
 }
 
 
-@pytest.mark.parametrize("name", sorted(OUTSIDE))
+@pytest.mark.parametrize("case", sorted(OUTSIDE))
 @pytest.mark.parametrize("in_place", [False, True], ids=["fresh", "in-place"])
-def test_outside_the_domain_is_a_value_error_on_the_cpu(name, in_place):
-    argument, x, target = OUTSIDE[name]
+def test_outside_the_domain_is_a_value_error_on_the_cpu(case, in_place):
+    name, argument, x, target = OUTSIDE[case]
     for backend in ("numpy", "numba"):
         x_copy = x.copy()
         out = x_copy if in_place else None
@@ -367,9 +371,9 @@ def test_outside_the_domain_is_a_value_error_on_the_cpu(name, in_place):
         np.testing.assert_array_equal(x_copy, x)  # checked before the kernel overwrote it
 
 
-@pytest.mark.parametrize("name", sorted(OUTSIDE))
-def test_outside_the_domain_is_nan_on_cuda(cupy, name):
-    _, x, target = OUTSIDE[name]
+@pytest.mark.parametrize("case", sorted(OUTSIDE))
+def test_outside_the_domain_is_nan_on_cuda(cupy, case):
+    name, _, x, target = OUTSIDE[case]
     loss, grad = getattr(fl, f"{name}_with_grad")(cupy.asarray(x), cupy.asarray(target),
                                                   reduction="none", backend="cuda")
     assert np.isnan(to_host(loss)[1]) and np.isnan(to_host(grad)[1])

@@ -134,8 +134,8 @@ def BCE_loss(predictions, targets):  # noqa: N802 - crysx_nn's name
     ``predictions``: ``(N, k)`` probabilities (e.g. a Sigmoid output layer),
     ``targets``: ``(N, k)`` of their dtype. Each log is clamped at -100 as in
     PyTorch (crysx_nn clips p to [1e-7, 1 - 1e-7] instead, so the two differ
-    only for p within 1e-7 of 0 or 1). Probabilities outside [0, 1] are a
-    ValueError (NaN for CuPy arrays). PyTorch's mean is this divided by ``N``.
+    only for p within 1e-7 of 0 or 1). Probabilities or targets outside [0, 1]
+    are a ValueError (NaN for CuPy arrays). PyTorch's mean is this divided by ``N``.
     """
     return _per_node_loss("binary_cross_entropy", predictions, targets)
 

@@ -6,9 +6,10 @@ from fastloss.losses._elementwise import Elementwise, contract, evaluate
 
 
 def _are_probabilities(probs, target) -> str | None:
-    bad = (probs < 0) | (probs > 1)
-    if bad.any():
-        return f"probs must lie in [0, 1]; got {probs[bad].flat[0]!r}"
+    for name, values in (("probs", probs), ("target", target)):
+        bad = (values < 0) | (values > 1)
+        if bad.any():
+            return f"{name} must lie in [0, 1]; got {values[bad].flat[0]!r}"
     return None
 
 
@@ -16,8 +17,9 @@ SPEC = Elementwise("binary_cross_entropy", input="probs", domain=_are_probabilit
 _CONTRACT, _GRAD_CONTRACT = contract(
     "probs",
     "Semantics are ``torch.nn.functional.binary_cross_entropy``'s, its clamp of log at "
-    "-100 and of the gradient's denominator at 1e-12 (a float32) included. probs outside "
-    "[0, 1] are a ValueError on the CPU and NaN on cuda (a check would synchronise). "
+    "-100 and of the gradient's denominator at 1e-12 (a float32) included. probs or a "
+    "target outside [0, 1] are a ValueError on the CPU (PyTorch raises for both) and NaN "
+    "on cuda (a check would synchronise). "
     "weight: optional, broadcastable to probs; it scales each element's loss and gradient "
     "(a \"mean\" still divides by the element count).",
 )

@@ -14,7 +14,7 @@ _EPSILON = 9.999999960041972e-13
 
 @njit(inline="always")
 def _binary_cross_entropy(probs, target, aux, param):
-    if probs < 0.0 or probs > 1.0:
+    if probs < 0.0 or probs > 1.0 or target < 0.0 or target > 1.0:
         return like(probs, math.nan), like(probs, math.nan)
     one = like(probs, 1.0)
     loss = -(target * clamped(log_nonnegative(probs)) + (one - target) * clamped(log1m(probs)))

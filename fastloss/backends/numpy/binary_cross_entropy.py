@@ -14,7 +14,8 @@ def _clamped(logs):
 
 
 def _binary_cross_entropy(probs, target, aux, param):
-    valid = (probs >= 0) & (probs <= 1) | np.isnan(probs)
+    valid = (((probs >= 0) & (probs <= 1) | np.isnan(probs))
+             & ((target >= 0) & (target <= 1) | np.isnan(target)))
     # log1p(-p), as PyTorch: log(1 - p) would lose a tiny p's digits in the subtraction.
     loss = -(target * _clamped(np.log(probs)) + (1.0 - target) * _clamped(np.log1p(-probs)))
     spread = (1.0 - probs) * probs
