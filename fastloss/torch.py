@@ -492,6 +492,8 @@ def _cross_entropy_arguments(input, target, weight, reduction):
             got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
             raise TypeError(f"weight must be a floating-point torch.Tensor or None; got {got}")
         _check_device(weight, "weight", input.device)
+        if torch.is_grad_enabled() and weight.requires_grad:  # PyTorch refuses too
+            raise NotImplementedError("fastloss.torch does not differentiate weight")
     if input.dim() > 2:
         raise ValueError(
             f"input of shape {tuple(input.shape)} is not supported: fastloss takes (N, C) or (C,) "
@@ -517,7 +519,8 @@ def _cross_entropy_arguments(input, target, weight, reduction):
                 "probability target; pass target.detach(), or use "
                 "torch.nn.functional.cross_entropy for learned soft targets"
             )
-    elif target.dtype in (torch.bool, torch.complex64, torch.complex128):
+    elif target.dtype in (torch.bool, torch.complex64, torch.complex128, torch.uint64):
+        # uint64: PyTorch takes int64 or uint8 labels, and .long() would wrap 2**63 and up.
         raise TypeError(
             f"target must hold int64 class indices or float probabilities; got {target.dtype}"
         )

@@ -334,11 +334,24 @@ def test_class_axis_other_than_last_is_refused():
         (lambda: ft.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), label_smoothing=1.5),
          ValueError, "label_smoothing"),
         (lambda: ft.CrossEntropyLoss(reduction="avg"), ValueError, "reduction"),
+        # PyTorch refuses a weight that requires grad too; detaching it would drop its gradient.
+        (lambda: ft.cross_entropy(torch.randn(2, 3, requires_grad=True), torch.tensor([0, 1]),
+                                  torch.rand(3, requires_grad=True)),
+         NotImplementedError, "weight"),
+        (lambda: ft.nll_loss(torch.randn(2, 3, requires_grad=True), torch.tensor([0, 1]),
+                             torch.rand(3, requires_grad=True)), NotImplementedError, "weight"),
+        (lambda: ft.multi_margin_loss(torch.randn(2, 3, requires_grad=True), torch.tensor([0, 1]),
+                                      weight=torch.rand(3, requires_grad=True)),
+         NotImplementedError, "weight"),
+        (lambda: ft.cross_entropy(torch.randn(2, 3), torch.tensor([0, 2**64 - 1],
+                                                                  dtype=torch.uint64)),
+         TypeError, "uint64"),
     ],
     ids=[
         "mse-shapes", "mse-dtypes", "mse-integers", "mse-list", "target-device",
         "reduction", "label-out-of-range", "ce-target-shape", "soft-target-grad", "smoothing",
-        "module-reduction",
+        "module-reduction", "ce-weight-grad", "nll-weight-grad", "multi-margin-weight-grad",
+        "uint64-labels",
     ],
 )
 def test_errors(call, error, match):
