@@ -123,7 +123,7 @@ class _Slab:
             self.column = xp.where(inside, local, 0)
             self.label_mass = (1.0 - target.label_smoothing) * xp.astype(inside, xp.float64)
             if target.weight is not None and self.width:
-                self.label_mass = self.label_mass * xp.take(target.weight, self.column)
+                self.label_mass = _times(xp, self.label_mass, xp.take(target.weight, self.column))
             self.invalid = self.kept & ((target.labels < 0) | (target.labels >= target.classes))
             dense = None
             if smoothing:

@@ -159,7 +159,7 @@ def _elementwise_block(x, target, weight, aux, *, spec, backend, divisor, param,
 
 
 def _checked_labels(target, classes, ignore_index, check, xp):
-    labels = xp.ascontiguousarray(target, dtype=xp.int64)
+    labels = xp.ascontiguousarray(class_labels.in_int64_range(target, xp), dtype=xp.int64)
     if check:
         class_labels.check(labels, classes, ignore_index)
     return labels
@@ -173,8 +173,10 @@ def _divisor_block(target, weight, *, backend, classes, ignore_index, check):
     kept = labels != ignore_index
     if weight is None:
         return _float64(kept.sum(), xp)
-    # Clipped because ignore_index may lie outside [0, k); those rows count 0.
-    return (xp.asarray(weight, dtype=xp.float64)[labels.clip(0, classes - 1)] * kept).sum()
+    # Clipped because ignore_index may lie outside [0, k); those rows count 0 (even where the
+    # weight they would take is inf).
+    return xp.where(kept, xp.asarray(weight, dtype=xp.float64)[labels.clip(0, classes - 1)],
+                    0.0).sum()
 
 
 @_quietly
@@ -208,7 +210,8 @@ def _rows_block(logits, target, weight, divisor, *, loss, backend, options, want
 def _shard_target(target, weight, columns, classes, options):
     """The target as the class chunk whose global column indices are ``columns`` sees it."""
     xp = array_api_compat.array_namespace(target)
-    labels = xp.astype(target, xp.int64) if target.dtype.kind in "iu" else None
+    labels = (xp.astype(class_labels.in_int64_range(target, xp), xp.int64)
+              if target.dtype.kind in "iu" else None)
     return shards.ShardTarget(
         start=int(columns[0]) if columns.size else 0,
         classes=classes,

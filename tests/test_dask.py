@@ -468,3 +468,25 @@ def test_invalid_label_raises_when_computed():
         loss = fl.softmax_cross_entropy(da.zeros((4, 3), chunks=chunks), np.array([0, 1, 3, 2]))
         with pytest.raises(ValueError, match=r"class index 3, outside \[0, 3\)"):
             loss.compute()
+        # A uint64 label past int64's range stays out of range (it does not wrap to -1).
+        huge = np.array([0, 1, 2**64 - 1, 2], np.uint64)
+        for function, options in ((fl.softmax_cross_entropy, {"ignore_index": -1}),
+                                  (fl.nll, {"ignore_index": -1}), (fl.multi_margin, {})):
+            loss = function(da.zeros((4, 3), chunks=chunks), huge, **options)
+            with pytest.raises(ValueError, match=f"class index {2**63 - 1}"):
+                loss.compute()
+
+
+@pytest.mark.parametrize("chunks", [(3, -1), (3, 2)], ids=["rows", "classes"])
+def test_infinite_weight_of_an_unused_class_adds_nothing(chunks):
+    logits = np.random.default_rng(4).standard_normal((6, 5))
+    labels = np.array([-100, 2, 3, 4, 1, 2])
+    weight = np.array([np.inf, 1.0, 2.0, 1.0, 1.0])
+    for reduction in ("mean", "sum"):
+        want = fl.softmax_cross_entropy_with_grad(logits, labels, weight=weight,
+                                                  reduction=reduction)
+        got = dask.compute(*fl.softmax_cross_entropy_with_grad(
+            da.from_array(logits, chunks=chunks), labels, weight=weight, reduction=reduction))
+        assert np.isfinite(got[0]) and np.isfinite(got[1]).all()
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-15)

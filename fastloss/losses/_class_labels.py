@@ -24,11 +24,16 @@ def labels(target, rows, xp):
         raise ValueError(
             f"target of class indices must have shape (N,) = ({rows},); got {target.shape}"
         )
+    return xp.ascontiguousarray(in_int64_range(target, xp), dtype=xp.int64)
+
+
+def in_int64_range(target, xp):
+    """Integer class indices whose conversion to int64 keeps every label out of range that
+    is: a uint64 label past int64's range would wrap to a negative one, which could pass
+    for ignore_index, so it becomes int64's maximum, which the label check rejects."""
     if target.dtype.kind == "u" and target.dtype.itemsize == 8:
-        # Past int64's range a label would wrap to a negative one, which could pass for
-        # ignore_index: it is kept out of range instead, to fail the label check.
-        target = xp.minimum(target, _INT64_MAX)
-    return xp.ascontiguousarray(target, dtype=xp.int64)
+        return xp.minimum(target, _INT64_MAX)
+    return target
 
 
 def weight(weight, classes, backend, xp):
