@@ -157,6 +157,18 @@ def test_drops_into_nn_optimize(pair):
 def test_arrays_must_be_two_dimensional(function):
     with pytest.raises(ValueError, match=r"\(N, k\)"):
         function(np.zeros(4), np.zeros(4))
+    with pytest.raises(TypeError, match=r"\(N, k\) array"):
+        function([[1.0, 2.0]], [[1.0, 2.0]])
+
+
+def test_half_precision_loss_is_rounded_once_after_the_division():
+    """The sum over the batch may pass float16's 65504 where the loss, divided by the
+    nodes, does not: the kernel divides before it rounds."""
+    target = np.zeros((1, 4), np.float16)
+    assert crysx.MSE_loss(np.full((1, 4), 200.0, np.float16), target) == 40000
+    grad = crysx.MSE_loss_grad(np.full((1, 4), 40000.0, np.float16), target)
+    assert (grad == 20000).all() and grad.dtype == np.float16
+    assert crysx.MAE_loss(np.full((1, 4), 20000.0, np.float16), target) == 20000
 
 
 def test_cupy_names_are_the_same_functions():

@@ -38,7 +38,10 @@ Bad input raises fastloss's ValueError / TypeError; the arrays must be 2-D.
 
 from __future__ import annotations
 
+import importlib
+
 import fastloss
+from fastloss.losses._elementwise import evaluate
 
 __all__ = [
     "MSE_loss",
@@ -67,7 +70,11 @@ __all__ = [
 
 def _output_nodes(predictions, name: str) -> int:
     shape = getattr(predictions, "shape", None)
-    if shape is None or len(shape) != 2:
+    if shape is None:
+        raise TypeError(
+            f"{name} must be a 2-D (N, k) array (NumPy or CuPy); got {type(predictions).__name__}"
+        )
+    if len(shape) != 2:
         raise ValueError(
             f"{name} must be a 2-D (N, k) array (N samples, k output nodes); "
             f"got shape {shape}"
@@ -75,21 +82,22 @@ def _output_nodes(predictions, name: str) -> int:
     return shape[1]
 
 
-def _per_node_loss(name: str, predictions, targets):
-    """fastloss's ``name`` summed over all elements, averaged over the output nodes."""
+def _per_node(name: str, predictions, targets, want_grad: bool):
+    """``(loss, grad or None)`` of fastloss's elementwise ``name`` summed over all elements and
+    averaged over the output nodes, the gradient not divided by the batch size. The kernel
+    divides by k itself: the loss is rounded once (a float16 sum past 65504 whose quotient
+    fits stays finite) and the gradient costs no second pass."""
     nodes = _output_nodes(predictions, "predictions")
-    return getattr(fastloss, name)(predictions, targets, reduction="sum") / nodes
+    spec = importlib.import_module(f"fastloss.losses.{name}").SPEC
+    return evaluate(spec, predictions, targets, "sum", "auto", None, want_grad, divisor=nodes)
+
+
+def _per_node_loss(name: str, predictions, targets):
+    return _per_node(name, predictions, targets, False)[0]
 
 
 def _per_node_grad(name: str, predictions, targets):
-    """The gradient of :func:`_per_node_loss` (not divided by the batch size)."""
-    nodes = _output_nodes(predictions, "predictions")
-    grad = getattr(fastloss, f"{name}_grad")(predictions, targets, reduction="sum")
-    if nodes != 1:
-        # The kernel's own scale is that of the "sum"; 1/k costs one more pass
-        # over the gradient, not over the inputs.
-        grad /= nodes
-    return grad
+    return _per_node(name, predictions, targets, True)[1]
 
 
 def MSE_loss(predictions, targets):  # noqa: N802 - crysx_nn's name
