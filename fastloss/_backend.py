@@ -138,7 +138,8 @@ class HostBackend(Backend):
         NumPy scalar of the caller's ``dtype``, rounded once."""
         if _UNIT_ROUNDS and type(loss) is float and dtype in _UNITS:
             return _UNITS[dtype] * loss
-        return dtype.type(loss)
+        with np.errstate(over="ignore"):  # a float16 past 65504 is inf, as in PyTorch
+            return dtype.type(loss)
 
 
 class CudaBackend(Backend):

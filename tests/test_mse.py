@@ -1,5 +1,7 @@
 """fastloss.mse / mse_grad / mse_with_grad on every backend, against float64 NumPy and PyTorch."""
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import assert_close, to_backend, to_host
@@ -100,6 +102,15 @@ def test_big_endian_half_is_computed_in_float32(backend):
     assert loss.dtype == np.float16 and grad.dtype == np.dtype(">f2")
     assert_close(loss, want_loss, np.float16)
     assert_close(grad, want_grad, np.float16)
+
+
+def test_half_loss_past_its_range_is_inf_without_a_warning(backend):
+    if backend == "cuda":
+        pytest.skip("the cuda loss is rounded on the device, where nothing warns")
+    pred, target = np.full(4, 300.0, np.float16), np.zeros(4, np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isposinf(fl.mse(pred, target, backend=backend))
 
 
 def test_fortran_gradient_keeps_layout(backend):
