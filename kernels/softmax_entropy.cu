@@ -55,7 +55,8 @@ template <typename C> struct EntropyState {
     __device__ __forceinline__ void rebase(C new_max) {
         if (sum != 0.0) {
             const double f = widen(fl_exp(max - new_max));
-            gap = f * (gap + sum * (widen(new_max) - widen(max)));
+            // f = 0: the old terms vanish, and M - m may overflow to inf (0 * inf).
+            gap = f == 0.0 ? 0.0 : f * (gap + sum * (widen(new_max) - widen(max)));
             sum *= f;
         }
         max = new_max;

@@ -75,6 +75,18 @@ def test_extreme_rows_as_torch(backend, dtype):
     np.testing.assert_allclose(to_host(loss)[3], np.log(4.0), rtol=1e-6)
 
 
+def test_float64_maxima_far_apart(backend):
+    """Logits near float64's limits, whose differences overflow: a class of probability 0
+    adds 0 (on cuda too, where the row's parts meet from different threads)."""
+    z = np.array([[1e308, 0.0, -1e308], [-1e308, 1e308, 0.0]])
+    want_loss, want_grad = fl.softmax_entropy_with_grad(z, reduction="none", backend="numpy")
+    loss, grad = fl.softmax_entropy_with_grad(to_backend(z, backend), reduction="none",
+                                              backend=backend)
+    assert np.isfinite(want_loss).all() and np.isfinite(want_grad).all()
+    assert_close(loss, want_loss, np.float64)
+    assert_close(grad, want_grad, np.float64)
+
+
 @pytest.mark.parametrize("classes", [3, 200])
 def test_nan_infinite_and_all_minus_infinity_rows_are_nan(backend, classes):
     """As PyTorch: a row with NaN, with +inf (softmax inf / inf) or all -inf is NaN in
