@@ -124,6 +124,14 @@ def test_zero_probability_on_minus_inf_logit_is_finite(backend):
     assert_close(grad, [[softmax[0] - 0.25, 0.0, softmax[1] - 0.75]], np.float64)
 
 
+def test_nan_row_is_nan_even_where_the_target_has_no_mass(backend):
+    """0 * log 0 = 0 spares classes of no target mass, not a NaN row."""
+    logits = np.array([[0.0, np.nan, 1.0], [-np.inf] * 3, [0.0, 1.0, 2.0]])
+    target = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.5, 0.0, 0.5]])
+    loss = to_host(run(backend, logits, target, "none")[0])
+    assert np.isnan(loss[:2]).all() and np.isfinite(loss[2])
+
+
 def test_nan_propagates_and_all_minus_inf_row_is_nan(backend):
     logits = np.zeros((3, 4), np.float32)
     logits[0, 1] = np.nan

@@ -28,7 +28,8 @@ def softmax_cross_entropy(
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         shifted = z - z.max(axis=1, keepdims=True)
         log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        row_losses = -np.where(qw == 0, 0.0, qw * log_softmax).sum(axis=1)
+        # 0 * log 0 is 0 (a target of no mass on a logit of -inf), but NaN stays NaN.
+        row_losses = -np.where((qw == 0) & ~np.isnan(log_softmax), 0.0, qw * log_softmax).sum(1)
         divisor = np.float64(divisor)
         total = row_losses.sum() / divisor
         if grad_out is not None:
