@@ -119,6 +119,9 @@ def test_invalid_label_on_cuda_is_a_nan_row_or_checked(cupy):
     assert np.isfinite(to_host(loss)[[0, 2]]).all()
     with pytest.raises(ValueError, match="class index 7"):
         fl.nll(x, labels, backend="cuda", check_labels=True)
+    huge = cupy.asarray(np.array([0, 2**64 - 1, 1], np.uint64))  # not wrapped to ignore_index
+    with pytest.raises(ValueError, match=f"class index {2**63 - 1}"):
+        fl.nll(x, huge, ignore_index=-1, backend="cuda", check_labels=True)
 
 
 @pytest.mark.parametrize("call, error, match", [

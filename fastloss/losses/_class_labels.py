@@ -32,7 +32,7 @@ def in_int64_range(target, xp):
     is: a uint64 label past int64's range would wrap to a negative one, which could pass
     for ignore_index, so it becomes int64's maximum, which the label check rejects."""
     if target.dtype.kind == "u" and target.dtype.itemsize == 8:
-        return xp.minimum(target, _INT64_MAX)
+        return xp.minimum(target, xp.uint64(_INT64_MAX))  # uint64 both: no float promotion
     return target
 
 
