@@ -127,7 +127,10 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
         }
         const double loss_total = g.sum(loss_part);
         const double slope_total = g.sum(slope_part);
-        const double loss = valid ? w * loss_total / (double)classes : quiet_nan();
+        // w weighs the terms that count: none is 0, even for an infinite or NaN w.
+        const double loss = !valid              ? quiet_nan()
+                            : loss_total != 0.0 ? w * loss_total / (double)classes
+                                                : 0.0;
         if (active && g.rank == 0) {
             if (loss_out) loss_out[row] = loss;
             loss_sum += loss;
@@ -138,7 +141,9 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
             const double scale = w * base_scale;
             const C scale_c = narrow<C>(scale);
             // 0 - terms, as PyTorch: +0, not -0, when there are none.
-            const T at_label = Cv::from(valid ? 0.0 - scale * slope_total : quiet_nan());
+            const T at_label = Cv::from(!valid              ? quiet_nan()
+                                        : slope_total != 0.0 ? 0.0 - scale * slope_total
+                                                             : 0.0);
             const T nan = Cv::from(quiet_nan());
             for (i64 tile = 0; tile < tiles; ++tile) {
                 if (tiles > 1 && valid) Tiles::load(x_row, classes, tile, g, aligned, zero, z);

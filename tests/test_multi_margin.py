@@ -61,6 +61,23 @@ def test_ties_and_extremes_as_torch(backend):
         np.testing.assert_allclose(to_host(grad), want_grad, rtol=1e-12)
 
 
+@pytest.mark.parametrize("classes", [3, 200], ids=["lanes", "row"])
+def test_infinite_and_nan_weights_weigh_only_terms_that_count(backend, classes):
+    """As PyTorch: the label's weight multiplies each term that counts, so a row without
+    such terms is 0 even for a weight of inf or NaN, and one with them is inf (NaN; PyTorch
+    then makes every class's gradient NaN, fastloss those of the terms that count)."""
+    x = np.full((4, classes), -5.0)
+    x[:, :3] = [[0.0, 2.0, 1.0], [0.0, 2.0, 1.5], [3.0, 0.0, 1.0], [0.0, 2.0, 1.5]]
+    labels = np.array([1, 1, 0, 0])  # rows 0 and 2: no term > 0; rows 1 and 3: one
+    weight = np.ones(classes)
+    weight[:2] = [np.nan, np.inf]
+    want_loss, want_grad = _torch(x, labels, weight, "none")
+    loss, grad = _run(backend, x, labels, weight, reduction="none")
+    np.testing.assert_array_equal(to_host(loss), want_loss)
+    np.testing.assert_array_equal(to_host(grad)[:3], want_grad[:3])
+    assert np.isnan(to_host(grad)[3, 1:3]).all()
+
+
 def test_float16_is_computed_in_float32(backend):
     x, labels, weight = _case((9, 40))
     x16 = x.astype(np.float16)

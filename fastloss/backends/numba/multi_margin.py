@@ -28,6 +28,13 @@ from fastloss.backends.numba.softmax_cross_entropy import (
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _weighted(w, total, classes):
+    """A row's loss w total / k; 0 without terms, even for an infinite or NaN weight (PyTorch
+    weighs each term that counts)."""
+    return w * total / classes if total != 0.0 else 0.0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _chunk(scores, label, shift, p, scale, start, count, grad_row, lane_total, lane_slope):
     # Each score is read before its slope is stored: grad_row may be scores.
     for lane in range(count):
@@ -64,8 +71,8 @@ def _row(scores, label, w, grad_row, p, margin, grad_scale):
         _chunk(scores, label, shift, p, scale, start, LANES, grad_row, lane_total, lane_slope)
     _chunk(scores, label, shift, p, scale, full, classes - full, grad_row, lane_total, lane_slope)
     if grad_row is not None:
-        grad_row[label] = -_fold_sum(lane_slope)
-    return w * _fold_sum(lane_total) / classes
+        grad_row[label] = 0.0 - _fold_sum(lane_slope)  # +0, not -0, without terms (PyTorch)
+    return _weighted(w, _fold_sum(lane_total), classes)
 
 
 @njit(error_model="numpy")
@@ -111,14 +118,14 @@ def _lanes_block(x, labels, weight, grad_out, loss_out, p, margin, divisor, star
                     slope_sum[r] += slope
                     tile[i] = slope
         for r in range(count):
-            loss = row_weight[r] * total[r] / classes
+            loss = _weighted(row_weight[r], total[r], classes)
             lane_totals[r] += loss
             if loss_out.size:
                 loss_out[row + r] = loss
         if grad_out is None:  # an argument: the branch is pruned while compiling
             continue
         for r in range(LANES):
-            tile[row_label[r] * LANES + r] = -slope_sum[r]
+            tile[row_label[r] * LANES + r] = 0.0 - slope_sum[r]
         _store_tile(tile, grad_flat, row * classes, count, classes, None)
     return _lanes_total(lane_totals)
 

@@ -22,10 +22,12 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
         # nothing to the loss and has slope 0.
         hinge = np.where(h > 0.0, h, 0.0)
         hinge[np.arange(rows), labels] = 0.0
-        row_losses = (w * hinge**p).sum(axis=1) / classes
+        # The weight multiplies the terms that count only (an infinite one adds no 0 * inf).
+        counts = hinge > 0.0
+        row_losses = np.where(counts, w * hinge**p, 0.0).sum(axis=1) / classes
         divisor = np.float64(divisor)
         if grad_out is not None:
-            slope = w * (hinge > 0) * (p * hinge ** (p - 1)) / classes
+            slope = np.where(counts, w * (p * hinge ** (p - 1)), 0.0) / classes
             slope[np.arange(rows), labels] = -slope.sum(axis=1)
             np.copyto(grad_out, slope / divisor, casting="unsafe")
         if loss_out is not None:
