@@ -384,6 +384,16 @@ def test_nan_inside_the_domain_is_nan_not_an_error():
     loss = fl.binary_cross_entropy(np.array([np.nan, 0.5]), np.array([1.0, 0.0]))
     assert np.isnan(loss)
     assert np.isnan(fl.hinge(np.array([1.0, 2.0]), np.array([np.nan, 1.0])))
+    # In place too: the check must not read the gradient the kernel wrote over an input.
+    for backend in ("numpy", "numba"):
+        for name, x, target in (("binary_cross_entropy", [np.nan, 0.9], [0.0, 0.0]),
+                                ("hinge", [np.nan, 0.2], [1.0, -1.0])):
+            for aliased in ("input", "target"):
+                x_copy, target_copy = np.array(x), np.array(target)
+                out = x_copy if aliased == "input" else target_copy
+                loss, _ = getattr(fl, f"{name}_with_grad")(x_copy, target_copy, out=out,
+                                                           backend=backend)
+                assert np.isnan(loss)
 
 
 # --- bad input ----------------------------------------------------------------------------

@@ -105,8 +105,11 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
         else:
             backend.same_device(x, target, out)
         checked = backend.host and spec.domain is not None
-        if checked and _aliased(out, x, target):
-            _check_domain(spec, x, target)  # the kernel will overwrite what the check reads
+        # Before the kernel when it will overwrite what the check reads; else after it, and
+        # only for a NaN total (NaN input, or a value outside the domain).
+        checked_first = checked and _aliased(out, x, target)
+        if checked_first:
+            _check_domain(spec, x, target)
 
         grad, writes_out = _tail.grad_buffer(backend.xp, x.shape, work, dtype, out, want_grad,
                                              order, inputs=(x, target))
@@ -119,8 +122,8 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
             mean_divisor(reduction, x.size, divisor),
             weight, aux, param,
         )
-        if checked and reduced != reduced:
-            _check_domain(spec, x, target)  # a NaN total: NaN input, or outside the domain
+        if checked and not checked_first and reduced != reduced:
+            _check_domain(spec, x, target)
         return _tail.results(backend, dtype, reduced, items, grad, writes_out, out)
 
 
@@ -136,7 +139,8 @@ def _plain(spec: Elementwise, x, target, reduction, backend, out, want_grad: boo
     """``(loss, grad or None)`` of C-contiguous NumPy arrays of one native float
     dtype, reduced, without weights, on a CPU backend: what the full path
     gives, with nothing to convert, at a fraction of its per-call cost."""
-    if spec.domain is not None and _aliased(out, x, target):
+    checked_first = spec.domain is not None and _aliased(out, x, target)  # as evaluate's
+    if checked_first:
         _check_domain(spec, x, target)
     grad = _tail.plain_grad(x, out, want_grad)
     # ravel() of a C-contiguous array is a view.
@@ -144,7 +148,7 @@ def _plain(spec: Elementwise, x, target, reduction, backend, out, want_grad: boo
         x.ravel(), target.ravel(), None if grad is None else grad.ravel(), None,
         mean_divisor(reduction, x.size, divisor), None, None, param,
     )
-    if spec.domain is not None and reduced != reduced:
+    if spec.domain is not None and not checked_first and reduced != reduced:
         _check_domain(spec, x, target)
     return backend.result(reduced, x.dtype), grad
 
