@@ -25,6 +25,7 @@ _NO_SCOPE = contextlib.nullcontext()
 # fifth of the cost of dtype.type(value); NumPy 1 promotes to float64.
 _UNITS = {dtype: dtype.type(1) for dtype in (_FLOAT32, _FLOAT64)}
 _UNIT_ROUNDS = type(_UNITS[_FLOAT32] * 1.5) is np.float32
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class _Loaded(dict):
@@ -136,9 +137,10 @@ class HostBackend(Backend):
     def result(self, loss, dtype):
         """A backend's float64 loss (a Python float or NumPy float64) as a
         NumPy scalar of the caller's ``dtype``, rounded once."""
-        if _UNIT_ROUNDS and type(loss) is float and dtype in _UNITS:
+        if (_UNIT_ROUNDS and type(loss) is float and dtype in _UNITS
+                and -_FLOAT32_MAX <= loss <= _FLOAT32_MAX):
             return _UNITS[dtype] * loss
-        with np.errstate(over="ignore"):  # a float16 past 65504 is inf, as in PyTorch
+        with np.errstate(over="ignore"):  # past the dtype's range: inf, as in PyTorch
             return dtype.type(loss)
 
 

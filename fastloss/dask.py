@@ -67,6 +67,7 @@ from fastloss import _class_shards as shards
 from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _class_labels as class_labels
+from fastloss.losses import _tail
 from fastloss.losses._elementwise import check_per_element, mean_divisor
 
 __all__ = [
@@ -261,7 +262,7 @@ def _shard_grad_block(logits, target, weight, columns, rows, divisor, *, backend
 
 def _round(total, dtype):
     """The summed float64 loss in the caller's dtype: a NumPy scalar, or a 0-d CuPy array."""
-    return total.astype(dtype)[()]
+    return _tail.narrowed(total, dtype)[()]
 
 
 # ---------------------------------------------------------------------------------------

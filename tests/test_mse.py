@@ -104,13 +104,19 @@ def test_big_endian_half_is_computed_in_float32(backend):
     assert_close(grad, want_grad, np.float16)
 
 
-def test_half_loss_past_its_range_is_inf_without_a_warning(backend):
+@pytest.mark.parametrize("dtype, value", [(np.float16, 300.0), (np.float32, 1e20)])
+def test_results_past_their_range_are_inf_without_a_warning(backend, dtype, value):
     if backend == "cuda":
-        pytest.skip("the cuda loss is rounded on the device, where nothing warns")
-    pred, target = np.full(4, 300.0, np.float16), np.zeros(4, np.float16)
+        pytest.skip("the cuda results are rounded on the device, where nothing warns")
+    pred, target = np.full(4, value, dtype), np.full(4, -value, dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isposinf(fl.mse(pred, target, backend=backend))
+        assert np.isposinf(fl.mse(pred, target, reduction="none", backend=backend)).all()
+        if dtype == np.float16:  # the gradient of the sum, 2 * 130000, is past 65504 too
+            grad = fl.mse_grad(np.full(4, 65000, dtype), np.full(4, -65000, dtype),
+                               reduction="sum", backend=backend)
+            assert np.isposinf(grad).all()
 
 
 def test_fortran_gradient_keeps_layout(backend):

@@ -63,7 +63,7 @@ def results(backend, dtype, reduced, items, grad, writes_out: bool, out):
     made ``dtype``), else None and ``reduced`` is the backend's loss.
     ``grad``: the buffer of :func:`grad_buffer`.
     """
-    loss = backend.result(reduced, dtype) if items is None else items.astype(dtype, copy=False)
+    loss = backend.result(reduced, dtype) if items is None else narrowed(items, dtype)
     return loss, None if grad is None else output(grad, writes_out, out, dtype)
 
 
@@ -73,6 +73,16 @@ def output(buffer, writes_out: bool, out, dtype):
     if writes_out:
         return buffer
     if out is None:
-        return buffer if buffer.dtype == dtype else buffer.astype(dtype)
-    out[...] = buffer
+        return narrowed(buffer, dtype)
+    with np.errstate(over="ignore"):
+        out[...] = buffer
     return out
+
+
+def narrowed(values, dtype):
+    """``values`` in ``dtype`` (itself when it has it); a value past the dtype's range is
+    inf, without NumPy's overflow warning, as in PyTorch."""
+    if values.dtype == dtype:
+        return values
+    with np.errstate(over="ignore"):
+        return values.astype(dtype)
