@@ -24,8 +24,9 @@ def softmax_cross_entropy(
 ):
     z = logits.astype(np.float64)
     rows, classes = z.shape
-    qw, ignored = _target_weights(target, rows, classes, weight, ignore_index, label_smoothing)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        qw, ignored = _target_weights(target, rows, classes, weight, ignore_index,
+                                      label_smoothing)
         shifted = z - z.max(axis=1, keepdims=True)
         log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         # 0 * log 0 is 0 (a target of no mass on a logit of -inf), but NaN stays NaN.
