@@ -169,10 +169,12 @@ def log1m(p):
     """log(1 - p) for p <= 1 (and NaN), within a few ulp also where 1 - p rounds (a tiny p:
     PyTorch's log1p(-p)): the log of the rounded u = 1 - p plus the rounding error, which is
     exact, over u. p = 1 gives log 0 (finite, as log_nonnegative's)."""
-    one, zero = like(p, 1.0), like(p, 0.0)
+    one = like(p, 1.0)
     u = one - p
-    error = (one - u) - p  # 0 where u is exact, as for every p >= 1/2 (then u may be 0)
-    return log_nonnegative(u) + (error / u if error != zero else zero)
+    # error is 0 where u is exact, as for every p >= 1/2 (u may then be 0), so 1 / u, where
+    # it counts, is 1 + p + p**2 + ... with p < 1/2: three terms, no division.
+    error = (one - u) - p
+    return log_nonnegative(u) + error * (one + p * (one + p))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
