@@ -22,9 +22,10 @@ struct BinaryCrossEntropyWithLogits {
         const double small = tail / (1.0 + tail);  // sigmoid(-|x|)
         loss = __dadd_rn(linear, __dmul_rn(log_weight, log1p(tail)));
         // (1 - t) - l sigmoid(-x) = l sigmoid(x) - w t: for x < 0 the second form, whose
-        // sigmoid is the small one, so that t = 0 keeps every digit.
-        slope = x >= 0.0 ? __dadd_rn(1.0 - t, -__dmul_rn(log_weight, small))
-                         : __dadd_rn(__dmul_rn(log_weight, small), -__dmul_rn(pos_weight, t));
+        // sigmoid is the small one, so that t = 0 keeps every digit. Either way the
+        // coefficient, plus or minus l sigmoid(-|x|).
+        const double weighted_small = __dmul_rn(log_weight, small);
+        slope = __dadd_rn(coefficient, x >= 0.0 ? -weighted_small : weighted_small);
     }
 };
 

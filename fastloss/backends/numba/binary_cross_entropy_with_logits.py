@@ -22,9 +22,10 @@ def _binary_cross_entropy_with_logits(logits, target, pos_weight, param):
     small = tail * inverse  # sigmoid(-|x|), without cancellation
     softplus = log1p_unit(tail, inverse)
     # The slope (1 - t) - l sigmoid(-x) is l sigmoid(x) - pos_weight t: for x < 0 the
-    # second form, whose sigmoid is the small one, so that t = 0 keeps every digit.
-    slope = ((one - target) - log_weight * small if logits >= zero
-             else log_weight * small - pos_weight * target)
+    # second form, whose sigmoid is the small one, so that t = 0 keeps every digit. Either
+    # way the coefficient, plus or minus l sigmoid(-|x|).
+    weighted_small = log_weight * small
+    slope = coefficient - weighted_small if logits >= zero else coefficient + weighted_small
     return linear + log_weight * softplus, slope
 
 

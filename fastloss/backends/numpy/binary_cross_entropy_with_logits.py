@@ -15,10 +15,10 @@ def _binary_cross_entropy_with_logits(logits, target, pos_weight, param):
     coefficient = np.where(positive, 1.0 - target, -pos_weight * target)
     linear = np.where(coefficient != 0, coefficient * logits, 0.0)
     # The slope (1 - t) - l sigmoid(-x) is l sigmoid(x) - pos_weight t; for x < 0 the second
-    # form, whose sigmoid is sigmoid(-|x|), so that t = 0 keeps every digit.
-    small = tail / (1.0 + tail)
-    slope = np.where(positive, (1.0 - target) - log_weight * small,
-                     log_weight * small - pos_weight * target)
+    # form, whose sigmoid is sigmoid(-|x|), so that t = 0 keeps every digit. Either way the
+    # coefficient, plus or minus l sigmoid(-|x|).
+    small = log_weight * (tail / (1.0 + tail))
+    slope = np.where(positive, coefficient - small, coefficient + small)
     return linear + log_weight * np.log1p(tail), slope
 
 
