@@ -13,8 +13,9 @@ struct SmoothL1 {
         const double diff = x - t;
         const double size = fabs(diff);
         if (size < beta) {
-            loss = __dmul_rn(0.5 * diff, diff) / beta;
+            // d (d / beta), not (d d) / beta: d d underflows for a beta below 1e-154.
             slope = diff / beta;
+            loss = __dmul_rn(0.5 * diff, slope);
         } else {
             // The rounded product, then the difference: no FMA, as on the CPU.
             loss = __dadd_rn(size, -__dmul_rn(0.5, beta));

@@ -322,10 +322,11 @@ def test_tiny_terms_keep_their_digits(backend, dtype):
     np.testing.assert_allclose(to_host(loss), np.log1p(exp), rtol=rtol, atol=0)
 
 
-def test_subnormal_beta(backend, dtype):
-    """smooth_l1's quadratic part with a beta whose reciprocal overflows."""
-    beta = 1e-310
-    pred = np.array([0.0, 2e-311, -5e-311, 1.0], dtype)
+@pytest.mark.parametrize("beta", [1e-310, 1e-300], ids=["subnormal", "tiny"])
+def test_tiny_beta(backend, dtype, beta):
+    """smooth_l1's quadratic part with a beta whose reciprocal overflows (subnormal), or
+    below which diff * diff underflows (tiny)."""
+    pred = np.array([0.0, 0.2 * beta, -0.5 * beta, 1.0], dtype)
     target = np.zeros_like(pred)
     diff = pred.astype(np.float64)
     with np.errstate(over="ignore"):  # diff / beta where the other branch is taken
