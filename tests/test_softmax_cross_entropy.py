@@ -129,11 +129,16 @@ def test_zero_probability_on_minus_inf_logit_is_finite(backend):
 
 
 def test_nan_row_is_nan_even_where_the_target_has_no_mass(backend):
-    """0 * log 0 = 0 spares classes of no target mass, not a NaN row."""
+    """0 * log 0 = 0 spares classes of no target mass, not a NaN row; but an ignored row
+    adds nothing, whatever its logits."""
     logits = np.array([[0.0, np.nan, 1.0], [-np.inf] * 3, [0.0, 1.0, 2.0]])
     target = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.5, 0.0, 0.5]])
     loss = to_host(run(backend, logits, target, "none")[0])
     assert np.isnan(loss[:2]).all() and np.isfinite(loss[2])
+    labels = np.array([-100, -100, 1])
+    loss = to_host(run(backend, logits, labels, "none")[0])
+    np.testing.assert_array_equal(loss[:2], 0.0)
+    assert np.isfinite(to_host(run(backend, logits, labels, "mean")[0]))
 
 
 def test_nan_propagates_and_all_minus_inf_row_is_nan(backend):

@@ -31,6 +31,7 @@ def softmax_cross_entropy(
         log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         # 0 * log 0 is 0 (a target of no mass on a logit of -inf), but NaN stays NaN.
         row_losses = -np.where((qw == 0) & ~np.isnan(log_softmax), 0.0, qw * log_softmax).sum(1)
+        row_losses[ignored] = 0.0  # an ignored row adds nothing, NaN logits or not
         divisor = np.float64(divisor)
         total = row_losses.sum() / divisor
         if grad_out is not None:
