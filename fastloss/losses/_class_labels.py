@@ -28,9 +28,10 @@ def labels(target, rows, xp):
 
 
 def in_int64_range(target, xp):
-    """Integer class indices whose conversion to int64 keeps every label out of range that
-    is: a uint64 label past int64's range would wrap to a negative one, which could pass
-    for ignore_index, so it becomes int64's maximum, which the label check rejects."""
+    """Integer class indices ``target`` ready for a conversion to int64 that keeps an
+    out-of-range label out of range: a uint64 label past int64's range would wrap to a
+    negative one, which could pass for ignore_index, so it becomes int64's maximum, which
+    the label check rejects (and reports as that maximum)."""
     if target.dtype.kind == "u" and target.dtype.itemsize == 8:
         return xp.minimum(target, xp.uint64(_INT64_MAX))  # uint64 both: no float promotion
     return target

@@ -1,10 +1,11 @@
 """Numba smooth L1 (``param`` = beta) through the fused elementwise kernel."""
 
+import numpy as np
 from numba import njit
 
 from fastloss.backends.numba import elementwise
 
-_SMALLEST_NORMAL = 2.2250738585072014e-308
+_SMALLEST_NORMAL = float(np.finfo(np.float64).tiny)
 _LIFT = 2.0**64
 
 
