@@ -15,9 +15,10 @@ struct KlDiv {
         const bool of_logs = log_target != 0.0;
         const double p = of_logs ? exp(t) : t;
         const double log_p = of_logs ? t : log(t);
-        // Rounded products, then the difference: no FMA, as on the CPU.
+        // Rounded products, then the difference: no FMA, as on the CPU. With log_target,
+        // p (t - x) (PyTorch's form: an e^t past the largest double gives inf, not inf - inf).
         const double p_log_p = p == 0.0 ? 0.0 : __dmul_rn(p, log_p);
-        loss = __dadd_rn(p_log_p, -__dmul_rn(p, x));
+        loss = of_logs && p != 0.0 ? __dmul_rn(p, t - x) : __dadd_rn(p_log_p, -__dmul_rn(p, x));
         slope = -p;
     }
 };

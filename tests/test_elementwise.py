@@ -292,6 +292,15 @@ def test_kl_div_batchmean_matches_torch(backend, dtype, log_target):
     assert_close(got_grad, want_grad, dtype)
 
 
+def test_kl_div_of_a_log_target_past_the_largest_float_is_inf(backend, dtype):
+    """PyTorch's e^t (t - x): inf, where p log p - p x would be inf - inf = NaN."""
+    target = np.array([100.0 if dtype == np.float32 else 710.0, 0.0], dtype)
+    x = np.array([1.0, -1.0], dtype)
+    loss, grad = _run(LOSSES[-1], backend, x, target, "none", {"log_target": True})
+    assert np.isposinf(to_host(loss)[0]) and np.isneginf(to_host(grad)[0])
+    assert_close(to_host(loss)[1:], [1.0], dtype)
+
+
 def test_infinite_logits_give_the_limit(backend):
     """Where PyTorch computes 0 * inf = NaN, the coefficient 0 adds nothing."""
     logits = np.array([np.inf, -np.inf, np.inf, -np.inf])
