@@ -74,11 +74,14 @@ def test_quick_report_is_one_line_per_loss_and_backend(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option", [["--ops", "backward"], ["--losses", "mse,no_such_loss"],
-                                    ["--losses", "softmax", "--ops", "fused"]])
-def test_bad_option_is_a_usage_error(option):
+                                    ["--losses", "softmax", "--ops", "fused"],
+                                    ["--sizes", "10x"], ["--sizes", "x"], ["--repeats", "0"],
+                                    ["--budget", "-1"], ["--json", "/no/such/folder/r.json"]])
+def test_bad_option_is_a_usage_error(option, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        report.main(option)
+        report.main(["--losses", "mse", *option] if option[0] != "--losses" else option)
     assert exit_info.value.code == 2
+    assert "error: --" in capsys.readouterr().err  # names the option, no traceback
 
 
 def test_every_loss_and_softmax_function_has_a_bench_spec_and_an_unknown_loss_is_an_error():

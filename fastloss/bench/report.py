@@ -775,6 +775,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error("--sweep-classes: row widths must be 1 or more")
     if args.rounds < 1:
         parser.error("--rounds: must be 1 or more")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats: must be 1 or more")
+    if args.budget is not None and args.budget < 0:
+        parser.error("--budget: must be 0 or more")
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        # Before the run, not after it: a path that cannot be written would waste it.
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            parser.error(f"{option}: no folder {os.path.dirname(os.path.abspath(path))!r}")
     if args.repeats is None:
         args.repeats = 3 if args.quick else 5
     if args.budget is None:
@@ -808,10 +816,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = not_run(args)
     if skipped:
         print("\nnot run here:\n" + "\n".join(f"  {line}" for line in skipped))
-    if args.json:
-        write_json(args.json, rows, skipped, args, info)
-    if args.plot and not peers.missing_module("matplotlib"):
-        write_plot(args.plot, rows, sweeps, tiny)
+    try:
+        if args.json:
+            write_json(args.json, rows, skipped, args, info)
+        if args.plot and not peers.missing_module("matplotlib"):
+            write_plot(args.plot, rows, sweeps, tiny)
+    except OSError as exc:
+        raise SystemExit(f"fastloss bench: cannot write {exc.filename}: {exc.strerror}") from None
     return 0
 
 
