@@ -102,13 +102,17 @@ def check_probability(value, name: str) -> float:
     return value
 
 
-def check_real(value, name: str, *, minimum: float | None = None) -> float:
-    """A finite real number (at least ``minimum`` when given), as a float."""
+def check_real(value, name: str, *, minimum: float | None = None,
+               above: bool = False) -> float:
+    """A finite real number (at least ``minimum`` when given; ``above`` it with ``above``),
+    as a float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r}")
     value = float(value)
     # Comparisons, not math.isfinite: torch.compile traces them on symbolic floats.
-    if not -math.inf < value < math.inf or (minimum is not None and value < minimum):
-        bound = "" if minimum is None else f" >= {minimum:g}"
+    if not -math.inf < value < math.inf or (
+        minimum is not None and (value <= minimum if above else value < minimum)
+    ):
+        bound = "" if minimum is None else f" {'>' if above else '>='} {minimum:g}"
         raise ValueError(f"{name} must be a finite number{bound}; got {value}")
     return value

@@ -761,7 +761,7 @@ class HuberLoss(_ReductionLoss):
 
     def __init__(self, reduction: str = "mean", delta: float = 1.0):
         super().__init__(reduction)
-        self.delta = _validate.check_real(delta, "delta", minimum=0.0)
+        self.delta = _validate.check_real(delta, "delta", minimum=0.0, above=True)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return huber_loss(input, target, reduction=self.reduction, delta=self.delta)

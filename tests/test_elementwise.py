@@ -439,7 +439,8 @@ def test_bad_inputs_name_the_argument(loss):
     [
         (lambda x, t: fl.smooth_l1(x, t, beta=-1.0), ValueError, "beta"),
         (lambda x, t: fl.smooth_l1(x, t, beta="1"), TypeError, "beta"),
-        (lambda x, t: fl.huber(x, t, delta=0.0), ValueError, "delta"),
+        (lambda x, t: fl.huber(x, t, delta=0.0), ValueError, "delta must be a finite number > 0"),
+        (lambda x, t: fl.huber(x, t, delta=-1.0), ValueError, "delta must be a finite number > 0"),
         (lambda x, t: fl.huber(x, t, delta=np.inf), ValueError, "delta"),
         (lambda x, t: fl.hinge(x, np.sign(t) + (t == 0), margin=np.nan), ValueError, "margin"),
         (lambda x, t: fl.binary_cross_entropy_with_logits(x, t, weight=np.ones(4)), ValueError,

@@ -13,9 +13,7 @@ _CONTRACT, _GRAD_CONTRACT = contract(
 
 
 def _run(pred, target, reduction, delta, backend, out, want_grad):
-    delta = v.check_real(delta, "delta", minimum=0.0)
-    if delta == 0.0:
-        raise ValueError("delta must be > 0; got 0.0")
+    delta = v.check_real(delta, "delta", minimum=0.0, above=True)
     return evaluate(SPEC, pred, target, reduction, backend, out, want_grad, param=delta)
 
 
