@@ -184,9 +184,10 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                 if (has_soft) {
                     const double qw = soft.at<PROBS>(c, t[j]);
                     st.soft_weight += qw;
-                    if (qw != 0.0) {
-                        st.soft_gap += qw * (vanishes ? infinity<double>() : widen(st.max) - widen(z[j]));
-                    }
+                    // No term for a class of no mass, nor for one at the running max (a
+                    // later rebase adds its gap), even under an infinite weight.
+                    const double gap = vanishes ? infinity<double>() : widen(st.max) - widen(z[j]);
+                    if (qw != 0.0 && gap != 0.0) st.soft_gap += qw * gap;
                 }
             }
         }
@@ -202,7 +203,8 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
             soft_gap = g.sum(st.soft_gap);
         }
         const double total_weight = soft_weight + hard;
-        const double hard_term = hard != 0.0 ? hard * (widen(row_max) - widen(z_label)) : 0.0;
+        const double hard_gap = widen(row_max) - widen(z_label);
+        const double hard_term = hard != 0.0 && hard_gap != 0.0 ? hard * hard_gap : 0.0;
         const double loss = computed ? total_weight * log(sum_exp) + soft_gap + hard_term : fixed;
         if (active && g.rank == 0) {
             if (loss_out) loss_out[row] = loss;

@@ -117,6 +117,23 @@ def test_infinite_weight_of_an_unused_class_adds_nothing(backend):
     assert_close(grad, want_grad, np.float64)
 
 
+@pytest.mark.parametrize("classes", [3, 200], ids=["lanes", "row"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_infinite_weight_on_the_max_class_gives_inf(backend, classes, label_smoothing):
+    """As PyTorch: the loss of a row whose weighted class is its max is inf, not the NaN of
+    inf * (max - max)."""
+    logits = np.full((2, classes), -3.0, np.float32)
+    logits[:, :3] = [[0.0, 2.0, 1.0], [2.0, 0.0, 1.0]]
+    labels = np.array([1, 1])  # row 0: its label is the max; row 1: it is not
+    weight = np.ones(classes)
+    weight[1] = np.inf
+    want_loss, _ = torch_reference(logits, labels, "none", weight=weight,
+                                   label_smoothing=label_smoothing)
+    loss, _ = run(backend, logits, labels, "none", weight=weight,
+                  label_smoothing=label_smoothing)
+    np.testing.assert_array_equal(to_host(loss), want_loss)
+
+
 def test_zero_probability_on_minus_inf_logit_is_finite(backend):
     # 0 * log 0 = 0: PyTorch gives NaN here (0 * -inf); the limit is the right answer.
     logits = np.array([[0.0, -np.inf, 1.0]])
