@@ -207,17 +207,16 @@ def shape_for(loss: str, size: str | int, classes: int = DEFAULT_CLASSES) -> tup
     row's width is a single shorter row.
     """
     text = str(size).lower().replace("_", "")
+    width = spec(loss).width or classes
     try:
         if "x" in text:
             rows, cols = (int(part) for part in text.split("x"))
         else:
             elements = int(float(text))
+            cols = min(width, elements)
+            rows = max(1, round(elements / cols)) if cols > 0 else 0
     except (ValueError, OverflowError):
         raise ValueError(f"size {size!r} is neither ROWSxCOLS nor an element count") from None
-    if "x" not in text:
-        width = spec(loss).width or classes
-        cols = min(width, elements)
-        rows = max(1, round(elements / cols)) if cols > 0 else 0
     if rows < 1 or cols < 1:
         raise ValueError(f"size {size!r} gives an empty {loss} input")
     return rows, cols

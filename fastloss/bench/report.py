@@ -781,8 +781,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--budget: must be 0 or more")
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         # Before the run, not after it: a path that cannot be written would waste it.
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            parser.error(f"{option}: no folder {os.path.dirname(os.path.abspath(path))!r}")
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            parser.error(f"{option}: no folder {folder!r}")
     if args.repeats is None:
         args.repeats = 3 if args.quick else 5
     if args.budget is None:
