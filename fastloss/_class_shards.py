@@ -78,6 +78,13 @@ def _times(xp, factor, value):
     return xp.where(factor == 0, 0.0, factor * value)
 
 
+def _gap_terms(xp, factor, gap):
+    """``factor * gap``, zero wherever either is zero: a term of ``B`` at the reference itself
+    adds nothing, even for an infinite weight (as ``-w log_softmax`` is inf, never NaN, on the
+    row's maximum)."""
+    return xp.where((factor == 0) | (gap == 0), 0.0, factor * gap)
+
+
 def _shift(xp, reference):
     """What a shard subtracts before ``exp``: the reference, or 0 where it is ``-inf``."""
     return xp.where(reference == -math.inf, 0.0, reference)
@@ -145,13 +152,13 @@ class _Slab:
             label_logit = xp.take_along_axis(self.logits, self.column[:, None], axis=1)[:, 0]
             mass = mass + self.label_mass
             label_gap = self.shift - xp.astype(label_logit, xp.float64)
-            gaps = gaps + _times(xp, self.label_mass, label_gap)
+            gaps = gaps + _gap_terms(xp, self.label_mass, label_gap)
         if self.dense is not None and self.width:
             gap = self.shift[:, None] - xp.astype(self.logits, xp.float64)
             if self.uniform:
                 dense_gaps = self.dense[0, 0] * xp.sum(gap, axis=1)
             else:
-                dense_gaps = xp.sum(_times(xp, self.dense, gap), axis=1)
+                dense_gaps = xp.sum(_gap_terms(xp, self.dense, gap), axis=1)
             dense_mass = xp.sum(self.dense, axis=1)
             if self.kept is not None:
                 kept = xp.astype(self.kept, xp.float64)
@@ -205,7 +212,7 @@ def rebase(reference, s, mass, gaps, new_reference):
     depend on the reference)."""
     xp = _namespace(s)
     old, new = _shift(xp, reference), _shift(xp, new_reference)
-    return _times(xp, s, xp.exp(old - new)), gaps + _times(xp, mass, new - old)
+    return _times(xp, s, xp.exp(old - new)), gaps + _gap_terms(xp, mass, new - old)
 
 
 def combine(stats):

@@ -490,3 +490,20 @@ def test_infinite_weight_of_an_unused_class_adds_nothing(chunks):
         assert np.isfinite(got[0]) and np.isfinite(got[1]).all()
         np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
         np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("chunks", [(1, -1), (1, 2)], ids=["rows", "classes"])
+def test_infinite_weight_on_a_row_max_class_gives_inf(chunks):
+    # Each row's label is its largest logit and weighs inf: -w log_softmax is inf, as in
+    # memory and in PyTorch; the term of the class at the reference must not make it NaN.
+    logits = np.array([[3.0, 1.0, 0.5, -1.0], [0.0, 2.0, 1.0, 0.5]])
+    labels = np.array([0, 1])
+    weight = np.array([np.inf, np.inf, 1.0, 1.0])
+    for reduction in ("none", "sum"):
+        want = fl.softmax_cross_entropy_with_grad(logits, labels, weight=weight,
+                                                  reduction=reduction)
+        got = dask.compute(*fl.softmax_cross_entropy_with_grad(
+            da.from_array(logits, chunks=chunks), labels, weight=weight, reduction=reduction))
+        assert np.all(got[0] == np.inf)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
