@@ -134,6 +134,27 @@ def test_infinite_weight_on_the_max_class_gives_inf(backend, classes, label_smoo
     np.testing.assert_array_equal(to_host(loss), want_loss)
 
 
+@pytest.mark.parametrize("classes", [3, 200], ids=["lanes", "row"])
+def test_infinite_probability_target_matches_torch(backend, classes):
+    """inf or NaN exactly where PyTorch has them: an infinite target mass on the max class, on
+    another class, on a -inf logit, and against a -inf target."""
+    inf = np.inf
+    rows = [([5.0, 1.0, 1.0], [inf, 0.0, 0.0]), ([5.0, 1.0, 1.0], [0.1, inf, 0.2]),
+            ([5.0, 1.0, 1.0], [inf, inf, 0.0]), ([0.0, -inf, 1.0], [0.5, inf, 0.0]),
+            ([5.0, 1.0, 1.0], [inf, -inf, 0.0])]
+    logits = np.full((len(rows), classes), -3.0)
+    target = np.zeros((len(rows), classes))
+    for i, (z, t) in enumerate(rows):
+        logits[i, :3], target[i, :3] = z, t
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # PyTorch's inf - inf in NumPy's view
+        want_loss, want_grad = torch_reference(logits, target, "none")
+    loss, grad = run(backend, logits, target, "none")
+    np.testing.assert_array_equal(to_host(loss), want_loss)
+    np.testing.assert_array_equal(np.isnan(to_host(grad)), np.isnan(want_grad))
+    np.testing.assert_array_equal(np.isinf(to_host(grad)), np.isinf(want_grad))
+
+
 def test_zero_probability_on_minus_inf_logit_is_finite(backend):
     # 0 * log 0 = 0: PyTorch gives NaN here (0 * -inf); the limit is the right answer.
     logits = np.array([[0.0, -np.inf, 1.0]])
