@@ -160,7 +160,7 @@ def _elementwise_block(x, target, weight, aux, *, spec, backend, divisor, param,
 
 
 def _checked_labels(target, classes, ignore_index, check, xp):
-    labels = xp.ascontiguousarray(class_labels.in_int64_range(target, xp), dtype=xp.int64)
+    labels = class_labels.int64_labels(target, ignore_index, xp)
     if check:
         class_labels.check(labels, classes, ignore_index)
     return labels
@@ -209,10 +209,9 @@ def _rows_block(logits, target, weight, divisor, *, loss, backend, options, want
 
 
 def _shard_target(target, weight, columns, classes, options):
-    """The target as the class chunk whose global column indices are ``columns`` sees it."""
-    xp = array_api_compat.array_namespace(target)
-    labels = (xp.astype(class_labels.in_int64_range(target, xp), xp.int64)
-              if target.dtype.kind in "iu" else None)
+    """The target (int64 labels, as ``_checked_labels`` gives them, or the chunk's own
+    probabilities) as the class chunk whose global column indices are ``columns`` sees it."""
+    labels = target if target.dtype.kind in "iu" else None
     return shards.ShardTarget(
         start=int(columns[0]) if columns.size else 0,
         classes=classes,
@@ -253,7 +252,10 @@ def _combine_block(stats, divisor, *, loss_dtype, want_rows):
 def _shard_grad_block(logits, target, weight, columns, rows, divisor, *, backend, classes,
                       options):
     """A class chunk's gradient from its row block's combined ``(M, s, S)``."""
-    with _registry.backend(backend).scope(logits):
+    on = _registry.backend(backend)
+    with on.scope(logits):
+        if target.dtype.kind in "iu":  # checked by the statistics' pass
+            target = _checked_labels(target, classes, options["ignore_index"], False, on.xp)
         reference, s, mass = rows[0]
         shard = _shard_target(target, weight, columns, classes, options)
         return shards.shard_gradient(logits, reference, s, mass, shard, 1.0 / divisor,

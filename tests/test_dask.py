@@ -471,9 +471,10 @@ def test_invalid_label_raises_when_computed():
         # A uint64 label past int64's range stays out of range (it does not wrap to -1).
         huge = np.array([0, 1, 2**64 - 1, 2], np.uint64)
         for function, options in ((fl.softmax_cross_entropy, {"ignore_index": -1}),
-                                  (fl.nll, {"ignore_index": -1}), (fl.multi_margin, {})):
+                                  (fl.softmax_cross_entropy, {"ignore_index": 2**63 - 1}),
+                                  (fl.nll, {"ignore_index": 2**63 - 1}), (fl.multi_margin, {})):
             loss = function(da.zeros((4, 3), chunks=chunks), huge, **options)
-            with pytest.raises(ValueError, match=f"class index {2**63 - 1}"):
+            with pytest.raises(ValueError, match=r"class index 922337203685477580[67]"):
                 loss.compute()
 
 

@@ -122,12 +122,18 @@ def test_invalid_label_on_cuda_is_a_nan_row_or_checked(cupy):
     huge = cupy.asarray(np.array([0, 2**64 - 1, 1], np.uint64))  # not wrapped to ignore_index
     with pytest.raises(ValueError, match=f"class index {2**63 - 1}"):
         fl.nll(x, huge, ignore_index=-1, backend="cuda", check_labels=True)
+    with pytest.raises(ValueError, match=f"class index {2**63 - 2}"):
+        fl.nll(x, huge, ignore_index=2**63 - 1, backend="cuda", check_labels=True)
+    loss = fl.nll(x, huge, ignore_index=2**63 - 1, reduction="none", backend="cuda")
+    assert np.isnan(to_host(loss)[1])
 
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: fl.nll(np.zeros(4), np.zeros(4, int)), ValueError, r"log_probs must be 2-D"),
     (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2)), TypeError, "must be integers"),
     (lambda: fl.nll(np.zeros((2, 3)), np.zeros(3, int)), ValueError, r"shape \(N,\)"),
+    (lambda: fl.nll(np.zeros((2, 3)), np.array([0, 2**64 - 1], np.uint64),
+                    ignore_index=2**63 - 1), ValueError, f"class index {2**63 - 2}"),
     (lambda: fl.nll(np.zeros((2, 3), int), np.zeros(2, int)), TypeError, "log_probs"),
     (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2, int), weight=np.ones(2)), ValueError,
      "weight"),

@@ -317,6 +317,9 @@ def test_bad_inputs_name_the_argument():
         (ValueError, "target.*class index -1", lambda: call(logits, np.array([0, -1, 2, 2]))),
         (ValueError, f"target.*class index {2**63 - 1}", lambda: call(
             logits, np.array([0, 1, 2**64 - 1, 2], np.uint64), ignore_index=-1)),
+        # Not ignored either where ignore_index is int64's maximum.
+        (ValueError, f"target.*class index {2**63 - 2}", lambda: call(
+            logits, np.array([0, 1, 2**64 - 1, 2], np.uint64), ignore_index=2**63 - 1)),
         (ValueError, r"target.*\(N,\)", lambda: call(logits, labels[:3])),
         (ValueError, r"target.*\(N,\)", lambda: call(logits, labels.reshape(2, 2))),
         (ValueError, "target.*probabilities", lambda: call(logits, probs[:, :4])),

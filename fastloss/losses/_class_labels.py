@@ -18,23 +18,24 @@ def _label_error(label, classes, ignore_index) -> ValueError:
     return ValueError(f"target holds class index {int(label)}, outside [0, {classes}){ignored}")
 
 
-def labels(target, rows, xp):
-    """``target`` as C-contiguous int64 labels; ValueError unless its shape is ``(rows,)``."""
+def labels(target, rows, ignore_index, xp):
+    """``target`` as :func:`int64_labels`; ValueError unless its shape is ``(rows,)``."""
     if target.shape != (rows,):
         raise ValueError(
             f"target of class indices must have shape (N,) = ({rows},); got {target.shape}"
         )
-    return xp.ascontiguousarray(in_int64_range(target, xp), dtype=xp.int64)
+    return int64_labels(target, ignore_index, xp)
 
 
-def in_int64_range(target, xp):
-    """Integer class indices ``target`` ready for a conversion to int64 that keeps an
-    out-of-range label out of range: a uint64 label past int64's range would wrap to a
-    negative one, which could pass for ignore_index, so it becomes int64's maximum, which
-    the label check rejects (and reports as that maximum)."""
+def int64_labels(target, ignore_index, xp):
+    """Integer class indices ``target`` as C-contiguous int64, an out-of-range label kept out
+    of range: a uint64 label past int64's range would wrap to a negative one, which could
+    pass for ignore_index, so it becomes int64's maximum (one less where that is
+    ``ignore_index``; None: no label is ignored), which the label check rejects."""
     if target.dtype.kind == "u" and target.dtype.itemsize == 8:
-        return xp.minimum(target, xp.uint64(_INT64_MAX))  # uint64 both: no float promotion
-    return target
+        cap = _INT64_MAX - 1 if ignore_index == _INT64_MAX else _INT64_MAX
+        target = xp.minimum(target, xp.uint64(cap))  # uint64 both: no float promotion
+    return xp.ascontiguousarray(target, dtype=xp.int64)
 
 
 def weight(weight, classes, backend, xp):
@@ -85,11 +86,12 @@ def divisor(labels, weight, classes, ignore_index, reduction, backend, check_lab
 
 
 def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_grad, divisor,
-             *options):
+             *options, ignore_index=None):
     """``(loss, grad or None)`` of ``loss`` over ``(N, k)`` rows ``x`` (called ``name`` in
-    messages) against ``(N,)`` integer labels: the checks of the error contract, then one
-    call ``kernel(x, labels, weight, grad, row_losses, *options, divisor(labels, weight,
-    classes, backend))``; ``reduction`` is already checked."""
+    messages) against ``(N,)`` integer labels (``ignore_index``: the one ignored, or None):
+    the checks of the error contract, then one call ``kernel(x, labels, weight, grad,
+    row_losses, *options, divisor(labels, weight, classes, backend))``; ``reduction`` is
+    already checked."""
     host = _registry.host_backend(backend)
     if (host is not None and class_weight is None and reduction != "none"
             and v.plain_rows(x, target, out) and not _tail.overlaps(np, out, x, target)):
@@ -117,7 +119,7 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
         rows, classes = x.shape
         xp, dtype = backend.xp, x.dtype
         work = backend.compute_dtype(dtype)
-        indices = labels(target, rows, xp)
+        indices = labels(target, rows, ignore_index, xp)
         class_weight = weight(class_weight, classes, backend, xp)
         kernel_divisor = divisor(indices, class_weight, classes, backend)
         out = backend.check_out(out, "out", x)

@@ -17,7 +17,8 @@ def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_
                                      check_labels)
 
     return _class_labels.evaluate("nll", "log_probs", log_probs, target, weight, reduction,
-                                  backend, out, want_grad, divisor, ignore_index)
+                                  backend, out, want_grad, divisor, ignore_index,
+                                  ignore_index=ignore_index)
 
 
 def nll(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100, weight=None,

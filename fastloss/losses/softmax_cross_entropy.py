@@ -76,7 +76,7 @@ def _checked(
 
     labels = probabilities = None
     if target.dtype.kind in "iu":
-        labels = _class_labels.labels(target, rows, xp)
+        labels = _class_labels.labels(target, rows, ignore_index, xp)
     elif target.dtype.kind == "f" or target.dtype.name == "bfloat16":
         probabilities = _probabilities(target, logits, work, backend, xp)
     else:
