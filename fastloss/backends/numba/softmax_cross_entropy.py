@@ -576,18 +576,22 @@ def _row_max(z):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _gap_term(qw, gap):
+    """``qw * gap``, a term of the loss's sum of weighted gaps to the row's max: 0 where
+    either is 0. 0 * log 0 = 0: a class with no target mass adds nothing, even when its
+    logit is -inf (the product would be 0 * inf = NaN); nor does the row's max, even under
+    an infinite weight."""
+    return qw * gap if qw != 0.0 and gap != 0.0 else 0.0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _gap_chunk(z, row_max, probs, weight, keep, smooth, start, count, lane_weight, lane_gap):
     for lane in range(count):
         c = start + lane
         q = smooth if probs is None else keep * np.float64(probs[c]) + smooth
         qw = q if weight is None else q * weight[c]
         lane_weight[lane] += qw
-        # 0 * log 0 = 0: a class with no target mass adds nothing, even when
-        # its logit is -inf (the product would be 0 * inf = NaN); nor does the
-        # row's max, even under an infinite weight.
-        gap = np.float64(row_max) - np.float64(z[c])
-        if qw != 0.0 and gap != 0.0:
-            lane_gap[lane] += qw * gap
+        lane_gap[lane] += _gap_term(qw, np.float64(row_max) - np.float64(z[c]))
 
 
 @njit(cache=True, error_model="numpy")
@@ -732,9 +736,7 @@ def _label_row(
     # Read before the exponentials may overwrite z (in-place gradient).
     label_gap = np.float64(row_max) - np.float64(z[label])
     weight_sum = keep * label_weight
-    gap_sum = 0.0
-    if weight_sum != 0.0 and label_gap != 0.0:  # as _gap_chunk
-        gap_sum = weight_sum * label_gap
+    gap_sum = _gap_term(weight_sum, label_gap)
     if smooth != 0.0:
         smooth_weight, smooth_gap = _row_gap(z, row_max, None, weight, 0.0, smooth)
         weight_sum += smooth_weight
@@ -933,10 +935,7 @@ def _lanes_target_terms(tile, classes, probs, weight, keep, smooth, row_max, wei
             q = smooth if probs is None else keep * np.float64(probs[c * LANES + r]) + smooth
             qw = q * class_weight
             weight_sum[r] += qw
-            # As _gap_chunk: a class with no target mass, or at the row's max, adds nothing.
-            gap = np.float64(row_max[r]) - np.float64(tile[c * LANES + r])
-            if qw != 0.0 and gap != 0.0:
-                gap_sum[r] += qw * gap
+            gap_sum[r] += _gap_term(qw, np.float64(row_max[r]) - np.float64(tile[c * LANES + r]))
 
 
 @njit(cache=True, error_model="numpy")
@@ -1095,8 +1094,7 @@ def _lanes_block(
                 label_weight = label_weight if kept else 0.0
                 label_share = keep * label_weight
                 label_gap = np.float64(row_max[r]) - np.float64(picked[r])
-                gap_sum[r] = (label_share * label_gap if label_share != 0.0 and label_gap != 0.0
-                              else 0.0) + gap_sum[r]
+                gap_sum[r] = _gap_term(label_share, label_gap) + gap_sum[r]
                 weight_sum[r] = label_share + weight_sum[r]
             # L = -sum_c q_c w_c ((z_c - max) - log(sum)), split so that no -inf
             # log-probability is ever multiplied by a zero weight.
