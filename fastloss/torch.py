@@ -50,6 +50,7 @@ import functools
 
 try:
     import torch
+    from torch.autograd import forward_ad
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(
         "fastloss.torch needs PyTorch: pip install 'fastloss[torch]'"
@@ -302,11 +303,27 @@ class _Op:
 
     def __call__(self, input: torch.Tensor, *args) -> torch.Tensor:
         """The loss of ``compute(input, *args)``, differentiable when ``with_grad``."""
+        if forward_ad._current_level >= 0:  # inside forward_ad.dual_level()
+            _refuse_tangents(self.name, input, *args)
+        if torch.jit.is_tracing():
+            # A trace keeps with_grad as a constant, which must hold for every later call.
+            return self.op(input, *args[:-1], True)[0]
         if not _plain_eager(input):
             return self.op(input, *args)[0]
         if args[-1]:
             return _EagerFunction.apply(self, input, *args)
         return self.compute(input, *args)[0]
+
+
+def _refuse_tangents(name: str, *args) -> None:
+    """NotImplementedError for a forward-mode AD tangent on any tensor argument: the loss
+    would drop it, as if its derivative were zero."""
+    for arg in args:
+        if isinstance(arg, torch.Tensor) and forward_ad.unpack_dual(arg).tangent is not None:
+            raise NotImplementedError(
+                f"fastloss.torch {name} has no forward-mode AD (jvp); use torch.nn.functional "
+                "for forward-mode derivatives"
+            )
 
 
 def _save_grad(ctx, inputs, output):

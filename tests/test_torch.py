@@ -249,6 +249,38 @@ def test_double_backward_is_a_clear_error(name):
         torch.autograd.grad(loss, logits, create_graph=True)
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "mse_loss"])
+def test_forward_mode_ad_is_a_clear_error(name):
+    """A tangent would be dropped, as if the loss's derivative were zero."""
+    from torch.autograd import forward_ad
+
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, 0]) if name == "cross_entropy" else torch.zeros(4, 3).double()
+    with forward_ad.dual_level():
+        getattr(ft, name)(logits, target)  # no tangent: an ordinary call
+        dual = forward_ad.make_dual(logits, torch.ones_like(logits))
+        with pytest.raises(NotImplementedError, match="forward-mode AD"):
+            getattr(ft, name)(dual, target)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TorchScript is deprecated
+@pytest.mark.parametrize("traced_with_grad", [False, True], ids=["traced-no-grad", "traced-grad"])
+def test_jit_trace_computes_each_call(traced_with_grad):
+    """A trace records the custom op, not the loss of the tracing input as a constant, and
+    gives a gradient whether or not the tracing input required one."""
+    logits = torch.randn(6, 5, dtype=torch.float64, requires_grad=traced_with_grad)
+    labels = torch.tensor([0, 1, 4, 2, 1, 3])
+    traced = torch.jit.trace(ft.CrossEntropyLoss(), (logits, labels))
+    other = (3 * logits.detach()).requires_grad_()
+    reference = other.detach().clone().requires_grad_()
+    loss, want = traced(other, labels), F.cross_entropy(reference, labels)
+    torch.testing.assert_close(loss, want)
+    loss.backward()
+    want.backward()
+    torch.testing.assert_close(other.grad, reference.grad)
+
+
 def test_backward_twice_with_retain_graph_accumulates_exactly():
     logits = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     target = torch.tensor([0, 1, 2, 0])
