@@ -86,6 +86,15 @@ class Backend:
         return out
 
 
+def _refuse_masked(x, name: str) -> None:
+    """TypeError for a masked array, whose mask the kernels would ignore."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask fastloss would ignore: give a plain "
+            f"ndarray (for example {name}.filled(value))"
+        )
+
+
 class HostBackend(Backend):
     """numpy and numba: NumPy arrays, float16 computed in float32, NumPy scalar results."""
 
@@ -102,20 +111,25 @@ class HostBackend(Backend):
                 f"backend={self.name!r} runs on the CPU: use backend='cuda' (or 'auto'), or "
                 f"move it to the host with cupy.asnumpy({name}) / {name}.cpu()"
             )
+        _refuse_masked(x, name)
         try:
             return np.asarray(x)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from exc
 
     def writable(self, out, name: str):
-        # Anything but an ndarray would be converted to a new array that the caller never sees.
+        """``out`` as a plain ndarray over the caller's memory (a subclass such as
+        ``np.memmap`` or ``np.matrix`` is viewed as one: its own indexing would not write
+        where the kernels write); anything but an ndarray would be a new array that the
+        caller never sees."""
         if not isinstance(out, np.ndarray):
             raise TypeError(
                 f"{name} must be a NumPy array to write into; got {type(out).__name__}"
             )
+        _refuse_masked(out, name)
         if not out.flags.writeable:
             raise ValueError(f"{name} must be writeable")
-        return out
+        return out if type(out) is np.ndarray else out.view(np.ndarray)
 
     def check_float(self, x, name: str) -> None:
         dtype = x.dtype

@@ -71,9 +71,14 @@ def check_reduction(reduction) -> str:
 
 
 def check_int(value, name: str) -> int:
+    """``value`` as a Python int: TypeError unless an integer, ValueError unless it fits
+    in int64 (what the kernels take, and what a label is compared with)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int; got {value!r}")
-    return int(value)
+    value = int(value)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{name} must fit in int64, [-2**63, 2**63); got {value}")
+    return value
 
 
 def check_probability_target(target, logits_shape) -> None:

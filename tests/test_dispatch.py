@@ -71,6 +71,46 @@ def test_array_likes_are_accepted_on_the_cpu():
     assert fl.mse([1.0, 2.0], [1.0, 4.0], backend="numpy") == 2.0
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("kind", ["matrix", "memmap"])
+def test_out_of_an_ndarray_subclass_receives_the_gradient(backend, kind, tmp_path):
+    """Its own indexing (a matrix's rows stay 2-D) must not decide where the kernels write."""
+    x = np.arange(12.0).reshape(3, 4)
+    if kind == "matrix":
+        out = np.matrix(np.zeros((3, 4)))
+    else:
+        out = np.memmap(tmp_path / "grad", dtype=np.float64, mode="w+", shape=(3, 4))
+    for function in (fl.mse_grad, fl.l1_grad, fl.softmax):
+        args = (x,) if function is fl.softmax else (x, np.zeros((3, 4)))
+        want = function(*args, backend="numpy")
+        got = function(*args, backend=backend, out=out)
+        assert np.shares_memory(got, out)
+        np.testing.assert_allclose(np.asarray(out), want, rtol=1e-15)
+        np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_masked_arrays_are_refused(backend):
+    x = np.ma.masked_array(np.ones((2, 3)), mask=[[False, True, False]] * 2)
+    with pytest.raises(TypeError, match="pred is a masked array, whose mask"):
+        fl.mse(x, np.zeros((2, 3)), backend=backend)
+    with pytest.raises(TypeError, match="out is a masked array, whose mask"):
+        fl.mse_grad(np.ones((2, 3)), np.zeros((2, 3)), backend=backend, out=x)
+    with pytest.raises(TypeError, match="logits is a masked array"):
+        fl.softmax_cross_entropy(x, np.array([0, 1]), backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("ignore_index", [2**63, -(2**63) - 1, np.uint64(2**63)], ids=str)
+def test_ignore_index_outside_int64_is_a_value_error(backend, ignore_index):
+    # On numba it overflowed in the kernel call, or matched label 2**63 - 1 as a float.
+    for function in (fl.softmax_cross_entropy, fl.nll):
+        with pytest.raises(ValueError, match="ignore_index must fit in int64"):
+            function(np.zeros((3, 4)), np.array([0, 2**63 - 1, 1]), ignore_index=ignore_index,
+                     backend=backend)
+
+
 def test_info_lists_every_backend():
     result = subprocess.run([sys.executable, "-m", "fastloss", "info"], capture_output=True,
                             text=True, check=True)

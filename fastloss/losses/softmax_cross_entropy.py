@@ -24,6 +24,7 @@ def _softmax_cross_entropy(
         host is not None
         and weight is None
         and type(ignore_index) is int
+        and -(2**63) <= ignore_index < 2**63
         and type(label_smoothing) in (int, float)
         and label_smoothing == 0
         and v.plain_reduction(reduction)
