@@ -70,12 +70,6 @@ struct SoftTarget {
     }
 };
 
-// q w (m - z), a term of B: 0 where either factor is 0. 0 log 0 = 0: a class of no target
-// mass adds nothing even at a -inf logit, nor does the max itself under an infinite weight.
-__device__ __forceinline__ double gap_term(double qw, double gap) {
-    return qw != 0.0 && gap != 0.0 ? qw * gap : 0.0;
-}
-
 // One thread's share of a row: running max m, sum of exp(z - m), and for the
 // soft target S = sum q w and B = sum q w (m - z).
 template <typename C> struct RowState {
@@ -95,7 +89,7 @@ template <typename C> struct RowState {
     __device__ __forceinline__ void rebase(C new_max) {
         if (new_max == max) return;
         sum_exp *= widen(fl_exp(max - new_max));
-        soft_gap += gap_term(soft_weight, widen(new_max) - widen(max));
+        if (soft_weight != 0.0) soft_gap += soft_weight * (widen(new_max) - widen(max));
         max = new_max;
     }
 };
@@ -190,9 +184,10 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                 if (has_soft) {
                     const double qw = soft.at<PROBS>(c, t[j]);
                     st.soft_weight += qw;
-                    // A class at the running max adds no term; a later rebase adds its gap.
-                    st.soft_gap += gap_term(qw, vanishes ? infinity<double>()
-                                                         : widen(st.max) - widen(z[j]));
+                    // No term for a class of no mass, nor for one at the running max (a
+                    // later rebase adds its gap), even under an infinite weight.
+                    const double gap = vanishes ? infinity<double>() : widen(st.max) - widen(z[j]);
+                    if (qw != 0.0 && gap != 0.0) st.soft_gap += qw * gap;
                 }
             }
         }
@@ -209,7 +204,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         }
         const double total_weight = soft_weight + hard;
         const double hard_gap = widen(row_max) - widen(z_label);
-        const double hard_term = gap_term(hard, hard_gap);
+        const double hard_term = hard != 0.0 && hard_gap != 0.0 ? hard * hard_gap : 0.0;
         const double loss = computed ? total_weight * log(sum_exp) + soft_gap + hard_term : fixed;
         if (active && g.rank == 0) {
             if (loss_out) loss_out[row] = loss;
