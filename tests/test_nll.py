@@ -111,6 +111,14 @@ def test_invalid_label_is_a_value_error_on_the_cpu():
             fl.nll(np.zeros((2, 4)), np.array([0, 4]), backend=backend)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_uint64_label_of_int64_max_may_be_ignore_index(backend):
+    labels = np.array([0, 2**63 - 1, 1], np.uint64)
+    loss = fl.nll(np.log(np.full((3, 4), 0.25)), labels, ignore_index=2**63 - 1,
+                  reduction="none", backend=backend)
+    np.testing.assert_array_equal(loss, [np.log(4), 0.0, np.log(4)])
+
+
 def test_invalid_label_on_cuda_is_a_nan_row_or_checked(cupy):
     x = cupy.asarray(np.log(np.full((3, 4), 0.25)))
     labels = cupy.asarray(np.array([0, 7, 1]))

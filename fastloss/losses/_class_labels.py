@@ -34,7 +34,8 @@ def int64_labels(target, ignore_index, xp):
     ``ignore_index``; None: no label is ignored), which the label check rejects."""
     if target.dtype.kind == "u" and target.dtype.itemsize == 8:
         cap = _INT64_MAX - 1 if ignore_index == _INT64_MAX else _INT64_MAX
-        target = xp.minimum(target, xp.uint64(cap))  # uint64 both: no float promotion
+        # uint64 throughout: no float promotion; a label of int64's maximum stays itself.
+        target = xp.where(target > xp.uint64(_INT64_MAX), xp.uint64(cap), target)
     return xp.ascontiguousarray(target, dtype=xp.int64)
 
 

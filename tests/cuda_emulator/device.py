@@ -151,7 +151,7 @@ def module(raw_module_type) -> types.ModuleType:
     cupy.empty, cupy.zeros, cupy.asarray = empty, zeros, asarray
     cupy.ascontiguousarray, cupy.asnumpy = ascontiguousarray, asnumpy
     cupy.may_share_memory = np.may_share_memory
-    cupy.minimum = lambda a, b: asarray(np.minimum(np.asarray(a), b))
+    cupy.where = lambda c, a, b: asarray(np.where(np.asarray(c), a, b))
     cupy.is_available = lambda: True
     cupy.RawModule = raw_module_type
     for name in ("float16", "float32", "float64", "int32", "int64", "uint64", "bool_"):
