@@ -162,7 +162,7 @@ class _Slab:
             dense_mass = xp.sum(self.dense, axis=1)
             if self.kept is not None:
                 kept = xp.astype(self.kept, xp.float64)
-                dense_mass, dense_gaps = kept * dense_mass, _times(xp, kept, dense_gaps)
+                dense_mass, dense_gaps = _times(xp, kept, dense_mass), _times(xp, kept, dense_gaps)
             mass, gaps = mass + dense_mass, gaps + dense_gaps
         if self.invalid is not None:
             mass = xp.where(self.invalid, math.nan, mass)

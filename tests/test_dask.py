@@ -508,3 +508,15 @@ def test_infinite_weight_on_a_row_max_class_gives_inf(chunks):
         assert np.all(got[0] == np.inf)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_ignored_row_adds_nothing_under_smoothing_and_an_infinite_weight():
+    logits = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0]])
+    labels = np.array([0, -100])
+    weight = np.array([1.0, 1.0, 1.0, np.inf])
+    want = fl.softmax_cross_entropy(logits, labels, weight=weight, label_smoothing=0.1,
+                                    reduction="none")
+    for chunks in [(1, 2), (1, -1)]:
+        got = fl.softmax_cross_entropy(da.from_array(logits, chunks=chunks), labels,
+                                       weight=weight, label_smoothing=0.1, reduction="none")
+        np.testing.assert_array_equal(got.compute().ravel(), want)  # [inf, 0]
