@@ -155,6 +155,17 @@ def test_infinite_probability_target_matches_torch(backend, classes):
     np.testing.assert_array_equal(np.isinf(to_host(grad)), np.isinf(want_grad))
 
 
+def test_infinite_weight_on_a_class_of_zero_probability_is_nan_as_in_torch(backend):
+    """PyTorch weighs the probabilities, w * t = inf * 0: NaN rows, on every backend alike."""
+    logits = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0]])
+    target = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.5, 0.0]])
+    weight = np.array([1.0, 1.0, 1.0, np.inf])
+    want_loss, want_grad = torch_reference(logits, target, "none", weight=weight)
+    loss, grad = run(backend, logits, target, "none", weight=weight)
+    np.testing.assert_array_equal(to_host(loss), want_loss)
+    np.testing.assert_array_equal(to_host(grad), want_grad)
+
+
 def test_zero_probability_on_minus_inf_logit_is_finite(backend):
     # 0 * log 0 = 0: PyTorch gives NaN here (0 * -inf); the limit is the right answer.
     logits = np.array([[0.0, -np.inf, 1.0]])

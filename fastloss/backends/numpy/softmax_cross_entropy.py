@@ -13,8 +13,11 @@ def _target_weights(target, rows, classes, weight, ignore_index, label_smoothing
         ignored = np.zeros(rows, dtype=bool)
         onehot = target.astype(np.float64)
     q = (1.0 - label_smoothing) * onehot + label_smoothing / classes
-    if weight is not None:
-        q = np.where(q == 0.0, 0.0, q * weight)  # a class of no target mass: 0, even at w = inf
+    if weight is not None and target.ndim == 1:
+        # A class that is no row's label: 0, even at w = inf (PyTorch reads only w[label]).
+        q = np.where(q == 0.0, 0.0, q * weight)
+    elif weight is not None:
+        q = q * weight  # as PyTorch's w * t: an infinite weight on a class of t = 0 is NaN
     q[ignored] = 0.0
     return q, ignored
 
