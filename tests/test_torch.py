@@ -249,6 +249,8 @@ def test_double_backward_is_a_clear_error(name):
         torch.autograd.grad(loss, logits, create_graph=True)
 
 
+# forward_ad.make_dual loads its decompositions with the deprecated torch.jit.script.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("name", ["cross_entropy", "mse_loss"])
 def test_forward_mode_ad_is_a_clear_error(name):
     """A tangent would be dropped, as if the loss's derivative were zero."""
