@@ -88,6 +88,53 @@ def test_same_bits_run_to_run(cupy, dtype):
     assert first == again
 
 
+# Each kernel takes its vector path only when all its arrays are 16-byte aligned. One
+# array an element off its allocation, the others aligned, must send it down the scalar
+# path: the emulator raises on a misaligned vector access. (shape, inputs) per call:
+# "x" float32 scores, "p" probabilities, "y" labels; "out" for the gradient or output.
+_ROWS, _CLASSES = 3, 32
+ALONE_MISALIGNED = {
+    "softmax_cross_entropy-labels": (fl.softmax_cross_entropy_with_grad, "x y"),
+    "softmax_cross_entropy-probabilities": (fl.softmax_cross_entropy_with_grad, "x p"),
+    "nll": (fl.nll_with_grad, "logp y"),
+    "multi_margin": (fl.multi_margin_with_grad, "x y"),
+    "softmax_entropy": (fl.softmax_entropy_with_grad, "x"),
+    "softmax": (fl.softmax, "x"),
+    "log_softmax": (fl.log_softmax, "x"),
+    "softmax_backward": (fl.softmax_backward, "p x"),
+    "log_softmax_backward": (fl.log_softmax_backward, "logp x"),
+    "l1": (fl.l1_with_grad, "x p"),
+    "kl_div": (fl.kl_div_with_grad, "logp p"),
+}
+
+
+def _alone_cases():
+    for name, (_, inputs) in sorted(ALONE_MISALIGNED.items()):
+        for position in [*inputs.split(), "out"]:
+            yield pytest.param(name, position, id=f"{name}-{position}")
+
+
+@pytest.mark.parametrize(("name", "position"), list(_alone_cases()))
+def test_one_misaligned_array_among_aligned_ones(cupy, name, position):
+    function, inputs = ALONE_MISALIGNED[name]
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((_ROWS, _CLASSES)).astype(np.float32)
+    logp = fl.log_softmax(rng.standard_normal((_ROWS, _CLASSES)).astype(np.float32),
+                          backend="numpy")
+    host = {"x": x, "p": np.exp(logp), "logp": logp,
+            "y": rng.integers(0, _CLASSES, _ROWS)}
+    args = [host[key] for key in inputs.split()]
+    want = function(*args, backend="numpy")
+    device = [cases._device_copy(cupy, host[key], key == position) for key in inputs.split()]
+    out = cases._device_copy(cupy, np.zeros_like(x), True) if position == "out" else None
+    got = function(*device, backend="cuda", out=out)
+    for got_part, want_part in zip(*(r if isinstance(r, tuple) else (r,) for r in (got, want)),
+                                   strict=True):
+        np.testing.assert_allclose(cases.fl_host(got_part), want_part, rtol=2e-5, atol=1e-6)
+    if out is not None:
+        assert (got[1] if isinstance(got, tuple) else got) is out
+
+
 def _adversarial(dtype: str) -> np.ndarray:
     """float64 values at and beside the rounding boundaries of ``dtype``."""
     import ml_dtypes
