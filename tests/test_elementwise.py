@@ -267,6 +267,29 @@ def test_extreme_values_match_torch(backend, dtype, loss):
     assert_close(got_grad, want_grad, dtype)
 
 
+def test_smooth_l1_with_beta_0_is_l1_at_a_tie(backend, dtype):
+    """beta = 0 takes the linear branch everywhere: |x - t| < 0 never holds, so a tie is
+    not 0.5 * 0 / 0."""
+    x, target = np.array([1.0, 2.0, 3.0], dtype), np.array([1.0, 0.0, 3.0], dtype)
+    want_loss, want_grad = torch_reference(LOSSES[1], x, target, "none", {"beta": 0.0})
+    loss, grad = _run(LOSSES[1], backend, x, target, "none", {"beta": 0.0})
+    assert_close(to_host(loss), want_loss, dtype)
+    assert_close(to_host(grad), want_grad, dtype)
+
+
+def test_kl_div_log_target_of_minus_inf_adds_nothing(backend, dtype):
+    """A log target of -inf is a probability of 0: loss 0 (PyTorch: 0 * -inf = NaN) and
+    gradient -0, as for a probability target of 0."""
+    x, target = np.array([-1.0, -2.0], dtype), np.array([-np.inf, -1.0], dtype)
+    loss, grad = _run(LOSSES[-1], backend, x, target, "none", {"log_target": True})
+    loss, grad = to_host(loss), to_host(grad)
+    assert loss[0] == 0 and grad[0] == 0 and np.signbit(grad[0])
+    want_loss, want_grad = torch_reference(LOSSES[-1], x[1:], target[1:], "none",
+                                           {"log_target": True})
+    assert_close(loss[1:], want_loss, dtype)
+    assert_close(grad[1:], want_grad, dtype)
+
+
 @pytest.mark.parametrize("loss", LOSSES, ids=IDS)
 def test_nan_in_nan_out(backend, loss):
     x, target = (a.astype(np.float32) for a in loss.inputs(np.random.default_rng(6), (10, 10)))
