@@ -130,6 +130,25 @@ def test_in_place_over_the_input(cupy, dtype, classes):
             == _call(cupy, x, labels, weight, 2, 0.3, 3.0)[2].tobytes())
 
 
+@pytest.mark.slow
+def test_past_two_to_the_31_elements(cupy):
+    if cupy.__version__ == "emulated":
+        pytest.skip("no CUDA device (not emulated: 2^31 elements take hours at emulated speed)")
+    rows, classes = 2**16 + 3, 2**15 + 5  # rows * classes > 2^31
+    free, _ = cupy.cuda.Device().mem_info
+    if free < rows * classes * 2 + (1 << 30):
+        pytest.skip("not enough device memory for 2^31 float16 scores")
+    x = cupy.zeros((rows, classes), dtype=cupy.float16)
+    x[-1, 1:] = 1.0  # margin 0: only the last row has terms, one per class but its label
+    labels = cupy.zeros(rows, dtype=cupy.int64)
+    loss = cuda_margin.multi_margin(x, labels, None, x, None, 1, 0.0, 1.0)  # in place, to fit
+    share = (classes - 1) / classes
+    assert float(loss.get()) == pytest.approx(share, rel=1e-3)
+    assert float(x[-1, 0].get()) == pytest.approx(-share, rel=1e-3)
+    assert float(x[-1, -1].get()) == pytest.approx(1 / classes, rel=1e-2)
+    assert float(abs(x[0]).max().get()) == 0.0
+
+
 @pytest.mark.parametrize("shape", [(300, 10), (300, 1000), (7, 5000)])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_same_bits_run_to_run(cupy, shape, dtype):
