@@ -68,6 +68,8 @@ struct RowGroup {
     }
     // Orders the group's earlier global reads before its later writes (the
     // gradient may overwrite the logits that other threads of the group read).
+    // The group's sum and max between them order them too, as built today; this
+    // states the order instead of leaving it to how those are built.
     __device__ __forceinline__ void sync() const {
         if (lanes) {
             __syncwarp();
