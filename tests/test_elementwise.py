@@ -442,6 +442,9 @@ def test_bad_inputs_name_the_argument(loss):
     fn, grad_fn = getattr(fl, loss.name), getattr(fl, f"{loss.name}_grad")
     cases = [
         (ValueError, "target", lambda: fn(x, target[:, :4])),
+        # Of x's size and layout, not its shape (the common path's own check).
+        (ValueError, "target", lambda: fn(x, target.reshape(5, 4))),
+        (ValueError, "target", lambda: fn(x, target.reshape(-1))),
         (TypeError, name, lambda: fn(x.astype(np.int32), target)),
         (TypeError, "target", lambda: fn(x, target.astype(np.int64))),
         (TypeError, name, lambda: fn(x.astype(np.complex64), target)),

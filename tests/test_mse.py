@@ -219,6 +219,9 @@ def test_bad_inputs_name_the_argument():
     pred, target = random_pair((4, 5), np.float32)
     cases = [
         (ValueError, "target", lambda: fl.mse(pred, target[:, :4])),
+        # Of pred's size and layout, not its shape (the common path's own check).
+        (ValueError, "target", lambda: fl.mse(pred, target.reshape(5, 4))),
+        (ValueError, "target", lambda: fl.mse(pred, target.reshape(-1))),
         (TypeError, "pred", lambda: fl.mse(pred.astype(np.int32), target)),
         (TypeError, "target", lambda: fl.mse(pred, target.astype(np.int64))),
         (TypeError, "pred", lambda: fl.mse(pred.astype(np.complex64), target)),
