@@ -309,6 +309,33 @@ def test_cross_entropy_extreme_logits(dtype, smoothing, weighted, kind, copies, 
     assert np.isfinite(losses[4])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "classes", [5, LANE_CLASSES + 2, LANE_CLASSES + LANES + 8],
+    ids=["rows in lanes", "row at a time, 2 in the last chunk", "row at a time, 8 in it"],
+)
+def test_the_row_max_in_any_class(dtype, classes):
+    # Row r's max is class r, so that each class, the last chunk's included, holds one
+    # row's max; a max missed would make an exponential's argument positive.
+    import fastloss as fl
+
+    logits = (50 * np.eye(classes)).astype(dtype)
+    labels = np.arange(classes)[::-1].copy()
+    probs = np.full_like(logits, 1 / classes)
+    calls = [
+        lambda backend: fl.softmax_cross_entropy_with_grad(logits, labels, reduction="none",
+                                                           backend=backend),
+        lambda backend: fl.softmax_cross_entropy_with_grad(logits, probs, reduction="none",
+                                                           backend=backend),
+        lambda backend: fl.softmax_entropy_with_grad(logits, reduction="none", backend=backend),
+        lambda backend: (fl.softmax(logits, backend=backend),),
+        lambda backend: (fl.log_softmax(logits, backend=backend),),
+    ]
+    for call in calls:
+        for got, want in zip(call("numba"), call("numpy"), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30)
+
+
 # ------------------------------------------------------------------ fast exp
 
 # Relative error bound of the float32 exp where its result is a normal float.
