@@ -198,6 +198,16 @@ def _free_bytes(cupy):
     return free
 
 
+def rows_past_int32(cupy, what: str) -> tuple[int, int]:
+    """``(rows, classes)`` with ``rows * classes > 2^31``, on a GPU with room for that many
+    float16 ``what`` (and 1 GiB to spare); a skip on the emulator or a smaller GPU."""
+    gpu_only(cupy, "2^31 elements take hours at emulated speed")
+    rows, classes = 2**16 + 3, 2**15 + 5
+    if _free_bytes(cupy) < rows * classes * 2 + (1 << 30):
+        pytest.skip(f"not enough device memory for 2^31 float16 {what}")
+    return rows, classes
+
+
 @pytest.mark.slow
 def test_mse_past_two_to_the_31_elements(cupy):
     gpu_only(cupy, "2^31 elements take hours at emulated speed")
@@ -217,10 +227,7 @@ def test_mse_past_two_to_the_31_elements(cupy):
 
 @pytest.mark.slow
 def test_cross_entropy_past_two_to_the_31_elements(cupy):
-    gpu_only(cupy, "2^31 elements take hours at emulated speed")
-    rows, classes = 2**16 + 3, 2**15 + 5  # rows * classes > 2^31
-    if _free_bytes(cupy) < rows * classes * 2 + (1 << 30):
-        pytest.skip("not enough device memory for 2^31 float16 logits")
+    rows, classes = rows_past_int32(cupy, "logits")
     logits = cupy.zeros((rows, classes), dtype=cupy.float16)
     labels = cupy.zeros(rows, dtype=cupy.int64)
     labels[-1] = classes - 1

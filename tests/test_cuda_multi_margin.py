@@ -15,6 +15,7 @@ import functools
 import numpy as np
 import pytest
 from cuda_emulator import build, cases, emulator
+from test_cuda import rows_past_int32
 from test_cuda_emulator import _planted
 
 from fastloss.backends.cuda import multi_margin as cuda_margin
@@ -132,12 +133,7 @@ def test_in_place_over_the_input(cupy, dtype, classes):
 
 @pytest.mark.slow
 def test_past_two_to_the_31_elements(cupy):
-    if cupy.__version__ == "emulated":
-        pytest.skip("no CUDA device (not emulated: 2^31 elements take hours at emulated speed)")
-    rows, classes = 2**16 + 3, 2**15 + 5  # rows * classes > 2^31
-    free, _ = cupy.cuda.Device().mem_info
-    if free < rows * classes * 2 + (1 << 30):
-        pytest.skip("not enough device memory for 2^31 float16 scores")
+    rows, classes = rows_past_int32(cupy, "scores")
     x = cupy.zeros((rows, classes), dtype=cupy.float16)
     x[-1, 1:] = 1.0  # margin 0: only the last row has terms, one per class but its label
     labels = cupy.zeros(rows, dtype=cupy.int64)
