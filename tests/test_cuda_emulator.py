@@ -90,8 +90,9 @@ def test_same_bits_run_to_run(cupy, dtype):
 
 # Each kernel takes its vector path only when all its arrays are 16-byte aligned. One
 # array an element off its allocation, the others aligned, must send it down the scalar
-# path: the emulator raises on a misaligned vector access. (shape, inputs) per call:
-# "x" float32 scores, "p" probabilities, "y" labels; "out" for the gradient or output.
+# path: the emulator raises on a misaligned vector access. (function, its inputs) per call:
+# "x" float32 scores, "p" probabilities, "logp" their logs, "y" labels; "out" is the
+# gradient or output.
 _ROWS, _CLASSES = 3, 32
 ALONE_MISALIGNED = {
     "softmax_cross_entropy-labels": (fl.softmax_cross_entropy_with_grad, "x y"),
@@ -128,11 +129,11 @@ def test_one_misaligned_array_among_aligned_ones(cupy, name, position):
     device = [cases._device_copy(cupy, host[key], key == position) for key in inputs.split()]
     out = cases._device_copy(cupy, np.zeros_like(x), True) if position == "out" else None
     got = function(*device, backend="cuda", out=out)
-    for got_part, want_part in zip(*(r if isinstance(r, tuple) else (r,) for r in (got, want)),
-                                   strict=True):
+    got, want = (r if isinstance(r, tuple) else (r,) for r in (got, want))
+    for got_part, want_part in zip(got, want, strict=True):
         np.testing.assert_allclose(cases.fl_host(got_part), want_part, rtol=2e-5, atol=1e-6)
     if out is not None:
-        assert (got[1] if isinstance(got, tuple) else got) is out
+        assert got[-1] is out
 
 
 def _adversarial(dtype: str) -> np.ndarray:
