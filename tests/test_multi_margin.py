@@ -59,6 +59,8 @@ def test_ties_and_extremes_as_torch(backend):
         loss, grad = _run(backend, x, labels, reduction="none", p=p)
         np.testing.assert_allclose(to_host(loss), want_loss, rtol=1e-12)
         np.testing.assert_allclose(to_host(grad), want_grad, rtol=1e-12)
+        # A zero gradient is +0 where PyTorch's is, the label's too (0 - 0, not -0).
+        np.testing.assert_array_equal(np.signbit(to_host(grad)), np.signbit(want_grad))
 
 
 @pytest.mark.parametrize("classes", [3, 200], ids=["lanes", "row"])

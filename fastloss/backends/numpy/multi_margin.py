@@ -28,7 +28,8 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
         divisor = np.float64(divisor)
         if grad_out is not None:
             slope = np.where(counts, w * (p * hinge ** (p - 1)), 0.0) / classes
-            slope[np.arange(rows), labels] = -slope.sum(axis=1)
+            # 0 - sum, not -sum: a row without terms gets +0 at its label, as PyTorch.
+            slope[np.arange(rows), labels] = 0.0 - slope.sum(axis=1)
             np.copyto(grad_out, slope / divisor, casting="unsafe")
         if loss_out is not None:
             loss_out[...] = row_losses
