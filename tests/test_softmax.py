@@ -82,6 +82,15 @@ def test_extreme_rows_as_torch(backend, dtype, name):
     assert np.isnan(result[2]).all() and np.isnan(result[3]).all()
 
 
+@pytest.mark.parametrize("classes", [100, 200], ids=["lanes", "row"])
+def test_log_softmax_keeps_the_maximum_out_of_the_log(backend, classes):
+    # (z - max) - log(sum), not z - (max + log(sum)): 1e8 + log(k) would round to 1e8's
+    # spacing (1.5e-8), far from -log(k) in float64.
+    z = np.full((3, classes), 1e8)
+    result = to_host(fl.log_softmax(to_backend(z, backend), backend=backend))
+    np.testing.assert_allclose(result, -np.log(classes), rtol=1e-14)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_out_in_place_and_layouts(backend, name):
     rng = np.random.default_rng(5)
@@ -125,8 +134,14 @@ def test_numba_rows_in_lanes_match_the_reference(name, classes):
         arguments = [getattr(fl, forward)(z, backend="numpy"),
                      rng.standard_normal(shape).astype(np.float32)]
     expected = getattr(fl, name)(*arguments, backend="numpy")
+    rtol = TOLERANCE[np.dtype(np.float32)][0]
     np.testing.assert_allclose(getattr(fl, name)(*arguments, backend="numba"), expected,
-                               rtol=TOLERANCE[np.dtype(np.float32)][0], atol=1e-6)
+                               rtol=rtol, atol=1e-6)
+    # In place, each block of rows is computed once: a block that ran past its last row
+    # would take the rows after it through the function twice.
+    first = arguments[0].copy()
+    getattr(fl, name)(first, *arguments[1:], out=first, backend="numba")
+    np.testing.assert_allclose(first, expected, rtol=rtol, atol=1e-6)
 
 
 def test_empty_inputs():

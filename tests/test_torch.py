@@ -558,6 +558,24 @@ def test_nll_loss_matches_torch_and_gradchecks(weighted, reduction):
                                    log_probs, target))
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_nll_loss_ignores_a_chosen_class(reduction):
+    # ignore_index may name a real class: its rows add nothing and leave the mean's divisor.
+    log_probs = torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.1, 0.2], [0.3, 0.9, 0.4]],
+                             dtype=torch.float64).log_softmax(1)
+    target = torch.tensor([0, 2, 1])
+    results = []
+    for module in (ft, F):
+        leaf = log_probs.clone().requires_grad_()
+        loss = module.nll_loss(leaf, target, ignore_index=2, reduction=reduction)
+        results.append((loss, *torch.autograd.grad(loss.sum(), leaf)))
+    for actual, expected in zip(*results, strict=True):
+        torch.testing.assert_close(actual, expected)
+    torch.testing.assert_close(ft.NLLLoss(ignore_index=2, reduction=reduction)(log_probs, target),
+                               torch.nn.NLLLoss(ignore_index=2, reduction=reduction)(
+                                   log_probs, target))
+
+
 def test_nll_loss_refuses_float_targets():
     with pytest.raises(TypeError, match="must be integers"):
         ft.nll_loss(torch.randn(3, 4), torch.rand(3))
