@@ -17,7 +17,7 @@ import numpy as np
 from fastloss.backends.cuda import _module
 
 # The row geometry of cross-entropy (common/rows.cuh), fixed by (rows, k) alone.
-from fastloss.backends.cuda.softmax_cross_entropy import launch_shape
+from fastloss.backends.cuda.softmax_cross_entropy import launch_rows
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -34,8 +34,6 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     0-d float64 device array. Returns the sum of the row losses / divisor as a new
     0-d array of ``x``'s dtype, summed in an order fixed by ``(N, k)``.
     """
-    import cupy
-
     dtype = x.dtype
     assert dtype.name in _DTYPES, dtype
     assert x.ndim == 2 and x.shape[1] >= 1, x.shape
@@ -46,25 +44,6 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     _module.expect(weight, "weight", (classes,), np.float64)
     _module.expect(grad_out, "grad_out", x.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
-
-    blocks, threads, row_lanes = launch_shape(rows, classes, dtype.itemsize)
-    with x.device:
-        partials = cupy.empty(blocks, dtype=cupy.float64)
-        if blocks:
-            args = (
-                x,
-                labels,
-                _module.pointer_or_null(weight),
-                _module.pointer_or_null(grad_out),
-                _module.pointer_or_null(loss_out),
-                partials,
-                np.int64(rows),
-                np.int64(classes),
-                np.int32(p),
-                np.float64(margin),
-                *_module.divisor_args(divisor),
-                np.int32(row_lanes),
-            )
-            kernel = _module.get_function("multi_margin", f"fl_multi_margin_{dtype.name}")
-            kernel((blocks,), (threads,), args)
-        return _module.finish("multi_margin", partials, blocks, divisor, dtype)
+    return launch_rows("multi_margin", f"fl_multi_margin_{dtype.name}", x,
+                       (x, labels, _module.pointer_or_null(weight)), grad_out, loss_out,
+                       (np.int32(p), np.float64(margin)), divisor)

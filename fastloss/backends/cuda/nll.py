@@ -13,7 +13,7 @@ import numpy as np
 from fastloss.backends.cuda import _module
 
 # The row geometry of cross-entropy (common/rows.cuh), fixed by (rows, k) alone.
-from fastloss.backends.cuda.softmax_cross_entropy import launch_shape
+from fastloss.backends.cuda.softmax_cross_entropy import launch_rows
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -29,8 +29,6 @@ def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
     0-d float64 device array. Returns the sum of the row losses / divisor as a new
     0-d array of ``log_probs``' dtype, summed in an order fixed by ``(N, k)``.
     """
-    import cupy
-
     dtype = log_probs.dtype
     assert dtype.name in _DTYPES, dtype
     assert log_probs.ndim == 2 and log_probs.shape[1] >= 1, log_probs.shape
@@ -40,24 +38,6 @@ def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
     _module.expect(weight, "weight", (classes,), np.float64)
     _module.expect(grad_out, "grad_out", log_probs.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
-
-    blocks, threads, row_lanes = launch_shape(rows, classes, dtype.itemsize)
-    with log_probs.device:
-        partials = cupy.empty(blocks, dtype=cupy.float64)
-        if blocks:
-            args = (
-                log_probs,
-                labels,
-                _module.pointer_or_null(weight),
-                _module.pointer_or_null(grad_out),
-                _module.pointer_or_null(loss_out),
-                partials,
-                np.int64(rows),
-                np.int64(classes),
-                np.int64(ignore_index),
-                *_module.divisor_args(divisor),
-                np.int32(row_lanes),
-            )
-            kernel = _module.get_function("nll", f"fl_nll_{dtype.name}")
-            kernel((blocks,), (threads,), args)
-        return _module.finish("nll", partials, blocks, divisor, dtype)
+    return launch_rows("nll", f"fl_nll_{dtype.name}", log_probs,
+                       (log_probs, labels, _module.pointer_or_null(weight)), grad_out,
+                       loss_out, (np.int64(ignore_index),), divisor)

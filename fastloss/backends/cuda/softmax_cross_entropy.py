@@ -46,6 +46,35 @@ def launch_shape(rows: int, classes: int, itemsize: int) -> tuple[int, int, int]
     return blocks, threads, row_lanes
 
 
+def launch_rows(name: str, entry: str, x, inputs, grad_out, loss_out, options, divisor):
+    """The fused pass of a row loss over ``(N, k)`` ``x`` (kernel ``entry`` of
+    ``kernels/<name>.cu``), then its finishing kernel; returns :func:`_module.finish`'s
+    loss. Every row kernel takes its arguments in this order: ``inputs`` (``x``, then
+    its labels or target and weight), the optional gradient and row-loss outputs,
+    the block partials, rows, classes, the kernel's own ``options``, the divisor
+    and the lanes per row of :func:`launch_shape`."""
+    import cupy
+
+    rows, classes = x.shape
+    blocks, threads, row_lanes = launch_shape(rows, classes, x.dtype.itemsize)
+    with x.device:
+        partials = cupy.empty(blocks, dtype=cupy.float64)
+        if blocks:
+            args = (
+                *inputs,
+                _module.pointer_or_null(grad_out),
+                _module.pointer_or_null(loss_out),
+                partials,
+                np.int64(rows),
+                np.int64(classes),
+                *options,
+                *_module.divisor_args(divisor),
+                np.int32(row_lanes),
+            )
+            _module.get_function(name, entry)((blocks,), (threads,), args)
+        return _module.finish(name, partials, blocks, divisor, x.dtype)
+
+
 def mean_divisor(labels, weight, classes: int, ignore_index: int):
     """A "mean"'s divisor over ``(N,)`` int64 labels as a new 0-d float64 device
     array: the sum of ``weight[label]`` (or the count, for no weight) over the
@@ -66,8 +95,6 @@ def mean_divisor(labels, weight, classes: int, ignore_index: int):
 def softmax_cross_entropy(
     logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor
 ):
-    import cupy
-
     dtype = logits.dtype
     assert dtype.name in _DTYPES, dtype
     assert logits.ndim == 2, logits.shape
@@ -82,29 +109,10 @@ def softmax_cross_entropy(
     _module.expect(grad_out, "grad_out", logits.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
 
-    blocks, threads, row_lanes = launch_shape(rows, classes, dtype.itemsize)
-    with logits.device:
-        partials = cupy.empty(blocks, dtype=cupy.float64)
-        if blocks:
-            head = (logits, target, _module.pointer_or_null(weight))
-            outputs = (
-                _module.pointer_or_null(grad_out),
-                _module.pointer_or_null(loss_out),
-                partials,
-                np.int64(rows),
-                np.int64(classes),
-            )
-            tail = (
-                np.float64(label_smoothing),
-                *_module.divisor_args(divisor),
-                np.int32(row_lanes),
-            )
-            if probabilities:
-                entry = f"fl_softmax_cross_entropy_probs_{dtype.name}"
-                args = head + outputs + tail
-            else:
-                entry = f"fl_softmax_cross_entropy_{dtype.name}"
-                args = head + outputs + (np.int64(ignore_index),) + tail
-            kernel = _module.get_function("softmax_cross_entropy", entry)
-            kernel((blocks,), (threads,), args)
-        return _module.finish("softmax_cross_entropy", partials, blocks, divisor, dtype)
+    inputs = (logits, target, _module.pointer_or_null(weight))
+    if probabilities:
+        entry, options = "fl_softmax_cross_entropy_probs", ()
+    else:
+        entry, options = "fl_softmax_cross_entropy", (np.int64(ignore_index),)
+    return launch_rows("softmax_cross_entropy", f"{entry}_{dtype.name}", logits, inputs,
+                       grad_out, loss_out, (*options, np.float64(label_smoothing)), divisor)

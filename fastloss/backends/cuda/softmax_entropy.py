@@ -17,7 +17,7 @@ import numpy as np
 from fastloss.backends.cuda import _module
 
 # The row geometry of cross-entropy (common/rows.cuh), fixed by (rows, k) alone.
-from fastloss.backends.cuda.softmax_cross_entropy import launch_shape
+from fastloss.backends.cuda.softmax_cross_entropy import launch_rows
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -32,30 +32,12 @@ def softmax_entropy(logits, grad_out, loss_out, divisor):
     ``logits``' dtype, summed in an order fixed by ``(N, k)``. A row of only -inf,
     or with a NaN or +inf, has NaN entropy and gradient.
     """
-    import cupy
-
     dtype = logits.dtype
     assert dtype.name in _DTYPES, dtype
     assert logits.ndim == 2 and logits.shape[1] >= 1, logits.shape
-    rows, classes = logits.shape
+    rows = logits.shape[0]
     _module.expect(logits, "logits", logits.shape, dtype)
     _module.expect(grad_out, "grad_out", logits.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
-
-    blocks, threads, row_lanes = launch_shape(rows, classes, dtype.itemsize)
-    with logits.device:
-        partials = cupy.empty(blocks, dtype=cupy.float64)
-        if blocks:
-            args = (
-                logits,
-                _module.pointer_or_null(grad_out),
-                _module.pointer_or_null(loss_out),
-                partials,
-                np.int64(rows),
-                np.int64(classes),
-                *_module.divisor_args(divisor),
-                np.int32(row_lanes),
-            )
-            kernel = _module.get_function("softmax_entropy", f"fl_softmax_entropy_{dtype.name}")
-            kernel((blocks,), (threads,), args)
-        return _module.finish("softmax_entropy", partials, blocks, divisor, dtype)
+    return launch_rows("softmax_entropy", f"fl_softmax_entropy_{dtype.name}", logits,
+                       (logits,), grad_out, loss_out, (), divisor)
