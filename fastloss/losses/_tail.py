@@ -27,7 +27,10 @@ def overlaps(xp, out, *inputs, distinct=()) -> bool:
         if (x is not None and x is not out and not (owned and x.flags.owndata)
                 and xp.may_share_memory(out, x)):
             return True
-    return any(x is out or (x is not None and xp.may_share_memory(out, x)) for x in distinct)
+    for x in distinct:
+        if x is out or (x is not None and xp.may_share_memory(out, x)):
+            return True
+    return False
 
 
 def plain_grad(x, out, want_grad: bool):
