@@ -27,32 +27,34 @@ _NDARRAY = np.ndarray
 
 
 def plain_floats(first, second, out) -> bool:
+    """True for ``plain_float(first, out)`` and ``second`` a C-contiguous
+    ``numpy.ndarray`` of ``first``'s shape and dtype (None is not one)."""
+    return (
+        type(second) is _NDARRAY and plain_float(first, out) and second.dtype is first.dtype
+        and second.flags.c_contiguous and second.shape == first.shape
+    )
+
+
+def plain_float(first, out) -> bool:
     """True when ``first`` is a C-contiguous ``numpy.ndarray`` of native float32
-    or float64, ``second`` (if not None) one of the same shape and dtype, and
-    ``out`` None or a writeable one of the same shape and dtype."""
+    or float64, and ``out`` None or a writeable one of the same shape and dtype."""
     if type(first) is not _NDARRAY:
         return False
     dtype = first.dtype
     if (dtype is not _FLOAT32 and dtype is not _FLOAT64) or not first.flags.c_contiguous:
-        return False
-    shape = first.shape
-    if second is not None and (
-        type(second) is not _NDARRAY or second.dtype is not dtype
-        or not second.flags.c_contiguous or second.shape != shape
-    ):
         return False
     if out is None:
         return True
     if type(out) is not _NDARRAY or out.dtype is not dtype:
         return False
     flags = out.flags
-    return flags.c_contiguous and flags.writeable and out.shape == shape
+    return flags.c_contiguous and flags.writeable and out.shape == first.shape
 
 
 def plain_rows(x, labels, out) -> bool:
-    """True for ``plain_floats(x, None, out)`` rows ``(N, k)`` with ``k >= 1`` and
+    """True for ``plain_float(x, out)`` rows ``(N, k)`` with ``k >= 1`` and
     C-contiguous int64 ``labels`` of shape ``(N,)``."""
-    if not plain_floats(x, None, out) or x.ndim != 2:
+    if not plain_float(x, out) or x.ndim != 2:
         return False
     rows, classes = x.shape
     return (classes > 0 and type(labels) is _NDARRAY and labels.dtype is INT64

@@ -271,8 +271,9 @@ def _round(total, dtype):
 # Graph building
 
 
-def _as_dask(x, name: str):
-    if x is None:
+def _as_dask(x, name: str, *, optional: bool = False):
+    """``x`` as a dask array (None stays None where the argument is ``optional``)."""
+    if x is None and optional:
         return None
     if not _registry.is_dask_array(x):
         try:
@@ -363,7 +364,8 @@ def evaluate(spec, x, target, reduction, backend, out, want_grad, *, param=0.0, 
     reduction = v.check_reduction(reduction)
     _refuse_out(out)
     x, target = _as_dask(x, spec.input), _as_dask(target, "target")
-    weight, aux = _as_dask(weight, "weight"), _as_dask(aux, aux_name)
+    weight = _as_dask(weight, "weight", optional=True)
+    aux = _as_dask(aux, aux_name, optional=True)
     chosen = _chunk_backend(backend, **{spec.input: x, "target": target, "weight": weight,
                                         aux_name: aux})
     _registry.backend(chosen).check_float(x, spec.input)
@@ -465,7 +467,7 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
     options["kernel_args"] = (options["ignore_index"], options["label_smoothing"])
     _refuse_out(out)
     logits = _as_dask(logits, "logits")
-    target, weight = _as_dask(target, "target"), _as_dask(weight, "weight")
+    target, weight = _as_dask(target, "target"), _as_dask(weight, "weight", optional=True)
     chosen = _chunk_backend(backend, logits=logits, target=target, weight=weight)
     _registry.backend(chosen).check_float(logits, "logits")
     if logits.ndim != 2 or logits.shape[1] == 0:
@@ -516,7 +518,7 @@ def _labelled_rows(x, name, target, weight, backend, out):
     the whole row), target and weight chunked to match."""
     _refuse_out(out)
     x = _as_dask(x, name)
-    target, weight = _as_dask(target, "target"), _as_dask(weight, "weight")
+    target, weight = _as_dask(target, "target"), _as_dask(weight, "weight", optional=True)
     chosen = _chunk_backend(backend, **{name: x, "target": target, "weight": weight})
     _registry.backend(chosen).check_float(x, name)
     if x.ndim != 2 or x.shape[1] == 0:

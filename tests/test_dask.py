@@ -450,6 +450,8 @@ def test_bad_inputs_name_the_argument():
         fl.mse(da.zeros(3, dtype=int), np.zeros(3))
     with pytest.raises(ValueError, match="target must have the shape of pred"):
         fl.mse(da.zeros(3), np.zeros(4))
+    with pytest.raises(TypeError, match="target must be a floating-point array"):
+        fl.mse(da.zeros(3), None)
     with pytest.raises(ValueError, match="backend must be one of"):
         fl.mse(da.zeros(3), da.zeros(3), backend="gpu")
     with pytest.raises(ValueError, match=r"pos_weight must be broadcastable to the input's"):

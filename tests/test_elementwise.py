@@ -454,6 +454,9 @@ def test_bad_inputs_name_the_argument(loss):
         (TypeError, "out", lambda: grad_fn(x, target, out=np.empty((4, 5)))),
         (TypeError, "out", lambda: grad_fn(x, target, out=x.tolist())),
         (TypeError, name, lambda: fn(object(), target)),
+        # None is no array, also where the input takes the common path.
+        (TypeError, "target", lambda: fn(x, None)),
+        (TypeError, "target", lambda: grad_fn(x, None, backend="numpy")),
     ]
     for error, argument, call in cases:
         with pytest.raises(error, match=argument):
