@@ -66,10 +66,19 @@ def plain_reduction(reduction) -> bool:
     return type(reduction) is str and (reduction == "mean" or reduction == "sum")
 
 
-def check_reduction(reduction) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
+def check_reduction(reduction, choices: tuple[str, ...] = REDUCTIONS) -> str:
+    """``reduction``, one of the strings ``choices``."""
+    if not isinstance(reduction, str) or reduction not in choices:
+        named = ", ".join(repr(choice) for choice in choices[:-1])
+        raise ValueError(f"reduction must be {named} or {choices[-1]!r}; got {reduction!r}")
     return reduction
+
+
+def check_margin_power(p) -> int:
+    """The multi-class hinge's exponent: 1 or 2 (an int or a float, not a bool), as an int."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2; got {p!r}")
+    return int(p)
 
 
 def check_int(value, name: str) -> int:
@@ -100,10 +109,19 @@ def check_probability_target(target, logits_shape) -> None:
         )
 
 
+def _as_float(value: numbers.Real) -> float:
+    """A real number as a float; an integer past float's range as an infinity (which the
+    checks refuse with the others), not Python's OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def check_probability(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1]; got {value!r}")
-    value = float(value)
+    value = _as_float(value)
     if not 0.0 <= value <= 1.0:  # NaN too
         raise ValueError(f"{name} must be in [0, 1]; got {value}")
     return value
@@ -115,7 +133,7 @@ def check_real(value, name: str, *, minimum: float | None = None,
     as a float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r}")
-    value = float(value)
+    value = _as_float(value)
     # Comparisons, not math.isfinite: torch.compile traces them on symbolic floats.
     if not -math.inf < value < math.inf or (
         minimum is not None and (value <= minimum if above else value < minimum)

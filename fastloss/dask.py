@@ -555,10 +555,8 @@ def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, wa
                   check_labels):
     """The multi-class hinge loss over rows of scores in one class chunk."""
     reduction = v.check_reduction(reduction)
-    if isinstance(p, bool) or p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2; got {p!r}")
     options = {"ignore_index": None, "check_labels": bool(check_labels),
-               "kernel_args": (int(p), v.check_real(margin, "margin"))}
+               "kernel_args": (v.check_margin_power(p), v.check_real(margin, "margin"))}
     x, target, weight, chosen = _labelled_rows(scores, "scores", target, weight, backend, out)
     divisor = float(x.shape[0]) if reduction == "mean" else 1.0
     arguments = (x, "ij", target, "i", weight, None if weight is None else "j")

@@ -245,11 +245,9 @@ def _elementwise_arguments(name, input, target, reduction, weights):
         _check_device(weight, option, input.device)
         if torch.is_grad_enabled() and weight.requires_grad:
             raise NotImplementedError(f"fastloss.torch does not differentiate {option}")
-    if name == "kl_div":
-        if reduction not in _KL_DIV_REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_KL_DIV_REDUCTIONS}; got {reduction!r}")
-        return reduction
-    return _validate.check_reduction(reduction)
+    return _validate.check_reduction(
+        reduction, _KL_DIV_REDUCTIONS if name == "kl_div" else _validate.REDUCTIONS
+    )
 
 
 # Each loss is a ``torch.library.custom_op`` (``fastloss::<functional name>``)
@@ -425,13 +423,15 @@ def l1_loss(
 def smooth_l1_loss(
     input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean", beta: float = 1.0
 ) -> torch.Tensor:
-    return _elementwise("smooth_l1", input, target, reduction, beta)
+    return _elementwise("smooth_l1", input, target, reduction,
+                        _validate.check_real(beta, "beta", minimum=0.0))
 
 
 def huber_loss(
     input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0
 ) -> torch.Tensor:
-    return _elementwise("huber", input, target, reduction, delta)
+    return _elementwise("huber", input, target, reduction,
+                        _validate.check_real(delta, "delta", minimum=0.0, above=True))
 
 
 def binary_cross_entropy_with_logits(
@@ -484,7 +484,8 @@ binary_cross_entropy_with_logits.__doc__ += """
     the limit where PyTorch gives NaN.
 """
 kl_div.__doc__ += """
-    ``reduction`` may also be ``"batchmean"`` (the sum over ``input.size(0)``);
+    ``reduction`` may also be ``"batchmean"`` (the sum over ``input.size(0)``, a 0-d
+    input's the sum);
     ``log_target``: the target holds log-probabilities.
 """
 binary_cross_entropy.__doc__ += """
@@ -715,11 +716,10 @@ def multi_margin_loss(
         raise TypeError(
             f"target holds class indices, which must be integers; got dtype {target.dtype}"
         )
-    if isinstance(p, bool) or p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2; got {p!r}")
+    p = _validate.check_margin_power(p)
     squeeze = isinstance(input, torch.Tensor) and input.dim() == 1
     input2d, target2d = _cross_entropy_arguments(input, target, weight, reduction)
-    loss = _MULTI_MARGIN(input2d, target2d, weight, int(p), _validate.check_real(margin, "margin"),
+    loss = _MULTI_MARGIN(input2d, target2d, weight, p, _validate.check_real(margin, "margin"),
                          reduction, torch.is_grad_enabled() and input.requires_grad)
     return loss.squeeze(0) if squeeze and reduction == "none" else loss
 
@@ -857,9 +857,8 @@ class MultiMarginLoss(_ReductionLoss):
     def __init__(self, p: int = 1, margin: float = 1.0, weight: torch.Tensor | None = None,
                  *, reduction: str = "mean"):
         super().__init__(reduction)
-        if isinstance(p, bool) or p not in (1, 2):
-            raise ValueError(f"p must be 1 or 2; got {p!r}")
-        self.p, self.margin = p, _validate.check_real(margin, "margin")
+        self.p = _validate.check_margin_power(p)
+        self.margin = _validate.check_real(margin, "margin")
         self.register_buffer("weight", weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -875,8 +874,7 @@ class KLDivLoss(torch.nn.Module):
 
     def __init__(self, *, reduction: str = "mean", log_target: bool = False):
         super().__init__()
-        if reduction not in _KL_DIV_REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_KL_DIV_REDUCTIONS}; got {reduction!r}")
+        _validate.check_reduction(reduction, _KL_DIV_REDUCTIONS)
         if not isinstance(log_target, bool):
             raise TypeError(f"log_target must be a bool; got {log_target!r}")
         self.reduction, self.log_target = reduction, log_target

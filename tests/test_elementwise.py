@@ -304,10 +304,11 @@ def test_nan_in_nan_out(backend, loss):
     assert np.isfinite(np.delete(got_grad.ravel(), 34)).all()
 
 
+@pytest.mark.parametrize("shape", [(37, 11), ()], ids=["2-d", "0-d"])  # 0-d: the sum
 @pytest.mark.parametrize("log_target", [False, True])
-def test_kl_div_batchmean_matches_torch(backend, dtype, log_target):
+def test_kl_div_batchmean_matches_torch(backend, dtype, log_target, shape):
     loss = LOSSES[-1]
-    x, target = (a.astype(dtype) for a in loss.inputs(np.random.default_rng(9), (37, 11)))
+    x, target = (a.astype(dtype) for a in loss.inputs(np.random.default_rng(9), shape))
     options = {"log_target": log_target}
     want_loss, want_grad = torch_reference(loss, x, target, "batchmean", options)
     got_loss, got_grad = _run(loss, backend, x, target, "batchmean", options)
@@ -482,7 +483,12 @@ def test_bad_inputs_name_the_argument(loss):
          TypeError, "weight"),
         (lambda x, t: fl.kl_div(x, t, log_target=1), TypeError, "log_target"),
         (lambda x, t: fl.kl_div(x, t, reduction="batch"), ValueError, "batchmean"),
-        (lambda x, t: fl.kl_div(x[0, 0], t[0, 0], reduction="batchmean"), ValueError, "0-d"),
+        # Integers past float's range are out of range, not Python's OverflowError.
+        (lambda x, t: fl.smooth_l1(x, t, beta=10**400), ValueError, "beta"),
+        (lambda x, t: fl.huber(x, t, delta=10**400), ValueError, "delta"),
+        (lambda x, t: fl.hinge(x, np.sign(t) + (t == 0), margin=-10**400), ValueError, "margin"),
+        (lambda x, t: fl.mse(x, t, reduction=np.array(["mean", "sum"])), ValueError,
+         "reduction"),
     ],
 )
 def test_bad_options_name_the_option(call, error, argument):

@@ -348,6 +348,7 @@ def test_bad_inputs_name_the_argument():
         (ValueError, "label_smoothing",
          lambda: call(logits, labels, label_smoothing=float("nan"))),
         (TypeError, "label_smoothing", lambda: call(logits, labels, label_smoothing="0.1")),
+        (ValueError, "label_smoothing", lambda: call(logits, labels, label_smoothing=10**400)),
         (TypeError, "ignore_index", lambda: call(logits, labels, ignore_index=1.5)),
         (ValueError, "reduction", lambda: call(logits, labels, reduction="mean ")),
         (ValueError, "backend", lambda: call(logits, labels, backend="torch")),

@@ -380,12 +380,18 @@ def test_class_axis_other_than_last_is_refused():
         (lambda: ft.cross_entropy(torch.randn(2, 3), torch.tensor([0, 2**64 - 1],
                                                                   dtype=torch.uint64)),
          TypeError, "uint64"),
+        # As the modules: the option is checked, not converted with float().
+        (lambda: ft.huber_loss(torch.randn(3), torch.randn(3), delta="0.5"), TypeError, "delta"),
+        (lambda: ft.smooth_l1_loss(torch.randn(3), torch.randn(3), beta=None), TypeError,
+         "beta"),
+        (lambda: ft.huber_loss(torch.randn(3), torch.randn(3), delta=10**400), ValueError,
+         "delta"),
     ],
     ids=[
         "mse-shapes", "mse-dtypes", "mse-integers", "mse-list", "target-device",
         "reduction", "label-out-of-range", "ce-target-shape", "soft-target-grad", "smoothing",
         "module-reduction", "ce-weight-grad", "nll-weight-grad", "multi-margin-weight-grad",
-        "uint64-labels",
+        "uint64-labels", "huber-delta-string", "smooth-l1-beta-none", "huber-delta-huge",
     ],
 )
 def test_errors(call, error, match):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastloss import _validate as v
 from fastloss.losses._elementwise import Elementwise, contract, evaluate
 
 SPEC = Elementwise("kl_div", input="input")
@@ -14,7 +15,8 @@ _CONTRACT, _GRAD_CONTRACT = contract(
     "``log_target=True``. A zero target probability adds 0 against a finite input "
     "(``0 * log 0 = 0``; also a target of -inf with log_target, where PyTorch gives NaN) "
     "and NaN against an input of -inf (``0 * inf``, as PyTorch), a negative one NaN. "
-    "reduction may also be 'batchmean': the sum over ``input.shape[0]``, the true KL "
+    "reduction may also be 'batchmean': the sum over ``input.shape[0]`` (a 0-d input's: "
+    "the sum, as PyTorch), the true KL "
     "divergence of a batch of distributions ('mean' divides by the element count, as "
     "PyTorch's default does). log_target: a bool."
 )
@@ -23,16 +25,11 @@ _CONTRACT, _GRAD_CONTRACT = contract(
 def _run(input, target, reduction, log_target, backend, out, want_grad):
     if not isinstance(log_target, bool | np.bool_):
         raise TypeError(f"log_target must be a bool; got {log_target!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"reduction must be 'mean', 'batchmean', 'sum' or 'none'; got {reduction!r}"
-        )
+    v.check_reduction(reduction, REDUCTIONS)
     divisor = None
     if reduction == "batchmean":
         shape = np.shape(input)
-        if not shape:
-            raise ValueError("reduction='batchmean' divides by input.shape[0]; input is 0-d")
-        reduction, divisor = "sum", shape[0]
+        reduction, divisor = "sum", shape[0] if shape else None
     return evaluate(SPEC, input, target, reduction, backend, out, want_grad,
                     param=float(log_target), divisor=divisor)
 

@@ -10,8 +10,7 @@ from fastloss.losses import _class_labels
 def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, want_grad,
                   check_labels):
     reduction = v.check_reduction(reduction)
-    if isinstance(p, bool) or p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2; got {p!r}")
+    p = v.check_margin_power(p)
     margin = v.check_real(margin, "margin")
 
     def divisor(labels, weight, classes, backend):
@@ -20,7 +19,7 @@ def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, wa
         return labels.shape[0] if reduction == "mean" else 1
 
     return _class_labels.evaluate("multi_margin", "scores", scores, target, weight, reduction,
-                                  backend, out, want_grad, divisor, int(p), margin)
+                                  backend, out, want_grad, divisor, p, margin)
 
 
 def multi_margin(scores, target, *, reduction: str = "mean", p: int = 1, margin: float = 1.0,
