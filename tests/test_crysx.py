@@ -78,6 +78,15 @@ def test_cce_of_probabilities_and_the_fused_jacobian_product():
                                crysx.Softmax_CCE_loss_grad(logits, targets), atol=1e-12)
 
 
+def test_cce_grad_of_a_zero_probability_is_finite_as_crysx_makes_it():
+    # crysx_nn's nan_to_num: 0/0 is 0, and 1/0 the largest float, not NaN and inf.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.testing.assert_array_equal(crysx.CCE_loss_grad(np.array([[0.0, 1.0]]),
+                                                          np.array([[0.0, 1.0]])), [[0.0, -1.0]])
+        grad = crysx.CCE_loss_grad(np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]]))
+    assert np.isfinite(grad).all() and grad[0, 0] == -np.finfo(np.float64).max
+
+
 def test_inputs_are_not_modified():
     predictions, targets, _ = make((8, 4), np.float32)
     saved = predictions.copy(), targets.copy()
@@ -150,13 +159,16 @@ def test_drops_into_nn_optimize(pair):
 
 
 @pytest.mark.parametrize(
-    "function", [crysx.MSE_loss, crysx.MSE_loss_grad, crysx.Softmax_CCE_loss,
-                 crysx.Softmax_CCE_loss_grad],
+    "function", [crysx.MSE_loss, crysx.MSE_loss_grad, crysx.MAE_loss, crysx.MAE_loss_grad,
+                 crysx.BCE_loss, crysx.BCE_loss_grad, crysx.CCE_loss, crysx.CCE_loss_grad,
+                 crysx.Softmax_CCE_loss, crysx.Softmax_CCE_loss_grad],
     ids=lambda f: f.__name__,
 )
 def test_arrays_must_be_two_dimensional(function):
     with pytest.raises(ValueError, match=r"\(N, k\)"):
         function(np.zeros(4), np.zeros(4))
+    with pytest.raises(ValueError, match=r"\(N, k\)"):
+        function(np.full((2, 3, 4), 0.5), np.full((2, 3, 4), 0.5))
     with pytest.raises(TypeError, match=r"\(N, k\) array"):
         function([[1.0, 2.0]], [[1.0, 2.0]])
 

@@ -512,6 +512,39 @@ def test_infinite_weight_on_a_row_max_class_gives_inf(chunks):
         np.testing.assert_array_equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("function", ["softmax_cross_entropy", "nll"])
+def test_weighted_mean_with_ignore_index_past_the_classes(function):
+    # ignore_index = k names no class: its rows add no weight to the mean's divisor.
+    x = np.random.default_rng(0).standard_normal((8, 4))
+    labels = np.array([0, 1, 4, 2, 3, 4, 1, 0])
+    weight = np.array([1.0, 2.0, 3.0, 4.0])
+    want = getattr(fl, function)(x, labels, weight=weight, ignore_index=4)
+    got = getattr(fl, function)(da.from_array(x, chunks=(3, 4)), da.from_array(labels, chunks=3),
+                                weight=weight, ignore_index=4)
+    np.testing.assert_allclose(got.compute(), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_class_chunks_refuse_an_invalid_label_without_a_mean(reduction):
+    # Without a "mean", whose divisor pass checks the labels too, the statistics pass does.
+    x = da.from_array(np.zeros((4, 6)), chunks=(2, 3))
+    labels = da.from_array(np.array([0, 6, 1, 2]), chunks=2)
+    with pytest.raises(ValueError, match=r"class index 6, outside \[0, 6\)"):
+        fl.softmax_cross_entropy(x, labels, reduction=reduction).compute()
+
+
+def test_shard_sums_make_an_invalid_label_nan():
+    """The class-shard code's own contract, for callers that do not check labels (CUDA
+    without check_labels): a label outside [0, k) makes its row NaN, k itself included."""
+    from fastloss import _class_shards as shards
+
+    logits, labels = np.zeros((2, 3)), np.array([3, 1])
+    _, mass, _ = shards.shard_sums(logits, shards.row_max(logits),
+                                   shards.ShardTarget(start=0, classes=3, labels=labels))
+    assert np.isnan(mass[0]) and mass[1] == 1.0
+    assert np.isnan(shards.label_mass(labels, -100, 3)[0])
+
+
 def test_ignored_row_adds_nothing_under_smoothing_and_an_infinite_weight():
     logits = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0]])
     labels = np.array([0, -100])

@@ -225,6 +225,18 @@ def test_out_receives_gradient(backend, loss, where):
 
 
 @pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_float16_out_gets_the_bits_of_the_call_without_it(backend, loss):
+    # Computed in float32 and rounded once into out=, as into a new gradient.
+    x, target = (to_backend(a.astype(np.float16), backend)
+                 for a in loss.inputs(np.random.default_rng(2), (64, 64)))
+    _, want = loss.with_grad(x, target, reduction="sum", backend=backend)
+    out = to_backend(np.empty((64, 64), np.float16), backend)
+    _, got = loss.with_grad(x, target, reduction="sum", backend=backend, out=out)
+    assert got is out and want.dtype == np.float16
+    np.testing.assert_array_equal(to_host(got).view(np.uint16), to_host(want).view(np.uint16))
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
 def test_inputs_are_not_modified(backend, loss):
     rng = np.random.default_rng(5)
     x, target = (a.astype(np.float32) for a in loss.inputs(rng, (30, 30)))
@@ -395,13 +407,15 @@ OUTSIDE = {
 
 @pytest.mark.parametrize("case", sorted(OUTSIDE))
 @pytest.mark.parametrize("in_place", [False, True], ids=["fresh", "in-place"])
-def test_outside_the_domain_is_a_value_error_on_the_cpu(case, in_place):
+@pytest.mark.parametrize("reduction", ["mean", "none"], ids=["common-path", "full-path"])
+def test_outside_the_domain_is_a_value_error_on_the_cpu(case, in_place, reduction):
     name, argument, x, target = OUTSIDE[case]
     for backend in ("numpy", "numba"):
         x_copy = x.copy()
         out = x_copy if in_place else None
         with pytest.raises(ValueError, match=argument):
-            getattr(fl, f"{name}_with_grad")(x_copy, target, backend=backend, out=out)
+            getattr(fl, f"{name}_with_grad")(x_copy, target, backend=backend, out=out,
+                                             reduction=reduction)
         np.testing.assert_array_equal(x_copy, x)  # checked before the kernel overwrote it
 
 
@@ -496,3 +510,12 @@ def test_bad_options_name_the_option(call, error, argument):
     x, target = rng.standard_normal((4, 5)), rng.random((4, 5))
     with pytest.raises(error, match=argument):
         call(x, target)
+
+
+def test_integer_weights_weigh_as_floats():
+    # Per-element weights are real-valued arrays, integers too (as PyTorch promotes them).
+    x, target = np.array([[0.3, -1.2, 2.0]]), np.array([[1.0, 0.0, 1.0]])
+    for option in ("weight", "pos_weight"):
+        want = fl.binary_cross_entropy_with_logits(x, target, **{option: np.array([1.0, 2, 3])})
+        assert fl.binary_cross_entropy_with_logits(x, target,
+                                                   **{option: np.array([1, 2, 3])}) == want

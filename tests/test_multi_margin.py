@@ -160,6 +160,8 @@ def test_dask_arrays_match_memory(reduction):
 @pytest.mark.parametrize("call, error, match", [
     (lambda: fl.multi_margin(np.zeros(4), np.zeros(4, int)), ValueError, "scores must be 2-D"),
     (lambda: fl.multi_margin(np.zeros((2, 3)), np.zeros(2)), TypeError, "must be integers"),
+    (lambda: fl.multi_margin(np.zeros((0, 0)), np.zeros(0, int)), ValueError,
+     r"scores must be 2-D \(N, k\).*k >= 1"),
     (lambda: fl.multi_margin(np.zeros((2, 3)), np.zeros(2, int), p=3), ValueError, "p must"),
     (lambda: fl.multi_margin(np.zeros((2, 3)), np.zeros(2, int), p=np.array([1, 1])),
      ValueError, "p must"),

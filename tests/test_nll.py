@@ -149,6 +149,11 @@ def test_invalid_label_on_cuda_is_a_nan_row_or_checked(cupy):
      "reduction"),
     (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2, int), ignore_index=1.5), TypeError,
      "ignore_index"),
+    # Not ignore_index=1.
+    (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2, int), ignore_index=True), TypeError,
+     "ignore_index must be an int"),
+    (lambda: fl.nll(np.zeros((0, 0)), np.zeros(0, int)), ValueError,
+     r"log_probs must be 2-D \(N, k\).*k >= 1"),
     (lambda: fl.nll_grad(np.zeros((2, 3)), np.zeros(2, int), out=np.zeros((3, 2))),
      ValueError, "out"),
 ])

@@ -90,6 +90,15 @@ def test_ignore_index_other_than_default(backend):
     assert_close(got[1], want[1], np.float64)
 
 
+def test_label_smoothing_of_one_is_the_uniform_target(backend):
+    # The end of [0, 1] is allowed, as in PyTorch: the label no longer counts.
+    logits, target = make_case((30, 6), np.float64, "labels", seed=4)
+    want = torch_reference(logits, target, label_smoothing=1.0)
+    got = run(backend, logits, target, label_smoothing=1.0)
+    assert_close(got[0], want[0], np.float64)
+    assert_close(got[1], want[1], np.float64)
+
+
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
 def test_extreme_logits_match_torch(backend, dtype, label_smoothing):
     logits = np.array(
@@ -317,6 +326,16 @@ def test_hypothesis_matches_torch(rows, classes, reduction, label_smoothing, wei
 
 
 # --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "nll", "multi_margin"])
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("bad", [3, -1])
+def test_an_invalid_label_in_the_first_row_is_found(name, backend, bad):
+    if backend == "numba":
+        pytest.importorskip("numba")
+    with pytest.raises(ValueError, match=rf"class index {bad}, outside \[0, 3\)"):
+        getattr(fl, name)(np.zeros((2, 3)), np.array([bad, 0]), reduction="sum", backend=backend)
 
 
 def test_bad_inputs_name_the_argument():

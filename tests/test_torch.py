@@ -386,12 +386,16 @@ def test_class_axis_other_than_last_is_refused():
          "beta"),
         (lambda: ft.huber_loss(torch.randn(3), torch.randn(3), delta=10**400), ValueError,
          "delta"),
+        # The modules check their option when built, as torch.nn's do.
+        (lambda: ft.HuberLoss(delta=0.0), ValueError, "delta must be a finite number > 0"),
+        (lambda: ft.SmoothL1Loss(beta=-1.0), ValueError, "beta must be a finite number >= 0"),
     ],
     ids=[
         "mse-shapes", "mse-dtypes", "mse-integers", "mse-list", "target-device",
         "reduction", "label-out-of-range", "ce-target-shape", "soft-target-grad", "smoothing",
         "module-reduction", "ce-weight-grad", "nll-weight-grad", "multi-margin-weight-grad",
         "uint64-labels", "huber-delta-string", "smooth-l1-beta-none", "huber-delta-huge",
+        "huber-module-delta", "smooth-l1-module-beta",
     ],
 )
 def test_errors(call, error, match):
@@ -536,6 +540,28 @@ def test_bce_does_not_differentiate_its_target_or_weights():
                                 torch.rand(3, 2, requires_grad=True))
     with pytest.raises(TypeError, match="pos_weight"):
         ft.binary_cross_entropy_with_logits(logits, torch.rand(3, 2), pos_weight=[1.0, 2.0])
+
+
+def test_autocast_leaves_a_float64_input_and_its_dtype_rule_alone():
+    # Autocast never narrows float64, so a float32 target is still another dtype.
+    x, t = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(TypeError, match="target must have input's dtype torch.float64"):
+            ft.mse_loss(x, t)
+
+
+def test_bfloat16_gradient_is_rounded_before_it_is_scaled():
+    # The kernel's float32 gradient of a bfloat16 input is rounded once, in the forward
+    # pass; backward scales that bfloat16 gradient, as for every other dtype.
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, generator=generator).to(torch.bfloat16)
+    t = torch.randn(4096, generator=generator).to(torch.bfloat16)
+    once, scaled = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ft.mse_loss(once, t, reduction="sum").backward()
+    (ft.mse_loss(scaled, t, reduction="sum") * 3.3).backward()
+    assert once.grad.dtype == scaled.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(scaled.grad, once.grad * torch.tensor(3.3, dtype=torch.bfloat16),
+                               rtol=0, atol=0)
 
 
 # --- NLL ---------------------------------------------------------------------------------------

@@ -85,6 +85,8 @@ def _check_no_grad_and_errors(rank, widths):
     labels[3] = classes  # the same bad label on every rank: every rank raises
     with pytest.raises(ValueError, match=rf"class index {classes}, outside \[0, {classes}\)"):
         flt.vocab_parallel_cross_entropy(shard, labels)
+    with pytest.raises(ValueError, match=r"no class \(k = 0\)"):  # every rank's shard empty
+        flt.vocab_parallel_cross_entropy(shard[:, :0], torch.full_like(labels, -100))
 
 
 def _worker(rank, world, port):
