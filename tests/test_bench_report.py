@@ -118,13 +118,29 @@ def test_softmax_functions_are_rows_with_their_peers(tmp_path, capsys):
     assert "max |output - ref| / max |ref|" in " ".join(out.split())
 
 
-def test_a_softmax_function_error_is_over_its_output_array():
-    inputs = peers.make_inputs("softmax_backward", (3, 37), "cpu")
-    exact = peers.spec("softmax_backward").reference(np, inputs.first.astype(np.float64),
-                                                     inputs.second)
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+def test_a_softmax_function_error_is_over_its_output_array(name):
+    # The reference takes both float32 inputs to float64 (a float32 sum of the gradient
+    # would be the reference's own error).
+    inputs = peers.make_inputs(name, (3, 37), "cpu")
+    exact = peers.spec(name).reference(np, inputs.first.astype(np.float64),
+                                       inputs.second.astype(np.float64))
 
     assert report.array_error(inputs, exact) == 0
     assert report.array_error(inputs, exact * 1.01) == pytest.approx(0.01)
+
+
+def test_a_loss_reference_takes_a_float_target_to_float64():
+    inputs = peers.make_inputs("kl_div", (3, 37), "cpu")
+    exact = peers.spec("kl_div").reference(np, inputs.first.astype(np.float64),
+                                           inputs.second.astype(np.float64))
+    assert report.reference_loss(inputs) == exact / peers.spec("kl_div").count((3, 37))
+
+
+def test_an_element_count_gives_the_row_width_sweeps_shape():
+    for classes in (100, 1000, 128000):
+        assert (peers.shape_for("softmax_cross_entropy", 2621440, classes)
+                == peers.sweep_shapes((classes,), 2621440)[0])
 
 
 def test_array_error_sees_every_block_and_nan(monkeypatch):

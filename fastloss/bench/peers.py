@@ -203,8 +203,9 @@ def shape_for(loss: str, size: str | int, classes: int = DEFAULT_CLASSES) -> tup
     """``"ROWSxCOLS"`` as given; an element count as ``(rows, cols)`` with cols a row's width.
 
     A row's width is the loss's spec's (1024 for the elementwise losses, the seeds' ``(N, k)``
-    layout) or ``classes`` (cross-entropy); a count is rounded to whole rows, and one below a
-    row's width is a single shorter row.
+    layout) or ``classes`` (cross-entropy); a count is rounded up to whole rows (as the row-width
+    sweep's, so that ``--against`` gets the sweep's shapes), and one below a row's width is a
+    single shorter row.
     """
     text = str(size).lower().replace("_", "")
     width = spec(loss).width or classes
@@ -214,7 +215,7 @@ def shape_for(loss: str, size: str | int, classes: int = DEFAULT_CLASSES) -> tup
         else:
             elements = int(float(text))
             cols = min(width, elements)
-            rows = max(1, round(elements / cols)) if cols > 0 else 0
+            rows = -(-elements // cols) if cols > 0 else 0
     except (ValueError, OverflowError):
         raise ValueError(f"size {size!r} is neither ROWSxCOLS nor an element count") from None
     if rows < 1 or cols < 1:

@@ -79,13 +79,15 @@ def time_thunk(thunk: Callable[[], Any], *, repeats: int, budget: float,
 
 def _reference_blocks(inputs: peers.Inputs):
     """``(rows, reference)`` per block of rows: the spec's float64 reference of the block
-    (``first`` made float64), the rows a slice."""
+    (``first``, and ``second`` when it holds floats, made float64), the rows a slice."""
     spec = peers.spec(inputs.loss)
     xp, (rows, cols) = inputs.xp, inputs.shape
     step = max(1, REFERENCE_CHUNK // cols)
     for start in range(0, rows, step):
         block = slice(start, start + step)
         second = None if inputs.second is None else inputs.second[block]
+        if second is not None and second.dtype.kind == "f":
+            second = second.astype(xp.float64)
         yield block, spec.reference(xp, inputs.first[block].astype(xp.float64), second)
 
 

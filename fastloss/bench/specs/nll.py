@@ -17,7 +17,10 @@ def make(xp, rng, shape):
 
 def op_bytes(op, shape, itemsize=4):
     rows, classes = shape
-    read = rows * (itemsize + 8)  # a log-probability and a label per row
+    labels = rows * 8
+    if op == "gradient":  # the labels alone say where the gradient is not 0
+        return labels + rows * classes * itemsize
+    read = labels + rows * itemsize  # and a log-probability per row
     return read if op == "forward" else read + rows * classes * itemsize
 
 
