@@ -326,6 +326,28 @@ def _planted(tmp_path, monkeypatch, path, old, new):
     monkeypatch.setattr(_module, "kernels_hash", _module.kernels_hash)
 
 
+def planted_bug_tests(path, bugs):
+    """The two tests of a kernel file's planted bugs, for a test module to bind:
+    ``bugs`` maps a name to ``(text, planted text, what the launch reports (None: a
+    wrong result), the check)``; each planted bug makes its check fail, and every
+    check passes on the kernel as it is."""
+
+    @pytest.mark.emulated
+    @pytest.mark.parametrize("bug", sorted(bugs))
+    def test_planted_bugs_fail(emulated, tmp_path, monkeypatch, bug):
+        old, new, message, check = bugs[bug]
+        _planted(tmp_path, monkeypatch, path, old, new)
+        with pytest.raises(emulator.LaunchError if message else AssertionError, match=message):
+            check(cupy=emulated)
+
+    @pytest.mark.emulated
+    def test_unplanted_checks_pass(emulated):
+        for _, _, _, check in bugs.values():
+            check(cupy=emulated)
+
+    return test_planted_bugs_fail, test_unplanted_checks_pass
+
+
 def _cross_entropy(*args, **kwargs):
     return functools.partial(cases.run_cross_entropy, cases.CrossEntropyCase(*args, **kwargs))
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from cuda_emulator import build, cases, emulator
 from test_cuda import rows_past_int32
-from test_cuda_emulator import _planted
+from test_cuda_emulator import planted_bug_tests
 
 from fastloss.backends.cuda import multi_margin as cuda_margin
 from fastloss.backends.cuda import softmax_cross_entropy as cuda_ce
@@ -259,17 +259,4 @@ BUGS = {
 # than the emulator can hold.
 
 
-@pytest.mark.emulated
-@pytest.mark.parametrize("bug", sorted(BUGS))
-def test_planted_bugs_fail(emulated, tmp_path, monkeypatch, bug):
-    old, new, message, check = BUGS[bug]
-    _planted(tmp_path, monkeypatch, "multi_margin.cu", old, new)
-    with pytest.raises(emulator.LaunchError if message else AssertionError, match=message):
-        check(cupy=emulated)
-
-
-@pytest.mark.emulated
-def test_unplanted_checks_pass(emulated):
-    """The planted-bug checks pass on the kernels as they are."""
-    for _, _, _, check in BUGS.values():
-        check(cupy=emulated)
+test_planted_bugs_fail, test_unplanted_checks_pass = planted_bug_tests("multi_margin.cu", BUGS)
