@@ -16,7 +16,7 @@ import numpy as np
 
 from fastloss.backends.cuda import _module
 
-# The row geometry of cross-entropy (common/rows.cuh), fixed by (rows, k) alone.
+# The row kernels' launch, in cross-entropy's geometry (common/rows.cuh), fixed by (rows, k) alone.
 from fastloss.backends.cuda.softmax_cross_entropy import launch_rows
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
