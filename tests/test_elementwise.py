@@ -289,6 +289,23 @@ def test_smooth_l1_with_beta_0_is_l1_at_a_tie(backend, dtype):
     assert_close(to_host(grad), want_grad, dtype)
 
 
+def test_kl_div_target_of_zero_adds_plus_zero_and_a_negative_one_nan(backend, dtype):
+    # PyTorch's xlogy(t, t) - t x: +0 for t = 0 (0 log 0 = 0, not 0 times a finite log of
+    # the smallest float, which is -0), NaN for t < 0.
+    x, target = np.array([1.0, 2.0, 0.5, 0.5], dtype), np.array([0.0, 0.0, -0.25, 0.25], dtype)
+    loss = to_host(_run(LOSSES[-1], backend, x, target, "none", {})[0])
+    assert (loss[:2] == 0).all() and not np.signbit(loss[:2]).any()
+    assert np.isnan(loss[2]) and np.isfinite(loss[3])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_l1_of_float32_is_computed_in_float64(backend):
+    # |x - t| = 2**24 + 1 is exact in float64 and 2**24 in float32 (ties to even): three
+    # such terms sum to 50331651, rounded once to the float32 50331652, not 3 * 2**24.
+    x, target = np.full(3, 2.0**24 + 2, np.float32), np.ones(3, np.float32)
+    assert float(fl.l1(x, target, reduction="sum", backend=backend)) == 50331652.0
+
+
 def test_kl_div_log_target_of_minus_inf_adds_nothing(backend, dtype):
     """A log target of -inf is a probability of 0: loss 0 (PyTorch: 0 * -inf = NaN) and
     gradient -0, as for a probability target of 0."""

@@ -397,6 +397,25 @@ def test_nonpositive_exp_has_the_bits_of_the_general_one():
     assert np.array_equal(out.view(np.int32), _fast_exp(x).view(np.int32))
 
 
+@numba.njit
+def _exp_nonpositive_float64_all(values, out):
+    for i in range(values.size):
+        out[i] = vector_math.exp_nonpositive(values[i])
+
+
+def test_float64_nonpositive_exp_within_two_ulp():
+    # The elementwise functors' float64 e**x (BCE of logits, kl_div's log target), against
+    # long double, where the result is normal; the losses' tolerances would not see a
+    # truncated series or a wrong digit of ln 2.
+    x = np.concatenate([np.linspace(-745.0, 0.0, 2_000_001), -np.linspace(0.0, 0.35, 100_001)])
+    out = np.empty_like(x)
+    _exp_nonpositive_float64_all(x, out)
+    exact = np.exp(x.astype(np.longdouble))
+    normal = exact >= np.finfo(np.float64).tiny
+    ulp = np.spacing(exact[normal].astype(np.float64)).astype(np.longdouble)
+    assert (np.abs(out[normal] - exact[normal]) / ulp).max() <= 2.0
+
+
 # ------------------------------------------------------------------ fast log
 
 
