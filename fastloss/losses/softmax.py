@@ -67,7 +67,8 @@ _CONTRACT = """
     Inputs: ``(N, k)`` floating-point arrays of one shape and dtype, class axis last (any
     layout); float16 is computed in float32 (on CUDA also bfloat16), float64 in float64,
     with float64 row sums on the CPU. ``out``: optional array of the input's shape and dtype
-    that receives the result; it may be an input itself, not a partly overlapping view.
+    that receives the result; it may be an input itself, and one that overlaps an input any
+    other way gets the values of a separate one (through a buffer).
     Returns an array of the input's shape and dtype (C order when ``out`` is not given).
     Stable for entries of any magnitude; a row of NaN, or of all ``-inf``, gives a NaN row,
     as PyTorch does. ``backend``: "auto", "numpy", "numba" or "cuda". Raises ValueError for
