@@ -58,7 +58,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 import fastloss
 from fastloss import _registry, _validate
+from fastloss.losses.huber import check_delta as _check_delta
 from fastloss.losses.kl_div import REDUCTIONS as _KL_DIV_REDUCTIONS
+from fastloss.losses.smooth_l1 import check_beta as _check_beta
 
 __all__ = [
     "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
@@ -423,15 +425,13 @@ def l1_loss(
 def smooth_l1_loss(
     input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean", beta: float = 1.0
 ) -> torch.Tensor:
-    return _elementwise("smooth_l1", input, target, reduction,
-                        _validate.check_real(beta, "beta", minimum=0.0))
+    return _elementwise("smooth_l1", input, target, reduction, _check_beta(beta))
 
 
 def huber_loss(
     input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0
 ) -> torch.Tensor:
-    return _elementwise("huber", input, target, reduction,
-                        _validate.check_real(delta, "delta", minimum=0.0, above=True))
+    return _elementwise("huber", input, target, reduction, _check_delta(delta))
 
 
 def binary_cross_entropy_with_logits(
@@ -764,7 +764,7 @@ class SmoothL1Loss(_ReductionLoss):
 
     def __init__(self, *, reduction: str = "mean", beta: float = 1.0):
         super().__init__(reduction)
-        self.beta = _validate.check_real(beta, "beta", minimum=0.0)
+        self.beta = _check_beta(beta)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
@@ -778,7 +778,7 @@ class HuberLoss(_ReductionLoss):
 
     def __init__(self, reduction: str = "mean", delta: float = 1.0):
         super().__init__(reduction)
-        self.delta = _validate.check_real(delta, "delta", minimum=0.0, above=True)
+        self.delta = _check_delta(delta)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return huber_loss(input, target, reduction=self.reduction, delta=self.delta)

@@ -12,8 +12,13 @@ _CONTRACT, _GRAD_CONTRACT = contract(
 )
 
 
+def check_delta(delta) -> float:
+    """``delta`` as a float: TypeError unless a real number, ValueError unless finite and > 0."""
+    return v.check_real(delta, "delta", minimum=0.0, above=True)
+
+
 def _run(pred, target, reduction, delta, backend, out, want_grad):
-    delta = v.check_real(delta, "delta", minimum=0.0, above=True)
+    delta = check_delta(delta)
     return evaluate(SPEC, pred, target, reduction, backend, out, want_grad, param=delta)
 
 

@@ -12,8 +12,13 @@ _CONTRACT, _GRAD_CONTRACT = contract(
 )
 
 
+def check_beta(beta) -> float:
+    """``beta`` as a float: TypeError unless a real number, ValueError unless finite and >= 0."""
+    return v.check_real(beta, "beta", minimum=0.0)
+
+
 def _run(pred, target, reduction, beta, backend, out, want_grad):
-    beta = v.check_real(beta, "beta", minimum=0.0)
+    beta = check_beta(beta)
     return evaluate(SPEC, pred, target, reduction, backend, out, want_grad, param=beta)
 
 
