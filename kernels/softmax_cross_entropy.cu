@@ -21,8 +21,8 @@
 //   rows. All of this depends on (rows, k) only, never on the GPU.
 // Then the fl_softmax_cross_entropy_finish_<dtype> entry with one block of
 // FL_SUM_THREADS threads, which writes the loss. A "mean" over class indices
-// first runs fl_softmax_cross_entropy_mean_divisor (one block of
-// FL_CE_DIVISOR_THREADS threads), whose result both later kernels read.
+// first computes its divisor, fl_softmax_cross_entropy_mean_divisor's block
+// partials summed by the float64 finishing entry, which both later kernels read.
 //
 // Each thread keeps FL_ROW_TILE logits of a row in registers per tile. A row of
 // at most one tile per thread is read from global memory once and its gradient
@@ -50,9 +50,11 @@
 // decides which thread sums which classes (and the launcher's geometry), so
 // it would change the bits of the results.
 #define FL_CE_PROBS_FLOAT64_MIN_BLOCKS 1
-// The divisor pre-pass is a single block (a fixed summation order without a
-// second launch); the widest block keeps the most label loads in flight.
-#define FL_CE_DIVISOR_THREADS 1024
+// The divisor pre-pass: blocks of this many threads, each summing a strided
+// share of the labels into one partial (the launcher caps the grid at a
+// constant, so the partition depends on the row count alone), then the float64
+// finishing entry sums the partials.
+#define FL_CE_DIVISOR_THREADS 256
 
 namespace fl {
 
@@ -300,21 +302,25 @@ FL_FINISH_ENTRY(fl_softmax_cross_entropy_finish_float32, float)
 FL_FINISH_ENTRY(fl_softmax_cross_entropy_finish_float64, double)
 
 // The divisor of a "mean" over class indices, PyTorch's: the weight sum (the
-// count when weight is null) of the rows whose label is not ignore_index. An
-// invalid label adds its clipped class's weight; its row's loss is NaN anyway.
+// count when weight is null) of the rows whose label is not ignore_index, as one
+// float64 partial per block (blocks stride over the rows); the launcher sums
+// them with fl_softmax_cross_entropy_finish_float64. An invalid label adds its
+// clipped class's weight; its row's loss is NaN anyway.
 extern "C" __global__ void __launch_bounds__(FL_CE_DIVISOR_THREADS)
     fl_softmax_cross_entropy_mean_divisor(const long long* labels, const double* weight,
                                           long long rows, long long classes,
-                                          long long ignore_index, double* divisor) {
+                                          long long ignore_index, double* partials) {
     __shared__ double scratch[32];
     double acc = 0.0;
+    const long long stride = (long long)gridDim.x * blockDim.x;
 #pragma unroll 4
-    for (long long row = threadIdx.x; row < rows; row += blockDim.x) {
+    for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < rows;
+         row += stride) {
         const long long label = labels[row];
         if (label == ignore_index) continue;
         const long long c = label < 0 ? 0 : (label >= classes ? classes - 1 : label);
         acc += weight ? weight[c] : 1.0;
     }
     acc = fl::block_allreduce(acc, fl::SumOp(), 0.0, scratch);
-    if (threadIdx.x == 0) *divisor = acc;
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }

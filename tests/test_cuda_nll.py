@@ -112,6 +112,19 @@ def test_a_device_divisor_is_read_on_the_device(cupy):
     assert grad.get()[3].tolist() == [0.0, 0.0, -4 / 7]
 
 
+@pytest.mark.parametrize("rows", [1, 255, 257, 300_001])
+def test_the_device_divisor_counts_every_row(cupy, rows):
+    """Many blocks' partials (the grid's cap is reached past 262144 rows), each row once."""
+    rng = np.random.default_rng(rows)
+    labels = rng.integers(-1, 5, rows)
+    weight = rng.uniform(0.5, 2.0, 5)
+    kept = np.clip(labels[labels != -1], 0, 4)
+    count = cuda_ce.mean_divisor(cupy.asarray(labels), None, 5, -1)
+    assert float(count.get()) == kept.size
+    weighted = cuda_ce.mean_divisor(cupy.asarray(labels), cupy.asarray(weight), 5, -1)
+    assert float(weighted.get()) == pytest.approx(weight[kept].sum(), rel=1e-13)
+
+
 @pytest.mark.slow
 def test_past_two_to_the_31_elements(cupy):
     rows, classes = rows_past_int32(cupy, "log-probabilities")

@@ -2,9 +2,10 @@
 
 Contract: ``fastloss.backends``. Launches per call: two (the fused pass, then
 the finishing kernel that writes the loss in the logits' dtype). A "mean" over
-class indices is the one exception, with three: its divisor depends on the
+class indices is the one exception, with four: its divisor depends on the
 labels and the gradient needs it, so :func:`mean_divisor` computes it first,
-on the device, and both kernels read it there (no host round trip).
+on the device (block partials, then their sum), and both kernels read it there
+(no host round trip).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ MAX_THREADS = 256  # FL_ROW_MAX_THREADS
 # A constant, not derived from the GPU: the row-to-block partition, hence the
 # bits of the total, must be the same on every device.
 MAX_BLOCKS = 16384
-DIVISOR_THREADS = 1024  # FL_CE_DIVISOR_THREADS
+DIVISOR_THREADS = 256  # FL_CE_DIVISOR_THREADS
+# The divisor pass's grid cap: enough blocks to read the labels at full
+# bandwidth, few enough partials for one finishing block. A constant, so the
+# partition of the rows (hence the bits of a weighted divisor) is the same on
+# every device.
+DIVISOR_MAX_BLOCKS = 1024
 _DIVISOR_ENTRY = "fl_softmax_cross_entropy_mean_divisor"
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -78,18 +84,20 @@ def launch_rows(name: str, entry: str, x, inputs, grad_out, loss_out, options, d
 def mean_divisor(labels, weight, classes: int, ignore_index: int):
     """A "mean"'s divisor over ``(N,)`` int64 labels as a new 0-d float64 device
     array: the sum of ``weight[label]`` (or the count, for no weight) over the
-    rows not ignored. One single-block kernel, summing in a fixed order."""
+    rows not ignored. Block partials in a fixed partition, then their sum in a
+    fixed order (the float64 finishing kernel, dividing by 1)."""
     import cupy
 
     assert labels.ndim == 1, labels.shape
     _module.expect(labels, "labels", labels.shape, np.int64)
     _module.expect(weight, "weight", (classes,), np.float64)
+    blocks = max(1, min(DIVISOR_MAX_BLOCKS, -(-labels.size // DIVISOR_THREADS)))
     args = (labels, _module.pointer_or_null(weight), np.int64(labels.size), np.int64(classes))
     with labels.device:
-        divisor = cupy.empty((), dtype=cupy.float64)
+        partials = cupy.empty(blocks, dtype=cupy.float64)
         kernel = _module.get_function("softmax_cross_entropy", _DIVISOR_ENTRY)
-        kernel((1,), (DIVISOR_THREADS,), (*args, np.int64(ignore_index), divisor))
-        return divisor
+        kernel((blocks,), (DIVISOR_THREADS,), (*args, np.int64(ignore_index), partials))
+        return _module.finish("softmax_cross_entropy", partials, blocks, 1.0, np.dtype(np.float64))
 
 
 def softmax_cross_entropy(
