@@ -111,13 +111,18 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
             if (active && valid) {
                 Tiles::load(x_row, classes, tile, g, aligned, zero, z);
 #pragma unroll
-                for (int j = 0; j < FL_ROW_TILE; ++j) {
-                    const i64 c = Tiles::first(tile, j / pack, g) + j % pack;
-                    const C h = base + z[j];
-                    if (c < classes && c != y && h > zero) {
-                        const double hd = widen(h);
-                        loss_part += power == 1 ? hd : hd * hd;
-                        slope_part += power == 1 ? 1.0 : hd;
+                for (int i = 0; i < Tiles::per_thread; ++i) {
+                    const i64 start = Tiles::first(tile, i, g);
+                    if (start >= classes) continue;  // a packet past the row's end
+#pragma unroll
+                    for (int e = 0; e < pack; ++e) {
+                        const i64 c = start + e;
+                        const C h = base + z[i * pack + e];
+                        if (c < classes && c != y && h > zero) {
+                            const double hd = widen(h);
+                            loss_part += power == 1 ? hd : hd * hd;
+                            slope_part += power == 1 ? 1.0 : hd;
+                        }
                     }
                 }
             } else {
@@ -149,17 +154,19 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
                 if (tiles > 1 && valid) Tiles::load(x_row, classes, tile, g, aligned, zero, z);
 #pragma unroll
                 for (int i = 0; i < Tiles::per_thread; ++i) {
+                    const i64 start = Tiles::first(tile, i, g);
+                    if (start >= classes) continue;  // a packet past the row's end
                     T out[Packet<T>::size];
 #pragma unroll
                     for (int e = 0; e < pack; ++e) {
-                        const i64 c = Tiles::first(tile, i, g) + e;
+                        const i64 c = start + e;
                         const C h = base + z[i * pack + e];
                         out[e] = !valid  ? nan
                                  : c == y ? at_label
                                  : h > zero ? Cv::from(power == 1 ? scale_c : scale_c * h)
                                             : Cv::from(zero);
                     }
-                    store_packet(g_row, Tiles::first(tile, i, g), classes, aligned, out);
+                    store_packet(g_row, start, classes, aligned, out);
                 }
             }
         }

@@ -136,9 +136,14 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
                 }
             }
 #pragma unroll
-            for (int j = 0; j < FL_ROW_TILE; ++j) {
-                const i64 c = Tiles::first(tile, j / pack, g) + j % pack;
-                if (active && c < classes) sum += Fn::term(xs[j], ys[j], max);
+            for (int i = 0; i < Tiles::per_thread; ++i) {
+                const i64 start = Tiles::first(tile, i, g);
+                if (!active || start >= classes) continue;  // a packet past the row's end
+#pragma unroll
+                for (int e = 0; e < pack; ++e) {
+                    const int j = i * pack + e;
+                    if (start + e < classes) sum += Fn::term(xs[j], ys[j], max);
+                }
             }
         }
 
@@ -158,12 +163,14 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
             }
 #pragma unroll
             for (int i = 0; i < Tiles::per_thread; ++i) {
+                const i64 start = Tiles::first(tile, i, g);
+                if (start >= classes) continue;  // a packet past the row's end
                 T result[Packet<T>::size];
 #pragma unroll
                 for (int e = 0; e < pack; ++e) {
                     result[e] = Cv::from(fn(xs[i * pack + e], ys[i * pack + e]));
                 }
-                store_packet(out_row, Tiles::first(tile, i, g), classes, aligned, result);
+                store_packet(out_row, start, classes, aligned, result);
             }
         }
     }

@@ -13,8 +13,8 @@
 //
 // Launch (see fastloss/backends/cuda/softmax_cross_entropy.py):
 // - k <= 32 * FL_ROW_TILE: rows share warps, a group of row_lanes lanes (a
-//   power of two up to 32, chosen from k so that each lane holds about one
-//   16-byte packet) per row, FL_ROW_GROUP_BLOCK threads per block;
+//   power of two up to 32, the fewest whose tiles of FL_ROW_TILE logits hold
+//   the row) per row, FL_ROW_GROUP_BLOCK threads per block;
 // - larger k: one block per row, blockDim = min(FL_ROW_MAX_THREADS,
 //   32 * ceil(k / (32 * FL_ROW_TILE))), row_lanes = 0;
 // - grid = min(a fixed cap, ceil(rows / rows per block)); blocks stride over
@@ -177,19 +177,26 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
             for (int j = 0; j < FL_ROW_TILE; ++j) tile_max = fl_max(tile_max, z[j]);
             if (tile_max > st.max) st.rebase(tile_max);
 #pragma unroll
-            for (int j = 0; j < FL_ROW_TILE; ++j) {
-                const i64 c = Tiles::first(tile, j / pack, g) + j % pack;
-                if (c >= classes || !computed) continue;
-                // exp(-inf - m) is 0 even while m is still -inf.
-                const bool vanishes = z[j] == neg_inf;
-                st.sum_exp += vanishes ? 0.0 : widen(fl_exp(z[j] - st.max));
-                if (has_soft) {
-                    const double qw = soft.at<PROBS>(c, t[j]);
-                    st.soft_weight += qw;
-                    // No term for a class of no mass, nor for one at the running max (a
-                    // later rebase adds its gap), even under an infinite weight.
-                    const double gap = vanishes ? infinity<double>() : widen(st.max) - widen(z[j]);
-                    if (qw != 0.0 && gap != 0.0) st.soft_gap += qw * gap;
+            for (int i = 0; i < Tiles::per_thread; ++i) {
+                const i64 start = Tiles::first(tile, i, g);
+                if (start >= classes || !computed) continue;  // a packet past the row's end
+#pragma unroll
+                for (int e = 0; e < pack; ++e) {
+                    const int j = i * pack + e;
+                    const i64 c = start + e;
+                    if (c >= classes) continue;
+                    // exp(-inf - m) is 0 even while m is still -inf.
+                    const bool vanishes = z[j] == neg_inf;
+                    st.sum_exp += vanishes ? 0.0 : widen(fl_exp(z[j] - st.max));
+                    if (has_soft) {
+                        const double qw = soft.at<PROBS>(c, t[j]);
+                        st.soft_weight += qw;
+                        // No term for a class of no mass, nor for one at the running max (a
+                        // later rebase adds its gap), even under an infinite weight.
+                        const double gap =
+                            vanishes ? infinity<double>() : widen(st.max) - widen(z[j]);
+                        if (qw != 0.0 && gap != 0.0) st.soft_gap += qw * gap;
+                    }
                 }
             }
         }
@@ -228,6 +235,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
 #pragma unroll
                 for (int i = 0; i < Tiles::per_thread; ++i) {
                     const i64 start = Tiles::first(tile, i, g);
+                    if (start >= classes) continue;  // a packet past the row's end
                     T out[Packet<T>::size];
 #pragma unroll
                     for (int e = 0; e < pack; ++e) {

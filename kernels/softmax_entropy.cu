@@ -117,14 +117,19 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
             for (int j = 0; j < FL_ROW_TILE; ++j) tile_max = fl_max(tile_max, z[j]);
             if (tile_max > st.max) st.rebase(tile_max);
 #pragma unroll
-            for (int j = 0; j < FL_ROW_TILE; ++j) {
-                const i64 c = Tiles::first(tile, j / pack, g) + j % pack;
-                // exp(-inf - m) is 0 even while m is still -inf; and 0 * inf is no term.
-                if (c < classes && z[j] != neg_inf) {
-                    const C d = z[j] - st.max;
-                    const double e = widen(fl_exp(d));
-                    st.sum += e;
-                    if (e != 0.0) st.gap -= e * widen(d);
+            for (int i = 0; i < Tiles::per_thread; ++i) {
+                const i64 start = Tiles::first(tile, i, g);
+                if (start >= classes) continue;  // a packet past the row's end
+#pragma unroll
+                for (int e = 0; e < pack; ++e) {
+                    const int j = i * pack + e;
+                    // exp(-inf - m) is 0 even while m is still -inf; and 0 * inf is no term.
+                    if (start + e < classes && z[j] != neg_inf) {
+                        const C d = z[j] - st.max;
+                        const double ex = widen(fl_exp(d));
+                        st.sum += ex;
+                        if (ex != 0.0) st.gap -= ex * widen(d);
+                    }
                 }
             }
         }
@@ -150,6 +155,8 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
                 if (tiles > 1) Tiles::load(z_row, classes, tile, g, aligned, neg_inf, z);
 #pragma unroll
                 for (int i = 0; i < Tiles::per_thread; ++i) {
+                    const i64 start = Tiles::first(tile, i, g);
+                    if (start >= classes) continue;  // a packet past the row's end
                     T out[Packet<T>::size];
 #pragma unroll
                     for (int e = 0; e < pack; ++e) {
@@ -157,7 +164,7 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
                         const C p = fl_exp(d) * inv_s;
                         out[e] = Cv::from(p == (C)0 ? (C)0 : p * ((d - log_s) + h) * neg_scale);
                     }
-                    store_packet(g_row, Tiles::first(tile, i, g), classes, aligned, out);
+                    store_packet(g_row, start, classes, aligned, out);
                 }
             }
         }

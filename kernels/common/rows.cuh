@@ -96,6 +96,11 @@ template <typename T> struct RowTiles {
 #pragma unroll
         for (int i = 0; i < per_thread; ++i) {
             const i64 start = first(tile, i, g);
+            if (start >= classes) {  // a packet past the row's end: no load at all
+#pragma unroll
+                for (int e = 0; e < pack; ++e) out[i * pack + e] = fill;
+                continue;
+            }
             T raw[Packet<T>::size];
             load_packet(row, start, classes, aligned, raw);
 #pragma unroll
