@@ -13,6 +13,8 @@ import contextlib
 
 import numpy as np
 
+from fastloss._validate import dtype_name
+
 _HOST_NAMES = ("float16", "float32", "float64")
 _DEVICE_NAMES = ("float16", "bfloat16", "float32", "float64")
 _HOST_DTYPES = frozenset(np.dtype(name) for name in _HOST_NAMES)
@@ -178,7 +180,7 @@ class CudaBackend(Backend):
         return self.asarray(out, name)
 
     def check_float(self, x, name: str) -> None:
-        if x.dtype.name not in _DEVICE_NAMES:
+        if dtype_name(x.dtype) not in _DEVICE_NAMES:
             raise self._dtype_error(x, name, _DEVICE_NAMES)
 
     def compute_dtype(self, dtype):

@@ -8,6 +8,7 @@ backend (array types, dtypes, devices) lives on the backend objects of
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -17,6 +18,12 @@ REDUCTIONS = ("mean", "sum", "none")
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 INT64 = np.dtype(np.int64)
 _NDARRAY = np.ndarray
+
+
+@functools.cache
+def dtype_name(dtype) -> str:
+    """``dtype.name``, cached per dtype: NumPy 2 computes it in Python, about 2 µs a call."""
+    return dtype.name
 
 
 # The common case, recognised without converting anything: the checks below

@@ -98,7 +98,7 @@ def test_rows_span_several_grid_strides(emulated, monkeypatch, classes):
     # A three-block grid makes every block loop over rows as a capped grid does
     # at millions of rows; the last round leaves some row groups without a row.
     monkeypatch.setattr(cuda_ce, "MAX_BLOCKS", 3)
-    _, threads, row_lanes = cuda_ce.launch_shape(1, classes, 4)
+    _, threads, row_lanes = cuda_ce.launch_shape(1, classes)
     rows = 3 * (threads // row_lanes if row_lanes else 1) * 2 + 5
     for function in FUNCTIONS:
         with emulator.recording() as record:

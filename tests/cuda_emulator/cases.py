@@ -15,10 +15,11 @@ import numpy as np
 
 import fastloss as fl
 
-# Class counts at the launch-mode boundaries: row groups of 1 to 32 lanes (a
-# group per 1, 2, 4, ... 16-byte packets of a row) up to 32 * TILE = 512
-# classes, one block per row above, streamed past 256 threads * TILE = 4096.
-CLASSES = (1, 2, 3, 5, 10, 17, 31, 33, 64, 65, 100, 511, 512, 513, 4096, 4097, 50000)
+# Class counts at the launch-mode boundaries: row groups of 1 to 32 lanes (the
+# fewest whose tiles of TILE = 16 classes hold the row: 1 up to 16 classes, 2 up
+# to 32, ...) up to 32 * TILE = 512 classes, one block per row above, streamed
+# past 256 threads * TILE = 4096.
+CLASSES = (1, 2, 3, 5, 10, 16, 17, 31, 33, 64, 65, 100, 256, 257, 512, 513, 4096, 4097, 50000)
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 # |loss - reference| <= RTOL * |reference| (+ ATOL for the gradient), per dtype:
 # the result is rounded once from float64 (MSE, float64) or computed in float32.
@@ -31,6 +32,16 @@ HALF_EXACT = {"float16": 0.999, "bfloat16": 0.999}
 # (log-sum, dot product, sum), so misses come a row at a time: 99.99% over the
 # whole matrix, 99.89% in its worst case (log_softmax, 7x1000, float16).
 SOFTMAX_HALF_EXACT = 0.998
+
+
+def sectors_per_byte(row_lanes: int) -> float:
+    """The most 32-byte sectors per byte that a pass over rows of whole 16-byte packets
+    may ask for: a warp reads each tile step of a row group (``row_lanes`` lanes, 0 for a
+    block a row: 32 per warp) as one span of 16 * lanes bytes, which touches at most
+    16 * lanes / 32 + 1 sectors; a lone packet touches one, half of it unused. A GPU's L1
+    serves the second touch of a sector; the emulator's count does not assume it."""
+    lanes = row_lanes or 32
+    return min(2.0, 1.0 + 2.0 / lanes)
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -790,11 +801,12 @@ def run_cross_entropy(case: CrossEntropyCase, cupy) -> None:
     if case.dtype in HALF_EXACT:
         # Computed in float32 and rounded once: float32's error rarely moves a
         # half across a rounding boundary, a wrong rounding mode does so half the time.
+        # One miss is allowed in any matrix (one is 0.17% of 37 x 16).
         got, want = _as_float64(grad), round_once(want_grad, case.dtype)
-        exact = np.mean((got == want) | (np.isnan(got) & np.isnan(want)))
-        assert exact >= HALF_EXACT[case.dtype], (
-            f"grad {case.id}: only {exact:.4%} of the gradient is the float64 result rounded "
-            f"once to {case.dtype}")
+        misses = np.count_nonzero((got != want) & ~(np.isnan(got) & np.isnan(want)))
+        assert misses <= max(1, (1 - HALF_EXACT[case.dtype]) * got.size), (
+            f"grad {case.id}: {misses} of {got.size} gradient elements are not the float64 "
+            f"result rounded once to {case.dtype}")
 
 
 def _check_exact(name: str, got, want, dtype: str) -> None:

@@ -19,6 +19,8 @@ import sysconfig
 import threading
 from pathlib import Path
 
+from fastloss._validate import dtype_name
+
 _PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../fastloss
 _ENV_DIR = "FASTLOSS_KERNELS_DIR"
 _DATA_SUBDIR = Path("share", "fastloss", "kernels")
@@ -169,7 +171,7 @@ def finish(name: str, partials, count: int, divisor, dtype):
     import numpy as np
 
     loss = cupy.empty((), dtype=dtype)
-    get_function(name, f"fl_{name}_finish_{dtype.name}")(
+    get_function(name, f"fl_{name}_finish_{dtype_name(dtype)}")(
         (1,), (SUM_THREADS,), (partials, np.int64(count), *divisor_args(divisor), loss)
     )
     return loss

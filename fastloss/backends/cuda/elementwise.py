@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 THREADS = 256  # FL_ELEMENTWISE_THREADS
@@ -33,7 +34,7 @@ def fused(loss: str):
         import cupy
 
         dtype = x.dtype
-        assert dtype.name in _DTYPES, dtype
+        assert dtype_name(dtype) in _DTYPES, dtype
         assert x.ndim == 1, x.shape
         arrays = (("x", x), ("target", target), ("weight", weight), ("aux", aux),
                   ("grad_out", grad_out), ("loss_out", loss_out))
@@ -45,7 +46,7 @@ def fused(loss: str):
         with x.device:
             partials = cupy.empty(blocks, dtype=cupy.float64)
             if blocks:
-                kernel = _module.get_function(loss, f"fl_{loss}_{dtype.name}")
+                kernel = _module.get_function(loss, f"fl_{loss}_{dtype_name(dtype)}")
                 pointers = (_module.pointer_or_null(array)
                             for array in (weight, aux, grad_out, loss_out))
                 kernel((blocks,), (THREADS,), (

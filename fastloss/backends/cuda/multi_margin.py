@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 # The row kernels' launch, in cross-entropy's geometry (common/rows.cuh), fixed by (rows, k) alone.
@@ -35,7 +36,7 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     0-d array of ``x``'s dtype, summed in an order fixed by ``(N, k)``.
     """
     dtype = x.dtype
-    assert dtype.name in _DTYPES, dtype
+    assert dtype_name(dtype) in _DTYPES, dtype
     assert x.ndim == 2 and x.shape[1] >= 1, x.shape
     assert p in (1, 2), p
     rows, classes = x.shape
@@ -44,6 +45,6 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     _module.expect(weight, "weight", (classes,), np.float64)
     _module.expect(grad_out, "grad_out", x.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
-    return launch_rows("multi_margin", f"fl_multi_margin_{dtype.name}", x,
+    return launch_rows("multi_margin", f"fl_multi_margin_{dtype_name(dtype)}", x,
                        (x, labels, _module.pointer_or_null(weight)), grad_out, loss_out,
                        (np.int32(p), np.float64(margin)), divisor)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 # The row geometry of cross-entropy: both kernels tile rows with common/rows.cuh.
@@ -24,14 +25,14 @@ _DTYPES = ("float16", "bfloat16", "float32", "float64")
 def _launch(function: str, inputs: tuple, out) -> None:
     first = inputs[0]
     dtype = first.dtype
-    assert dtype.name in _DTYPES, dtype
+    assert dtype_name(dtype) in _DTYPES, dtype
     assert first.ndim == 2 and first.shape[1] >= 1, first.shape
     for index, array in enumerate((*inputs, out)):
         _module.expect(array, f"argument {index}", first.shape, dtype)
     rows, classes = first.shape
-    blocks, threads, row_lanes = launch_shape(rows, classes, dtype.itemsize)
+    blocks, threads, row_lanes = launch_shape(rows, classes)
     if blocks:
-        kernel = _module.get_function("softmax", f"fl_{function}_{dtype.name}")
+        kernel = _module.get_function("softmax", f"fl_{function}_{dtype_name(dtype)}")
         args = (*inputs, out, np.int64(rows), np.int64(classes), np.int32(row_lanes))
         kernel((blocks,), (threads,), args)
 

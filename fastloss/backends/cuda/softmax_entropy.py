@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 # The row kernels' launch, in cross-entropy's geometry (common/rows.cuh), fixed by (rows, k) alone.
@@ -33,11 +34,11 @@ def softmax_entropy(logits, grad_out, loss_out, divisor):
     or with a NaN or +inf, has NaN entropy and gradient.
     """
     dtype = logits.dtype
-    assert dtype.name in _DTYPES, dtype
+    assert dtype_name(dtype) in _DTYPES, dtype
     assert logits.ndim == 2 and logits.shape[1] >= 1, logits.shape
     rows = logits.shape[0]
     _module.expect(logits, "logits", logits.shape, dtype)
     _module.expect(grad_out, "grad_out", logits.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
-    return launch_rows("softmax_entropy", f"fl_softmax_entropy_{dtype.name}", logits,
+    return launch_rows("softmax_entropy", f"fl_softmax_entropy_{dtype_name(dtype)}", logits,
                        (logits,), grad_out, loss_out, (), divisor)
