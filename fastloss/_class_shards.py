@@ -63,6 +63,10 @@ class ShardTarget:
     ignore_index: int = -100
     label_smoothing: float = 0.0
 
+    def ignored(self):
+        """The rows whose label is ``ignore_index`` (boolean ``(N,)``); None for probabilities."""
+        return None if self.labels is None else self.labels == self.ignore_index
+
     def rows(self, rows: slice) -> ShardTarget:
         if self.labels is not None:
             return dataclasses.replace(self, labels=self.labels[rows])
@@ -227,10 +231,14 @@ def combine(stats):
     return reference, s, mass, gaps
 
 
-def row_losses(s, mass, gaps):
-    """``L_i = S_i log s_i + B_i`` from the whole row's sums (0 for an ignored row)."""
+def row_losses(s, mass, gaps, ignored=None):
+    """``L_i = S_i log s_i + B_i`` from the whole row's sums; exactly 0 where ``ignored``
+    (``ShardTarget.ignored``), whatever the row's logits. A kept row of no mass (a zero
+    class weight, zero probabilities) is ``0 * log s``: NaN where its logits are, as
+    PyTorch's ``-0 * log_softmax``."""
     xp = _namespace(s)
-    return _times(xp, mass, xp.log(s)) + gaps
+    losses = mass * xp.log(s) + gaps
+    return losses if ignored is None else xp.where(ignored, 0.0, losses)
 
 
 def label_mass(labels, ignore_index: int, classes: int):

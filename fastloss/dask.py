@@ -225,7 +225,8 @@ def _shard_target(target, weight, columns, classes, options):
 
 @_quietly
 def _stats_block(logits, target, weight, columns, *, backend, classes, options):
-    """A class chunk's per-row ``(max, s, S, B)`` (see ``fastloss._class_shards``)."""
+    """A class chunk's per-row ``(max, s, S, B, ignored)`` (see ``fastloss._class_shards``;
+    ``ignored``: the rows of ``ignore_index``, the same in every chunk, or None)."""
     on = _registry.backend(backend)
     xp = on.xp
     with on.scope(logits):
@@ -234,15 +235,15 @@ def _stats_block(logits, target, weight, columns, *, backend, classes, options):
                                      on.host or options["check_labels"], xp)
         shard = _shard_target(target, weight, columns, classes, options)
         reference = shards.row_max(logits)
-        return (reference, *shards.shard_sums(logits, reference, shard))
+        return (reference, *shards.shard_sums(logits, reference, shard), shard.ignored())
 
 
 @_quietly
 def _combine_block(stats, divisor, *, loss_dtype, want_rows):
     """A row block's whole-row ``(M, s, S)``, row losses and float64 partial loss, from
     its class chunks' statistics in chunk order."""
-    reference, s, mass, gaps = shards.combine(stats)
-    losses = shards.row_losses(s, mass, gaps)
+    reference, s, mass, gaps = shards.combine([chunk[:4] for chunk in stats])
+    losses = shards.row_losses(s, mass, gaps, stats[0][4])
     xp = array_api_compat.array_namespace(losses)
     partial = xp.sum(losses) / divisor
     return (reference, s, mass), (xp.astype(losses, loss_dtype) if want_rows else None), partial

@@ -99,7 +99,7 @@ def _forward(logits_shard, target, group, options, want_grad):
     dist.all_reduce(s, group=group)
     dist.all_reduce(gaps, group=group)
     mass = shards.label_mass(labels, ignore_index, classes)
-    losses = shards.row_losses(s, mass, gaps)
+    losses = shards.row_losses(s, mass, gaps, shard.ignored())
     scale = 1.0
     if options["reduction"] == "mean":
         scale = 1.0 / (labels != ignore_index).sum(dtype=torch.float64)

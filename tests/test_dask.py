@@ -279,6 +279,26 @@ def test_nan_propagates_and_ignored_rows_are_exactly_zero(chunks):
 
 
 @pytest.mark.parametrize("chunks", [(2, -1), (2, 2)], ids=["rows", "classes"])
+def test_a_nan_row_of_no_weight_is_nan_but_an_ignored_one_is_zero(chunks):
+    # -w_y log_softmax(z)_y with w_y = 0 and a NaN logit is NaN (PyTorch, and in memory);
+    # so is a row of zero probabilities. An ignored row is 0 whatever its logits.
+    logits = np.zeros((4, 4))
+    logits[[0, 2, 3], 1] = np.nan
+    labels, weight = np.array([0, 1, -100, 3]), np.array([0.0, 1.0, 1.0, 1.0])
+    probabilities = np.full((4, 4), 0.25)
+    probabilities[0] = 0.0
+    for target, options in ((labels, {"weight": weight}), (probabilities, {})):
+        want = fl.softmax_cross_entropy(logits, target, reduction="none", **options)
+        got = fl.softmax_cross_entropy(da.from_array(logits, chunks=chunks), target,
+                                       reduction="none", **options).compute()
+        np.testing.assert_array_equal(got, want)
+        assert np.isnan(got[0]) and np.isnan(got[3])
+    assert got[2] != got[2] and want[2] != want[2]  # probabilities: row 2 is kept and NaN
+    assert fl.softmax_cross_entropy(da.from_array(logits, chunks=chunks), labels,
+                                    weight=weight, reduction="none").compute()[2] == 0
+
+
+@pytest.mark.parametrize("chunks", [(2, -1), (2, 2)], ids=["rows", "classes"])
 def test_empty_batch_and_every_row_ignored(chunks):
     empty = da.zeros((0, 5), chunks=chunks, dtype=np.float32)
     assert np.isnan(fl.softmax_cross_entropy(empty, np.zeros(0, int)).compute())
