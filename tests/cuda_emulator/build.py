@@ -22,6 +22,7 @@ Variants:
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -229,7 +230,6 @@ class Built:
 
 def build(name: str, variant: str = "checked") -> Built:
     """The host library of ``kernels/<name>.cu`` for ``variant``, compiled once and cached."""
-    flags = VARIANTS[variant]
     kernels = _module.kernels_dir()
     # The runtime too: the library links it, so an edit of it must make a new library.
     digest = _digest(variant, _module.directory_digest(kernels).encode(), PRELUDE.read_bytes(),
@@ -240,6 +240,17 @@ def build(name: str, variant: str = "checked") -> Built:
     if library.is_file() and signature_file.is_file():
         return Built(library, tuple(_load_entries(signature_file)))
     out_dir.mkdir(parents=True, exist_ok=True)
+    # One process at a time builds a library (pytest-xdist runs several): the copy
+    # of the sources below is rewritten by each build.
+    with open(out_dir / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if library.is_file() and signature_file.is_file():  # built while this one waited
+            return Built(library, tuple(_load_entries(signature_file)))
+        return _build_library(name, variant, kernels, out_dir, library, signature_file)
+
+
+def _build_library(name, variant, kernels, out_dir, library, signature_file) -> Built:
+    flags = VARIANTS[variant]
     # Kept beside the library: sanitizer reports and debuggers point into it.
     sources = _host_sources(kernels, out_dir / f"{name}-sources")
     source = sources / f"{name}.cu"
