@@ -154,18 +154,7 @@ __device__ __forceinline__ void nll_rows(const T* log_probs, const i64* labels,
         }
     }
 
-    // Block partial: groups in index order, each already in row order. The
-    // barriers bracket the block's last use of shared memory: the host
-    // emulator runs blocks one after another over one copy of it, and its
-    // ThreadSanitizer build orders blocks only through barriers.
-    if (g.rank == 0) group_loss[group_index] = loss_sum;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        double total = 0.0;
-        for (int k = 0; k < groups_per_block; ++k) total += group_loss[k];
-        partials[blockIdx.x] = total;
-    }
-    __syncthreads();
+    store_block_partial(g, loss_sum, group_loss, partials);
 }
 
 }  // namespace fl

@@ -256,18 +256,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         }
     }
 
-    // Block partial: groups in index order, each already in row order.
-    if (groups_per_block > 1) {
-        if (g.rank == 0) group_loss[group_index] = loss_sum;
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            double total = 0.0;
-            for (int k = 0; k < groups_per_block; ++k) total += group_loss[k];
-            partials[blockIdx.x] = total;
-        }
-    } else if (threadIdx.x == 0) {
-        partials[blockIdx.x] = loss_sum;
-    }
+    store_block_partial(g, loss_sum, group_loss, partials);
 }
 
 }  // namespace fl

@@ -365,6 +365,10 @@ BUGS = {
         "common/reduce.cuh", "    if (lane == 0) scratch[warp] = value;\n    __syncthreads();",
         "    if (lane == 0) scratch[warp] = value;",
         "shared-memory race|that no thread of this block wrote", BLOCK_ROWS),
+    "dropped-barrier-before-partials": (
+        "common/rows.cuh", "group_loss[g.index()] = loss_sum;\n    __syncthreads();\n",
+        "group_loss[g.index()] = loss_sum;\n",
+        "shared-memory race|that no thread of this block wrote", _cross_entropy(300, 10)),
     "divergent-barrier": (
         "common/reduce.cuh", "    value = warp_allreduce(value, op);\n    __syncthreads();",
         "    value = warp_allreduce(value, op);\n    if (warp != 0) __syncthreads();",

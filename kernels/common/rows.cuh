@@ -79,6 +79,27 @@ struct RowGroup {
     }
 };
 
+// The block's partial of its row losses, written by thread 0 to
+// partials[blockIdx.x]: each group's `loss_sum` (held by its rank 0, already in
+// row order), added in group index order. Every thread of the block calls it
+// after the row loop; `group_loss` is FL_ROW_GROUP_BLOCK doubles of shared
+// memory. The barriers bracket the block's use of group_loss: the host emulator
+// runs blocks one after another over one copy of shared memory, and its
+// ThreadSanitizer build orders blocks only through barriers (rows that share
+// warps pass none in the row loop).
+__device__ __forceinline__ void store_block_partial(const RowGroup& g, double loss_sum,
+                                                    double* group_loss, double* partials) {
+    __syncthreads();
+    if (g.rank == 0) group_loss[g.index()] = loss_sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double total = 0.0;
+        for (int k = 0; k < g.per_block(); ++k) total += group_loss[k];
+        partials[blockIdx.x] = total;
+    }
+    __syncthreads();
+}
+
 // Tile `tile` of a row, as packets: packet (tile * PPT + i) * size + rank for
 // i < PPT, so a warp's loads of one i are consecutive 16-byte packets.
 template <typename T> struct RowTiles {
