@@ -21,8 +21,9 @@
 //   rows. All of this depends on (rows, k) only, never on the GPU.
 // Then the fl_softmax_cross_entropy_finish_<dtype> entry with one block of
 // FL_SUM_THREADS threads, which writes the loss. A "mean" over class indices
-// first computes its divisor, fl_softmax_cross_entropy_mean_divisor's block
-// partials summed by the float64 finishing entry, which both later kernels read.
+// first computes its divisor, which both later kernels read: one block of
+// fl_softmax_cross_entropy_mean_divisor writes it up to 4096 rows; above, its
+// blocks' partials are summed by the float64 finishing entry.
 //
 // Each thread keeps FL_ROW_TILE logits of a row in registers per tile. A row of
 // at most one tile per thread is read from global memory once and its gradient
@@ -51,9 +52,9 @@
 // it would change the bits of the results.
 #define FL_CE_PROBS_FLOAT64_MIN_BLOCKS 1
 // The divisor pre-pass: blocks of this many threads, each summing a strided
-// share of the labels into one partial (the launcher caps the grid at a
-// constant, so the partition depends on the row count alone), then the float64
-// finishing entry sums the partials.
+// share of the labels into one partial (the launcher sizes and caps the grid
+// by constants, so the partition depends on the row count alone); a lone
+// block's partial is the divisor, else the float64 finishing entry sums them.
 #define FL_CE_DIVISOR_THREADS 256
 
 namespace fl {

@@ -78,7 +78,7 @@ front asks its backend for, apart from the kernels.
 
 - cuda ``mean_divisor(labels, weight, classes, ignore_index)``: a "mean"'s
   divisor over ``(N,)`` int64 labels as a new 0-d float64 device array, by
-  one small kernel (no synchronisation).
+  one small kernel up to 4096 rows, two above (no synchronisation).
 - numpy and numba ``label_summary(labels, weight, classes, ignore_index) ->
   (first, kept)``, one pass over ``(N,)`` int64 labels:
 

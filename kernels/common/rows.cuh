@@ -101,7 +101,8 @@ __device__ __forceinline__ void store_block_partial(const RowGroup& g, double lo
 }
 
 // Tile `tile` of a row, as packets: packet (tile * PPT + i) * size + rank for
-// i < PPT, so a warp's loads of one i are consecutive 16-byte packets.
+// i < PPT, so a group's loads of one i are consecutive 16-byte packets (a
+// warp's, for a row of 32 lanes or a block).
 template <typename T> struct RowTiles {
     static const int pack = Packet<T>::size;
     static const int per_thread = FL_ROW_TILE / pack;  // packets per thread per tile

@@ -2,10 +2,10 @@
 
 Contract: ``fastloss.backends``. Launches per call: two (the fused pass, then
 the finishing kernel that writes the loss in the logits' dtype). A "mean" over
-class indices is the one exception, with four: its divisor depends on the
-labels and the gradient needs it, so :func:`mean_divisor` computes it first,
-on the device (block partials, then their sum), and both kernels read it there
-(no host round trip).
+class indices is the one exception: its divisor depends on the labels and the
+gradient needs it, so :func:`mean_divisor` computes it first, on the device
+(one kernel up to 4096 rows, block partials and their sum above), and both
+kernels read it there (no host round trip): three launches, or four.
 """
 
 from __future__ import annotations
