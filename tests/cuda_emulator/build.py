@@ -271,8 +271,12 @@ def _build_library(name, variant, kernels, out_dir, library, signature_file) -> 
         staged = scratch / library.name
         _run([cxx, "-shared", *flags["link"], str(kernel), str(runtime), "-o", str(staged)],
              f"link {name}.so")
+        # Entries first, each file whole (replace is atomic): a process that finds the
+        # library without taking the lock also finds its complete entry list.
+        staged_entries = scratch / signature_file.name
+        _save_entries(staged_entries, entries)
+        staged_entries.replace(signature_file)
         staged.replace(library)
-        _save_entries(signature_file, entries)
     return Built(library, tuple(entries))
 
 
