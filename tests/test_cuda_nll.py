@@ -115,9 +115,9 @@ def test_a_device_divisor_is_read_on_the_device(cupy):
 @pytest.mark.parametrize("rows", [1, 4096, 4097, 9000, 4_200_000])
 def test_the_device_divisor_counts_every_row(cupy, rows):
     """One block, then many blocks' partials (the grid's cap is reached past 4194304
-    rows), each row once."""
+    rows), each row once; an invalid label (5, 6) counts with its clipped class."""
     rng = np.random.default_rng(rows)
-    labels = rng.integers(-1, 5, rows)
+    labels = rng.integers(-1, 7, rows)
     weight = rng.uniform(0.5, 2.0, 5)
     kept = np.clip(labels[labels != -1], 0, 4)
     count = cuda_ce.mean_divisor(cupy.asarray(labels), None, 5, -1)

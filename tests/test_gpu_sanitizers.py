@@ -5,7 +5,7 @@ it runs under memcheck (out-of-bounds and misaligned accesses, on exact cudaMall
 bounds), racecheck (shared-memory hazards) and synccheck (divergent or invalid barriers).
 The host emulator's ASan and TSan runs (test_cuda_sanitizers.py) check the same kernels
 on every machine; these run only where there is a GPU and the CUDA toolkit's
-compute-sanitizer.
+compute-sanitizer. The driver itself runs on the emulator everywhere.
 """
 
 import shutil
@@ -17,11 +17,10 @@ import pytest
 
 from fastloss import _registry
 
-pytestmark = pytest.mark.gpu
-
 DRIVER = Path(__file__).resolve().parent / "gpu_sanitize.py"
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("tool", ["memcheck", "racecheck", "synccheck"])
 def test_every_entry_is_clean_under_compute_sanitizer(tool):
     ok, reason = _registry.backend_status("cuda")
@@ -38,3 +37,18 @@ def test_every_entry_is_clean_under_compute_sanitizer(tool):
     report = (result.stdout + result.stderr)[-8000:]
     assert result.returncode == 0, f"compute-sanitizer {tool} (exit {result.returncode}):\n{report}"
     assert " 0 failed" in result.stdout, report
+
+
+@pytest.mark.emulated
+def test_the_driver_runs_every_call_on_the_emulator(capsys):
+    """The driver itself, on the host emulator (no sanitizer): every call of the small set
+    runs, so that a GPU session's sanitizer run is not spent on a broken driver."""
+    build = pytest.importorskip("cuda_emulator.build")
+    if build.shutil.which("g++") is None:
+        pytest.skip("the CUDA emulator needs g++")
+    import gpu_sanitize
+    from cuda_emulator import emulator
+
+    with emulator.activate():  # gpu_sanitize.main imports cupy: the emulator's
+        assert gpu_sanitize.main(gpu_sanitize.SMALL_SHAPES, plain_allocations=False) == 0
+    assert capsys.readouterr().out.strip().endswith(" 0 failed")
