@@ -114,11 +114,24 @@ class _Workers:
         client.run(_reset_peak_rss)
 
     def check(self):
-        assert set(self.client.scheduler_info()["workers"]) == self.before
+        now = set(self.client.scheduler_info()["workers"])
+        assert now == self.before, (
+            f"workers gone {sorted(self.before - now)}, new {sorted(now - self.before)}; "
+            f"last lines of the logs:\n{self._logs()}")
         loaded = self.client.run(lambda: "numba" in __import__("sys").modules)
         assert not any(loaded.values()), "the lean workers loaded numba"
         for address, used in self.client.run(_peak_rss).items():
             assert used < MEMORY_LIMIT, f"worker {address} peaked at {used / 2**20:.0f} MiB"
+
+
+    def _logs(self) -> str:
+        """The scheduler's and the nannies' last log lines: a nanny outlives its worker and
+        logs why it restarted it (memory, a crash)."""
+        lines = [f"scheduler {level}: {message}"
+                 for level, message in self.client.get_scheduler_logs(n=10)]
+        for nanny, log in self.client.get_worker_logs(n=10, nanny=True).items():
+            lines += [f"nanny {nanny} {level}: {message}" for level, message in log]
+        return "\n".join(lines)
 
 
 def _compute(client, collections):
