@@ -66,6 +66,15 @@ def _cuda_scope(name):
         return "cuda", emulator.activate()
     return name, contextlib.nullcontext()
 
+@pytest.fixture
+def emulated():
+    """The emulator's cupy, for the checks only the emulator can make (launches, traffic)."""
+    if shutil.which("g++") is None:
+        pytest.skip("the CUDA emulator needs g++ (apt-get install g++)")
+    with emulator.activate() as module:
+        yield module
+
+
 # (rtol, atol) of a result of this dtype against a float64 reference.
 TOLERANCE = {
     np.dtype(np.float64): (1e-10, 1e-12),

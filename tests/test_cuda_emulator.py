@@ -59,12 +59,11 @@ def test_a_row_group_is_the_fewest_lanes_whose_tiles_hold_the_row(classes, lanes
         assert blocks == cuda_ce.MAX_BLOCKS
 
 
+@pytest.mark.emulated
 @pytest.mark.parametrize("rows, launches", [(1, 3), (4096, 3), (4097, 4)])
-def test_a_mean_over_labels_takes_one_divisor_launch_up_to_4096_rows(cupy, rows, launches):
-    if cupy.__version__ != "emulated":
-        pytest.skip("launches are counted on the emulator")
-    logits = cupy.asarray(np.zeros((rows, 3), np.float32))
-    labels = cupy.asarray(np.arange(rows) % 3)
+def test_a_mean_over_labels_takes_one_divisor_launch_up_to_4096_rows(emulated, rows, launches):
+    logits = emulated.asarray(np.zeros((rows, 3), np.float32))
+    labels = emulated.asarray(np.arange(rows) % 3)
     with emulator.recording() as record:
         fl.softmax_cross_entropy_with_grad(logits, labels, backend="cuda")
     assert len(record.launches) == launches

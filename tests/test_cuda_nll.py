@@ -15,21 +15,12 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from cuda_emulator import build, cases, emulator
+from cuda_emulator import cases, emulator
 from test_cuda import rows_past_int32
 from test_cuda_emulator import planted_bug_tests
 
 from fastloss.backends.cuda import nll as cuda_nll
 from fastloss.backends.cuda import softmax_cross_entropy as cuda_ce
-
-
-@pytest.fixture
-def emulated():
-    """The emulator's cupy, for the checks only the emulator can make (launches, traffic)."""
-    if build.shutil.which("g++") is None:
-        pytest.skip("the CUDA emulator needs g++")
-    with emulator.activate() as module:
-        yield module
 
 
 @pytest.mark.parametrize("case", cases.nll_cases(), ids=lambda c: c.id)

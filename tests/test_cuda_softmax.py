@@ -11,22 +11,13 @@ import math
 
 import numpy as np
 import pytest
-from cuda_emulator import build, cases, emulator
+from cuda_emulator import cases, emulator
 from test_cuda import rows_past_int32
 
 from fastloss.backends.cuda import softmax as cuda_softmax
 from fastloss.backends.cuda import softmax_cross_entropy as cuda_ce
 
 FUNCTIONS = cases.SOFTMAX_FUNCTIONS
-
-
-@pytest.fixture
-def emulated():
-    """The emulator's cupy, for the checks only the emulator can make (launches, traffic)."""
-    if build.shutil.which("g++") is None:
-        pytest.skip("the CUDA emulator needs g++")
-    with emulator.activate() as module:
-        yield module
 
 
 def _device_inputs(cupy, function, rows, classes, dtype="float32"):

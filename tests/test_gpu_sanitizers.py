@@ -40,15 +40,10 @@ def test_every_entry_is_clean_under_compute_sanitizer(tool):
 
 
 @pytest.mark.emulated
-def test_the_driver_runs_every_call_on_the_emulator(capsys):
+def test_the_driver_runs_every_call_on_the_emulator(emulated, capsys):
     """The driver itself, on the host emulator (no sanitizer): every call of the small set
     runs, so that a GPU session's sanitizer run is not spent on a broken driver."""
-    build = pytest.importorskip("cuda_emulator.build")
-    if build.shutil.which("g++") is None:
-        pytest.skip("the CUDA emulator needs g++")
-    import gpu_sanitize
-    from cuda_emulator import emulator
+    import gpu_sanitize  # its main() imports cupy: here, the emulator's
 
-    with emulator.activate():  # gpu_sanitize.main imports cupy: the emulator's
-        assert gpu_sanitize.main(gpu_sanitize.SMALL_SHAPES, plain_allocations=False) == 0
+    assert gpu_sanitize.main(gpu_sanitize.SMALL_SHAPES, plain_allocations=False) == 0
     assert capsys.readouterr().out.strip().endswith(" 0 failed")
