@@ -99,10 +99,11 @@ def _forward(logits_shard, target, group, options, want_grad):
     dist.all_reduce(s, group=group)
     dist.all_reduce(gaps, group=group)
     mass = shards.label_mass(labels, ignore_index, classes)
-    losses = shards.row_losses(s, mass, gaps, shard.ignored())
+    ignored = shard.ignored()
+    losses = shards.row_losses(s, mass, gaps, ignored)
     scale = 1.0
     if options["reduction"] == "mean":
-        scale = 1.0 / (labels != ignore_index).sum(dtype=torch.float64)
+        scale = 1.0 / (~ignored).sum(dtype=torch.float64)
     loss = losses if options["reduction"] == "none" else losses.sum() * scale
     grad = None
     if want_grad:
