@@ -65,10 +65,12 @@ def _part_overload(array, start, stop):
 
 def _load(array, start, count, lanes):
     """``lanes[:count] = array[start:start + count]`` in the lanes' precision; nothing for a
-    None array or one of no elements (an absent weight: the lanes keep their ones)."""
+    None array or one of no elements (an absent weight: the lanes keep their ones). Inlined:
+    called once per chunk, it kept the weighted losses 20-25% slower (the call and the
+    reference counting of its array)."""
 
 
-@overload(_load)
+@overload(_load, inline="always")
 def _load_overload(array, start, count, lanes):
     if isinstance(array, types.NoneType):
         return lambda array, start, count, lanes: None
