@@ -410,15 +410,43 @@ _AND_TARGET = " and ``target``"
 _NOT_TARGET = " (a target that requires grad is NotImplementedError)"
 
 
+def _weighted(name, input, target, reduction, option, weight, mean_over_weight):
+    """PyTorch's weighted form of loss ``name`` (its ``weight=`` of recent releases), by its
+    own formula over fastloss's per-element losses: ``loss * weight``, summed for "sum", over
+    ``weight.sum()`` (``mean_over_weight``, as mse and l1) or over the count (huber) for
+    "mean". Differentiable with respect to ``weight`` too, as in PyTorch."""
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+        got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise TypeError(f"weight must be a floating-point torch.Tensor or None; got {got}")
+    if weight.shape != input.shape:
+        raise ValueError(
+            f"weight must have the shape of input {tuple(input.shape)}; got {tuple(weight.shape)}"
+        )
+    _check_device(weight, "weight", input.device)
+    reduction = _validate.check_reduction(reduction, _validate.REDUCTIONS)
+    weighted = _elementwise(name, input, target, "none", option) * weight
+    if reduction == "none":
+        return weighted
+    if reduction == "sum":
+        return weighted.sum()
+    return weighted.sum() / weight.sum() if mean_over_weight else weighted.mean()
+
+
 def mse_loss(
-    input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean"
+    input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean",
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    if weight is not None:
+        return _weighted("mse", input, target, reduction, 0.0, weight, mean_over_weight=True)
     return _elementwise("mse", input, target, reduction)
 
 
 def l1_loss(
-    input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean"
+    input: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean",
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    if weight is not None:
+        return _weighted("l1", input, target, reduction, 0.0, weight, mean_over_weight=True)
     return _elementwise("l1", input, target, reduction)
 
 
@@ -429,8 +457,12 @@ def smooth_l1_loss(
 
 
 def huber_loss(
-    input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0
+    input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    if weight is not None:
+        return _weighted("huber", input, target, reduction, _check_delta(delta), weight,
+                         mean_over_weight=False)
     return _elementwise("huber", input, target, reduction, _check_delta(delta))
 
 
@@ -478,6 +510,17 @@ for _function, _what, _target in (
         f"``torch.nn.functional.{_what}`` computed by fastloss's fused kernel.\n"
         + _SHARED.format(target=_target)
     )
+_WEIGHTED = """
+    ``weight`` (PyTorch's, of input's shape) multiplies each element's loss;
+    "mean" {mean}. It is computed as PyTorch computes it, from the fused
+    kernel's per-element losses (two more passes over the input's size), and
+    is differentiable too.
+"""
+mse_loss.__doc__ += _WEIGHTED.format(mean="is then over ``weight.sum()``")
+l1_loss.__doc__ += _WEIGHTED.format(mean="is then over ``weight.sum()``")
+huber_loss.__doc__ += _WEIGHTED.format(
+    mean="stays over the number of elements (PyTorch's rule for\n    Huber, unlike mse's and l1's)"
+)
 binary_cross_entropy_with_logits.__doc__ += """
     ``weight`` (broadcastable to input) and ``pos_weight`` (``(C,)`` over the
     last axis, or broadcastable) are not differentiated. Logits of +-inf give

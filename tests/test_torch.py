@@ -531,6 +531,45 @@ def test_elementwise_modules_match_torch():
         assert repr(ours).startswith(type(ours).__name__)
 
 
+# PyTorch's (recent) weight= of the losses of a difference: "mean" is over weight.sum() for mse and
+# l1, over the count for huber.
+WEIGHTED = {"mse_loss": {}, "l1_loss": {}, "huber_loss": {"delta": 0.75}}
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", FULL, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(WEIGHTED))
+def test_weighted_losses_match_torch_with_every_gradient(name, device, dtype, reduction):
+    generator = torch.Generator().manual_seed(8)
+    x, target = torch.randn(2, 4, 5, generator=generator, dtype=torch.float64).to(device)
+    weight = torch.rand(4, 5, generator=generator, dtype=torch.float64).to(device) * 2
+    results = []
+    for module, cast in ((ft, dtype), (F, torch.float64)):
+        leaves = [v.to(cast).requires_grad_() for v in (x, target, weight)]
+        loss = getattr(module, name)(*leaves[:2], reduction=reduction, weight=leaves[2],
+                                     **WEIGHTED[name])
+        grad_output = torch.linspace(-1.0, 2.0, loss.numel(), dtype=cast, device=device)
+        results.append((loss, *torch.autograd.grad(loss, leaves, grad_output.reshape(loss.shape))))
+    for actual, expected in zip(*results, strict=True):
+        assert_close(actual, expected.to(dtype), dtype)
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTED))
+def test_weighted_losses_gradcheck_and_refuse_bad_weights(name):
+    generator = torch.Generator().manual_seed(9)
+    x, target, weight = torch.rand(3, 3, 4, generator=generator, dtype=torch.float64)
+    function = getattr(ft, name)
+    check = lambda *leaves: function(*leaves[:2], weight=leaves[2], **WEIGHTED[name])  # noqa: E731
+    assert torch.autograd.gradcheck(check, tuple(v.requires_grad_() for v in (x, target, weight)))
+    with pytest.raises(ValueError, match=r"weight must have the shape of input \(3, 4\)"):
+        function(x, target, weight=weight[:, :1])
+    with pytest.raises(TypeError, match="weight must be a floating-point torch.Tensor"):
+        function(x, target, weight=weight.tolist())
+    with pytest.raises(ValueError, match="reduction"):
+        function(x, target, weight=weight, reduction="batchmean")
+
+
 def test_bce_does_not_differentiate_its_target_or_weights():
     logits = torch.randn(3, 2, requires_grad=True)
     with pytest.raises(NotImplementedError, match="target"):
