@@ -5,7 +5,7 @@ libm's exp, log and log1p are calls, which keep a loop scalar: binary cross-entr
 spent over 20x MSE's time in them. These are branch-free (selects only), so a loop
 over lanes vectorises. A functor that runs in its input's precision writes its
 constants as ``like(x, 1.0)``: a bare ``1.0`` is a float64 and would turn float32
-arithmetic into float64. The bit-level primitives, the float64 ``log``, the float32
+arithmetic into float64. The bit-level primitives, the float64 ``log``, both precisions'
 ``exp`` and the choice by precision are cross-entropy's (``softmax_cross_entropy``),
 shared from there.
 """
@@ -18,7 +18,9 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _bits_float,
     _by_precision,
     _exp_float32,
+    _exp_float64,
     _exp_nonpositive_float32,
+    _exp_nonpositive_float64,
     _float_bits,
     _fma,
 )
@@ -39,47 +41,7 @@ def _like_overload(x, constant):
 
 # ------------------------------------------------------------------ float64
 
-# Below -746 every result rounds to 0; the clamp keeps 2**n within two normal factors.
-_EXP_MIN = -746.0
-_LOG2E = 1.4426950408889634
-# Adding 1.5 * 2**52 rounds to the nearest integer and leaves it in the low mantissa bits.
-_ROUND = 6755399441055744.0
-_ROUND_BITS = np.int64(0x4338000000000000)
-# fdlibm's split of ln 2: n * ln 2 is subtracted in two steps, the first exact.
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-# 1 / j! for j = 13 .. 2: the Taylor series of e**r, whose remainder on |r| <= ln(2) / 2
-# is below 4e-18 relative.
-_INVERSE_FACTORIALS = tuple(1.0 / float(np.prod(np.arange(1, j + 1, dtype=np.float64)))
-                            for j in range(13, 1, -1))
 _TINY = 2.2250738585072014e-308  # the smallest normal float64
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _exp_nonpositive_float64(x):
-    """e**x for float64 x <= 0 (and -inf, NaN), within two ulp; 0 below -745.2."""
-    x = _EXP_MIN if x < _EXP_MIN else x  # NaN fails the comparison and passes
-    shifted = _fma(x, _LOG2E, _ROUND)
-    n_float = shifted - _ROUND
-    r = _fma(n_float, -_LN2_LO, _fma(n_float, -_LN2_HI, x))
-    poly = _INVERSE_FACTORIALS[0]
-    for coefficient in _INVERSE_FACTORIALS[1:]:
-        poly = _fma(poly, r, coefficient)
-    mantissa = _fma(poly, r * r, r) + 1.0
-    n = _float_bits(shifted) - _ROUND_BITS
-    # 2**n as two normal factors, so that a subnormal result rounds once.
-    half = n >> 1
-    low = _bits_float((half + 1023) << 52)
-    high = _bits_float((n - half + 1023) << 52)
-    return mantissa * low * high
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _exp_float64(x):
-    """e**x for any float64 x: exp_nonpositive of -|x|, inverted for x > 0 (within
-    four ulp; inf above 709.8)."""
-    small = _exp_nonpositive_float64(-abs(x))
-    return small if x <= 0.0 else 1.0 / small  # NaN takes the second form, and stays NaN
 
 
 @njit(cache=True, inline="always", error_model="numpy")
