@@ -404,9 +404,9 @@ def _exp_nonpositive_float64_all(values, out):
 
 
 def test_float64_nonpositive_exp_within_two_ulp():
-    # The elementwise functors' float64 e**x (BCE of logits, kl_div's log target), against
-    # long double, where the result is normal; the losses' tolerances would not see a
-    # truncated series or a wrong digit of ln 2.
+    # The float64 e**x of the elementwise functors (BCE of logits, kl_div's log target) and of
+    # the softmax family, against long double, where the result is normal; the losses'
+    # tolerances would not see a truncated series or a wrong digit of ln 2.
     x = np.concatenate([np.linspace(-745.0, 0.0, 2_000_001), -np.linspace(0.0, 0.35, 100_001)])
     out = np.empty_like(x)
     _exp_nonpositive_float64_all(x, out)
@@ -414,6 +414,26 @@ def test_float64_nonpositive_exp_within_two_ulp():
     normal = exact >= np.finfo(np.float64).tiny
     ulp = np.spacing(exact[normal].astype(np.float64)).astype(np.longdouble)
     assert (np.abs(out[normal] - exact[normal]) / ulp).max() <= 2.0
+
+
+@numba.njit(error_model="numpy")  # as the kernels: 1 / 0 is inf
+def _exp_float64_all(values, out):
+    for i in range(values.size):
+        out[i] = vector_math.exp(values[i])
+
+
+def test_float64_exp_within_four_ulp_and_its_limits():
+    # Any sign (log_softmax_backward's exp of its output): e**-|x|, inverted for x > 0.
+    x = np.linspace(-700.0, 709.0, 1_000_001)
+    out = np.empty_like(x)
+    _exp_float64_all(x, out)
+    exact = np.exp(x.astype(np.longdouble))
+    ulp = np.spacing(exact.astype(np.float64)).astype(np.longdouble)
+    assert (np.abs(out - exact) / ulp).max() <= 4.0
+    edges = np.array([0.0, -0.0, 710.0, np.inf, -np.inf, np.nan, -746.0])
+    out = np.empty_like(edges)
+    _exp_float64_all(edges, out)
+    np.testing.assert_array_equal(out, [1.0, 1.0, np.inf, np.inf, 0.0, np.nan, 0.0])
 
 
 # ------------------------------------------------------------------ fast log
