@@ -29,6 +29,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _lanes_max,
     _lanes_total,
     _load_tile,
+    _prefetch_chunk,
     _row_max,
     _rows_per_block,
     _stack_lanes,
@@ -50,12 +51,13 @@ def _sums_chunk(z, row_max, exps, start, count, lane_sum, lane_moment):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _row_sums(z, row_max, exps):
+def _row_sums(z, row_max, exps, next_z, next_grad):
     """(sum(e), sum(e (z - max))), e = exp(z - max); with ``exps`` given, e is first stored
     there, a chunk at a time, and the sums take it from the chunk just stored, in L1, instead
     of from a pass of their own over the row (a tenth of the entropy's time at k = 32000).
     Through a stack chunk: a loop that reads z and writes exps would fail LLVM's overlap
-    check."""
+    check. Meanwhile the next row (``next_z``, and ``next_grad`` for writing) is fetched into
+    cache, as cross-entropy's rows are: its max pass then runs from cache."""
     chunk = _stack_lanes(z)
     lane_sum = _stack_lanes(0.0)
     lane_moment = _stack_lanes(0.0)
@@ -71,6 +73,7 @@ def _row_sums(z, row_max, exps):
             for lane in range(LANES):
                 exps[start + lane] = chunk[lane]
         _sums_chunk(z, row_max, exps, start, LANES, lane_sum, lane_moment)
+        _prefetch_chunk(next_z, next_grad, start)
     if exps is not None:
         for c in range(full, classes):
             exps[c] = _exp_nonpositive(z[c] - row_max)
@@ -112,14 +115,15 @@ def _row_grad(z, row_max, exps, grad_row, scale, offset):
 # code is softmax_cross_entropy.py's too): each copy of _kernel, whose cache key covers
 # both files, compiles them in.
 @njit(error_model="numpy")
-def _entropy_row(z, grad_row, exps, grad_scale):
+def _entropy_row(z, grad_row, exps, grad_scale, next_z, next_grad):
     """The entropy of softmax(z); ``grad_row`` (when given) receives its gradient times
     ``grad_scale``, and ``exps`` holds the exponentials between passes: ``grad_row`` itself,
     or a scratch row when ``grad_row`` is ``z`` (each z_c is then read before grad_c is
-    written)."""
+    written). ``next_z`` and ``next_grad`` are the rows processed next."""
     _wide_vectors()
     row_max = _row_max(z)
-    total, moment = _row_sums(z, row_max, exps)  # exps is None when grad_row is
+    # exps is None when grad_row is.
+    total, moment = _row_sums(z, row_max, exps, next_z, next_grad)
     log_total = math.log(total)
     entropy = log_total - moment / total
     if grad_row is not None:
@@ -190,10 +194,12 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
 def _row(logits, grad_out, scratch, in_place, row, grad_scale):
     # Row views of a None grad_out would be optional types; the branch is settled while
     # compiling.
+    following = min(row + 1, logits.shape[0] - 1)
     if grad_out is None:
-        return _entropy_row(logits[row], None, None, grad_scale)
+        return _entropy_row(logits[row], None, None, grad_scale, logits[following], None)
     grad_row = grad_out[row]
-    return _entropy_row(logits[row], grad_row, scratch if in_place else grad_row, grad_scale)
+    return _entropy_row(logits[row], grad_row, scratch if in_place else grad_row, grad_scale,
+                        logits[following], grad_out[following])
 
 
 @njit(error_model="numpy")
