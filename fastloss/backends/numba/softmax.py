@@ -69,16 +69,19 @@ def _row_sum(a, b):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _softmax_row(z, out, log):
+def _softmax_row(z, out, log, next_z, next_out):
+    """Softmax (``log``: log-softmax) of row z into out; the next row, ``next_z`` and
+    ``next_out`` (for writing), is fetched into cache during the exponentials, so that its
+    max pass does not wait on memory."""
     row_max = _row_max(z)
     if log:
         # (z - max) - log(sum), not z - (max + log(sum)): max may absorb the log.
-        log_total = math.log(_row_exp_sum(z, row_max, None, z, None))
+        log_total = math.log(_row_exp_sum(z, row_max, None, next_z, next_out))
         for c in range(z.size):
             out[c] = (np.float64(z[c]) - np.float64(row_max)) - log_total
     else:
         # out holds exp(z - max) after the sum (z is read first where out is z).
-        _row_scale(out, 1.0 / _row_exp_sum(z, row_max, out, z, out))
+        _row_scale(out, 1.0 / _row_exp_sum(z, row_max, out, next_z, next_out))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -183,7 +186,8 @@ def _rows(x, g, out, op, start, stop):
         return
     for row in range(start, stop):
         if op <= LOG_SOFTMAX:
-            _softmax_row(x[row], out[row], op == LOG_SOFTMAX)
+            following = min(row + 1, x.shape[0] - 1)
+            _softmax_row(x[row], out[row], op == LOG_SOFTMAX, x[following], out[following])
         else:
             _backward_row(x[row], g[row], out[row], op == LOG_SOFTMAX_BACKWARD)
 
