@@ -415,9 +415,11 @@ def _weighted(name, input, target, reduction, option, weight, mean_over_weight):
     own formula over fastloss's per-element losses: ``loss * weight``, summed for "sum", over
     ``weight.sum()`` (``mean_over_weight``, as mse and l1) or over the count (huber) for
     "mean". Differentiable with respect to ``weight`` too, as in PyTorch."""
-    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+    _check_float_input(input)
+    # Any real dtype, promoted with the losses' as PyTorch does (an integer or bool mask too).
+    if not isinstance(weight, torch.Tensor) or weight.is_complex():
         got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise TypeError(f"weight must be a floating-point torch.Tensor or None; got {got}")
+        raise TypeError(f"weight must be a real torch.Tensor or None; got {got}")
     if weight.shape != input.shape:
         raise ValueError(
             f"weight must have the shape of input {tuple(input.shape)}; got {tuple(weight.shape)}"
@@ -511,10 +513,12 @@ for _function, _what, _target in (
         + _SHARED.format(target=_target)
     )
 _WEIGHTED = """
-    ``weight`` (PyTorch's, of input's shape) multiplies each element's loss;
-    "mean" {mean}. It is computed as PyTorch computes it, from the fused
-    kernel's per-element losses (two more passes over the input's size), and
-    is differentiable too.
+    ``weight`` (PyTorch's, of input's shape, any real dtype) multiplies each
+    element's loss; "mean" {mean}. It is computed as PyTorch computes it, from
+    the fused kernel's per-element losses (two more passes over the input's
+    size), and is differentiable too. The result's dtype is then the promotion
+    of input's and weight's; under autocast the per-element losses are float32,
+    where PyTorch's weighted mse and l1 stay in the autocast dtype.
 """
 mse_loss.__doc__ += _WEIGHTED.format(mean="is then over ``weight.sum()``")
 l1_loss.__doc__ += _WEIGHTED.format(mean="is then over ``weight.sum()``")

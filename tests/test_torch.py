@@ -564,8 +564,14 @@ def test_weighted_losses_gradcheck_and_refuse_bad_weights(name):
     assert torch.autograd.gradcheck(check, tuple(v.requires_grad_() for v in (x, target, weight)))
     with pytest.raises(ValueError, match=r"weight must have the shape of input \(3, 4\)"):
         function(x, target, weight=weight[:, :1])
-    with pytest.raises(TypeError, match="weight must be a floating-point torch.Tensor"):
+    with pytest.raises(TypeError, match="weight must be a real torch.Tensor"):
         function(x, target, weight=weight.tolist())
+    with pytest.raises(TypeError, match="input must be a torch.Tensor"):
+        function(x.tolist(), target, weight=weight)
+    # An integer mask is promoted, as PyTorch does.
+    mask = torch.arange(12).reshape(3, 4) % 3
+    torch.testing.assert_close(function(x, target, weight=mask, **WEIGHTED[name]),
+                               getattr(F, name)(x, target, weight=mask, **WEIGHTED[name]))
     with pytest.raises(ValueError, match="reduction"):
         function(x, target, weight=weight, reduction="batchmean")
 

@@ -101,7 +101,8 @@ def _log_nonnegative_float32(x):
 exp_nonpositive = _by_precision(_exp_nonpositive_float32, _exp_nonpositive_float64)
 exp_nonpositive.__doc__ = "e**x for x <= 0 (and -inf, NaN), within two ulp."
 exp = _by_precision(_exp_float32, _exp_float64)
-exp.__doc__ = "e**x for any x (within four ulp; inf past the largest float)."
+exp.__doc__ = """e**x for any x (within four ulp, float64 about five just below its overflow;
+inf past the largest float)."""
 log_nonnegative = _by_precision(_log_nonnegative_float32, _log_nonnegative_float64)
 log_nonnegative.__doc__ = """log(x) for x >= 0 within two ulp; log 0 is finite (the log of
 the smallest float the precision's log takes, below -100)."""

@@ -25,7 +25,6 @@ See ``fastloss.backends`` for the contract of :func:`softmax_cross_entropy`;
 rows must have at least one class (the front rejects k = 0).
 """
 
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -59,8 +58,9 @@ LANE_CLASSES = 128
 # it less (cross-entropy, float32, one thread, against all-narrow blocks, which
 # pad less but shuffle more per item: 14% less time at k = 24, 5% at k = 48,
 # the same at k = 100 and 128). Rows of at most a narrow block's W classes go
-# through in narrow blocks only: a wide block would be mostly padding (float32,
-# one thread, Zen 4: 0.85x the time at k = 2, 0.91x at k = 8). Wide
+# through in narrow blocks only: half or more of a wide block would be padding
+# (float32, one thread, Zen 4: 0.85x the time at k = 2, 0.91x at k = 8; float64,
+# k <= 4, not measured). Wide
 # blocks are 512-bit vectors where the machine has them; without AVX-512 a
 # 512-bit shuffle or masked store is split in two and short rows went 1.5x
 # slower (k = 2 to 8, float32, Zen 3) than in 256-bit blocks.
@@ -543,7 +543,7 @@ def _exp_nonpositive_float64(x):
 @njit(cache=True, inline="always", error_model="numpy")
 def _exp_float64(x):
     """e**x for any float64 x: exp_nonpositive of -|x|, inverted for x > 0 (within
-    four ulp; inf above 709.8)."""
+    four ulp up to 709, about five above, where e**-x is subnormal; inf above 709.8)."""
     small = _exp_nonpositive_float64(-abs(x))
     return small if x <= 0.0 else 1.0 / small  # NaN takes the second form, and stays NaN
 
