@@ -59,8 +59,8 @@ LANE_CLASSES = 128
 # pad less but shuffle more per item: 14% less time at k = 24, 5% at k = 48,
 # the same at k = 100 and 128). Rows of at most a narrow block's W classes go
 # through in narrow blocks only: half or more of a wide block would be padding
-# (float32, one thread, Zen 4: 0.85x the time at k = 2, 0.91x at k = 8; float64,
-# k <= 4, not measured). Wide
+# (one thread, Zen 4: float32 0.85x the time at k = 2, 0.91x at k = 8; float64
+# 0.89-0.90x at k = 2 to 4). Wide
 # blocks are 512-bit vectors where the machine has them; without AVX-512 a
 # 512-bit shuffle or masked store is split in two and short rows went 1.5x
 # slower (k = 2 to 8, float32, Zen 3) than in 256-bit blocks.
