@@ -140,11 +140,12 @@ def test_out_over_the_logits(backend, dtype, shape):
     np.testing.assert_array_equal(buffer[1:], expected)
 
 
-@pytest.mark.parametrize("classes", [1, 10, 128, 129])
+@pytest.mark.parametrize("classes", [1, 10, 128, 129, 192, 193])
 def test_numba_rows_in_lanes_match_the_reference(classes):
-    """Numba runs rows of at most 128 classes 64 at a time, in lanes: every row of every
-    pass, a last pass of fewer rows, and blocks on Numba's threads (over 2**17 elements),
-    loss and gradient against the float64 reference; 129 classes go a row at a time."""
+    """Numba runs rows of at most 192 classes (ENTROPY_LANE_CLASSES) 64 at a time, in lanes:
+    every row of every pass, a last pass of fewer rows, and blocks on Numba's threads (over
+    2**17 elements), loss and gradient against the float64 reference; 193 classes go a row
+    at a time."""
     pytest.importorskip("numba")
     z = _logits((2**17 // classes + 77, classes)).astype(np.float32)
     z[5, -1], z[70] = -np.inf, np.nan  # a class of probability 0, and a NaN row

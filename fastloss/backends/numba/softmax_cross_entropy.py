@@ -1249,10 +1249,10 @@ def _rows_block(
 
 
 @njit(cache=True, error_model="numpy")
-def _rows_per_block(classes):
+def _rows_per_block(classes, lane_classes=LANE_CLASSES):
     """Rows of one parallel work item: whole passes of LANES rows when rows go
-    through in lanes."""
-    if classes <= LANE_CLASSES:
+    through in lanes (k <= ``lane_classes``)."""
+    if classes <= lane_classes:
         return max(LANES, BLOCK_ELEMENTS // classes // LANES * LANES)
     return max(1, BLOCK_ELEMENTS // classes)
 

@@ -6,7 +6,7 @@ gradient row a chunk at a time, with the float64 sums ``s = sum(e)`` and ``sum(e
 (cross-entropy's fixed lane order) taken from each chunk as it is stored; the gradient comes
 from the stored row while it is in cache. The exponentials are the compute-bound part: each
 is computed once. Without a gradient both sums come from one pass. An in-place gradient
-keeps the exponentials in a scratch row instead. Rows of at most ``LANE_CLASSES`` classes go
+keeps the exponentials in a scratch row instead. Rows of at most ``ENTROPY_LANE_CLASSES`` classes go
 64 at a time through the cross-entropy kernel's rows in lanes instead (the layout chosen by
 k alone). Rows go in fixed blocks added in order: the same bits at any thread count.
 """
@@ -18,7 +18,6 @@ from numba import njit, prange
 
 from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba.softmax_cross_entropy import (
-    LANE_CLASSES,
     LANES,
     SERIAL_ELEMENTS,
     _borrow,
@@ -33,12 +32,19 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _prefetch_chunk,
     _row_max,
     _rows_per_block,
+    _stack_array_of,
     _stack_lanes,
-    _stack_tile,
     _store_tile,
     _wide_vectors,
     _wide_vectors_out_of_line,
 )
+
+# Rows of up to this many classes go through in lanes, more than cross-entropy's
+# LANE_CLASSES: one at a time, a row's last partial chunk runs scalar, and rows of
+# 136-184 classes took 1.2-1.8x the time they take in lanes (float32, one thread,
+# Zen 4; k = 192, with no partial chunk, about the same either way).
+ENTROPY_LANE_CLASSES = 192
+_stack_tile = _stack_array_of(ENTROPY_LANE_CLASSES * LANES)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -139,7 +145,7 @@ def _entropy_row(z, grad_row, exps, grad_scale, next_z, next_grad):
 def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
     """The sum of the entropies of rows [start, stop), LANES rows at a time in the
     cross-entropy kernel's tile of rows in lanes (start is a multiple of LANES), for rows
-    of at most LANE_CLASSES classes, which one at a time would leave most lanes idle:
+    of at most ENTROPY_LANE_CLASSES classes, which one at a time would leave lanes idle:
     _entropy_row's arithmetic, each row's sums in class order. A pass's rows are read
     before their gradient is written, so grad_out may be logits itself."""
     _wide_vectors()
@@ -208,7 +214,7 @@ def _block_sum(logits, grad_out, loss_out, divisor, in_place, start, stop):
     _wide_vectors_out_of_line()
     # Borrowed: a row view of a counted array costs two atomic operations, four views a row.
     logits, grad_out, loss_out = _borrow(logits), _borrow(grad_out), _borrow(loss_out)
-    if logits.shape[1] <= LANE_CLASSES:
+    if logits.shape[1] <= ENTROPY_LANE_CLASSES:
         return _lanes_block(logits, grad_out, loss_out, 1.0 / divisor, start, stop)
     scratch = np.empty(logits.shape[1] if in_place else 0, logits.dtype)
     block_sum = 0.0
@@ -222,7 +228,7 @@ def _block_sum(logits, grad_out, loss_out, divisor, in_place, start, stop):
 
 def _kernel(logits, grad_out, loss_out, divisor, in_place):
     rows, classes = logits.shape
-    row_block = _rows_per_block(classes)
+    row_block = _rows_per_block(classes, ENTROPY_LANE_CLASSES)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
     for block in prange(blocks):
