@@ -81,9 +81,15 @@ def _row_sums(z, row_max, exps, next_z, next_grad):
                 exps[start + lane] = chunk[lane]
         _sums_chunk(z, row_max, exps, start, LANES, lane_sum, lane_moment)
         _prefetch_chunk(next_z, next_grad, start)
-    if exps is not None:
-        for c in range(full, classes):
-            exps[c] = _exp_nonpositive(z[c] - row_max)
+    if exps is not None and full < classes:
+        # The last, partial chunk at full width, its absent lanes masked (exp(0)), through a
+        # view indexed from 0: a loop of its own count, from ``full``, ran scalar.
+        rest, z_rest, exps_rest = classes - full, z[full:], exps[full:]
+        for lane in range(LANES):
+            chunk[lane] = _exp_nonpositive((z_rest[lane] if lane < rest else row_max) - row_max)
+        for lane in range(LANES):
+            if lane < rest:
+                exps_rest[lane] = chunk[lane]
     _sums_chunk(z, row_max, exps, full, classes - full, lane_sum, lane_moment)
     return _fold_sum(lane_sum), _fold_sum(lane_moment)
 
