@@ -318,12 +318,13 @@ def _git_checkout() -> bool:
 def test_against_a_revision_times_both_versions_and_compares_their_bits():
     completed = subprocess.run(
         [sys.executable, "-m", "fastloss", "bench", "--against", "HEAD", "--losses", "mse,l1",
-         "--sizes", "3x37", "37", "--repeats", "2"],
+         "--sizes", "3x37", "37", "--repeats", "2", "--dtype", "float64"],
         capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     assert lines[0].startswith("this checkout against HEAD: one thread")
+    assert lines[0].endswith("alternating, float64")
     rows = [line.split() for line in lines[3:]]
     # An elementwise loss's rows have its own width: one shape per size, whatever --classes.
     assert [row[:3] for row in rows] == [["mse", "fused", "3x37"], ["mse", "fused", "1x37"],

@@ -18,6 +18,7 @@ below 1: this checkout is faster) and whether both gave the same bits (loss and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import re
@@ -74,13 +75,22 @@ def _thunk(peers, loss: str, op: str, backend: str, inputs):
     return impl.prepare(inputs)
 
 
-def compare(loss: str, op: str, shape: tuple[int, int], backend: str, repeats: int) -> dict:
+def _in_dtype(inputs, dtype: str):
+    """``inputs`` with its floating arrays in ``dtype`` (integer labels stay as they are)."""
+    def cast(array):
+        return array if array is None or array.dtype.kind != "f" else array.astype(dtype)
+
+    return dataclasses.replace(inputs, first=cast(inputs.first), second=cast(inputs.second))
+
+
+def compare(loss: str, op: str, shape: tuple[int, int], backend: str, repeats: int,
+            dtype: str = "float32") -> dict:
     import fastloss_against.bench.peers as their_peers
 
     from fastloss.bench import peers
 
-    inputs = peers.make_inputs(loss, shape, "cpu")
-    theirs = their_peers.make_inputs(loss, shape, "cpu")
+    inputs = _in_dtype(peers.make_inputs(loss, shape, "cpu"), dtype)
+    theirs = _in_dtype(their_peers.make_inputs(loss, shape, "cpu"), dtype)
     ours_call = _thunk(peers, loss, op, backend, inputs)
     their_call = _thunk(their_peers, loss, op, backend, theirs)
     same = _same(ours_call(), their_call())  # also the warm-up: compilation, first touch
@@ -128,6 +138,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="row widths for element-count sizes (default: 2,10,100,1000,32000)")
     parser.add_argument("--repeats", type=int, default=20,
                         help="timed calls of each version (default: 20)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                        help="the inputs' floating dtype (default: float32)")
     return parser.parse_args(argv)
 
 
@@ -152,9 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    for size in args.sizes for width in args.classes.split(","))
             for shape in shapes:
                 print(f"{loss} {op} {shape[0]}x{shape[1]} ...", file=sys.stderr, flush=True)
-                rows.append(compare(loss, op, shape, args.backend, args.repeats))
+                rows.append(compare(loss, op, shape, args.backend, args.repeats, args.dtype))
     print(f"this checkout against {args.against}: one thread, CPU time of each call, "
-          f"{args.repeats} calls each, alternating")
+          f"{args.repeats} calls each, alternating, {args.dtype}")
     print(report_table(rows, args.against))
     return 0
 
