@@ -16,7 +16,8 @@ import numpy as np
 from fastloss._validate import dtype_name
 
 _HOST_NAMES = ("float16", "float32", "float64")
-_DEVICE_NAMES = ("float16", "bfloat16", "float32", "float64")
+# The dtypes of the cuda backend: its kernels have an instance for each (cuda._module.entry).
+DEVICE_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 _HOST_DTYPES = frozenset(np.dtype(name) for name in _HOST_NAMES)
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT16 = np.dtype(np.float16)
@@ -180,8 +181,8 @@ class CudaBackend(Backend):
         return self.asarray(out, name)
 
     def check_float(self, x, name: str) -> None:
-        if dtype_name(x.dtype) not in _DEVICE_NAMES:
-            raise self._dtype_error(x, name, _DEVICE_NAMES)
+        if dtype_name(x.dtype) not in DEVICE_DTYPE_NAMES:
+            raise self._dtype_error(x, name, DEVICE_DTYPE_NAMES)
 
     def compute_dtype(self, dtype):
         return dtype

@@ -19,6 +19,7 @@ import sysconfig
 import threading
 from pathlib import Path
 
+from fastloss._backend import DEVICE_DTYPE_NAMES
 from fastloss._validate import dtype_name
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../fastloss
@@ -161,6 +162,14 @@ def divisor_args(divisor):
     return np.float64(divisor), null_pointer()
 
 
+def entry(function: str, dtype) -> str:
+    """The name of ``function``'s instance for ``dtype``, ``fl_<function>_<dtype>`` (asserting
+    that the kernels are instantiated for it)."""
+    name = dtype_name(dtype)
+    assert name in DEVICE_DTYPE_NAMES, dtype
+    return f"fl_{function}_{name}"
+
+
 def finish(name: str, partials, count: int, divisor, dtype):
     """The loss ``sum(partials[:count]) / divisor`` as a new 0-d array of ``dtype``.
 
@@ -171,7 +180,7 @@ def finish(name: str, partials, count: int, divisor, dtype):
     import numpy as np
 
     loss = cupy.empty((), dtype=dtype)
-    get_function(name, f"fl_{name}_finish_{dtype_name(dtype)}")(
+    get_function(name, entry(f"{name}_finish", dtype))(
         (1,), (SUM_THREADS,), (partials, np.int64(count), *divisor_args(divisor), loss)
     )
     return loss

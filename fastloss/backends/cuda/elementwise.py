@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 THREADS = 256  # FL_ELEMENTWISE_THREADS
@@ -17,7 +16,6 @@ UNROLL = 2  # FL_ELEMENTWISE_UNROLL
 # A constant, not the GPU's SM count: the element-to-block partition, hence
 # the bits of the total, must be the same on every device.
 MAX_BLOCKS = 1024
-_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def blocks_for(size: int, itemsize: int) -> int:
@@ -34,7 +32,7 @@ def fused(loss: str):
         import cupy
 
         dtype = x.dtype
-        assert dtype_name(dtype) in _DTYPES, dtype
+        entry = _module.entry(loss, dtype)
         assert x.ndim == 1, x.shape
         arrays = (("x", x), ("target", target), ("weight", weight), ("aux", aux),
                   ("grad_out", grad_out), ("loss_out", loss_out))
@@ -46,7 +44,7 @@ def fused(loss: str):
         with x.device:
             partials = cupy.empty(blocks, dtype=cupy.float64)
             if blocks:
-                kernel = _module.get_function(loss, f"fl_{loss}_{dtype_name(dtype)}")
+                kernel = _module.get_function(loss, entry)
                 pointers = (_module.pointer_or_null(array)
                             for array in (weight, aux, grad_out, loss_out))
                 kernel((blocks,), (THREADS,), (

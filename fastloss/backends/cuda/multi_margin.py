@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 # The row kernels' launch, in cross-entropy's geometry (common/rows.cuh), fixed by (rows, k) alone.
 from fastloss.backends.cuda.softmax_cross_entropy import launch_rows
-
-_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
@@ -36,7 +33,7 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     0-d array of ``x``'s dtype, summed in an order fixed by ``(N, k)``.
     """
     dtype = x.dtype
-    assert dtype_name(dtype) in _DTYPES, dtype
+    entry = _module.entry("multi_margin", dtype)
     assert x.ndim == 2 and x.shape[1] >= 1, x.shape
     assert p in (1, 2), p
     rows, classes = x.shape
@@ -45,6 +42,6 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     _module.expect(weight, "weight", (classes,), np.float64)
     _module.expect(grad_out, "grad_out", x.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
-    return launch_rows("multi_margin", f"fl_multi_margin_{dtype_name(dtype)}", x,
+    return launch_rows("multi_margin", entry, x,
                        (x, labels, _module.pointer_or_null(weight)), grad_out, loss_out,
                        (np.int32(p), np.float64(margin)), divisor)

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 # The row kernels' launch, in cross-entropy's geometry (common/rows.cuh), fixed by (rows, k) alone.
 from fastloss.backends.cuda.softmax_cross_entropy import launch_rows
-
-_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
@@ -31,7 +28,7 @@ def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
     0-d array of ``log_probs``' dtype, summed in an order fixed by ``(N, k)``.
     """
     dtype = log_probs.dtype
-    assert dtype_name(dtype) in _DTYPES, dtype
+    entry = _module.entry("nll", dtype)
     assert log_probs.ndim == 2 and log_probs.shape[1] >= 1, log_probs.shape
     rows, classes = log_probs.shape
     _module.expect(log_probs, "log_probs", log_probs.shape, dtype)
@@ -39,6 +36,6 @@ def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
     _module.expect(weight, "weight", (classes,), np.float64)
     _module.expect(grad_out, "grad_out", log_probs.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
-    return launch_rows("nll", f"fl_nll_{dtype_name(dtype)}", log_probs,
+    return launch_rows("nll", entry, log_probs,
                        (log_probs, labels, _module.pointer_or_null(weight)), grad_out,
                        loss_out, (np.int64(ignore_index),), divisor)

@@ -13,26 +13,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 # The row geometry of cross-entropy: both kernels tile rows with common/rows.cuh.
 from fastloss.backends.cuda.softmax_cross_entropy import launch_shape
 
-_DTYPES = ("float16", "bfloat16", "float32", "float64")
-
 
 def _launch(function: str, inputs: tuple, out) -> None:
     first = inputs[0]
     dtype = first.dtype
-    assert dtype_name(dtype) in _DTYPES, dtype
+    entry = _module.entry(function, dtype)
     assert first.ndim == 2 and first.shape[1] >= 1, first.shape
     for index, array in enumerate((*inputs, out)):
         _module.expect(array, f"argument {index}", first.shape, dtype)
     rows, classes = first.shape
     blocks, threads, row_lanes = launch_shape(rows, classes)
     if blocks:
-        kernel = _module.get_function("softmax", f"fl_{function}_{dtype_name(dtype)}")
+        kernel = _module.get_function("softmax", entry)
         args = (*inputs, out, np.int64(rows), np.int64(classes), np.int32(row_lanes))
         kernel((blocks,), (threads,), args)
 

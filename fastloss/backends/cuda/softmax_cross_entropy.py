@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 TILE = 16  # FL_ROW_TILE (kernels/common/rows.cuh): logits per thread held in registers per tile
@@ -30,7 +29,6 @@ DIVISOR_THREADS = 256  # FL_CE_DIVISOR_THREADS
 DIVISOR_ROWS_PER_THREAD = 16
 DIVISOR_MAX_BLOCKS = 1024
 _DIVISOR_ENTRY = "fl_softmax_cross_entropy_mean_divisor"
-_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def launch_shape(rows: int, classes: int) -> tuple[int, int, int]:
@@ -114,10 +112,12 @@ def softmax_cross_entropy(
     logits, target, weight, grad_out, loss_out, ignore_index, label_smoothing, divisor
 ):
     dtype = logits.dtype
-    assert dtype_name(dtype) in _DTYPES, dtype
+    probabilities = target.ndim == 2
+    entry = _module.entry(
+        "softmax_cross_entropy_probs" if probabilities else "softmax_cross_entropy", dtype
+    )
     assert logits.ndim == 2, logits.shape
     rows, classes = logits.shape
-    probabilities = target.ndim == 2
     _module.expect(logits, "logits", logits.shape, dtype)
     if probabilities:
         _module.expect(target, "target", logits.shape, dtype)
@@ -128,9 +128,6 @@ def softmax_cross_entropy(
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
 
     inputs = (logits, target, _module.pointer_or_null(weight))
-    if probabilities:
-        entry, options = "fl_softmax_cross_entropy_probs", ()
-    else:
-        entry, options = "fl_softmax_cross_entropy", (np.int64(ignore_index),)
-    return launch_rows("softmax_cross_entropy", f"{entry}_{dtype_name(dtype)}", logits, inputs,
+    options = () if probabilities else (np.int64(ignore_index),)
+    return launch_rows("softmax_cross_entropy", entry, logits, inputs,
                        grad_out, loss_out, (*options, np.float64(label_smoothing)), divisor)

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastloss._validate import dtype_name
 from fastloss.backends.cuda import _module
 
 # The row kernels' launch, in cross-entropy's geometry (common/rows.cuh), fixed by (rows, k) alone.
 from fastloss.backends.cuda.softmax_cross_entropy import launch_rows
-
-_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def softmax_entropy(logits, grad_out, loss_out, divisor):
@@ -34,11 +31,11 @@ def softmax_entropy(logits, grad_out, loss_out, divisor):
     or with a NaN or +inf, has NaN entropy and gradient.
     """
     dtype = logits.dtype
-    assert dtype_name(dtype) in _DTYPES, dtype
+    entry = _module.entry("softmax_entropy", dtype)
     assert logits.ndim == 2 and logits.shape[1] >= 1, logits.shape
     rows = logits.shape[0]
     _module.expect(logits, "logits", logits.shape, dtype)
     _module.expect(grad_out, "grad_out", logits.shape, dtype)
     _module.expect(loss_out, "loss_out", (rows,), np.float64)
-    return launch_rows("softmax_entropy", f"fl_softmax_entropy_{dtype_name(dtype)}", logits,
+    return launch_rows("softmax_entropy", entry, logits,
                        (logits,), grad_out, loss_out, (), divisor)
