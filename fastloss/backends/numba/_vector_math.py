@@ -128,16 +128,25 @@ def log1p_unit(e, inverse):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def log_or_log1m(p, first):
+    """log(p) if ``first`` else log(1 - p), for p in [0, 1] (and NaN), with one log: the same
+    bits as ``log_nonnegative(p)`` and ``log1m(p)`` (for a loss whose factor zeroes one of
+    the two)."""
+    one = like(p, 1.0)
+    u = one - p
+    value = log_nonnegative(p if first else u)
+    # error is 0 where u is exact, as for every p >= 1/2 (u may then be 0), so 1 / u, where
+    # it counts, is 1 + p + p**2 + ... with p < 1/2: three terms, no division.
+    error = (one - u) - p
+    return value if first else value + error * (one + p * (one + p))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def log1m(p):
     """log(1 - p) for p <= 1 (and NaN), within a few ulp also where 1 - p rounds (a tiny p:
     PyTorch's log1p(-p)): the log of the rounded u = 1 - p plus the rounding error, which is
     exact, over u. p = 1 gives log 0 (finite, as log_nonnegative's)."""
-    one = like(p, 1.0)
-    u = one - p
-    # error is 0 where u is exact, as for every p >= 1/2 (u may then be 0), so 1 / u, where
-    # it counts, is 1 + p + p**2 + ... with p < 1/2: three terms, no division.
-    error = (one - u) - p
-    return log_nonnegative(u) + error * (one + p * (one + p))
+    return log_or_log1m(p, False)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
