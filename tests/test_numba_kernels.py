@@ -123,6 +123,55 @@ def test_mse_float32_sum_holds_where_a_float32_running_total_fails():
     assert ours_error < 1e-6
 
 
+# ------------------------------------------------- binary targets' functor
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weighted"])
+def test_binary_targets_take_the_bits_of_the_general_functor(dtype, weighted):
+    # Binary cross-entropy runs a one-log functor on a block's leading chunks of targets
+    # 0 and 1, and the general one from the first chunk of other targets on. A soft
+    # target planted in a chunk moves that chunk and the rest of its block to the
+    # general functor: no other element's loss or gradient may change a bit, and the
+    # total must still be the sum of every element's loss (nothing skipped or added
+    # twice where the two meet).
+    from fastloss.backends.numba.binary_cross_entropy import binary_cross_entropy as bce
+    from fastloss.backends.numba.elementwise import BLOCK
+    from fastloss.backends.numba.elementwise import LANES as CHUNK
+
+    rng = np.random.default_rng(11)
+    size = 2 * BLOCK + 3 * CHUNK + 5
+    probs = rng.random(size).astype(dtype)
+    probs[:8] = [0.0, 1.0, 1e-30, 0.5, np.finfo(dtype).eps, 1 - np.finfo(dtype).eps, 0.25, 1]
+    hard = (rng.random(size) < 0.5).astype(dtype)
+    weight = rng.uniform(0.5, 2.0, size).astype(dtype) if weighted else None
+
+    def run(target):
+        grad, losses = np.full(size, np.nan, dtype), np.full(size, np.nan, dtype)
+        total = bce(probs, target, grad, losses, size, weight=weight)
+        # (A float32 weighted loss is stored rounded; a chunk lost or added moves the
+        # mean by over 1e-4.)
+        np.testing.assert_allclose(total, losses.astype(np.float64).sum() / size, rtol=1e-6)
+        return grad, losses
+
+    grad, losses = run(hard)
+    for planted in ([0, BLOCK, 2 * BLOCK],  # whole blocks through the general functor
+                    [BLOCK + 5 * CHUNK + 7],  # five chunks of the block, then the rest
+                    [2 * BLOCK + 3 * CHUNK]):  # the last, partial chunk
+        target = hard.copy()
+        target[planted] = 0.5
+        soft_grad, soft_losses = run(target)
+        keep = np.ones(size, bool)
+        keep[planted] = False
+        assert soft_grad[keep].tobytes() == grad[keep].tobytes()
+        assert soft_losses[keep].tobytes() == losses[keep].tobytes()
+    reference = -(hard * np.maximum(np.log(probs.astype(np.float64)), -100)
+                  + (1 - hard) * np.maximum(np.log1p(-probs.astype(np.float64)), -100))
+    if weighted:
+        reference *= weight
+    np.testing.assert_allclose(losses, reference, rtol=CE_TOLERANCE[dtype][0], atol=1e-30)
+
+
 # ----------------------------------------------------------------- cross-entropy
 
 
