@@ -25,6 +25,7 @@ from numba.extending import overload
 from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba._vector_math import like
 from fastloss.backends.numba.softmax_cross_entropy import (
+    _borrow,
     _stack_array_of,
     _wide_vectors_out_of_line,
 )
@@ -101,6 +102,21 @@ def _lane_overload(array, lanes, lane):
     return lambda array, lanes, lane: lanes[lane]
 
 
+def _store(array, index, value):
+    """``array[index] = value``; nothing for a None array."""
+
+
+@overload(_store, inline="always")
+def _store_overload(array, index, value):
+    if isinstance(array, types.NoneType):
+        return lambda array, index, value: None
+
+    def store(array, index, value):
+        array[index] = value
+
+    return store
+
+
 def _float64_zero(array):
     """0.0: the functor computes in float64 whatever the input."""
 
@@ -175,14 +191,12 @@ def _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start,
             loss, slope = np.float64(losses[lane]), np.float64(slopes[lane])
         else:
             loss, slope = _pair(xs[lane], ts[lane], _lane(aux, auxs, lane), param)  # noqa: F821
-        if weight is not None:
-            loss *= ws[lane]
-            slope *= ws[lane]
+        # (Without a weight array, a multiply by 1.0, which LLVM drops: it is exact.)
+        loss *= _lane(weight, ws, lane)
+        slope *= _lane(weight, ws, lane)
         lane_sums[lane] += loss
-        if grad_out is not None:
-            grad_out[start + lane] = grad_scale * slope
-        if loss_out is not None:
-            loss_out[start + lane] = loss
+        _store(grad_out, start + lane, grad_scale * slope)
+        _store(loss_out, start + lane, loss)
     return True  # the chunk is done
 
 
@@ -193,6 +207,9 @@ def _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale, su
     # Out of line (and no longer inlined into _block_of): two functor loops in one
     # function, or in one chunk behind a branch, ran the general one a fifth slower.
     _wide_vectors_out_of_line()
+    # Without their reference counts: the loop below counted them up and down per chunk.
+    x, target, weight, aux = _borrow(x), _borrow(target), _borrow(weight), _borrow(aux)
+    grad_out, loss_out, sums = _borrow(grad_out), _borrow(loss_out), _borrow(sums)
     size = x.size
     # _precision_zero: 0 in the functor's precision, a global of each compiled copy.
     zero = _precision_zero(x)  # noqa: F821
