@@ -69,8 +69,9 @@ def test_infinite_log_probabilities(backend):
     np.testing.assert_array_equal(to_host(grad), want_grad)
 
 
-def test_out_in_place_and_layouts(backend):
-    log_probs, labels, weight = _case((6, 33))
+@pytest.mark.parametrize("shape", [(6, 33), (300, 1000)], ids=["serial", "threaded"])
+def test_out_in_place_and_layouts(backend, shape):
+    log_probs, labels, weight = _case(shape)
     x = log_probs.astype(np.float32)
     args = (to_backend(labels, backend),)
     expected = to_host(fl.nll_grad(to_backend(x, backend), *args, backend=backend))
@@ -79,7 +80,7 @@ def test_out_in_place_and_layouts(backend):
             to_host(fl.nll_grad(to_backend(layout(x), backend), *args, backend=backend)),
             expected)
     inputs = to_backend(x.copy(), backend)
-    out = to_backend(np.empty_like(x), backend)
+    out = to_backend(np.full_like(x, np.nan), backend)  # every element must be written
     assert fl.nll_grad(inputs, *args, out=out, backend=backend) is out
     np.testing.assert_array_equal(to_host(out), expected)
     np.testing.assert_array_equal(to_host(inputs), x)  # not modified

@@ -1,49 +1,67 @@
 """Negative log-likelihood on Numba's threads (contract: ``fastloss.backends.numpy.nll``).
 
 Rows go in fixed blocks whose float64 partial sums are added in block order: the same bits
-at any thread count. Each row reads one log-probability and writes its gradient row once.
+at any thread count. Each row reads one log-probability. The gradient, zeros but for one
+element a row, is filled by parts, one per thread, a part's rows in one fill and then their
+elements: a fill that large is a memset that streams past the caches (glibc's, from about
+the size of its last-level cache), where a row at a time wrote each line after reading it
+(2.5x the time at (4096, 32000)).
 """
 
+import numba
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba.softmax_cross_entropy import BLOCK_ELEMENTS, SERIAL_ELEMENTS
 
 
-def _kernel(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
+def _kernel(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor, parts):
     rows, classes = log_probs.shape
     row_block = max(1, BLOCK_ELEMENTS // classes)
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
-    for block in prange(blocks):
-        block_sum = 0.0
-        for row in range(block * row_block, min((block + 1) * row_block, rows)):
-            label = labels[row]
-            loss = 0.0
-            w = 0.0
-            if label != ignore_index:
-                w = weight[label] if weight.size else 1.0
-                loss = -w * np.float64(log_probs[row, label])
-            # Written after the row's one read: grad_out may be log_probs itself.
-            if grad_out is not None:
-                grad_out[row, :] = 0
+    for part in prange(parts):
+        first, last = part * blocks // parts, (part + 1) * blocks // parts
+        for block in range(first, last):
+            block_sum = 0.0
+            for row in range(block * row_block, min((block + 1) * row_block, rows)):
+                label = labels[row]
+                loss = 0.0
                 if label != ignore_index:
-                    grad_out[row, label] = -w / divisor
-            if loss_out.size:
-                loss_out[row] = loss
-            block_sum += loss
-        partials[block] = block_sum
+                    loss = -_weight_of(weight, label) * np.float64(log_probs[row, label])
+                if loss_out.size:
+                    loss_out[row] = loss
+                block_sum += loss
+            partials[block] = block_sum
+        # The part's gradient rows, after its reads (grad_out may be log_probs itself):
+        # zeros in one fill, then each row's element.
+        if grad_out is not None:
+            start, stop = first * row_block, min(last * row_block, rows)
+            grad_out.reshape(-1)[start * classes:stop * classes] = 0
+            for row in range(start, stop):
+                label = labels[row]
+                if label != ignore_index:
+                    grad_out[row, label] = -_weight_of(weight, label) / divisor
     total = 0.0
     for block in range(blocks):
         total += partials[block]
     return total / divisor
 
 
+@njit(inline="always")
+def _weight_of(weight, label):
+    """The weight of class ``label`` (1 without a weight array)."""
+    return weight[label] if weight.size else 1.0
+
+
 _serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals())
 
 
 def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
-    kernel = _serial_kernel if log_probs.size <= SERIAL_ELEMENTS else _parallel_kernel
+    if log_probs.size <= SERIAL_ELEMENTS:
+        kernel, parts = _serial_kernel, 1
+    else:
+        kernel, parts = _parallel_kernel, numba.get_num_threads()
     return kernel(log_probs, labels, copies.present(weight), grad_out, copies.present(loss_out),
-                  int(ignore_index), float(divisor))
+                  int(ignore_index), float(divisor), parts)
