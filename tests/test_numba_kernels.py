@@ -172,6 +172,38 @@ def test_binary_targets_take_the_bits_of_the_general_functor(dtype, weighted):
     np.testing.assert_allclose(losses, reference, rtol=CE_TOLERANCE[dtype][0], atol=1e-30)
 
 
+@numba.njit(inline="always")
+def _loss_of_one(x, target, aux, param):
+    return x - x + 1, x - x
+
+
+@numba.njit(inline="always")
+def _loss_of_two(x, target, aux, param):
+    return x - x + 2, x - x
+
+
+def test_binary_functor_runs_on_each_blocks_leading_full_chunks_of_binary_targets():
+    # Functors that tell which ran: 1 the general one, 2 the one for binary targets.
+    from fastloss.backends.numba import elementwise
+
+    block, chunk = elementwise.BLOCK, elementwise.LANES
+    probe = elementwise.fused(_loss_of_one, scale=1.0, input_precision=True,
+                              binary_pair=_loss_of_two)
+    size = 2 * block + 3 * chunk + 5  # two full blocks and a third of 3 chunks and 5 more
+    target = np.ones(size, np.float32)
+    target[::3] = 0
+    soft = [block + 5 * chunk + 7,  # the second block: 5 chunks, then the rest general
+            0]  # the first block: all general
+    target[soft] = 0.5
+    losses = np.full(size, np.nan, np.float32)
+    total = probe(np.zeros(size, np.float32), target, None, losses, 1.0)
+    expected = np.ones(size, np.float32)
+    expected[block:block + 5 * chunk] = 2
+    expected[2 * block:2 * block + 3 * chunk] = 2  # not the last 5: a partial chunk
+    np.testing.assert_array_equal(losses, expected)
+    assert total == expected.astype(np.float64).sum()
+
+
 # ----------------------------------------------------------------- cross-entropy
 
 

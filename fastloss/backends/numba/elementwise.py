@@ -137,6 +137,16 @@ def _input_zero_overload(array):
     return lambda array: np.float64(0.0)
 
 
+@njit(inline="always")
+def _all_binary(target, start, count):
+    """Whether ``target[start:start + count]`` are all 0 or 1."""
+    zero, one = like(target[start], 0.0), like(target[start], 1.0)
+    binary = True
+    for lane in range(count):
+        binary &= (target[start + lane] == zero) | (target[start + lane] == one)
+    return binary
+
+
 # --- helpers of the functors ------------------------------------------------------------
 
 
@@ -148,16 +158,6 @@ def signum(value):
     if value < 0.0:
         return -1.0
     return value - value
-
-
-@njit(inline="always")
-def _all_binary(target, start, count):
-    """Whether ``target[start:start + count]`` are all 0 or 1."""
-    zero, one = like(target[start], 0.0), like(target[start], 1.0)
-    binary = True
-    for lane in range(count):
-        binary &= (target[start + lane] == zero) | (target[start + lane] == one)
-    return binary
 
 
 # --- templates: compiled once per functor by fused() ---------------------------------------
@@ -203,7 +203,7 @@ def _chunk(x, target, weight, aux, grad_out, loss_out, param, grad_scale, start,
 def _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale, sums):
     """Adds the losses of the chunks to the lanes' ``sums``; returns where it stopped: at
     the end, or, in the copy for binary targets, before the first chunk whose targets are
-    not all 0 or 1."""
+    not all 0 or 1, or else before the partial last chunk (which the general copy runs)."""
     # Out of line (and no longer inlined into _block_of): two functor loops in one
     # function, or in one chunk behind a branch, ran the general one a fifth slower.
     _wide_vectors_out_of_line()
@@ -257,7 +257,8 @@ def _block_of(x, target, weight, aux, grad_out, loss_out, param, grad_scale, blo
     # from a start passed in ran MSE at a third of the speed.) It is called only where
     # the first chunk's targets qualify: a call that did nothing slowed the general
     # copy after it by a fifth (measured, not understood).
-    if _HAS_BINARY_PAIR and _all_binary(target, start, min(LANES, stop - start)):  # noqa: F821
+    if (_HAS_BINARY_PAIR and stop - start >= LANES  # noqa: F821
+            and _all_binary(target, start, LANES)):
         start += _binary_block_sum(  # noqa: F821
             *_parts(x, target, weight, aux, grad_out, loss_out, start, stop), param,
             grad_scale, sums)
@@ -304,6 +305,8 @@ def _compile(pair, binary_pair, tag: str, input_precision: bool):
         return scope["_block_sum"]
 
     namespace["_block_sum"] = block_sum(pair, False)
+    # Without a binary_pair _block_of never calls _binary_block_sum (_HAS_BINARY_PAIR),
+    # but its name must still compile.
     namespace["_binary_block_sum"] = (namespace["_block_sum"] if binary_pair is None
                                       else block_sum(binary_pair, True))
     namespace["_block_of"] = njit(cache=True, error_model="numpy")(
@@ -328,7 +331,8 @@ def fused(pair, scale: float, input_precision: bool = False, weighted: bool = Fa
 
     ``binary_pair``, a functor of ``pair``'s signature that gives ``pair``'s bits for
     targets of 0 and 1 with less arithmetic, runs in place of ``pair`` on each block's
-    leading chunks whose targets are all 0 or 1 (hard labels: all of them).
+    leading full chunks (of ``LANES``) whose targets are all 0 or 1 (hard labels: all but a
+    block's partial last chunk).
 
     ``fn(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
     param=0.0)`` returns ``sum(weight * loss) / divisor`` as a Python float
