@@ -1,11 +1,11 @@
 """Negative log-likelihood on Numba's threads (contract: ``fastloss.backends.numpy.nll``).
 
 Rows go in fixed blocks whose float64 partial sums are added in block order: the same bits
-at any thread count. Each row reads one log-probability. The gradient, zeros but for one
-element a row, is filled by parts, one per thread, a part's rows in one fill and then their
-elements: a fill that large is a memset that streams past the caches (glibc's, from about
-the size of its last-level cache), where a row at a time wrote each line after reading it
-(2.5x the time at (4096, 32000)).
+at any thread count. Each row not ignored reads one log-probability. The gradient, zeros
+but for the label's element of each row not ignored, is filled by parts, one per thread,
+a part's rows in one fill and then their elements: a large fill is a memset that glibc
+streams past the caches (from about the size of the last-level cache), where a row at a
+time wrote each line after reading it (2.5x the time at (4096, 32000)).
 """
 
 import numba
