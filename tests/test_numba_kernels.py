@@ -586,6 +586,29 @@ def test_float32_log_special_values():
     assert out[2] == np.inf and np.isnan(out[3])
 
 
+@numba.njit
+def _log1p_unit_all(values, out):
+    for i in range(values.size):
+        e = values[i]
+        one = vector_math.like(e, 1.0)
+        out[i] = vector_math.log1p_unit(e, one / (one + e))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log1p_unit_within_one_and_a_half_ulp(dtype):
+    # BCE with logits' softplus, log(1 + e) for e = e^-|x| in [0, 1]: every 61st float32
+    # of [0, 1] (a float32 polynomial), or as many float64 values spread the same way.
+    e = np.arange(0, 0x3F800001, 61, dtype=np.uint32).view(np.float32).astype(dtype)
+    e = np.concatenate([e, dtype([0.0, 1.0, 2.0**-126, 2.0**-149, 0.5, 2.0**-24, np.nan])])
+    out = np.empty_like(e)
+    _log1p_unit_all(e, out)
+    exact = np.log1p(e.astype(np.longdouble))
+    ulp = np.spacing(exact.astype(dtype)).astype(np.longdouble)
+    finite = ~np.isnan(e)
+    assert (np.abs(out[finite] - exact[finite]) / ulp[finite]).max() <= 1.5
+    assert out[-7] == 0.0 and np.isnan(out[-1])
+
+
 # --------------------------------------------------------------- determinism
 
 

@@ -119,12 +119,43 @@ def xlogx(x):
     return like(x, np.nan) if x < zero else value
 
 
+# log(1 + e) / e on [0, 1] as a float32 polynomial of degree 10, a least-squares fit on
+# Chebyshev nodes (float64 error 8e-10), by Horner's scheme: within 1.4 ulp of log(1 + e)
+# (by test; Estrin's scheme, shorter, cancels to 2.8). Ten multiply-adds, where the log of
+# 1 + e took about thirty vector operations, 40% of BCE with logits' time.
+_LOG1P_UNIT32 = tuple(_F32(c) for c in (
+    1.0, -0.4999998211860657, 0.33332568407058716, -0.24987392127513885, 0.19891537725925446,
+    -0.1610863208770752, 0.12425103038549423, -0.08253533393144608, 0.04155762121081352,
+    -0.013444830663502216, 0.0020376904867589474))
+
+
 @njit(cache=True, inline="always", error_model="numpy")
+def _log1p_unit_float32(e):
+    c = _LOG1P_UNIT32
+    q = _fma(_fma(_fma(c[10], e, c[9]), e, c[8]), e, c[7])
+    q = _fma(_fma(_fma(q, e, c[6]), e, c[5]), e, c[4])
+    q = _fma(_fma(_fma(_fma(q, e, c[3]), e, c[2]), e, c[1]), e, c[0])
+    return e * q
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _log1p_unit_float64(e, inverse):
+    u = e + 1.0
+    return log_nonnegative(u) + (e - (u - 1.0)) * inverse
+
+
 def log1p_unit(e, inverse):
     """log(1 + e) for e in [0, 1] (and NaN), within a few ulp, given ``inverse`` = 1 / (1 + e)
-    rounded: log(u) of the rounded u = 1 + e plus the rounding error times inverse."""
-    u = e + like(e, 1.0)
-    return log_nonnegative(u) + (e - (u - like(e, 1.0))) * inverse
+    rounded. float32: a polynomial (``inverse`` unused); float64: log(u) of the rounded
+    u = 1 + e plus the rounding error times inverse. Jitted code only."""
+    raise TypeError("log1p_unit() runs in jitted code only")
+
+
+@overload(log1p_unit, inline="always")
+def _log1p_unit_overload(e, inverse):
+    if e == types.float32:
+        return lambda e, inverse: _log1p_unit_float32(e)
+    return lambda e, inverse: _log1p_unit_float64(e, inverse)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
