@@ -614,28 +614,35 @@ def test_log1p_unit_within_one_and_a_half_ulp(dtype):
 
 def test_serial_and_threaded_copies_give_the_same_bits(monkeypatch):
     from fastloss.backends.numba import elementwise
+    from fastloss.backends.numba.binary_cross_entropy import binary_cross_entropy
 
     rng = np.random.default_rng(7)
     pred = rng.standard_normal(300_001).astype(np.float32)
     target = rng.standard_normal(pred.size).astype(np.float32)
     logits = (4 * rng.standard_normal((20_001, 10))).astype(np.float32)
     labels = rng.integers(0, 10, 20_001)
+    # Binary cross-entropy's hard labels, one soft target mid-array: both of its functors.
+    probs = rng.random(pred.size).astype(np.float32)
+    hard = (rng.random(pred.size) < 0.5).astype(np.float32)
+    hard[150_007] = 0.25
 
     def run():
-        grad, ce_grad = np.empty_like(pred), np.empty_like(logits)
+        grad, ce_grad, bce_grad = (np.empty_like(pred), np.empty_like(logits),
+                                   np.empty_like(probs))
         return (mse(pred, target, grad, None, pred.size), grad,
                 softmax_cross_entropy(logits, labels, None, ce_grad, None, -100, 0.1, 9.0),
-                ce_grad, ce_module.label_summary(labels, np.ones(10), 10, 3))
+                ce_grad, ce_module.label_summary(labels, np.ones(10), 10, 3),
+                binary_cross_entropy(probs, hard, bce_grad, None, probs.size), bce_grad)
 
     threaded = run()
     monkeypatch.setattr(elementwise, "SERIAL_ELEMENTS", pred.size)
     monkeypatch.setattr(ce_module, "SERIAL_ELEMENTS", logits.size)
     monkeypatch.setattr(ce_module, "LABEL_SERIAL", labels.size)
     serial = run()
-    assert float(threaded[0]).hex() == float(serial[0]).hex()
-    assert float(threaded[2]).hex() == float(serial[2]).hex()
-    assert threaded[1].tobytes() == serial[1].tobytes()
-    assert threaded[3].tobytes() == serial[3].tobytes()
+    for total in (0, 2, 5):
+        assert float(threaded[total]).hex() == float(serial[total]).hex()
+    for array in (1, 3, 6):
+        assert threaded[array].tobytes() == serial[array].tobytes()
     assert threaded[4] == serial[4]
 
 _DETERMINISM_SCRIPT = """
