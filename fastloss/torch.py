@@ -425,7 +425,7 @@ def _weighted(name, input, target, reduction, option, weight, mean_over_weight):
             f"weight must have the shape of input {tuple(input.shape)}; got {tuple(weight.shape)}"
         )
     _check_device(weight, "weight", input.device)
-    reduction = _validate.check_reduction(reduction, _validate.REDUCTIONS)
+    reduction = _validate.check_reduction(reduction)
     weighted = _elementwise(name, input, target, "none", option) * weight
     if reduction == "none":
         return weighted
