@@ -48,6 +48,19 @@ def test_matches_torch(backend, dtype, shape, reduction, weighted):
                           backend=backend)).tobytes() == to_host(loss).tobytes()
 
 
+@pytest.mark.parametrize("unused_weight", [np.inf, np.nan], ids=["inf", "nan"])
+def test_an_ignored_row_adds_no_weight_to_the_mean(backend, unused_weight):
+    """As cross-entropy's: ignored rows look up no class weight for the mean's divisor."""
+    log_probs, _, _ = _case((5, 3))
+    labels = np.array([1, -100, 2, -100, 1])
+    weight = np.array([unused_weight, 1.0, 2.0])
+    want_loss, want_grad = _torch(log_probs, labels, weight, "mean")
+    loss, grad = fl.nll_with_grad(to_backend(log_probs, backend), to_backend(labels, backend),
+                                  weight=to_backend(weight, backend), backend=backend)
+    assert_close(loss, want_loss, np.float64)
+    assert_close(grad, want_grad, np.float64)
+
+
 def test_float16_is_computed_in_float32(backend):
     log_probs, labels, weight = _case((9, 40))
     x = log_probs.astype(np.float16)

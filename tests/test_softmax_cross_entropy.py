@@ -126,6 +126,19 @@ def test_infinite_weight_of_an_unused_class_adds_nothing(backend):
     assert_close(grad, want_grad, np.float64)
 
 
+@pytest.mark.parametrize("unused_weight", [np.inf, np.nan], ids=["inf", "nan"])
+def test_an_ignored_row_adds_no_weight_to_the_mean(backend, unused_weight):
+    """The "mean" divides by the weights of the rows kept: an ignored row's label looks up
+    no weight, not even an infinite or NaN one of a class that no kept row has."""
+    logits, _ = make_case((5, 3), np.float64, "labels", seed=4)
+    target = np.array([1, -100, 2, -100, 1])
+    weight = np.array([unused_weight, 1.0, 2.0])
+    want_loss, want_grad = torch_reference(logits, target, "mean", weight=weight)
+    loss, grad = run(backend, logits, target, "mean", weight=weight)
+    assert_close(loss, want_loss, np.float64)
+    assert_close(grad, want_grad, np.float64)
+
+
 @pytest.mark.parametrize("classes", [3, 200], ids=["lanes", "row"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
 def test_infinite_weight_on_the_max_class_gives_inf(backend, classes, label_smoothing):

@@ -57,4 +57,5 @@ def label_summary(labels, weight, classes, ignore_index):
         return int(invalid[0]), 0
     if weight is None:
         return -1, int(kept.sum())
-    return -1, float((weight[np.where(kept, labels, 0)] * kept).sum())
+    # The kept rows' labels alone: an ignored row looks up no weight (inf or NaN times 0).
+    return -1, float(weight[labels[kept]].sum())
