@@ -42,6 +42,19 @@ def plain_floats(first, second, out) -> bool:
     )
 
 
+def typed_floats(first, second, out) -> bool:
+    """True for ``first`` and ``second`` ``numpy.ndarray``s of one native float32 or float64
+    dtype and of one or two dimensions, and ``out`` None or one of that dtype: arrays that
+    a compiled small call types and checks (``fastloss.backends.numba.elementwise``; each
+    number of dimensions is a compilation of its own, half a second)."""
+    if type(first) is not _NDARRAY or type(second) is not _NDARRAY:
+        return False
+    dtype = first.dtype
+    return ((dtype is _FLOAT32 or dtype is _FLOAT64) and 0 < first.ndim <= 2
+            and second.dtype is dtype
+            and (out is None or (type(out) is _NDARRAY and out.dtype is dtype)))
+
+
 def plain_float(first, out) -> bool:
     """True when ``first`` is a C-contiguous ``numpy.ndarray`` of native float32
     or float64, and ``out`` None or a writeable one of the same shape and dtype."""

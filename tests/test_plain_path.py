@@ -9,9 +9,11 @@ view without copying.
 
 import numpy as np
 import pytest
+from test_elementwise import LOSSES
 
 import fastloss as fl
 from fastloss import _registry
+from fastloss.backends.numba import elementwise
 
 CPU_BACKENDS = [name for name in ("numpy", "numba") if _registry.backend_status(name)[0]]
 
@@ -138,3 +140,101 @@ def test_host_result_rounds_once_to_the_dtype(dtype):
             got, want = host.result(value, dtype), dtype.type(value)
         assert type(got) is dtype.type
         assert got.tobytes() == want.tobytes()
+
+
+# Every elementwise loss, with its scalar options (test_elementwise's matrix).
+ELEMENTWISE_CASES = [
+    pytest.param(loss, options, id=f"{loss.name}-{options}")
+    for loss in LOSSES for options in loss.options if not set(options) & set(loss.arrays)
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["new", "out", "in place", "in target"])
+# A small call's shapes (one and two dimensions), then three dimensions and a size past
+# SERIAL_ELEMENTS, which go through the front's Python checks.
+@pytest.mark.parametrize("shape", [(37, 11), (300,), (3, 4, 5), (600, 256)], ids=str)
+@pytest.mark.parametrize(("loss", "options"), ELEMENTWISE_CASES)
+def test_elementwise_short_path_gives_the_full_paths_bits(cpu_backend, loss, options, shape,
+                                                          where, dtype):
+    x, target = (a.astype(dtype) for a in loss.inputs(np.random.default_rng(3), shape))
+    results = []
+    for wrap in (lambda a: a, full_path):
+        xs, ts = x.copy(), target.copy()
+        out = {"new": None, "out": np.empty_like(xs), "in place": xs, "in target": ts}[where]
+        got, grad = loss.with_grad(wrap(xs), ts, backend=cpu_backend, out=out, **options)
+        assert type(got) is np.dtype(dtype).type and grad.dtype == dtype
+        assert out is None or grad is out
+        results.append((got.tobytes(), np.asarray(grad).tobytes()))
+    assert results[0] == results[1]
+
+
+def _small_call(name, dtype=np.float32):
+    """The numba backend's small call of ``name`` and a plain case: x, target, out."""
+    call = _registry.backend("numba").small_calls[name]
+    rng = np.random.default_rng(5)
+    x, target, out = (rng.standard_normal((6, 5)).astype(dtype) for _ in range(3))
+    return call, x, target, out
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize(
+    "case",
+    ["Fortran x", "strided target", "read-only out", "other shape", "other dtype",
+     "out over shifted x", "out over shifted target", "past the serial size"],
+)
+def test_a_small_call_refuses_what_is_not_the_common_case_and_writes_nothing(case):
+    call, x, target, out = _small_call("mse")
+    buffer = np.zeros(x.size + 1, x.dtype)
+    if case == "Fortran x":
+        x = np.asfortranarray(x)
+    elif case == "strided target":
+        target = np.repeat(target, 2, axis=1)[:, ::2]
+    elif case == "read-only out":
+        out.flags.writeable = False
+    elif case == "other shape":
+        target = target.reshape(5, 6)
+    elif case == "other dtype":
+        target = target.astype(np.float64)
+    elif case == "out over shifted x":
+        buffer[1:] = x.ravel()
+        x, out = buffer[1:].reshape(x.shape), buffer[:-1].reshape(x.shape)
+    elif case == "out over shifted target":
+        buffer[:-1] = target.ravel()
+        target, out = buffer[:-1].reshape(x.shape), buffer[1:].reshape(x.shape)
+    else:
+        x, target, out = (np.ones(elementwise.SERIAL_ELEMENTS + 1, np.float32) for _ in "xto")
+    before = [a.copy() for a in (x, target, out)]
+    assert call(x, target, out, x.size, 0.0) is None
+    for array, kept in zip((x, target, out), before, strict=True):
+        np.testing.assert_array_equal(array, kept)
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["out", "none", "x", "target"])
+def test_a_small_call_runs_the_kernel_on_the_common_case(where, dtype):
+    call, x, target, out = _small_call("huber", dtype)
+    kernel = _registry.backend("numba").kernels["huber"]
+    want_grad = np.empty_like(x)
+    want = kernel(x.ravel(), target.ravel(), want_grad.ravel(), None, 7.0, param=0.5)
+    out = {"out": out, "none": None, "x": x, "target": target}[where]
+    got = call(x, target, out, 7, 0.5)
+    assert type(got) is float and got == want
+    if out is not None:
+        np.testing.assert_array_equal(out, want_grad)
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize(("shape", "taken"), [((6, 5), True), ((30,), True), ((2, 3, 5), False)],
+                         ids=str)
+def test_the_front_takes_the_small_call_for_one_or_two_dimensions(monkeypatch, shape, taken):
+    host = _registry.backend("numba")
+    call = host.small_calls["l1"]
+    results = []
+    monkeypatch.setitem(host.small_calls, "l1", lambda *args: results.append(call(*args))
+                        or results[-1])
+    x = np.arange(30, dtype=np.float32).reshape(shape)
+    loss, grad = fl.l1_with_grad(x, np.zeros_like(x), backend="numba")
+    assert loss == np.float32(14.5) and (grad == np.float32(1 / 30)).sum() == 29
+    assert results == ([14.5] if taken else [])

@@ -34,3 +34,11 @@ def kl_div(x, target, grad_out, loss_out, divisor, weight=None, aux=None, param=
     """The fused elementwise contract (``elementwise.fused``), ``param`` = log_target."""
     fused = _of_log_probs if param else _of_probs
     return fused(x, target, grad_out, loss_out, divisor, weight, aux, param)
+
+
+def _small_call(x, target, out, divisor, param):
+    """The fused elementwise ``small_call``, ``param`` = log_target."""
+    return (_of_log_probs if param else _of_probs).small_call(x, target, out, divisor, param)
+
+
+kl_div.small_call = _small_call
