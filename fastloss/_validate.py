@@ -139,9 +139,10 @@ def _as_float(value: numbers.Real) -> float:
 
 
 def check_probability(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float in [0, 1]; got {value!r}")
-    value = _as_float(value)
+    if type(value) is not float:  # as check_real's
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a float in [0, 1]; got {value!r}")
+        value = _as_float(value)
     if not 0.0 <= value <= 1.0:  # NaN too
         raise ValueError(f"{name} must be in [0, 1]; got {value}")
     return value
@@ -151,9 +152,10 @@ def check_real(value, name: str, *, minimum: float | None = None,
                above: bool = False) -> float:
     """A finite real number (at least ``minimum`` when given; ``above`` it with ``above``),
     as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {value!r}")
-    value = _as_float(value)
+    if type(value) is not float:  # a float skips the number ABC's check (a third of a call)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number; got {value!r}")
+        value = _as_float(value)
     # Comparisons, not math.isfinite: torch.compile traces them on symbolic floats.
     if not -math.inf < value < math.inf or (
         minimum is not None and (value <= minimum if above else value < minimum)
