@@ -71,6 +71,17 @@ def plain_float(first, out) -> bool:
     return flags.c_contiguous and flags.writeable and out.shape == first.shape
 
 
+def typed_rows(x, labels, out) -> bool:
+    """True for ``x`` a ``numpy.ndarray`` of native float32 or float64, ``labels`` one of
+    int64, and ``out`` None or one of ``x``'s dtype: arrays that a compiled small call types
+    and checks (``fastloss.backends.numba.softmax_cross_entropy``)."""
+    if type(x) is not _NDARRAY or type(labels) is not _NDARRAY:
+        return False
+    dtype = x.dtype
+    return ((dtype is _FLOAT32 or dtype is _FLOAT64) and labels.dtype is INT64
+            and (out is None or (type(out) is _NDARRAY and out.dtype is dtype)))
+
+
 def plain_rows(x, labels, out) -> bool:
     """True for ``plain_float(x, out)`` rows ``(N, k)`` with ``k >= 1`` and
     C-contiguous int64 ``labels`` of shape ``(N,)``."""

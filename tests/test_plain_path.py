@@ -238,3 +238,82 @@ def test_the_front_takes_the_small_call_for_one_or_two_dimensions(monkeypatch, s
     loss, grad = fl.l1_with_grad(x, np.zeros_like(x), backend="numba")
     assert loss == np.float32(14.5) and (grad == np.float32(1 / 30)).sum() == 29
     assert results == ([14.5] if taken else [])
+
+
+def _rows_small_call():
+    """The numba backend's cross-entropy small call and a plain case: logits, labels, out."""
+    rng = np.random.default_rng(6)
+    logits, out = (rng.standard_normal((8, 5)).astype(np.float32) for _ in range(2))
+    return (_registry.backend("numba").small_calls["softmax_cross_entropy"], logits,
+            rng.integers(0, 5, 8), out)
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize(
+    "case",
+    ["Fortran logits", "int32 labels", "strided labels", "read-only out", "labels of 7 rows",
+     "one dimension", "out over shifted logits", "out over the labels", "invalid label",
+     "past the serial size"],
+)
+def test_a_cross_entropy_small_call_refuses_what_is_not_the_common_case(case):
+    call, logits, labels, out = _rows_small_call()
+    if case == "Fortran logits":
+        logits = np.asfortranarray(logits)
+    elif case == "int32 labels":
+        labels = labels.astype(np.int32)
+    elif case == "strided labels":
+        labels = np.repeat(labels, 2)[::2]
+    elif case == "read-only out":
+        out.flags.writeable = False
+    elif case == "labels of 7 rows":
+        labels = labels[:7]
+    elif case == "one dimension":
+        logits, out = logits[0], out[0]
+    elif case == "out over shifted logits":
+        buffer = np.zeros(logits.size + 1, logits.dtype)
+        buffer[1:] = logits.ravel()
+        logits, out = buffer[1:].reshape(logits.shape), buffer[:-1].reshape(logits.shape)
+    elif case == "out over the labels":
+        store = np.zeros(20, np.int64)
+        store[:8] = labels
+        labels, out = store[:8], store.view(np.float32)[:40].reshape(8, 5)
+    elif case == "invalid label":
+        labels[5] = 5
+    else:
+        logits = out = np.zeros((elementwise.SERIAL_ELEMENTS // 4 + 1, 4), np.float32)
+        labels = np.zeros(len(logits), np.int64)
+    before = [a.copy() for a in (logits, labels, out)]
+    assert call(logits, labels, out, -100, True) is None
+    for array, kept in zip((logits, labels, out), before, strict=True):
+        np.testing.assert_array_equal(array, kept)
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize("where", ["out", "none", "in place"])
+@pytest.mark.parametrize("mean", [True, False], ids=["mean", "sum"])
+def test_a_cross_entropy_small_call_runs_the_kernel_on_the_common_case(where, mean):
+    call, logits, labels, out = _rows_small_call()
+    labels[2] = 4
+    kernel = _registry.backend("numba").kernels["softmax_cross_entropy"]
+    want_grad = np.empty_like(logits)
+    kept = float((labels != 4).sum())  # the mean's divisor: rows not ignored
+    want = kernel(logits, labels, None, want_grad, None, 4, 0.0, kept if mean else 1.0)
+    out = {"out": out, "none": None, "in place": logits}[where]
+    got = call(logits, labels, out, 4, mean)
+    assert type(got) is float and got == want
+    if out is not None:
+        np.testing.assert_array_equal(out, want_grad)
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+def test_the_cross_entropy_front_takes_the_small_call(monkeypatch):
+    host = _registry.backend("numba")
+    call = host.small_calls["softmax_cross_entropy"]
+    results = []
+    monkeypatch.setitem(host.small_calls, "softmax_cross_entropy",
+                        lambda *args: results.append(call(*args)) or results[-1])
+    logits = np.zeros((4, 2), np.float32)
+    loss, grad = fl.softmax_cross_entropy_with_grad(logits, np.array([0, 1, 1, -100]),
+                                                    reduction="sum")
+    assert results == [3 * np.log(2.0)] and loss == np.float32(3 * np.log(2.0))
+    np.testing.assert_array_equal(grad, [[-0.5, 0.5], [0.5, -0.5], [0.5, -0.5], [0, 0]])

@@ -28,10 +28,10 @@ def _softmax_cross_entropy(
         and type(label_smoothing) in (int, float)
         and label_smoothing == 0
         and v.plain_reduction(reduction)
-        and v.plain_rows(logits, target, out)
-        and not _tail.overlaps(np, out, logits, target)
     ):
-        return _plain(logits, target, reduction, ignore_index, host, out, want_grad)
+        result = _plain(logits, target, reduction, ignore_index, host, out, want_grad)
+        if result is not None:
+            return result
     reduction = v.check_reduction(reduction)
     ignore_index = v.check_int(ignore_index, "ignore_index")
     label_smoothing = v.check_probability(label_smoothing, "label_smoothing")
@@ -44,18 +44,28 @@ def _softmax_cross_entropy(
         )
 
 
-def _plain(logits, labels, reduction, ignore_index, backend, out, want_grad):
+def _plain(logits, labels, reduction, ignore_index, host, out, want_grad):
     """``(loss, grad or None)`` for C-contiguous NumPy logits of a native float
     dtype, int64 labels and default options, reduced, on a CPU backend:
     _checked's result with nothing to convert, at a fraction of its per-call
-    cost."""
-    classes = logits.shape[1]
-    kept = _class_labels.host_kept(labels, None, classes, ignore_index, backend)
-    grad = _tail.plain_grad(logits, out, want_grad)
-    reduced = backend.kernels["softmax_cross_entropy"](
-        logits, labels, None, grad, None, ignore_index, 0.0, kept if reduction == "mean" else 1
-    )
-    return backend.result(reduced, logits.dtype), grad
+    cost; None for other arrays. The backend's small call, where it has one,
+    checks and runs such arrays in one compiled call."""
+    small_call = host.small_calls["softmax_cross_entropy"]
+    grad = reduced = None
+    if small_call is not None and v.typed_rows(logits, labels, out):
+        grad = _tail.plain_grad(logits, out, want_grad)
+        reduced = small_call(logits, labels, grad, ignore_index, reduction == "mean")
+    if reduced is None:
+        if not v.plain_rows(logits, labels, out) or _tail.overlaps(np, out, logits, labels):
+            return None
+        kept = _class_labels.host_kept(labels, None, logits.shape[1], ignore_index, host)
+        if grad is None:
+            grad = _tail.plain_grad(logits, out, want_grad)
+        reduced = host.kernels["softmax_cross_entropy"](
+            logits, labels, None, grad, None, ignore_index, 0.0,
+            kept if reduction == "mean" else 1,
+        )
+    return host.result(reduced, logits.dtype), grad
 
 
 def _checked(

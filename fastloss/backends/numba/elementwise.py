@@ -26,9 +26,10 @@ import inspect
 
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import overload, register_jitable
+from numba.extending import overload
 
 from fastloss.backends.numba import _kernel_copies as copies
+from fastloss.backends.numba import _small_calls as small
 from fastloss.backends.numba._vector_math import like
 from fastloss.backends.numba.softmax_cross_entropy import (
     _borrow,
@@ -292,57 +293,10 @@ def _kernel(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
     return total / divisor
 
 
-_SHARED_SOURCES = ("_vector_math.py", "softmax_cross_entropy.py")
+_SHARED_SOURCES = ("_vector_math.py", "softmax_cross_entropy.py", "_small_calls.py")
 
 
 # --- small calls: the front's common-case checks compiled with the serial kernel ----------
-
-
-def _plain_types(x, target, out) -> bool:
-    """Whether Numba types ``x``, ``target`` and ``out`` as the front's common case: arrays of
-    one float dtype and number of dimensions, C-contiguous, ``out`` None or writeable. (A
-    dispatcher types each argument in C, so these checks cost nothing.)"""
-
-    def like_x(array):
-        return (isinstance(array, types.Array) and array.layout == "C"
-                and array.ndim == x.ndim and array.dtype == x.dtype
-                and array.dtype in (types.float32, types.float64))
-
-    return (like_x(x) and like_x(target)
-            and (isinstance(out, types.NoneType) or (like_x(out) and out.mutable)))
-
-
-@register_jitable
-def _same_or_apart(out, x):
-    """Whether C-contiguous ``out`` and ``x`` of one shape are the same memory or share none
-    (the overlaps a kernel takes: it reads an element before it writes it)."""
-    start, end = out.ctypes.data, out.ctypes.data + out.nbytes
-    other_start = x.ctypes.data
-    return start == other_start or end <= other_start or other_start + x.nbytes <= start
-
-
-def _fits(out, x, target):
-    """Whether ``out`` (None, or an array of ``x``'s type) has ``x``'s shape and is the same
-    memory as ``x`` or ``target``, or apart from both."""
-
-
-@overload(_fits)
-def _fits_overload(out, x, target):
-    if isinstance(out, types.NoneType):
-        return lambda out, x, target: True
-    return lambda out, x, target: (out.shape == x.shape and _same_or_apart(out, x)
-                                   and _same_or_apart(out, target))
-
-
-def _raveled(out):
-    """``out.ravel()`` (a view: ``out`` is C-contiguous), or None."""
-
-
-@overload(_raveled)
-def _raveled_overload(out):
-    if isinstance(out, types.NoneType):
-        return lambda out: None
-    return lambda out: out.ravel()
 
 
 def _small_call_template(x, target, out, divisor, param):
@@ -362,16 +316,17 @@ def _small_call_of(serial, scale: float, weighted: bool, tag: str):
 
     @overload(small_call)
     def _small_call_overload(x, target, out, divisor, param):
-        if not _plain_types(x, target, out):
+        if not (small.c_array(x, small.FLOATS) and small.c_array(target, (x.dtype,), x.ndim)
+                and small.writable_like(out, x)):
             return lambda x, target, out, divisor, param: None
 
         def run(x, target, out, divisor, param):
             if (target.shape != x.shape or x.size > SERIAL_ELEMENTS
-                    or not _fits(out, x, target)):
+                    or not small.fits(out, x, target, True)):
                 return None
             # What the backend function passes for an absent weight and aux.
             absent = np.empty(0, x.dtype) if weighted else None
-            return serial(x.ravel(), target.ravel(), absent, absent, _raveled(out), None,
+            return serial(x.ravel(), target.ravel(), absent, absent, small.raveled(out), None,
                           np.float64(param), scale, np.float64(divisor))
 
         return run
