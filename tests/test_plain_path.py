@@ -7,6 +7,10 @@ which the short path does not accept and the full path converts to a plain
 view without copying.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from test_elementwise import LOSSES
@@ -317,3 +321,35 @@ def test_the_cross_entropy_front_takes_the_small_call(monkeypatch):
                                                     reduction="sum")
     assert results == [3 * np.log(2.0)] and loss == np.float32(3 * np.log(2.0))
     np.testing.assert_array_equal(grad, [[-0.5, 0.5], [0.5, -0.5], [0.5, -0.5], [0, 0]])
+
+
+_ONE_LOSS = """
+import numpy as np
+import fastloss as fl
+from fastloss import _registry
+
+x = np.arange(30, dtype=np.float32).reshape(6, 5)
+numba = _registry.backend("numba")
+for name in {names}:
+    if {kernels_only}:
+        numba.kernels[name](x.ravel(), np.zeros(30, np.float32), None, None, 30.0)
+    else:
+        print(getattr(fl, name)(x, np.zeros_like(x), backend="numba"))
+"""
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+def test_small_calls_cached_by_separate_processes_run_their_own_loss(tmp_path):
+    """Each of two processes compiles one loss's small call into a shared cache, a third
+    loads both: a compiled function's symbol counts the functions its process compiled
+    before, so runs of two losses named alike could link one into the other's entry."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+
+    def run(names, kernels_only=False):
+        script = _ONE_LOSS.format(names=names, kernels_only=kernels_only)
+        return subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                              capture_output=True, text=True).stdout.split()
+
+    run(("mse", "l1"), kernels_only=True)  # then each process below compiles its entry only
+    assert run(("mse",)) == ["285.16666"] and run(("l1",)) == ["14.5"]
+    assert run(("mse", "l1")) == ["285.16666", "14.5"]

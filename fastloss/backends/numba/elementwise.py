@@ -329,6 +329,10 @@ def _small_call_of(serial, scale: float, weighted: bool, tag: str):
             return serial(x.ravel(), target.ravel(), absent, absent, small.raveled(out), None,
                           np.float64(param), scale, np.float64(divisor))
 
+        # Named per loss: a compiled function's symbol is its module, name and a count of
+        # this process, and entries cached by processes apart would otherwise link one
+        # loss's run into another's.
+        run.__qualname__ = f"_small_call_run__{tag}"
         return run
 
     return njit(cache=True)(copies.copy(
