@@ -85,6 +85,27 @@ def test_cross_entropy_short_path_gives_the_full_paths_bits(
     np.testing.assert_array_equal(short_grad, full_grad)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("where", ["new", "out", "in place"])
+@pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)
+@pytest.mark.parametrize(("name", "options"), [("nll", dict(ignore_index=2)),
+                                               ("multi_margin", dict(p=2, margin=0.5))])
+def test_class_label_short_path_gives_the_full_paths_bits(cpu_backend, name, options, shape,
+                                                         where, reduction):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    labels = rng.integers(0, shape[1], shape[0])
+    results = []
+    for wrap in (lambda a: a, full_path):
+        z = x.copy()
+        out = {"new": None, "out": np.empty_like(z), "in place": z}[where]
+        loss, grad = getattr(fl, f"{name}_with_grad")(wrap(z), labels, reduction=reduction,
+                                                      backend=cpu_backend, out=out, **options)
+        assert type(loss) is np.float32 and (out is None or grad is out)
+        results.append((loss.tobytes(), np.asarray(grad).tobytes()))
+    assert results[0] == results[1]
+
+
 def test_cross_entropy_short_path_checks_labels(cpu_backend):
     logits = np.zeros((200, 4), np.float32)
     labels = np.zeros(200, np.int64)
@@ -153,20 +174,28 @@ ELEMENTWISE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("where", ["new", "out", "in place", "in target"])
-# A small call's shapes (one and two dimensions), then three dimensions and a size past
-# SERIAL_ELEMENTS, which go through the front's Python checks.
-@pytest.mark.parametrize("shape", [(37, 11), (300,), (3, 4, 5), (600, 256)], ids=str)
+# A small call's shapes (one and two dimensions), three dimensions and a size past
+# SERIAL_ELEMENTS (which go through the front's Python checks), each way of writing the
+# gradient; "auto" is numba's path.
+SHORT_PATH_CASES = [
+    pytest.param(shape, where, dtype, id=f"{shape}-{where}-{np.dtype(dtype)}")
+    for shape in [(37, 11), (300,), (3, 4, 5)]
+    for where in ["new", "out", "in place", "in target"] for dtype in [np.float32, np.float64]
+] + [pytest.param((600, 256), where, np.float32, id=f"(600, 256)-{where}-float32")
+     for where in ["new", "in place"]]
+
+
+@pytest.mark.parametrize("cpu", CPU_BACKENDS)
+@pytest.mark.parametrize(("shape", "where", "dtype"), SHORT_PATH_CASES)
 @pytest.mark.parametrize(("loss", "options"), ELEMENTWISE_CASES)
-def test_elementwise_short_path_gives_the_full_paths_bits(cpu_backend, loss, options, shape,
-                                                          where, dtype):
+def test_elementwise_short_path_gives_the_full_paths_bits(cpu, loss, options, shape, where,
+                                                          dtype):
     x, target = (a.astype(dtype) for a in loss.inputs(np.random.default_rng(3), shape))
     results = []
     for wrap in (lambda a: a, full_path):
         xs, ts = x.copy(), target.copy()
         out = {"new": None, "out": np.empty_like(xs), "in place": xs, "in target": ts}[where]
-        got, grad = loss.with_grad(wrap(xs), ts, backend=cpu_backend, out=out, **options)
+        got, grad = loss.with_grad(wrap(xs), ts, backend=cpu, out=out, **options)
         assert type(got) is np.dtype(dtype).type and grad.dtype == dtype
         assert out is None or grad is out
         results.append((got.tobytes(), np.asarray(grad).tobytes()))
@@ -244,12 +273,16 @@ def test_the_front_takes_the_small_call_for_one_or_two_dimensions(monkeypatch, s
     assert results == ([14.5] if taken else [])
 
 
-def _rows_small_call():
-    """The numba backend's cross-entropy small call and a plain case: logits, labels, out."""
+# Each loss over rows with its kernel's options (the small call's), class 4 the one ignored
+# where a loss ignores one.
+ROW_LOSSES = {"softmax_cross_entropy": (4, 0.0), "nll": (4,), "multi_margin": (2, 0.5)}
+
+
+def _rows_small_call(name):
+    """The numba backend's small call of ``name`` and a plain case: logits, labels, out."""
     rng = np.random.default_rng(6)
     logits, out = (rng.standard_normal((8, 5)).astype(np.float32) for _ in range(2))
-    return (_registry.backend("numba").small_calls["softmax_cross_entropy"], logits,
-            rng.integers(0, 5, 8), out)
+    return _registry.backend("numba").small_calls[name], logits, rng.integers(0, 5, 8), out
 
 
 @pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
@@ -259,8 +292,9 @@ def _rows_small_call():
      "one dimension", "out over shifted logits", "out over the labels", "invalid label",
      "past the serial size"],
 )
-def test_a_cross_entropy_small_call_refuses_what_is_not_the_common_case(case):
-    call, logits, labels, out = _rows_small_call()
+@pytest.mark.parametrize("name", ROW_LOSSES)
+def test_a_rows_small_call_refuses_what_is_not_the_common_case(name, case):
+    call, logits, labels, out = _rows_small_call(name)
     if case == "Fortran logits":
         logits = np.asfortranarray(logits)
     elif case == "int32 labels":
@@ -287,7 +321,7 @@ def test_a_cross_entropy_small_call_refuses_what_is_not_the_common_case(case):
         logits = out = np.zeros((elementwise.SERIAL_ELEMENTS // 4 + 1, 4), np.float32)
         labels = np.zeros(len(logits), np.int64)
     before = [a.copy() for a in (logits, labels, out)]
-    assert call(logits, labels, out, -100, True) is None
+    assert call(logits, labels, out, True, ROW_LOSSES[name]) is None
     for array, kept in zip((logits, labels, out), before, strict=True):
         np.testing.assert_array_equal(array, kept)
 
@@ -295,15 +329,18 @@ def test_a_cross_entropy_small_call_refuses_what_is_not_the_common_case(case):
 @pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
 @pytest.mark.parametrize("where", ["out", "none", "in place"])
 @pytest.mark.parametrize("mean", [True, False], ids=["mean", "sum"])
-def test_a_cross_entropy_small_call_runs_the_kernel_on_the_common_case(where, mean):
-    call, logits, labels, out = _rows_small_call()
+@pytest.mark.parametrize("name", ROW_LOSSES)
+def test_a_rows_small_call_runs_the_kernel_on_the_common_case(name, where, mean):
+    call, logits, labels, out = _rows_small_call(name)
     labels[2] = 4
-    kernel = _registry.backend("numba").kernels["softmax_cross_entropy"]
+    options = ROW_LOSSES[name]
+    kernel = _registry.backend("numba").kernels[name]
+    # The mean's divisor: the rows not ignored (all rows of the multi-class hinge).
+    rows = float(labels.size if name == "multi_margin" else (labels != 4).sum())
     want_grad = np.empty_like(logits)
-    kept = float((labels != 4).sum())  # the mean's divisor: rows not ignored
-    want = kernel(logits, labels, None, want_grad, None, 4, 0.0, kept if mean else 1.0)
+    want = kernel(logits, labels, None, want_grad, None, *options, rows if mean else 1.0)
     out = {"out": out, "none": None, "in place": logits}[where]
-    got = call(logits, labels, out, 4, mean)
+    got = call(logits, labels, out, mean, options)
     assert type(got) is float and got == want
     if out is not None:
         np.testing.assert_array_equal(out, want_grad)

@@ -94,15 +94,10 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
     row_losses, *options, divisor(labels, weight, classes, backend))``; ``reduction`` is
     already checked."""
     host = _registry.host_backend(backend)
-    if (host is not None and class_weight is None and reduction != "none"
-            and v.plain_rows(x, target, out) and not _tail.overlaps(np, out, x, target)):
-        # The common case, with nothing to convert: what the path below gives, at a
-        # fraction of its per-call cost.
-        grad = _tail.plain_grad(x, out, want_grad)
-        reduced = host.kernels[loss](
-            x, target, None, grad, None, *options, divisor(target, None, x.shape[1], host)
-        )
-        return host.result(reduced, x.dtype), grad
+    if host is not None and class_weight is None and reduction != "none":
+        result = plain(loss, x, target, reduction, host, out, want_grad, options, divisor)
+        if result is not None:
+            return result
     backend = _registry.backend(backend, x, target, class_weight, out)
     x = backend.asarray(x, name)
     with backend.scope(x):
@@ -133,3 +128,26 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
             x, indices, class_weight, grad, row_losses, *options, kernel_divisor,
         )
         return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)
+
+
+def plain(loss, x, labels, reduction, host, out, want_grad, options, divisor):
+    """``(loss, grad or None)`` of ``loss`` for C-contiguous NumPy rows ``x`` of a native
+    float dtype and int64 ``labels``, without class weights, reduced ("mean" or "sum"), on
+    a CPU backend: :func:`evaluate`'s result with nothing to convert, at a fraction of its
+    per-call cost; None for other arrays. The backend's small call, where it has one,
+    checks and runs such arrays in one compiled call; else the kernel runs with
+    ``options`` and ``divisor(labels, None, classes, host)``."""
+    small_call = host.small_calls[loss]
+    grad = reduced = None
+    if small_call is not None and v.typed_rows(x, labels, out):
+        grad = _tail.plain_grad(x, out, want_grad)
+        reduced = small_call(x, labels, grad, reduction == "mean", options)
+    if reduced is None:
+        if not v.plain_rows(x, labels, out) or _tail.overlaps(np, out, x, labels):
+            return None
+        if grad is None:
+            grad = _tail.plain_grad(x, out, want_grad)
+        reduced = host.kernels[loss](
+            x, labels, None, grad, None, *options, divisor(labels, None, x.shape[1], host)
+        )
+    return host.result(reduced, x.dtype), grad

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _class_labels, _tail
@@ -29,7 +27,12 @@ def _softmax_cross_entropy(
         and label_smoothing == 0
         and v.plain_reduction(reduction)
     ):
-        result = _plain(logits, target, reduction, ignore_index, host, out, want_grad)
+        def divisor(labels, weight, classes, host):
+            return _class_labels.divisor(labels, weight, classes, ignore_index, reduction, host,
+                                         check_labels)
+
+        result = _class_labels.plain("softmax_cross_entropy", logits, target, reduction, host,
+                                     out, want_grad, (ignore_index, 0.0), divisor)
         if result is not None:
             return result
     reduction = v.check_reduction(reduction)
@@ -42,30 +45,6 @@ def _softmax_cross_entropy(
             logits, target, reduction, ignore_index, label_smoothing, weight, backend, out,
             want_grad, check_labels,
         )
-
-
-def _plain(logits, labels, reduction, ignore_index, host, out, want_grad):
-    """``(loss, grad or None)`` for C-contiguous NumPy logits of a native float
-    dtype, int64 labels and default options, reduced, on a CPU backend:
-    _checked's result with nothing to convert, at a fraction of its per-call
-    cost; None for other arrays. The backend's small call, where it has one,
-    checks and runs such arrays in one compiled call."""
-    small_call = host.small_calls["softmax_cross_entropy"]
-    grad = reduced = None
-    if small_call is not None and v.typed_rows(logits, labels, out):
-        grad = _tail.plain_grad(logits, out, want_grad)
-        reduced = small_call(logits, labels, grad, ignore_index, reduction == "mean")
-    if reduced is None:
-        if not v.plain_rows(logits, labels, out) or _tail.overlaps(np, out, logits, labels):
-            return None
-        kept = _class_labels.host_kept(labels, None, logits.shape[1], ignore_index, host)
-        if grad is None:
-            grad = _tail.plain_grad(logits, out, want_grad)
-        reduced = host.kernels["softmax_cross_entropy"](
-            logits, labels, None, grad, None, ignore_index, 0.0,
-            kept if reduction == "mean" else 1,
-        )
-    return host.result(reduced, logits.dtype), grad
 
 
 def _checked(

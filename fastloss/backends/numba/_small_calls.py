@@ -7,8 +7,10 @@ those checks are settled while the entry compiles for those types (:func:`c_arra
 shapes and overlaps are checked at run time.
 """
 
-from numba import types
+from numba import njit, types
 from numba.extending import overload, register_jitable
+
+from fastloss.backends.numba import _kernel_copies as copies
 
 FLOATS = (types.float32, types.float64)
 
@@ -65,3 +67,57 @@ def _raveled_overload(out):
     if isinstance(out, types.NoneType):
         return lambda out: None
     return lambda out: out.ravel()
+
+
+# --- losses over rows against class labels -----------------------------------------------
+
+
+@register_jitable
+def _rows_fit(x, labels, out, limit):
+    """Whether ``labels`` has one label per row of ``x``, ``x`` has classes and at most
+    ``limit`` elements, and ``out`` fits (:func:`fits`; apart from the labels)."""
+    rows, classes = x.shape
+    return (labels.size == rows and classes > 0 and x.size <= limit
+            and fits(out, x, labels, False))
+
+
+def _rows_template(x, labels, out, mean, options):
+    return _checked(x, labels, out, mean, options)  # noqa: F821
+
+
+def rows_small_call(run, limit: int, name: str, *sources: str):
+    """``small_call(x, labels, out, mean, options) -> float | None`` of a loss over (N, k)
+    rows against int64 labels, with default options but its own (``options``, the
+    kernel's: a tuple), reduced ("mean" with ``mean``, else "sum"), its gradient written
+    to ``out`` (None: none): for the front's common case (``fastloss._validate.plain_rows``)
+    of at most ``limit`` elements, the jitted ``run(x, labels, out, mean, options)``,
+    which checks the labels (None for an invalid one: the front raises its error) and
+    runs the serial kernel; else None, having written nothing. ``x`` must be a NumPy
+    float32 or float64 array, ``labels`` an int64 one, ``out`` None or one of ``x``'s
+    dtype. ``name`` and a digest of ``sources`` (the files of ``run`` and of what it calls,
+    in this package's folder) name the cached entry: Numba's cache notices edits to this
+    file only."""
+
+    def checked(x, labels, out, mean, options):
+        raise TypeError("runs in jitted code only")
+
+    @overload(checked)
+    def _checked_overload(x, labels, out, mean, options):
+        if not (c_array(x, FLOATS, 2) and c_array(labels, (types.int64,), 1)
+                and writable_like(out, x)):
+            return lambda x, labels, out, mean, options: None
+
+        def run_if_fit(x, labels, out, mean, options):
+            if not _rows_fit(x, labels, out, limit):
+                return None
+            return run(x, labels, out, mean, options)
+
+        # Named per loss, as the entry: a compiled function's symbol is its module, name and
+        # a count of this process, and entries cached by processes apart would otherwise
+        # link one loss's run into another's.
+        run_if_fit.__qualname__ = f"_run_if_fit__{tag}"
+        return run_if_fit
+
+    tag = f"{name}_{copies.source_tag('_small_calls.py', *sources)}"
+    return njit(cache=True)(copies.copy(
+        _rows_template, dict(globals(), _checked=checked), f"_small_call__{tag}"))

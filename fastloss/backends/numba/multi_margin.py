@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastloss.backends.numba import _kernel_copies as copies
+from fastloss.backends.numba import _small_calls as small
 from fastloss.backends.numba.softmax_cross_entropy import (
     LANE_CLASSES,
     LANES,
@@ -184,3 +185,20 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     kernel = _serial_kernel if x.size <= SERIAL_ELEMENTS else _parallel_kernel
     return kernel(x, labels, copies.present(weight), grad_out, copies.present(loss_out), int(p),
                   float(margin), float(divisor))
+
+
+@njit(cache=True, error_model="numpy")
+def _small_call_run(scores, labels, out, mean, options):
+    p, margin = options
+    classes = scores.shape[1]
+    for label in labels:
+        if label < 0 or label >= classes:
+            return None  # the front raises the label's error
+    return _serial_kernel(scores, labels, np.empty(0), out, np.empty(0), p, margin,
+                          np.float64(labels.size) if mean else 1.0)
+
+
+# options: (p, margin).
+multi_margin.small_call = small.rows_small_call(
+    _small_call_run, SERIAL_ELEMENTS, "multi_margin", "multi_margin.py",
+    "softmax_cross_entropy.py")

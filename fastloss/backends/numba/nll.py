@@ -13,7 +13,12 @@ import numpy as np
 from numba import njit, prange
 
 from fastloss.backends.numba import _kernel_copies as copies
-from fastloss.backends.numba.softmax_cross_entropy import BLOCK_ELEMENTS, SERIAL_ELEMENTS
+from fastloss.backends.numba import _small_calls as small
+from fastloss.backends.numba.softmax_cross_entropy import (
+    BLOCK_ELEMENTS,
+    SERIAL_ELEMENTS,
+    _serial_label_summary,
+)
 
 
 def _kernel(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor, parts):
@@ -65,3 +70,18 @@ def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
         kernel, parts = _parallel_kernel, numba.get_num_threads()
     return kernel(log_probs, labels, copies.present(weight), grad_out, copies.present(loss_out),
                   int(ignore_index), float(divisor), parts)
+
+
+@njit(cache=True, error_model="numpy")
+def _small_call_run(log_probs, labels, out, mean, options):
+    (ignore_index,) = options
+    first, kept = _serial_label_summary(labels, None, log_probs.shape[1], ignore_index)
+    if first >= 0:
+        return None  # the front raises the label's error
+    return _serial_kernel(log_probs, labels, np.empty(0), out, np.empty(0), ignore_index,
+                          kept if mean else 1.0, 1)
+
+
+# options: (ignore_index,).
+nll.small_call = small.rows_small_call(
+    _small_call_run, SERIAL_ELEMENTS, "nll", "nll.py", "softmax_cross_entropy.py")

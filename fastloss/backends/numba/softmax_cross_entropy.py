@@ -1379,42 +1379,16 @@ def softmax_cross_entropy(
     )
 
 
-def _small_call_run(logits, labels, out, ignore_index, mean):
-    """Typed by its overload: ``small_call``'s work."""
-    raise TypeError("runs in jitted code only")
+@njit(cache=True, error_model="numpy")
+def _small_call_run(logits, labels, out, mean, options):
+    ignore_index, label_smoothing = options
+    first, kept = _serial_label_summary(labels, None, logits.shape[1], ignore_index)
+    if first >= 0:
+        return None  # the front raises the label's error
+    return _serial_kernel(logits, labels, None, out, np.empty(0), ignore_index,
+                          label_smoothing, kept if mean else 1.0)
 
 
-@overload(_small_call_run)
-def _small_call_run_overload(logits, labels, out, ignore_index, mean):
-    if not (small.c_array(logits, small.FLOATS, 2) and small.c_array(labels, (types.int64,), 1)
-            and small.writable_like(out, logits) and isinstance(ignore_index, types.Integer)):
-        return lambda logits, labels, out, ignore_index, mean: None
-
-    def run(logits, labels, out, ignore_index, mean):
-        rows, classes = logits.shape
-        if (labels.size != rows or classes == 0 or logits.size > SERIAL_ELEMENTS
-                or not small.fits(out, logits, labels, False)):
-            return None
-        first, kept = _serial_label_summary(labels, None, classes, np.int64(ignore_index))
-        if first >= 0:
-            return None  # the front raises the label's error
-        return _serial_kernel(logits, labels, None, out, np.empty(0), np.int64(ignore_index),
-                              0.0, kept if mean else 1.0)
-
-    return run
-
-
-def _small_call(logits, labels, out, ignore_index, mean):
-    """``small_call(logits, labels, out, ignore_index, mean) -> float | None``: the loss of
-    (N, k) logits against int64 labels with default options, "mean" (``mean``) or "sum",
-    its gradient written to ``out`` (None: none), for the front's common case
-    (``fastloss._validate.plain_rows``) of at most SERIAL_ELEMENTS logits, labels
-    checked, in one compiled call through the serial kernel; None, having written nothing,
-    for other arrays or an invalid label. The arrays must be NumPy arrays, the logits
-    float32 or float64, out of their dtype."""
-    return _small_call_run(logits, labels, out, ignore_index, mean)
-
-
-# Named by a digest of _small_calls.py too: Numba's cache notices edits to this file only.
-softmax_cross_entropy.small_call = njit(cache=True)(copies.copy(
-    _small_call, globals(), f"_small_call__{copies.source_tag('_small_calls.py')}"))
+# options: (ignore_index, label_smoothing).
+softmax_cross_entropy.small_call = small.rows_small_call(
+    _small_call_run, SERIAL_ELEMENTS, "softmax_cross_entropy", "softmax_cross_entropy.py")
