@@ -43,15 +43,27 @@ def plain_floats(first, second, out) -> bool:
 
 
 def typed_floats(first, second, out) -> bool:
-    """True for ``first`` and ``second`` ``numpy.ndarray``s of one native float32 or float64
-    dtype and of one or two dimensions, and ``out`` None or one of that dtype: arrays that
-    a compiled small call types and checks (``fastloss.backends.numba.elementwise``; each
-    number of dimensions is a compilation of its own, half a second)."""
-    if type(first) is not _NDARRAY or type(second) is not _NDARRAY:
+    """True for ``typed_float(first, out)``, ``first`` of one or two dimensions, and
+    ``second`` a ``numpy.ndarray`` of its dtype: arrays that a compiled small call types and
+    checks (``fastloss.backends.numba.elementwise``; each number of dimensions is a
+    compilation of its own, half a second)."""
+    return (type(second) is _NDARRAY and typed_float(first, out) and 0 < first.ndim <= 2
+            and second.dtype is first.dtype)
+
+
+def typed_rows(x, labels, out) -> bool:
+    """True for ``typed_float(x, out)`` and ``labels`` a ``numpy.ndarray`` of int64: arrays
+    that a compiled small call of a loss over rows types and checks."""
+    return type(labels) is _NDARRAY and typed_float(x, out) and labels.dtype is INT64
+
+
+def typed_float(first, out) -> bool:
+    """True for ``first`` a ``numpy.ndarray`` of native float32 or float64 and ``out`` None or
+    one of its dtype: what a compiled small call can type (it checks the rest)."""
+    if type(first) is not _NDARRAY:
         return False
     dtype = first.dtype
-    return ((dtype is _FLOAT32 or dtype is _FLOAT64) and 0 < first.ndim <= 2
-            and second.dtype is dtype
+    return ((dtype is _FLOAT32 or dtype is _FLOAT64)
             and (out is None or (type(out) is _NDARRAY and out.dtype is dtype)))
 
 
@@ -69,17 +81,6 @@ def plain_float(first, out) -> bool:
         return False
     flags = out.flags
     return flags.c_contiguous and flags.writeable and out.shape == first.shape
-
-
-def typed_rows(x, labels, out) -> bool:
-    """True for ``x`` a ``numpy.ndarray`` of native float32 or float64, ``labels`` one of
-    int64, and ``out`` None or one of ``x``'s dtype: arrays that a compiled small call types
-    and checks (``fastloss.backends.numba.softmax_cross_entropy``)."""
-    if type(x) is not _NDARRAY or type(labels) is not _NDARRAY:
-        return False
-    dtype = x.dtype
-    return ((dtype is _FLOAT32 or dtype is _FLOAT64) and labels.dtype is INT64
-            and (out is None or (type(out) is _NDARRAY and out.dtype is dtype)))
 
 
 def plain_rows(x, labels, out) -> bool:

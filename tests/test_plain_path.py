@@ -390,3 +390,64 @@ def test_small_calls_cached_by_separate_processes_run_their_own_loss(tmp_path):
     run(("mse", "l1"), kernels_only=True)  # then each process below compiles its entry only
     assert run(("mse",)) == ["285.16666"] and run(("l1",)) == ["14.5"]
     assert run(("mse", "l1")) == ["285.16666", "14.5"]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("where", ["new", "out", "in place"])
+@pytest.mark.parametrize("shape", [(70, 3), (5, 300), (600, 256)], ids=str)
+def test_entropy_short_path_gives_the_full_paths_bits(cpu_backend, shape, where, reduction):
+    logits = (3 * np.random.default_rng(8).standard_normal(shape)).astype(np.float32)
+    results = []
+    for wrap in (lambda a: a, full_path):
+        z = logits.copy()
+        out = {"new": None, "out": np.empty_like(z), "in place": z}[where]
+        loss, grad = fl.softmax_entropy_with_grad(wrap(z), reduction=reduction,
+                                                  backend=cpu_backend, out=out)
+        assert type(loss) is np.float32 and (out is None or grad is out)
+        results.append((loss.tobytes(), np.asarray(grad).tobytes()))
+    assert results[0] == results[1]
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize(
+    "case", ["Fortran logits", "read-only out", "one dimension", "out over shifted logits",
+             "no classes", "past the serial size"],
+)
+def test_an_entropy_small_call_refuses_what_is_not_the_common_case(case):
+    call = _registry.backend("numba").small_calls["softmax_entropy"]
+    logits, out = (np.random.default_rng(9).standard_normal((8, 5)).astype(np.float32)
+                   for _ in range(2))
+    if case == "Fortran logits":
+        logits = np.asfortranarray(logits)
+    elif case == "read-only out":
+        out.flags.writeable = False
+    elif case == "one dimension":
+        logits, out = logits[0], out[0]
+    elif case == "out over shifted logits":
+        buffer = np.zeros(logits.size + 1, logits.dtype)
+        buffer[1:] = logits.ravel()
+        logits, out = buffer[1:].reshape(logits.shape), buffer[:-1].reshape(logits.shape)
+    elif case == "no classes":
+        logits, out = logits[:, :0], out[:, :0]
+    else:
+        logits = out = np.zeros((elementwise.SERIAL_ELEMENTS // 4 + 1, 4), np.float32)
+    before = [a.copy() for a in (logits, out)]
+    assert call(logits, out, True) is None
+    for array, kept in zip((logits, out), before, strict=True):
+        np.testing.assert_array_equal(array, kept)
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize("where", ["out", "none", "in place"])
+@pytest.mark.parametrize("mean", [True, False], ids=["mean", "sum"])
+def test_an_entropy_small_call_runs_the_kernel_on_the_common_case(where, mean):
+    host = _registry.backend("numba")
+    logits, out = (np.random.default_rng(9).standard_normal((8, 5)).astype(np.float32)
+                   for _ in range(2))
+    want_grad = np.empty_like(logits)
+    want = host.kernels["softmax_entropy"](logits, want_grad, None, 8 if mean else 1)
+    out = {"out": out, "none": None, "in place": logits}[where]
+    got = host.small_calls["softmax_entropy"](logits, out, mean)
+    assert type(got) is float and got == want
+    if out is not None:
+        np.testing.assert_array_equal(out, want_grad)

@@ -9,6 +9,16 @@ from fastloss.losses import _tail
 
 
 def _softmax_entropy(logits, reduction, backend, out, want_grad):
+    host = _registry.host_backend(backend)
+    if host is not None and v.plain_reduction(reduction):
+        # The common case on a backend with a small call: checked and run in one compiled
+        # call (None for other arrays, which take the checks below).
+        small_call = host.small_calls["softmax_entropy"]
+        if small_call is not None and v.typed_float(logits, out):
+            grad = _tail.plain_grad(logits, out, want_grad)
+            reduced = small_call(logits, grad, reduction == "mean")
+            if reduced is not None:
+                return host.result(reduced, logits.dtype), grad
     reduction = v.check_reduction(reduction)
     backend = _registry.backend(backend, logits, out)
     x = backend.asarray(logits, "logits")

@@ -58,6 +58,18 @@ def _fits_overload(out, x, target, target_shared):
         and (same_or_apart(out, target) if target_shared else apart(out, target)))
 
 
+def same(out, x):
+    """Whether ``out`` (None, or an array) starts where ``x`` does: with :func:`fits`, the
+    same memory."""
+
+
+@overload(same)
+def _same_overload(out, x):
+    if isinstance(out, types.NoneType):
+        return lambda out, x: False
+    return lambda out, x: out.ctypes.data == x.ctypes.data
+
+
 def raveled(out):
     """``out.ravel()`` (a view: ``out`` is C-contiguous), or None."""
 

@@ -15,8 +15,10 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from fastloss.backends.numba import _kernel_copies as copies
+from fastloss.backends.numba import _small_calls as small
 from fastloss.backends.numba.softmax_cross_entropy import (
     LANES,
     SERIAL_ELEMENTS,
@@ -260,3 +262,40 @@ def softmax_entropy(logits, grad_out, loss_out, divisor):
     # grad_out is logits' own memory or apart from it (fastloss.backends).
     in_place = grad_out is not None and np.may_share_memory(grad_out, logits)
     return kernel(logits, grad_out, loss_out, float(divisor), in_place)
+
+
+def _small_call_run(logits, out, mean):
+    """Typed by its overload: ``small_call``'s work."""
+    raise TypeError("runs in jitted code only")
+
+
+@overload(_small_call_run)
+def _small_call_run_overload(logits, out, mean):
+    if not (small.c_array(logits, small.FLOATS, 2) and small.writable_like(out, logits)):
+        return lambda logits, out, mean: None
+
+    def run(logits, out, mean):
+        rows, classes = logits.shape
+        if classes == 0 or logits.size > SERIAL_ELEMENTS or not small.fits(out, logits, logits,
+                                                                            True):
+            return None
+        return _serial_kernel(logits, out, np.empty(0), np.float64(rows) if mean else 1.0,
+                              small.same(out, logits))
+
+    return run
+
+
+def _small_call(logits, out, mean):
+    """``small_call(logits, out, mean) -> float | None``: the entropy of (N, k) rows, "mean"
+    (``mean``) or "sum", its gradient written to ``out`` (None: none), for the front's
+    common case (C-contiguous logits, ``out`` apart or the logits themselves) of at most
+    SERIAL_ELEMENTS logits, in one compiled call through the serial kernel; None, having
+    written nothing, for other arrays. The arrays must be NumPy arrays, the logits float32
+    or float64, out of their dtype."""
+    return _small_call_run(logits, out, mean)
+
+
+# Named by a digest of the files it uses: Numba's cache notices edits to this file only.
+softmax_entropy.small_call = njit(cache=True)(copies.copy(
+    _small_call, globals(), "_small_call__" + copies.source_tag(
+        "softmax_entropy.py", "softmax_cross_entropy.py", "_small_calls.py")))
