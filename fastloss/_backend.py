@@ -64,9 +64,10 @@ class Backend:
         # hooks[name]: its helper ``name`` (``fastloss._registry._HOOKS``).
         self.kernels = _Loaded(kernels, name)
         self.hooks = _Loaded(hooks, name)
-        # small_calls[loss]: its kernel's compiled common case (``small_call``), or None.
+        # small_calls[loss]: its kernel's common case checked and run in one call
+        # (``small_call``, numba's), or None.
         self.small_calls = _Loaded(
-            lambda loss, backend: getattr(kernels(loss, backend), "small_call", None), name)
+            lambda loss, backend: getattr(self.kernels[loss], "small_call", None), name)
 
     def __repr__(self) -> str:
         return f"<fastloss backend {self.name!r}>"

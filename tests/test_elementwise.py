@@ -423,17 +423,21 @@ OUTSIDE = {
 
 
 @pytest.mark.parametrize("case", sorted(OUTSIDE))
-@pytest.mark.parametrize("in_place", [False, True], ids=["fresh", "in-place"])
+# out: none, an input itself, or a view of an input's memory (another object).
+@pytest.mark.parametrize("where", ["fresh", "input", "input view", "target view"])
 @pytest.mark.parametrize("reduction", ["mean", "none"], ids=["common-path", "full-path"])
-def test_outside_the_domain_is_a_value_error_on_the_cpu(case, in_place, reduction):
+def test_outside_the_domain_is_a_value_error_on_the_cpu(case, where, reduction):
     name, argument, x, target = OUTSIDE[case]
     for backend in ("numpy", "numba"):
-        x_copy = x.copy()
-        out = x_copy if in_place else None
+        x_copy, target_copy = x.copy(), target.copy()
+        out = {"fresh": None, "input": x_copy, "input view": x_copy[:],
+               "target view": target_copy[:]}[where]
         with pytest.raises(ValueError, match=argument):
-            getattr(fl, f"{name}_with_grad")(x_copy, target, backend=backend, out=out,
+            getattr(fl, f"{name}_with_grad")(x_copy, target_copy, backend=backend, out=out,
                                              reduction=reduction)
-        np.testing.assert_array_equal(x_copy, x)  # checked before the kernel overwrote it
+        # Checked before the kernel overwrote them.
+        np.testing.assert_array_equal(x_copy, x)
+        np.testing.assert_array_equal(target_copy, target)
 
 
 @pytest.mark.parametrize("case", sorted(OUTSIDE))

@@ -18,6 +18,7 @@ from test_elementwise import LOSSES
 import fastloss as fl
 from fastloss import _registry
 from fastloss.backends.numba import elementwise
+from fastloss.backends.numba import softmax_cross_entropy as rows_kernels
 
 CPU_BACKENDS = [name for name in ("numpy", "numba") if _registry.backend_status(name)[0]]
 
@@ -214,7 +215,8 @@ def _small_call(name, dtype=np.float32):
 @pytest.mark.parametrize(
     "case",
     ["Fortran x", "strided target", "read-only out", "other shape", "other dtype",
-     "out over shifted x", "out over shifted target", "past the serial size"],
+     "out over shifted x", "out over shifted target", "out is x, not shared",
+     "out is target, not shared", "past the serial size"],
 )
 def test_a_small_call_refuses_what_is_not_the_common_case_and_writes_nothing(case):
     call, x, target, out = _small_call("mse")
@@ -235,10 +237,14 @@ def test_a_small_call_refuses_what_is_not_the_common_case_and_writes_nothing(cas
     elif case == "out over shifted target":
         buffer[:-1] = target.ravel()
         target, out = buffer[:-1].reshape(x.shape), buffer[1:].reshape(x.shape)
+    elif case == "out is x, not shared":
+        out = x[:]
+    elif case == "out is target, not shared":
+        out = target[:]
     else:
         x, target, out = (np.ones(elementwise.SERIAL_ELEMENTS + 1, np.float32) for _ in "xto")
     before = [a.copy() for a in (x, target, out)]
-    assert call(x, target, out, x.size, 0.0) is None
+    assert call(x, target, out, x.size, 0.0, "not shared" not in case) is None
     for array, kept in zip((x, target, out), before, strict=True):
         np.testing.assert_array_equal(array, kept)
 
@@ -252,25 +258,39 @@ def test_a_small_call_runs_the_kernel_on_the_common_case(where, dtype):
     want_grad = np.empty_like(x)
     want = kernel(x.ravel(), target.ravel(), want_grad.ravel(), None, 7.0, param=0.5)
     out = {"out": out, "none": None, "x": x, "target": target}[where]
-    got = call(x, target, out, 7, 0.5)
+    got = call(x, target, out, 7, 0.5, True)
     assert type(got) is float and got == want
     if out is not None:
         np.testing.assert_array_equal(out, want_grad)
+
+
+def _recording(monkeypatch, name):
+    """The numba backend's small call of ``name``, replaced by one that records its results."""
+    host = _registry.backend("numba")
+    call, results = host.small_calls[name], []
+    monkeypatch.setitem(host.small_calls, name,
+                        lambda *args: results.append(call(*args)) or results[-1])
+    return results
 
 
 @pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
 @pytest.mark.parametrize(("shape", "taken"), [((6, 5), True), ((30,), True), ((2, 3, 5), False)],
                          ids=str)
 def test_the_front_takes_the_small_call_for_one_or_two_dimensions(monkeypatch, shape, taken):
-    host = _registry.backend("numba")
-    call = host.small_calls["l1"]
-    results = []
-    monkeypatch.setitem(host.small_calls, "l1", lambda *args: results.append(call(*args))
-                        or results[-1])
+    results = _recording(monkeypatch, "l1")
     x = np.arange(30, dtype=np.float32).reshape(shape)
     loss, grad = fl.l1_with_grad(x, np.zeros_like(x), backend="numba")
     assert loss == np.float32(14.5) and (grad == np.float32(1 / 30)).sum() == 29
     assert results == ([14.5] if taken else [])
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize(("loss", "options"), ELEMENTWISE_CASES)
+def test_every_elementwise_front_takes_its_small_call(monkeypatch, loss, options):
+    results = _recording(monkeypatch, loss.name)
+    x, target = (a.astype(np.float32) for a in loss.inputs(np.random.default_rng(3), (9, 4)))
+    got, _ = loss.with_grad(x, target, backend="numba", out=np.empty_like(x), **options)
+    assert len(results) == 1 and np.float32(results[0]) == got
 
 
 # Each loss over rows with its kernel's options (the small call's), class 4 the one ignored
@@ -318,7 +338,7 @@ def test_a_rows_small_call_refuses_what_is_not_the_common_case(name, case):
     elif case == "invalid label":
         labels[5] = 5
     else:
-        logits = out = np.zeros((elementwise.SERIAL_ELEMENTS // 4 + 1, 4), np.float32)
+        logits = out = np.zeros((rows_kernels.SERIAL_ELEMENTS // 4 + 1, 4), np.float32)
         labels = np.zeros(len(logits), np.int64)
     before = [a.copy() for a in (logits, labels, out)]
     assert call(logits, labels, out, True, ROW_LOSSES[name]) is None
@@ -348,11 +368,7 @@ def test_a_rows_small_call_runs_the_kernel_on_the_common_case(name, where, mean)
 
 @pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
 def test_the_cross_entropy_front_takes_the_small_call(monkeypatch):
-    host = _registry.backend("numba")
-    call = host.small_calls["softmax_cross_entropy"]
-    results = []
-    monkeypatch.setitem(host.small_calls, "softmax_cross_entropy",
-                        lambda *args: results.append(call(*args)) or results[-1])
+    results = _recording(monkeypatch, "softmax_cross_entropy")
     logits = np.zeros((4, 2), np.float32)
     loss, grad = fl.softmax_cross_entropy_with_grad(logits, np.array([0, 1, 1, -100]),
                                                     reduction="sum")
@@ -365,21 +381,32 @@ import numpy as np
 import fastloss as fl
 from fastloss import _registry
 
-x = np.arange(30, dtype=np.float32).reshape(6, 5)
-numba = _registry.backend("numba")
+x, y = np.arange(30, dtype=np.float32).reshape(6, 5), np.array([0, 1, 2, 3, 4, 0])
+kernels = _registry.backend("numba").kernels
 for name in {names}:
     if {kernels_only}:
-        numba.kernels[name](x.ravel(), np.zeros(30, np.float32), None, None, 30.0)
-    else:
+        {{"mse": lambda: kernels["mse"](x.ravel(), np.zeros(30, np.float32), None, None, 30.0),
+          "l1": lambda: kernels["l1"](x.ravel(), np.zeros(30, np.float32), None, None, 30.0),
+          "softmax_cross_entropy": lambda: kernels["softmax_cross_entropy"](
+              x, y, None, None, None, -100, 0.0, 6.0),
+          "multi_margin": lambda: kernels["multi_margin"](x, y, None, None, None, 1, 1.0, 6.0),
+          }}[name]()
+    elif name in ("mse", "l1"):
         print(getattr(fl, name)(x, np.zeros_like(x), backend="numba"))
+    else:
+        print(getattr(fl, name)(x, y, backend="numba"))
 """
 
 
 @pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
-def test_small_calls_cached_by_separate_processes_run_their_own_loss(tmp_path):
+# Two losses whose entries take arguments of the same types (a symbol names them too).
+@pytest.mark.parametrize(("first", "second"),
+                         [("mse", "l1"), ("softmax_cross_entropy", "multi_margin")])
+def test_small_calls_cached_by_separate_processes_run_their_own_loss(tmp_path, first,
+                                                                     second):
     """Each of two processes compiles one loss's small call into a shared cache, a third
     loads both: a compiled function's symbol counts the functions its process compiled
-    before, so runs of two losses named alike could link one into the other's entry."""
+    before, so code of two losses' entries named alike could link one into the other."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
 
     def run(names, kernels_only=False):
@@ -387,9 +414,9 @@ def test_small_calls_cached_by_separate_processes_run_their_own_loss(tmp_path):
         return subprocess.run([sys.executable, "-c", script], env=env, check=True,
                               capture_output=True, text=True).stdout.split()
 
-    run(("mse", "l1"), kernels_only=True)  # then each process below compiles its entry only
-    assert run(("mse",)) == ["285.16666"] and run(("l1",)) == ["14.5"]
-    assert run(("mse", "l1")) == ["285.16666", "14.5"]
+    run((first, second), kernels_only=True)  # then each process below compiles its entry only
+    alone = run((first,)) + run((second,))
+    assert run((first, second)) == alone and alone[0] != alone[1]
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -430,7 +457,7 @@ def test_an_entropy_small_call_refuses_what_is_not_the_common_case(case):
     elif case == "no classes":
         logits, out = logits[:, :0], out[:, :0]
     else:
-        logits = out = np.zeros((elementwise.SERIAL_ELEMENTS // 4 + 1, 4), np.float32)
+        logits = out = np.zeros((rows_kernels.SERIAL_ELEMENTS // 4 + 1, 4), np.float32)
     before = [a.copy() for a in (logits, out)]
     assert call(logits, out, True) is None
     for array, kept in zip((logits, out), before, strict=True):
@@ -451,3 +478,18 @@ def test_an_entropy_small_call_runs_the_kernel_on_the_common_case(where, mean):
     assert type(got) is float and got == want
     if out is not None:
         np.testing.assert_array_equal(out, want_grad)
+
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize(("name", "call"), [
+    ("nll", lambda z, y: fl.nll_with_grad(z, y, ignore_index=4, backend="numba")),
+    ("multi_margin",
+     lambda z, y: fl.multi_margin_with_grad(z, y, p=2, margin=0.5, backend="numba")),
+    ("softmax_entropy", lambda z, y: fl.softmax_entropy_with_grad(z, backend="numba")),
+], ids=["nll", "multi_margin", "softmax_entropy"])
+def test_the_other_row_fronts_take_their_small_calls(monkeypatch, name, call):
+    results = _recording(monkeypatch, name)
+    z = np.random.default_rng(10).standard_normal((6, 5)).astype(np.float32)
+    loss, _ = call(z, np.array([0, 4, 2, 1, 4, 3]))
+    assert len(results) == 1 and np.float32(results[0]) == loss

@@ -46,10 +46,14 @@ constant ``scale`` (the derivative is ``scale * slope``).
 - Returns ``sum(weight * f) / divisor``. Values outside a loss's domain
   (probabilities outside [0, 1], hinge targets other than -1 and +1) give a
   NaN loss and slope; the CPU front turns that into ValueError.
-- Optionally, ``<loss>.small_call(x, target, out, divisor, param) -> float
-  or None`` (numba): the same result for unraveled arrays of the front's
-  common case, checked in compiled code, with ``out`` the gradient buffer or
-  None; None, having written nothing, for any other arrays.
+- Optionally, ``<loss>.small_call(x, target, out, divisor, param, shared) ->
+  float or None`` (numba): the same result for unraveled arrays of the
+  front's common case, checked in compiled code, with ``out`` the gradient
+  buffer or None (the same memory as an input only with ``shared``); None,
+  having written nothing, for any other arrays. Cross-entropy, nll and the
+  multi-class hinge have ``small_call(x, labels, out, mean, options)``
+  (``options``: the kernel's own, a tuple), the softmax entropy
+  ``small_call(logits, out, mean)``; their docstrings say more.
 
 Softmax cross-entropy: ``softmax_cross_entropy(logits, target, weight,
 grad_out, loss_out, ignore_index, label_smoothing, divisor) -> loss``

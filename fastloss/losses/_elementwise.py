@@ -144,12 +144,15 @@ def _plain(spec: Elementwise, x, target, reduction, host, out, want_grad: bool, 
     runs such arrays in one compiled call (at (64, 10), a third of the time
     these checks take in Python)."""
     domain = spec.domain
-    checked_first = domain is not None and _aliased(out, x, target)  # as evaluate's
     small_call = host.small_calls[spec.name]
     grad = reduced = None
-    if small_call is not None and not checked_first and v.typed_floats(x, target, out):
+    if small_call is not None and v.typed_floats(x, target, out):
         grad = _tail.plain_grad(x, out, want_grad)
-        reduced = small_call(x, target, grad, mean_divisor(reduction, x.size, divisor), param)
+        # A loss with a domain checks it after the kernel, from the inputs: its small call
+        # takes no out over them (the path below checks such a call first).
+        reduced = small_call(x, target, grad, mean_divisor(reduction, x.size, divisor), param,
+                             domain is None)
+    checked_first = domain is not None and _aliased(out, x, target)  # as evaluate's
     if reduced is None:
         if not v.plain_floats(x, target, out) or _tail.overlaps(np, out, x, target):
             return None

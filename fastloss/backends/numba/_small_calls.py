@@ -1,10 +1,16 @@
 """What the compiled small calls share: the checks of the front's common case in jitted code.
 
 A small call is a jitted entry that checks its arrays and runs a serial kernel in one
-call (``elementwise``, ``softmax_cross_entropy``). Its dispatcher types each argument in
-C, and an array's Numba type carries its dtype, dimensions, layout and writeability, so
-those checks are settled while the entry compiles for those types (:func:`c_array`);
-shapes and overlaps are checked at run time.
+call (the elementwise losses, cross-entropy, nll, the multi-class hinge, the softmax
+entropy). Its dispatcher types each argument in C, and an array's Numba type carries its
+dtype, dimensions, layout and writeability, so those checks are settled while the entry
+compiles for those types (:func:`c_array`); shapes and overlaps are checked at run time.
+
+Overload implementations that are closures are named per instance (``__qualname__``): a
+compiled function's symbol is its module, its name and a count of the functions its
+process compiled before, so entries that two processes cached could otherwise carry one
+symbol for two losses' code, and a third process that loaded both would link one into the
+other (l1 returned MSE's loss).
 """
 
 from numba import njit, types
@@ -43,19 +49,29 @@ def same_or_apart(out, x):
     return out.ctypes.data == x.ctypes.data or apart(out, x)
 
 
-def fits(out, x, target, target_shared):
-    """Whether ``out`` (None, or an array of ``x``'s type) has ``x``'s shape, is the same
-    memory as ``x`` or apart from it, and is apart from ``target`` (or, with
-    ``target_shared``, the same memory or apart, as from ``x``)."""
+def fits(out, x, shared):
+    """Whether ``out`` (None, or an array of ``x``'s type) has ``x``'s shape and shares no
+    memory with it or, with ``shared``, is the same memory."""
 
 
 @overload(fits)
-def _fits_overload(out, x, target, target_shared):
+def _fits_overload(out, x, shared):
     if isinstance(out, types.NoneType):
-        return lambda out, x, target, target_shared: True
-    return lambda out, x, target, target_shared: (
-        out.shape == x.shape and same_or_apart(out, x)
-        and (same_or_apart(out, target) if target_shared else apart(out, target)))
+        return lambda out, x, shared: True
+    return lambda out, x, shared: out.shape == x.shape and clear(out, x, shared)
+
+
+def clear(out, other, shared):
+    """Whether ``out`` (None, or an array) shares no memory with ``other`` or, with
+    ``shared``, is the same memory (both C-contiguous, of one shape and dtype)."""
+
+
+@overload(clear)
+def _clear_overload(out, other, shared):
+    if isinstance(out, types.NoneType):
+        return lambda out, other, shared: True
+    return lambda out, other, shared: (same_or_apart(out, other) if shared
+                                       else apart(out, other))
 
 
 def same(out, x):
@@ -87,10 +103,10 @@ def _raveled_overload(out):
 @register_jitable
 def _rows_fit(x, labels, out, limit):
     """Whether ``labels`` has one label per row of ``x``, ``x`` has classes and at most
-    ``limit`` elements, and ``out`` fits (:func:`fits`; apart from the labels)."""
+    ``limit`` elements, and ``out`` fits (:func:`fits`) and is apart from the labels."""
     rows, classes = x.shape
-    return (labels.size == rows and classes > 0 and x.size <= limit
-            and fits(out, x, labels, False))
+    return (labels.size == rows and classes > 0 and x.size <= limit and fits(out, x, True)
+            and clear(out, labels, False))
 
 
 def _rows_template(x, labels, out, mean, options):
@@ -110,6 +126,8 @@ def rows_small_call(run, limit: int, name: str, *sources: str):
     in this package's folder) name the cached entry: Numba's cache notices edits to this
     file only."""
 
+    tag = f"{name}_{copies.source_tag('_small_calls.py', *sources)}"
+
     def checked(x, labels, out, mean, options):
         raise TypeError("runs in jitted code only")
 
@@ -124,12 +142,8 @@ def rows_small_call(run, limit: int, name: str, *sources: str):
                 return None
             return run(x, labels, out, mean, options)
 
-        # Named per loss, as the entry: a compiled function's symbol is its module, name and
-        # a count of this process, and entries cached by processes apart would otherwise
-        # link one loss's run into another's.
-        run_if_fit.__qualname__ = f"_run_if_fit__{tag}"
+        run_if_fit.__qualname__ = f"_run_if_fit__{tag}"  # per loss: see the module's text
         return run_if_fit
 
-    tag = f"{name}_{copies.source_tag('_small_calls.py', *sources)}"
     return njit(cache=True)(copies.copy(
         _rows_template, dict(globals(), _checked=checked), f"_small_call__{tag}"))

@@ -293,46 +293,48 @@ def _kernel(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
     return total / divisor
 
 
-_SHARED_SOURCES = ("_vector_math.py", "softmax_cross_entropy.py", "_small_calls.py")
+_SHARED_SOURCES = ("_vector_math.py", "softmax_cross_entropy.py")
 
 
 # --- small calls: the front's common-case checks compiled with the serial kernel ----------
 
 
-def _small_call_template(x, target, out, divisor, param):
-    return _small_call(x, target, out, divisor, param)  # noqa: F821
+def _small_call_template(x, target, out, divisor, param, shared):
+    return _small_call(x, target, out, divisor, param, shared)  # noqa: F821
 
 
 def _small_call_of(serial, scale: float, weighted: bool, tag: str):
-    """The backend function's ``small_call(x, target, out, divisor, param) -> float | None``:
-    the front's common case (``fastloss._validate.plain_floats``, with ``out`` the gradient
-    buffer or None, and no weight) of at most SERIAL_ELEMENTS elements, checked and run
-    through the serial kernel in one compiled call; None, having written nothing, for any
-    other arrays. ``x``, ``target`` and ``out`` must be NumPy arrays of ``x``'s dtype,
-    float32 or float64 (what Numba cannot type stays out)."""
+    """The backend function's ``small_call(x, target, out, divisor, param, shared) -> float
+    | None``: the front's common case (``fastloss._validate.plain_floats``, with ``out`` the
+    gradient buffer or None, and no weight) of at most SERIAL_ELEMENTS elements, checked and
+    run through the serial kernel in one compiled call; None, having written nothing, for
+    any other arrays. ``out`` may be the same memory as ``x`` or ``target`` only with
+    ``shared`` (a loss whose domain the front checks after the kernel passes False: the
+    check reads the inputs). ``x``, ``target`` and ``out`` must be NumPy arrays of ``x``'s
+    dtype, float32 or float64 (what Numba cannot type stays out)."""
+    # Named by _small_calls.py's digest too (the kernels' tag leaves it out, so that an edit
+    # of it compiles the entries again, not the kernels).
+    tag = f"{tag}_{copies.source_tag('_small_calls.py')}"
 
-    def small_call(x, target, out, divisor, param):
+    def small_call(x, target, out, divisor, param, shared):
         raise TypeError("small_call() runs in jitted code only")
 
     @overload(small_call)
-    def _small_call_overload(x, target, out, divisor, param):
+    def _small_call_overload(x, target, out, divisor, param, shared):
         if not (small.c_array(x, small.FLOATS) and small.c_array(target, (x.dtype,), x.ndim)
                 and small.writable_like(out, x)):
-            return lambda x, target, out, divisor, param: None
+            return lambda x, target, out, divisor, param, shared: None
 
-        def run(x, target, out, divisor, param):
+        def run(x, target, out, divisor, param, shared):
             if (target.shape != x.shape or x.size > SERIAL_ELEMENTS
-                    or not small.fits(out, x, target, True)):
+                    or not small.fits(out, x, shared) or not small.clear(out, target, shared)):
                 return None
             # What the backend function passes for an absent weight and aux.
             absent = np.empty(0, x.dtype) if weighted else None
             return serial(x.ravel(), target.ravel(), absent, absent, small.raveled(out), None,
                           np.float64(param), scale, np.float64(divisor))
 
-        # Named per loss: a compiled function's symbol is its module, name and a count of
-        # this process, and entries cached by processes apart would otherwise link one
-        # loss's run into another's.
-        run.__qualname__ = f"_small_call_run__{tag}"
+        run.__qualname__ = f"_small_call_run__{tag}"  # per loss: see _small_calls' text
         return run
 
     return njit(cache=True)(copies.copy(

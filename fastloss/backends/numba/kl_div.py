@@ -36,9 +36,10 @@ def kl_div(x, target, grad_out, loss_out, divisor, weight=None, aux=None, param=
     return fused(x, target, grad_out, loss_out, divisor, weight, aux, param)
 
 
-def _small_call(x, target, out, divisor, param):
+def _small_call(x, target, out, divisor, param, shared):
     """The fused elementwise ``small_call``, ``param`` = log_target."""
-    return (_of_log_probs if param else _of_probs).small_call(x, target, out, divisor, param)
+    return (_of_log_probs if param else _of_probs).small_call(x, target, out, divisor, param,
+                                                              shared)
 
 
 kl_div.small_call = _small_call

@@ -187,7 +187,9 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
                   float(margin), float(divisor))
 
 
-@njit(cache=True, error_model="numpy")
+# Not cached on its own: compiled into its entry, whose name carries the digest of every
+# file it embeds.
+@njit(error_model="numpy")
 def _small_call_run(scores, labels, out, mean, options):
     p, margin = options
     classes = scores.shape[1]

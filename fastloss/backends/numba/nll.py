@@ -60,7 +60,10 @@ def _weight_of(weight, label):
     return weight[label] if weight.size else 1.0
 
 
-_serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals())
+# BLOCK_ELEMENTS comes from softmax_cross_entropy.py: its text is part of the cache key.
+_serial_kernel, _parallel_kernel = copies.serial_and_parallel(
+    _kernel, globals(), copies.source_tag("nll.py", "softmax_cross_entropy.py")
+)
 
 
 def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
@@ -72,7 +75,9 @@ def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
                   int(ignore_index), float(divisor), parts)
 
 
-@njit(cache=True, error_model="numpy")
+# Not cached on its own: compiled into its entry, whose name carries the digest of every
+# file it embeds.
+@njit(error_model="numpy")
 def _small_call_run(log_probs, labels, out, mean, options):
     (ignore_index,) = options
     first, kept = _serial_label_summary(labels, None, log_probs.shape[1], ignore_index)

@@ -1379,7 +1379,9 @@ def softmax_cross_entropy(
     )
 
 
-@njit(cache=True, error_model="numpy")
+# Not cached on its own: compiled into its entry, whose name carries the digest of every
+# file it embeds.
+@njit(error_model="numpy")
 def _small_call_run(logits, labels, out, mean, options):
     ignore_index, label_smoothing = options
     first, kept = _serial_label_summary(labels, None, logits.shape[1], ignore_index)

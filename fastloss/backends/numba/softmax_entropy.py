@@ -276,8 +276,7 @@ def _small_call_run_overload(logits, out, mean):
 
     def run(logits, out, mean):
         rows, classes = logits.shape
-        if classes == 0 or logits.size > SERIAL_ELEMENTS or not small.fits(out, logits, logits,
-                                                                            True):
+        if classes == 0 or logits.size > SERIAL_ELEMENTS or not small.fits(out, logits, True):
             return None
         return _serial_kernel(logits, out, np.empty(0), np.float64(rows) if mean else 1.0,
                               small.same(out, logits))
