@@ -203,6 +203,16 @@ def test_elementwise_short_path_gives_the_full_paths_bits(cpu, loss, options, sh
     assert results[0] == results[1]
 
 
+def _shifted(array, by=1):
+    """``(copy, out)``: a copy of ``array`` and an array of its shape over the same buffer,
+    ``by`` elements before it (after it for a negative ``by``)."""
+    buffer = np.zeros(array.size + abs(by), array.dtype)
+    start = max(by, 0)
+    buffer[start:start + array.size] = array.ravel()
+    copy = buffer[start:start + array.size].reshape(array.shape)
+    return copy, buffer[start - by:start - by + array.size].reshape(array.shape)
+
+
 def _small_call(name, dtype=np.float32):
     """The numba backend's small call of ``name`` and a plain case: x, target, out."""
     call = _registry.backend("numba").small_calls[name]
@@ -220,7 +230,6 @@ def _small_call(name, dtype=np.float32):
 )
 def test_a_small_call_refuses_what_is_not_the_common_case_and_writes_nothing(case):
     call, x, target, out = _small_call("mse")
-    buffer = np.zeros(x.size + 1, x.dtype)
     if case == "Fortran x":
         x = np.asfortranarray(x)
     elif case == "strided target":
@@ -232,11 +241,9 @@ def test_a_small_call_refuses_what_is_not_the_common_case_and_writes_nothing(cas
     elif case == "other dtype":
         target = target.astype(np.float64)
     elif case == "out over shifted x":
-        buffer[1:] = x.ravel()
-        x, out = buffer[1:].reshape(x.shape), buffer[:-1].reshape(x.shape)
+        x, out = _shifted(x)
     elif case == "out over shifted target":
-        buffer[:-1] = target.ravel()
-        target, out = buffer[:-1].reshape(x.shape), buffer[1:].reshape(x.shape)
+        target, out = _shifted(target, -1)
     elif case == "out is x, not shared":
         out = x[:]
     elif case == "out is target, not shared":
@@ -328,9 +335,7 @@ def test_a_rows_small_call_refuses_what_is_not_the_common_case(name, case):
     elif case == "one dimension":
         logits, out = logits[0], out[0]
     elif case == "out over shifted logits":
-        buffer = np.zeros(logits.size + 1, logits.dtype)
-        buffer[1:] = logits.ravel()
-        logits, out = buffer[1:].reshape(logits.shape), buffer[:-1].reshape(logits.shape)
+        logits, out = _shifted(logits)
     elif case == "out over the labels":
         store = np.zeros(20, np.int64)
         store[:8] = labels
@@ -451,9 +456,7 @@ def test_an_entropy_small_call_refuses_what_is_not_the_common_case(case):
     elif case == "one dimension":
         logits, out = logits[0], out[0]
     elif case == "out over shifted logits":
-        buffer = np.zeros(logits.size + 1, logits.dtype)
-        buffer[1:] = logits.ravel()
-        logits, out = buffer[1:].reshape(logits.shape), buffer[:-1].reshape(logits.shape)
+        logits, out = _shifted(logits)
     elif case == "no classes":
         logits, out = logits[:, :0], out[:, :0]
     else:
