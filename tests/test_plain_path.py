@@ -496,3 +496,68 @@ def test_the_other_row_fronts_take_their_small_calls(monkeypatch, name, call):
     z = np.random.default_rng(10).standard_normal((6, 5)).astype(np.float32)
     loss, _ = call(z, np.array([0, 4, 2, 1, 4, 3]))
     assert len(results) == 1 and np.float32(results[0]) == loss
+
+
+# The softmax functions: name -> (its inputs from logits z and a gradient g).
+SOFTMAX_FUNCTIONS = {
+    "softmax": lambda z, g: (z,),
+    "log_softmax": lambda z, g: (z,),
+    "softmax_backward": lambda z, g: (fl.softmax(z), g),
+    "log_softmax_backward": lambda z, g: (fl.log_softmax(z), g),
+}
+
+
+@pytest.mark.parametrize("where", ["new", "out", "in place", "in the second"])
+@pytest.mark.parametrize("shape", [(70, 3), (5, 300), (600, 256)], ids=str)
+@pytest.mark.parametrize("name", SOFTMAX_FUNCTIONS)
+def test_softmax_short_path_gives_the_full_paths_bits(cpu_backend, name, shape, where):
+    rng = np.random.default_rng(11)
+    z, g = (3 * rng.standard_normal(shape)).astype(np.float32), rng.random(shape, np.float32)
+    results = []
+    for wrap in (lambda a: a, full_path):
+        inputs = [a.copy() for a in SOFTMAX_FUNCTIONS[name](z, g)]
+        out = {"new": None, "out": np.empty_like(z), "in place": inputs[0],
+               "in the second": inputs[-1]}[where]
+        got = getattr(fl, name)(wrap(inputs[0]), *inputs[1:], out=out, backend=cpu_backend)
+        assert got.dtype == np.float32 and (out is None or got is out)
+        results.append(np.asarray(got).tobytes())
+    assert results[0] == results[1]
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize(
+    "case", ["Fortran x", "read-only out", "one dimension", "other shape", "out over shifted x",
+             "out over shifted g", "past the serial size"],
+)
+def test_a_softmax_small_call_refuses_what_is_not_the_common_case(case):
+    call = _registry.backend("numba").small_calls["softmax_backward"]
+    x, g, out = (np.random.default_rng(12).random((8, 5), np.float32) for _ in range(3))
+    if case == "Fortran x":
+        x = np.asfortranarray(x)
+    elif case == "read-only out":
+        out.flags.writeable = False
+    elif case == "one dimension":
+        x, g, out = x[0], g[0], out[0]
+    elif case == "other shape":
+        g = g.reshape(5, 8)
+    elif case == "out over shifted x":
+        x, out = _shifted(x)
+    elif case == "out over shifted g":
+        g, out = _shifted(g, -1)
+    else:
+        x = g = out = np.zeros((rows_kernels.SERIAL_ELEMENTS // 4 + 1, 4), np.float32)
+    before = [a.copy() for a in (x, g, out)]
+    assert call(x, g, out) is None
+    for array, kept in zip((x, g, out), before, strict=True):
+        np.testing.assert_array_equal(array, kept)
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize("name", SOFTMAX_FUNCTIONS)
+def test_the_softmax_fronts_take_their_small_calls(monkeypatch, name):
+    results = _recording(monkeypatch, name)
+    rng = np.random.default_rng(13)
+    inputs = SOFTMAX_FUNCTIONS[name](rng.standard_normal((6, 5)), rng.random((6, 5)))
+    got = getattr(fl, name)(*inputs, backend="numba")
+    want = getattr(fl, name)(*(full_path(a) for a in inputs), backend="numba")
+    assert results == [True] and got.tobytes() == np.asarray(want).tobytes()

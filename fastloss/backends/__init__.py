@@ -53,7 +53,9 @@ constant ``scale`` (the derivative is ``scale * slope``).
   having written nothing, for any other arrays. Cross-entropy, nll and the
   multi-class hinge have ``small_call(x, labels, out, mean, options)``
   (``options``: the kernel's own, a tuple), the softmax entropy
-  ``small_call(logits, out, mean)``; their docstrings say more.
+  ``small_call(logits, out, mean)``, the softmax functions ``small_call(x,
+  g, out) -> True or None`` (``g``: the second input, or ``x`` again);
+  their docstrings say more.
 
 Softmax cross-entropy: ``softmax_cross_entropy(logits, target, weight,
 grad_out, loss_out, ignore_index, label_smoothing, divisor) -> loss``

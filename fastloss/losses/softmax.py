@@ -3,13 +3,27 @@ vector-Jacobian products, each one fused pass over memory with no ``(N, k, k)`` 
 
 from __future__ import annotations
 
+import numpy as np
+
 from fastloss import _registry
+from fastloss import _validate as v
 from fastloss.losses import _tail
 
 
 def _row_function(name, arrays: dict, out, backend):
     """``name``'s kernel over ``arrays`` (argument name -> array, the first one leading):
     checks, conversion to the compute dtype, then ``out`` or a new array."""
+    host = _registry.host_backend(backend)
+    if host is not None:
+        # The common case on a backend with a small call (g: the second input, or the
+        # first again): checked and run in one compiled call, None for other arrays.
+        small_call = host.small_calls[name]
+        inputs = tuple(arrays.values())
+        x, g = inputs[0], inputs[-1]
+        if small_call is not None and v.typed_floats(x, g, out) and x.ndim == 2:
+            buffer = np.empty_like(x) if out is None else out
+            if small_call(x, g, buffer):
+                return buffer
     backend = _registry.backend(backend, *arrays.values(), out)
     (lead, x), *others = arrays.items()
     x = backend.asarray(x, lead)

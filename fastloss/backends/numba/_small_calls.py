@@ -2,9 +2,10 @@
 
 A small call is a jitted entry that checks its arrays and runs a serial kernel in one
 call (the elementwise losses, cross-entropy, nll, the multi-class hinge, the softmax
-entropy). Its dispatcher types each argument in C, and an array's Numba type carries its
-dtype, dimensions, layout and writeability, so those checks are settled while the entry
-compiles for those types (:func:`c_array`); shapes and overlaps are checked at run time.
+entropy, the softmax functions). Its dispatcher types each argument in C, and an array's
+Numba type carries its dtype, dimensions, layout and writeability, so those checks are
+settled while the entry compiles for those types (:func:`c_array`); shapes and overlaps
+are checked at run time.
 
 Overload implementations that are closures are named per instance (``__qualname__``): a
 compiled function's symbol is its module, its name and a count of the functions its

@@ -9,12 +9,15 @@ log-softmax: at most ``LANE_CLASSES`` classes; the backward functions: at most
 chosen by k alone.
 """
 
+import functools
 import math
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from fastloss.backends.numba import _kernel_copies as copies
+from fastloss.backends.numba import _small_calls as small
 from fastloss.backends.numba.softmax_cross_entropy import (
     LANE_CLASSES,
     LANES,
@@ -209,17 +212,65 @@ def _run(x, g, out, op):
     (_serial_kernel if x.size <= SERIAL_ELEMENTS else _parallel_kernel)(x, g, out, op)
 
 
+def _small_call_run(x, g, out, op):
+    """Typed by its overload: the small calls' work."""
+    raise TypeError("runs in jitted code only")
+
+
+@overload(_small_call_run)
+def _small_call_run_overload(x, g, out, op):
+    if not (small.c_array(x, small.FLOATS, 2) and small.c_array(g, (x.dtype,), 2)
+            and small.c_array(out, (x.dtype,), 2) and out.mutable):
+        return lambda x, g, out, op: None
+
+    def run(x, g, out, op):
+        if (g.shape != x.shape or x.size > SERIAL_ELEMENTS or not small.fits(out, x, True)
+                or not small.clear(out, g, True)):
+            return None
+        if x.size:
+            _serial_kernel(x, g, out, op)
+        return True
+
+    return run
+
+
+def _small_call(x, g, out, op):
+    """``small_call(x, g, out, op) -> True | None``: function ``op`` of (N, k) ``x`` (and
+    ``g``, ``x`` itself for softmax and log-softmax) written to ``out``, for the front's
+    common case (C-contiguous, of one shape and dtype; ``out`` writeable, an input's own
+    memory or apart from both) of at most SERIAL_ELEMENTS elements, in one compiled call
+    through the serial kernel; None, having written nothing, for other arrays. The arrays
+    must be NumPy arrays of one dtype, float32 or float64."""
+    return _small_call_run(x, g, out, op)
+
+
+# Named by a digest of the files it uses: Numba's cache notices edits to this file only.
+_entry = njit(cache=True)(copies.copy(
+    _small_call, globals(), "_small_call__" + copies.source_tag(
+        "softmax.py", "softmax_cross_entropy.py", "_small_calls.py")))
+
+
+def _with_small_call(function, op):
+    """``function`` with its ``small_call(x, g, out)``: the entry for ``op``."""
+    function.small_call = lambda x, g, out: _entry(x, g, out, op)
+    return function
+
+
+@functools.partial(_with_small_call, op=SOFTMAX)
 def softmax(z, out):
     _run(z, z, out, SOFTMAX)
 
 
+@functools.partial(_with_small_call, op=LOG_SOFTMAX)
 def log_softmax(z, out):
     _run(z, z, out, LOG_SOFTMAX)
 
 
+@functools.partial(_with_small_call, op=SOFTMAX_BACKWARD)
 def softmax_backward(p, g, out):
     _run(p, g, out, SOFTMAX_BACKWARD)
 
 
+@functools.partial(_with_small_call, op=LOG_SOFTMAX_BACKWARD)
 def log_softmax_backward(logp, g, out):
     _run(logp, g, out, LOG_SOFTMAX_BACKWARD)
