@@ -63,6 +63,21 @@ def test_ties_and_extremes_as_torch(backend):
         np.testing.assert_array_equal(np.signbit(to_host(grad)), np.signbit(want_grad))
 
 
+@pytest.mark.parametrize("classes", [2, 200], ids=["lanes", "row"])
+def test_squared_terms_near_the_largest_float_keep_a_finite_gradient(backend, classes):
+    """p = 2: the slope 2 h / k is finite for a term h near the largest float64 and k >= 2
+    (as PyTorch's); 2 h alone would not be. (One such term a row: the cuda kernel sums a
+    row's h before it scales them.)"""
+    x = np.full((2, classes), -1e308)  # the other classes' terms do not count
+    x[0, :2], x[1, :2] = [-8e307, 8e307], [8e307, -8e307]
+    labels = np.array([0, 1])
+    want_loss, want_grad = _torch(x, labels, None, "none", p=2)
+    loss, grad = _run(backend, x, labels, reduction="none", p=2)
+    assert np.isfinite(want_grad).all()
+    np.testing.assert_allclose(to_host(grad), want_grad, rtol=1e-12)
+    assert np.isinf(to_host(loss)).all() and np.isinf(want_loss).all()
+
+
 @pytest.mark.parametrize("classes", [3, 200], ids=["lanes", "row"])
 def test_infinite_and_nan_weights_weigh_only_terms_that_count(backend, classes):
     """As PyTorch: the label's weight multiplies each term that counts, so a row without

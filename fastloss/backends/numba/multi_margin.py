@@ -49,7 +49,7 @@ def _chunk(scores, label, shift, p, scale, start, count, grad_row, lane_total, l
         if grad_row is not None:
             slope = 0.0
             if counts:
-                slope = scale if p == 1 else 2.0 * h * scale
+                slope = scale if p == 1 else h * (2.0 * scale)  # 2 h alone may overflow
             lane_slope[lane] += slope
             grad_row[j] = slope
 
@@ -115,7 +115,7 @@ def _lanes_block(x, labels, weight, grad_out, loss_out, p, margin, divisor, star
                 if grad_out is not None:
                     slope = 0.0
                     if counts:
-                        slope = scale[r] if p == 1 else 2.0 * h * scale[r]
+                        slope = scale[r] if p == 1 else h * (2.0 * scale[r])  # as _chunk
                     slope_sum[r] += slope
                     tile[i] = slope
         for r in range(count):

@@ -27,7 +27,8 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
         row_losses = np.where(counts, w * hinge**p, 0.0).sum(axis=1) / classes
         divisor = np.float64(divisor)
         if grad_out is not None:
-            slope = np.where(counts, w * (p * hinge ** (p - 1)), 0.0) / classes
+            # p after the division by k: p h before it may overflow where the slope does not.
+            slope = np.where(counts, w * hinge ** (p - 1), 0.0) / classes * p
             # 0 - sum, not -sum: a row without terms gets +0 at its label, as PyTorch.
             slope[np.arange(rows), labels] = 0.0 - slope.sum(axis=1)
             np.copyto(grad_out, slope / divisor, casting="unsafe")
