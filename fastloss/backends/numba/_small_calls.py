@@ -98,6 +98,15 @@ def _raveled_overload(out):
     return lambda out: out.ravel()
 
 
+def cached(template, namespace, name: str, *sources: str):
+    """``template`` (an entry's code, with ``namespace`` for its globals) jitted and cached as
+    ``_small_call__<name>_<digest>``, the digest of this file and of ``sources`` (the files,
+    in this package's folder, whose code the entry embeds): Numba's cache notices edits to
+    the template's own file only."""
+    digest = copies.source_tag("_small_calls.py", *sources)
+    return njit(cache=True)(copies.copy(template, namespace, f"_small_call__{name}_{digest}"))
+
+
 # --- losses over rows against class labels -----------------------------------------------
 
 
@@ -123,11 +132,9 @@ def rows_small_call(run, limit: int, name: str, *sources: str):
     which checks the labels (None for an invalid one: the front raises its error) and
     runs the serial kernel; else None, having written nothing. ``x`` must be a NumPy
     float32 or float64 array, ``labels`` an int64 one, ``out`` None or one of ``x``'s
-    dtype. ``name`` and a digest of ``sources`` (the files of ``run`` and of what it calls,
-    in this package's folder) name the cached entry: Numba's cache notices edits to this
-    file only."""
+    dtype. The entry is cached under ``name`` and ``sources`` (:func:`cached`): the files of
+    ``run`` and of what it calls."""
 
-    tag = f"{name}_{copies.source_tag('_small_calls.py', *sources)}"
 
     def checked(x, labels, out, mean, options):
         raise TypeError("runs in jitted code only")
@@ -143,8 +150,7 @@ def rows_small_call(run, limit: int, name: str, *sources: str):
                 return None
             return run(x, labels, out, mean, options)
 
-        run_if_fit.__qualname__ = f"_run_if_fit__{tag}"  # per loss: see the module's text
+        run_if_fit.__qualname__ = f"_run_if_fit__{name}"  # per loss: see the module's text
         return run_if_fit
 
-    return njit(cache=True)(copies.copy(
-        _rows_template, dict(globals(), _checked=checked), f"_small_call__{tag}"))
+    return cached(_rows_template, dict(globals(), _checked=checked), name, *sources)

@@ -312,10 +312,6 @@ def _small_call_of(serial, scale: float, weighted: bool, tag: str):
     ``shared`` (a loss whose domain the front checks after the kernel passes False: the
     check reads the inputs). ``x``, ``target`` and ``out`` must be NumPy arrays of ``x``'s
     dtype, float32 or float64 (what Numba cannot type stays out)."""
-    # Named by _small_calls.py's digest too (the kernels' tag leaves it out, so that an edit
-    # of it compiles the entries again, not the kernels).
-    tag = f"{tag}_{copies.source_tag('_small_calls.py')}"
-
     def small_call(x, target, out, divisor, param, shared):
         raise TypeError("small_call() runs in jitted code only")
 
@@ -337,8 +333,9 @@ def _small_call_of(serial, scale: float, weighted: bool, tag: str):
         run.__qualname__ = f"_small_call_run__{tag}"  # per loss: see _small_calls' text
         return run
 
-    return njit(cache=True)(copies.copy(
-        _small_call_template, dict(globals(), _small_call=small_call), f"_small_call__{tag}"))
+    # Named by the kernels' tag (the functor's and the shared files' digest) and, through
+    # small.cached, _small_calls.py's: an edit of that compiles the entries, not the kernels.
+    return small.cached(_small_call_template, dict(globals(), _small_call=small_call), tag)
 
 
 def _compile(pair, binary_pair, tag: str, input_precision: bool):

@@ -244,10 +244,7 @@ def _small_call(x, g, out, op):
     return _small_call_run(x, g, out, op)
 
 
-# Named by a digest of the files it uses: Numba's cache notices edits to this file only.
-_entry = njit(cache=True)(copies.copy(
-    _small_call, globals(), "_small_call__" + copies.source_tag(
-        "softmax.py", "softmax_cross_entropy.py", "_small_calls.py")))
+_entry = small.cached(_small_call, globals(), "softmax", "softmax.py", "softmax_cross_entropy.py")
 
 
 def _with_small_call(function, op):

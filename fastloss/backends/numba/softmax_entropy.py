@@ -294,7 +294,5 @@ def _small_call(logits, out, mean):
     return _small_call_run(logits, out, mean)
 
 
-# Named by a digest of the files it uses: Numba's cache notices edits to this file only.
-softmax_entropy.small_call = njit(cache=True)(copies.copy(
-    _small_call, globals(), "_small_call__" + copies.source_tag(
-        "softmax_entropy.py", "softmax_cross_entropy.py", "_small_calls.py")))
+softmax_entropy.small_call = small.cached(
+    _small_call, globals(), "softmax_entropy", "softmax_entropy.py", "softmax_cross_entropy.py")
