@@ -86,6 +86,13 @@ def divisor(labels, weight, classes, ignore_index, reduction, backend, check_lab
     return backend.hooks["mean_divisor"](labels, weight, classes, ignore_index)
 
 
+def kept_divisor(ignore_index, reduction, check_labels):
+    """:func:`divisor` with these options, as the ``divisor(labels, weight, classes,
+    backend)`` that :func:`evaluate` and :func:`plain` take."""
+    return lambda labels, weight, classes, backend: divisor(
+        labels, weight, classes, ignore_index, reduction, backend, check_labels)
+
+
 def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_grad, divisor,
              *options, ignore_index=None):
     """``(loss, grad or None)`` of ``loss`` over ``(N, k)`` rows ``x`` (called ``name`` in

@@ -27,10 +27,7 @@ def _softmax_cross_entropy(
         and label_smoothing == 0
         and v.plain_reduction(reduction)
     ):
-        def divisor(labels, weight, classes, host):
-            return _class_labels.divisor(labels, weight, classes, ignore_index, reduction, host,
-                                         check_labels)
-
+        divisor = _class_labels.kept_divisor(ignore_index, reduction, check_labels)
         result = _class_labels.plain("softmax_cross_entropy", logits, target, reduction, host,
                                      out, want_grad, (ignore_index, 0.0), divisor)
         if result is not None:
