@@ -296,6 +296,47 @@ def test_cross_entropy_in_place_and_forward_only_match(dtype, kind, shape):
     assert forward == total
 
 
+def _rows_in_lanes_calls(x, labels):
+    """Each function whose rows of at most LANE_CLASSES classes go through the transposed
+    tile, as ``call(out)`` writing its gradient or output to ``out``."""
+    import fastloss as fl
+
+    probs = fl.softmax(x, backend="numpy")
+    return {
+        "cross-entropy": lambda out: fl.softmax_cross_entropy_with_grad(
+            x, labels, backend="numba", out=out),
+        "cross-entropy, probabilities": lambda out: fl.softmax_cross_entropy_with_grad(
+            x, probs, backend="numba", out=out),
+        "softmax entropy": lambda out: fl.softmax_entropy_with_grad(x, backend="numba", out=out),
+        "multi-class hinge": lambda out: fl.multi_margin_with_grad(
+            x, labels, backend="numba", out=out),
+        "softmax": lambda out: fl.softmax(x, backend="numba", out=out),
+        "log_softmax": lambda out: fl.log_softmax(x, backend="numba", out=out),
+        "softmax_backward": lambda out: fl.softmax_backward(probs, x, backend="numba", out=out),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("classes", [2, 10, 25, 40])
+@pytest.mark.parametrize("rows", [LANES, 2 * ce_module._rows_per_block(10)])
+def test_rows_in_lanes_write_nothing_past_their_output(dtype, classes, rows):
+    # A full pass stores each row's last block whole, spilling into the rows after it
+    # (written later): never past the pass, which may end the output or border the
+    # block of another thread. The output is a view with guard rows on either side.
+    rng = np.random.default_rng(classes)
+    x = _random(rng, (rows, classes), dtype)
+    labels = rng.integers(0, classes, rows)
+    for name, call in _rows_in_lanes_calls(x, labels).items():
+        buffer = np.full((rows + 2, classes), 7.0, dtype)
+        out = buffer[1:-1]
+        call(out)
+        expected = np.empty_like(x)
+        call(expected)
+        assert out.base is buffer, name
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+        assert (buffer[0] == 7.0).all() and (buffer[-1] == 7.0).all(), name
+
+
 @pytest.mark.parametrize("repeats", [1, LANES + 1], ids=["partial pass", "full passes"])
 def test_cross_entropy_ignore_index_may_be_a_class(repeats):
     rng = np.random.default_rng(5)
