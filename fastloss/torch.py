@@ -589,15 +589,17 @@ def _cross_entropy_arguments(input, target, weight, reduction):
         raise TypeError(
             f"target must hold int64 class indices or float probabilities; got {target.dtype}"
         )
-    elif target.shape != input.shape[:-1]:
+    elif target.shape != input.shape[:-1] and not (input.dim() == 1 and target.shape == (1,)):
+        shapes = "() or (1,)" if input.dim() == 1 else str(tuple(input.shape[:-1]))
         raise ValueError(
-            f"class-index target must have shape {tuple(input.shape[:-1])} for input of shape "
+            f"class-index target must have shape {shapes} for input of shape "
             f"{tuple(input.shape)}; got {tuple(target.shape)}"
         )
     else:
         target = target.long()
-    if input.dim() == 1:
-        return input.unsqueeze(0), target.unsqueeze(0)
+    if input.dim() == 1:  # an unbatched label, () or (1,) as in PyTorch, becomes (1,)
+        return input.unsqueeze(0), target.unsqueeze(0) if target.is_floating_point() else (
+            target.reshape(1))
     return input, target
 
 
@@ -764,7 +766,9 @@ def multi_margin_loss(
             f"target holds class indices, which must be integers; got dtype {target.dtype}"
         )
     p = _validate.check_margin_power(p)
-    squeeze = isinstance(input, torch.Tensor) and input.dim() == 1
+    # PyTorch keeps the batch axis of a (1,) target with a (C,) input.
+    squeeze = (isinstance(input, torch.Tensor) and input.dim() == 1
+               and not (isinstance(target, torch.Tensor) and target.dim() == 1))
     input2d, target2d = _cross_entropy_arguments(input, target, weight, reduction)
     loss = _MULTI_MARGIN(input2d, target2d, weight, p, _validate.check_real(margin, "margin"),
                          reduction, torch.is_grad_enabled() and input.requires_grad)

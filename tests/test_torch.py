@@ -315,6 +315,30 @@ def test_unbatched_and_non_contiguous_input():
             torch.testing.assert_close(ours.grad, ref.grad)
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss", "multi_margin_loss"])
+@pytest.mark.parametrize("target_shape", [(), (1,)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_unbatched_input_takes_a_label_of_shape_0_or_1(name, target_shape, reduction):
+    # PyTorch takes an unbatched label as () or (1,); the multi-class hinge keeps (1,)'s
+    # batch axis in its "none" result. (PyTorch's backward of cross-entropy and nll
+    # refuses a (1,) label; the gradient is the () label's.)
+    logits = torch.randn(5, dtype=torch.float64)
+    target = torch.tensor(3).reshape(target_shape)
+    ours, ref = (logits.clone().requires_grad_() for _ in range(2))
+    loss = getattr(ft, name)(ours, target, reduction=reduction)
+    expected = getattr(F, name)(ref.detach(), target, reduction=reduction)
+    assert loss.shape == expected.shape
+    torch.testing.assert_close(loss, expected)
+    loss.sum().backward()
+    getattr(F, name)(ref, target.reshape(()), reduction=reduction).backward()
+    torch.testing.assert_close(ours.grad, ref.grad)
+
+
+def test_unbatched_input_refuses_other_label_shapes():
+    with pytest.raises(ValueError, match=r"shape \(\) or \(1,\)"):
+        ft.cross_entropy(torch.randn(5), torch.tensor([1, 2]))
+
+
 def test_empty_batch():
     logits = torch.zeros(0, 4, requires_grad=True)
     target = torch.zeros(0, dtype=torch.long)
