@@ -124,10 +124,11 @@ def check_int(value, name: str) -> int:
     return value
 
 
-def check_probability_target(target, logits_shape) -> None:
+def check_probability_target(target, logits_shape, ignore_index: int | None = None) -> None:
     """A floating-point cross-entropy ``target`` must be class probabilities of the
     logits' shape: TypeError for a 1-D one (class indices given as floats), else
-    ValueError for another shape."""
+    ValueError for another shape, or for an ``ignore_index`` that names a class (>= 0:
+    it applies to class indices only; PyTorch refuses it too; None: none given)."""
     if target.ndim == 1:
         raise TypeError(
             f"target of shape {target.shape} holds class indices, which must be integers; "
@@ -138,6 +139,11 @@ def check_probability_target(target, logits_shape) -> None:
         raise ValueError(
             f"target of class probabilities must have the shape of logits "
             f"{tuple(logits_shape)}; got {target.shape}"
+        )
+    if ignore_index is not None and ignore_index >= 0:
+        raise ValueError(
+            f"ignore_index applies to class-index targets only; got ignore_index={ignore_index} "
+            "with a target of class probabilities"
         )
 
 

@@ -393,7 +393,7 @@ def evaluate(spec, x, target, reduction, backend, out, want_grad, *, param=0.0, 
     return loss, (_blocks(results, 0, x.dtype, x) if want_grad else None)
 
 
-def _ce_target(target, logits, chosen):
+def _ce_target(target, logits, chosen, ignore_index=None):
     """``(target aligned to the logits' chunks, its blockwise index)``, checked."""
     rows, classes = logits.shape
     if target.dtype.kind in "iu":
@@ -404,7 +404,7 @@ def _ce_target(target, logits, chosen):
         return target.rechunk((logits.chunks[0],)), "i"
     if target.dtype.kind == "f" or target.dtype.name == "bfloat16":
         _registry.backend(chosen).check_float(target, "target")
-        v.check_probability_target(target, logits.shape)
+        v.check_probability_target(target, logits.shape, ignore_index)
         return target.rechunk(logits.chunks), "ij"
     raise TypeError(
         "target must be integer class indices of shape (N,) or floating-point class "
@@ -477,7 +477,7 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
             f"got shape {logits.shape}"
         )
     _check_known_chunks(logits, "logits")
-    target, target_index = _ce_target(target, logits, chosen)
+    target, target_index = _ce_target(target, logits, chosen, options["ignore_index"])
     weight = _ce_weight(weight, logits)
     divisor = _ce_divisor(target, weight, logits, reduction, chosen, options)
     arguments = (logits, "ij", target, target_index, weight, None if weight is None else "j")

@@ -351,6 +351,24 @@ def test_an_invalid_label_in_the_first_row_is_found(name, backend, bad):
         getattr(fl, name)(np.zeros((2, 3)), np.array([bad, 0]), reduction="sum", backend=backend)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba", "dask"])
+def test_ignore_index_of_a_class_is_refused_with_probabilities(backend):
+    # PyTorch refuses an ignore_index >= 0 with a probability target; a negative one, which
+    # names no class, is taken (and means nothing there).
+    if backend != "numpy":
+        pytest.importorskip(backend)
+    logits, probs = make_case((4, 5), np.float32, "probabilities")
+    if backend == "dask":
+        import dask.array as da
+
+        logits, probs, backend = da.from_array(logits), da.from_array(probs), "numpy"
+    with pytest.raises(ValueError, match="ignore_index applies to class-index targets only"):
+        fl.softmax_cross_entropy(logits, probs, ignore_index=0, backend=backend)
+    loss = fl.softmax_cross_entropy(logits, probs, ignore_index=-1, backend=backend)
+    expected = fl.softmax_cross_entropy(logits, probs, backend=backend)
+    assert float(loss) == float(expected)
+
+
 def test_bad_inputs_name_the_argument():
     logits, probs = make_case((4, 5), np.float32, "probabilities")
     labels = np.array([0, 1, 2, 3])

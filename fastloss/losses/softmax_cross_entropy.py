@@ -7,9 +7,9 @@ from fastloss import _validate as v
 from fastloss.losses import _class_labels, _tail
 
 
-def _probabilities(target, logits, work, backend, xp):
+def _probabilities(target, logits, ignore_index, work, backend, xp):
     backend.check_float(target, "target")
-    v.check_probability_target(target, logits.shape)
+    v.check_probability_target(target, logits.shape, ignore_index)
     return xp.ascontiguousarray(target, dtype=work)
 
 
@@ -65,7 +65,7 @@ def _checked(
     if target.dtype.kind in "iu":
         labels = _class_labels.labels(target, rows, ignore_index, xp)
     elif target.dtype.kind == "f" or target.dtype.name == "bfloat16":
-        probabilities = _probabilities(target, logits, work, backend, xp)
+        probabilities = _probabilities(target, logits, ignore_index, work, backend, xp)
     else:
         raise TypeError(
             "target must be integer class indices of shape (N,) or floating-point class "
@@ -130,7 +130,8 @@ _CONTRACT = """
         or ``(N, k)`` floating-point class probabilities.
     reduction: "mean", "sum" or "none" (one loss per row).
     ignore_index: a class index whose rows add no loss and no gradient, and
-        are left out of the mean (index targets only).
+        are left out of the mean (index targets only: with probabilities, one
+        >= 0 is a ValueError, as in PyTorch).
     label_smoothing: in ``[0, 1]``; the target becomes
         ``(1 - label_smoothing) * target + label_smoothing / k``.
     weight: optional ``(k,)`` class weights; a weighted "mean" of index
