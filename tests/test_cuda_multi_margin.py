@@ -102,6 +102,21 @@ def test_ties_and_invalid_labels(cupy, classes, p):
     assert np.delete(grad[1], 2) == pytest.approx(slope, rel=1e-6)
 
 
+@pytest.mark.parametrize("classes", [10, 1000, 5000], ids=["warp-rows", "block-rows", "streamed"])
+def test_squared_terms_whose_sum_overflows_keep_a_finite_label_gradient(cupy, classes):
+    """p = 2: the label's gradient sums the terms' slopes 2 h / k, finite here, where the
+    sum of the h alone (k - 1 terms of 8e307) overflows; the loss, a sum of h**2, is inf
+    (as PyTorch's)."""
+    x = np.full((2, classes), 4e307)
+    x[0, 0] = x[1, 1] = -4e307
+    labels = np.array([0, 1])
+    want_rows, want_grad = cases.margin_reference(x, labels, None, 2, 1.0, 1.0)
+    loss, rows, grad = _call(cupy, x, labels, p=2)
+    assert np.isfinite(want_grad).all()
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
+    assert np.isinf(rows).all() and np.isinf(want_rows).all() and np.isinf(loss)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_one_class_rows_have_no_loss_and_no_gradient(cupy, dtype):
     x = np.asarray([[3.0], [-1e4], [0.0]]).astype(cases.numpy_dtype(dtype))

@@ -66,10 +66,12 @@ def test_ties_and_extremes_as_torch(backend):
 @pytest.mark.parametrize("classes", [2, 200], ids=["lanes", "row"])
 def test_squared_terms_near_the_largest_float_keep_a_finite_gradient(backend, classes):
     """p = 2: the slope 2 h / k is finite for a term h near the largest float64 and k >= 2
-    (as PyTorch's); 2 h alone would not be. (One such term a row: the cuda kernel sums a
-    row's h before it scales them.)"""
-    x = np.full((2, classes), -1e308)  # the other classes' terms do not count
-    x[0, :2], x[1, :2] = [-8e307, 8e307], [8e307, -8e307]
+    (as PyTorch's); 2 h alone would not be, nor, at k = 200, the sum of a row's h (199
+    terms of 8e307; their slopes sum to 1.6e308)."""
+    x = np.full((2, classes), 8e307)
+    x[0, 0] = x[1, 1] = -8e307
+    if classes == 200:
+        x /= 2
     labels = np.array([0, 1])
     want_loss, want_grad = _torch(x, labels, None, "none", p=2)
     loss, grad = _run(backend, x, labels, reduction="none", p=2)

