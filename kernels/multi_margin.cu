@@ -15,7 +15,7 @@
 // Precision: h_j in the compute type (float for float16, bfloat16 and float32;
 // double for float64), in PyTorch's order (m - x_y) + x_j; each thread's shares
 // of sum h^p and of the slopes (p = 1: their count; p = 2: each h times
-// p / (k d), so that the sum stays finite wherever the gradient is)
+// w_y p / (k d), so that the sum is finite wherever the gradient is)
 // accumulate in double and the group combines them in a fixed tree, so the
 // bits depend on (rows, k) only. The loss is formed in
 // double; the gradient at j != y in the compute type from w_y p / (k d) rounded
@@ -106,9 +106,11 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
         const i64 y = valid ? (i64)label_d : -1;
         const C base = m - target;
 
-        // Pass 1: sum h^p and the slopes over tiles (p = 1: their count; p = 2: each h times
-        // p / (k d) first, as a sum of h may overflow where the gradient does not; both times
-        // w_y after); a single tile stays in registers.
+        // Pass 1: sum h^p and the slopes over tiles (p = 1: their count, scaled after; p = 2:
+        // each h times w_y p / (k d), the term's own slope, as PyTorch sums them: a sum of h
+        // may overflow where the gradient does not, and h p / (k d) may round to 0 where w_y h
+        // p / (k d) does not); a single tile stays in registers.
+        const double scale = w * base_scale;
         C z[FL_ROW_TILE];
         double loss_part = 0.0, slope_part = 0.0;
         for (i64 tile = 0; tile < tiles; ++tile) {
@@ -125,7 +127,7 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
                         if (c < classes && c != y && h > zero) {
                             const double hd = widen(h);
                             loss_part += power == 1 ? hd : hd * hd;
-                            slope_part += power == 1 ? 1.0 : hd * base_scale;
+                            slope_part += power == 1 ? 1.0 : hd * scale;
                         }
                     }
                 }
@@ -147,10 +149,9 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
 
         // Pass 2: the gradient, from registers for a one-tile row, else re-read.
         if (grad_out && active) {
-            const double scale = w * base_scale;
             const C scale_c = narrow<C>(scale);
             // 0 - terms, as PyTorch: +0, not -0, when there are none.
-            const double slopes = power == 1 ? scale * slope_total : w * slope_total;
+            const double slopes = power == 1 ? scale * slope_total : slope_total;
             const T at_label = Cv::from(!valid              ? quiet_nan()
                                         : slope_total != 0.0 ? 0.0 - slopes
                                                              : 0.0);

@@ -117,6 +117,20 @@ def test_squared_terms_whose_sum_overflows_keep_a_finite_label_gradient(cupy, cl
     assert np.isinf(rows).all() and np.isinf(want_rows).all() and np.isinf(loss)
 
 
+@pytest.mark.parametrize("w", [np.inf, np.nan, 1e300])
+def test_a_subnormal_term_under_an_extreme_weight_keeps_its_label_gradient(cupy, w):
+    """p = 2: each term's slope is h w_y p / (k d) before the sum, so a subnormal h under an
+    infinite, NaN or huge weight gives the label -inf, NaN or minus the others' sum (as
+    numpy and PyTorch), not the +0 of a sum of h p / (k d), which rounds to 0."""
+    x = np.zeros((1, 10))
+    weight = np.ones(10)
+    weight[0] = w
+    want_rows, want_grad = cases.margin_reference(x, np.array([0]), weight, 2, 5e-324, 1.0)
+    _, _, grad = _call(cupy, x, [0], weight, p=2, margin=5e-324)
+    assert want_grad[0, 0] != 0.0
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_one_class_rows_have_no_loss_and_no_gradient(cupy, dtype):
     x = np.asarray([[3.0], [-1e4], [0.0]]).astype(cases.numpy_dtype(dtype))

@@ -595,11 +595,10 @@ def margin_reference(x, labels, weight, p: int, margin: float, divisor: float):
         loss = w * terms.sum(axis=1) / classes
         scale = w * p / classes / np.float64(divisor)
         grad = np.where(active, scale[:, None] * (1.0 if p == 1 else h), 0.0)
-        # As the kernel forms it: p = 1, scale times the count of terms; p = 2, w times the
-        # sum of h p / (k d) (a sum of h may overflow where the gradient does not). As
+        # As the kernel forms it: p = 1, scale times the count of terms; p = 2, the sum of
+        # the terms' slopes (a sum of h may overflow where the gradient does not). As
         # PyTorch's 0 - terms, +0 when there are none.
-        slopes = scale * active.sum(axis=1) if p == 1 else w * np.where(
-            active, h * (p / classes / np.float64(divisor)), 0.0).sum(axis=1)
+        slopes = scale * active.sum(axis=1) if p == 1 else grad.sum(axis=1)
         grad[index, y] = 0.0 - slopes
     loss[~valid] = np.nan
     grad[~valid] = np.nan
