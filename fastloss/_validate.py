@@ -127,8 +127,8 @@ def check_int(value, name: str) -> int:
 def check_probability_target(target, logits_shape, ignore_index: int | None = None) -> None:
     """A floating-point cross-entropy ``target`` must be class probabilities of the
     logits' shape: TypeError for a 1-D one (class indices given as floats), else
-    ValueError for another shape, or for an ``ignore_index`` that names a class (>= 0:
-    it applies to class indices only; PyTorch refuses it too; None: none given)."""
+    ValueError for another shape, or for an ``ignore_index`` >= 0 (it applies to class
+    indices only; PyTorch refuses it too; None: none given)."""
     if target.ndim == 1:
         raise TypeError(
             f"target of shape {target.shape} holds class indices, which must be integers; "

@@ -597,9 +597,9 @@ def _cross_entropy_arguments(input, target, weight, reduction):
         )
     else:
         target = target.long()
-    if input.dim() == 1:  # an unbatched label, () or (1,) as in PyTorch, becomes (1,)
-        return input.unsqueeze(0), target.unsqueeze(0) if target.is_floating_point() else (
-            target.reshape(1))
+    if input.dim() == 1:  # unbatched: probabilities (C,) -> (1, C), a label () or (1,) -> (1,)
+        target = target.unsqueeze(0) if target.is_floating_point() else target.reshape(1)
+        return input.unsqueeze(0), target
     return input, target
 
 
@@ -693,9 +693,9 @@ def cross_entropy(
     """``torch.nn.functional.cross_entropy`` computed by fastloss's fused kernel.
 
     ``input``: ``(N, C)`` or ``(C,)`` logits, floating dtype, CPU or CUDA.
-    ``target``: class indices of shape ``(N,)`` / ``()`` (``ignore_index``
-    honoured), or probabilities of ``input``'s shape and dtype (not
-    differentiated). ``weight``: ``(C,)`` per-class weights or None.
+    ``target``: class indices of shape ``(N,)``, or ``()`` or ``(1,)`` for a ``(C,)``
+    input (``ignore_index`` honoured), or probabilities of ``input``'s shape and dtype
+    (not differentiated). ``weight``: ``(C,)`` per-class weights or None.
     Returns the loss in ``input``'s dtype, per row for ``reduction="none"``,
     differentiable with respect to ``input`` (once). Raises ValueError for
     shapes, labels and options (including inputs with more than 2 dims),
@@ -724,12 +724,12 @@ def nll_loss(
     """``torch.nn.functional.nll_loss`` computed by fastloss's fused kernel.
 
     ``input``: ``(N, C)`` or ``(C,)`` log-probabilities, floating dtype, CPU or CUDA.
-    ``target``: integer class indices of shape ``(N,)`` / ``()`` (``ignore_index``
-    honoured). ``weight``: ``(C,)`` per-class weights or None. Returns the loss in
-    ``input``'s dtype, per row for ``reduction="none"``, differentiable with respect
-    to ``input`` (once). Raises ValueError for shapes, labels and options, TypeError
-    for dtypes (a floating-point target too) and devices. On CUDA a label out of
-    range is not checked: its row's loss and gradient are NaN.
+    ``target``: integer class indices of shape ``(N,)``, or ``()`` or ``(1,)`` for a
+    ``(C,)`` input (``ignore_index`` honoured). ``weight``: ``(C,)`` per-class weights or
+    None. Returns the loss in ``input``'s dtype, per row for ``reduction="none"``,
+    differentiable with respect to ``input`` (once). Raises ValueError for shapes, labels
+    and options, TypeError for dtypes (a floating-point target too) and devices. On CUDA a
+    label out of range is not checked: its row's loss and gradient are NaN.
     """
     if isinstance(target, torch.Tensor) and target.is_floating_point():
         raise TypeError(
@@ -754,12 +754,12 @@ def multi_margin_loss(
     """``torch.nn.functional.multi_margin_loss`` computed by fastloss's fused kernel.
 
     ``input``: ``(N, C)`` or ``(C,)`` scores, floating dtype, CPU or CUDA. ``target``:
-    integer class indices of shape ``(N,)`` / ``()``. ``p``: 1 or 2; ``margin``: a float;
-    ``weight``: ``(C,)`` per-class weights or None. Returns the loss in ``input``'s dtype,
-    per row for ``reduction="none"``, differentiable with respect to ``input`` (once).
-    Raises ValueError for shapes, labels and options, TypeError for dtypes (a
-    floating-point target too) and devices. On CUDA a label out of range is not checked:
-    its row's loss and gradient are NaN.
+    integer class indices of shape ``(N,)``, or ``()`` or ``(1,)`` for a ``(C,)`` input.
+    ``p``: 1 or 2; ``margin``: a float; ``weight``: ``(C,)`` per-class weights or None.
+    Returns the loss in ``input``'s dtype, per row for ``reduction="none"``, differentiable
+    with respect to ``input`` (once). Raises ValueError for shapes, labels and options,
+    TypeError for dtypes (a floating-point target too) and devices. On CUDA a label out of
+    range is not checked: its row's loss and gradient are NaN.
     """
     if isinstance(target, torch.Tensor) and target.is_floating_point():
         raise TypeError(
