@@ -278,11 +278,10 @@ def _transposer(vector_bytes):
                     offset(start_index), builder.mul(ir.Constant(i64, row), offset(stride_index))
                 )
 
-            def row_pointer(array_index, start_index, stride_index, row):
+            def row_pointer(array_index, start):
                 array = context.make_array(signature.args[array_index])(
                     context, builder, args[array_index]
                 )
-                start = row_start(start_index, stride_index, row)
                 return builder.bitcast(builder.gep(array.data, [start]), vector.as_pointer())
 
             # Suffixed by the vector type alone (both widths may share a module);
@@ -301,7 +300,9 @@ def _transposer(vector_bytes):
             load_mask, store_mask = lanes_below(offset(6)), lanes_below(offset(7))
             zeros = ir.Constant(vector, [0.0] * width)
             rows = [
-                builder.call(load, [row_pointer(0, 1, 2, row), alignment, load_mask, zeros])
+                builder.call(
+                    load, [row_pointer(0, row_start(1, 2, row)), alignment, load_mask, zeros]
+                )
                 for row in range(width)
             ]
             # Swap the off-diagonal half x half sub-blocks of every 2 half x 2 half
@@ -331,11 +332,12 @@ def _transposer(vector_bytes):
                     splat = builder.shuffle_vector(splat, splat, lanes([0] * width))
                     rows[row] = builder.fmul(rows[row], splat)
             for row in range(width):
-                pointer = row_pointer(3, 4, 5, row)
+                start = row_start(4, 5, row)
+                pointer = row_pointer(3, start)
                 if store_end is types.none:
                     builder.call(store, [rows[row], pointer, alignment, store_mask])
                     continue
-                end = builder.add(row_start(4, 5, row), ir.Constant(i64, width))
+                end = builder.add(start, ir.Constant(i64, width))
                 whole = builder.icmp_signed("<=", end, offset(9))
                 with builder.if_else(whole) as (then, otherwise):
                     with then:
