@@ -87,6 +87,24 @@ def test_cce_grad_of_a_zero_probability_is_finite_as_crysx_makes_it():
     assert np.isfinite(grad).all() and grad[0, 0] == -np.finfo(np.float64).max
 
 
+@pytest.mark.parametrize("function", [crysx.CCE_loss, crysx.CCE_loss_grad])
+def test_cce_takes_only_rows_of_the_predictions_shape(function):
+    """Its array expressions would broadcast anything else into a number: (N,) labels
+    beside N x N predictions, a (1, k) row, a (N, k - 1) array."""
+    p = np.full((4, 4), 0.25, np.float32)
+    for bad in (np.array([0, 1, 2, 3]).astype(np.float32), np.full((1, 4), 0.25, np.float32),
+                np.ones((4, 3), np.float32)):
+        with pytest.raises(ValueError, match=r"targets must be one-hot or probability rows"):
+            function(p, bad)
+    for bad, got in ((np.eye(4, dtype=np.int64), "dtype int64"), (None, "NoneType"),
+                     (p.tolist(), "list")):
+        with pytest.raises(TypeError, match=f"targets must be a floating-point numpy array; "
+                                            f"got {got}"):
+            function(p, bad)
+    with pytest.raises(TypeError, match="predictions must be a floating-point numpy array"):
+        function(np.eye(4, dtype=np.int64), p)
+
+
 def test_inputs_are_not_modified():
     predictions, targets, _ = make((8, 4), np.float32)
     saved = predictions.copy(), targets.copy()

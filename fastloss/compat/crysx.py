@@ -194,6 +194,27 @@ def _array_module(array):
     return numpy
 
 
+def _probability_rows(predictions, targets):
+    """The array module of ``predictions`` after checking both arguments of crysx_nn's
+    categorical cross-entropy: floating-point arrays of that module, of one 2-D shape (its
+    expressions would broadcast anything else into a wrong number)."""
+    _output_nodes(predictions, "predictions")
+    xp = _array_module(predictions)
+    for name, array in (("predictions", predictions), ("targets", targets)):
+        if not isinstance(array, xp.ndarray) or array.dtype.kind != "f":
+            raise TypeError(
+                f"{name} must be a floating-point {xp.__name__} array; got "
+                + (f"dtype {array.dtype}" if isinstance(array, xp.ndarray)
+                   else type(array).__name__)
+            )
+    if targets.shape != predictions.shape:
+        raise ValueError(
+            f"targets must be one-hot or probability rows of the predictions' shape "
+            f"{predictions.shape}; got {targets.shape}"
+        )
+    return xp
+
+
 def CCE_loss(predictions, targets, epsilon=1e-12):  # noqa: N802 - crysx_nn's name
     """crysx_nn's categorical cross-entropy of probabilities, as it computes it:
     ``-sum(targets * log(clip(predictions, epsilon, 1 - epsilon) + 1e-9))``, summed over
@@ -203,8 +224,7 @@ def CCE_loss(predictions, targets, epsilon=1e-12):  # noqa: N802 - crysx_nn's na
     softmax output layer, :func:`Softmax_CCE_loss` on the logits is exact, stable and one
     pass.
     """
-    _output_nodes(predictions, "predictions")
-    xp = _array_module(predictions)
+    xp = _probability_rows(predictions, targets)
     return -xp.sum(targets * xp.log(xp.clip(predictions, epsilon, 1.0 - epsilon) + 1e-9))
 
 
@@ -215,8 +235,7 @@ def CCE_loss_grad(predictions, targets):  # noqa: N802 - crysx_nn's name
     crysx_nn multiplies it by the ``(N, k, k)`` softmax Jacobian; :func:`softmax_backward`
     forms that product without the Jacobian.
     """
-    _output_nodes(predictions, "predictions")
-    xp = _array_module(predictions)
+    xp = _probability_rows(predictions, targets)
     return -xp.nan_to_num(xp.divide(targets, predictions))
 
 
