@@ -90,7 +90,26 @@ class Backend:
             raise TypeError(
                 f"{name} must have dtype {like.dtype} (that of the input); got {out.dtype}"
             )
+        if _may_share_elements(out):
+            raise ValueError(
+                f"{name} must not overlap itself; got a view whose elements share memory "
+                f"(strides {out.strides}, as of broadcasting or as_strided)"
+            )
         return out
+
+
+def _may_share_elements(array) -> bool:
+    """Whether two elements of ``array`` may be the same memory: False when, taking the axes
+    by stride, each one's stride clears all that the smaller ones span (as every layout
+    that slicing and transposing a fresh array give). A write into such an array would
+    leave one of the values written to a shared element."""
+    span = array.itemsize
+    axes = zip(array.strides, array.shape, strict=True)
+    for stride, size in sorted((abs(stride), size) for stride, size in axes if size > 1):
+        if stride < span:
+            return array.size > 0
+        span += stride * (size - 1)
+    return False
 
 
 def _refuse_masked(x, name: str) -> None:

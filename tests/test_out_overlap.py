@@ -44,6 +44,21 @@ CASES = [(name, position) for name, (_, inputs) in CALLS.items() for position in
          range(len(inputs))]
 
 
+@pytest.mark.parametrize("name", CALLS)
+@pytest.mark.parametrize("strides", [(0, 0), (4, 4), (0, 4)],
+                         ids=["one element", "rows shifted by one", "one row"])
+@pytest.mark.parametrize("cpu_backend", ["numpy", "numba"])
+def test_out_whose_elements_share_memory_is_refused(cpu_backend, name, strides):
+    """An out= that overlaps itself would keep one of the values written to each shared
+    element (PyTorch refuses it too); nothing is written before the error."""
+    call, inputs = CALLS[name]
+    buffer = np.zeros(ROWS * CLASSES, np.float32)
+    out = np.lib.stride_tricks.as_strided(buffer, shape=(ROWS, CLASSES), strides=strides)
+    with pytest.raises(ValueError, match="out must not overlap itself"):
+        call(inputs, LABELS, out, cpu_backend)
+    assert not buffer.any()
+
+
 @pytest.mark.parametrize("name, position", CASES, ids=[f"{n}-input{p}" for n, p in CASES])
 def test_out_over_a_shifted_input_gives_the_separate_result(backend, name, position):
     call, inputs = CALLS[name]
