@@ -113,6 +113,13 @@ def check_margin_power(p) -> int:
     return int(p)
 
 
+def check_bool(value, name: str) -> bool:
+    """``value`` as a Python bool: TypeError unless a bool (NumPy's included)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a bool; got {value!r}")
+    return bool(value)
+
+
 def check_int(value, name: str) -> int:
     """``value`` as a Python int: TypeError unless an integer, ValueError unless it fits
     in int64 (what the kernels take, and what a label is compared with)."""

@@ -68,6 +68,7 @@ from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _class_labels as class_labels
 from fastloss.losses import _tail
+from fastloss.losses import softmax as softmax_functions
 from fastloss.losses._elementwise import check_per_element, mean_divisor
 
 __all__ = [
@@ -463,7 +464,7 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
     options = {
         "ignore_index": v.check_int(ignore_index, "ignore_index"),
         "label_smoothing": v.check_probability(label_smoothing, "label_smoothing"),
-        "check_labels": bool(check_labels),
+        "check_labels": v.check_bool(check_labels, "check_labels"),
     }
     options["kernel_args"] = (options["ignore_index"], options["label_smoothing"])
     _refuse_out(out)
@@ -541,7 +542,8 @@ def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_
     """NLL over rows of log-probabilities in one class chunk; otherwise as cross-entropy."""
     reduction = v.check_reduction(reduction)
     ignore_index = v.check_int(ignore_index, "ignore_index")
-    options = {"ignore_index": ignore_index, "check_labels": bool(check_labels),
+    options = {"ignore_index": ignore_index,
+               "check_labels": v.check_bool(check_labels, "check_labels"),
                "kernel_args": (ignore_index,)}
     x, target, weight, chosen = _labelled_rows(log_probs, "log_probs", target, weight,
                                                backend, out)
@@ -556,7 +558,7 @@ def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, wa
                   check_labels):
     """The multi-class hinge loss over rows of scores in one class chunk."""
     reduction = v.check_reduction(reduction)
-    options = {"ignore_index": None, "check_labels": bool(check_labels),
+    options = {"ignore_index": None, "check_labels": v.check_bool(check_labels, "check_labels"),
                "kernel_args": (v.check_margin_power(p), v.check_real(margin, "margin"))}
     x, target, weight, chosen = _labelled_rows(scores, "scores", target, weight, backend, out)
     divisor = float(x.shape[0]) if reduction == "mean" else 1.0
@@ -706,17 +708,13 @@ def softmax_cross_entropy_with_grad(
 def _row_function(name, arrays: dict, out, backend):
     """``fastloss.<name>`` of dask arrays, one chunk of whole rows per task: the arrays are
     rechunked to the first one's row chunks and one class chunk. Shapes and dtypes are
-    checked when the graph is built, with the in-memory messages (a chunk of the right
-    shapes and dtypes goes through the in-memory function itself)."""
+    checked when the graph is built, by the in-memory checks."""
     _refuse_out(out)
     arrays = {argument: _as_dask(x, argument) for argument, x in arrays.items()}
     chosen = _chunk_backend(backend, **arrays)
     function = getattr(importlib.import_module("fastloss"), name)
-    function(*(meta_from_array(x) for x in arrays.values()), backend=chosen)
-    (lead, x), *others = arrays.items()
-    for other, y in others:
-        if y.shape != x.shape:
-            raise ValueError(f"{other} must have the shape of {lead} {x.shape}; got {y.shape}")
+    softmax_functions.check_rows(arrays, _registry.backend(chosen))
+    lead, x = next(iter(arrays.items()))
     _check_known_chunks(x, lead)
     blocks = [y.rechunk((x.chunks[0], (x.shape[1],))) for y in arrays.values()]
     return da.map_blocks(function, *blocks, backend=chosen, dtype=x.dtype,

@@ -483,6 +483,26 @@ def test_bad_inputs_name_the_argument():
     unknown = da.zeros(6, chunks=3)[da.zeros(6, chunks=3) == 0]
     with pytest.raises(ValueError, match="pred has unknown chunk sizes"):
         fl.mse(unknown, unknown)
+    for option in ({"check_labels": "yes"}, {"check_labels": None}):
+        for function in (fl.softmax_cross_entropy, fl.nll, fl.multi_margin):
+            with pytest.raises(TypeError, match="check_labels must be a bool"):
+                function(logits, labels, **option)
+
+
+def test_softmax_functions_name_the_arrays_shape():
+    # The shapes of the lazy arrays themselves, not of the empty chunks they are typed by.
+    with pytest.raises(ValueError, match=r"z must be 2-D .* got shape \(10,\)"):
+        fl.softmax(da.zeros(10, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"z must be 2-D .* got shape \(2, 4, 10\)"):
+        fl.log_softmax(da.zeros((2, 4, 10), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"p must be 2-D .* got shape \(10,\)"):
+        fl.softmax_backward(da.zeros(10), da.zeros(10))
+    with pytest.raises(ValueError, match=r"grad_p must have the shape of p \(3, 4\); got \(10,\)"):
+        fl.softmax_backward(da.zeros((3, 4)), da.zeros(10))
+    with pytest.raises(TypeError, match="z must be a floating-point array"):
+        fl.softmax(da.zeros((3, 4), dtype=int))
+    with pytest.raises(TypeError, match="grad_logp must have the dtype of logp float64"):
+        fl.log_softmax_backward(da.zeros((3, 4)), da.zeros((3, 4), dtype=np.float32))
 
 
 def test_invalid_label_raises_when_computed():

@@ -518,6 +518,10 @@ def test_bad_inputs_name_the_argument(loss):
          TypeError, "weight"),
         (lambda x, t: fl.kl_div(x, t, log_target=1), TypeError, "log_target"),
         (lambda x, t: fl.kl_div(x, t, reduction="batch"), ValueError, "batchmean"),
+        # batchmean reads the batch size only from an array: a ragged list gets the TypeError
+        # of any other reduction.
+        (lambda x, t: fl.kl_div([[0.1, 0.2], [0.3]], t, reduction="batchmean"), TypeError,
+         "input must be an array"),
         # Integers past float's range are out of range, not Python's OverflowError.
         (lambda x, t: fl.smooth_l1(x, t, beta=10**400), ValueError, "beta"),
         (lambda x, t: fl.huber(x, t, delta=10**400), ValueError, "delta"),

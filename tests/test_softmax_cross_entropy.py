@@ -400,6 +400,12 @@ def test_bad_inputs_name_the_argument():
         (TypeError, "label_smoothing", lambda: call(logits, labels, label_smoothing="0.1")),
         (ValueError, "label_smoothing", lambda: call(logits, labels, label_smoothing=10**400)),
         (TypeError, "ignore_index", lambda: call(logits, labels, ignore_index=1.5)),
+        (TypeError, "check_labels must be a bool; got 'no'",
+         lambda: call(logits, labels, check_labels="no")),
+        (TypeError, "check_labels must be a bool; got 1",
+         lambda: fl.nll(logits, labels, check_labels=1)),
+        (TypeError, "check_labels must be a bool; got None",
+         lambda: fl.multi_margin(logits, labels, check_labels=None)),
         (ValueError, "reduction", lambda: call(logits, labels, reduction="mean ")),
         (ValueError, "backend", lambda: call(logits, labels, backend="torch")),
         (ValueError, "out", lambda: fl.softmax_cross_entropy_grad(

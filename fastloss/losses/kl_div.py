@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from fastloss import _validate as v
 from fastloss.losses._elementwise import Elementwise, contract, evaluate
 
@@ -23,12 +21,11 @@ _CONTRACT, _GRAD_CONTRACT = contract(
 
 
 def _run(input, target, reduction, log_target, backend, out, want_grad):
-    if not isinstance(log_target, bool | np.bool_):
-        raise TypeError(f"log_target must be a bool; got {log_target!r}")
+    log_target = v.check_bool(log_target, "log_target")
     v.check_reduction(reduction, REDUCTIONS)
     divisor = None
     if reduction == "batchmean":
-        shape = np.shape(input)
+        shape = getattr(input, "shape", ())  # not an array: evaluate's TypeError
         reduction, divisor = "sum", shape[0] if shape else None
     return evaluate(SPEC, input, target, reduction, backend, out, want_grad,
                     param=float(log_target), divisor=divisor)

@@ -12,6 +12,7 @@ def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, wa
     reduction = v.check_reduction(reduction)
     p = v.check_margin_power(p)
     margin = v.check_real(margin, "margin")
+    check_labels = v.check_bool(check_labels, "check_labels")
 
     def divisor(labels, weight, classes, backend):
         if backend.host or check_labels:

@@ -11,6 +11,7 @@ def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_
          check_labels):
     reduction = v.check_reduction(reduction)
     ignore_index = v.check_int(ignore_index, "ignore_index")
+    check_labels = v.check_bool(check_labels, "check_labels")
     divisor = _class_labels.kept_divisor(ignore_index, reduction, check_labels)
     return _class_labels.evaluate("nll", "log_probs", log_probs, target, weight, reduction,
                                   backend, out, want_grad, divisor, ignore_index,

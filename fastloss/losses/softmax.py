@@ -28,20 +28,9 @@ def _row_function(name, arrays: dict, out, backend):
     (lead, x), *others = arrays.items()
     x = backend.asarray(x, lead)
     with backend.scope(x):
-        backend.check_float(x, lead)
-        if x.ndim != 2:
-            raise ValueError(
-                f"{lead} must be 2-D (N, k) with the class axis last; got shape {x.shape}"
-            )
-        inputs = [x]
-        for other, y in others:
-            y = backend.asarray(y, other)
-            backend.check_float(y, other)
-            if y.shape != x.shape:
-                raise ValueError(f"{other} must have the shape of {lead} {x.shape}; got {y.shape}")
-            if y.dtype != x.dtype:
-                raise TypeError(f"{other} must have the dtype of {lead} {x.dtype}; got {y.dtype}")
-            inputs.append(y)
+        arrays = {lead: x, **{other: backend.asarray(y, other) for other, y in others}}
+        check_rows(arrays, backend)
+        inputs = list(arrays.values())
         out = backend.check_out(out, "out", x)
         backend.same_device(*inputs, out)
         xp, dtype = backend.xp, x.dtype
@@ -52,6 +41,22 @@ def _row_function(name, arrays: dict, out, backend):
         if x.size:
             backend.kernels[name](*inputs, buffer)
         return _tail.output(buffer, writes_out, out, dtype)
+
+
+def check_rows(arrays: dict, backend) -> None:
+    """TypeError or ValueError unless the first of ``arrays`` (argument name -> array) is a
+    float array of ``backend``'s dtypes, 2-D (N, k), and the others are of its shape and
+    dtype. Dask's functions check their lazy arrays with it too."""
+    (lead, x), *others = arrays.items()
+    backend.check_float(x, lead)
+    if x.ndim != 2:
+        raise ValueError(f"{lead} must be 2-D (N, k) with the class axis last; got shape {x.shape}")
+    for other, y in others:
+        backend.check_float(y, other)
+        if y.shape != x.shape:
+            raise ValueError(f"{other} must have the shape of {lead} {x.shape}; got {y.shape}")
+        if y.dtype != x.dtype:
+            raise TypeError(f"{other} must have the dtype of {lead} {x.dtype}; got {y.dtype}")
 
 
 def softmax(z, *, out=None, backend: str = "auto"):

@@ -17,6 +17,7 @@ def _softmax_cross_entropy(
     logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, want_grad,
     check_labels,
 ):
+    check_labels = v.check_bool(check_labels, "check_labels")
     host = _registry.host_backend(backend)
     if (
         host is not None
