@@ -439,7 +439,9 @@ def _ce_divisor(target, weight, logits, reduction, chosen, options):
               check=_registry.backend(chosen).host or options["check_labels"])
         for labels in target.to_delayed(optimize_graph=False).ravel()
     ]
-    return da.from_delayed(_tree_sum(partials), shape=(), dtype=np.float64,
+    kept = _tree_sum(partials)
+    return da.from_delayed(dask.delayed(class_labels.mean_of, pure=True)(kept), shape=(),
+                           dtype=np.float64,
                            meta=meta_from_array(logits, ndim=0, dtype=np.float64))
 
 

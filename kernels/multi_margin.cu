@@ -68,7 +68,7 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
     const C m = narrow<C>(margin);
     // p / (k d): the gradient's scale but for w_y.
     const double base_scale =
-        grad_out ? (double)power / ((double)classes * (device_divisor ? *device_divisor : divisor))
+        grad_out ? (double)power / ((double)classes * fl::loss_divisor(divisor, device_divisor))
                  : 0.0;
 
     double loss_sum = 0.0;  // this group's rows, in row order (used by rank 0)

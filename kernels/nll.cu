@@ -86,7 +86,7 @@ __device__ __forceinline__ void nll_rows(const T* log_probs, const i64* labels,
                                                           (const void*)0, (const void*)0);
     // Only rank 0 computes rows, so only it reads the divisor.
     double div = divisor;
-    if (grad_out && g.rank == 0 && device_divisor) div = *device_divisor;
+    if (grad_out && g.rank == 0 && device_divisor) div = fl::loss_divisor(divisor, device_divisor);
 
     double loss_sum = 0.0;  // this group's rows, in row order (used by rank 0)
     for (i64 first = (i64)blockIdx.x * groups_per_block; first < rows;

@@ -84,7 +84,7 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
     const i64 tiles = (packets + tile_packets - 1) / tile_packets;
     const C neg_inf = -infinity<C>();
     const C neg_scale =
-        grad_out ? narrow<C>(-1.0 / (device_divisor ? *device_divisor : divisor)) : (C)0;
+        grad_out ? narrow<C>(-1.0 / fl::loss_divisor(divisor, device_divisor)) : (C)0;
 
     double loss_sum = 0.0;  // this group's rows, in row order (used by rank 0)
     // `first` is the block's first row of the round, so every thread runs the

@@ -117,6 +117,14 @@ def test_empty_and_all_ignored(backend):
     ignored = to_backend(np.full(3, -100), backend)
     assert np.isnan(to_host(fl.nll(to_backend(np.zeros((3, 4)), backend), ignored,
                                    backend=backend)))
+    # Labels of weight 0: PyTorch's 0 / 0, NaN, and NaN gradients at the kept labels.
+    loss, grad = fl.nll_with_grad(to_backend(np.zeros((3, 4)), backend),
+                                  to_backend(np.array([1, -100, 1]), backend),
+                                  weight=to_backend(np.array([1.0, 0.0, 1.0, 1.0]), backend),
+                                  backend=backend)
+    grad = to_host(grad)
+    assert np.isnan(to_host(loss))
+    assert np.isnan(grad[[0, 2], 1]).all() and (np.nan_to_num(grad, nan=1.0) != 0).sum() == 2
 
 
 def test_invalid_label_is_a_value_error_on_the_cpu():

@@ -231,6 +231,26 @@ def test_every_row_ignored(backend):
     assert to_host(run(backend, logits, target, "sum")[0]) == 0
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_a_mean_over_rows_of_no_weight_is_nan(backend, label_smoothing):
+    """The kept rows' labels weigh 0: PyTorch's mean is then 0 / 0, a NaN loss and NaN in the
+    kept rows' gradients (0 in the ignored row's), also where smoothing leaves a sum that is
+    not 0 (which gave inf, and an inf or NaN gradient by backend)."""
+    logits = np.array([[0.1, 0.2, 0.3], [0.4, -0.2, 0.0], [1.0, 2.0, 3.0]], np.float32)
+    weight = np.array([0.0, 1.0, 1.0], np.float32)
+    target = np.array([0, -100, 0])
+    loss, grad = fl.softmax_cross_entropy_with_grad(
+        to_backend(logits, backend), to_backend(target, backend),
+        weight=to_backend(weight, backend), label_smoothing=label_smoothing, backend=backend)
+    grad = to_host(grad)
+    assert np.isnan(to_host(loss))
+    assert np.isnan(grad[[0, 2]]).all() and (grad[1] == 0).all()
+    rows = fl.softmax_cross_entropy(to_backend(logits, backend), to_backend(target, backend),
+                                    weight=to_backend(weight, backend), reduction="sum",
+                                    label_smoothing=label_smoothing, backend=backend)
+    assert np.isfinite(to_host(rows))  # the sum is not NaN
+
+
 @pytest.mark.parametrize("targets", ["labels", "probabilities"])
 def test_empty_batch(backend, targets):
     logits = np.zeros((0, 5), np.float32)

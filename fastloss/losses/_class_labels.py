@@ -4,6 +4,8 @@ divides by, and the front of the losses whose target is always class indices."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fastloss import _registry
@@ -78,12 +80,19 @@ def divisor(labels, weight, classes, ignore_index, reduction, backend, check_lab
     labels are checked only with ``check_labels`` (an invalid one makes its row NaN)."""
     if backend.host:
         kept = host_kept(labels, weight, classes, ignore_index, backend)
-        return kept if reduction == "mean" else 1
+        return mean_of(kept) if reduction == "mean" else 1
     if check_labels:
         check(labels, classes, ignore_index)
     if reduction != "mean":
         return 1
     return backend.hooks["mean_divisor"](labels, weight, classes, ignore_index)
+
+
+def mean_of(kept):
+    """A "mean"'s divisor from the weight sum of the rows not ignored: NaN where that is 0, so
+    that the loss and the kept rows' gradients are NaN, as PyTorch's (its mean is 0 / 0 then,
+    also where label smoothing leaves a sum that is not 0)."""
+    return kept if kept != 0 else math.nan
 
 
 def kept_divisor(ignore_index, reduction, check_labels):

@@ -250,10 +250,20 @@ __device__ __forceinline__ double block_allreduce(double value, Op op, double id
     return warp_allreduce(value, op);
 }
 
+// What a loss and its gradient divide by: `divisor`, or when `device_divisor` is
+// non-null the value there, a "mean" over labels (the weight sum of the rows not
+// ignored), NaN where that is 0: PyTorch's mean is then 0 / 0, NaN, also where
+// label smoothing leaves a sum that is not 0. (A `divisor` of 0 gives IEEE inf or
+// NaN.)
+__device__ __forceinline__ double loss_divisor(double divisor, const double* device_divisor) {
+    if (!device_divisor) return divisor;
+    const double mean = *device_divisor;
+    return mean == 0.0 ? quiet_nan() : mean;
+}
+
 // The last launch of every loss: sums `count` partials, each thread a
 // strided subset in index order and then the block tree, divides by the
-// divisor (`*device_divisor` when non-null, else `divisor`; zero gives IEEE
-// inf or NaN) and stores the loss rounded once to T.
+// divisor (loss_divisor) and stores the loss rounded once to T.
 // Assumes: a single block of FL_SUM_THREADS threads (the partition depends on
 // it), satisfying block_allreduce's assumptions.
 template <typename T>
@@ -263,7 +273,7 @@ __device__ __forceinline__ void finish_loss(const double* partials, i64 count, d
     double acc = 0.0;
     for (i64 i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
     acc = block_allreduce(acc, SumOp(), 0.0, scratch);
-    if (threadIdx.x == 0) *loss = Convert<T>::from(acc / (device_divisor ? *device_divisor : divisor));
+    if (threadIdx.x == 0) *loss = Convert<T>::from(acc / loss_divisor(divisor, device_divisor));
 }
 
 }  // namespace fl
