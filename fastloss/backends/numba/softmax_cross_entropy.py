@@ -1158,6 +1158,15 @@ def _lanes_total(lane_totals):
     return total
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _lanes_label_weights(weight, labels, label_weights):
+    """label_weights[r] = the weight of row r's label (an ignored row's: class 0's). A loop
+    of its own: its loads from the weights, by label, kept the loop of the rows' losses,
+    exponential included, from vectorising (k = 10: a third more time with weights)."""
+    for r in range(LANES):
+        label_weights[r] = weight[labels[r] if labels[r] >= 0 else 0]
+
+
 @njit(cache=True, error_model="numpy")
 def _lanes_block(
     logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth, grad_scale, start,
@@ -1178,7 +1187,7 @@ def _lanes_block(
     weight_sum, gap_sum, exp_sum = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     exp_scale, losses, lane_totals = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     labels = _stack_lanes(np.int32(0))
-    log_sum = _stack_lanes(0.0)
+    log_sum, label_weights = _stack_lanes(0.0), _stack_lanes(0.0)
     for r in range(LANES):
         lane_totals[r] = 0.0
     for row in range(start, stop, LANES):
@@ -1202,13 +1211,14 @@ def _lanes_block(
             row * classes,
         )
         _lanes_log(exp_sum, log_sum)
+        if labelled and weight is not None:
+            _lanes_label_weights(weight, labels, label_weights)
         for r in range(LANES):
             label_weight = 0.0
             if labelled:
                 # The label's share comes first, then smoothing's (as in _label_row).
                 kept = labels[r] >= 0
-                label = labels[r] if kept else 0
-                label_weight = 1.0 if weight is None else weight[label]
+                label_weight = label_weights[r] if weight is not None else 1.0
                 label_weight = label_weight if kept else 0.0
                 label_share = keep * label_weight
                 label_gap = np.float64(row_max[r]) - np.float64(picked[r])
