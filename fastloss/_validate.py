@@ -17,6 +17,7 @@ import numpy as np
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 INT64 = np.dtype(np.int64)
+_BOOLS = (bool, np.bool_)
 _NDARRAY = np.ndarray
 
 
@@ -115,7 +116,7 @@ def check_margin_power(p) -> int:
 
 def check_bool(value, name: str) -> bool:
     """``value`` as a Python bool: TypeError unless a bool (NumPy's included)."""
-    if not isinstance(value, bool | np.bool_):
+    if not isinstance(value, _BOOLS):
         raise TypeError(f"{name} must be a bool; got {value!r}")
     return bool(value)
 

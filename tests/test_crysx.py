@@ -96,11 +96,14 @@ def test_cce_takes_only_rows_of_the_predictions_shape(function):
                 np.ones((4, 3), np.float32)):
         with pytest.raises(ValueError, match=r"targets must be one-hot or probability rows"):
             function(p, bad)
-    for bad, got in ((np.eye(4, dtype=np.int64), "dtype int64"), (None, "NoneType"),
+    for bad, got in ((np.eye(4, dtype=complex), "dtype complex128"), (None, "NoneType"),
                      (p.tolist(), "list")):
-        with pytest.raises(TypeError, match=f"targets must be a floating-point numpy array; "
+        with pytest.raises(TypeError, match=f"targets must be a real-valued numpy array; "
                                             f"got {got}"):
             function(p, bad)
+    # One-hot rows of integers are rows of the predictions' shape, as crysx_nn takes them.
+    np.testing.assert_array_equal(function(p, np.eye(4, dtype=np.int64)),
+                                  function(p, np.eye(4, dtype=np.float32)))
     with pytest.raises(TypeError, match="predictions must be a floating-point numpy array"):
         function(np.eye(4, dtype=np.int64), p)
 

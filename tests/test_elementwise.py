@@ -537,6 +537,18 @@ def test_bad_options_name_the_option(call, error, argument):
         call(x, target)
 
 
+def test_kl_div_batchmean_of_lists_is_the_mean():
+    """batchmean takes the batch size from a list as from an array (a ragged one gets the
+    TypeError of any reduction)."""
+    log_probs = [[-1.0, -2.0], [-0.5, -1.5], [-0.3, -0.1]]
+    probs = [[0.2, 0.8], [0.5, 0.5], [0.9, 0.1]]
+    for backend in ("numpy", "numba"):
+        total = fl.kl_div(log_probs, probs, reduction="sum", backend=backend)
+        assert fl.kl_div(log_probs, probs, reduction="batchmean", backend=backend) == total / 3
+        assert fl.kl_div(tuple(log_probs), probs, reduction="batchmean",
+                         backend=backend) == total / 3
+
+
 def test_integer_weights_weigh_as_floats():
     # Per-element weights are real-valued arrays, integers too (as PyTorch promotes them).
     x, target = np.array([[0.3, -1.2, 2.0]]), np.array([[1.0, 0.0, 1.0]])

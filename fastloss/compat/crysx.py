@@ -196,14 +196,16 @@ def _array_module(array):
 
 def _probability_rows(predictions, targets):
     """The array module of ``predictions`` after checking both arguments of crysx_nn's
-    categorical cross-entropy: floating-point arrays of that module, of one 2-D shape (its
-    expressions would broadcast anything else into a wrong number)."""
+    categorical cross-entropy: floating-point predictions and real-valued targets (one-hot
+    rows may be integers), arrays of that module of one 2-D shape (its expressions would
+    broadcast anything else into a wrong number)."""
     _output_nodes(predictions, "predictions")
     xp = _array_module(predictions)
-    for name, array in (("predictions", predictions), ("targets", targets)):
-        if not isinstance(array, xp.ndarray) or array.dtype.kind != "f":
+    for name, array, kinds, what in (("predictions", predictions, "f", "floating-point"),
+                                     ("targets", targets, "biuf", "real-valued")):
+        if not isinstance(array, xp.ndarray) or array.dtype.kind not in kinds:
             raise TypeError(
-                f"{name} must be a floating-point {xp.__name__} array; got "
+                f"{name} must be a {what} {xp.__name__} array; got "
                 + (f"dtype {array.dtype}" if isinstance(array, xp.ndarray)
                    else type(array).__name__)
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from fastloss import _validate as v
 from fastloss.losses._elementwise import Elementwise, contract, evaluate
 
@@ -25,7 +27,10 @@ def _run(input, target, reduction, log_target, backend, out, want_grad):
     v.check_reduction(reduction, REDUCTIONS)
     divisor = None
     if reduction == "batchmean":
-        shape = getattr(input, "shape", ())  # not an array: evaluate's TypeError
+        try:
+            shape = np.shape(input)
+        except ValueError:  # a ragged sequence: evaluate raises its TypeError
+            shape = ()
         reduction, divisor = "sum", shape[0] if shape else None
     return evaluate(SPEC, input, target, reduction, backend, out, want_grad,
                     param=float(log_target), divisor=divisor)

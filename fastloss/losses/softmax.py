@@ -28,9 +28,7 @@ def _row_function(name, arrays: dict, out, backend):
     (lead, x), *others = arrays.items()
     x = backend.asarray(x, lead)
     with backend.scope(x):
-        arrays = {lead: x, **{other: backend.asarray(y, other) for other, y in others}}
-        check_rows(arrays, backend)
-        inputs = list(arrays.values())
+        inputs = check_rows({lead: x, **dict(others)}, backend, backend.asarray)
         out = backend.check_out(out, "out", x)
         backend.same_device(*inputs, out)
         xp, dtype = backend.xp, x.dtype
@@ -43,20 +41,26 @@ def _row_function(name, arrays: dict, out, backend):
         return _tail.output(buffer, writes_out, out, dtype)
 
 
-def check_rows(arrays: dict, backend) -> None:
-    """TypeError or ValueError unless the first of ``arrays`` (argument name -> array) is a
-    float array of ``backend``'s dtypes, 2-D (N, k), and the others are of its shape and
+def check_rows(arrays: dict, backend, convert=None) -> list:
+    """The arrays (argument name -> array), each but the first passed through ``convert(y,
+    name)`` when given, just before its checks: TypeError or ValueError unless the first is
+    a float array of ``backend``'s dtypes, 2-D (N, k), and the others are of its shape and
     dtype. Dask's functions check their lazy arrays with it too."""
     (lead, x), *others = arrays.items()
     backend.check_float(x, lead)
     if x.ndim != 2:
         raise ValueError(f"{lead} must be 2-D (N, k) with the class axis last; got shape {x.shape}")
+    checked = [x]
     for other, y in others:
+        if convert is not None:
+            y = convert(y, other)
+        checked.append(y)
         backend.check_float(y, other)
         if y.shape != x.shape:
             raise ValueError(f"{other} must have the shape of {lead} {x.shape}; got {y.shape}")
         if y.dtype != x.dtype:
             raise TypeError(f"{other} must have the dtype of {lead} {x.dtype}; got {y.dtype}")
+    return checked
 
 
 def softmax(z, *, out=None, backend: str = "auto"):

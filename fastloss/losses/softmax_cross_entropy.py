@@ -17,10 +17,10 @@ def _softmax_cross_entropy(
     logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, want_grad,
     check_labels,
 ):
-    check_labels = v.check_bool(check_labels, "check_labels")
     host = _registry.host_backend(backend)
     if (
         host is not None
+        and type(check_labels) is bool
         and weight is None
         and type(ignore_index) is int
         and -(2**63) <= ignore_index < 2**63
@@ -36,6 +36,7 @@ def _softmax_cross_entropy(
     reduction = v.check_reduction(reduction)
     ignore_index = v.check_int(ignore_index, "ignore_index")
     label_smoothing = v.check_probability(label_smoothing, "label_smoothing")
+    check_labels = v.check_bool(check_labels, "check_labels")
     backend = _registry.backend(backend, logits, target, weight, out)
     logits = backend.asarray(logits, "logits")
     with backend.scope(logits):
