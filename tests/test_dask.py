@@ -505,6 +505,22 @@ def test_softmax_functions_name_the_arrays_shape():
         fl.log_softmax_backward(da.zeros((3, 4)), da.zeros((3, 4), dtype=np.float32))
 
 
+def test_a_mean_over_labels_of_no_weight_is_nan():
+    """As in memory (PyTorch's 0 / 0), also where label smoothing leaves a sum that is not 0;
+    rows in one class chunk: NaN in the kept rows' gradients, 0 in the ignored one's."""
+    logits = np.array([[0.1, 0.2, 0.3], [0.4, -0.2, 0.0], [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    labels, weight = np.array([0, -100, 0, 0]), np.array([0.0, 1.0, 1.0])
+    for smoothing in (0.0, 0.1):
+        loss, grad = fl.softmax_cross_entropy_with_grad(
+            da.from_array(logits, chunks=(2, -1)), labels, weight=weight,
+            label_smoothing=smoothing)
+        want_loss, want_grad = fl.softmax_cross_entropy_with_grad(
+            logits, labels, weight=weight, label_smoothing=smoothing)
+        assert np.isnan(loss.compute()) and np.isnan(want_loss)
+        np.testing.assert_array_equal(grad.compute(), want_grad)
+        assert np.isnan(want_grad[[0, 2, 3]]).all() and (want_grad[1] == 0).all()
+
+
 def test_invalid_label_raises_when_computed():
     for chunks in [(2, -1), (2, 2)]:
         loss = fl.softmax_cross_entropy(da.zeros((4, 3), chunks=chunks), np.array([0, 1, 3, 2]))
