@@ -25,10 +25,10 @@ def _row_function(name, arrays: dict, out, backend):
             if small_call(x, g, buffer):
                 return buffer
     backend = _registry.backend(backend, *arrays.values(), out)
-    (lead, x), *others = arrays.items()
-    x = backend.asarray(x, lead)
+    lead = next(iter(arrays))
+    x = backend.asarray(arrays[lead], lead)
     with backend.scope(x):
-        inputs = check_rows({lead: x, **dict(others)}, backend, backend.asarray)
+        inputs = check_rows({**arrays, lead: x}, backend, backend.asarray)
         out = backend.check_out(out, "out", x)
         backend.same_device(*inputs, out)
         xp, dtype = backend.xp, x.dtype
