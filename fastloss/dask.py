@@ -524,15 +524,7 @@ def _labelled_rows(x, name, target, weight, backend, out):
     x = _as_dask(x, name)
     target, weight = _as_dask(target, "target"), _as_dask(weight, "weight", optional=True)
     chosen = _chunk_backend(backend, **{name: x, "target": target, "weight": weight})
-    _registry.backend(chosen).check_float(x, name)
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(
-            f"{name} must be 2-D (N, k) with the class axis last and k >= 1; got shape {x.shape}"
-        )
-    if target.dtype.kind not in "iu":
-        raise TypeError(
-            f"target holds class indices, which must be integers; got dtype {target.dtype}"
-        )
+    class_labels.check_rows(x, name, target, _registry.backend(chosen))
     _check_known_chunks(x, name)
     x = x.rechunk((x.chunks[0], (x.shape[1],)))
     target, _ = _ce_target(target, x, chosen)

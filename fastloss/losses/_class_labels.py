@@ -102,6 +102,21 @@ def kept_divisor(ignore_index, reduction, check_labels):
         labels, weight, classes, ignore_index, reduction, backend, check_labels)
 
 
+def check_rows(x, name, target, backend):
+    """TypeError or ValueError unless ``x`` (called ``name``) is a float array of
+    ``backend``'s dtypes, 2-D (N, k) with k >= 1, and ``target`` holds integers. Dask's
+    functions check their lazy arrays with it too."""
+    backend.check_float(x, name)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(
+            f"{name} must be 2-D (N, k) with the class axis last and k >= 1; got shape {x.shape}"
+        )
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"target holds class indices, which must be integers; got dtype {target.dtype}"
+        )
+
+
 def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_grad, divisor,
              *options, ignore_index=None):
     """``(loss, grad or None)`` of ``loss`` over ``(N, k)`` rows ``x`` (called ``name`` in
@@ -118,16 +133,7 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
     x = backend.asarray(x, name)
     with backend.scope(x):
         target = backend.asarray(target, "target")
-        backend.check_float(x, name)
-        if x.ndim != 2 or x.shape[1] == 0:
-            raise ValueError(
-                f"{name} must be 2-D (N, k) with the class axis last and k >= 1; "
-                f"got shape {x.shape}"
-            )
-        if target.dtype.kind not in "iu":
-            raise TypeError(
-                f"target holds class indices, which must be integers; got dtype {target.dtype}"
-            )
+        check_rows(x, name, target, backend)
         rows, classes = x.shape
         xp, dtype = backend.xp, x.dtype
         work = backend.compute_dtype(dtype)
