@@ -180,7 +180,7 @@ class _Slab:
         grad = self.exp * xp.astype(ratio, work)[:, None]
         if self.dense is not None:
             grad = grad - xp.astype(_times(xp, self.dense, scale), work)
-        if self.label_mass is not None:
+        if self.label_mass is not None and self.width:
             rows = xp.arange(grad.shape[0], device=array_api_compat.device(grad))
             label_grad = xp.astype(_times(xp, self.label_mass, scale), work)
             grad[rows, self.column] = grad[rows, self.column] - label_grad

@@ -255,6 +255,19 @@ def test_extreme_logits_across_class_chunks(dtype, label_smoothing):
     assert np.isfinite(grad).all()
 
 
+@pytest.mark.parametrize("class_chunks", [(2, 0, 3), (0, 5), (2, 3, 0)],
+                         ids=["middle", "first", "last"])
+def test_an_empty_class_chunk_adds_nothing(class_chunks):
+    logits = np.random.default_rng(5).standard_normal((4, 5))
+    for target in (np.array([0, 1, 3, -100]), fl.softmax(logits[::-1].copy())):
+        loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+            da.from_array(logits, chunks=((4,), class_chunks)), target, label_smoothing=0.1))
+        memory_loss, memory_grad = fl.softmax_cross_entropy_with_grad(logits, target,
+                                                                      label_smoothing=0.1)
+        np.testing.assert_allclose(loss, memory_loss, rtol=1e-14)
+        np.testing.assert_allclose(grad, memory_grad, rtol=1e-13, atol=1e-16)
+
+
 def test_a_class_chunk_of_minus_inf_adds_nothing():
     # A masked vocabulary shard: its chunk is all -inf, the row's other chunks are not.
     logits = np.zeros((3, 6))
