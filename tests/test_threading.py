@@ -47,9 +47,11 @@ def parent_bits():
 def test_default_layer_is_fork_and_thread_safe(parent_bits):
     import numba
 
+    from fastloss.backends.numba import _threading
+
     layer = numba.threading_layer()
     if platform.machine() in ("x86_64", "AMD64") and "NUMBA_THREADING_LAYER" not in os.environ:
-        assert layer == "tbb"
+        assert layer == ("workqueue" if _threading._one_cpu() else "tbb")
     else:
         assert layer in ("tbb", "workqueue", "omp")
 
@@ -69,15 +71,19 @@ def test_eight_threads_at_once_give_the_serial_bits(parent_bits):
     assert all(result == parent_bits for result in results)
 
 
-def _run_with_layer(layer: str, script: str) -> subprocess.CompletedProcess:
-    """``script`` in a fresh interpreter with ``NUMBA_THREADING_LAYER=layer``; this
-    module importable as ``test_threading``."""
-    env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
+def _run_with_layer(layer: str | None, script: str, cpus=None) -> subprocess.CompletedProcess:
+    """``script`` in a fresh interpreter with ``NUMBA_THREADING_LAYER=layer`` (None: unset),
+    on the CPUs ``cpus`` when given; this module importable as ``test_threading``."""
+    env = {name: value for name, value in os.environ.items()
+           if name != "NUMBA_THREADING_LAYER"}
+    if layer is not None:
+        env["NUMBA_THREADING_LAYER"] = layer
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(Path(__file__).parent), str(Path(__file__).parents[1]),
                       env.get("PYTHONPATH")]))
+    pinned = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, preexec_fn=pinned)
 
 
 _CONCURRENT_SCRIPT = """
@@ -107,3 +113,37 @@ def test_a_chosen_layer_is_kept(layer):
                "print(numba.threading_layer())")
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.split()[-1] == layer
+
+
+_ONE_CPU_SCRIPT = """
+import os, threading, numba, test_threading
+serial = test_threading._bits()
+worker = threading.Thread(target=lambda: test_threading._bits()); worker.start(); worker.join()
+child = os.fork()
+if child == 0:
+    os._exit(0 if test_threading._bits() == serial else 1)
+assert os.waitpid(child, 0)[1] == 0
+print(numba.threading_layer())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not hasattr(os, "fork"),
+                    reason="pins a process to one CPU and forks it: Linux only")
+def test_one_cpu_takes_workqueue_and_exits():
+    # On one CPU TBB starts no worker thread: a process that launched a threaded kernel from
+    # a second thread, or forked after one, waited at exit forever (oneTBB issue 2056).
+    completed = _run_with_layer(None, _ONE_CPU_SCRIPT, cpus={min(os.sched_getaffinity(0))})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split()[-1] == "workqueue"
+
+
+def test_a_layer_set_after_the_first_call_still_gets_the_lock():
+    # The layer is chosen when the numba backend loads (the first call), and Numba starts
+    # it at the first threaded launch: one set in between must still be locked if it needs.
+    completed = _run_with_layer(None, """
+import numba, numpy as np, fastloss as fl
+fl.mse(np.ones(4, np.float32), np.zeros(4, np.float32), backend="numba")
+numba.config.THREADING_LAYER = "workqueue"
+""" + _CONCURRENT_SCRIPT)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split()[-1] == "workqueue"
