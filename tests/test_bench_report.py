@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fastloss import _registry
-from fastloss.bench import peers, report
+from fastloss.bench import against, peers, report
 
 ROW_KEYS = {
     "loss", "op", "device", "shape", "elements", "dtype", "impl", "kind", "backend", "bytes",
@@ -76,7 +76,8 @@ def test_quick_report_is_one_line_per_loss_and_backend(tmp_path, capsys):
 @pytest.mark.parametrize("option", [["--ops", "backward"], ["--losses", "mse,no_such_loss"],
                                     ["--losses", "softmax", "--ops", "fused"],
                                     ["--sizes", "10x"], ["--sizes", "x"], ["--repeats", "0"],
-                                    ["--budget", "-1"], ["--json", "/no/such/folder/r.json"]])
+                                    ["--budget", "-1"], ["--json", "/no/such/folder/r.json"],
+                                    ["--sweep-elements", "nan"], ["--sweep-elements", "inf"]])
 def test_bad_option_is_a_usage_error(option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--losses", "mse", *option] if option[0] != "--losses" else option)
@@ -331,6 +332,18 @@ def test_against_a_revision_times_both_versions_and_compares_their_bits():
                                          ["l1", "fused", "3x37"], ["l1", "fused", "1x37"]]
     # The same kernels (HEAD's sources are this checkout's, bar uncommitted edits): same bits.
     assert all(row[-1] == "yes" for row in rows), completed.stdout
+
+
+@pytest.mark.parametrize("option", [["--losses", "no_such_loss"], ["--losses", ","],
+                                    ["--classes", "abc"], ["--classes", "0"], ["--sizes", "0"],
+                                    ["--op", "forward", "--losses", "softmax"],
+                                    ["--repeats", "0"]])
+def test_against_bad_option_is_a_usage_error(option, capsys):
+    # Checked before any revision is read or kernel compiled.
+    with pytest.raises(SystemExit) as exit_info:
+        against.parse_args(["--against", "HEAD", *option])
+    assert exit_info.value.code == 2
+    assert "error: --" in capsys.readouterr().err
 
 
 def test_against_an_unknown_revision_says_so():

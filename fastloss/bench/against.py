@@ -140,28 +140,55 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="timed calls of each version (default: 20)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
                         help="the inputs' floating dtype (default: float32)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    from fastloss.bench import peers
+
+    args.losses = [name for name in args.losses.split(",") if name]
+    try:
+        args.classes = [int(width) for width in args.classes.split(",") if width]
+    except ValueError:
+        parser.error(f"--classes: not whole numbers: {args.classes}")
+    if not args.losses or not args.classes:
+        parser.error("--losses and --classes must name at least one each")
+    if min(args.classes) < 1:
+        parser.error("--classes: row widths must be 1 or more")
+    if args.repeats < 1:
+        parser.error("--repeats: must be 1 or more")
+    for loss in args.losses:
+        try:
+            ops = peers.spec(loss).ops
+        except ValueError as exc:
+            parser.error(f"--losses: {exc}")
+        for size in args.sizes:
+            for width in args.classes:
+                try:
+                    peers.shape_for(loss, size, width)
+                except ValueError as exc:
+                    parser.error(f"--sizes: {exc}")
+        if args.op is not None and args.op not in ops:
+            parser.error(f"--op: {loss} has no {args.op!r}; its ops: {', '.join(ops)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
     if "numba" in sys.modules:
         raise SystemExit("--against must set Numba's threads before Numba loads; run it as "
                          "python -m fastloss bench --against REV")
     with tempfile.TemporaryDirectory(prefix="fastloss-against-") as folder:
         os.environ["NUMBA_NUM_THREADS"] = "1"
         os.environ["NUMBA_CACHE_DIR"] = str(Path(folder) / "numba-cache")
+        args = parse_args(argv)  # its checks load the bench specs, and with them Numba
         package_at(args.against, Path(folder))
         sys.path.insert(0, folder)
         from fastloss.bench import peers
 
         rows = []
-        for loss in args.losses.split(","):
+        for loss in args.losses:
             op = args.op or ("call" if "call" in peers.spec(loss).ops else "fused")
             # A ROWSxCOLS size, or a loss with rows of its own width (the elementwise ones),
             # gives one shape whatever --classes says: each shape runs once.
-            shapes = dict.fromkeys(peers.shape_for(loss, size, int(width))
-                                   for size in args.sizes for width in args.classes.split(","))
+            shapes = dict.fromkeys(peers.shape_for(loss, size, width)
+                                   for size in args.sizes for width in args.classes)
             for shape in shapes:
                 print(f"{loss} {op} {shape[0]}x{shape[1]} ...", file=sys.stderr, flush=True)
                 rows.append(compare(loss, op, shape, args.backend, args.repeats, args.dtype))

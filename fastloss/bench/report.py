@@ -765,7 +765,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     parser.error(f"--sizes: {exc}")
     if args.sweep_elements is None:
         args.sweep_elements = 0 if args.sizes or args.quick else peers.SWEEP_ELEMENTS
-    args.sweep_elements = int(args.sweep_elements)
+    try:
+        args.sweep_elements = int(args.sweep_elements)
+    except (ValueError, OverflowError):
+        parser.error(f"--sweep-elements: not a number of elements: {args.sweep_elements}")
     if args.sweep_elements < 0:
         parser.error("--sweep-elements: must be 0 or more")
     if args.sweep_classes is not None:
