@@ -147,3 +147,43 @@ numba.config.THREADING_LAYER = "workqueue"
 """ + _CONCURRENT_SCRIPT)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.split()[-1] == "workqueue"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks: POSIX only")
+def test_a_child_forked_while_the_lock_is_held_can_launch():
+    # Under workqueue threaded kernels take a lock; a child forked while another thread
+    # held it must not wait for a release that can never come in the child.
+    completed = _run_with_layer("workqueue", """
+import os, signal, test_threading
+from fastloss.backends.numba import _threading
+serial = test_threading._bits()
+_threading._launch_lock.acquire()  # as another thread in the middle of a launch
+child = os.fork()
+if child == 0:
+    signal.alarm(60)
+    os._exit(0 if test_threading._bits() == serial else 1)
+_threading._launch_lock.release()
+assert os.waitpid(child, 0)[1] == 0
+print("the child launched")
+""")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split("\n")[-2] == "the child launched"
+
+
+@pytest.mark.parametrize("files, own, cpus", [
+    ({"cpu.max": "150000 100000\n"}, "0::/\n", 1.5),
+    ({"cpu.max": "200000 100000\n", "job/cpu.max": "max 100000\n"}, "0::/job\n", 2.0),
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
+     "4:cpu,cpuacct:/\n1:name=systemd:/\n", 0.5),
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
+     "4:cpu,cpuacct:/\n", float("inf")),
+    ({}, "0::/\n", float("inf")),
+], ids=["v2", "v2 parent", "v1", "v1 unlimited", "none"])
+def test_cgroup_cpu_quota_is_read_up_to_the_root(tmp_path, files, own, cpus):
+    from fastloss.backends.numba import _threading
+
+    for name, text in files.items():
+        (tmp_path / "cgroup" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cgroup" / name).write_text(text)
+    (tmp_path / "own").write_text(own)
+    assert _threading._quota_cpus(tmp_path / "cgroup", tmp_path / "own") == cpus
