@@ -473,12 +473,7 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
     logits = _as_dask(logits, "logits")
     target, weight = _as_dask(target, "target"), _as_dask(weight, "weight", optional=True)
     chosen = _chunk_backend(backend, logits=logits, target=target, weight=weight)
-    _registry.backend(chosen).check_float(logits, "logits")
-    if logits.ndim != 2 or logits.shape[1] == 0:
-        raise ValueError(
-            "logits must be 2-D (N, k) with the class axis last and k >= 1; "
-            f"got shape {logits.shape}"
-        )
+    class_labels.check_class_rows(logits, "logits", _registry.backend(chosen))
     _check_known_chunks(logits, "logits")
     target, target_index = _ce_target(target, logits, chosen, options["ignore_index"])
     weight = _ce_weight(weight, logits)
@@ -524,7 +519,8 @@ def _labelled_rows(x, name, target, weight, backend, out):
     x = _as_dask(x, name)
     target, weight = _as_dask(target, "target"), _as_dask(weight, "weight", optional=True)
     chosen = _chunk_backend(backend, **{name: x, "target": target, "weight": weight})
-    class_labels.check_rows(x, name, target, _registry.backend(chosen))
+    class_labels.check_class_rows(x, name, _registry.backend(chosen))
+    class_labels.check_label_dtype(target)
     _check_known_chunks(x, name)
     x = x.rechunk((x.chunks[0], (x.shape[1],)))
     target, _ = _ce_target(target, x, chosen)
@@ -581,12 +577,7 @@ def _softmax_entropy(logits, reduction, backend, out, want_grad):
     _refuse_out(out)
     x = _as_dask(logits, "logits")
     chosen = _chunk_backend(backend, logits=x)
-    _registry.backend(chosen).check_float(x, "logits")
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(
-            "logits must be 2-D (N, k) with the class axis last and k >= 1; "
-            f"got shape {x.shape}"
-        )
+    class_labels.check_class_rows(x, "logits", _registry.backend(chosen))
     _check_known_chunks(x, "logits")
     x = x.rechunk((x.chunks[0], (x.shape[1],)))
     divisor = float(x.shape[0]) if reduction == "mean" else 1.0

@@ -77,7 +77,8 @@ def test_quick_report_is_one_line_per_loss_and_backend(tmp_path, capsys):
                                     ["--losses", "softmax", "--ops", "fused"],
                                     ["--sizes", "10x"], ["--sizes", "x"], ["--repeats", "0"],
                                     ["--budget", "-1"], ["--json", "/no/such/folder/r.json"],
-                                    ["--sweep-elements", "nan"], ["--sweep-elements", "inf"]])
+                                    ["--sweep-elements", "nan"], ["--sweep-elements", "inf"],
+                                    ["--sweep-elements", "-0.5"]])
 def test_bad_option_is_a_usage_error(option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--losses", "mse", *option] if option[0] != "--losses" else option)
@@ -344,6 +345,14 @@ def test_against_bad_option_is_a_usage_error(option, capsys):
         against.parse_args(["--against", "HEAD", *option])
     assert exit_info.value.code == 2
     assert "error: --" in capsys.readouterr().err
+
+
+def test_against_takes_shapes_counts_and_defaults():
+    args = against.parse_args(["--against", "HEAD", "--sizes", "64x100", "2.6e3", "--classes",
+                               "10,", "--losses", "mse,softmax"])
+    assert (args.losses, args.classes, args.sizes) == (["mse", "softmax"], [10],
+                                                       ["64x100", "2.6e3"])
+    assert against.parse_args(["--against", "HEAD"]).classes == [2, 10, 100, 1000, 32000]
 
 
 def test_against_an_unknown_revision_says_so():

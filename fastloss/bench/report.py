@@ -765,12 +765,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     parser.error(f"--sizes: {exc}")
     if args.sweep_elements is None:
         args.sweep_elements = 0 if args.sizes or args.quick else peers.SWEEP_ELEMENTS
-    try:
-        args.sweep_elements = int(args.sweep_elements)
-    except (ValueError, OverflowError):
-        parser.error(f"--sweep-elements: not a number of elements: {args.sweep_elements}")
-    if args.sweep_elements < 0:
-        parser.error("--sweep-elements: must be 0 or more")
+    if not 0 <= args.sweep_elements < math.inf:  # NaN too
+        parser.error(f"--sweep-elements: must be a count of 0 or more; got {args.sweep_elements}")
+    args.sweep_elements = int(args.sweep_elements)
     if args.sweep_classes is not None:
         try:
             args.sweep_classes = tuple(int(width) for width in args.sweep_classes)

@@ -102,15 +102,19 @@ def kept_divisor(ignore_index, reduction, check_labels):
         labels, weight, classes, ignore_index, reduction, backend, check_labels)
 
 
-def check_rows(x, name, target, backend):
+def check_class_rows(x, name, backend):
     """TypeError or ValueError unless ``x`` (called ``name``) is a float array of
-    ``backend``'s dtypes, 2-D (N, k) with k >= 1, and ``target`` holds integers. Dask's
-    functions check their lazy arrays with it too."""
+    ``backend``'s dtypes, 2-D (N, k) with k >= 1: rows of classes. Dask's functions check
+    their lazy arrays with it too."""
     backend.check_float(x, name)
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(
             f"{name} must be 2-D (N, k) with the class axis last and k >= 1; got shape {x.shape}"
         )
+
+
+def check_label_dtype(target):
+    """TypeError unless ``target`` (an array) holds integers: class indices."""
     if target.dtype.kind not in "iu":
         raise TypeError(
             f"target holds class indices, which must be integers; got dtype {target.dtype}"
@@ -133,7 +137,8 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
     x = backend.asarray(x, name)
     with backend.scope(x):
         target = backend.asarray(target, "target")
-        check_rows(x, name, target, backend)
+        check_class_rows(x, name, backend)
+        check_label_dtype(target)
         rows, classes = x.shape
         xp, dtype = backend.xp, x.dtype
         work = backend.compute_dtype(dtype)

@@ -52,12 +52,7 @@ def _checked(
 ):
     """``(loss, grad or None)``, on the logits' device: the remaining checks, then the kernel."""
     target = backend.asarray(target, "target")
-    backend.check_float(logits, "logits")
-    if logits.ndim != 2 or logits.shape[1] == 0:
-        raise ValueError(
-            "logits must be 2-D (N, k) with the class axis last and k >= 1; "
-            f"got shape {logits.shape}"
-        )
+    _class_labels.check_class_rows(logits, "logits", backend)
     rows, classes = logits.shape
     xp = backend.xp
     dtype = logits.dtype

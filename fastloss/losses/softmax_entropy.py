@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastloss import _registry
 from fastloss import _validate as v
-from fastloss.losses import _tail
+from fastloss.losses import _class_labels, _tail
 
 
 def _softmax_entropy(logits, reduction, backend, out, want_grad):
@@ -23,12 +23,7 @@ def _softmax_entropy(logits, reduction, backend, out, want_grad):
     backend = _registry.backend(backend, logits, out)
     x = backend.asarray(logits, "logits")
     with backend.scope(x):
-        backend.check_float(x, "logits")
-        if x.ndim != 2 or x.shape[1] == 0:
-            raise ValueError(
-                "logits must be 2-D (N, k) with the class axis last and k >= 1; "
-                f"got shape {x.shape}"
-            )
+        _class_labels.check_class_rows(x, "logits", backend)
         rows = x.shape[0]
         xp, dtype = backend.xp, x.dtype
         work = backend.compute_dtype(dtype)

@@ -1065,8 +1065,7 @@ def _lanes_exp_sum(
     ``probs_flat`` (probability targets of flat's shape, when given) from
     ``next_start`` are fetched into cache for reading, and those of ``grad_flat``
     from ``grad_start`` for writing: the exponentials are compute-bound, and the
-    tile's transpositions then find their rows in cache (without the targets'
-    fetch, probability targets took 1.3x the time at k = 100)."""
+    tile's transpositions then find their rows in cache."""
     _wide_vectors()
     step = _line_items(flat)
     for c in range(classes):
@@ -1074,7 +1073,7 @@ def _lanes_exp_sum(
         for line in range(c * LANES, (c + 1) * LANES, step):
             if next_start + line < flat.size:
                 _prefetch_read(flat, next_start + line)
-                if probs_flat is not None:
+                if probs_flat is not None:  # else their transposition waits on memory
                     _prefetch_read(probs_flat, next_start + line)
             if grad_flat is not None and grad_start + line < grad_flat.size:
                 _prefetch_write(grad_flat, grad_start + line)
@@ -1237,18 +1236,18 @@ def _lanes_block(
         if labelled and smooth == 0.0:
             # The common case: the scaling rides on the transposition out.
             _store_tile(tile, grad_flat, row * classes, count, classes, scale)
-        elif labelled:
-            _lanes_grad(tile, classes, exp_scale, None, weight, 0.0, grad_scale * smooth)
-            _store_tile(tile, grad_flat, row * classes, count, classes, None)
         else:
-            _lanes_grad(
-                tile, classes, exp_scale, probs, weight, grad_scale * keep, grad_scale * smooth
-            )
+            if labelled:
+                _lanes_grad(tile, classes, exp_scale, None, weight, 0.0, grad_scale * smooth)
+            else:
+                _lanes_grad(
+                    tile, classes, exp_scale, probs, weight, grad_scale * keep,
+                    grad_scale * smooth,
+                )
             _store_tile(tile, grad_flat, row * classes, count, classes, None)
         if labelled:
-            # Each row's label entry (or an ignored row's zeros) is written after. Selected
-            # in _lanes_grad's pass, their compares made it a third of the smoothed path's
-            # samples (k = 100), against a tenth without.
+            # Each row's label entry (or an ignored row's zeros) is written after: selected
+            # element by element in _lanes_grad, they kept its loop from vectorising well.
             _store_labels(grad_flat, row * classes, count, classes, labels, label_grad)
     return _lanes_total(lane_totals)
 
