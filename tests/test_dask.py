@@ -539,13 +539,13 @@ def test_invalid_label_raises_when_computed():
         loss = fl.softmax_cross_entropy(da.zeros((4, 3), chunks=chunks), np.array([0, 1, 3, 2]))
         with pytest.raises(ValueError, match=r"class index 3, outside \[0, 3\)"):
             loss.compute()
-        # A uint64 label past int64's range stays out of range (it does not wrap to -1).
+        # A uint64 label past int64's range is named (it does not wrap to -1).
         huge = np.array([0, 1, 2**64 - 1, 2], np.uint64)
         for function, options in ((fl.softmax_cross_entropy, {"ignore_index": -1}),
                                   (fl.softmax_cross_entropy, {"ignore_index": 2**63 - 1}),
                                   (fl.nll, {"ignore_index": 2**63 - 1}), (fl.multi_margin, {})):
             loss = function(da.zeros((4, 3), chunks=chunks), huge, **options)
-            with pytest.raises(ValueError, match=r"class index 922337203685477580[67]"):
+            with pytest.raises(ValueError, match=f"class index {2**64 - 1}, past int64's range"):
                 loss.compute()
 
 

@@ -163,7 +163,7 @@ def test_invalid_label_on_cuda_is_a_nan_row_or_checked(cupy):
     (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2)), TypeError, "must be integers"),
     (lambda: fl.nll(np.zeros((2, 3)), np.zeros(3, int)), ValueError, r"shape \(N,\)"),
     (lambda: fl.nll(np.zeros((2, 3)), np.array([0, 2**64 - 1], np.uint64),
-                    ignore_index=2**63 - 1), ValueError, f"class index {2**63 - 2}"),
+                    ignore_index=2**63 - 1), ValueError, f"class index {2**64 - 1}, past"),
     (lambda: fl.nll(np.zeros((2, 3), int), np.zeros(2, int)), TypeError, "log_probs"),
     (lambda: fl.nll(np.zeros((2, 3)), np.zeros(2, int), weight=np.ones(2)), ValueError,
      "weight"),

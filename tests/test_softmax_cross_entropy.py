@@ -396,11 +396,11 @@ def test_bad_inputs_name_the_argument():
     cases = [
         (ValueError, "target.*class index 5", lambda: call(logits, np.array([0, 1, 5, 2]))),
         (ValueError, "target.*class index -1", lambda: call(logits, np.array([0, -1, 2, 2]))),
-        (ValueError, f"target.*class index {2**63 - 1}", lambda: call(
+        # A uint64 label past int64's range is named as it is (not wrapped to -1, not capped).
+        (ValueError, f"target.*class index {2**64 - 1}, past int64's range", lambda: call(
             logits, np.array([0, 1, 2**64 - 1, 2], np.uint64), ignore_index=-1)),
-        # Not ignored either where ignore_index is int64's maximum.
-        (ValueError, f"target.*class index {2**63 - 2}", lambda: call(
-            logits, np.array([0, 1, 2**64 - 1, 2], np.uint64), ignore_index=2**63 - 1)),
+        (ValueError, f"target.*class index {2**63}, past", lambda: call(
+            logits, np.array([0, 1, 2**63, 2], np.uint64), ignore_index=2**63 - 1)),
         (ValueError, r"target.*\(N,\)", lambda: call(logits, labels[:3])),
         (ValueError, r"target.*\(N,\)", lambda: call(logits, labels.reshape(2, 2))),
         (ValueError, "target.*probabilities", lambda: call(logits, probs[:, :4])),

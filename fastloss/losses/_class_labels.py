@@ -30,14 +30,21 @@ def labels(target, rows, ignore_index, xp):
 
 
 def int64_labels(target, ignore_index, xp):
-    """Integer class indices ``target`` as C-contiguous int64, an out-of-range label kept out
-    of range: a uint64 label past int64's range would wrap to a negative one, which could
-    pass for ignore_index, so it becomes int64's maximum (one less where that is
-    ``ignore_index``; None: no label is ignored), which the label check rejects."""
+    """Integer class indices ``target`` as C-contiguous int64. A uint64 label past int64's
+    range, never a class, is a ValueError naming it on the host. On a device (no
+    synchronisation) it would wrap to a negative label, which could pass for ignore_index,
+    so it becomes int64's maximum (one less where that is ``ignore_index``; None: no label
+    is ignored), which the label check rejects."""
     if target.dtype.kind == "u" and target.dtype.itemsize == 8:
-        cap = _INT64_MAX - 1 if ignore_index == _INT64_MAX else _INT64_MAX
         # uint64 throughout: no float promotion; a label of int64's maximum stays itself.
-        target = xp.where(target > xp.uint64(_INT64_MAX), xp.uint64(cap), target)
+        huge = target > xp.uint64(_INT64_MAX)
+        if xp is np:
+            if huge.any():
+                raise ValueError(f"target holds class index {int(target[huge][0])}, "
+                                 "past int64's range")
+        else:
+            cap = _INT64_MAX - 1 if ignore_index == _INT64_MAX else _INT64_MAX
+            target = xp.where(huge, xp.uint64(cap), target)
     return xp.ascontiguousarray(target, dtype=xp.int64)
 
 
