@@ -74,11 +74,6 @@ def backend_status(backend: str) -> tuple[bool, str]:
     return _probe(backend)
 
 
-def available_backends() -> list[str]:
-    """The names of the backends that can run here, in preference order."""
-    return [name for name in BACKENDS if backend_status(name)[0]]
-
-
 def is_device_array(x) -> bool:
     """True for CuPy arrays and anything exposing the CUDA array interface."""
     return type(x).__module__.split(".")[0] == "cupy" or hasattr(x, "__cuda_array_interface__")
@@ -185,11 +180,6 @@ def kernel(loss: str, backend: str):
 def hook(name: str, backend: str):
     """The helper ``name`` of ``backend`` (see ``_HOOKS``), imported once."""
     return _load(_HOOKS[(name, backend)])
-
-
-def label_summary(backend: str):
-    """The "label_summary" hook of a CPU backend (see ``fastloss.backends``)."""
-    return hook("label_summary", backend)
 
 
 _OBJECTS = {name: HostBackend(name, kernel, hook) for name in ("numpy", "numba")}

@@ -108,8 +108,11 @@ def check_reduction(reduction, choices: tuple[str, ...] = REDUCTIONS) -> str:
 
 
 def check_margin_power(p) -> int:
-    """The multi-class hinge's exponent: 1 or 2 (an int or a float, not a bool), as an int."""
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or p not in (1, 2):
+    """The multi-class hinge's exponent, 1 or 2, as an int: TypeError unless a real number (an
+    int or a float, not a bool), ValueError unless 1 or 2."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p must be a real number, 1 or 2; got {p!r}")
+    if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2; got {p!r}")
     return int(p)
 

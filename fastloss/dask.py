@@ -29,6 +29,8 @@ Chunks.
     then gradient), so dask keeps it in memory in between.
     A ``"mean"`` over labels divides by the weight sum of the rows not ignored: a small
     task graph over ``target`` (and ``weight``) computes it before the chunk kernels.
+    NLL, the multi-class hinge and the softmax entropy: any row chunks, the classes
+    rechunked to one chunk; each chunk is one fused kernel call of whole rows.
 
 Determinism. Every chunk gives a float64 partial loss (already divided by the mean's
 divisor). The partials are summed by :func:`pairwise_sum` over chunk indices in

@@ -30,8 +30,9 @@ the loss alone.
   and target of different shapes for the elementwise losses (PyTorch would
   broadcast), a gradient with respect to cross-entropy's probability target
   or to the target or weights of the BCE losses, double
-  backward (``create_graph=True``), and devices other than CPU and CUDA
-  (meta tensors give the results' shapes only).
+  backward (``create_graph=True``), forward-mode AD (``torch.func.jvp``,
+  dual tensors), uint64 class labels (PyTorch takes int64 or uint8), and
+  devices other than CPU and CUDA (meta tensors give the results' shapes only).
 
 Each loss is a ``torch.library.custom_op`` (``fastloss::cross_entropy``,
 ``fastloss::mse_loss``, ...) with a fake implementation and an autograd

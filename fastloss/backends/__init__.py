@@ -15,9 +15,11 @@ A cross-entropy's probability target is the exception: the gradient never
 shares memory with it, not even as the same array.
 
 Every loss takes a ``divisor``: the front passes the element count, the row
-count or the weight sum for "mean", and 1 for "sum" and "none" (where it
-ignores the returned loss). A zero divisor gives inf or NaN as IEEE division
-does, never an exception or a warning. Each backend returns the loss
+count or the weight sum for "mean", 1 for "none" (where it ignores the
+returned loss), and for "sum" 1 or a loss's own divisor (KL divergence's
+"batchmean" the row count, crysx_nn's losses the node count). A zero
+divisor gives inf or NaN as IEEE division does, never an exception or a
+warning. Each backend returns the loss
 ``total / divisor`` with ``total`` summed in float64 in fixed-size blocks
 combined in a fixed order (the same bits whatever the thread count or device
 size): a float64 on the CPU backends (a Python float or a NumPy float64),
@@ -25,7 +27,8 @@ which the front rounds once to the input dtype; on cuda, a 0-d device array
 already in the input dtype, written by the last kernel (rounded once from
 float64), so the front adds no device operation.
 
-Elementwise losses (MSE, L1, smooth L1, Huber, BCE, BCE with logits, hinge):
+Elementwise losses (MSE, L1, smooth L1, Huber, BCE, BCE with logits, hinge, KL
+divergence):
 ``<loss>(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
 param=0.0) -> loss``, made per backend by ``<backend>.elementwise.fused``
 from the loss's functor ``f(x, t, aux, param) -> (loss, slope)`` and its

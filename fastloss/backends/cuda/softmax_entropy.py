@@ -7,7 +7,9 @@ kernel that writes the loss in the logits' dtype. Halves and float32 compute
 elements in float32 and row sums in float64; float64 in float64. A row of up to
 4096 classes is read once and its gradient written once; a longer row is read
 twice when there is a gradient (once without). The same inputs give the same
-bits, run after run, on any GPU.
+bits run after run; float64 also on any GPU, while the others' exponentials are
+the GPU's hardware ``exp``, whose bits may differ between architectures (as
+cross-entropy's).
 """
 
 from __future__ import annotations

@@ -17,10 +17,8 @@ from numba.extending import overload
 from fastloss.backends.numba.softmax_cross_entropy import (
     _bits_float,
     _by_precision,
-    _exp_float32,
-    _exp_float64,
-    _exp_nonpositive_float32,
-    _exp_nonpositive_float64,
+    _exp,
+    _exp_nonpositive,
     _float_bits,
     _fma,
 )
@@ -98,9 +96,10 @@ def _log_nonnegative_float32(x):
 
 # ------------------------------------------------------------ either precision
 
-exp_nonpositive = _by_precision(_exp_nonpositive_float32, _exp_nonpositive_float64)
+# Cross-entropy's, under the names the functors use.
+exp_nonpositive = _exp_nonpositive
 exp_nonpositive.__doc__ = "e**x for x <= 0 (and -inf, NaN), within two ulp."
-exp = _by_precision(_exp_float32, _exp_float64)
+exp = _exp
 exp.__doc__ = """e**x for any x (within four ulp, float64 about five just below its overflow;
 inf past the largest float)."""
 log_nonnegative = _by_precision(_log_nonnegative_float32, _log_nonnegative_float64)
