@@ -217,28 +217,32 @@ def _probability_rows(predictions, targets):
     return xp
 
 
-def CCE_loss(predictions, targets, epsilon=1e-12):  # noqa: N802 - crysx_nn's name
-    """crysx_nn's categorical cross-entropy of probabilities, as it computes it:
-    ``-sum(targets * log(clip(predictions, epsilon, 1 - epsilon) + 1e-9))``, summed over
-    samples.
+def CCE_loss(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn's name
+    """crysx_nn's categorical cross-entropy of probabilities, as its NumPy function computes
+    it: ``-sum(targets * log(clip(predictions, epsilon, 1 - epsilon) + epsilon))``, summed
+    over samples.
 
     Array expressions of the input's library (NumPy or CuPy), not a fused kernel: for a
     softmax output layer, :func:`Softmax_CCE_loss` on the logits is exact, stable and one
     pass.
     """
     xp = _probability_rows(predictions, targets)
-    return -xp.sum(targets * xp.log(xp.clip(predictions, epsilon, 1.0 - epsilon) + 1e-9))
+    return -xp.sum(targets * xp.log(xp.clip(predictions, epsilon, 1.0 - epsilon) + epsilon))
 
 
-def CCE_loss_grad(predictions, targets):  # noqa: N802 - crysx_nn's name
-    """crysx_nn's gradient of :func:`CCE_loss` with respect to the probabilities,
-    ``-nan_to_num(targets / predictions)`` (array expressions, as crysx_nn's).
+def CCE_loss_grad(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn's name
+    """crysx_nn's gradient of :func:`CCE_loss` with respect to the probabilities, as its NumPy
+    function computes it: ``-nan_to_num(targets / clip(predictions, epsilon, 1 - epsilon))``
+    in the targets' dtype (the predictions' for integer one-hot rows, which crysx_nn's
+    division refuses).
 
     crysx_nn multiplies it by the ``(N, k, k)`` softmax Jacobian; :func:`softmax_backward`
     forms that product without the Jacobian.
     """
     xp = _probability_rows(predictions, targets)
-    return -xp.nan_to_num(xp.divide(targets, predictions))
+    dtype = targets.dtype if targets.dtype.kind == "f" else predictions.dtype
+    clipped = xp.clip(predictions, epsilon, 1.0 - epsilon)
+    return -xp.nan_to_num(xp.divide(targets, clipped, dtype=dtype))
 
 
 def softmax_backward(probs, grad_probs):
@@ -248,7 +252,9 @@ def softmax_backward(probs, grad_probs):
     return fastloss.softmax_backward(probs, grad_probs)
 
 
-# crysx_nn names its CuPy variants separately; here the array type decides.
+# crysx_nn names its CuPy variants separately; here the array type decides. (Its CuPy
+# CCE pair differs from its NumPy one: no epsilon in the log, no clip in the gradient; these
+# compute the NumPy pair's formulas on either library's arrays.)
 MSE_loss_cupy = MSE_loss
 MSE_loss_grad_cupy = MSE_loss_grad
 MAE_loss_cupy = MAE_loss
