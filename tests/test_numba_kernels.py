@@ -598,7 +598,7 @@ def test_fast_log_special_values():
 
 
 @numba.njit
-def _log_float32_all(values, out):
+def _log_nonnegative_all(values, out):
     for i in range(values.size):
         out[i] = vector_math.log_nonnegative(values[i])
 
@@ -611,17 +611,30 @@ def test_float32_log_within_one_ulp_over_every_binade():
         np.float32([1.0, 2.0, 0.5, 2.0**-149, np.finfo(np.float32).tiny]),
     ])
     out = np.empty_like(x)
-    _log_float32_all(x, out)
+    _log_nonnegative_all(x, out)
     exact = np.log(x.astype(np.float64))
     ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     assert (np.abs(out - exact) / ulp).max() <= 1.0
     assert out[-5] == 0.0 and out[-4] == np.float32(math.log(2.0))
 
 
+def test_float64_log_of_subnormals_and_zero():
+    # Subnormals as exact as normal floats (KL divergence's x log x of a tiny target);
+    # log 0 is the log of the smallest subnormal, finite.
+    x = np.concatenate([np.geomspace(5e-324, 2.2250738585072014e-308, 4001),
+                        [np.nextafter(2.2250738585072014e-308, 0), 0.0]])
+    out = np.empty_like(x)
+    _log_nonnegative_all(x, out)
+    exact = np.log(x[:-1].astype(np.longdouble))
+    ulp = np.spacing(np.abs(exact).astype(np.float64)).astype(np.longdouble)
+    assert (np.abs(out[:-1] - exact) / ulp).max() <= 1.0
+    assert out[-1] == np.log(5e-324)
+
+
 def test_float32_log_special_values():
     x = np.float32([0.0, -0.0, np.inf, np.nan])
     out = np.empty_like(x)
-    _log_float32_all(x, out)
+    _log_nonnegative_all(x, out)
     # log 0 is the log of the smallest subnormal: finite, so that 0 * log 0 is 0.
     assert out[0] == out[1] == np.float32(math.log(2.0**-149))
     assert out[2] == np.inf and np.isnan(out[3])

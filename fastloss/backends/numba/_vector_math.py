@@ -40,13 +40,19 @@ def _like_overload(x, constant):
 # ------------------------------------------------------------------ float64
 
 _TINY = 2.2250738585072014e-308  # the smallest normal float64
+_SMALLEST_SUBNORMAL64 = 5e-324
+_SUBNORMAL_SCALE64 = 2.0**54  # brings every subnormal float64 into the normal range
+_SUBNORMAL_LOG64 = 54 * 0.6931471805599453  # log(2**54), rounded once
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _log_nonnegative_float64(x):
-    """log(x) for x >= 0, a subnormal or zero x taken as the smallest normal (log 0 is
-    -708.4: finite, so that 0 * log 0 is 0)."""
-    return _log_float64(_TINY if x < _TINY else x)
+    """log(x) for x >= 0, a zero x taken as the smallest subnormal (log 0 is -744.4: finite,
+    so that 0 * log 0 is 0); a subnormal x is scaled into the normal range first."""
+    x = _SMALLEST_SUBNORMAL64 if x < _SMALLEST_SUBNORMAL64 else x
+    subnormal = x < _TINY
+    value = _log_float64(x * _SUBNORMAL_SCALE64 if subnormal else x)
+    return value - _SUBNORMAL_LOG64 if subnormal else value
 
 
 # ------------------------------------------------------------------ float32
@@ -109,9 +115,7 @@ the smallest float the precision's log takes, below -100)."""
 
 @njit(cache=True, inline="always", error_model="numpy")
 def xlogx(x):
-    """x log x for x >= 0, 0 at 0 (PyTorch's xlogy(x, x)); NaN for x < 0. A float64
-    subnormal x is taken as the smallest normal in the log (an absolute error below
-    1e-305)."""
+    """x log x for x >= 0, 0 at 0 (PyTorch's xlogy(x, x)); NaN for x < 0."""
     zero = like(x, 0.0)
     value = x * log_nonnegative(x)
     value = zero if x == zero else value
