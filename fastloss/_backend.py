@@ -112,7 +112,7 @@ def _may_share_elements(array) -> bool:
     return False
 
 
-def _refuse_masked(x, name: str) -> None:
+def refuse_masked(x, name: str) -> None:
     """TypeError for a masked array, whose mask the kernels would ignore."""
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError(
@@ -137,7 +137,7 @@ class HostBackend(Backend):
                 f"backend={self.name!r} runs on the CPU: use backend='cuda' (or 'auto'), or "
                 f"move it to the host with cupy.asnumpy({name}) / {name}.cpu()"
             )
-        _refuse_masked(x, name)
+        refuse_masked(x, name)
         try:
             return np.asarray(x)
         except (TypeError, ValueError, RuntimeError) as exc:
@@ -152,7 +152,7 @@ class HostBackend(Backend):
             raise TypeError(
                 f"{name} must be a NumPy array to write into; got {type(out).__name__}"
             )
-        _refuse_masked(out, name)
+        refuse_masked(out, name)
         if not out.flags.writeable:
             raise ValueError(f"{name} must be writeable")
         return out if type(out) is np.ndarray else out.view(np.ndarray)

@@ -112,6 +112,24 @@ def test_cce_takes_only_rows_of_the_predictions_shape(function):
         function(np.eye(4, dtype=np.int64), p)
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("function", [crysx.CCE_loss, crysx.CCE_loss_grad])
+def test_cce_of_array_subclasses_and_bad_epsilon(function):
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]], np.float32)
+    t = np.eye(3, dtype=np.float32)
+    # np.matrix's * is a matrix product: it is computed as the plain array it views.
+    np.testing.assert_array_equal(function(np.matrix(p), np.matrix(t)), function(p, t))
+    assert type(function(np.matrix(p), t)) is not np.matrix
+    for name, args in (("targets", (p, np.ma.masked_array(t, mask=t > 0))),
+                       ("predictions", (np.ma.masked_array(p, mask=p > 0.5), t))):
+        with pytest.raises(TypeError, match=f"{name} is a masked array"):
+            function(*args)
+    for epsilon, error in ((np.nan, ValueError), (-1e-7, ValueError), (0.5, ValueError),
+                           ("x", TypeError), (None, TypeError)):
+        with pytest.raises(error, match="epsilon"):
+            function(p, t, epsilon=epsilon)
+
+
 def test_inputs_are_not_modified():
     predictions, targets, _ = make((8, 4), np.float32)
     saved = predictions.copy(), targets.copy()

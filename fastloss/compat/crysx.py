@@ -39,6 +39,8 @@ Bad input raises fastloss's ValueError / TypeError; the arrays must be 2-D.
 from __future__ import annotations
 
 import fastloss
+from fastloss import _validate as v
+from fastloss._backend import refuse_masked
 from fastloss.losses import binary_cross_entropy, l1, mse
 from fastloss.losses._elementwise import evaluate
 
@@ -194,13 +196,16 @@ def _array_module(array):
     return numpy
 
 
-def _probability_rows(predictions, targets):
-    """The array module of ``predictions`` after checking both arguments of crysx_nn's
-    categorical cross-entropy: floating-point predictions and real-valued targets (one-hot
-    rows may be integers), arrays of that module of one 2-D shape (its expressions would
-    broadcast anything else into a wrong number)."""
+def _probability_rows(predictions, targets, epsilon):
+    """``(xp, predictions, targets)``, the arrays plain ones of module ``xp``, after checking
+    the arguments of crysx_nn's categorical cross-entropy: floating-point predictions and
+    real-valued targets (one-hot rows may be integers) of one 2-D shape (its expressions
+    would broadcast anything else into a wrong number), and 0 <= epsilon < 1/2. A subclass
+    (``np.matrix``, whose ``*`` is a matrix product) is viewed as a plain array; a masked
+    array is a TypeError."""
     _output_nodes(predictions, "predictions")
     xp = _array_module(predictions)
+    arrays = []
     for name, array, kinds, what in (("predictions", predictions, "f", "floating-point"),
                                      ("targets", targets, "biuf", "real-valued")):
         if not isinstance(array, xp.ndarray) or array.dtype.kind not in kinds:
@@ -209,12 +214,17 @@ def _probability_rows(predictions, targets):
                 + (f"dtype {array.dtype}" if isinstance(array, xp.ndarray)
                    else type(array).__name__)
             )
+        refuse_masked(array, name)
+        arrays.append(xp.asarray(array))
+    predictions, targets = arrays
     if targets.shape != predictions.shape:
         raise ValueError(
             f"targets must be one-hot or probability rows of the predictions' shape "
             f"{predictions.shape}; got {targets.shape}"
         )
-    return xp
+    if v.check_real(epsilon, "epsilon", minimum=0.0) >= 0.5:
+        raise ValueError(f"epsilon must be below 1/2, where the clip's bounds cross; got {epsilon}")
+    return xp, predictions, targets
 
 
 def CCE_loss(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn's name
@@ -226,7 +236,7 @@ def CCE_loss(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn's nam
     softmax output layer, :func:`Softmax_CCE_loss` on the logits is exact, stable and one
     pass.
     """
-    xp = _probability_rows(predictions, targets)
+    xp, predictions, targets = _probability_rows(predictions, targets, epsilon)
     return -xp.sum(targets * xp.log(xp.clip(predictions, epsilon, 1.0 - epsilon) + epsilon))
 
 
@@ -239,7 +249,7 @@ def CCE_loss_grad(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn'
     crysx_nn multiplies it by the ``(N, k, k)`` softmax Jacobian; :func:`softmax_backward`
     forms that product without the Jacobian.
     """
-    xp = _probability_rows(predictions, targets)
+    xp, predictions, targets = _probability_rows(predictions, targets, epsilon)
     dtype = targets.dtype if targets.dtype.kind == "f" else predictions.dtype
     clipped = xp.clip(predictions, epsilon, 1.0 - epsilon)
     return -xp.nan_to_num(xp.divide(targets, clipped, dtype=dtype))
