@@ -32,7 +32,7 @@ from fastloss import _validate
 __all__ = ["vocab_parallel_cross_entropy"]
 
 
-def _check_arguments(logits_shard, target) -> None:
+def _check_arguments(logits_shard, target, group) -> None:
     if not isinstance(logits_shard, torch.Tensor) or not logits_shard.is_floating_point():
         got = getattr(logits_shard, "dtype", type(logits_shard).__name__)
         raise TypeError(f"logits_shard must be a floating-point torch.Tensor; got {got}")
@@ -41,11 +41,14 @@ def _check_arguments(logits_shard, target) -> None:
             "logits_shard must be 2-D (N, width): this rank's columns of (N, k) logits; "
             f"got shape {tuple(logits_shard.shape)}"
         )
+    # uint64: .long() would wrap 2**63 and up, 2**64 - 100 to an ignored -100 (PyTorch takes
+    # int64 or uint8 labels).
     if not isinstance(target, torch.Tensor) or target.is_floating_point() or target.dtype in (
-        torch.bool, torch.complex64, torch.complex128
+        torch.bool, torch.complex64, torch.complex128, torch.uint64
     ):
         got = getattr(target, "dtype", type(target).__name__)
-        raise TypeError(f"target must be a torch.Tensor of integer class indices; got {got}")
+        raise TypeError(f"target must be a torch.Tensor of integer class indices (not uint64); "
+                        f"got {got}")
     if target.shape != logits_shard.shape[:1]:
         raise ValueError(
             f"target must have shape (N,) = ({logits_shard.shape[0]},); "
@@ -54,6 +57,10 @@ def _check_arguments(logits_shard, target) -> None:
     if target.device != logits_shard.device:
         raise TypeError(
             f"target is on {target.device} but logits_shard is on {logits_shard.device}"
+        )
+    if group is not None and dist.is_available() and not isinstance(group, dist.ProcessGroup):
+        raise TypeError(
+            f"group must be a torch.distributed ProcessGroup or None; got {type(group).__name__}"
         )
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(
@@ -163,7 +170,7 @@ def vocab_parallel_cross_entropy(
         "ignore_index": _validate.check_int(ignore_index, "ignore_index"),
         "label_smoothing": _validate.check_probability(label_smoothing, "label_smoothing"),
     }
-    _check_arguments(logits_shard, target)
+    _check_arguments(logits_shard, target, group)
     if torch.is_grad_enabled() and logits_shard.requires_grad:
         return _VocabParallelCrossEntropy.apply(logits_shard, target, group, options)
     return _forward(logits_shard, target, group, options, want_grad=False)[0]

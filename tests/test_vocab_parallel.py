@@ -125,6 +125,12 @@ def test_bad_arguments_name_the_argument():
         flt.vocab_parallel_cross_entropy(logits[0], labels)
     with pytest.raises(TypeError, match="target must be a torch.Tensor of integer"):
         flt.vocab_parallel_cross_entropy(logits, labels.double())
+    # .long() would wrap a uint64 label of 2**64 - 100 to an ignored -100.
+    with pytest.raises(TypeError, match=r"integer class indices \(not uint64\)"):
+        flt.vocab_parallel_cross_entropy(
+            logits, torch.tensor([0, 2**64 - 100, 1, 2], dtype=torch.uint64))
+    with pytest.raises(TypeError, match="group must be a torch.distributed ProcessGroup"):
+        flt.vocab_parallel_cross_entropy(logits, labels, group="x")
     with pytest.raises(ValueError, match=r"target must have shape \(N,\) = \(4,\)"):
         flt.vocab_parallel_cross_entropy(logits, labels[:3])
     with pytest.raises(ValueError, match="reduction must be"):
