@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("bench", help="time every loss and backend against peers", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "info":
+        if rest:
+            parser.error(f"info takes no arguments; got {' '.join(rest)}")
         return info()
     return bench(rest)
 

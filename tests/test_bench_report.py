@@ -78,7 +78,11 @@ def test_quick_report_is_one_line_per_loss_and_backend(tmp_path, capsys):
                                     ["--sizes", "10x"], ["--sizes", "x"], ["--repeats", "0"],
                                     ["--budget", "-1"], ["--json", "/no/such/folder/r.json"],
                                     ["--sweep-elements", "nan"], ["--sweep-elements", "inf"],
-                                    ["--sweep-elements", "-0.5"]])
+                                    ["--sweep-elements", "-0.5"], ["--budget", "nan"],
+                                    ["--budget", "inf"], ["--losses", ","], ["--ops", ","],
+                                    ["--classes", "0"], ["--sizes", "1e20"],
+                                    ["--sizes", "1x99999999999999"], ["--json", "."],
+                                    ["--plot", "."]])
 def test_bad_option_is_a_usage_error(option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--losses", "mse", *option] if option[0] != "--losses" else option)
@@ -296,6 +300,30 @@ def test_a_missing_peer_or_plot_package_is_one_line_saying_what_to_install(
     assert f"  --plot {png_path}: matplotlib not installed (pip install matplotlib)" in not_run
     assert len([line for line in not_run if "torch not installed" in line]) == 1
     assert not png_path.exists()
+
+
+@pytest.mark.parametrize("option", [["--repeats", "0"], ["--timeout", "-1"], ["--timeout", "nan"],
+                                    ["--max-bytes", "nan"], ["--max-bytes", "-5"],
+                                    ["--memory-limit", "abc"], ["--memory-limit", "-1"],
+                                    ["--json", "/no/such/folder/r.json"], ["--json", "."],
+                                    ["--cases", ","]])
+def test_dask_report_bad_option_is_a_usage_error(option, capsys):
+    # Checked before any cluster starts.
+    from fastloss.bench import dask_report
+
+    with pytest.raises(SystemExit) as exit_info:
+        dask_report.parse_args(["--quick", *option])
+    assert exit_info.value.code == 2
+    assert "error: --" in capsys.readouterr().err
+
+
+def test_info_takes_no_arguments(capsys):
+    from fastloss.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", "extra"])
+    assert exit_info.value.code == 2
+    assert "info takes no arguments" in capsys.readouterr().err
 
 
 def test_dask_report_without_dask_is_one_line(monkeypatch, capsys):

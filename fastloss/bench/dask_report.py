@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 import fastloss as fl
-from fastloss.bench import peers
+from fastloss.bench import peers, report
 
 # name -> (loss function, classes or None, row chunk, column chunk); sizes are rows.
 CASES = {
@@ -193,6 +194,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
     args = parser.parse_args(argv)
     args.cases = [name for name in args.cases.replace(",", " ").split() if name]
+    if not args.cases:
+        parser.error("--cases: names nothing")
     for name in args.cases:
         if name not in CASES:
             parser.error(f"--cases: unknown case {name!r}; choose from {', '.join(CASES)}")
@@ -201,6 +204,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.repeats = 1 if args.quick else 3
     if args.max_bytes is None:
         args.max_bytes = 1e9 if args.quick else 8e9
+    if args.repeats < 1:
+        parser.error(f"--repeats: must be 1 or more; got {args.repeats}")
+    for option, value in (("--max-bytes", args.max_bytes), ("--timeout", args.timeout)):
+        if not 0 < value < math.inf:  # NaN too
+            parser.error(f"{option}: must be a finite number above 0; got {value}")
+    try:
+        from dask.utils import parse_bytes
+    except ImportError:  # main says that dask is missing
+        parse_bytes = None
+    try:
+        memory = parse_bytes(args.memory_limit) if parse_bytes else 1
+    except (ValueError, TypeError):
+        memory = None
+    if memory is None or memory <= 0:
+        parser.error(f"--memory-limit: not a size in bytes above 0 (such as 2GiB); "
+                     f"got {args.memory_limit!r}")
+    error = report.output_path_error(args.json)
+    if error:
+        parser.error(f"--json: {error}")
     return args
 
 

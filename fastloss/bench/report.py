@@ -670,6 +670,21 @@ def write_plot(path: str, rows: list[dict], sweeps: dict | None = None,
 # Command line
 
 
+# Physical memory: a size past it is refused before the run, not as an allocation's traceback.
+_MEMORY_BYTES = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def output_path_error(path: str | None) -> str | None:
+    """Why ``path`` cannot take a file the run will write (a missing folder, a folder of that
+    name), else None: checked before the run, since a path that fails afterwards wastes it."""
+    if not path:
+        return None
+    if os.path.isdir(path):
+        return f"{path!r} is a folder; give a file name"
+    folder = os.path.dirname(os.path.abspath(path))
+    return None if os.path.isdir(folder) else f"no folder {folder!r}"
+
+
 def _names(text: str) -> list[str]:
     return [part for part in text.replace(",", " ").split() if part]
 
@@ -723,6 +738,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
+    for option in ("losses", "ops", "backends", "peers", "sweep_classes"):
+        if getattr(args, option) == []:  # "," or "": a list that names nothing
+            parser.error(f"--{option.replace('_', '-')}: names nothing")
+    if args.classes < 1:
+        parser.error(f"--classes: must be 1 or more; got {args.classes}")
     for name in args.losses or []:
         if name not in losses:
             parser.error(f"--losses: unknown loss {name!r}; choose from {', '.join(losses)}")
@@ -760,9 +780,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         for loss in args.losses:
             for size in args.sizes:
                 try:
-                    peers.shape_for(loss, size, args.classes)
+                    rows, cols = peers.shape_for(loss, size, args.classes)
                 except ValueError as exc:
                     parser.error(f"--sizes: {exc}")
+                if rows * cols * 4 > _MEMORY_BYTES:  # one float32 array of the shape
+                    parser.error(f"--sizes: {size} gives a {rows}x{cols} {loss} input, more "
+                                 f"than this machine's {_MEMORY_BYTES / 2**30:.0f} GiB memory")
     if args.sweep_elements is None:
         args.sweep_elements = 0 if args.sizes or args.quick else peers.SWEEP_ELEMENTS
     if not 0 <= args.sweep_elements < math.inf:  # NaN too
@@ -779,13 +802,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--rounds: must be 1 or more")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats: must be 1 or more")
-    if args.budget is not None and args.budget < 0:
-        parser.error("--budget: must be 0 or more")
+    if args.budget is not None and not 0 <= args.budget < math.inf:  # NaN too
+        parser.error(f"--budget: must be a finite number of seconds, 0 or more; got {args.budget}")
     for option, path in (("--json", args.json), ("--plot", args.plot)):
-        # Before the run, not after it: a path that cannot be written would waste it.
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and not os.path.isdir(folder):
-            parser.error(f"{option}: no folder {folder!r}")
+        error = output_path_error(path)
+        if error:
+            parser.error(f"{option}: {error}")
     if args.repeats is None:
         args.repeats = 3 if args.quick else 5
     if args.budget is None:
