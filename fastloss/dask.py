@@ -374,11 +374,15 @@ def evaluate(spec, x, target, reduction, backend, out, want_grad, *, param=0.0, 
                                         aux_name: aux})
     _registry.backend(chosen).check_float(x, spec.input)
     _registry.backend(chosen).check_float(target, "target")
+    # Before the shapes are compared: an unknown size is NaN, and NaN != NaN.
+    for name, array in ((spec.input, x), ("target", target), ("weight", weight),
+                        (aux_name, aux)):
+        if array is not None:
+            _check_known_chunks(array, name)
     if target.shape != x.shape:
         raise ValueError(
             f"target must have the shape of {spec.input} {x.shape}; got {target.shape}"
         )
-    _check_known_chunks(x, spec.input)
     target = target.rechunk(x.chunks)
     weight, aux = _per_element(weight, "weight", x), _per_element(aux, aux_name, x)
     index = tuple(range(x.ndim))

@@ -496,6 +496,12 @@ def test_bad_inputs_name_the_argument():
     unknown = da.zeros(6, chunks=3)[da.zeros(6, chunks=3) == 0]
     with pytest.raises(ValueError, match="pred has unknown chunk sizes"):
         fl.mse(unknown, unknown)
+    # Two such arrays: their shapes hold distinct NaNs, which compare unequal.
+    rows = da.zeros((6, 2), chunks=3)[da.zeros(6, chunks=3) == 0]
+    with pytest.raises(ValueError, match="pred has unknown chunk sizes"):
+        fl.mse(rows, da.zeros((6, 2), chunks=3)[da.zeros(6, chunks=3) == 0])
+    with pytest.raises(ValueError, match="weight has unknown chunk sizes"):
+        fl.binary_cross_entropy_with_logits(logits, logits * 0 + 0.5, weight=logits[logits > 0])
     for option in ({"check_labels": "yes"}, {"check_labels": None}):
         for function in (fl.softmax_cross_entropy, fl.nll, fl.multi_margin):
             with pytest.raises(TypeError, match="check_labels must be a bool"):
