@@ -648,6 +648,25 @@ def _log1p_unit_all(values, out):
         out[i] = vector_math.log1p_unit(e, one / (one + e))
 
 
+def test_bce_with_logits_small_pos_weight_near_one_target_within_a_few_ulp():
+    # The weight of the softplus, 1 + (pos_weight - 1) t, cancels for a small pos_weight and
+    # t near 1 (256 float32 ulp here, as PyTorch's float32); as (1 - t) + pos_weight t it
+    # does not.
+    import fastloss as fl
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-20, 20, 200_000).astype(np.float32)
+    t = (1 - rng.random(x.size) ** 3 * 1e-2).astype(np.float32)
+    pos_weight = rng.uniform(1e-3, 0.1, x.size).astype(np.float32)
+    loss = fl.binary_cross_entropy_with_logits(x, t, pos_weight=pos_weight, reduction="none",
+                                               backend="numba")
+    x64, t64, w64 = (a.astype(np.float64) for a in (x, t, pos_weight))
+    softplus = np.log1p(np.exp(-np.abs(x64))) + np.maximum(-x64, 0)
+    exact = (1 - t64) * x64 + ((1 - t64) + w64 * t64) * softplus
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert (np.abs(loss - exact) / ulp).max() <= 4
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_log1p_unit_within_one_and_a_half_ulp(dtype):
     # BCE with logits' softplus, log(1 + e) for e = e^-|x| in [0, 1]: every 61st float32
