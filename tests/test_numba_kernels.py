@@ -665,6 +665,13 @@ def test_bce_with_logits_small_pos_weight_near_one_target_within_a_few_ulp():
     exact = (1 - t64) * x64 + ((1 - t64) + w64 * t64) * softplus
     ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     assert (np.abs(loss - exact) / ulp).max() <= 4
+    # Targets outside [0, 1] (PyTorch takes them): without pos_weight the weight stays exactly
+    # 1, as the reference's, also where 1 - t rounds (t = 1e8: log 2 at x = 0, not 0).
+    x = np.float32([-3.0, 0.0, 2.0, 0.5, -1.0])
+    for t in (np.full(5, 1e8, np.float32), np.float32([-4.3, -0.7, 2.5, 3.1, -1e-3])):
+        np.testing.assert_array_equal(
+            fl.binary_cross_entropy_with_logits(x, t, reduction="none", backend="numba"),
+            fl.binary_cross_entropy_with_logits(x, t, reduction="none", backend="numpy"))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
