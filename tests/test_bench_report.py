@@ -305,6 +305,7 @@ def test_a_missing_peer_or_plot_package_is_one_line_saying_what_to_install(
 @pytest.mark.parametrize("option", [["--repeats", "0"], ["--timeout", "-1"], ["--timeout", "nan"],
                                     ["--max-bytes", "nan"], ["--max-bytes", "-5"],
                                     ["--memory-limit", "abc"], ["--memory-limit", "-1"],
+                                    ["--memory-limit", "2XB"],
                                     ["--json", "/no/such/folder/r.json"], ["--json", "."],
                                     ["--cases", ","]])
 def test_dask_report_bad_option_is_a_usage_error(option, capsys):
@@ -315,6 +316,14 @@ def test_dask_report_bad_option_is_a_usage_error(option, capsys):
         dask_report.parse_args(["--quick", *option])
     assert exit_info.value.code == 2
     assert "error: --" in capsys.readouterr().err
+
+
+def test_dask_report_takes_what_local_cluster_takes():
+    from fastloss.bench import dask_report
+
+    for limit in ("2GiB", "auto", "0.5", "0", "1e9"):
+        assert dask_report.parse_args(["--memory-limit", limit]).memory_limit == limit
+    assert dask_report.parse_args(["--max-bytes", "0"]).max_bytes == 0
 
 
 def test_info_takes_no_arguments(capsys):

@@ -206,20 +206,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.max_bytes = 1e9 if args.quick else 8e9
     if args.repeats < 1:
         parser.error(f"--repeats: must be 1 or more; got {args.repeats}")
-    for option, value in (("--max-bytes", args.max_bytes), ("--timeout", args.timeout)):
-        if not 0 < value < math.inf:  # NaN too
-            parser.error(f"{option}: must be a finite number above 0; got {value}")
+    if not 0 <= args.max_bytes < math.inf:  # NaN too; 0: no largest-size search
+        parser.error(f"--max-bytes: must be a finite number, 0 or more; got {args.max_bytes}")
+    if not 0 < args.timeout < math.inf:
+        parser.error(f"--timeout: must be a finite number above 0; got {args.timeout}")
     try:
-        from dask.utils import parse_bytes
-    except ImportError:  # main says that dask is missing
-        parse_bytes = None
-    try:
-        memory = parse_bytes(args.memory_limit) if parse_bytes else 1
-    except (ValueError, TypeError):
-        memory = None
-    if memory is None or memory <= 0:
-        parser.error(f"--memory-limit: not a size in bytes above 0 (such as 2GiB); "
-                     f"got {args.memory_limit!r}")
+        from distributed.worker_memory import parse_memory_limit
+    except ImportError:  # main says that distributed is missing
+        parse_memory_limit = None
+    if parse_memory_limit is not None:
+        try:
+            # LocalCluster's own reading: a size, "auto", a fraction of the memory, 0 for none.
+            limit = parse_memory_limit(args.memory_limit, 1, logger=None)
+        except (ValueError, TypeError):
+            limit = -1
+        if limit is not None and limit < 0:
+            parser.error(f"--memory-limit: not a size (such as 2GiB), 'auto', a fraction of "
+                         f"the memory or 0; got {args.memory_limit!r}")
     error = report.output_path_error(args.json)
     if error:
         parser.error(f"--json: {error}")

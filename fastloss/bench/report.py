@@ -670,8 +670,12 @@ def write_plot(path: str, rows: list[dict], sweeps: dict | None = None,
 # Command line
 
 
-# Physical memory: a size past it is refused before the run, not as an allocation's traceback.
-_MEMORY_BYTES = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def _host_memory_bytes() -> int | None:
+    """This machine's physical memory, None where the system does not say (no sysconf)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def output_path_error(path: str | None) -> str | None:
@@ -776,6 +780,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--peers: unknown peer {name!r}; choose from "
                          f"{', '.join(peers.PEER_NAMES)}, all, none")
     if args.sizes:
+        # A size past host memory is refused before the run, not as an allocation's traceback
+        # (the CPU backends' inputs are host arrays; cuda's are made on the device).
+        memory = _host_memory_bytes() if set(args.backends) - {"cuda"} else None
         args.sizes = [size for text in args.sizes for size in _names(text)]
         for loss in args.losses:
             for size in args.sizes:
@@ -783,9 +790,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     rows, cols = peers.shape_for(loss, size, args.classes)
                 except ValueError as exc:
                     parser.error(f"--sizes: {exc}")
-                if rows * cols * 4 > _MEMORY_BYTES:  # one float32 array of the shape
+                if memory and rows * cols * 4 > memory:  # one float32 array of the shape
                     parser.error(f"--sizes: {size} gives a {rows}x{cols} {loss} input, more "
-                                 f"than this machine's {_MEMORY_BYTES / 2**30:.0f} GiB memory")
+                                 f"than this machine's {memory / 2**30:.0f} GiB memory")
     if args.sweep_elements is None:
         args.sweep_elements = 0 if args.sizes or args.quick else peers.SWEEP_ELEMENTS
     if not 0 <= args.sweep_elements < math.inf:  # NaN too
