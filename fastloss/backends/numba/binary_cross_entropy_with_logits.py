@@ -14,13 +14,7 @@ def _binary_cross_entropy_with_logits(logits, target, pos_weight, param):
     # A zero coefficient adds nothing even to an infinite logit.
     one, zero = like(logits, 1.0), like(logits, 0.0)
     tail = exp_nonpositive(-abs(logits))
-    # l = 1 + (pos_weight - 1) t cancels where pos_weight is small and t near 1 (hundreds of
-    # float32 ulp, as PyTorch's); for t in [1/2, 2], where 1 - t is exact, (1 - t) +
-    # pos_weight t does not. Elsewhere the first form, which is exactly 1 for pos_weight = 1
-    # at any t (the second is not past 2**24).
-    near_one = target >= like(logits, 0.5) and target <= like(logits, 2.0)
-    log_weight = ((one - target) + pos_weight * target if near_one
-                  else one + (pos_weight - one) * target)
+    log_weight = one + (pos_weight - one) * target
     coefficient = one - target if logits >= zero else -pos_weight * target
     linear = coefficient * logits if coefficient != zero else zero
     # One division serves the sigmoid and log1p's correction.
