@@ -196,10 +196,11 @@ def _array_module(array):
     return numpy
 
 
-def _probability_rows(predictions, targets, epsilon):
-    """``(xp, predictions, targets)``, the arrays plain ones of module ``xp``, after checking
-    the arguments of crysx_nn's categorical cross-entropy: floating-point predictions and
-    real-valued targets (one-hot rows may be integers) of one 2-D shape (its expressions
+def _clipped_rows(predictions, targets, epsilon):
+    """``(xp, clipped, targets)``: the predictions clipped to [epsilon, 1 - epsilon], as
+    crysx_nn's categorical cross-entropy and its gradient both take them, and the targets,
+    plain arrays of module ``xp``, after checking the arguments: floating-point predictions
+    and real-valued targets (one-hot rows may be integers) of one 2-D shape (its expressions
     would broadcast anything else into a wrong number), and 0 <= epsilon < 1/2. A subclass
     (``np.matrix``, whose ``*`` is a matrix product) is viewed as a plain array; a masked
     array is a TypeError."""
@@ -224,7 +225,7 @@ def _probability_rows(predictions, targets, epsilon):
         )
     if v.check_real(epsilon, "epsilon", minimum=0.0) >= 0.5:
         raise ValueError(f"epsilon must be below 1/2, where the clip's bounds cross; got {epsilon}")
-    return xp, predictions, targets
+    return xp, xp.clip(predictions, epsilon, 1.0 - epsilon), targets
 
 
 def CCE_loss(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn's name
@@ -236,8 +237,8 @@ def CCE_loss(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn's nam
     softmax output layer, :func:`Softmax_CCE_loss` on the logits is exact, stable and one
     pass.
     """
-    xp, predictions, targets = _probability_rows(predictions, targets, epsilon)
-    return -xp.sum(targets * xp.log(xp.clip(predictions, epsilon, 1.0 - epsilon) + epsilon))
+    xp, clipped, targets = _clipped_rows(predictions, targets, epsilon)
+    return -xp.sum(targets * xp.log(clipped + epsilon))
 
 
 def CCE_loss_grad(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn's name
@@ -249,9 +250,8 @@ def CCE_loss_grad(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn'
     crysx_nn multiplies it by the ``(N, k, k)`` softmax Jacobian; :func:`softmax_backward`
     forms that product without the Jacobian.
     """
-    xp, predictions, targets = _probability_rows(predictions, targets, epsilon)
-    dtype = targets.dtype if targets.dtype.kind == "f" else predictions.dtype
-    clipped = xp.clip(predictions, epsilon, 1.0 - epsilon)
+    xp, clipped, targets = _clipped_rows(predictions, targets, epsilon)
+    dtype = targets.dtype if targets.dtype.kind == "f" else clipped.dtype
     return -xp.nan_to_num(xp.divide(targets, clipped, dtype=dtype))
 
 
