@@ -63,11 +63,15 @@ from fastloss.losses.huber import check_delta as _check_delta
 from fastloss.losses.kl_div import REDUCTIONS as _KL_DIV_REDUCTIONS
 from fastloss.losses.smooth_l1 import check_beta as _check_beta
 
+# Vocabulary-parallel cross-entropy over torch.distributed lives in its own module.
+from fastloss.torch_distributed import NOT_CLASS_INDICES as _NOT_CLASS_INDICES
+from fastloss.torch_distributed import vocab_parallel_cross_entropy
+
 __all__ = [
     "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
     "binary_cross_entropy", "cross_entropy", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
     "BCEWithLogitsLoss", "BCELoss", "CrossEntropyLoss", "kl_div", "KLDivLoss", "nll_loss",
-    "NLLLoss", "multi_margin_loss", "MultiMarginLoss",
+    "NLLLoss", "multi_margin_loss", "MultiMarginLoss", "vocab_parallel_cross_entropy",
 ]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -585,8 +589,7 @@ def _cross_entropy_arguments(input, target, weight, reduction):
                 "probability target; pass target.detach(), or use "
                 "torch.nn.functional.cross_entropy for learned soft targets"
             )
-    elif target.dtype in (torch.bool, torch.complex64, torch.complex128, torch.uint64):
-        # uint64: PyTorch takes int64 or uint8 labels, and .long() would wrap 2**63 and up.
+    elif target.dtype in _NOT_CLASS_INDICES:
         raise TypeError(
             f"target must hold int64 class indices or float probabilities; got {target.dtype}"
         )
@@ -978,8 +981,3 @@ class CrossEntropyLoss(torch.nn.Module):
             f"label_smoothing={self.label_smoothing}"
         )
 
-
-# Vocabulary-parallel cross-entropy over torch.distributed lives in its own module.
-from fastloss.torch_distributed import vocab_parallel_cross_entropy  # noqa: E402, F401
-
-__all__.append("vocab_parallel_cross_entropy")

@@ -31,6 +31,11 @@ from fastloss import _validate
 
 __all__ = ["vocab_parallel_cross_entropy"]
 
+# Integer-like dtypes that are not class indices (fastloss.torch's cross_entropy refuses them
+# too). uint64: .long() would wrap 2**63 and up, 2**64 - 100 to an ignored -100; PyTorch
+# takes int64 or uint8 labels.
+NOT_CLASS_INDICES = (torch.bool, torch.complex64, torch.complex128, torch.uint64)
+
 
 def _check_arguments(logits_shard, target, group) -> None:
     if not isinstance(logits_shard, torch.Tensor) or not logits_shard.is_floating_point():
@@ -41,11 +46,8 @@ def _check_arguments(logits_shard, target, group) -> None:
             "logits_shard must be 2-D (N, width): this rank's columns of (N, k) logits; "
             f"got shape {tuple(logits_shard.shape)}"
         )
-    # uint64: .long() would wrap 2**63 and up, 2**64 - 100 to an ignored -100 (PyTorch takes
-    # int64 or uint8 labels).
-    if not isinstance(target, torch.Tensor) or target.is_floating_point() or target.dtype in (
-        torch.bool, torch.complex64, torch.complex128, torch.uint64
-    ):
+    if (not isinstance(target, torch.Tensor) or target.is_floating_point()
+            or target.dtype in NOT_CLASS_INDICES):
         got = getattr(target, "dtype", type(target).__name__)
         raise TypeError(f"target must be a torch.Tensor of integer class indices (not uint64); "
                         f"got {got}")
