@@ -61,9 +61,7 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
     const RowGroup g = RowGroup::of(row_lanes, scratch);
     const int groups_per_block = g.per_block();
     const int group_index = g.index();
-    const i64 packets = (classes + pack - 1) / pack;
-    const i64 tile_packets = (i64)g.size * Tiles::per_thread;
-    const i64 tiles = (packets + tile_packets - 1) / tile_packets;
+    const i64 tiles = Tiles::count(classes, g);
     const C zero = (C)0;
     const C m = narrow<C>(margin);
     // p / (k d): the gradient's scale but for w_y.

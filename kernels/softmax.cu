@@ -96,9 +96,7 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
     __shared__ double scratch[32];
 
     const RowGroup g = RowGroup::of(row_lanes, scratch);
-    const i64 packets = (classes + pack - 1) / pack;
-    const i64 tile_packets = (i64)g.size * Tiles::per_thread;
-    const i64 tiles = (packets + tile_packets - 1) / tile_packets;
+    const i64 tiles = Tiles::count(classes, g);
     const C neg_inf = -infinity<C>();
 
     // `first` is the block's first row of the round, so every thread runs the

@@ -119,9 +119,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
     soft.eps_k = smoothing / (double)classes;
     const bool has_soft = PROBS || smoothing != 0.0;
 
-    const i64 packets = (classes + pack - 1) / pack;
-    const i64 tile_packets = (i64)g.size * Tiles::per_thread;
-    const i64 tiles = (packets + tile_packets - 1) / tile_packets;
+    const i64 tiles = Tiles::count(classes, g);
     const C neg_inf = -infinity<C>();
     const C scale = grad_out ? narrow<C>(1.0 / fl::loss_divisor(divisor, device_divisor)) : (C)0;
 

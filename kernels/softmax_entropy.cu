@@ -79,9 +79,7 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
     const RowGroup g = RowGroup::of(row_lanes, scratch);
     const int groups_per_block = g.per_block();
     const int group_index = g.index();
-    const i64 packets = (classes + pack - 1) / pack;
-    const i64 tile_packets = (i64)g.size * Tiles::per_thread;
-    const i64 tiles = (packets + tile_packets - 1) / tile_packets;
+    const i64 tiles = Tiles::count(classes, g);
     const C neg_inf = -infinity<C>();
     const C neg_scale =
         grad_out ? narrow<C>(-1.0 / fl::loss_divisor(divisor, device_divisor)) : (C)0;

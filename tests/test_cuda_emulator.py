@@ -400,6 +400,9 @@ BUGS = {
         "common/reduce.cuh", "    value = warp_allreduce(value, op);\n    __syncthreads();",
         "    value = warp_allreduce(value, op);\n    if (warp != 0) __syncthreads();",
         "divergent barrier|deadlock", BLOCK_ROWS),
+    "tile-count-rounded-down": (
+        "common/rows.cuh", "(packets + tile_packets - 1) / tile_packets", "packets / tile_packets",
+        None, _cross_entropy(3, 5000)),
     "bound-off-by-one": (
         "common/reduce.cuh", "if (first + e < n) {\n                out[e] = base[first + e];",
         "if (first + e <= n) {\n                out[e] = base[first + e];",

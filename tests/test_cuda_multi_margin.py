@@ -263,9 +263,6 @@ BUGS = {
     "label-bound-off-by-one": (
         "label < 0 || label >= classes", "label < 0 || label > classes", "outside every buffer",
         _margin(7, 10, invalid=True, weighted=True)),
-    "tile-count-rounded-down": (
-        "(packets + tile_packets - 1) / tile_packets", "packets / tile_packets", None,
-        _margin(3, 5000)),
     "int-classes-parameter": (
         "long long rows, long long classes,", "long long rows, int classes,",
         "np.int64, not np.int32", _margin(7, 10)),

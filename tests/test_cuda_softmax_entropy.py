@@ -205,9 +205,6 @@ BUGS = {
     "row-bound-off-by-one": (
         "const bool active = row < rows;", "const bool active = row <= rows;",
         "outside every buffer", _entropy(7, 10)),
-    "tile-count-rounded-down": (
-        "(packets + tile_packets - 1) / tile_packets", "packets / tile_packets", None,
-        _entropy(3, 5000)),
     "int-classes-parameter": (
         "long long rows, long long classes,", "long long rows, int classes,",
         "np.int64, not np.int32", _entropy(7, 10)),

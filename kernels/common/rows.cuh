@@ -107,6 +107,13 @@ template <typename T> struct RowTiles {
     static const int pack = Packet<T>::size;
     static const int per_thread = FL_ROW_TILE / pack;  // packets per thread per tile
 
+    // Tiles in a row of `classes` elements for the group `g`.
+    __device__ __forceinline__ static i64 count(i64 classes, const RowGroup& g) {
+        const i64 packets = (classes + pack - 1) / pack;
+        const i64 tile_packets = (i64)g.size * per_thread;
+        return (packets + tile_packets - 1) / tile_packets;
+    }
+
     __device__ __forceinline__ static i64 first(i64 tile, int i, const RowGroup& g) {
         return ((tile * per_thread + i) * g.size + g.rank) * pack;
     }
