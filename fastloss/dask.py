@@ -29,8 +29,9 @@ Chunks.
     then gradient), so dask keeps it in memory in between.
     A ``"mean"`` over labels divides by the weight sum of the rows not ignored: a small
     task graph over ``target`` (and ``weight``) computes it before the chunk kernels.
-    NLL, the multi-class hinge and the softmax entropy: any row chunks, the classes
-    rechunked to one chunk; each chunk is one fused kernel call of whole rows.
+    NLL, the multi-class hinge and the softmax entropy: any chunks; the classes are
+    rechunked to one chunk, each chunk of rows is one fused kernel call, and the gradient
+    is rechunked back to the input's chunks.
 
 Determinism. Every chunk gives a float64 partial loss (already divided by the mean's
 divisor). The partials are summed by :func:`pairwise_sum` over chunk indices in
@@ -451,9 +452,11 @@ def _ce_divisor(target, weight, logits, reduction, chosen, options):
                            meta=meta_from_array(logits, ndim=0, dtype=np.float64))
 
 
-def _whole_rows(block, arguments, divisor_argument, logits, want_grad, want_rows, **keywords):
+def _whole_rows(block, arguments, divisor_argument, logits, want_grad, want_rows,
+                grad_chunks=None, **keywords):
     """Lazy ``(loss, grad or None)`` over logits of one class chunk: ``block`` (a kernel call)
-    per row chunk, the partials summed by the fixed tree."""
+    per row chunk, the partials summed by the fixed tree; the gradient rechunked to
+    ``grad_chunks`` (the caller's logits' chunks) when given."""
     dtype = logits.dtype
     results = da.blockwise(
         block, "ij", *arguments, *divisor_argument, meta=np.empty((0, 0), dtype=object),
@@ -463,7 +466,10 @@ def _whole_rows(block, arguments, divisor_argument, logits, want_grad, want_rows
         value = _blocks(results, 1, dtype, logits, chunks=(logits.chunks[0], (1,)))[:, 0]
     else:
         value = _scalar(_partials(results, 2), dtype, logits)
-    return value, (_blocks(results, 0, dtype, logits) if want_grad else None)
+    if not want_grad:
+        return value, None
+    grad = _blocks(results, 0, dtype, logits)
+    return value, grad if grad_chunks is None else grad.rechunk(grad_chunks)
 
 
 def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smoothing, weight,
@@ -518,9 +524,10 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
 
 
 def _labelled_rows(x, name, target, weight, backend, out):
-    """``(x, target, weight, backend)`` of a loss over rows with class-index targets, checked
-    as in memory, x rechunked to one class chunk (a row's loss reads one element, or needs
-    the whole row), target and weight chunked to match."""
+    """``(x, target, weight, backend, chunks)`` of a loss over rows with class-index targets,
+    checked as in memory, x rechunked to one class chunk (a row's loss reads one element, or
+    needs the whole row), target and weight chunked to match; ``chunks``: x's own chunks,
+    the gradient's."""
     _refuse_out(out)
     x = _as_dask(x, name)
     target, weight = _as_dask(target, "target"), _as_dask(weight, "weight", optional=True)
@@ -528,9 +535,10 @@ def _labelled_rows(x, name, target, weight, backend, out):
     class_labels.check_class_rows(x, name, _registry.backend(chosen))
     class_labels.check_label_dtype(target)
     _check_known_chunks(x, name)
-    x = x.rechunk((x.chunks[0], (x.shape[1],)))
+    chunks = x.chunks
+    x = x.rechunk((chunks[0], (x.shape[1],)))
     target, _ = _ce_target(target, x, chosen)
-    return x, target, _ce_weight(weight, x), chosen
+    return x, target, _ce_weight(weight, x), chosen, chunks
 
 
 def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_grad,
@@ -541,13 +549,14 @@ def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_
     options = {"ignore_index": ignore_index,
                "check_labels": v.check_bool(check_labels, "check_labels"),
                "kernel_args": (ignore_index,)}
-    x, target, weight, chosen = _labelled_rows(log_probs, "log_probs", target, weight,
-                                               backend, out)
+    x, target, weight, chosen, chunks = _labelled_rows(log_probs, "log_probs", target, weight,
+                                                       backend, out)
     divisor = _ce_divisor(target, weight, x, reduction, chosen, options)
     arguments = (x, "ij", target, "i", weight, None if weight is None else "j")
     divisor_argument = (divisor, None if isinstance(divisor, float) else ())
     return _whole_rows(_rows_block, arguments, divisor_argument, x, want_grad,
-                       reduction == "none", loss="nll", backend=chosen, options=options)
+                       reduction == "none", chunks, loss="nll", backend=chosen,
+                       options=options)
 
 
 def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, want_grad,
@@ -556,11 +565,12 @@ def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, wa
     reduction = v.check_reduction(reduction)
     options = {"ignore_index": None, "check_labels": v.check_bool(check_labels, "check_labels"),
                "kernel_args": (v.check_margin_power(p), v.check_real(margin, "margin"))}
-    x, target, weight, chosen = _labelled_rows(scores, "scores", target, weight, backend, out)
+    x, target, weight, chosen, chunks = _labelled_rows(scores, "scores", target, weight,
+                                                       backend, out)
     divisor = float(x.shape[0]) if reduction == "mean" else 1.0
     arguments = (x, "ij", target, "i", weight, None if weight is None else "j")
     return _whole_rows(_rows_block, arguments, (divisor, None), x, want_grad,
-                       reduction == "none", loss="multi_margin", backend=chosen,
+                       reduction == "none", chunks, loss="multi_margin", backend=chosen,
                        options=options)
 
 
@@ -585,10 +595,11 @@ def _softmax_entropy(logits, reduction, backend, out, want_grad):
     chosen = _chunk_backend(backend, logits=x)
     class_labels.check_class_rows(x, "logits", _registry.backend(chosen))
     _check_known_chunks(x, "logits")
-    x = x.rechunk((x.chunks[0], (x.shape[1],)))
+    chunks = x.chunks
+    x = x.rechunk((chunks[0], (x.shape[1],)))
     divisor = float(x.shape[0]) if reduction == "mean" else 1.0
     return _whole_rows(_entropy_block, (x, "ij"), (), x, want_grad, reduction == "none",
-                       divisor=divisor, backend=chosen)
+                       chunks, divisor=divisor, backend=chosen)
 
 
 # ---------------------------------------------------------------------------------------
@@ -601,7 +612,7 @@ def softmax_entropy(logits, *, reduction: str = "mean", backend: str = "auto"):
 
 
 def softmax_entropy_grad(logits, *, reduction: str = "mean", backend: str = "auto", out=None):
-    """Lazy :func:`fastloss.softmax_entropy_grad`: logits' shape, row chunks and dtype."""
+    """Lazy :func:`fastloss.softmax_entropy_grad`: logits' shape, chunks and dtype."""
     return _softmax_entropy(logits, reduction, backend, out, True)[1]
 
 
@@ -621,7 +632,7 @@ def multi_margin(scores, target, *, reduction: str = "mean", p: int = 1, margin:
 def multi_margin_grad(scores, target, *, reduction: str = "mean", p: int = 1,
                       margin: float = 1.0, weight=None, backend: str = "auto",
                       check_labels: bool = False, out=None):
-    """Lazy :func:`fastloss.multi_margin_grad`: scores' shape, row chunks and dtype."""
+    """Lazy :func:`fastloss.multi_margin_grad`: scores' shape, chunks and dtype."""
     return _multi_margin(scores, target, reduction, p, margin, weight, backend, out, True,
                          check_labels)[1]
 
@@ -644,7 +655,7 @@ def nll(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100,
 
 def nll_grad(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100,
              weight=None, backend: str = "auto", check_labels: bool = False, out=None):
-    """Lazy :func:`fastloss.nll_grad`: log_probs' shape, row chunks and dtype."""
+    """Lazy :func:`fastloss.nll_grad`: log_probs' shape, chunks and dtype."""
     return _nll(log_probs, target, reduction, ignore_index, weight, backend, out, True,
                 check_labels)[1]
 

@@ -167,6 +167,7 @@ def test_dask_arrays_match_memory(reduction):
     x, labels, weight = _case((53, 11), seed=5)
     lazy = fl.multi_margin_with_grad(da.from_array(x, chunks=(10, 4)), labels, weight=weight,
                                      p=2, reduction=reduction)
+    assert lazy[1].chunks == ((10,) * 5 + (3,), (4, 4, 3))  # the input's, as documented
     loss, grad = dask.compute(*lazy)
     memory_loss, memory_grad = fl.multi_margin_with_grad(x, labels, weight=weight, p=2,
                                                          reduction=reduction)

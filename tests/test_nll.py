@@ -191,6 +191,7 @@ def test_dask_arrays_match_memory(reduction):
     log_probs, labels, weight = _case((53, 11), seed=3)
     lazy = fl.nll_with_grad(da.from_array(log_probs, chunks=(10, 4)), da.from_array(labels, 7),
                             weight=weight, reduction=reduction)
+    assert lazy[1].chunks == ((10,) * 5 + (3,), (4, 4, 3))  # the input's, as documented
     loss, grad = dask.compute(*lazy)
     memory_loss, memory_grad = fl.nll_with_grad(log_probs, labels, weight=weight,
                                                 reduction=reduction)

@@ -181,8 +181,9 @@ def test_dask_arrays_match_memory(reduction):
     dask = pytest.importorskip("dask")
     da = pytest.importorskip("dask.array")
     z = _logits((53, 11), seed=4)
-    loss, grad = dask.compute(*fl.softmax_entropy_with_grad(da.from_array(z, chunks=(10, 4)),
-                                                            reduction=reduction))
+    lazy = fl.softmax_entropy_with_grad(da.from_array(z, chunks=(10, 4)), reduction=reduction)
+    assert lazy[1].chunks == ((10,) * 5 + (3,), (4, 4, 3))  # the input's, as documented
+    loss, grad = dask.compute(*lazy)
     memory_loss, memory_grad = fl.softmax_entropy_with_grad(z, reduction=reduction)
     np.testing.assert_array_equal(grad, memory_grad)
     np.testing.assert_allclose(loss, memory_loss, rtol=1e-12)
