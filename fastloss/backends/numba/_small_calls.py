@@ -14,6 +14,7 @@ symbol for two losses' code, and a third process that loaded both would link one
 other (l1 returned MSE's loss).
 """
 
+import numpy as np
 from numba import njit, types
 from numba.extending import overload, register_jitable
 
@@ -108,6 +109,15 @@ def cached(template, namespace, name: str, *sources: str):
 
 
 # --- losses over rows against class labels -----------------------------------------------
+
+
+@register_jitable
+def kept_divisor(kept, mean):
+    """What a small call divides by: for a "mean" the number of rows kept, NaN where none is
+    (``fastloss.losses._class_labels.mean_of``: the same NaN as the front's path), else 1."""
+    if not mean:
+        return 1.0
+    return np.float64(kept) if kept != 0 else np.nan
 
 
 @register_jitable

@@ -84,7 +84,7 @@ def _small_call_run(log_probs, labels, out, mean, options):
     if first >= 0:
         return None  # the front raises the label's error
     return _serial_kernel(log_probs, labels, np.empty(0), out, np.empty(0), ignore_index,
-                          kept if mean else 1.0, 1)
+                          small.kept_divisor(kept, mean), 1)
 
 
 # options: (ignore_index,).

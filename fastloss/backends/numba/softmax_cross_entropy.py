@@ -1423,7 +1423,7 @@ def _small_call_run(logits, labels, out, mean, options):
     if first >= 0:
         return None  # the front raises the label's error
     return _serial_kernel(logits, labels, None, out, np.empty(0), ignore_index,
-                          label_smoothing, kept if mean else 1.0)
+                          label_smoothing, small.kept_divisor(kept, mean))
 
 
 # options: (ignore_index, label_smoothing).
