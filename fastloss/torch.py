@@ -31,7 +31,8 @@ the loss alone.
   broadcast), a gradient with respect to cross-entropy's probability target
   or to the target or weights of the BCE losses, double
   backward (``create_graph=True``), forward-mode AD (``torch.func.jvp``,
-  dual tensors), uint64 class labels (PyTorch takes int64 or uint8), and
+  dual tensors), the other ``torch.func`` transforms (``vmap``, ``grad``,
+  ``jacrev``, ``hessian``), uint64 class labels (PyTorch takes int64 or uint8), and
   devices other than CPU and CUDA (meta tensors give the results' shapes only).
 
 Each loss is a ``torch.library.custom_op`` (``fastloss::cross_entropy``,
@@ -310,6 +311,11 @@ class _Op:
         """The loss of ``compute(input, *args)``, differentiable when ``with_grad``."""
         if forward_ad._current_level >= 0:  # inside forward_ad.dual_level()
             _refuse_tangents(self.name, input, *args)
+        if not torch.compiler.is_compiling() and _functorch_transforms_active():
+            raise NotImplementedError(
+                f"fastloss.torch {self.name} does not run under torch.func transforms (vmap, "
+                "grad, jacrev, hessian, ...); use torch.nn.functional there"
+            )
         if torch.jit.is_tracing():
             # A trace keeps with_grad as a constant, which must hold for every later call.
             return self.op(input, *args[:-1], True)[0]
@@ -318,6 +324,14 @@ class _Op:
         if args[-1]:
             return _EagerFunction.apply(self, input, *args)
         return self.compute(input, *args)[0]
+
+
+def _functorch_transforms_active() -> bool:
+    """Whether a torch.func transform (vmap, grad, ...) wraps this call's tensors: batched
+    tensors have no storage for the kernels, and a torch.autograd.Function without
+    ``setup_context`` cannot be transformed."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return active is not None and active()
 
 
 def _refuse_tangents(name: str, *args) -> None:

@@ -1,5 +1,7 @@
 """fastloss.torch against torch.nn.functional: values, gradients, autograd behaviour, errors."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -263,6 +265,23 @@ def test_forward_mode_ad_is_a_clear_error(name):
         dual = forward_ad.make_dual(logits, torch.ones_like(logits))
         with pytest.raises(NotImplementedError, match="forward-mode AD"):
             getattr(ft, name)(dual, target)
+
+
+@pytest.mark.parametrize("transform", ["vmap", "grad", "jacrev"])
+@pytest.mark.parametrize("name", ["cross_entropy", "mse_loss"])
+def test_torch_func_transforms_are_a_clear_error(name, transform):
+    """vmap's batched tensors have no storage for a kernel, and the eager autograd.Function
+    cannot be transformed: PyTorch's own errors said neither."""
+    logits = torch.randn(2, 4, 3, dtype=torch.float64)
+    target = (torch.tensor([[0, 1, 2, 0]] * 2) if name == "cross_entropy"
+              else torch.zeros(2, 4, 3).double())
+    loss = functools.partial(getattr(ft, name), target=target[0])
+    call = {"vmap": lambda: torch.func.vmap(getattr(ft, name))(logits, target),
+            "grad": lambda: torch.func.grad(loss)(logits[0]),
+            "jacrev": lambda: torch.func.jacrev(loss)(logits[0])}[transform]
+    with pytest.raises(NotImplementedError, match="torch.func transforms"):
+        call()
+    getattr(ft, name)(logits[0], target[0])  # outside a transform: an ordinary call
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
