@@ -648,7 +648,7 @@ def multi_margin_with_grad(scores, target, *, reduction: str = "mean", p: int = 
 def nll(log_probs, target, *, reduction: str = "mean", ignore_index: int = -100, weight=None,
         backend: str = "auto", check_labels: bool = False):
     """Lazy :func:`fastloss.nll` of dask arrays: a 0-d dask array (``"none"``: ``(N,)`` with
-    the row chunks). Any row chunks; the classes are rechunked to one chunk."""
+    the row chunks). Any chunks; a task takes whole rows (the classes in one chunk)."""
     return _nll(log_probs, target, reduction, ignore_index, weight, backend, None, False,
                 check_labels)[0]
 

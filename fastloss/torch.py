@@ -31,9 +31,10 @@ the loss alone.
   broadcast), a gradient with respect to cross-entropy's probability target
   or to the target or weights of the BCE losses, double
   backward (``create_graph=True``), forward-mode AD (``torch.func.jvp``,
-  dual tensors), the other ``torch.func`` transforms (``vmap``, ``grad``,
-  ``jacrev``, ``hessian``), uint64 class labels (PyTorch takes int64 or uint8), and
-  devices other than CPU and CUDA (meta tensors give the results' shapes only).
+  dual tensors), the other ``torch.func`` transforms in eager mode (``vmap``,
+  ``grad``, ``jacrev``, ``hessian`` of a fastloss loss), uint64 class labels
+  (PyTorch takes int64 or uint8), and devices other than CPU and CUDA (meta
+  tensors give the results' shapes only).
 
 Each loss is a ``torch.library.custom_op`` (``fastloss::cross_entropy``,
 ``fastloss::mse_loss``, ...) with a fake implementation and an autograd
@@ -311,11 +312,8 @@ class _Op:
         """The loss of ``compute(input, *args)``, differentiable when ``with_grad``."""
         if forward_ad._current_level >= 0:  # inside forward_ad.dual_level()
             _refuse_tangents(self.name, input, *args)
-        if not torch.compiler.is_compiling() and _functorch_transforms_active():
-            raise NotImplementedError(
-                f"fastloss.torch {self.name} does not run under torch.func transforms (vmap, "
-                "grad, jacrev, hessian, ...); use torch.nn.functional there"
-            )
+        if not torch.compiler.is_compiling():
+            _refuse_transforms(self.name, input, *args)
         if torch.jit.is_tracing():
             # A trace keeps with_grad as a constant, which must hold for every later call.
             return self.op(input, *args[:-1], True)[0]
@@ -326,12 +324,20 @@ class _Op:
         return self.compute(input, *args)[0]
 
 
-def _functorch_transforms_active() -> bool:
-    """Whether a torch.func transform (vmap, grad, ...) wraps this call's tensors: batched
-    tensors have no storage for the kernels, and a torch.autograd.Function without
-    ``setup_context`` cannot be transformed."""
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return active is not None and active()
+def _refuse_transforms(name: str, *args) -> None:
+    """NotImplementedError when a torch.func transform (vmap, grad, jacrev, ...) wraps a tensor
+    argument: a batched tensor has no storage for the kernels, and the eager
+    torch.autograd.Function has no ``setup_context`` to be transformed. Tensors a transform
+    does not wrap (captured from outside it) are an ordinary call."""
+    functorch = getattr(torch._C, "_functorch", None)
+    wrapped = getattr(functorch, "is_functorch_wrapped_tensor", None)
+    if wrapped is None or not torch._C._are_functorch_transforms_active():
+        return
+    if any(isinstance(arg, torch.Tensor) and wrapped(arg) for arg in args):
+        raise NotImplementedError(
+            f"fastloss.torch {name} does not run under torch.func transforms (vmap, grad, "
+            "jacrev, hessian, ...); use torch.nn.functional there"
+        )
 
 
 def _refuse_tangents(name: str, *args) -> None:

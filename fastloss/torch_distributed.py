@@ -167,6 +167,9 @@ def vocab_parallel_cross_entropy(
     label's row becomes NaN), RuntimeError when torch.distributed is not initialised.
     On CUDA, reading the exchanged shard widths is one small host synchronisation.
     """
+    from fastloss.torch import _refuse_transforms
+
+    _refuse_transforms("vocab_parallel_cross_entropy", logits_shard, target)
     options = {
         "reduction": _validate.check_reduction(reduction),
         "ignore_index": _validate.check_int(ignore_index, "ignore_index"),

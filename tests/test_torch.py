@@ -284,6 +284,13 @@ def test_torch_func_transforms_are_a_clear_error(name, transform):
     getattr(ft, name)(logits[0], target[0])  # outside a transform: an ordinary call
 
 
+def test_tensors_captured_by_a_transform_are_an_ordinary_call():
+    x, t = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    got = torch.func.vmap(lambda w: w.sum() + ft.mse_loss(x, t))(torch.ones(2, 5))
+    torch.testing.assert_close(got, torch.full((2,), 5.0, dtype=torch.float64)
+                               + F.mse_loss(x, t))
+
+
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TorchScript is deprecated
 @pytest.mark.parametrize("traced_with_grad", [False, True], ids=["traced-no-grad", "traced-grad"])

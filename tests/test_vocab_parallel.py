@@ -137,6 +137,8 @@ def test_bad_arguments_name_the_argument():
         flt.vocab_parallel_cross_entropy(logits, labels, reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing must be in"):
         flt.vocab_parallel_cross_entropy(logits, labels, label_smoothing=-0.1)
+    with pytest.raises(NotImplementedError, match="torch.func transforms"):
+        torch.func.grad(lambda z: flt.vocab_parallel_cross_entropy(z, labels))(logits)
     if not dist.is_initialized():
         with pytest.raises(RuntimeError, match="init_process_group"):
             flt.vocab_parallel_cross_entropy(logits, labels)
