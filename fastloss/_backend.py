@@ -18,6 +18,7 @@ from fastloss._validate import dtype_name
 _HOST_NAMES = ("float16", "float32", "float64")
 # The dtypes of the cuda backend: its kernels have an instance for each (cuda._module.entry).
 DEVICE_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+_HALF_NAMES = DEVICE_DTYPE_NAMES[:2]
 _HOST_DTYPES = frozenset(np.dtype(name) for name in _HOST_NAMES)
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT16 = np.dtype(np.float16)
@@ -162,9 +163,10 @@ class HostBackend(Backend):
         if dtype not in _HOST_DTYPES and dtype.newbyteorder("=") not in _HOST_DTYPES:
             raise self._dtype_error(x, name, _HOST_NAMES)
 
-    def compute_dtype(self, dtype):
-        """Native byte order; float16 (either byte order) is computed in float32 and
-        rounded once."""
+    def compute_dtype(self, dtype, *others):
+        """The dtype the kernel computes an input of ``dtype`` in (``others``: the dtypes of
+        the other float arrays it reads, converted to it): native byte order; float16
+        (either byte order) is computed in float32 and rounded once."""
         native = dtype if dtype.isnative else dtype.newbyteorder("=")
         return _FLOAT32 if native == _FLOAT16 else native
 
@@ -207,7 +209,13 @@ class CudaBackend(Backend):
         if dtype_name(x.dtype) not in DEVICE_DTYPE_NAMES:
             raise self._dtype_error(x, name, DEVICE_DTYPE_NAMES)
 
-    def compute_dtype(self, dtype):
+    def compute_dtype(self, dtype, *others):
+        """``dtype``: the kernels read halves natively. A half input whose other float arrays
+        (``others``' dtypes: a target, weights) are of another dtype is computed by the
+        float32 kernels, as on the CPU: converted to the half dtype, a float32 target would
+        lose all but 11 (float16) or 8 (bfloat16) bits first."""
+        if dtype_name(dtype) in _HALF_NAMES and any(other != dtype for other in others):
+            return _FLOAT32
         return dtype
 
     def scope(self, array):
@@ -221,5 +229,7 @@ class CudaBackend(Backend):
         check_same_device(*arrays)
 
     def result(self, loss, dtype):
-        """Already a 0-d device array of ``dtype``, written by the last kernel."""
-        return loss
+        """A 0-d device array written by the last kernel, of ``dtype`` but where a half input
+        was computed in float32 (:meth:`compute_dtype`): then rounded to ``dtype`` from
+        float32, where the half kernels round the float64 total once."""
+        return loss if loss.dtype == dtype else loss.astype(dtype)

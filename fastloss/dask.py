@@ -147,7 +147,8 @@ def _elementwise_block(x, target, weight, aux, *, spec, backend, divisor, param,
     on = _registry.backend(backend)
     xp = on.xp
     with on.scope(x):
-        work = on.compute_dtype(x.dtype)
+        work = on.compute_dtype(x.dtype, *(y.dtype for y in (target, weight, aux)
+                                           if y is not None))
 
         def flat(array):
             return None if array is None else xp.ascontiguousarray(array, dtype=work).reshape(-1)
@@ -193,8 +194,9 @@ def _rows_block(logits, target, weight, divisor, *, loss, backend, options, want
     on = _registry.backend(backend)
     xp = on.xp
     with on.scope(logits):
-        work = on.compute_dtype(logits.dtype)
-        if target.dtype.kind in "iu":
+        labelled = target.dtype.kind in "iu"
+        work = on.compute_dtype(logits.dtype, *(() if labelled else (target.dtype,)))
+        if labelled:
             target = _checked_labels(target, logits.shape[1], options["ignore_index"],
                                      on.host or options["check_labels"], xp)
         else:

@@ -278,6 +278,31 @@ def test_half_precision_against_float64(cupy, dtype_name, classes):
     )
 
 
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_a_wider_target_of_a_half_input_is_not_rounded_to_it(cupy, dtype_name):
+    """A float32 target of a half input computes in float32, as on the CPU: rounded to the
+    half dtype first, 2049 became 2048 (float16) and the loss 0."""
+    dtype = np.dtype(np.float16) if dtype_name == "float16" else _bfloat16()
+    # Past 2048 (float16) and 256 (bfloat16) the half dtypes hold even integers only; near
+    # 0.5 their spacing is 2**-11 and 2**-9.
+    big, step = {"float16": (2048.0, 2.0**-13), "bfloat16": (256.0, 2.0**-11)}[dtype_name]
+    pred = cupy.asarray(np.full(4, big)).astype(dtype)
+    target = cupy.asarray(np.full(4, big + 1, np.float32))
+    loss, grad = fl.l1_with_grad(pred, target, backend="cuda")
+    assert loss.dtype == dtype and grad.dtype == dtype
+    assert float(loss.astype(cupy.float64)) == 1.0
+    assert (cupy.asnumpy(grad.astype(cupy.float64)) == -0.25).all()
+
+    # Even logits: the gradient is 1/2 minus the probability target, here -step.
+    logits = cupy.zeros((3, 2), dtype=dtype)
+    probabilities = cupy.asarray(np.tile([0.5 + step, 0.5 - step], (3, 1)).astype(np.float32))
+    loss, grad = fl.softmax_cross_entropy_with_grad(logits, probabilities, reduction="sum",
+                                                    backend="cuda")
+    assert loss.dtype == dtype and grad.dtype == dtype
+    np.testing.assert_array_equal(cupy.asnumpy(grad.astype(cupy.float64)),
+                                  np.tile([-step, step], (3, 1)))
+
+
 # --- host arrays (no device needed) ------------------------------------------------------
 
 

@@ -52,12 +52,20 @@ def check_per_element(values, name: str, shape) -> None:
         )
 
 
-def _per_element(values, name: str, like, work, order: str, backend):
-    """``values`` (broadcastable to ``like``) as a flat array of ``work`` in ``order``."""
+def _per_element(values, name: str, like, backend):
+    """``values`` (broadcastable to ``like``) as an array of ``backend``, checked; None for
+    None."""
     if values is None:
         return None
     values = backend.asarray(values, name)
     check_per_element(values, name, like.shape)
+    return values
+
+
+def _flat(values, like, work, order: str, backend):
+    """``values`` broadcast to ``like``'s shape as a flat array of ``work`` in ``order``."""
+    if values is None:
+        return None
     flat = backend.xp.empty(like.shape, work, order=order)
     flat[...] = values
     return flat.ravel(order)
@@ -98,12 +106,16 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
         # copied once), else in C order (a non-contiguous array is copied once).
         order = "F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
         dtype = x.dtype
-        work = backend.compute_dtype(dtype)
         if weight is not None or aux is not None:
-            weight = _per_element(weight, "weight", x, work, order, backend)
-            aux = _per_element(aux, aux_name, x, work, order, backend)
+            weight = _per_element(weight, "weight", x, backend)
+            aux = _per_element(aux, aux_name, x, backend)
+            work = backend.compute_dtype(
+                dtype, target.dtype, *(y.dtype for y in (weight, aux) if y is not None))
+            weight, aux = _flat(weight, x, work, order, backend), _flat(aux, x, work, order,
+                                                                          backend)
             backend.same_device(x, target, weight, aux, out)
         else:
+            work = backend.compute_dtype(dtype, target.dtype)
             backend.same_device(x, target, out)
         checked = backend.host and spec.domain is not None
         # Before the kernel when it will overwrite what the check reads; else after it, and

@@ -56,10 +56,11 @@ def _checked(
     rows, classes = logits.shape
     xp = backend.xp
     dtype = logits.dtype
-    work = backend.compute_dtype(dtype)
+    labelled = target.dtype.kind in "iu"
+    work = backend.compute_dtype(dtype, *(() if labelled else (target.dtype,)))
 
     labels = probabilities = None
-    if target.dtype.kind in "iu":
+    if labelled:
         labels = _class_labels.labels(target, rows, ignore_index, xp)
     elif target.dtype.kind == "f" or target.dtype.name == "bfloat16":
         probabilities = _probabilities(target, logits, ignore_index, work, backend, xp)
