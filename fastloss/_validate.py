@@ -135,6 +135,13 @@ def check_int(value, name: str) -> int:
     return value
 
 
+def check_real_array(values, name: str) -> None:
+    """TypeError unless the array ``values`` holds real numbers: floats (bfloat16 too) or
+    integers (weights)."""
+    if not (values.dtype.kind in "fiu" or values.dtype.name == "bfloat16"):
+        raise TypeError(f"{name} must be a real-valued array; got dtype {values.dtype}")
+
+
 def check_probability_target(target, logits_shape, ignore_index: int | None = None) -> None:
     """A floating-point cross-entropy ``target`` must be class probabilities of the
     logits' shape: TypeError for a 1-D one (class indices given as floats), else

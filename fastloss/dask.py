@@ -425,8 +425,7 @@ def _ce_target(target, logits, chosen, ignore_index=None):
 def _ce_weight(weight, logits):
     if weight is None:
         return None
-    if weight.dtype.kind not in "fiu":
-        raise TypeError(f"weight must be a real-valued array; got dtype {weight.dtype}")
+    v.check_real_array(weight, "weight")
     classes = logits.shape[1]
     if weight.shape != (classes,):
         raise ValueError(f"weight must have shape (k,) = ({classes},); got {weight.shape}")

@@ -549,6 +549,16 @@ def test_kl_div_batchmean_of_lists_is_the_mean():
                          backend=backend) == total / 3
 
 
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "nll", "multi_margin"])
+def test_class_weights_of_bfloat16_weigh_as_the_per_element_ones_do(name):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)
+    labels, weight = np.array([0, 1, 2, 3, 0]), np.array([1, 2, 0.5, 3])
+    function = getattr(fl, name)
+    assert (function(x, labels, weight=weight.astype(ml_dtypes.bfloat16))
+            == function(x, labels, weight=weight))
+
+
 def test_integer_weights_weigh_as_floats():
     # Per-element weights are real-valued arrays, integers too (as PyTorch promotes them).
     x, target = np.array([[0.3, -1.2, 2.0]]), np.array([[1.0, 0.0, 1.0]])

@@ -53,8 +53,7 @@ def weight(weight, classes, backend, xp):
     if weight is None:
         return None
     weight = backend.asarray(weight, "weight")
-    if weight.dtype.kind not in "fiu":
-        raise TypeError(f"weight must be a real-valued array; got dtype {weight.dtype}")
+    v.check_real_array(weight, "weight")
     if weight.shape != (classes,):
         raise ValueError(f"weight must have shape (k,) = ({classes},); got {weight.shape}")
     return xp.ascontiguousarray(weight, dtype=xp.float64)

@@ -40,8 +40,7 @@ class Elementwise:
 def check_per_element(values, name: str, shape) -> None:
     """TypeError unless ``values`` (an array) is real-valued, ValueError unless it
     broadcasts to ``shape``: the checks of ``weight`` and the aux arrays."""
-    if not (values.dtype.kind in "fiu" or values.dtype.name == "bfloat16"):
-        raise TypeError(f"{name} must be a real-valued array; got dtype {values.dtype}")
+    v.check_real_array(values, name)
     try:
         fits = np.broadcast_shapes(values.shape, shape) == shape
     except ValueError:
