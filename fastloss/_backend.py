@@ -165,8 +165,8 @@ class HostBackend(Backend):
 
     def compute_dtype(self, dtype, *others):
         """The dtype the kernel computes an input of ``dtype`` in (``others``: the dtypes of
-        the other float arrays it reads, converted to it): native byte order; float16
-        (either byte order) is computed in float32 and rounded once."""
+        the other arrays it reads, converted to it): native byte order; float16 (either
+        byte order) is computed in float32 and rounded once."""
         native = dtype if dtype.isnative else dtype.newbyteorder("=")
         return _FLOAT32 if native == _FLOAT16 else native
 
@@ -210,10 +210,11 @@ class CudaBackend(Backend):
             raise self._dtype_error(x, name, DEVICE_DTYPE_NAMES)
 
     def compute_dtype(self, dtype, *others):
-        """``dtype``: the kernels read halves natively. A half input whose other float arrays
-        (``others``' dtypes: a target, weights) are of another dtype is computed by the
-        float32 kernels, as on the CPU: converted to the half dtype, a float32 target would
-        lose all but 11 (float16) or 8 (bfloat16) bits first."""
+        """``dtype``: the kernels read halves natively. A half input whose other arrays
+        (``others``' dtypes: a target, weights, of any real dtype) are of another dtype is
+        computed by the float32 kernels, as the CPU computes float16: converted to the half
+        dtype, a float32 target (or an integer weight past 2048) would lose all but 11
+        (float16) or 8 (bfloat16) bits first."""
         if dtype_name(dtype) in _HALF_NAMES and any(other != dtype for other in others):
             return _FLOAT32
         return dtype

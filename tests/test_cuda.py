@@ -292,6 +292,14 @@ def test_a_wider_target_of_a_half_input_is_not_rounded_to_it(cupy, dtype_name):
     assert loss.dtype == dtype and grad.dtype == dtype
     assert float(loss.astype(cupy.float64)) == 1.0
     assert (cupy.asnumpy(grad.astype(cupy.float64)) == -0.25).all()
+    # An integer weight past the half dtype's integers: weighed in full, as on the CPU.
+    logits = cupy.asarray(np.full(4, -8.0)).astype(dtype)
+    labels = cupy.asarray(np.ones(4)).astype(dtype)
+    weight = cupy.asarray(np.full(4, big + 1, np.int64))
+    loss = fl.binary_cross_entropy_with_logits(logits, labels, weight=weight, backend="cuda")
+    want = (big + 1) * math.log1p(math.exp(8.0))
+    assert loss.dtype == dtype and float(loss.astype(cupy.float64)) == float(
+        np.asarray(want).astype(dtype))
 
     # Even logits: the gradient is 1/2 minus the probability target, here -step.
     logits = cupy.zeros((3, 2), dtype=dtype)
