@@ -110,8 +110,8 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
             aux = _per_element(aux, aux_name, x, backend)
             work = backend.compute_dtype(
                 dtype, target.dtype, *(y.dtype for y in (weight, aux) if y is not None))
-            weight, aux = _flat(weight, x, work, order, backend), _flat(aux, x, work, order,
-                                                                          backend)
+            weight = _flat(weight, x, work, order, backend)
+            aux = _flat(aux, x, work, order, backend)
             backend.same_device(x, target, weight, aux, out)
         else:
             work = backend.compute_dtype(dtype, target.dtype)
