@@ -425,10 +425,7 @@ def _ce_target(target, logits, chosen, ignore_index=None):
 def _ce_weight(weight, logits):
     if weight is None:
         return None
-    v.check_real_array(weight, "weight")
-    classes = logits.shape[1]
-    if weight.shape != (classes,):
-        raise ValueError(f"weight must have shape (k,) = ({classes},); got {weight.shape}")
+    class_labels.check_class_weight(weight, logits.shape[1])
     return weight.astype(np.float64).rechunk((logits.chunks[1],))
 
 

@@ -53,10 +53,16 @@ def weight(weight, classes, backend, xp):
     if weight is None:
         return None
     weight = backend.asarray(weight, "weight")
+    check_class_weight(weight, classes)
+    return xp.ascontiguousarray(weight, dtype=xp.float64)
+
+
+def check_class_weight(weight, classes) -> None:
+    """TypeError unless the array ``weight`` is real-valued, ValueError unless its shape is
+    ``(classes,)``. Dask's functions check their lazy weights with it too."""
     v.check_real_array(weight, "weight")
     if weight.shape != (classes,):
         raise ValueError(f"weight must have shape (k,) = ({classes},); got {weight.shape}")
-    return xp.ascontiguousarray(weight, dtype=xp.float64)
 
 
 def check(labels, classes, ignore_index=None) -> None:
