@@ -324,16 +324,19 @@ class _Op:
         return self.compute(input, *args)[0]
 
 
+# torch.func's own tests (private: None where a release lacks them, and nothing is refused).
+_WRAPPED = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+_TRANSFORMS_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
 def _refuse_transforms(name: str, *args) -> None:
     """NotImplementedError when a torch.func transform (vmap, grad, jacrev, ...) wraps a tensor
     argument: a batched tensor has no storage for the kernels, and the eager
     torch.autograd.Function has no ``setup_context`` to be transformed. Tensors a transform
     does not wrap (captured from outside it) are an ordinary call."""
-    functorch = getattr(torch._C, "_functorch", None)
-    wrapped = getattr(functorch, "is_functorch_wrapped_tensor", None)
-    if wrapped is None or not torch._C._are_functorch_transforms_active():
+    if _WRAPPED is None or _TRANSFORMS_ACTIVE is None or not _TRANSFORMS_ACTIVE():
         return
-    if any(isinstance(arg, torch.Tensor) and wrapped(arg) for arg in args):
+    if any(isinstance(arg, torch.Tensor) and _WRAPPED(arg) for arg in args):
         raise NotImplementedError(
             f"fastloss.torch {name} does not run under torch.func transforms (vmap, grad, "
             "jacrev, hessian, ...); use torch.nn.functional there"
