@@ -1,5 +1,7 @@
 """Backend selection, availability reporting, lazy imports and the command line."""
 
+import importlib.util
+import inspect
 import subprocess
 import sys
 
@@ -8,6 +10,7 @@ import pytest
 
 import fastloss as fl
 from fastloss import _registry
+from fastloss.backends import CONTRACTS
 
 
 class FakeDeviceArray:
@@ -65,6 +68,25 @@ def test_every_loss_has_every_backend_registered():
     assert {(loss, name) for loss in losses for name in _registry.BACKENDS} == set(
         _registry._KERNELS
     )
+
+
+def _parameters(function):
+    """``function``'s parameters as (name, kind, default), without annotations."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+@pytest.mark.parametrize("name, backend", sorted(_registry._KERNELS) + sorted(_registry._HOOKS))
+def test_every_backend_function_has_its_contracts_signature(name, backend):
+    if backend == "cuda" and importlib.util.find_spec("cupy") is None:
+        pytest.skip("cupy is not installed (the cuda backend's modules import it)")
+    function = (_registry.kernel if (name, backend) in _registry._KERNELS else _registry.hook)(
+        name, backend)
+    expected = _parameters(CONTRACTS[name].__call__)[1:]  # without self
+    assert _parameters(function) == expected
+
+
+def test_every_registered_name_has_a_contract():
+    assert {name for name, _ in [*_registry._KERNELS, *_registry._HOOKS]} == set(CONTRACTS)
 
 
 def test_array_likes_are_accepted_on_the_cpu():

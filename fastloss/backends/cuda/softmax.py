@@ -44,11 +44,11 @@ def log_softmax(z, out) -> None:
     _launch("log_softmax", (z,), out)
 
 
-def softmax_backward(p, grad, out) -> None:
-    """``out[i] = p[i] * (grad[i] - sum(p[i] * grad[i]))``, ``p`` a softmax."""
-    _launch("softmax_backward", (p, grad), out)
+def softmax_backward(p, g, out) -> None:
+    """``out[i] = p[i] * (g[i] - sum(p[i] * g[i]))``, ``p`` a softmax."""
+    _launch("softmax_backward", (p, g), out)
 
 
-def log_softmax_backward(logp, grad, out) -> None:
-    """``out[i] = grad[i] - exp(logp[i]) * sum(grad[i])``, ``logp`` a log-softmax."""
-    _launch("log_softmax_backward", (logp, grad), out)
+def log_softmax_backward(logp, g, out) -> None:
+    """``out[i] = g[i] - exp(logp[i]) * sum(g[i])``, ``logp`` a log-softmax."""
+    _launch("log_softmax_backward", (logp, g), out)

@@ -1,5 +1,4 @@
-"""The multi-class hinge loss on Numba's threads (contract:
-``fastloss.backends.numpy.multi_margin``).
+"""The multi-class hinge loss on Numba's threads (contract: ``fastloss.backends``).
 
 A row is read once, for its loss and its gradient in the same pass; rows of at most
 ``LANE_CLASSES`` classes go 64 at a time through the cross-entropy kernel's rows in lanes (the

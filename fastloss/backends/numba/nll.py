@@ -1,4 +1,4 @@
-"""Negative log-likelihood on Numba's threads (contract: ``fastloss.backends.numpy.nll``).
+"""Negative log-likelihood on Numba's threads (contract: ``fastloss.backends``).
 
 Rows go in fixed blocks whose float64 partial sums are added in block order: the same bits
 at any thread count. Each row not ignored reads one log-probability. The gradient, zeros

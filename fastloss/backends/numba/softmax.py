@@ -1,6 +1,6 @@
 """Softmax, log-softmax and their vector-Jacobian products over rows, on Numba's threads.
 
-Contract: ``fastloss.backends.numpy.softmax``. Each row is read once for its max and sum
+Contract: ``fastloss.backends``. Each row is read once for its max and sum
 (float64, in the fixed lane order of the cross-entropy kernel, whose row passes these are)
 and written once; rows are independent, so every thread count gives the same bits.
 float32 exponentials use that kernel's vectorised ``exp``. Short rows (softmax and

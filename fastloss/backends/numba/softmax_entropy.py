@@ -1,5 +1,4 @@
-"""The entropy of each row's softmax on Numba's threads (contract:
-``fastloss.backends.numpy.softmax_entropy``).
+"""The entropy of each row's softmax on Numba's threads (contract: ``fastloss.backends``).
 
 A row is read for its max, then once more for ``e = exp(z - max)``, stored into the
 gradient row a chunk at a time, with the float64 sums ``s = sum(e)`` and ``sum(e (z - max))``

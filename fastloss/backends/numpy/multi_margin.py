@@ -1,11 +1,6 @@
 """The multi-class hinge loss in plain NumPy, float64 throughout.
 
-Contract (every backend's ``multi_margin``): ``multi_margin(x, labels, weight, grad_out,
-loss_out, p, margin, divisor)`` returns the summed row losses ``w_y sum_{j != y}
-max(0, margin - x_y + x_j)**p / k`` over ``divisor``, and writes their gradient over
-``divisor`` into ``grad_out`` (when given; it may be ``x``) and the row losses into
-``loss_out``. As in PyTorch, a term whose ``margin - x_y + x_j`` is NaN adds nothing. The CPU
-fronts check the labels first.
+The contract: ``fastloss.backends``.
 """
 
 import numpy as np

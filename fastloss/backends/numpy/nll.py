@@ -1,10 +1,6 @@
 """Negative log-likelihood in plain NumPy, float64 throughout.
 
-Contract (every backend's ``nll``): ``nll(log_probs, labels, weight, grad_out, loss_out,
-ignore_index, divisor)`` returns the summed row losses ``-weight[y] * log_probs[row, y]`` (0
-for ignored rows) over ``divisor`` and writes ``-weight[y] / divisor`` at each row's label
-and 0 elsewhere into ``grad_out`` (when given; it may be ``log_probs``), and the row losses
-into ``loss_out``. The CPU fronts check the labels first.
+The contract: ``fastloss.backends``.
 """
 
 import numpy as np

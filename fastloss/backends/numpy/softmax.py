@@ -1,9 +1,6 @@
 """Softmax, log-softmax and their vector-Jacobian products over rows: the float64 reference.
 
-Contract, every backend's ``softmax`` module: ``softmax(z, out)``, ``log_softmax(z, out)``,
-``softmax_backward(p, g, out)`` and ``log_softmax_backward(logp, g, out)`` write ``out`` and
-return None. Arrays are ``(N, k)``, k >= 1, C-contiguous, of one compute dtype; ``out`` may be
-an input itself.
+The contract: ``fastloss.backends``.
 """
 
 import numpy as np

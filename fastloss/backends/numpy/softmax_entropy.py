@@ -1,9 +1,6 @@
 """The entropy of each row's softmax in plain NumPy, float64 throughout.
 
-Contract (every backend's ``softmax_entropy``): ``softmax_entropy(logits, grad_out, loss_out,
-divisor)`` returns the summed row entropies ``H = -sum(p log p)`` over ``divisor`` and writes
-``-p (log p + H) / divisor`` into ``grad_out`` (when given; it may be ``logits``) and the row
-entropies into ``loss_out``.
+The contract: ``fastloss.backends``.
 """
 
 import numpy as np
