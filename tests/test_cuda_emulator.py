@@ -71,11 +71,7 @@ def test_a_mean_over_labels_takes_one_divisor_launch_up_to_4096_rows(emulated, r
 
 @pytest.mark.parametrize("classes", [3, 7, 100, 700, 5000])
 def test_rows_span_several_grid_strides(cupy, monkeypatch, classes):
-    # A three-block grid makes every block loop over rows as a capped grid does
-    # at millions of rows; the last round leaves some row groups without a row.
-    monkeypatch.setattr(cuda_ce, "MAX_BLOCKS", 3)
-    _, threads, row_lanes = cuda_ce.launch_shape(1, classes)
-    rows = 3 * (threads // row_lanes if row_lanes else 1) * 2 + 5
+    rows = cases.rows_over_grid_strides(monkeypatch, classes)
     with emulator.recording() as record:
         cases.run_cross_entropy(cases.CrossEntropyCase(rows, classes, weighted=True), cupy)
     (main,) = [launch for launch in record.launches if "logits" in launch.args]

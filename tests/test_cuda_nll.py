@@ -147,11 +147,7 @@ def test_empty_batch_launches_only_the_finish(emulated):
 @pytest.mark.emulated
 @pytest.mark.parametrize("classes", [3, 100, 700, 5000])
 def test_rows_span_several_grid_strides(emulated, monkeypatch, classes):
-    # A three-block grid makes every block loop over rows as a capped grid does
-    # at millions of rows; the last round leaves some row groups without a row.
-    monkeypatch.setattr(cuda_ce, "MAX_BLOCKS", 3)
-    _, threads, row_lanes = cuda_ce.launch_shape(1, classes)
-    rows = 3 * (threads // row_lanes if row_lanes else 1) * 2 + 5
+    rows = cases.rows_over_grid_strides(monkeypatch, classes)
     case = cases.NllCase(rows, classes, weighted=True, in_place=True, invalid=True)
     with emulator.recording() as record:
         cases.run_nll(case, emulated)

@@ -19,7 +19,6 @@ from cuda_emulator import cases, emulator
 from test_cuda import rows_past_int32
 from test_cuda_emulator import planted_bug_tests
 
-from fastloss.backends.cuda import softmax_cross_entropy as cuda_ce
 from fastloss.backends.cuda import softmax_entropy as cuda_entropy
 
 
@@ -149,11 +148,7 @@ def test_empty_batch_launches_only_the_finish(emulated):
 @pytest.mark.emulated
 @pytest.mark.parametrize("classes", [3, 100, 700, 5000])
 def test_rows_span_several_grid_strides(emulated, monkeypatch, classes):
-    # A three-block grid makes every block loop over rows as a capped grid does
-    # at millions of rows; the last round leaves some row groups without a row.
-    monkeypatch.setattr(cuda_ce, "MAX_BLOCKS", 3)
-    _, threads, row_lanes = cuda_ce.launch_shape(1, classes)
-    rows = 3 * (threads // row_lanes if row_lanes else 1) * 2 + 5
+    rows = cases.rows_over_grid_strides(monkeypatch, classes)
     case = cases.EntropyCase(rows, classes, in_place=True)
     with emulator.recording() as record:
         cases.run_entropy(case, emulated)
