@@ -255,7 +255,9 @@ def shard_gradient(logits, reference, s, mass, target: ShardTarget, scale, dtype
     ``dtype``, from the whole row's ``reference`` (its maximum), ``s`` and ``S``.
     Ignored rows get exact zeros, whatever the scale (even inf: a mean over no row)."""
     xp = _namespace(logits)
-    ratio = _times(xp, mass, scale / s)
+    # S / s * scale as IEEE arithmetic, as the one-chunk kernels have it: a kept row of no
+    # mass is NaN where its s or the scale is not finite (0 * inf).
+    ratio = mass * (scale / s)
     grad = xp.empty(logits.shape, dtype=dtype, device=array_api_compat.device(logits))
     for part in _slabs(*logits.shape):
         slab = _Slab(xp, logits[part, :], reference[part], target.rows(part))

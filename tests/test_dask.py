@@ -524,20 +524,42 @@ def test_softmax_functions_name_the_arrays_shape():
         fl.log_softmax_backward(da.zeros((3, 4)), da.zeros((3, 4), dtype=np.float32))
 
 
-def test_a_mean_over_labels_of_no_weight_is_nan():
-    """As in memory (PyTorch's 0 / 0), also where label smoothing leaves a sum that is not 0;
-    rows in one class chunk: NaN in the kept rows' gradients, 0 in the ignored one's."""
+@pytest.mark.parametrize("chunks", [(2, -1), (2, 2), (2, 1)])
+def test_a_mean_over_labels_of_no_weight_is_nan(chunks):
+    """As in memory (PyTorch's 0 / 0), also where label smoothing leaves a sum that is not 0,
+    in one class chunk or several: NaN in the kept rows' gradients, 0 in the ignored one's."""
     logits = np.array([[0.1, 0.2, 0.3], [0.4, -0.2, 0.0], [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
     labels, weight = np.array([0, -100, 0, 0]), np.array([0.0, 1.0, 1.0])
     for smoothing in (0.0, 0.1):
         loss, grad = fl.softmax_cross_entropy_with_grad(
-            da.from_array(logits, chunks=(2, -1)), labels, weight=weight,
+            da.from_array(logits, chunks=chunks), labels, weight=weight,
             label_smoothing=smoothing)
         want_loss, want_grad = fl.softmax_cross_entropy_with_grad(
             logits, labels, weight=weight, label_smoothing=smoothing)
         assert np.isnan(loss.compute()) and np.isnan(want_loss)
         np.testing.assert_array_equal(grad.compute(), want_grad)
         assert np.isnan(want_grad[[0, 2, 3]]).all() and (want_grad[1] == 0).all()
+
+
+@pytest.mark.parametrize("chunks", [(3, 2), (3, 1)])
+def test_a_row_of_no_mass_and_non_finite_logits_has_the_in_memory_gradient(chunks):
+    """A kept row whose target weighs nothing (a label of weight 0, probabilities of 0) is
+    0 * log_softmax: NaN across the row where its logits hold inf or are all -inf, as in
+    memory and in PyTorch, whichever class chunk holds the inf."""
+    logits = np.zeros((3, 4))
+    logits[0, 1] = np.inf
+    logits[1] = -np.inf
+    logits[2, 3] = np.inf
+    weight = np.array([0.0, 1.0, 1.0, 1.0])
+    for target, options in ((np.array([0, 0, 0]), {"weight": weight}),
+                            (np.zeros((3, 4)), {})):
+        want = fl.softmax_cross_entropy_with_grad(logits, target, reduction="sum", **options)
+        got = fl.softmax_cross_entropy_with_grad(
+            da.from_array(logits, chunks=chunks),
+            da.from_array(target, chunks=chunks if target.ndim == 2 else chunks[0]),
+            reduction="sum", **options)
+        np.testing.assert_array_equal(got[1].compute(), want[1])
+        assert np.isnan(want[1]).all()
 
 
 def test_invalid_label_raises_when_computed():
