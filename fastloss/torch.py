@@ -201,13 +201,14 @@ def _kernel_dtype(tensor: torch.Tensor) -> torch.dtype:
     return tensor.dtype
 
 
-def _refuse_double_backward(name: str) -> None:
+def _refuse_double_backward(name: str, instead: str | None = None) -> None:
     # Under create_graph=True a constant gradient would silently drop this
     # loss's second derivative from any higher-order gradient.
     if torch.is_grad_enabled():
         raise RuntimeError(
             f"fastloss.torch.{name} does not support double backward (create_graph=True): "
-            f"use torch.nn.functional.{name} where higher-order gradients are needed"
+            f"use {instead or f'torch.nn.functional.{name}'} where higher-order gradients "
+            "are needed"
         )
 
 
@@ -310,8 +311,7 @@ class _Op:
 
     def __call__(self, input: torch.Tensor, *args) -> torch.Tensor:
         """The loss of ``compute(input, *args)``, differentiable when ``with_grad``."""
-        if forward_ad._current_level >= 0:  # inside forward_ad.dual_level()
-            _refuse_tangents(self.name, input, *args)
+        _refuse_tangents(self.name, input, *args)
         if not torch.compiler.is_compiling():
             _refuse_transforms(self.name, input, *args)
         if torch.jit.is_tracing():
@@ -346,6 +346,8 @@ def _refuse_transforms(name: str, *args) -> None:
 def _refuse_tangents(name: str, *args) -> None:
     """NotImplementedError for a forward-mode AD tangent on any tensor argument: the loss
     would drop it, as if its derivative were zero."""
+    if forward_ad._current_level < 0:  # outside forward_ad.dual_level(): no tangent
+        return
     for arg in args:
         if isinstance(arg, torch.Tensor) and forward_ad.unpack_dual(arg).tangent is not None:
             raise NotImplementedError(

@@ -132,7 +132,9 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):
         from fastloss.torch import _refuse_double_backward, _scale
 
-        _refuse_double_backward("cross_entropy")
+        _refuse_double_backward(
+            "vocab_parallel_cross_entropy",
+            "torch.nn.functional.cross_entropy of the gathered logits")
         (grad,) = ctx.saved_tensors
         if ctx.per_row:
             grad_output = grad_output.unsqueeze(-1)
@@ -167,8 +169,9 @@ def vocab_parallel_cross_entropy(
     label's row becomes NaN), RuntimeError when torch.distributed is not initialised.
     On CUDA, reading the exchanged shard widths is one small host synchronisation.
     """
-    from fastloss.torch import _refuse_transforms
+    from fastloss.torch import _refuse_tangents, _refuse_transforms
 
+    _refuse_tangents("vocab_parallel_cross_entropy", logits_shard, target)
     _refuse_transforms("vocab_parallel_cross_entropy", logits_shard, target)
     options = {
         "reduction": _validate.check_reduction(reduction),

@@ -11,6 +11,7 @@ if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 import torch.multiprocessing as mp  # noqa: E402
+from torch.autograd import forward_ad  # noqa: E402
 
 import fastloss.torch as flt  # noqa: E402
 
@@ -83,6 +84,11 @@ def _check_no_grad_and_errors(rank, widths):
         loss = flt.vocab_parallel_cross_entropy(shard.requires_grad_(), labels)
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, labels),
                                rtol=1e-12, atol=0)
+    leaf = shard.detach().requires_grad_()
+    loss = flt.vocab_parallel_cross_entropy(leaf, labels)
+    with pytest.raises(RuntimeError, match="vocab_parallel_cross_entropy does not support "
+                                           "double backward.*cross_entropy of the gathered"):
+        torch.autograd.grad(loss, leaf, create_graph=True)
     labels[3] = classes  # the same bad label on every rank: every rank raises
     with pytest.raises(ValueError, match=rf"class index {classes}, outside \[0, {classes}\)"):
         flt.vocab_parallel_cross_entropy(shard, labels)
@@ -117,6 +123,8 @@ def test_matches_cross_entropy_of_the_gathered_logits(forkserver, world):
                        start_method=forkserver)
 
 
+# forward_ad.make_dual loads its decompositions with the deprecated torch.jit.script.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_bad_arguments_name_the_argument():
     logits, labels = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
     with pytest.raises(TypeError, match="logits_shard must be a floating-point"):
@@ -139,6 +147,10 @@ def test_bad_arguments_name_the_argument():
         flt.vocab_parallel_cross_entropy(logits, labels, label_smoothing=-0.1)
     with pytest.raises(NotImplementedError, match="torch.func transforms"):
         torch.func.grad(lambda z: flt.vocab_parallel_cross_entropy(z, labels))(logits)
+    with forward_ad.dual_level():  # a tangent would be dropped, as if the derivative were 0
+        dual = forward_ad.make_dual(logits, torch.ones_like(logits))
+        with pytest.raises(NotImplementedError, match="forward-mode AD"):
+            flt.vocab_parallel_cross_entropy(dual, labels)
     if not dist.is_initialized():
         with pytest.raises(RuntimeError, match="init_process_group"):
             flt.vocab_parallel_cross_entropy(logits, labels)
