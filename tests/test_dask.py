@@ -652,3 +652,33 @@ def test_ignored_row_adds_nothing_under_smoothing_and_an_infinite_weight():
         got = fl.softmax_cross_entropy(da.from_array(logits, chunks=chunks), labels,
                                        weight=weight, label_smoothing=0.1, reduction="none")
         np.testing.assert_array_equal(got.compute().ravel(), want)  # [inf, 0]
+
+
+@pytest.mark.parametrize("function", ["nll", "multi_margin"])
+def test_losses_over_labels_only_refuse_a_target_of_probabilities(function):
+    """nll and multi_margin take class indices only, as in memory: a float target of the
+    input's own (N, k) shape is the TypeError of the call, when the graph is built."""
+    x = np.random.default_rng(5).standard_normal((6, 4))
+    probabilities = np.full((6, 4), 0.25)
+    with pytest.raises(TypeError, match="target holds class indices, which must be integers"):
+        getattr(fl, function)(x, probabilities)
+    with pytest.raises(TypeError, match="target holds class indices, which must be integers"):
+        getattr(fl, function)(da.from_array(x, chunks=(3, 2)), probabilities)
+
+
+def test_per_element_weights_of_other_chunks_keep_the_inputs_chunks():
+    """Lazy weights chunked their own way are rechunked to the input's chunks: the gradient
+    has the input's chunks, and the values of the in-memory call."""
+    rng = np.random.default_rng(6)
+    x, target = rng.standard_normal((2, 12, 10))
+    weight, pos_weight = rng.uniform(0.5, 2, (12, 10)), rng.uniform(0.5, 2, 10)
+    target = (target > 0).astype(np.float64)
+    lazy_x = da.from_array(x, chunks=(5, 4))
+    loss, grad = fl.binary_cross_entropy_with_logits_with_grad(
+        lazy_x, target, weight=da.from_array(weight, chunks=(7, 3)),
+        pos_weight=da.from_array(pos_weight, chunks=6), reduction="sum")
+    assert grad.chunks == lazy_x.chunks
+    want_loss, want_grad = fl.binary_cross_entropy_with_logits_with_grad(
+        x, target, weight=weight, pos_weight=pos_weight, reduction="sum")
+    np.testing.assert_array_equal(grad.compute(), want_grad)
+    assert_loss(loss.compute(), np.float64(want_loss), np.float64)

@@ -333,7 +333,8 @@ def test_nan_in_nan_out(backend, loss):
     assert np.isfinite(np.delete(got_grad.ravel(), 34)).all()
 
 
-@pytest.mark.parametrize("shape", [(37, 11), ()], ids=["2-d", "0-d"])  # 0-d: the sum
+@pytest.mark.parametrize("shape", [(37, 11), (37,), ()],  # 1-d: over the elements;
+                         ids=["2-d", "1-d", "0-d"])  # 0-d: the sum
 @pytest.mark.parametrize("log_target", [False, True])
 def test_kl_div_batchmean_matches_torch(backend, dtype, log_target, shape):
     loss = LOSSES[-1]
@@ -566,3 +567,42 @@ def test_integer_weights_weigh_as_floats():
         want = fl.binary_cross_entropy_with_logits(x, target, **{option: np.array([1.0, 2, 3])})
         assert fl.binary_cross_entropy_with_logits(x, target,
                                                    **{option: np.array([1, 2, 3])}) == want
+
+
+def test_a_per_element_array_broadcasting_past_the_input_is_refused_by_name():
+    """weight and pos_weight must broadcast *to* the input's shape: one whose broadcast with it
+    is larger (an extra leading axis) is the named ValueError, not NumPy's own."""
+    rng = np.random.default_rng(10)
+    x, target = rng.standard_normal((4, 5)), rng.random((4, 5))
+    for backend in ("numpy", "numba"):
+        for option in ("weight", "pos_weight"):
+            with pytest.raises(ValueError, match=f"{option} must be broadcastable to the "
+                                                 r"input's shape \(4, 5\); got \(2, 4, 5\)"):
+                fl.binary_cross_entropy_with_logits(x, target, backend=backend,
+                                                    **{option: np.ones((2, 4, 5))})
+
+
+@pytest.mark.parametrize("cpu_backend", ["numpy", "numba"])
+def test_a_float16_out_past_its_range_gets_inf_without_a_warning(cpu_backend):
+    """A gradient past float16's range (computed in float32) is inf in out= as in a new
+    gradient, as in PyTorch, and without NumPy's overflow warning."""
+    x = np.full((3, 4), 60000.0, np.float16)
+    target = -x
+    _, want = fl.mse_with_grad(x, target, reduction="sum", backend=cpu_backend)
+    out = np.empty_like(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, got = fl.mse_with_grad(x, target, reduction="sum", backend=cpu_backend, out=out)
+    assert got is out and np.isinf(want).all()
+    np.testing.assert_array_equal(out.view(np.uint16), want.view(np.uint16))
+
+
+@pytest.mark.parametrize("cpu_backend", ["numpy", "numba"])
+def test_a_loss_past_float32s_range_is_inf_without_a_warning(cpu_backend):
+    # The float64 total rounds once to float32: inf, as PyTorch's, and quietly.
+    x = np.full(8, 1e20, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for reduction in ("mean", "sum"):
+            loss = fl.mse(x, np.zeros_like(x), reduction=reduction, backend=cpu_backend)
+            assert type(loss) is np.float32 and loss == np.inf

@@ -205,3 +205,13 @@ def test_dask_arrays_match_memory(reduction):
     with pytest.raises(TypeError, match="must be integers"):
         fl.nll(da.from_array(log_probs), np.zeros(53))
 
+
+@pytest.mark.parametrize("name", ["nll", "multi_margin"])
+def test_a_bool_target_is_not_class_indices(name):
+    """Booleans are no class indices (PyTorch refuses them too): a TypeError naming the dtype,
+    not a silent 0/1 label."""
+    x = np.log(np.full((4, 3), 1 / 3))
+    for backend in ("numpy", "numba"):
+        with pytest.raises(TypeError, match="target holds class indices, which must be "
+                                            "integers; got dtype bool"):
+            getattr(fl, name)(x, np.array([True, False, True, True]), backend=backend)

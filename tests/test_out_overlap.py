@@ -70,3 +70,38 @@ def test_out_over_a_shifted_input_gives_the_separate_result(backend, name, posit
     arrays[position], out = buffer[:-1], buffer[1:]
     assert call(arrays, labels, out, backend) is out
     np.testing.assert_array_equal(to_host(out), expected)
+
+
+@pytest.mark.parametrize("cpu_backend", ["numpy", "numba"])
+def test_an_out_with_an_axis_of_one_is_not_an_overlap(cpu_backend):
+    """An axis of one element repeats no memory, whatever its stride: an out= made with
+    ``[:, None]`` (stride 0 there) is written, not refused as overlapping itself."""
+    x = LOGITS[:, :1].copy()
+    # reduction="none" takes the full path, which checks out= (the common path's own check
+    # accepts only a C-contiguous out).
+    for call in (lambda out: fl.mse_with_grad(x, PROBS[:, :1].copy(), reduction="none",
+                                              out=out, backend=cpu_backend)[1],
+                 lambda out: fl.nll_with_grad(x, np.zeros(ROWS, np.int64), reduction="none",
+                                              out=out, backend=cpu_backend)[1]):
+        expected = call(None)
+        out = np.zeros(ROWS, np.float32)[:, None]
+        assert out.strides == (4, 0)
+        assert call(out) is out
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_class_weights_in_out_memory_are_read_before_it_is_written(backend):
+    """Weights that are a view of out= (its first row) are an input the kernel reads while it
+    writes out: the gradient goes through a buffer, and equals that of a separate weight."""
+    logits = LOGITS.astype(np.float64)
+    weight = np.linspace(0.5, 2.0, CLASSES)
+    labels = to_backend(LABELS, backend)
+    expected = to_host(fl.softmax_cross_entropy_grad(
+        to_backend(logits, backend), labels, weight=to_backend(weight, backend),
+        backend=backend))
+    out = to_backend(np.zeros_like(logits), backend)
+    out[0] = to_backend(weight, backend)
+    got = fl.softmax_cross_entropy_grad(to_backend(logits, backend), labels, weight=out[0],
+                                        out=out, backend=backend)
+    assert got is out
+    np.testing.assert_array_equal(to_host(out), expected)

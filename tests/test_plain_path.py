@@ -307,6 +307,16 @@ def test_the_front_takes_the_small_call_for_one_or_two_dimensions(monkeypatch, s
 
 
 @pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
+def test_a_zero_d_input_does_not_take_the_small_call(monkeypatch):
+    # Each number of dimensions is a compilation of its own: 0-d goes the front's own way.
+    results = _recording(monkeypatch, "l1")
+    x = np.array(3.0, np.float32)
+    loss, grad = fl.l1_with_grad(x, np.zeros_like(x), backend="numba")
+    assert loss == np.float32(3.0) and grad.shape == () and grad == np.float32(1.0)
+    assert results == []
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
 @pytest.mark.parametrize(("loss", "options"), ELEMENTWISE_CASES)
 def test_every_elementwise_front_takes_its_small_call(monkeypatch, loss, options):
     results = _recording(monkeypatch, loss.name)

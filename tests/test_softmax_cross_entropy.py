@@ -436,3 +436,16 @@ def test_bad_inputs_name_the_argument():
     for error, pattern, bad_call in cases:
         with pytest.raises(error, match=pattern):
             bad_call()
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "nll", "multi_margin"])
+def test_class_weights_of_another_shape_but_k_elements_are_refused(name):
+    """Class weights are (k,), as PyTorch's: a (1, k) or (k, 1) array of k weights is the named
+    ValueError on every CPU backend, not an IndexError or a compilation error of the kernel."""
+    logits = np.random.default_rng(11).standard_normal((4, 3))
+    labels = np.array([0, 1, 2, 0])
+    for backend in ("numpy", "numba"):
+        for shape in ((1, 3), (3, 1)):
+            with pytest.raises(ValueError, match=r"weight must have shape \(k,\) = \(3,\); "
+                                                 rf"got \({shape[0]}, {shape[1]}\)"):
+                getattr(fl, name)(logits, labels, weight=np.ones(shape), backend=backend)

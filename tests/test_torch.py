@@ -242,6 +242,22 @@ def test_no_gradient_when_none_is_needed(monkeypatch, loss_name):
     torch.testing.assert_close(plain, under_no_grad)
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "kl_div"])
+def test_a_target_that_requires_grad_is_refused_only_where_grad_is_enabled(name):
+    """A learned soft target under torch.no_grad() (an evaluation loop) is an ordinary call, as
+    in PyTorch; with grad enabled it is the NotImplementedError."""
+    generator = torch.Generator().manual_seed(12)
+    logits = torch.randn(5, 4, generator=generator, dtype=torch.float64)
+    target = torch.randn(5, 4, generator=generator, dtype=torch.float64).softmax(1)
+    input = logits if name == "cross_entropy" else logits.log_softmax(1)
+    learned = target.clone().requires_grad_()
+    with torch.no_grad():
+        torch.testing.assert_close(getattr(ft, name)(input, learned),
+                                   getattr(F, name)(input, learned))
+    with pytest.raises(NotImplementedError, match="target"):
+        getattr(ft, name)(input, learned)
+
+
 @pytest.mark.parametrize("name", ["cross_entropy", "mse_loss"])
 def test_double_backward_is_a_clear_error(name):
     logits = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
@@ -282,6 +298,17 @@ def test_torch_func_transforms_are_a_clear_error(name, transform):
     with pytest.raises(NotImplementedError, match="torch.func transforms"):
         call()
     getattr(ft, name)(logits[0], target[0])  # outside a transform: an ordinary call
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "mse_loss"])
+def test_a_transform_over_the_target_alone_is_a_clear_error(name):
+    """vmap over the target with the input captured from outside: the batched target is as
+    unreadable to a kernel as a batched input, so it is refused the same way."""
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    targets = (torch.tensor([[0, 1, 2, 0], [2, 2, 1, 0]]) if name == "cross_entropy"
+               else torch.randn(2, 4, 3, dtype=torch.float64))
+    with pytest.raises(NotImplementedError, match="torch.func transforms"):
+        torch.func.vmap(lambda target: getattr(ft, name)(logits, target))(targets)
 
 
 def test_tensors_captured_by_a_transform_are_an_ordinary_call():
@@ -575,6 +602,9 @@ def test_elementwise_modules_match_torch():
          torch.nn.BCELoss(bce["weight"], reduction="sum"), probs, goals),
         (ft.KLDivLoss(reduction="batchmean"), torch.nn.KLDivLoss(reduction="batchmean"),
          logits.log_softmax(1), labels),
+        (ft.KLDivLoss(reduction="sum", log_target=True),
+         torch.nn.KLDivLoss(reduction="sum", log_target=True),
+         logits.log_softmax(1), (2 * logits).log_softmax(1)),
     ]
     for ours, theirs, input, goal in pairs:
         torch.testing.assert_close(ours(input, goal), theirs(input, goal))
