@@ -61,6 +61,20 @@ def test_an_ignored_row_adds_no_weight_to_the_mean(backend, unused_weight):
     assert_close(grad, want_grad, np.float64)
 
 
+def test_ignore_index_may_be_a_class(backend):
+    """An ignore_index of a class (not a negative one): its rows add nothing to the loss, to
+    the mean's weight or to the gradient, whose rows stay zero."""
+    log_probs, labels, weight = _case((7, 3), ignored=False)
+    labels[::3] = 1
+    want_loss, want_grad = _torch(log_probs, labels, weight, "mean", ignore_index=1)
+    loss, grad = fl.nll_with_grad(to_backend(log_probs, backend), to_backend(labels, backend),
+                                  weight=to_backend(weight, backend), ignore_index=1,
+                                  backend=backend)
+    assert_close(loss, want_loss, np.float64)
+    assert_close(grad, want_grad, np.float64)
+    assert (to_host(grad)[labels == 1] == 0).all()
+
+
 def test_float16_is_computed_in_float32(backend):
     log_probs, labels, weight = _case((9, 40))
     x = log_probs.astype(np.float16)
@@ -107,6 +121,23 @@ def test_out_in_place_and_layouts(backend, shape):
     want_losses = to_host(fl.nll(inputs, *args, reduction="none", backend=backend))
     losses = fl.nll_with_grad(inputs, *args, out=inputs, reduction="none", backend=backend)[0]
     np.testing.assert_array_equal(to_host(losses), want_losses)
+
+
+@pytest.mark.parametrize("parts", [2, 3, 8])
+def test_numba_threads_share_out_every_block(monkeypatch, parts):
+    """Numba's threaded kernel splits the row blocks (here 5 of 65 rows) into one part per
+    thread, each summing its blocks and filling its gradient rows: with any thread count,
+    blocks not divided evenly and more threads than blocks included, every row's loss and
+    gradient as PyTorch's."""
+    nll_module = pytest.importorskip("fastloss.backends.numba.nll")
+    monkeypatch.setattr(nll_module.numba, "get_num_threads", lambda: parts)
+    log_probs, labels, weight = _case((300, 1000))
+    want_loss, want_grad = _torch(log_probs, labels, weight, "sum")
+    out = np.full_like(log_probs, np.nan)  # every element must be written
+    loss, grad = fl.nll_with_grad(log_probs, labels, weight=weight, reduction="sum", out=out,
+                                  backend="numba")
+    assert_close(loss, want_loss, np.float64)
+    assert_close(grad, want_grad, np.float64)
 
 
 def test_empty_and_all_ignored(backend):

@@ -172,6 +172,34 @@ def test_binary_targets_take_the_bits_of_the_general_functor(dtype, weighted):
     np.testing.assert_allclose(losses, reference, rtol=CE_TOLERANCE[dtype][0], atol=1e-30)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_soft_target_in_any_lane_of_a_chunk_takes_the_general_functor(dtype):
+    # Each block's first chunk is all 0 and 1, so the binary copy runs; its later chunks
+    # hold one soft target each in another lane (the first, a middle one, the last), which
+    # must send that chunk to the general functor: every element's loss and gradient
+    # against the float64 formula.
+    from fastloss.backends.numba.binary_cross_entropy import binary_cross_entropy as bce
+    from fastloss.backends.numba.elementwise import BLOCK
+    from fastloss.backends.numba.elementwise import LANES as CHUNK
+
+    rng = np.random.default_rng(13)
+    size = 3 * BLOCK
+    probs = rng.uniform(0.05, 0.95, size).astype(dtype)
+    target = (rng.random(size) < 0.5).astype(dtype)
+    for block, lane in enumerate([0, CHUNK // 2, CHUNK - 1]):
+        target[block * BLOCK + 2 * CHUNK + lane] = 0.25
+    grad, losses = np.full(size, np.nan, dtype), np.full(size, np.nan, dtype)
+
+    total = bce(probs, target, grad, losses, size)
+
+    p, t = probs.astype(np.float64), target.astype(np.float64)
+    reference = -(t * np.maximum(np.log(p), -100) + (1 - t) * np.maximum(np.log1p(-p), -100))
+    rtol = CE_TOLERANCE[dtype][0]
+    np.testing.assert_allclose(losses, reference, rtol=rtol)
+    np.testing.assert_allclose(grad, (p - t) / ((1 - p) * p) / size, rtol=rtol)
+    assert total == pytest.approx(math.fsum(reference) / size, rel=rtol)
+
+
 @numba.njit(inline="always")
 def _loss_of_one(x, target, aux, param):
     return x - x + 1, x - x
@@ -337,6 +365,23 @@ def test_rows_in_lanes_write_nothing_past_their_output(dtype, classes, rows):
         assert (buffer[0] == 7.0).all() and (buffer[-1] == 7.0).all(), name
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("classes", [3, 10])
+def test_rows_in_lanes_in_place_give_the_bits_of_a_separate_output(dtype, classes):
+    # A full pass stores each row's last block whole, spilling into the rows after it:
+    # never into the next pass's rows, which an in-place call has not read yet (rows of at
+    # most one transposed block's classes, 3, as much as rows of several, 10).
+    rng = np.random.default_rng(classes)
+    x = _random(rng, (3 * LANES + 5, classes), dtype)
+    labels = rng.integers(0, classes, len(x))
+    for name, call in _rows_in_lanes_calls(x, labels).items():
+        expected = np.empty_like(x)
+        call(expected)
+        in_place = x.copy()
+        _rows_in_lanes_calls(in_place, labels)[name](in_place)
+        np.testing.assert_array_equal(in_place, expected, err_msg=name)
+
+
 @pytest.mark.parametrize("repeats", [1, LANES + 1], ids=["partial pass", "full passes"])
 def test_cross_entropy_ignore_index_may_be_a_class(repeats):
     rng = np.random.default_rng(5)
@@ -350,6 +395,25 @@ def test_cross_entropy_ignore_index_may_be_a_class(repeats):
     assert np.all(losses[labels == 3] == 0) and np.all(grad[labels == 3] == 0)
     np.testing.assert_allclose(losses, expected_losses, rtol=2e-6)
     np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=2e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_cross_entropy_ignore_index_may_be_a_class_of_rows_one_at_a_time(smoothing):
+    # As above for rows of more than LANE_CLASSES classes, which go one at a time: a row
+    # whose label is ignore_index, a class, adds nothing, and its gradient row is zeros.
+    rng = np.random.default_rng(6)
+    classes = LANE_CLASSES + 9
+    logits = _random(rng, (6, classes), np.float32)
+    labels = np.array([3, 0, 3, classes - 1, 3, 1])
+    grad = np.full_like(logits, np.nan)
+
+    total, losses = _run_ce(logits, labels, None, smoothing, grad, ignore_index=3)
+
+    expected_losses, expected_grad = reference_cross_entropy(logits, labels, None, 3, smoothing)
+    assert np.all(losses[labels == 3] == 0) and np.all(grad[labels == 3] == 0)
+    np.testing.assert_allclose(losses, expected_losses, rtol=2e-6)
+    np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=2e-6, atol=1e-8)
+    assert total == pytest.approx(math.fsum(expected_losses) / 2, rel=2e-6)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

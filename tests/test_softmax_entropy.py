@@ -157,6 +157,23 @@ def test_numba_rows_in_lanes_match_the_reference(classes):
     assert_close(total, np.delete(want_loss, 70).sum(), np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [200, 3 * 64 + 63])
+def test_numba_rows_one_at_a_time_write_nothing_past_their_out(dtype, classes):
+    """Rows of more than 192 classes go one at a time, a last partial chunk of classes
+    masked: the gradient lands in ``out`` alone, a view with guard rows on either side, and
+    no element of the guards changes."""
+    pytest.importorskip("numba")
+    z = _logits((3, classes)).astype(dtype)
+    buffer = np.full((5, classes), 7.0, dtype)
+    out = buffer[1:-1]
+    loss = fl.softmax_entropy_with_grad(z, reduction="none", out=out, backend="numba")[0]
+    want_loss, want_grad = _torch(z, "none")
+    assert_close(loss, want_loss, dtype)
+    assert_close(out, want_grad, dtype)
+    assert (buffer[0] == 7.0).all() and (buffer[-1] == 7.0).all()
+
+
 def test_empty_batch(backend):
     empty = to_backend(np.zeros((0, 4), np.float32), backend)
     assert np.isnan(to_host(fl.softmax_entropy(empty, backend=backend)))
