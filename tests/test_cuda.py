@@ -279,6 +279,25 @@ def test_half_precision_against_float64(cupy, dtype_name, classes):
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_a_target_of_the_other_half_dtype_is_not_rounded_to_the_input_dtype(cupy, dtype_name):
+    """A half input with a target of the other half dtype (as wide, yet another one) computes
+    in float32 too: bfloat16 holds 257 as 256, and float16 3 * 2**-30 as 0, so rounded to
+    the input's dtype first the target would equal the input."""
+    halves = [np.dtype(np.float16), _bfloat16()]
+    dtype, other = halves if dtype_name == "float16" else halves[::-1]
+    value, target_value = {"float16": (0.0, 3 * 2.0**-30), "bfloat16": (256.0, 257.0)}[
+        dtype_name]
+    pred = cupy.asarray(np.full(4, value)).astype(dtype)
+    target = cupy.asarray(np.full(4, target_value)).astype(other)
+    assert float(target.astype(dtype).astype(cupy.float64)[0]) == value  # the premise
+    loss, grad = fl.l1_with_grad(pred, target, backend="cuda")
+    assert loss.dtype == dtype and grad.dtype == dtype
+    want = np.asarray(target_value - value).astype(dtype).astype(np.float64)
+    assert float(loss.astype(cupy.float64)) == want
+    assert (cupy.asnumpy(grad.astype(cupy.float64)) == -0.25).all()
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 def test_a_wider_target_of_a_half_input_is_not_rounded_to_it(cupy, dtype_name):
     """A float32 target of a half input computes in float32, as on the CPU: rounded to the
     half dtype first, 2049 became 2048 (float16) and the loss 0."""

@@ -69,6 +69,20 @@ def test_a_mean_over_labels_takes_one_divisor_launch_up_to_4096_rows(emulated, r
     assert len(record.launches) == launches
 
 
+@pytest.mark.parametrize("classes", [1100, 2100, 2600, 3100])
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+def test_blocks_of_a_row_not_a_power_of_two(cupy, classes, targets):
+    # A row of 1025 to 4096 classes gets 32 * ceil(k / 512) threads: 96, 160, 192 and 224 are
+    # blocks whose ranks (threadIdx % size) and reductions (3, 5, 6, 7 warps) no power of two
+    # shows; one tile a thread, the last threads' packets past the row's end.
+    with emulator.recording() as record:
+        cases.run_cross_entropy(cases.CrossEntropyCase(
+            3, classes, targets=targets, weighted=True, label_smoothing=0.1), cupy)
+    (main,) = [launch for launch in record.launches if "logits" in launch.args]
+    threads = main.block[0]
+    assert main.args["row_lanes"] == 0 and threads & (threads - 1) != 0, threads
+
+
 @pytest.mark.parametrize("classes", [3, 7, 100, 700, 5000])
 def test_rows_span_several_grid_strides(cupy, monkeypatch, classes):
     rows = cases.rows_over_grid_strides(monkeypatch, classes)
@@ -97,6 +111,24 @@ def test_invalid_labels_are_nan_rows_or_raise_when_checked(cupy):
     assert loss[3] == 0 and (grad[3] == 0).all() and np.isfinite(grad[0]).all()
     with pytest.raises(ValueError, match="class index 600"):
         fl.softmax_cross_entropy(logits, labels, backend="cuda", check_labels=True)
+
+
+@pytest.mark.parametrize("classes, rows", [(10, 200), (100, 30)])
+def test_a_block_adds_its_rows_losses_in_row_order(cupy, classes, rows):
+    # Rows that share a block (one round of it here) are added as they come, row after row
+    # (store_block_partial: its groups in index order), so a one-block total is the row
+    # losses' sum from the first row on, bit for bit (the finishing kernel adds zeros to it).
+    rng = np.random.default_rng(4)
+    # Losses of many magnitudes, so that another order of the same terms rounds otherwise.
+    scales = np.geomspace(0.1, 1e4, rows)[:, None]
+    logits = cupy.asarray(rng.standard_normal((rows, classes)) * scales)
+    labels = cupy.asarray(rng.integers(0, classes, rows))
+    with emulator.recording() as record:
+        total = fl.softmax_cross_entropy(logits, labels, reduction="sum", backend="cuda")
+    (main,) = [launch for launch in record.launches if "logits" in launch.args]
+    assert main.grid == (1, 1, 1)
+    losses = fl.softmax_cross_entropy(logits, labels, reduction="none", backend="cuda").get()
+    assert total.get() == functools.reduce(lambda a, b: a + b, losses.tolist(), 0.0)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -159,6 +191,29 @@ def test_one_misaligned_array_among_aligned_ones(cupy, name, position):
         assert got[-1] is out
 
 
+@pytest.mark.parametrize("loss, position", [
+    ("binary_cross_entropy", "weight"), ("binary_cross_entropy_with_logits", "weight"),
+    ("binary_cross_entropy_with_logits", "aux")])
+def test_a_misaligned_weight_among_aligned_inputs(cupy, loss, position):
+    # The fronts hand the launcher weights of their own allocation, aligned; the launcher
+    # and kernel take any C-contiguous array, so the vector path must check the weights'
+    # alignment too (aux: pos_weight). One of them an element off: the scalar path, the
+    # same values as with all aligned.
+    x, target, options = cases.elementwise_inputs(cases.ElementwiseCase(loss, 37, weighted=True))
+    arrays = {{"pos_weight": "aux"}.get(name, name): value for name, value in options.items()}
+    function = cuda_elementwise.fused(loss)
+    results = []
+    for misaligned in (False, True):
+        grad = cupy.empty(x.shape, x.dtype)
+        device = {name: cases._device_copy(cupy, value, misaligned and name == position)
+                  for name, value in arrays.items()}
+        total = function(cupy.asarray(x), cupy.asarray(target), grad, None, 37.0, **device)
+        results.append((total.get(), grad.get()))
+    (want_total, want_grad), (got_total, got_grad) = results
+    np.testing.assert_array_equal(got_total, want_total)
+    np.testing.assert_array_equal(got_grad, want_grad)
+
+
 def _adversarial(dtype: str) -> np.ndarray:
     """float64 values at and beside the rounding boundaries of ``dtype``."""
     import ml_dtypes
@@ -200,6 +255,23 @@ def check_rounding(cupy, dtype):
                                         strict=True))
     signed = ~np.isnan(want) & (want != 0)  # the partials' sum turns -0.0 into 0.0
     assert (np.signbit(got) == np.signbit(want))[signed].all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_loss_is_the_total_divided_once(cupy, dtype):
+    """The finishing kernel divides the total by the divisor and rounds that once to the
+    loss dtype: not the total times the divisor's reciprocal (two roundings)."""
+    from fastloss.backends.cuda import _module
+
+    values = np.random.default_rng(3).standard_normal(64) * 1e3
+    partial = cupy.empty(1, np.float64)
+    for divisor in (3.0, 7.0, 10.0, 49.0, 1e-3 * 37):
+        got = []
+        for value in values:
+            partial[0] = value
+            got.append(_module.finish("mse", partial, 1, divisor, np.dtype(dtype)).get())
+        want = cases.round_once(values / divisor, dtype)
+        np.testing.assert_array_equal(np.array(got, np.float64), want, err_msg=str(divisor))
 
 
 # --- launch checks ---------------------------------------------------------------------

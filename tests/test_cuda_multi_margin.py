@@ -243,6 +243,26 @@ def test_reads_once_up_to_4096_classes_and_writes_the_gradient_once(emulated, cl
             assert main.written["grad_out"] <= bound * x.nbytes
 
 
+@pytest.mark.emulated
+@pytest.mark.parametrize("classes", [100, 5000], ids=["one-pass", "streamed"])
+def test_a_row_of_an_invalid_label_reads_nothing(emulated, classes):
+    # Its loss and gradient are NaN whatever x holds: neither pass reads it, nor a
+    # streamed row's second pass. Each valid row: its passes and x[r, y].
+    x = np.linspace(-1.0, 1.0, 3 * classes, dtype=np.float32).reshape(3, classes)
+    labels = np.array([1, classes, -1])
+    x = emulated.asarray(x)
+    grad_out = emulated.empty(x.shape, x.dtype)
+    with emulator.recording(count_traffic=True) as record:
+        cuda_margin.multi_margin(x, emulated.asarray(labels), None, grad_out,
+                                 emulated.empty(3, np.float64), 1, 1.0, 3.0)
+    (main,) = [launch for launch in record.launches if "x" in launch.args]
+    passes = 2 if classes > 4096 else 1
+    row = classes * x.itemsize
+    assert main.loaded["x"] == passes * row + x.itemsize
+    assert main.stored["grad_out"] == x.nbytes
+    assert np.isnan(grad_out.get()[1:]).all() and not np.isnan(grad_out.get()[0]).any()
+
+
 # --- planted bugs: what the emulator finds ------------------------------------------------
 
 

@@ -97,6 +97,23 @@ def test_infinite_and_nan_weights_weigh_only_terms_that_count(backend, classes):
     assert np.isnan(to_host(grad)[3, 1:3]).all()
 
 
+@pytest.mark.parametrize("classes", [3, 200], ids=["lanes", "row"])
+def test_a_label_of_zero_weight_has_a_positive_zero_gradient_as_torch(backend, classes):
+    """w_y = 0 makes every term's slope 0: PyTorch's gradient at the label is then
+    0 - 0 - ... = +0, not the negated sum of the slopes, -0, though terms count (p = 1)."""
+    x = np.full((2, classes), -5.0)
+    x[:, :3] = [[0.0, 0.5, 0.9], [0.9, 0.5, 0.0]]
+    labels = np.array([0, 2])  # both rows: two terms > 0
+    weight = np.ones(classes)
+    weight[[0, 2]] = 0.0
+    want_loss, want_grad = _torch(x, labels, weight, "none")
+    loss, grad = _run(backend, x, labels, weight, reduction="none")
+    np.testing.assert_array_equal(to_host(loss), want_loss)
+    grad = to_host(grad)
+    np.testing.assert_array_equal(grad, want_grad)
+    np.testing.assert_array_equal(np.signbit(grad), np.signbit(want_grad))
+
+
 def test_float16_is_computed_in_float32(backend):
     x, labels, weight = _case((9, 40))
     x16 = x.astype(np.float16)

@@ -199,6 +199,26 @@ def test_zero_probability_on_minus_inf_logit_is_finite(backend):
     assert_close(grad, [[softmax[0] - 0.25, 0.0, softmax[1] - 0.75]], np.float64)
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_a_label_of_zero_weight_on_a_minus_inf_logit_adds_nothing(backend, label_smoothing):
+    """q_y w_y = 0 at a logit of -inf: no term (0 * log 0 = 0, as for a probability of 0),
+    not 0 * inf = NaN (PyTorch's answer); the row's other classes count as usual."""
+    logits = np.array([[-np.inf, 0.0, 1.0], [0.5, -np.inf, 2.0]])
+    labels = np.array([0, 1])
+    weight = np.array([0.0, 0.0, 2.0])
+    classes = logits.shape[1]
+    q = (1 - label_smoothing) * np.eye(classes)[labels] + label_smoothing / classes
+    qw = q * weight
+    log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    with np.errstate(invalid="ignore"):
+        want_loss = np.where(qw == 0, 0.0, -qw * log_softmax).sum(axis=1)
+    want_grad = np.exp(log_softmax) * qw.sum(axis=1, keepdims=True) - qw
+    loss, grad = run(backend, logits, labels, "none", weight=weight,
+                     label_smoothing=label_smoothing)
+    assert_close(loss, want_loss, np.float64)
+    assert_close(grad, want_grad, np.float64)
+
+
 def test_nan_row_is_nan_even_where_the_target_has_no_mass(backend):
     """0 * log 0 = 0 spares classes of no target mass, not a NaN row; but an ignored row
     adds nothing, whatever its logits."""

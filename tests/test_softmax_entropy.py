@@ -75,10 +75,14 @@ def test_extreme_rows_as_torch(backend, dtype):
     np.testing.assert_allclose(to_host(loss)[3], np.log(4.0), rtol=1e-6)
 
 
-def test_float64_maxima_far_apart(backend):
+@pytest.mark.parametrize("classes", [3, 32, 600], ids=["lane", "lanes", "block"])
+def test_float64_maxima_far_apart(backend, classes):
     """Logits near float64's limits, whose differences overflow: a class of probability 0
-    adds 0 (on cuda too, where the row's parts meet from different threads)."""
-    z = np.array([[1e308, 0.0, -1e308], [-1e308, 1e308, 0.0]])
+    adds 0 (on cuda too, where the row's parts meet from different threads: from 32
+    classes, a thread's share all -1e308 rebased to the row's 1e308, as a row of two
+    lanes or of a block holds it)."""
+    z = np.full((2, classes), -1e308)
+    z[:, :3] = [[1e308, 0.0, -1e308], [-1e308, 1e308, 0.0]]
     want_loss, want_grad = fl.softmax_entropy_with_grad(z, reduction="none", backend="numpy")
     loss, grad = fl.softmax_entropy_with_grad(to_backend(z, backend), reduction="none",
                                               backend=backend)
