@@ -5,6 +5,7 @@ its rows, and that the files are what they claim to be.
 """
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -399,3 +400,60 @@ def test_against_an_unknown_revision_says_so():
     )
     assert completed.returncode != 0
     assert "--against no-such-revision: needs a git checkout" in completed.stderr
+
+
+def test_ratios_are_time_over_the_floor_and_peer_time_over_fastloss():
+    # Distinct medians, so that a ratio taken the wrong way round, or against the wrong row,
+    # shows. Rows of another case (another shape) must not enter this case's ratios.
+    def row(impl, kind, median, shape=(4, 8)):
+        return {"device": "cpu", "loss": "mse", "op": "call", "shape": list(shape),
+                "impl": impl, "kind": kind, "median_s": median, "x_floor": None,
+                "speedup": None}
+    rows = [row("floor", "floor", 0.5), row("fastloss[numpy]", "fastloss", 2.0),
+            row("numpy-expr", "peer", 7.0), row("torch", "peer", 3.0),
+            row("failed", "peer", None), row("numpy-expr", "peer", 100.0, shape=(8, 8))]
+    report.add_ratios(rows)
+    floor, fast, expr, torch, failed, other = rows
+    assert fast["x_floor"] == fast["median_s"] / floor["median_s"]
+    assert expr["x_floor"] == expr["median_s"] / floor["median_s"]
+    assert fast["speedup"] == {"numpy-expr": expr["median_s"] / fast["median_s"],
+                               "torch": torch["median_s"] / fast["median_s"]}
+    assert expr["speedup"] is None and failed["x_floor"] is None and other["x_floor"] is None
+
+
+def test_relative_error_is_over_the_reference():
+    for value, reference in [(2.0, 1.0), (1.0, 4.0), (-3.0, -2.0)]:
+        assert report.relative_error(value, reference) == abs(value - reference) / abs(reference)
+    assert report.relative_error(0.25, 0.0) == 0.25
+    assert report.relative_error(None, 1.0) is None
+
+
+@pytest.mark.parametrize("loss", ["mse", "softmax_cross_entropy", "kl_div"])
+def test_a_loss_reference_sums_every_block_of_rows(monkeypatch, loss):
+    inputs = peers.make_inputs(loss, (7, 37), "cpu")
+    second = inputs.second
+    if second.dtype.kind == "f":
+        second = second.astype(np.float64)
+    whole = peers.spec(loss).reference(np, inputs.first.astype(np.float64), second)
+    monkeypatch.setattr(report, "REFERENCE_CHUNK", 2 * 37)  # two rows a block, the last one
+    assert report.reference_loss(inputs) == pytest.approx(
+        whole / peers.spec(loss).count((7, 37)), rel=1e-12)
+
+
+def test_merged_median_is_the_median_of_the_rounds_medians_and_quartiles_are_over_all_calls():
+    row = {"error": None, "bytes": 4000, "median_s": None, "spread": None, "noisy": None}
+    rounds = [(dict(row), [1e-3, 1e-3, 1e-3]), (dict(row), [5e-3, 5e-3, 6e-3]),
+              (dict(row), [2e-3, 2e-3, 9e-3, 9e-3])]
+    merged = report.merge_rounds(rounds)
+    times = [t for _, round_times in rounds for t in round_times]
+    median = statistics.median(statistics.median(round_times) for _, round_times in rounds)
+    assert median != statistics.median(times)  # the two readings differ on these rounds
+    assert merged["median_s"] == median and merged["min_s"] == min(times)
+    assert merged["repeats"] == len(times) and merged["gbps"] == 4000 / median / 1e9
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    assert (merged["q1_s"], merged["q3_s"]) == (q1, q3)
+    assert merged["spread"] == (q3 - q1) / median and merged["noisy"] is True
+    failed = dict(row, error="MemoryError: no")
+    assert report.merge_rounds([rounds[0], (failed, []), rounds[1]]) is failed
+    single = report.merge_rounds([(dict(row), [2e-3])])
+    assert single["median_s"] == 2e-3 and single["spread"] is None and single["noisy"] is None

@@ -682,3 +682,45 @@ def test_per_element_weights_of_other_chunks_keep_the_inputs_chunks():
         x, target, weight=weight, pos_weight=pos_weight, reduction="sum")
     np.testing.assert_array_equal(grad.compute(), want_grad)
     assert_loss(loss.compute(), np.float64(want_loss), np.float64)
+
+
+@pytest.mark.parametrize("case", ["labels", "weight-smoothing", "probs-weight-smoothing"])
+def test_class_chunks_split_into_slabs_of_rows_match_float64(monkeypatch, case):
+    # A shard's rows are handled a slab at a time (SLAB_ELEMENTS logits): slabs of 3 rows of
+    # an 8-class chunk, the last slab short, must give every row its own loss and gradient.
+    shards = pytest.importorskip("fastloss._class_shards")
+    monkeypatch.setattr(shards, "SLAB_ELEMENTS", 3 * 8)
+    kind, options = CE_OPTIONS[case]
+    logits, target, options = ce_case((53, 37), np.float64, kind, options)
+    options["reduction"] = "none"
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=(-1, 8)), target, **options))
+    expected = float64_reference(fl.softmax_cross_entropy_with_grad, logits, target, **options)
+    assert_loss(loss, expected[0], np.float64)
+    assert_grad(grad, expected[1], np.float64)
+
+
+def test_pairwise_sum_splits_at_the_largest_power_of_two_below_the_count():
+    # Values whose float sum depends on the order of addition, so that each tree has its bits.
+    values = [np.float64(v) for v in (1e16, 1.0, -1e16, 1.0, 3.0, 1e-3, 7.0)]
+    a, b, c, d, e, f, g = values
+    assert fl_dask.pairwise_sum(values) == ((a + b) + (c + d)) + ((e + f) + g)
+    assert fl_dask.pairwise_sum(values[:6]) == ((a + b) + (c + d)) + (e + f)
+    assert fl_dask.pairwise_sum(values[:3]) == (a + b) + c
+
+
+def test_partials_are_summed_in_row_major_block_order():
+    # Block partials of very different magnitudes: their order in the fixed tree shows in
+    # the bits. Each block's partial is its in-memory sum (the same kernel, divisor 1).
+    rng = np.random.default_rng(2)
+    scale = np.repeat(np.repeat(10.0 ** rng.uniform(-8, 8, (3, 2)), 2, axis=0), 3, axis=1)
+    pred = rng.standard_normal((6, 6)) * scale
+    target = rng.standard_normal((6, 6))
+    chunks = ((2, 2, 2), (3, 3))
+    loss = fl.mse(da.from_array(pred, chunks=chunks), target, reduction="sum").compute()
+    partials = [np.float64(fl.mse(pred[r:r + 2, c:c + 3], target[r:r + 2, c:c + 3],
+                                  reduction="sum"))
+                for r in (0, 2, 4) for c in (0, 3)]
+    assert loss == fl_dask.pairwise_sum(partials)
+    transposed = [partials[i] for i in (0, 2, 4, 1, 3, 5)]
+    assert fl_dask.pairwise_sum(transposed) != fl_dask.pairwise_sum(partials)  # order shows
