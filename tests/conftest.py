@@ -22,6 +22,34 @@ from fastloss.backends.cuda import _module
 
 NO_GPU = "no CUDA device"
 
+# The order in which pytest-xdist's workers take whole files (``--dist loadfile``): the
+# longest first, so that the two workers of a 2-core machine finish together; last the
+# resource gate, which reads the nvcc build, and the files that run snippets in fresh
+# interpreters, which then load from Numba's cache the kernels the files before them
+# compiled. The rest keep their collection order.
+# test_plain_path.py comes after test_softmax_cross_entropy.py: started beside
+# test_elementwise.py, the two compiled the same small-call kernels at once.
+FIRST = ["test_kernels_compile.py",  # the nvcc build of every kernel: two minutes
+         "test_elementwise.py", "test_softmax_cross_entropy.py", "test_plain_path.py",
+         "test_numba_kernels.py", "test_cuda_sanitizers.py", "test_bench_report.py"]
+LAST = ["test_kernel_resources.py", "test_examples.py", "test_readme.py"]
+
+
+def pytest_configure(config):
+    """Files in the order above, not pytest-xdist's default of the most tests first."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        if name in FIRST:
+            return FIRST.index(name)
+        return len(FIRST) + 1 + LAST.index(name) if name in LAST else len(FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
 
 def pytest_terminal_summary(terminalreporter):
     """The skips once per reason, every GPU one as "no CUDA device" (``python -m
