@@ -435,7 +435,7 @@ def _ce_divisor(target, weight, logits, reduction, chosen, options):
     if reduction != "mean":
         return 1.0
     if target.dtype.kind not in "iu":
-        return float(logits.shape[0])
+        return np.float64(logits.shape[0])  # an empty batch's 1 / 0 is inf, as in memory
     whole_weight = None if weight is None else weight.rechunk(-1)
     block = dask.delayed(_divisor_block, pure=True)
     partials = [

@@ -321,6 +321,23 @@ def test_empty_batch_and_every_row_ignored(chunks):
     assert np.isnan(loss) and (grad == 0).all()
 
 
+@pytest.mark.parametrize("chunks", [(2, -1), (2, 2)], ids=["rows", "classes"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"weight": np.ones(5)}],
+                         ids=["plain", "smoothing", "weight"])
+def test_empty_batch_of_probabilities_has_the_in_memory_mean_gradient(chunks, options):
+    # The "mean" of an empty batch of probability targets divides by 0 rows: in memory that
+    # is a NaN loss and an empty gradient; several class chunks must not raise
+    # ZeroDivisionError (their gradient task computed the Python float 1.0 / 0.0).
+    probs = np.full((0, 5), 0.2, dtype=np.float32)
+    logits = da.zeros((0, 5), chunks=chunks, dtype=np.float32)
+    want_loss, want_grad = fl.softmax_cross_entropy_with_grad(probs * 0, probs, **options)
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        logits, da.from_array(probs, chunks=chunks), **options))
+    assert np.isnan(loss) and np.isnan(want_loss)
+    assert grad.shape == want_grad.shape == (0, 5) and grad.dtype == want_grad.dtype
+    assert fl.softmax_cross_entropy_grad(logits, probs, **options).compute().shape == (0, 5)
+
+
 @pytest.mark.parametrize("chunks", [(30, -1), (30, 16)], ids=["rows", "classes"])
 def test_half_precision(chunks):
     logits, target, options = ce_case((70, 33), np.float16, "labels", {"label_smoothing": 0.1})
