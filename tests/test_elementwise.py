@@ -606,3 +606,30 @@ def test_a_loss_past_float32s_range_is_inf_without_a_warning(cpu_backend):
         for reduction in ("mean", "sum"):
             loss = fl.mse(x, np.zeros_like(x), reduction=reduction, backend=cpu_backend)
             assert type(loss) is np.float32 and loss == np.inf
+
+
+# np.broadcast_shapes raises RuntimeError past 32 dimensions; NumPy arrays have up to 64.
+WEIGHTED = [
+    ("binary_cross_entropy_with_logits", "weight"),
+    ("binary_cross_entropy_with_logits", "pos_weight"),
+    ("binary_cross_entropy", "weight"),
+]
+
+
+@pytest.mark.parametrize("cpu_backend", ["numpy", "numba"])
+@pytest.mark.parametrize(("name", "option"), WEIGHTED)
+def test_weight_of_more_than_32_dimensions_is_a_value_error(cpu_backend, name, option):
+    x = np.full((2, 3), 0.5)
+    with pytest.raises(ValueError, match=option):
+        getattr(fl, name)(x, x, backend=cpu_backend, **{option: np.ones((1,) * 40)})
+
+
+@pytest.mark.parametrize("cpu_backend", ["numpy", "numba"])
+@pytest.mark.parametrize(("name", "option"), WEIGHTED)
+def test_input_of_more_than_32_dimensions_takes_a_weight(cpu_backend, name, option):
+    x = np.full((1,) * 38 + (2, 3), 0.25)
+    target = np.full_like(x, 0.5)
+    got = getattr(fl, name)(x, target, backend=cpu_backend, **{option: np.full(3, 2.0)})
+    want = getattr(F, name)(torch.tensor(x), torch.tensor(target),
+                            **{option: torch.full((3,), 2.0, dtype=torch.float64)})
+    np.testing.assert_allclose(got, want.item(), rtol=1e-12)

@@ -41,10 +41,9 @@ def check_per_element(values, name: str, shape) -> None:
     """TypeError unless ``values`` (an array) is real-valued, ValueError unless it
     broadcasts to ``shape``: the checks of ``weight`` and the aux arrays."""
     v.check_real_array(values, name)
-    try:
-        fits = np.broadcast_shapes(values.shape, shape) == shape
-    except ValueError:
-        fits = False
+    # Not np.broadcast_shapes: it raises RuntimeError past 32 dimensions (NumPy has 64).
+    fits = len(values.shape) <= len(shape) and all(
+        n in (1, m) for n, m in zip(reversed(values.shape), reversed(shape), strict=False))
     if not fits:
         raise ValueError(
             f"{name} must be broadcastable to the input's shape {shape}; got {values.shape}"
