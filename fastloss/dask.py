@@ -489,7 +489,7 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
     weight = _ce_weight(weight, logits)
     divisor = _ce_divisor(target, weight, logits, reduction, chosen, options)
     arguments = (logits, "ij", target, target_index, weight, None if weight is None else "j")
-    divisor_argument = (divisor, None if isinstance(divisor, float) else ())
+    divisor_argument = (divisor, () if isinstance(divisor, da.Array) else None)
     dtype, want_rows = logits.dtype, reduction == "none"
 
     if len(logits.chunks[1]) == 1:
@@ -551,7 +551,7 @@ def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_
                                                        backend, out)
     divisor = _ce_divisor(target, weight, x, reduction, chosen, options)
     arguments = (x, "ij", target, "i", weight, None if weight is None else "j")
-    divisor_argument = (divisor, None if isinstance(divisor, float) else ())
+    divisor_argument = (divisor, () if isinstance(divisor, da.Array) else None)
     return _whole_rows(_rows_block, arguments, divisor_argument, x, want_grad,
                        reduction == "none", chunks, loss="nll", backend=chosen,
                        options=options)
