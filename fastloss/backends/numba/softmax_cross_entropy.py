@@ -1,8 +1,9 @@
 """Numba softmax cross-entropy: per-row loss and gradient, rows in fixed blocks.
 
-Two layouts of the same arithmetic, chosen by the number of classes k alone:
+Two layouts of the same arithmetic, chosen by the number of classes k, the dtype and the
+kind of target alone (``_in_lanes``):
 
-- Rows of more than LANE_CLASSES classes are computed one at a time, their
+- Longer rows are computed one at a time, their
   classes spread over the vector lanes. Each row is read from memory once: it
   is fetched into cache while the row before it computes its exponentials,
   and every pass (max, smoothing or probability term, exponentials, gradient)
@@ -51,8 +52,16 @@ def _target_has_avx512():
 # time, one per lane.
 LANES = 64
 # Rows of at most this many classes go through in lanes (a multiple of the
-# transposition width, so that the tile holds whole transposed blocks).
+# transposition width, so that the tile holds whole transposed blocks): the
+# softmax functions, multi-margin, and cross-entropy with probability targets,
+# whose passes hold a second tile.
 LANE_CLASSES = 128
+# Cross-entropy with class labels goes through in lanes up to rows of this many
+# bytes: 256 float32 classes, 128 float64. A row at a time, rows of 129 to 255
+# float32 classes end in a partial chunk and took 1.3-2.1x the time of rows in
+# lanes (one thread, Zen 3; 1.9-2.7x with two), and 256 as much; float64 rows of
+# 256 took 0.72x the time one at a time.
+LABEL_LANE_BYTES = 1024
 # Bytes of one transposed block's row, a vector's: a block is W x W items, W =
 # bytes / itemsize. Rows go through in wide blocks, but for a last part of at
 # most a narrow block's W classes, which goes through in narrow blocks that pad
@@ -81,10 +90,11 @@ SERIAL_ELEMENTS = 1 << 17
 LABEL_SERIAL = 1 << 17
 
 
-def _stack_array_of(size):
+def _stack_array_of(size, in_bytes=False):
     @intrinsic
     def stack_array(typingctx, like):
-        """A 1-D array of ``size`` items of ``like``'s (dtype's) type on the stack.
+        """A 1-D array of ``size`` items of ``like``'s (dtype's) type on the stack (with
+        ``in_bytes``, of as many items as ``size`` bytes hold).
 
         LLVM knows a stack buffer aliases no argument, so a chunk read into it
         and written out of it vectorises without runtime overlap checks, which
@@ -97,14 +107,16 @@ def _stack_array_of(size):
 
         def codegen(context, builder, signature, args):
             item_type = context.get_value_type(item)
-            data = cgutils.alloca_once(builder, item_type, size=size)
+            item_bytes = context.get_abi_sizeof(item_type)
+            items = size // item_bytes if in_bytes else size
+            data = cgutils.alloca_once(builder, item_type, size=items)
             intp = context.get_value_type(types.intp)
-            itemsize = ir.Constant(intp, context.get_abi_sizeof(item_type))
+            itemsize = ir.Constant(intp, item_bytes)
             array = context.make_array(array_type)(context, builder)
             context.populate_array(
                 array,
                 data=data,
-                shape=cgutils.pack_array(builder, [ir.Constant(intp, size)]),
+                shape=cgutils.pack_array(builder, [ir.Constant(intp, items)]),
                 strides=cgutils.pack_array(builder, [itemsize]),
                 itemsize=itemsize,
                 meminfo=None,
@@ -144,6 +156,7 @@ def _borrow_overload(array):
 _stack_lanes = _stack_array_of(LANES)
 # A k x LANES tile of rows in lanes: row c holds class c of LANES rows.
 _stack_tile = _stack_array_of(LANE_CLASSES * LANES)
+_stack_label_tile = _stack_array_of(LABEL_LANE_BYTES * LANES, in_bytes=True)
 
 
 @intrinsic
@@ -575,7 +588,7 @@ _exp = _by_precision(_exp_float32, _exp_float64)
 _exp_nonpositive = _by_precision(_exp_nonpositive_float32, _exp_nonpositive_float64)
 
 
-# ------------------------------------------- one row at a time (k > LANE_CLASSES)
+# --------------------------------------------- one row at a time (k > lane_classes)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -841,7 +854,7 @@ def _probs_row(z, probs, weight, grad_out, row, logits, following, keep, smooth,
     return weight_sum * _log(exp_sum) + gap_sum
 
 
-# ------------------------------------------------------- rows in lanes (k <= LANE_CLASSES)
+# ------------------------------------------------------ rows in lanes (k <= lane_classes)
 #
 # A tile holds the LANES rows of a pass transposed: tile[c * LANES + r] is
 # class c of row r. Every pass loops over classes outside and lanes inside,
@@ -881,6 +894,24 @@ def _line_items(array):
 overload(_narrow_width)(_width_overload(NARROW_BYTES))
 overload(_wide_width)(_width_overload(WIDE_BYTES))
 overload(_line_items)(_width_overload(64))
+
+
+def lane_classes(logits, target):
+    """The most classes a row of ``logits`` may have for cross-entropy against ``target``
+    (class labels, 1-D, or probabilities) to run rows in lanes; in compiled code a
+    constant of the two arrays' types."""
+    if target.ndim == 1:
+        return LABEL_LANE_BYTES // logits.itemsize
+    return LANE_CLASSES
+
+
+@overload(lane_classes)
+def _lane_classes_overload(logits, target):
+    if target.ndim == 1:
+        classes = LABEL_LANE_BYTES // (logits.dtype.bitwidth // 8)
+    else:
+        classes = LANE_CLASSES
+    return lambda logits, target: classes
 
 
 def _from(array, start):
@@ -1173,7 +1204,7 @@ def _lanes_block(
     flat, grad_flat = logits.reshape(logits.size), _flat(grad_out)
     target_flat = target.reshape(target.size)
     item = flat.dtype.type
-    tile, probs = _stack_tile(flat), _stack_tile(flat)
+    tile, probs = _stack_label_tile(flat), _stack_tile(flat)
     row_max, picked = _stack_lanes(flat), _stack_lanes(flat)
     scale, label_grad = _stack_lanes(flat), _stack_lanes(flat)
     weight_sum, gap_sum, exp_sum = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
@@ -1285,10 +1316,10 @@ def _rows_block(
 
 
 @njit(cache=True, error_model="numpy")
-def _rows_per_block(classes, lane_classes=LANE_CLASSES):
+def _rows_per_block(classes, in_lanes_up_to=LANE_CLASSES):
     """Rows of one parallel work item: whole passes of LANES rows when rows go
-    through in lanes (k <= ``lane_classes``)."""
-    if classes <= lane_classes:
+    through in lanes (k <= ``in_lanes_up_to``)."""
+    if classes <= in_lanes_up_to:
         return max(LANES, BLOCK_ELEMENTS // classes // LANES * LANES)
     return max(1, BLOCK_ELEMENTS // classes)
 
@@ -1303,7 +1334,7 @@ def _block_sum(
     grad_out, loss_out = _borrow(grad_out), _borrow(loss_out)
     rows, classes = logits.shape
     start, stop = block * row_block, min((block + 1) * row_block, rows)
-    if classes <= LANE_CLASSES:
+    if classes <= lane_classes(logits, target):
         return _lanes_block(
             logits, target, weight, grad_out, loss_out, ignore_index, keep, smooth, grad_scale,
             start, stop,
@@ -1319,7 +1350,7 @@ def _kernel(logits, target, weight, grad_out, loss_out, ignore_index, label_smoo
     rows, classes = logits.shape
     keep = 1.0 - label_smoothing
     smooth = label_smoothing / classes
-    row_block = _rows_per_block(classes)
+    row_block = _rows_per_block(classes, lane_classes(logits, target))
     blocks = (rows + row_block - 1) // row_block
     partials = np.empty(blocks)
     for block in prange(blocks):
