@@ -7,6 +7,7 @@ which the short path does not accept and the full path converts to a plain
 view without copying.
 """
 
+import importlib
 import os
 import subprocess
 import sys
@@ -368,7 +369,8 @@ def test_a_rows_small_call_refuses_what_is_not_the_common_case(name, case):
     elif case == "invalid label":
         labels[5] = 5
     else:
-        logits = out = np.zeros((rows_kernels.SERIAL_ELEMENTS // 4 + 1, 4), np.float32)
+        serial = importlib.import_module(f"fastloss.backends.numba.{name}").SERIAL_ELEMENTS
+        logits = out = np.zeros((serial // 4 + 1, 4), np.float32)
         labels = np.zeros(len(logits), np.int64)
     before = [a.copy() for a in (logits, labels, out)]
     assert call(logits, labels, out, True, ROW_LOSSES[name]) is None

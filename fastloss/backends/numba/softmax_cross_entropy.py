@@ -81,12 +81,15 @@ WIDE_BYTES = 64 if _target_has_avx512() else NARROW_BYTES
 # threads. Blocks depend on the shape alone, never on the thread count, and
 # fix the summation order.
 BLOCK_ELEMENTS = 1 << 16
-# Up to this many logits (labels: LABEL_SERIAL) a call runs the serial copy of
-# the kernel (``_kernel_copies``): it takes tens of microseconds, which starting
-# the other threads would not shorten, and on a busy machine waiting for a
-# second core to be scheduled costs milliseconds. The blocks stay as they are,
-# so no bit of the result changes.
-SERIAL_ELEMENTS = 1 << 17
+# Up to this many logits, one block's, a call runs the serial copy of the kernel
+# (``_kernel_copies``): one block leaves the other threads nothing to do. Two blocks
+# already pay for starting them: at 66K-131K logits the threaded copy took 0.65-0.91x the
+# serial copy's time with two idle cores and 1.0-1.3x with other processes busy on them
+# (Zen 3, float32 cross-entropy, softmax and softmax entropy; the elementwise kernels,
+# bound by memory there, gained nothing and keep their own limit). The blocks stay as
+# they are, so no bit of the result changes. Labels are checked and counted serially up
+# to LABEL_SERIAL.
+SERIAL_ELEMENTS = BLOCK_ELEMENTS
 LABEL_SERIAL = 1 << 17
 
 
