@@ -571,11 +571,9 @@ def _exp_nonpositive_float64(x):
         poly = _fma(poly, r, coefficient)
     mantissa = _fma(poly, r * r, r) + 1.0
     n = _float_bits(shifted) - _ROUND64_BITS
-    # 2**n as two normal factors, so that a subnormal result rounds once.
-    half = n >> 1
-    low = _bits_float((half + 1023) << 52)
-    high = _bits_float((n - half + 1023) << 52)
-    return mantissa * low * high
+    # 2**n (n in [-1077, 0]) as 2**(n + 64), an exact product, times 2**-64, which rounds
+    # once, also to a subnormal result.
+    return mantissa * _bits_float((n + 64 + 1023) << 52) * 2.0**-64
 
 
 @njit(cache=True, inline="always", error_model="numpy")
