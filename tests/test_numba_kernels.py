@@ -609,6 +609,18 @@ def test_float64_nonpositive_exp_within_two_ulp():
     assert (np.abs(out[normal] - exact[normal]) / ulp).max() <= 2.0
 
 
+def test_float64_nonpositive_exp_rounds_a_subnormal_result_once():
+    # Below -708.4 e**x is subnormal: 2**n scales the mantissa exactly and one product rounds,
+    # so each result is within one subnormal step (2**-1074) of long double's.
+    x = np.concatenate([np.linspace(-745.2, -708.3, 1_000_001), [-745.0, -745.2]])
+    out = np.empty_like(x)
+    _exp_nonpositive_float64_all(x, out)
+    exact = np.exp(x.astype(np.longdouble))
+    assert (out < np.finfo(np.float64).tiny).sum() > 900_000
+    assert (np.abs(out - exact) / np.longdouble(2.0**-1074)).max() <= 1.0
+    assert out[-2] == 5e-324 and out[-1] == 0.0  # the smallest subnormal and below its half
+
+
 @numba.njit(error_model="numpy")  # as the kernels: 1 / 0 is inf
 def _exp_float64_all(values, out):
     for i in range(values.size):
