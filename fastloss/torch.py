@@ -14,7 +14,8 @@ does, having no deprecated ones before them): PyTorch's deprecated
 land in their place.
 The forward pass calls the fused kernel once and keeps the gradient it wrote;
 the backward pass only scales that gradient by ``grad_output``, so forward +
-backward read the input once. When no gradient is needed
+backward read the input once (``loss.backward()`` of a reduced loss on the
+CPU, its graph freed, hands the gradient over as it is). When no gradient is needed
 (``torch.no_grad()``, or no input requires grad) the forward pass computes
 the loss alone.
 
@@ -212,11 +213,30 @@ def _refuse_double_backward(name: str, instead: str | None = None) -> None:
         )
 
 
-def _scale(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
-    # Never the stored buffer itself, nor scaled in place: autograd may keep it
-    # as .grad and add into it, and with retain_graph a later backward would
-    # then read a changed gradient.
-    return grad * grad_output
+def _scale(grad: torch.Tensor, grad_output: torch.Tensor | None) -> torch.Tensor:
+    """``grad * grad_output``, a new tensor, never the stored buffer scaled in place: autograd
+    may keep it as .grad and add into it, and with retain_graph a later backward would then
+    read a changed gradient. ``grad_output`` None (see ``_unit``): ``grad`` itself."""
+    return grad if grad_output is None else grad * grad_output
+
+
+# Whether the running backward pass keeps its graph (retain_graph); private, as torch's own
+# compiled autograd reads it, so None where a release lacks it.
+_KEEPS_GRAPH = getattr(getattr(torch._C, "_autograd", None),
+                       "_get_current_graph_task_keep_graph", None)
+
+
+def _unit(grad_output: torch.Tensor) -> torch.Tensor | None:
+    """None for a CPU ``grad_output`` of exactly 1 (``loss.backward()`` of a reduced loss)
+    in a backward pass that frees its graph, else ``grad_output``: an eager backward then
+    hands autograd the stored gradient itself, without a pass over it and a new buffer (whose
+    first touch cost as much as the kernel). Nothing reads the stored gradient again, so the
+    caller may change it in place. A retained graph keeps the scaled copy (a later backward
+    reads the stored one); on CUDA, reading the value would synchronise."""
+    if (grad_output.dim() == 0 and grad_output.device.type == "cpu" and _KEEPS_GRAPH is not None
+            and not _KEEPS_GRAPH() and grad_output.item() == 1):
+        return None
+    return grad_output
 
 
 # ---------------------------------------------------------------------------
@@ -372,7 +392,7 @@ class _EagerFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         _refuse_double_backward(ctx.op.name)
-        grads = ctx.op.grads(ctx.saved_tensors[0], grad_output, ctx.needs_input_grad[1:])
+        grads = ctx.op.grads(ctx.saved_tensors[0], _unit(grad_output), ctx.needs_input_grad[1:])
         return None, *grads
 
 
@@ -659,7 +679,7 @@ def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_sm
 
 def _row_loss_grads(grad, grad_output, needs_input_grad):
     """The gradients of a loss over rows (the input's only)."""
-    if grad_output.dim() == 1:  # reduction="none": the stored gradient is that of the sum
+    if grad_output is not None and grad_output.dim() == 1:  # reduction="none": the sum's
         grad_output = grad_output.unsqueeze(-1)
     return (_scale(grad, grad_output), *(None,) * (len(needs_input_grad) - 1))
 

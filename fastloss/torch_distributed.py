@@ -130,14 +130,13 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        from fastloss.torch import _refuse_double_backward, _scale
+        from fastloss.torch import _refuse_double_backward, _scale, _unit
 
         _refuse_double_backward(
             "vocab_parallel_cross_entropy",
             "torch.nn.functional.cross_entropy of the gathered logits")
         (grad,) = ctx.saved_tensors
-        if ctx.per_row:
-            grad_output = grad_output.unsqueeze(-1)
+        grad_output = grad_output.unsqueeze(-1) if ctx.per_row else _unit(grad_output)
         return _scale(grad, grad_output), None, None, None
 
 

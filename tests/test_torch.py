@@ -347,6 +347,67 @@ def test_backward_twice_with_retain_graph_accumulates_exactly():
     torch.testing.assert_close(logits.grad, 3 * reference.grad)
 
 
+LOSSES_OF_A_LEAF = {
+    "cross_entropy": (lambda x: ft.cross_entropy(x, torch.tensor([0, 1, 2, 0])),
+                      lambda x: F.cross_entropy(x, torch.tensor([0, 1, 2, 0]))),
+    "mse_loss": (lambda x: ft.mse_loss(x, torch.ones(4, 3, dtype=torch.float64)),
+                 lambda x: F.mse_loss(x, torch.ones(4, 3, dtype=torch.float64))),
+}
+
+
+@pytest.mark.parametrize("name", LOSSES_OF_A_LEAF)
+def test_backward_of_a_freed_graph_hands_over_the_stored_gradient(name, monkeypatch):
+    # loss.backward() of a reduced loss, its graph freed, takes the stored gradient itself
+    # (no pass, no new buffer); a retained graph or a grad_output other than 1 scales a copy.
+    ours, theirs = LOSSES_OF_A_LEAF[name]
+    scaled = []
+    scale = ft._scale
+    monkeypatch.setattr(ft, "_scale", lambda grad, out: scaled.append(out) or scale(grad, out))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    reference = x.clone().requires_grad_()
+    theirs(reference).backward()
+    for backward, factor, handed_over in (
+        (lambda loss: loss.backward(), 1, True),
+        (lambda loss: loss.backward(retain_graph=True), 1, False),
+        (lambda loss: (2 * loss).backward(), 2, False),
+    ):
+        leaf = x.clone().requires_grad_()
+        backward(ours(leaf))
+        assert (scaled.pop() is None) == handed_over
+        torch.testing.assert_close(leaf.grad, factor * reference.grad)
+
+
+@pytest.mark.parametrize("name", LOSSES_OF_A_LEAF)
+def test_gradient_changed_in_place_by_its_user_is_the_users(name):
+    # Whatever autograd hands out may be changed in place (a hook, torch.autograd.grad's
+    # result, .grad): with a retained graph the next backward pass still gives the loss's
+    # gradient, as PyTorch's own losses do.
+    ours, theirs = LOSSES_OF_A_LEAF[name]
+    x = torch.randn(4, 3, dtype=torch.float64)
+    reference = x.clone().requires_grad_()
+    theirs(reference).backward()
+    want = reference.grad
+    for retain in (True, False):
+        leaf = x.clone().requires_grad_()
+        loss = ours(leaf)
+        hook = leaf.register_hook(lambda grad: grad.mul_(3))
+        loss.backward(retain_graph=retain)
+        torch.testing.assert_close(leaf.grad, 3 * want)
+        hook.remove()
+        if retain:
+            leaf.grad.zero_()
+            loss.backward()
+            torch.testing.assert_close(leaf.grad, want)
+        loss = ours(leaf)
+        (grad,) = torch.autograd.grad(loss, leaf, retain_graph=retain)
+        grad.zero_()
+        if retain:
+            torch.testing.assert_close(torch.autograd.grad(loss, leaf)[0], want)
+        leaf = x.clone().requires_grad_()
+        (ours(leaf) + ours(leaf)).backward(retain_graph=retain)
+        torch.testing.assert_close(leaf.grad, 2 * want)
+
+
 def test_mse_gradient_reaches_target_only_when_asked():
     pred = torch.randn(4, 2, dtype=torch.float64)
     target = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
