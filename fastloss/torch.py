@@ -220,21 +220,31 @@ def _scale(grad: torch.Tensor, grad_output: torch.Tensor | None) -> torch.Tensor
     return grad if grad_output is None else grad * grad_output
 
 
-# Whether the running backward pass keeps its graph (retain_graph); private, as torch's own
-# compiled autograd reads it, so None where a release lacks it.
-_KEEPS_GRAPH = getattr(getattr(torch._C, "_autograd", None),
-                       "_get_current_graph_task_keep_graph", None)
+# Private, as torch's own compiled autograd reads them; None where a release lacks them.
+_AUTOGRAD = getattr(torch._C, "_autograd", None)
+_KEEPS_GRAPH = getattr(_AUTOGRAD, "_get_current_graph_task_keep_graph", None)
+_SAVED_TENSORS_HOOKS = getattr(_AUTOGRAD, "_top_saved_tensors_default_hooks", None)
 
 
-def _unit(grad_output: torch.Tensor) -> torch.Tensor | None:
-    """None for a CPU ``grad_output`` of exactly 1 (``loss.backward()`` of a reduced loss)
-    in a backward pass that frees its graph, else ``grad_output``: an eager backward then
-    hands autograd the stored gradient itself, without a pass over it and a new buffer (whose
-    first touch cost as much as the kernel). Nothing reads the stored gradient again, so the
-    caller may change it in place. A retained graph keeps the scaled copy (a later backward
-    reads the stored one); on CUDA, reading the value would synchronise."""
-    if (grad_output.dim() == 0 and grad_output.device.type == "cpu" and _KEEPS_GRAPH is not None
-            and not _KEEPS_GRAPH() and grad_output.item() == 1):
+def _save_grad_for_backward(ctx, grad: torch.Tensor) -> None:
+    """Saves the forward pass's gradient, noting whether no saved-tensors hooks (which may
+    keep what they pack) saw it."""
+    ctx.save_for_backward(grad)
+    ctx.saved_privately = (_SAVED_TENSORS_HOOKS is not None
+                           and _SAVED_TENSORS_HOOKS(False) is None)
+
+
+def _unit(ctx, grad_output: torch.Tensor) -> torch.Tensor | None:
+    """None where an eager backward hands autograd the stored gradient itself, without a pass
+    over it and a new buffer (whose first touch cost as much as the kernel): a CPU
+    ``grad_output`` of exactly 1 (``loss.backward()`` or ``torch.autograd.grad`` of a loss of
+    0 dims) in a plain backward pass that frees its graph, nothing else holding the gradient.
+    Else ``grad_output``: under a retained graph (a later pass reads the stored gradient),
+    saved-tensors hooks, torch.func transforms (``is_grads_batched``), compiled autograd,
+    and on CUDA (reading the value would synchronise)."""
+    if (grad_output.dim() == 0 and grad_output.device.type == "cpu" and ctx.saved_privately
+            and not torch.compiler.is_compiling() and not _batched(grad_output)
+            and _KEEPS_GRAPH is not None and not _KEEPS_GRAPH() and grad_output.item() == 1):
         return None
     return grad_output
 
@@ -346,6 +356,15 @@ class _Op:
 
 # torch.func's own tests (private: None where a release lacks them, and nothing is refused).
 _WRAPPED = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+_LEGACY_BATCHED = getattr(getattr(torch._C, "_functorch", None), "is_legacy_batchedtensor", None)
+
+
+def _batched(tensor: torch.Tensor) -> bool:
+    """Whether a transform wraps ``tensor`` (torch.func's, or the vmap of
+    ``torch.autograd.grad(..., is_grads_batched=True)``); True where a release lacks the tests."""
+    if _WRAPPED is None or _LEGACY_BATCHED is None:
+        return True
+    return _WRAPPED(tensor) or _LEGACY_BATCHED(tensor)
 _TRANSFORMS_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", None)
 
 
@@ -385,14 +404,15 @@ class _EagerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, op, *args):
         loss, grad = op.compute(*args)
-        ctx.save_for_backward(grad)
+        _save_grad_for_backward(ctx, grad)
         ctx.op = op
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
         _refuse_double_backward(ctx.op.name)
-        grads = ctx.op.grads(ctx.saved_tensors[0], _unit(grad_output), ctx.needs_input_grad[1:])
+        grads = ctx.op.grads(ctx.saved_tensors[0], _unit(ctx, grad_output),
+                             ctx.needs_input_grad[1:])
         return None, *grads
 
 

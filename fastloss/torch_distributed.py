@@ -123,8 +123,10 @@ def _forward(logits_shard, target, group, options, want_grad):
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits_shard, target, group, options):
+        from fastloss.torch import _save_grad_for_backward
+
         loss, grad = _forward(logits_shard, target, group, options, want_grad=True)
-        ctx.save_for_backward(grad)
+        _save_grad_for_backward(ctx, grad)
         ctx.per_row = options["reduction"] == "none"
         return loss
 
@@ -136,7 +138,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             "vocab_parallel_cross_entropy",
             "torch.nn.functional.cross_entropy of the gathered logits")
         (grad,) = ctx.saved_tensors
-        grad_output = grad_output.unsqueeze(-1) if ctx.per_row else _unit(grad_output)
+        grad_output = grad_output.unsqueeze(-1) if ctx.per_row else _unit(ctx, grad_output)
         return _scale(grad, grad_output), None, None, None
 
 

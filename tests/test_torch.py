@@ -408,6 +408,27 @@ def test_gradient_changed_in_place_by_its_user_is_the_users(name):
         torch.testing.assert_close(leaf.grad, 2 * want)
 
 
+@pytest.mark.parametrize("name", LOSSES_OF_A_LEAF)
+def test_batched_gradients_and_saved_tensor_hooks_get_a_scaled_copy(name):
+    # Batched vector-Jacobian products (a transform, where .item() has no batching rule) and
+    # saved-tensors hooks (which may keep the stored gradient) never get it handed over.
+    ours, theirs = LOSSES_OF_A_LEAF[name]
+    x = torch.randn(4, 3, dtype=torch.float64)
+    ones = torch.ones(2, dtype=torch.float64)
+    got, want = (torch.autograd.grad(f(leaf), leaf, ones, is_grads_batched=True)[0]
+                 for f, leaf in ((ours, x.clone().requires_grad_()),
+                                 (theirs, x.clone().requires_grad_())))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(torch.autograd.functional.jacobian(ours, x, vectorize=True),
+                               torch.autograd.functional.jacobian(theirs, x, vectorize=True))
+    kept = []
+    leaf = x.clone().requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        loss = ours(leaf)
+    torch.autograd.grad(loss, leaf)[0].zero_()
+    assert kept and all(t.abs().sum() > 0 for t in kept)
+
+
 def test_mse_gradient_reaches_target_only_when_asked():
     pred = torch.randn(4, 2, dtype=torch.float64)
     target = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)

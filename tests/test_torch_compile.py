@@ -187,3 +187,19 @@ def test_bfloat16_autocast_on_the_cpu_computes_in_float32_as_torch(name, compile
     expected_loss, expected_grads = _step(model, autocast_forward(theirs))
     assert loss.dtype == expected_loss.dtype == torch.float32
     _assert_same((loss, grads), (expected_loss, expected_grads), tolerance=1e-5)
+
+
+def test_compiled_autograd_traces_the_eager_backward():
+    # A loss called eagerly, its backward pass compiled (compiled autograd, fullgraph): the
+    # eager backward's check for handing over its stored gradient reads no value while traced.
+    compiled_autograd = pytest.importorskip("torch._dynamo.compiled_autograd")
+    if not hasattr(compiled_autograd, "_enable"):
+        pytest.skip("this PyTorch has no compiled_autograd._enable")
+    x = torch.randn(6, CLASSES, dtype=torch.float64)
+    labels = _classes(x)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    loss = ft.cross_entropy(ours, labels)
+    with compiled_autograd._enable(torch.compile(backend="eager", fullgraph=True)):
+        loss.backward()
+    F.cross_entropy(theirs, labels).backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
