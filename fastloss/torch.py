@@ -357,6 +357,7 @@ class _Op:
 # torch.func's own tests (private: None where a release lacks them, and nothing is refused).
 _WRAPPED = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
 _LEGACY_BATCHED = getattr(getattr(torch._C, "_functorch", None), "is_legacy_batchedtensor", None)
+_TRANSFORMS_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", None)
 
 
 def _batched(tensor: torch.Tensor) -> bool:
@@ -365,7 +366,6 @@ def _batched(tensor: torch.Tensor) -> bool:
     if _WRAPPED is None or _LEGACY_BATCHED is None:
         return True
     return _WRAPPED(tensor) or _LEGACY_BATCHED(tensor)
-_TRANSFORMS_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", None)
 
 
 def _refuse_transforms(name: str, *args) -> None:

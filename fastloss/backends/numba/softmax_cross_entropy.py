@@ -1,7 +1,7 @@
 """Numba softmax cross-entropy: per-row loss and gradient, rows in fixed blocks.
 
 Two layouts of the same arithmetic, chosen by the number of classes k, the dtype and the
-kind of target alone (``_in_lanes``):
+kind of target alone (``lane_classes``):
 
 - Longer rows are computed one at a time, their
   classes spread over the vector lanes. Each row is read from memory once: it
