@@ -892,27 +892,22 @@ def _line_items(array):
     return _block_width(array, 64)
 
 
+def _label_lane_classes(array):
+    """Items of ``array`` in LABEL_LANE_BYTES; a constant in compiled code."""
+    return _block_width(array, LABEL_LANE_BYTES)
+
+
 overload(_narrow_width)(_width_overload(NARROW_BYTES))
 overload(_wide_width)(_width_overload(WIDE_BYTES))
 overload(_line_items)(_width_overload(64))
+overload(_label_lane_classes)(_width_overload(LABEL_LANE_BYTES))
 
 
+@njit(cache=True, inline="always", error_model="numpy")
 def lane_classes(logits, target):
     """The most classes a row of ``logits`` may have for cross-entropy against ``target``
-    (class labels, 1-D, or probabilities) to run rows in lanes; in compiled code a
-    constant of the two arrays' types."""
-    if target.ndim == 1:
-        return LABEL_LANE_BYTES // logits.itemsize
-    return LANE_CLASSES
-
-
-@overload(lane_classes)
-def _lane_classes_overload(logits, target):
-    if target.ndim == 1:
-        classes = LABEL_LANE_BYTES // (logits.dtype.bitwidth // 8)
-    else:
-        classes = LANE_CLASSES
-    return lambda logits, target: classes
+    (class labels, 1-D, or probabilities) to run rows in lanes."""
+    return _label_lane_classes(logits) if target.ndim == 1 else LANE_CLASSES
 
 
 def _from(array, start):
