@@ -31,10 +31,11 @@ DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="f
 # Sizes around the lane count and the block size, so that every tail path runs.
 MSE_SIZES = [1, 31, 1000, mse_module.BLOCK + 37, 3 * mse_module.BLOCK + 5]
 LANES, LANE_CLASSES = ce_module.LANES, ce_module.LANE_CLASSES
-# Cross-entropy against labels runs rows in lanes further: float32 rows of up to this many
-# classes (float64: LANE_CLASSES), so that more classes go a row at a time in every case.
-LABEL_LANE_CLASSES = ce_module.LABEL_LANE_BYTES // 4
-# (rows, classes). Rows in lanes (k <= LANE_CLASSES, or LABEL_LANE_CLASSES): one row, one class,
+# Cross-entropy runs rows in lanes further: float32 rows of up to this many classes against
+# labels, one fewer against probabilities (float64: half as many), so that more classes go a
+# row at a time in every case.
+CE_LANE_CLASSES = ce_module.CE_LANE_BYTES // 4
+# (rows, classes). Rows in lanes (k <= LANE_CLASSES, or CE_LANE_CLASSES): one row, one class,
 # passes of LANES rows with and without a partial last one, k just below and
 # at the threshold, several row blocks. One row at a time: k just above the
 # threshold, a partial lane chunk, several row blocks, long rows.
@@ -55,9 +56,9 @@ CE_SHAPES = [
     (LANES + 7, LANE_CLASSES),
     (2 * ce_module._rows_per_block(10) + LANES + 3, 10),
     (LANES + 7, LANE_CLASSES + 1),
-    (LANES - 1, LABEL_LANE_CLASSES - 1),
-    (LANES + 3, LABEL_LANE_CLASSES),
-    (LANES + 7, LABEL_LANE_CLASSES + 1),
+    (LANES - 1, CE_LANE_CLASSES - 1),
+    (LANES + 3, CE_LANE_CLASSES),
+    (LANES + 7, CE_LANE_CLASSES + 1),
     (2 * (ce_module.BLOCK_ELEMENTS // 130) + 3, 130),
     (40, 1000),
     (2, 5000),
@@ -406,10 +407,10 @@ def test_cross_entropy_ignore_index_may_be_a_class(repeats):
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_cross_entropy_ignore_index_may_be_a_class_of_rows_one_at_a_time(smoothing):
-    # As above for rows of more than LABEL_LANE_CLASSES classes, which go one at a time: a
+    # As above for rows of more than CE_LANE_CLASSES classes, which go one at a time: a
     # row whose label is ignore_index, a class, adds nothing, and its gradient row is zeros.
     rng = np.random.default_rng(6)
-    classes = LABEL_LANE_CLASSES + 9
+    classes = CE_LANE_CLASSES + 9
     logits = _random(rng, (6, classes), np.float32)
     labels = np.array([3, 0, 3, classes - 1, 3, 1])
     grad = np.full_like(logits, np.nan)
@@ -458,7 +459,7 @@ EXTREME_LOGITS = [
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("kind", ["labels", "probs"])
 @pytest.mark.parametrize(
-    "copies", [1, LABEL_LANE_CLASSES // 5 + 1], ids=["rows in lanes", "row at a time"]
+    "copies", [1, CE_LANE_CLASSES // 5 + 1], ids=["rows in lanes", "row at a time"]
 )
 @pytest.mark.parametrize("repeats", [1, LANES], ids=["partial pass", "full passes"])
 def test_cross_entropy_extreme_logits(dtype, smoothing, weighted, kind, copies, repeats):
@@ -504,7 +505,7 @@ def test_cross_entropy_extreme_logits(dtype, smoothing, weighted, kind, copies, 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    "classes", [5, LABEL_LANE_CLASSES + 2, LABEL_LANE_CLASSES + LANES + 8],
+    "classes", [5, CE_LANE_CLASSES + 2, CE_LANE_CLASSES + LANES + 8],
     ids=["rows in lanes", "row at a time, 2 in the last chunk", "row at a time, 8 in it"],
 )
 def test_the_row_max_in_any_class(dtype, classes):

@@ -53,15 +53,18 @@ def _target_has_avx512():
 LANES = 64
 # Rows of at most this many classes go through in lanes (a multiple of the
 # transposition width, so that the tile holds whole transposed blocks): the
-# softmax functions, multi-margin, and cross-entropy with probability targets,
-# whose passes hold a second tile.
+# softmax functions and multi-margin.
 LANE_CLASSES = 128
-# Cross-entropy with class labels goes through in lanes up to rows of this many
-# bytes: 256 float32 classes, 128 float64. A row at a time, rows of 129 to 255
-# float32 classes end in a partial chunk and took 1.3-2.1x the time of rows in
-# lanes (one thread, Zen 3; 1.9-2.7x with two), and 256 as much; float64 rows of
-# 256 took 0.72x the time one at a time.
-LABEL_LANE_BYTES = 1024
+# Cross-entropy goes through in lanes up to rows of this many bytes against class
+# labels (256 float32 classes, 128 float64), and up to rows shorter than that
+# against probabilities (255, 127). A row at a time, rows of 129 to 255 float32
+# classes end in a partial chunk: against labels they took 1.3-2.1x the time of
+# rows in lanes (one thread, Zen 3; 1.9-2.7x with two), against probabilities
+# 1.2-1.4x (two threads, Zen 4; 0.9-1.05x from 192 classes on). Rows of exactly
+# this many bytes are whole chunks: against labels as fast either way (float32),
+# against probabilities 0.9x the time a row at a time; float64 rows of 256 took
+# 0.72x the time one at a time.
+CE_LANE_BYTES = 1024
 # Bytes of one transposed block's row, a vector's: a block is W x W items, W =
 # bytes / itemsize. Rows go through in wide blocks, but for a last part of at
 # most a narrow block's W classes, which goes through in narrow blocks that pad
@@ -159,7 +162,7 @@ def _borrow_overload(array):
 _stack_lanes = _stack_array_of(LANES)
 # A k x LANES tile of rows in lanes: row c holds class c of LANES rows.
 _stack_tile = _stack_array_of(LANE_CLASSES * LANES)
-_stack_label_tile = _stack_array_of(LABEL_LANE_BYTES * LANES, in_bytes=True)
+_stack_ce_tile = _stack_array_of(CE_LANE_BYTES * LANES, in_bytes=True)
 
 
 @intrinsic
@@ -892,22 +895,23 @@ def _line_items(array):
     return _block_width(array, 64)
 
 
-def _label_lane_classes(array):
-    """Items of ``array`` in LABEL_LANE_BYTES; a constant in compiled code."""
-    return _block_width(array, LABEL_LANE_BYTES)
+def _ce_lane_classes(array):
+    """Items of ``array`` in CE_LANE_BYTES; a constant in compiled code."""
+    return _block_width(array, CE_LANE_BYTES)
 
 
 overload(_narrow_width)(_width_overload(NARROW_BYTES))
 overload(_wide_width)(_width_overload(WIDE_BYTES))
 overload(_line_items)(_width_overload(64))
-overload(_label_lane_classes)(_width_overload(LABEL_LANE_BYTES))
+overload(_ce_lane_classes)(_width_overload(CE_LANE_BYTES))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def lane_classes(logits, target):
     """The most classes a row of ``logits`` may have for cross-entropy against ``target``
-    (class labels, 1-D, or probabilities) to run rows in lanes."""
-    return _label_lane_classes(logits) if target.ndim == 1 else LANE_CLASSES
+    (class labels, 1-D, or probabilities) to run rows in lanes (see CE_LANE_BYTES)."""
+    classes = _ce_lane_classes(logits)
+    return classes if target.ndim == 1 else classes - 1
 
 
 def _from(array, start):
@@ -1200,7 +1204,7 @@ def _lanes_block(
     flat, grad_flat = logits.reshape(logits.size), _flat(grad_out)
     target_flat = target.reshape(target.size)
     item = flat.dtype.type
-    tile, probs = _stack_label_tile(flat), _stack_tile(flat)
+    tile, probs = _stack_ce_tile(flat), _stack_ce_tile(flat)
     row_max, picked = _stack_lanes(flat), _stack_lanes(flat)
     scale, label_grad = _stack_lanes(flat), _stack_lanes(flat)
     weight_sum, gap_sum, exp_sum = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
