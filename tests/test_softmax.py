@@ -116,11 +116,11 @@ def test_out_in_place_and_layouts(backend, name):
     np.testing.assert_array_equal(to_host(first), expected)
 
 
-@pytest.mark.parametrize("classes", [1, 10, 32, 33, 128, 129])
+@pytest.mark.parametrize("classes", [1, 10, 32, 33, 128, 129, 224, 225])
 @pytest.mark.parametrize("name", NAMES)
 def test_numba_rows_in_lanes_match_the_reference(name, classes):
-    """Numba runs short rows 64 at a time, in lanes (softmax and log-softmax: up to 128
-    classes, the backward functions: up to 32): every row of every pass, a last pass of
+    """Numba runs short rows 64 at a time, in lanes (softmax and log-softmax: up to 224
+    float32 classes, the backward functions: up to 32): every row of every pass, a last pass of
     fewer rows, and blocks on Numba's threads (over 2**17 elements), against the float64
     reference, on both sides of each limit."""
     pytest.importorskip("numba")

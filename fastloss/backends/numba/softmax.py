@@ -4,7 +4,7 @@ Contract: ``fastloss.backends``. Each row is read once for its max and sum
 (float64, in the fixed lane order of the cross-entropy kernel, whose row passes these are)
 and written once; rows are independent, so every thread count gives the same bits.
 float32 exponentials use that kernel's vectorised ``exp``. Short rows (softmax and
-log-softmax: at most ``LANE_CLASSES`` classes; the backward functions: at most
+log-softmax: at most ``_forward_lane_classes``; the backward functions: at most
 ``BACKWARD_LANE_CLASSES``) go 64 at a time through that kernel's rows in lanes, the layout
 chosen by k alone.
 """
@@ -19,10 +19,10 @@ from numba.extending import overload
 from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba import _small_calls as small
 from fastloss.backends.numba.softmax_cross_entropy import (
-    LANE_CLASSES,
     LANES,
     SERIAL_ELEMENTS,
     _borrow,
+    _ce_lane_classes,
     _exp,
     _fold_sum,
     _lanes_exp_sum,
@@ -33,6 +33,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _row_max,
     _row_scale,
     _rows_per_block,
+    _stack_ce_tile,
     _stack_lanes,
     _stack_tile,
     _store_tile,
@@ -45,6 +46,19 @@ SOFTMAX, LOG_SOFTMAX, SOFTMAX_BACKWARD, LOG_SOFTMAX_BACKWARD = range(4)
 # a time costs less than transposing rows in lanes (one thread, Intel AVX-512, lanes / row
 # path: 0.3x at k = 10, 0.67-0.85x at k = 32, 0.86-1.14x at k = 48, 1.4-1.7x at k = 64).
 BACKWARD_LANE_CLASSES = 32
+# Softmax and log-softmax go through in lanes up to rows of this many float32 classes
+# (float64: 128, the 1 KiB rows of cross-entropy's tile). A row at a time, rows of 129 to
+# 224 classes end in a partial 64-class chunk: against rows in lanes they took 1.05-1.45x
+# the time (softmax) and 0.93-1.3x (log-softmax), rows of 255 0.98x and 0.91x (one thread,
+# Zen 4, 2.6M elements).
+FORWARD_LANE_CLASSES = 224
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _forward_lane_classes(x):
+    """The most classes a row of ``x`` may have for softmax and log-softmax to run rows in
+    lanes."""
+    return min(FORWARD_LANE_CLASSES, _ce_lane_classes(x))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -103,13 +117,13 @@ def _backward_row(y, g, out, log):
 def _lanes_softmax(x, out, log, start, stop):
     """Softmax (``log``: log-softmax) of rows [start, stop), LANES rows at a time in the
     cross-entropy kernel's tile of rows in lanes (start is a multiple of LANES): for rows
-    of at most LANE_CLASSES classes, which one at a time would leave most lanes idle. A
+    of at most _forward_lane_classes, which one at a time would leave most lanes idle. A
     row's sum runs in class order, and out is written once, after its rows are read."""
     _wide_vectors()
     classes = x.shape[1]
     flat, out_flat = x.reshape(x.size), out.reshape(out.size)
     item = flat.dtype.type
-    tile, shifted = _stack_tile(flat), _stack_tile(flat)
+    tile, shifted = _stack_ce_tile(flat), _stack_ce_tile(flat)
     row_max, scale = _stack_lanes(flat), _stack_lanes(flat)
     exp_sum, log_sum = _stack_lanes(0.0), _stack_lanes(0.0)
     for row in range(start, stop, LANES):
@@ -181,7 +195,7 @@ def _rows(x, g, out, op, start, stop):
     _wide_vectors_out_of_line()
     x, g, out = _borrow(x), _borrow(g), _borrow(out)
     classes = x.shape[1]
-    if op <= LOG_SOFTMAX and classes <= LANE_CLASSES:
+    if op <= LOG_SOFTMAX and classes <= _forward_lane_classes(x):
         _lanes_softmax(x, out, op == LOG_SOFTMAX, start, stop)
         return
     if op > LOG_SOFTMAX and classes <= BACKWARD_LANE_CLASSES:
@@ -197,7 +211,8 @@ def _rows(x, g, out, op, start, stop):
 
 def _kernel(x, g, out, op):
     rows, classes = x.shape
-    row_block = _rows_per_block(classes)
+    lanes_up_to = _forward_lane_classes(x) if op <= LOG_SOFTMAX else BACKWARD_LANE_CLASSES
+    row_block = _rows_per_block(classes, lanes_up_to)
     for block in prange((rows + row_block - 1) // row_block):
         _rows(x, g, out, op, block * row_block, min((block + 1) * row_block, rows))
 
