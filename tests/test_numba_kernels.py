@@ -332,8 +332,8 @@ def test_cross_entropy_in_place_and_forward_only_match(dtype, kind, shape):
 
 
 def _rows_in_lanes_calls(x, labels):
-    """Each function whose rows of at most LANE_CLASSES classes go through the transposed
-    tile, as ``call(out)`` writing its gradient or output to ``out``."""
+    """Each function whose short rows go through the transposed tile (each up to its own
+    limit), as ``call(out)`` writing its gradient or output to ``out``."""
     import fastloss as fl
 
     probs = fl.softmax(x, backend="numpy")
@@ -352,7 +352,8 @@ def _rows_in_lanes_calls(x, labels):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-# 200 classes: cross-entropy against labels in lanes, in float32.
+# 200 classes: in lanes in float32 for cross-entropy, softmax and log-softmax, a row at a
+# time for the others and in float64.
 @pytest.mark.parametrize("classes", [2, 10, 25, 40, 200])
 @pytest.mark.parametrize("rows", [LANES, 2 * ce_module._rows_per_block(10)])
 def test_rows_in_lanes_write_nothing_past_their_output(dtype, classes, rows):

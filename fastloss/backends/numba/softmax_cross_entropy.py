@@ -53,7 +53,8 @@ def _target_has_avx512():
 LANES = 64
 # Rows of at most this many classes go through in lanes (a multiple of the
 # transposition width, so that the tile holds whole transposed blocks): the
-# softmax functions and multi-margin.
+# multi-class hinge's, and the tile of the softmax functions' backward passes
+# (which stop at 32 classes). The default of ``_rows_per_block``.
 LANE_CLASSES = 128
 # Cross-entropy goes through in lanes up to rows of this many bytes against class
 # labels (256 float32 classes, 128 float64), and up to rows shorter than that

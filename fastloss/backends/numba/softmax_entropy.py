@@ -40,7 +40,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _wide_vectors_out_of_line,
 )
 
-# Rows of up to this many classes go through in lanes, more than cross-entropy's
+# Rows of up to this many classes go through in lanes, more than the multi-class hinge's
 # LANE_CLASSES: one at a time, a row's last partial chunk runs scalar, and rows of
 # 136-184 classes took 1.2-1.8x the time they take in lanes (float32, one thread,
 # Zen 4; k = 192, with no partial chunk, about the same either way).
