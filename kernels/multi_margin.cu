@@ -14,7 +14,8 @@
 //
 // Precision: h_j in the compute type (float for float16, bfloat16 and float32;
 // double for float64), in PyTorch's order (m - x_y) + x_j; each thread's shares
-// of sum h^p and of the slopes (p = 1: their count; p = 2: each h times
+// of sum w_y h^p (each term weighed, as PyTorch: a sum of h^p near the largest
+// double may overflow where the weighed terms do not) and of the slopes (p = 1: their count; p = 2: each h times
 // w_y p / (k d), so that the sum is finite wherever the gradient is)
 // accumulate in double and the group combines them in a fixed tree, so the
 // bits depend on (rows, k) only. The loss is formed in
@@ -124,7 +125,7 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
                         const C h = base + z[i * pack + e];
                         if (c < classes && c != y && h > zero) {
                             const double hd = widen(h);
-                            loss_part += power == 1 ? hd : hd * hd;
+                            loss_part += w * (power == 1 ? hd : hd * hd);
                             slope_part += power == 1 ? 1.0 : hd * scale;
                         }
                     }
@@ -136,10 +137,8 @@ __device__ __forceinline__ void multi_margin_rows(const T* x, const i64* labels,
         }
         const double loss_total = g.sum(loss_part);
         const double slope_total = g.sum(slope_part);
-        // w weighs the terms that count: none is 0, even for an infinite or NaN w.
-        const double loss = !valid              ? quiet_nan()
-                            : loss_total != 0.0 ? w * loss_total / (double)classes
-                                                : 0.0;
+        // w weighs only the terms that count: none is 0, even for an infinite or NaN w.
+        const double loss = valid ? loss_total / (double)classes : quiet_nan();
         if (active && g.rank == 0) {
             if (loss_out) loss_out[row] = loss;
             loss_sum += loss;

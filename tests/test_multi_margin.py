@@ -97,6 +97,23 @@ def test_infinite_and_nan_weights_weigh_only_terms_that_count(backend, classes):
     assert np.isnan(to_host(grad)[3, 1:3]).all()
 
 
+@pytest.mark.parametrize("classes", [4, 200], ids=["lanes", "row"])
+def test_weighed_terms_near_the_largest_float_as_torch(backend, classes):
+    """As PyTorch, the label's weight multiplies each term before the row's sum: two terms
+    of 1e308 weighed by 0.5 sum to a finite loss, and weighed by 0 to 0, where weighing
+    their sum (inf) would give inf and NaN."""
+    x = np.full((2, classes), -5.0)
+    x[:, :4] = [[1e308, 1e308, 0.0, -5.0], [1e308, 1e308, -5.0, 0.0]]
+    labels = np.array([2, 3])
+    weight = np.ones(classes)
+    weight[[2, 3]] = [0.5, 0.0]
+    want_loss, want_grad = _torch(x, labels, weight, "none")
+    loss, grad = _run(backend, x, labels, weight, reduction="none")
+    assert np.isfinite(want_loss).all() and want_loss[1] == 0.0
+    np.testing.assert_allclose(to_host(loss), want_loss, rtol=1e-12)
+    np.testing.assert_allclose(to_host(grad), want_grad, rtol=1e-12)
+
+
 @pytest.mark.parametrize("classes", [3, 200], ids=["lanes", "row"])
 def test_a_label_of_zero_weight_has_a_positive_zero_gradient_as_torch(backend, classes):
     """w_y = 0 makes every term's slope 0: PyTorch's gradient at the label is then

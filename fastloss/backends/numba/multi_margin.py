@@ -28,14 +28,15 @@ from fastloss.backends.numba.softmax_cross_entropy import (
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _weighted(w, total, classes):
-    """A row's loss w total / k; 0 without terms, even for an infinite or NaN weight (PyTorch
-    weighs each term that counts)."""
-    return w * total / classes if total != 0.0 else 0.0
+def _term(w, h, p, counts):
+    """A term of a row's loss, w h**p, as PyTorch weighs each term that counts: 0 where it
+    does not, even for an infinite or NaN weight, and no sum of terms near the largest float
+    overflows where the weighted terms would not."""
+    return w * (h if p == 1 else h * h) if counts else 0.0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _chunk(scores, label, shift, p, scale, start, count, grad_row, lane_total, lane_slope):
+def _chunk(scores, label, w, shift, p, scale, start, count, grad_row, lane_total, lane_slope):
     # Each score is read before its slope is stored: grad_row may be scores.
     for lane in range(count):
         j = start + lane
@@ -43,8 +44,7 @@ def _chunk(scores, label, shift, p, scale, start, count, grad_row, lane_total, l
         # As PyTorch: a term counts where h > 0, so a NaN h (a NaN score, inf - inf) adds
         # nothing to the loss and has slope 0.
         counts = j != label and h > 0.0
-        term = h if counts else 0.0
-        lane_total[lane] += term if p == 1 else term * term
+        lane_total[lane] += _term(w, h, p, counts)
         if grad_row is not None:
             slope = 0.0
             if counts:
@@ -68,11 +68,13 @@ def _row(scores, label, w, grad_row, p, margin, grad_scale):
         lane_total[lane] = 0.0
         lane_slope[lane] = 0.0
     for start in range(0, full, LANES):
-        _chunk(scores, label, shift, p, scale, start, LANES, grad_row, lane_total, lane_slope)
-    _chunk(scores, label, shift, p, scale, full, classes - full, grad_row, lane_total, lane_slope)
+        _chunk(scores, label, w, shift, p, scale, start, LANES, grad_row, lane_total,
+               lane_slope)
+    _chunk(scores, label, w, shift, p, scale, full, classes - full, grad_row, lane_total,
+           lane_slope)
     if grad_row is not None:
         grad_row[label] = 0.0 - _fold_sum(lane_slope)  # +0, not -0, without terms (PyTorch)
-    return _weighted(w, _fold_sum(lane_total), classes)
+    return _fold_sum(lane_total) / classes
 
 
 @njit(error_model="numpy")
@@ -109,8 +111,7 @@ def _lanes_block(x, labels, weight, grad_out, loss_out, p, margin, divisor, star
                 i = c * LANES + r
                 h = shift[r] + np.float64(tile[i])
                 counts = row_label[r] != c and h > 0.0  # as _chunk
-                term = h if counts else 0.0
-                total[r] += term if p == 1 else term * term
+                total[r] += _term(row_weight[r], h, p, counts)
                 if grad_out is not None:
                     slope = 0.0
                     if counts:
@@ -118,7 +119,7 @@ def _lanes_block(x, labels, weight, grad_out, loss_out, p, margin, divisor, star
                     slope_sum[r] += slope
                     tile[i] = slope
         for r in range(count):
-            loss = _weighted(row_weight[r], total[r], classes)
+            loss = total[r] / classes
             lane_totals[r] += loss
             if loss_out.size:
                 loss_out[row + r] = loss
