@@ -15,8 +15,9 @@
 // Precision: h_j in the compute type (float for float16, bfloat16 and float32;
 // double for float64), in PyTorch's order (m - x_y) + x_j; each thread's shares
 // of sum w_y h^p (each term weighed, as PyTorch: a sum of h^p near the largest
-// double may overflow where the weighed terms do not) and of the slopes (p = 1: their count; p = 2: each h times
-// w_y p / (k d), so that the sum is finite wherever the gradient is)
+// double may overflow where the weighed terms do not) and of the slopes (p = 1:
+// their count; p = 2: each h times w_y p / (k d), so that the sum is finite
+// wherever the gradient is)
 // accumulate in double and the group combines them in a fixed tree, so the
 // bits depend on (rows, k) only. The loss is formed in
 // double; the gradient at j != y in the compute type from w_y p / (k d) rounded
