@@ -450,6 +450,19 @@ def test_unbatched_and_non_contiguous_input():
             torch.testing.assert_close(ours.grad, ref.grad)
 
 
+def test_tensors_with_a_negative_bit_are_read_as_their_values():
+    # z.conj().imag is a lazily negated view of z.imag: its memory holds the values' negatives.
+    z = torch.complex(torch.randn(6, 4), torch.randn(6, 4))
+    logits, target = z.conj().imag, torch.complex(torch.randn(6, 4), torch.randn(6, 4)).conj().imag
+    assert logits.is_neg() and target.is_neg()
+    probs = target.softmax(-1)
+    for ours, expected in (
+        (ft.cross_entropy(logits, probs), F.cross_entropy(-z.imag, probs)),
+        (ft.mse_loss(logits, target), F.mse_loss(-z.imag, target.resolve_neg())),
+    ):
+        torch.testing.assert_close(ours, expected)
+
+
 @pytest.mark.parametrize("name", ["cross_entropy", "nll_loss", "multi_margin_loss"])
 @pytest.mark.parametrize("target_shape", [(), (1,)])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
