@@ -3,12 +3,16 @@
 When the logits' class axis is sharded across ranks (Megatron-style tensor parallelism of
 the output layer), each rank holds ``(N, width)`` logits of a contiguous range of
 classes and the same ``(N,)`` global labels. :func:`vocab_parallel_cross_entropy` gives
-every rank the loss of the whole rows and the gradient of its own shard, exchanging
-only three all-reduces of ``N`` float64 numbers, never the logits:
+every rank the loss of the whole rows and the gradient of its own shard, exchanging a
+few numbers per rank and three all-reduces of ``N`` float64 numbers, never the logits:
 
-1. MAX of the shard's row maxima (this all-reduce also carries each rank's shard width,
-   from which the class ranges follow: rank ``r`` holds classes ``[sum(widths[:r]),
-   sum(widths[:r + 1]))``, so shards may have different widths);
+0. each rank's shard width, ``N`` and options (``_CALL_FIELDS`` numbers a rank, summed
+   into place): the class ranges follow from the widths (rank ``r`` holds classes
+   ``[sum(widths[:r]), sum(widths[:r + 1]))``, so shards may have different widths), and
+   every rank checks the others' ``N`` and options against its own, so that a mismatch is
+   the same ValueError on every rank, not a collective of unequal sizes (which hangs or
+   mixes up the ranks' numbers);
+1. MAX of the shard's row maxima;
 2. SUM of ``sum_c exp(z_ic - M_i)`` over the shard;
 3. SUM of the shard's target gap ``sum_c q_ic (M_i - z_ic)`` (with ``q`` the smoothed
    one-hot target: the label's logit, relative to the row maximum, plus the smoothing
@@ -71,16 +75,36 @@ def _check_arguments(logits_shard, target, group) -> None:
         )
 
 
-def _class_range(row_max, width: int, group) -> tuple[torch.Tensor, int, int]:
-    """All-reduce 1: the whole rows' maxima, and this rank's ``(start, classes)``."""
+# What each rank tells the others about its call (all-reduce 0), in this order: its shard
+# width, then what must be the same on every rank.
+_CALL_FIELDS = ("width", "N", "reduction", "ignore_index", "label_smoothing")
+
+
+def _class_range(logits, options, group) -> tuple[int, int]:
+    """All-reduce 0: this rank's ``(start, classes)``; ValueError, on every rank alike, unless
+    every rank has the same ``N`` and options."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
-    widths = torch.zeros(world, dtype=torch.float64, device=row_max.device)
-    widths[rank] = width
-    packed = torch.cat([row_max, widths])
-    dist.all_reduce(packed, op=dist.ReduceOp.MAX, group=group)
-    rows = row_max.shape[0]
-    widths = [int(w) for w in packed[rows:].tolist()]  # one small host read per call
-    return packed[:rows], sum(widths[:rank]), sum(widths)
+    rows, width = logits.shape
+    mine = (width, rows, _validate.REDUCTIONS.index(options["reduction"]),
+            options["ignore_index"], options["label_smoothing"])
+    fields = len(_CALL_FIELDS)
+    calls = torch.zeros(world * fields, dtype=torch.float64, device=logits.device)
+    calls[rank * fields:(rank + 1) * fields] = torch.tensor(mine, dtype=torch.float64)
+    dist.all_reduce(calls, group=group)  # each rank's numbers plus zeros: exact
+    calls = calls.view(world, fields).tolist()  # one small host read per call
+    for field, name in enumerate(_CALL_FIELDS[1:], start=1):
+        values = [call[field] for call in calls]
+        if any(value != values[0] for value in values):
+            if name == "reduction":
+                values = [_validate.REDUCTIONS[int(value)] for value in values]
+            elif name != "label_smoothing":
+                values = [int(value) for value in values]
+            raise ValueError(
+                f"every rank must call vocab_parallel_cross_entropy with the same {name}; "
+                f"got {name} = {values} on ranks 0..{world - 1}"
+            )
+    widths = [int(call[0]) for call in calls]
+    return sum(widths[:rank]), sum(widths)
 
 
 def _forward(logits_shard, target, group, options, want_grad):
@@ -90,7 +114,9 @@ def _forward(logits_shard, target, group, options, want_grad):
 
     logits = logits_shard.detach()
     labels = target.long()
-    reference, start, classes = _class_range(shards.row_max(logits), logits.shape[1], group)
+    reference = shards.row_max(logits)  # first: on a GPU it runs while _class_range waits
+    start, classes = _class_range(logits, options, group)
+    dist.all_reduce(reference, op=dist.ReduceOp.MAX, group=group)
     if classes == 0:
         raise ValueError("the shards of all ranks together have no class (k = 0)")
     ignore_index = options["ignore_index"]
@@ -156,19 +182,21 @@ def vocab_parallel_cross_entropy(
 
     ``logits_shard``: ``(N, width)`` floating-point logits of this rank's classes; the
     ranks' shards are contiguous class ranges in rank order (widths may differ: they are
-    exchanged on the first all-reduce). ``target``: ``(N,)`` integer global class indices,
+    exchanged first). ``target``: ``(N,)`` integer global class indices,
     the same on every rank, on ``logits_shard``'s device. ``ignore_index``,
     ``label_smoothing`` and ``reduction`` mean what they mean in
     ``torch.nn.functional.cross_entropy``: the result equals ``cross_entropy`` of the
     gathered ``(N, k)`` logits, returned on every rank in ``logits_shard``'s dtype (per row
     for ``"none"``). It is differentiable with respect to ``logits_shard`` (once): the
     forward pass computes this rank's gradient, the backward pass only scales it, with no
-    communication. Every rank of the group must call it with the same ``N`` and options.
+    communication. Every rank of the group must call it with the same ``N`` and options:
+    each rank checks the others' (they come with the widths), and a mismatch is a
+    ValueError on every rank.
 
     Raises TypeError or ValueError naming the argument for bad input (labels outside
     ``[0, k)`` only for CPU tensors: on a GPU the check would synchronise, and an invalid
     label's row becomes NaN), RuntimeError when torch.distributed is not initialised.
-    On CUDA, reading the exchanged shard widths is one small host synchronisation.
+    On CUDA, reading the exchanged widths is one small host synchronisation.
     """
     from fastloss.torch import _refuse_tangents, _refuse_transforms
 

@@ -72,8 +72,8 @@ def _check_case(rank, widths, dtype, options, seed):
     torch.testing.assert_close(loss, want.detach(), **TOLERANCE[dtype], msg=message)
     torch.testing.assert_close(shard.grad, whole.grad[:, start:start + widths[rank]],
                                **TOLERANCE[dtype], msg=message)
-    # Three all-reduces of N numbers (the first also carries the world's shard widths).
-    assert calls == [ROWS + len(widths), ROWS, ROWS], message
+    # Five numbers a rank (widths, N and options), then three all-reduces of N numbers.
+    assert calls == [5 * len(widths), ROWS, ROWS, ROWS], message
 
 
 def _check_no_grad_and_errors(rank, widths):
@@ -94,6 +94,15 @@ def _check_no_grad_and_errors(rank, widths):
         flt.vocab_parallel_cross_entropy(shard, labels)
     with pytest.raises(ValueError, match=r"no class \(k = 0\)"):  # every rank's shard empty
         flt.vocab_parallel_cross_entropy(shard[:, :0], torch.full_like(labels, -100))
+    # A rank out of step with the others: the same error on every rank, never a hang.
+    world = len(widths)
+    rows = [ROWS] * world
+    rows[-1] -= 1
+    with pytest.raises(ValueError, match=rf"same N; got N = \[{', '.join(map(str, rows))}\]"):
+        flt.vocab_parallel_cross_entropy(shard[:rows[rank]], labels[:rows[rank]])
+    for name, value in (("reduction", "sum"), ("ignore_index", 7), ("label_smoothing", 0.25)):
+        with pytest.raises(ValueError, match=f"same {name}; got {name} = "):
+            flt.vocab_parallel_cross_entropy(shard, labels, **({name: value} if rank else {}))
 
 
 def _worker(rank, world, port):
