@@ -6,8 +6,8 @@ classes and the same ``(N,)`` global labels. :func:`vocab_parallel_cross_entropy
 every rank the loss of the whole rows and the gradient of its own shard, exchanging a
 few numbers per rank and three all-reduces of ``N`` float64 numbers, never the logits:
 
-0. each rank's shard width, ``N`` and options (``_CALL_FIELDS`` numbers a rank, summed
-   into place): the class ranges follow from the widths (rank ``r`` holds classes
+0. each rank's shard width, ``N`` and options (``_CALL_FIELDS``: int64 numbers a rank,
+   summed into place): the class ranges follow from the widths (rank ``r`` holds classes
    ``[sum(widths[:r]), sum(widths[:r + 1]))``, so shards may have different widths), and
    every rank checks the others' ``N`` and options against its own, so that a mismatch is
    the same ValueError on every rank, not a collective of unequal sizes (which hangs or
@@ -27,6 +27,8 @@ Importing this module imports torch (it is re-exported by ``fastloss.torch``).
 """
 
 from __future__ import annotations
+
+import struct
 
 import torch
 import torch.distributed as dist
@@ -85,26 +87,37 @@ def _class_range(logits, options, group) -> tuple[int, int]:
     every rank has the same ``N`` and options."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     rows, width = logits.shape
+    # int64 throughout, label_smoothing as its float64's bits: every value exact (an
+    # ignore_index past 2**53 would round as a float64).
     mine = (width, rows, _validate.REDUCTIONS.index(options["reduction"]),
-            options["ignore_index"], options["label_smoothing"])
+            options["ignore_index"], _bits(options["label_smoothing"]))
     fields = len(_CALL_FIELDS)
-    calls = torch.zeros(world * fields, dtype=torch.float64, device=logits.device)
-    calls[rank * fields:(rank + 1) * fields] = torch.tensor(mine, dtype=torch.float64)
-    dist.all_reduce(calls, group=group)  # each rank's numbers plus zeros: exact
+    calls = torch.zeros(world * fields, dtype=torch.int64, device=logits.device)
+    calls[rank * fields:(rank + 1) * fields] = torch.tensor(mine, dtype=torch.int64)
+    dist.all_reduce(calls, group=group)  # each rank's numbers plus zeros
     calls = calls.view(world, fields).tolist()  # one small host read per call
     for field, name in enumerate(_CALL_FIELDS[1:], start=1):
         values = [call[field] for call in calls]
         if any(value != values[0] for value in values):
             if name == "reduction":
-                values = [_validate.REDUCTIONS[int(value)] for value in values]
-            elif name != "label_smoothing":
-                values = [int(value) for value in values]
+                values = [_validate.REDUCTIONS[value] for value in values]
+            elif name == "label_smoothing":
+                values = [_float(value) for value in values]
             raise ValueError(
                 f"every rank must call vocab_parallel_cross_entropy with the same {name}; "
                 f"got {name} = {values} on ranks 0..{world - 1}"
             )
-    widths = [int(call[0]) for call in calls]
+    widths = [call[0] for call in calls]
     return sum(widths[:rank]), sum(widths)
+
+
+def _bits(value: float) -> int:
+    """The bits of the float64 ``value`` as an int64."""
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def _float(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]
 
 
 def _forward(logits_shard, target, group, options, want_grad):
