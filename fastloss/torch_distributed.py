@@ -117,6 +117,7 @@ def _bits(value: float) -> int:
 
 
 def _float(bits: int) -> float:
+    """The float64 whose bits are the int64 ``bits`` (the inverse of :func:`_bits`)."""
     return struct.unpack("<d", struct.pack("<q", bits))[0]
 
 
