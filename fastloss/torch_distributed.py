@@ -6,12 +6,13 @@ classes and the same ``(N,)`` global labels. :func:`vocab_parallel_cross_entropy
 every rank the loss of the whole rows and the gradient of its own shard, exchanging a
 few numbers per rank and three all-reduces of ``N`` float64 numbers, never the logits:
 
-0. each rank's shard width, ``N`` and options (``_CALL_FIELDS``: int64 numbers a rank,
-   summed into place): the class ranges follow from the widths (rank ``r`` holds classes
-   ``[sum(widths[:r]), sum(widths[:r + 1]))``, so shards may have different widths), and
-   every rank checks the others' ``N`` and options against its own, so that a mismatch is
-   the same ValueError on every rank, not a collective of unequal sizes (which hangs or
-   mixes up the ranks' numbers);
+0. each rank's shard width, ``N``, options and a summary of its labels (``_CALL_FIELDS``:
+   int64 numbers a rank, summed into place): the class ranges follow from the widths
+   (rank ``r`` holds classes ``[sum(widths[:r]), sum(widths[:r + 1]))``, so shards may
+   have different widths), and every rank checks every rank's call, so that a bad one is
+   the same ValueError on every rank, not one rank's error while the others wait in the
+   next collective, nor a collective of unequal sizes (which hangs or mixes up the ranks'
+   numbers);
 1. MAX of the shard's row maxima;
 2. SUM of ``sum_c exp(z_ic - M_i)`` over the shard;
 3. SUM of the shard's target gap ``sum_c q_ic (M_i - z_ic)`` (with ``q`` the smoothed
@@ -78,37 +79,63 @@ def _check_arguments(logits_shard, target, group) -> None:
 
 
 # What each rank tells the others about its call (all-reduce 0), in this order: its shard
-# width, then what must be the same on every rank.
-_CALL_FIELDS = ("width", "N", "reduction", "ignore_index", "label_smoothing")
+# width, what must be the same on every rank, then the range of its labels.
+_CALL_FIELDS = ("width", "N", "reduction", "ignore_index", "label_smoothing", "target",
+                "labels kept", "lowest label", "highest label")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _class_range(logits, options, group) -> tuple[int, int]:
-    """All-reduce 0: this rank's ``(start, classes)``; ValueError, on every rank alike, unless
-    every rank has the same ``N`` and options."""
+def _class_range(logits, labels, options, group) -> tuple[int, int]:
+    """All-reduce 0: this rank's ``(start, classes)``. Every rank checks every rank's call,
+    so that a bad one is the same ValueError on every rank: ``N`` and the options must be
+    the same everywhere, the targets too (by their int64 sum, wrapped), and each label in
+    ``[0, k)`` or ``ignore_index``. On a GPU the labels' sum and range are computed on the
+    device and read with the widths (no synchronisation of their own)."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     rows, width = logits.shape
+    ignore_index = options["ignore_index"]
     # int64 throughout, label_smoothing as its float64's bits: every value exact (an
     # ignore_index past 2**53 would round as a float64).
-    mine = (width, rows, _validate.REDUCTIONS.index(options["reduction"]),
-            options["ignore_index"], _bits(options["label_smoothing"]))
+    mine = torch.tensor((width, rows, _validate.REDUCTIONS.index(options["reduction"]),
+                         ignore_index, _bits(options["label_smoothing"])), dtype=torch.int64)
+    if rows:
+        kept = labels != ignore_index
+        stats = torch.stack((labels.sum(), kept.sum(), torch.where(kept, labels, _INT64_MAX).min(),
+                             torch.where(kept, labels, _INT64_MIN).max()))
+    else:
+        stats = torch.zeros(4, dtype=torch.int64)
     fields = len(_CALL_FIELDS)
     calls = torch.zeros(world * fields, dtype=torch.int64, device=logits.device)
-    calls[rank * fields:(rank + 1) * fields] = torch.tensor(mine, dtype=torch.int64)
+    calls[rank * fields:(rank + 1) * fields] = torch.cat((mine.to(logits.device),
+                                                          stats.to(logits.device)))
     dist.all_reduce(calls, group=group)  # each rank's numbers plus zeros
     calls = calls.view(world, fields).tolist()  # one small host read per call
-    for field, name in enumerate(_CALL_FIELDS[1:], start=1):
+    for field, name in enumerate(_CALL_FIELDS[1:6], start=1):
         values = [call[field] for call in calls]
         if any(value != values[0] for value in values):
             if name == "reduction":
                 values = [_validate.REDUCTIONS[value] for value in values]
             elif name == "label_smoothing":
                 values = [_float(value) for value in values]
+            elif name == "target":
+                values = "sums " + str(values)
             raise ValueError(
                 f"every rank must call vocab_parallel_cross_entropy with the same {name}; "
                 f"got {name} = {values} on ranks 0..{world - 1}"
             )
     widths = [call[0] for call in calls]
-    return sum(widths[:rank]), sum(widths)
+    classes = sum(widths)
+    if classes == 0:
+        raise ValueError("the shards of all ranks together have no class (k = 0)")
+    # The same targets everywhere: rank 0's labels are every rank's.
+    kept, lowest, highest = calls[0][6:]
+    for label in (lowest, highest) if kept else ():
+        if not 0 <= label < classes:
+            raise ValueError(
+                f"target holds class index {label}, outside [0, {classes}) and not "
+                f"ignore_index={ignore_index}"
+            )
+    return sum(widths[:rank]), classes
 
 
 def _bits(value: float) -> int:
@@ -129,18 +156,9 @@ def _forward(logits_shard, target, group, options, want_grad):
     logits = logits_shard.detach()
     labels = target.long()
     reference = shards.row_max(logits)  # first: on a GPU it runs while _class_range waits
-    start, classes = _class_range(logits, options, group)
+    start, classes = _class_range(logits, labels, options, group)
     dist.all_reduce(reference, op=dist.ReduceOp.MAX, group=group)
-    if classes == 0:
-        raise ValueError("the shards of all ranks together have no class (k = 0)")
     ignore_index = options["ignore_index"]
-    if labels.device.type == "cpu":  # on a GPU this check would synchronise: NaN rows instead
-        bad = (labels != ignore_index) & ((labels < 0) | (labels >= classes))
-        if bool(bad.any()):
-            raise ValueError(
-                f"target holds class index {int(labels[bad][0])}, outside [0, {classes}) "
-                f"and not ignore_index={ignore_index}"
-            )
     shard = shards.ShardTarget(start=start, classes=classes, labels=labels,
                                ignore_index=ignore_index,
                                label_smoothing=options["label_smoothing"])
@@ -203,14 +221,15 @@ def vocab_parallel_cross_entropy(
     gathered ``(N, k)`` logits, returned on every rank in ``logits_shard``'s dtype (per row
     for ``"none"``). It is differentiable with respect to ``logits_shard`` (once): the
     forward pass computes this rank's gradient, the backward pass only scales it, with no
-    communication. Every rank of the group must call it with the same ``N`` and options:
-    each rank checks the others' (they come with the widths), and a mismatch is a
-    ValueError on every rank.
+    communication. Every rank of the group must call it with the same ``N``, options and
+    targets: each rank checks the others' (they come with the widths; the targets by their
+    sum), and a mismatch is a ValueError on every rank, as is a label outside ``[0, k)``
+    that is not ``ignore_index``, also on CUDA.
 
-    Raises TypeError or ValueError naming the argument for bad input (labels outside
-    ``[0, k)`` only for CPU tensors: on a GPU the check would synchronise, and an invalid
-    label's row becomes NaN), RuntimeError when torch.distributed is not initialised.
-    On CUDA, reading the exchanged widths is one small host synchronisation.
+    Raises TypeError or ValueError naming the argument for bad input (the checks of a
+    rank's own arguments, before any communication, raise on that rank alone),
+    RuntimeError when torch.distributed is not initialised. On CUDA, reading the exchanged
+    numbers is one small host synchronisation.
     """
     from fastloss.torch import _refuse_tangents, _refuse_transforms
 

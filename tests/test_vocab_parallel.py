@@ -73,8 +73,9 @@ def _check_case(rank, widths, dtype, options, seed):
     torch.testing.assert_close(loss, want.detach(), **TOLERANCE[dtype], msg=message)
     torch.testing.assert_close(shard.grad, whole.grad[:, start:start + widths[rank]],
                                **TOLERANCE[dtype], msg=message)
-    # Five numbers a rank (widths, N and options), then three all-reduces of N numbers.
-    assert calls == [5 * len(widths), ROWS, ROWS, ROWS], message
+    # Nine numbers a rank (width, N, options, the labels' sum, count and range), then three
+    # all-reduces of N numbers.
+    assert calls == [9 * len(widths), ROWS, ROWS, ROWS], message
 
 
 def _check_no_grad_and_errors(rank, widths):
@@ -90,9 +91,18 @@ def _check_no_grad_and_errors(rank, widths):
     with pytest.raises(RuntimeError, match="vocab_parallel_cross_entropy does not support "
                                            "double backward.*cross_entropy of the gathered"):
         torch.autograd.grad(loss, leaf, create_graph=True)
-    labels[3] = classes  # the same bad label on every rank: every rank raises
-    with pytest.raises(ValueError, match=rf"class index {classes}, outside \[0, {classes}\)"):
-        flt.vocab_parallel_cross_entropy(shard, labels)
+    # The same bad label on every rank: every rank raises, as on a GPU (no NaN rows).
+    for bad in (classes, -5, 2**63 - 1):
+        wrong = labels.clone()
+        wrong[3] = bad
+        with pytest.raises(ValueError, match=rf"class index {bad}, outside \[0, {classes}\)"):
+            flt.vocab_parallel_cross_entropy(shard, wrong)
+    # Targets that differ between ranks: the same error on every rank, never a hang in the
+    # next collective (or a rank with a bad label alone, raising while the others wait).
+    wrong = labels.clone()
+    wrong[3] = (labels[3] + rank) % classes if rank else classes
+    with pytest.raises(ValueError, match="same target; got target = sums "):
+        flt.vocab_parallel_cross_entropy(shard, wrong)
     with pytest.raises(ValueError, match=r"no class \(k = 0\)"):  # every rank's shard empty
         flt.vocab_parallel_cross_entropy(shard[:, :0], torch.full_like(labels, -100))
     # A rank out of step with the others: the same error on every rank, never a hang.
