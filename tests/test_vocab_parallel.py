@@ -91,7 +91,7 @@ def _check_no_grad_and_errors(rank, widths):
     with pytest.raises(RuntimeError, match="vocab_parallel_cross_entropy does not support "
                                            "double backward.*cross_entropy of the gathered"):
         torch.autograd.grad(loss, leaf, create_graph=True)
-    # The same bad label on every rank: every rank raises, as on a GPU (no NaN rows).
+    # The same bad label on every rank: every rank raises, on a GPU too (no NaN rows).
     for bad in (classes, -5, 2**63 - 1):
         wrong = labels.clone()
         wrong[3] = bad
