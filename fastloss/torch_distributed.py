@@ -79,46 +79,60 @@ def _check_arguments(logits_shard, target, group) -> None:
 
 
 # What each rank tells the others about its call (all-reduce 0), in this order: its shard
-# width, what must be the same on every rank, then the range of its labels.
+# width, then what must be the same on every rank: N, the options, and a summary of its
+# labels (a sum weighted by position, which tells a permutation apart; the count not
+# ignored; the lowest and highest of those).
 _CALL_FIELDS = ("width", "N", "reduction", "ignore_index", "label_smoothing", "target",
-                "labels kept", "lowest label", "highest label")
+                "target", "target", "target")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _class_range(logits, labels, options, group) -> tuple[int, int]:
     """All-reduce 0: this rank's ``(start, classes)``. Every rank checks every rank's call,
     so that a bad one is the same ValueError on every rank: ``N`` and the options must be
-    the same everywhere, the targets too (by their int64 sum, wrapped), and each label in
-    ``[0, k)`` or ``ignore_index``. On a GPU the labels' sum and range are computed on the
-    device and read with the widths (no synchronisation of their own)."""
+    the same everywhere, the targets too (by their summary, int64 sums wrapped), and each
+    label in ``[0, k)`` or ``ignore_index``. On a GPU the summary is computed on the
+    device and read with the widths, in the call's one host synchronisation."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     rows, width = logits.shape
     ignore_index = options["ignore_index"]
-    # int64 throughout, label_smoothing as its float64's bits: every value exact (an
-    # ignore_index past 2**53 would round as a float64).
+    # int64 throughout, label_smoothing as its float64's bits (-0.0 as 0.0): every value
+    # exact (an ignore_index past 2**53 would round as a float64).
     mine = torch.tensor((width, rows, _validate.REDUCTIONS.index(options["reduction"]),
-                         ignore_index, _bits(options["label_smoothing"])), dtype=torch.int64)
+                         ignore_index, _bits(options["label_smoothing"] + 0.0)),
+                        dtype=torch.int64)
+    device = logits.device
+    if device.type == "cuda":
+        mine = mine.pin_memory()  # copied to the device without a synchronisation
     if rows:
         kept = labels != ignore_index
-        stats = torch.stack((labels.sum(), kept.sum(), torch.where(kept, labels, _INT64_MAX).min(),
-                             torch.where(kept, labels, _INT64_MIN).max()))
+        positions = torch.arange(1, rows + 1, dtype=torch.int64, device=device)
+        summary = torch.stack((
+            (labels * positions).sum(), kept.sum(),
+            torch.where(kept, labels, _INT64_MAX).min(),
+            torch.where(kept, labels, _INT64_MIN).max(),
+        ))
     else:
-        stats = torch.zeros(4, dtype=torch.int64)
+        summary = torch.zeros(4, dtype=torch.int64, device=device)
     fields = len(_CALL_FIELDS)
-    calls = torch.zeros(world * fields, dtype=torch.int64, device=logits.device)
-    calls[rank * fields:(rank + 1) * fields] = torch.cat((mine.to(logits.device),
-                                                          stats.to(logits.device)))
+    calls = torch.zeros(world * fields, dtype=torch.int64, device=device)
+    calls[rank * fields:(rank + 1) * fields] = torch.cat(
+        (mine.to(device, non_blocking=True), summary))
     dist.all_reduce(calls, group=group)  # each rank's numbers plus zeros
     calls = calls.view(world, fields).tolist()  # one small host read per call
-    for field, name in enumerate(_CALL_FIELDS[1:6], start=1):
+    for field, name in enumerate(_CALL_FIELDS[1:], start=1):
         values = [call[field] for call in calls]
         if any(value != values[0] for value in values):
+            if name == "target":
+                raise ValueError(
+                    "every rank must call vocab_parallel_cross_entropy with the same target; "
+                    f"its summary differs between ranks 0..{world - 1}: "
+                    f"{[call[5:] for call in calls]}"
+                )
             if name == "reduction":
                 values = [_validate.REDUCTIONS[value] for value in values]
             elif name == "label_smoothing":
                 values = [_float(value) for value in values]
-            elif name == "target":
-                values = "sums " + str(values)
             raise ValueError(
                 f"every rank must call vocab_parallel_cross_entropy with the same {name}; "
                 f"got {name} = {values} on ranks 0..{world - 1}"
@@ -127,7 +141,7 @@ def _class_range(logits, labels, options, group) -> tuple[int, int]:
     classes = sum(widths)
     if classes == 0:
         raise ValueError("the shards of all ranks together have no class (k = 0)")
-    # The same targets everywhere: rank 0's labels are every rank's.
+    # The same summary everywhere: rank 0's labels stand for every rank's.
     kept, lowest, highest = calls[0][6:]
     for label in (lowest, highest) if kept else ():
         if not 0 <= label < classes:
@@ -222,8 +236,8 @@ def vocab_parallel_cross_entropy(
     for ``"none"``). It is differentiable with respect to ``logits_shard`` (once): the
     forward pass computes this rank's gradient, the backward pass only scales it, with no
     communication. Every rank of the group must call it with the same ``N``, options and
-    targets: each rank checks the others' (they come with the widths; the targets by their
-    sum), and a mismatch is a ValueError on every rank, as is a label outside ``[0, k)``
+    targets: each rank checks the others' (they come with the widths; the targets by a
+    summary), and a mismatch is a ValueError on every rank, as is a label outside ``[0, k)``
     that is not ``ignore_index``, also on CUDA.
 
     Raises TypeError or ValueError naming the argument for bad input (the checks of a

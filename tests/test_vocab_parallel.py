@@ -99,10 +99,23 @@ def _check_no_grad_and_errors(rank, widths):
             flt.vocab_parallel_cross_entropy(shard, wrong)
     # Targets that differ between ranks: the same error on every rank, never a hang in the
     # next collective (or a rank with a bad label alone, raising while the others wait).
+    # Rank 0 with a bad label (or two labels swapped), the others with the right ones.
+    assert labels[3] != labels[4]
+    for bad, other in ((classes, labels[3]), (labels[4], labels[3])):
+        wrong = labels.clone()
+        if rank == 0:
+            wrong[3], wrong[4] = bad, other
+        with pytest.raises(ValueError, match="same target; its summary differs"):
+            flt.vocab_parallel_cross_entropy(shard, wrong)
+    # A bad label on rank 1 alone, with rank 0's weighted sum and count: its range tells.
     wrong = labels.clone()
-    wrong[3] = (labels[3] + rank) % classes if rank else classes
-    with pytest.raises(ValueError, match="same target; got target = sums "):
+    wrong[1] = wrong[3] = 0
+    if rank == 1:
+        wrong[1], wrong[3] = 2, -1  # positions 2 and 4: 2 * 2 - 4 * 1 = 0
+    with pytest.raises(ValueError, match="same target; its summary differs"):
         flt.vocab_parallel_cross_entropy(shard, wrong)
+    # -0.0 is 0.0.
+    flt.vocab_parallel_cross_entropy(shard, labels, label_smoothing=-0.0 if rank else 0.0)
     with pytest.raises(ValueError, match=r"no class \(k = 0\)"):  # every rank's shard empty
         flt.vocab_parallel_cross_entropy(shard[:, :0], torch.full_like(labels, -100))
     # A rank out of step with the others: the same error on every rank, never a hang.
