@@ -120,6 +120,12 @@ def _class_range(logits, labels, options, group) -> tuple[int, int]:
         (mine.to(device, non_blocking=True), summary))
     dist.all_reduce(calls, group=group)  # each rank's numbers plus zeros
     calls = calls.view(world, fields).tolist()  # one small host read per call
+    refused = [other for other, call in enumerate(calls) if call[0] < 0]
+    if refused:
+        raise ValueError(
+            f"rank(s) {refused} refused their arguments to vocab_parallel_cross_entropy (see "
+            "their errors), so no rank computes it"
+        )
     for field, name in enumerate(_CALL_FIELDS[1:], start=1):
         values = [call[field] for call in calls]
         if any(value != values[0] for value in values):
@@ -150,6 +156,24 @@ def _class_range(logits, labels, options, group) -> tuple[int, int]:
                 f"ignore_index={ignore_index}"
             )
     return sum(widths[:rank]), classes
+
+
+def _tell_refused(logits_shard, group) -> None:
+    """This rank's part of all-reduce 0 for a call its own checks refused (a width of -1), so
+    that the other ranks raise too rather than wait; nothing where there is no group."""
+    if not (dist.is_available() and dist.is_initialized()) or not (
+            group is None or isinstance(group, dist.ProcessGroup)):
+        return
+    if isinstance(logits_shard, torch.Tensor):
+        device = logits_shard.device
+    elif dist.get_backend(group) == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    fields = len(_CALL_FIELDS)
+    calls = torch.zeros(dist.get_world_size(group) * fields, dtype=torch.int64, device=device)
+    calls[dist.get_rank(group) * fields] = -1
+    dist.all_reduce(calls, group=group)
 
 
 def _bits(value: float) -> int:
@@ -240,8 +264,8 @@ def vocab_parallel_cross_entropy(
     summary), and a mismatch is a ValueError on every rank, as is a label outside ``[0, k)``
     that is not ``ignore_index``, also on CUDA.
 
-    Raises TypeError or ValueError naming the argument for bad input (the checks of a
-    rank's own arguments, before any communication, raise on that rank alone),
+    Raises TypeError or ValueError naming the argument for bad input (a rank whose own
+    arguments are refused raises its error, and the others a ValueError naming it),
     RuntimeError when torch.distributed is not initialised. On CUDA, reading the exchanged
     numbers is one small host synchronisation.
     """
@@ -249,12 +273,16 @@ def vocab_parallel_cross_entropy(
 
     _refuse_tangents("vocab_parallel_cross_entropy", logits_shard, target)
     _refuse_transforms("vocab_parallel_cross_entropy", logits_shard, target)
-    options = {
-        "reduction": _validate.check_reduction(reduction),
-        "ignore_index": _validate.check_int(ignore_index, "ignore_index"),
-        "label_smoothing": _validate.check_probability(label_smoothing, "label_smoothing"),
-    }
-    _check_arguments(logits_shard, target, group)
+    try:
+        options = {
+            "reduction": _validate.check_reduction(reduction),
+            "ignore_index": _validate.check_int(ignore_index, "ignore_index"),
+            "label_smoothing": _validate.check_probability(label_smoothing, "label_smoothing"),
+        }
+        _check_arguments(logits_shard, target, group)
+    except (TypeError, ValueError):
+        _tell_refused(logits_shard, group)
+        raise
     if torch.is_grad_enabled() and logits_shard.requires_grad:
         return _VocabParallelCrossEntropy.apply(logits_shard, target, group, options)
     return _forward(logits_shard, target, group, options, want_grad=False)[0]

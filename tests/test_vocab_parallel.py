@@ -130,6 +130,20 @@ def _check_no_grad_and_errors(rank, widths):
         values = re.escape(str([first] + [other] * (world - 1)))
         with pytest.raises(ValueError, match=f"same {name}; got {name} = {values}"):
             flt.vocab_parallel_cross_entropy(shard, labels, **{name: other if rank else first})
+    # A rank whose own checks refuse its call raises its error; the others learn of it in
+    # the exchange and raise too.
+    for refusing, error, match, wrong in (
+        (0, TypeError, "target must be a torch.Tensor of integer",
+         {"target": labels.double()}),
+        (world - 1, ValueError, "reduction must be", {"reduction": "bogus"}),
+    ):
+        call = {"logits_shard": shard, "target": labels}
+        if rank == refusing:
+            call.update(wrong)
+        else:
+            error, match = ValueError, rf"rank\(s\) \[{refusing}\] refused their arguments"
+        with pytest.raises(error, match=match):
+            flt.vocab_parallel_cross_entropy(**call)
 
 
 def _worker(rank, world, port):
