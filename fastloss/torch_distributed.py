@@ -42,12 +42,17 @@ __all__ = ["vocab_parallel_cross_entropy"]
 # too). uint64: .long() would wrap 2**63 and up, 2**64 - 100 to an ignored -100; PyTorch
 # takes int64 or uint8 labels.
 NOT_CLASS_INDICES = (torch.bool, torch.complex64, torch.complex128, torch.uint64)
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _check_arguments(logits_shard, target, group) -> None:
-    if not isinstance(logits_shard, torch.Tensor) or not logits_shard.is_floating_point():
+    if not isinstance(logits_shard, torch.Tensor) or logits_shard.dtype not in _FLOATS:
         got = getattr(logits_shard, "dtype", type(logits_shard).__name__)
-        raise TypeError(f"logits_shard must be a floating-point torch.Tensor; got {got}")
+        raise TypeError("logits_shard must be a torch.Tensor of float16, bfloat16, float32 or "
+                        f"float64; got {got}")
+    if logits_shard.layout != torch.strided or logits_shard.device.type not in ("cpu", "cuda"):
+        raise TypeError(f"logits_shard must be a dense CPU or CUDA tensor; got layout "
+                        f"{logits_shard.layout} on {logits_shard.device}")
     if logits_shard.dim() != 2:
         raise ValueError(
             "logits_shard must be 2-D (N, width): this rank's columns of (N, k) logits; "
@@ -158,18 +163,17 @@ def _class_range(logits, labels, options, group) -> tuple[int, int]:
     return sum(widths[:rank]), classes
 
 
-def _tell_refused(logits_shard, group) -> None:
+def _tell_refused(group) -> None:
     """This rank's part of all-reduce 0 for a call its own checks refused (a width of -1), so
-    that the other ranks raise too rather than wait; nothing where there is no group."""
-    if not (dist.is_available() and dist.is_initialized()) or not (
-            group is None or isinstance(group, dist.ProcessGroup)):
+    that the other ranks raise too rather than wait; nothing without torch.distributed. On
+    the default group where ``group`` is not one, on the device the group's backend takes."""
+    if not (dist.is_available() and dist.is_initialized()):
         return
-    if isinstance(logits_shard, torch.Tensor):
-        device = logits_shard.device
-    elif dist.get_backend(group) == "nccl":
+    if not isinstance(group, dist.ProcessGroup):
+        group = None
+    device = torch.device("cpu")
+    if dist.get_backend(group) == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
-    else:
-        device = torch.device("cpu")
     fields = len(_CALL_FIELDS)
     calls = torch.zeros(dist.get_world_size(group) * fields, dtype=torch.int64, device=device)
     calls[dist.get_rank(group) * fields] = -1
@@ -271,17 +275,17 @@ def vocab_parallel_cross_entropy(
     """
     from fastloss.torch import _refuse_tangents, _refuse_transforms
 
-    _refuse_tangents("vocab_parallel_cross_entropy", logits_shard, target)
-    _refuse_transforms("vocab_parallel_cross_entropy", logits_shard, target)
     try:
+        _refuse_tangents("vocab_parallel_cross_entropy", logits_shard, target)
+        _refuse_transforms("vocab_parallel_cross_entropy", logits_shard, target)
         options = {
             "reduction": _validate.check_reduction(reduction),
             "ignore_index": _validate.check_int(ignore_index, "ignore_index"),
             "label_smoothing": _validate.check_probability(label_smoothing, "label_smoothing"),
         }
         _check_arguments(logits_shard, target, group)
-    except (TypeError, ValueError):
-        _tell_refused(logits_shard, group)
+    except (TypeError, ValueError, NotImplementedError):
+        _tell_refused(group)
         raise
     if torch.is_grad_enabled() and logits_shard.requires_grad:
         return _VocabParallelCrossEntropy.apply(logits_shard, target, group, options)

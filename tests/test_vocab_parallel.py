@@ -136,6 +136,9 @@ def _check_no_grad_and_errors(rank, widths):
         (0, TypeError, "target must be a torch.Tensor of integer",
          {"target": labels.double()}),
         (world - 1, ValueError, "reduction must be", {"reduction": "bogus"}),
+        (0, TypeError, "dense CPU or CUDA", {"logits_shard": shard.to("meta"),
+                                              "target": labels.to("meta")}),
+        (world - 1, TypeError, "group must be", {"group": object()}),
     ):
         call = {"logits_shard": shard, "target": labels}
         if rank == refusing:
@@ -177,8 +180,13 @@ def test_matches_cross_entropy_of_the_gathered_logits(forkserver, world):
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_bad_arguments_name_the_argument():
     logits, labels = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
-    with pytest.raises(TypeError, match="logits_shard must be a floating-point"):
+    with pytest.raises(TypeError, match="logits_shard must be a torch.Tensor of float16"):
         flt.vocab_parallel_cross_entropy(logits.long(), labels)
+    with pytest.raises(TypeError, match="logits_shard must be a torch.Tensor of float16"):
+        flt.vocab_parallel_cross_entropy(logits.to(torch.float8_e4m3fn), labels)
+    for other in (logits.to_sparse(), logits.to("meta")):
+        with pytest.raises(TypeError, match="logits_shard must be a dense CPU or CUDA tensor"):
+            flt.vocab_parallel_cross_entropy(other, labels.to(other.device))
     with pytest.raises(ValueError, match="logits_shard must be 2-D"):
         flt.vocab_parallel_cross_entropy(logits[0], labels)
     with pytest.raises(TypeError, match="target must be a torch.Tensor of integer"):
