@@ -89,6 +89,7 @@ def _check_arguments(logits_shard, target, group) -> None:
 # ignored; the lowest and highest of those).
 _CALL_FIELDS = ("width", "N", "reduction", "ignore_index", "label_smoothing", "target",
                 "target", "target", "target")
+_SUMMARY = _CALL_FIELDS.index("target")  # where the labels' summary starts
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -98,7 +99,6 @@ def _class_range(logits, labels, options, group) -> tuple[int, int]:
     the same everywhere, the targets too (by their summary, int64 sums wrapped), and each
     label in ``[0, k)`` or ``ignore_index``. On a GPU the summary is computed on the
     device and read with the widths, in the call's one host synchronisation."""
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
     rows, width = logits.shape
     ignore_index = options["ignore_index"]
     # int64 throughout, label_smoothing as its float64's bits (-0.0 as 0.0): every value
@@ -119,12 +119,8 @@ def _class_range(logits, labels, options, group) -> tuple[int, int]:
         ))
     else:
         summary = torch.zeros(4, dtype=torch.int64, device=device)
-    fields = len(_CALL_FIELDS)
-    calls = torch.zeros(world * fields, dtype=torch.int64, device=device)
-    calls[rank * fields:(rank + 1) * fields] = torch.cat(
-        (mine.to(device, non_blocking=True), summary))
-    dist.all_reduce(calls, group=group)  # each rank's numbers plus zeros
-    calls = calls.view(world, fields).tolist()  # one small host read per call
+    calls = _exchange(torch.cat((mine.to(device, non_blocking=True), summary)), group)
+    world = len(calls)
     refused = [other for other, call in enumerate(calls) if call[0] < 0]
     if refused:
         raise ValueError(
@@ -138,7 +134,7 @@ def _class_range(logits, labels, options, group) -> tuple[int, int]:
                 raise ValueError(
                     "every rank must call vocab_parallel_cross_entropy with the same target; "
                     f"its summary differs between ranks 0..{world - 1}: "
-                    f"{[call[5:] for call in calls]}"
+                    f"{[call[_SUMMARY:] for call in calls]}"
                 )
             if name == "reduction":
                 values = [_validate.REDUCTIONS[value] for value in values]
@@ -153,14 +149,14 @@ def _class_range(logits, labels, options, group) -> tuple[int, int]:
     if classes == 0:
         raise ValueError("the shards of all ranks together have no class (k = 0)")
     # The same summary everywhere: rank 0's labels stand for every rank's.
-    kept, lowest, highest = calls[0][6:]
+    kept, lowest, highest = calls[0][_SUMMARY + 1:]
     for label in (lowest, highest) if kept else ():
         if not 0 <= label < classes:
             raise ValueError(
                 f"target holds class index {label}, outside [0, {classes}) and not "
                 f"ignore_index={ignore_index}"
             )
-    return sum(widths[:rank]), classes
+    return sum(widths[:dist.get_rank(group)]), classes
 
 
 def _tell_refused(group) -> None:
@@ -174,10 +170,20 @@ def _tell_refused(group) -> None:
     device = torch.device("cpu")
     if dist.get_backend(group) == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
+    refused = torch.zeros(len(_CALL_FIELDS), dtype=torch.int64, device=device)
+    refused[0] = -1
+    _exchange(refused, group)
+
+
+def _exchange(mine, group) -> list[list[int]]:
+    """All-reduce 0 itself: every rank's ``_CALL_FIELDS`` numbers, by rank, from this rank's
+    ``mine`` (int64, on the device the exchange runs on); one small host read."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
     fields = len(_CALL_FIELDS)
-    calls = torch.zeros(dist.get_world_size(group) * fields, dtype=torch.int64, device=device)
-    calls[dist.get_rank(group) * fields] = -1
-    dist.all_reduce(calls, group=group)
+    calls = torch.zeros(world * fields, dtype=torch.int64, device=mine.device)
+    calls[rank * fields:(rank + 1) * fields] = mine
+    dist.all_reduce(calls, group=group)  # each rank's numbers plus zeros
+    return calls.view(world, fields).tolist()
 
 
 def _bits(value: float) -> int:
