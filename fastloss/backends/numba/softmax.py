@@ -33,9 +33,9 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _row_max,
     _row_scale,
     _rows_per_block,
+    _stack_array_of,
     _stack_ce_tile,
     _stack_lanes,
-    _stack_tile,
     _store_tile,
     _wide_vectors,
     _wide_vectors_out_of_line,
@@ -52,6 +52,8 @@ BACKWARD_LANE_CLASSES = 32
 # the time (softmax) and 0.93-1.3x (log-softmax), rows of 255 0.98x and 0.91x (one thread,
 # Zen 4, 2.6M elements).
 FORWARD_LANE_CLASSES = 224
+# A backward pass's tile: its rows in lanes, BACKWARD_LANE_CLASSES classes of LANES rows.
+_stack_backward_tile = _stack_array_of(BACKWARD_LANE_CLASSES * LANES)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -161,7 +163,7 @@ def _lanes_backward(y, g, out, log, start, stop):
     _wide_vectors()
     classes = y.shape[1]
     y_flat, g_flat, out_flat = y.reshape(y.size), g.reshape(g.size), out.reshape(out.size)
-    y_tile, g_tile = _stack_tile(y_flat), _stack_tile(y_flat)
+    y_tile, g_tile = _stack_backward_tile(y_flat), _stack_backward_tile(y_flat)
     total = _stack_lanes(0.0)
     for row in range(start, stop, LANES):
         count = min(LANES, stop - row)
