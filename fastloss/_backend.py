@@ -182,7 +182,8 @@ class HostBackend(Backend):
         if (_UNIT_ROUNDS and type(loss) is float and dtype in _UNITS
                 and -_FLOAT32_MAX <= loss <= _FLOAT32_MAX):
             return _UNITS[dtype] * loss
-        with np.errstate(over="ignore"):  # past the dtype's range: inf, as in PyTorch
+        # Past the dtype's range: inf, as in PyTorch; below its smallest subnormal: 0.
+        with np.errstate(over="ignore", under="ignore"):
             return dtype.type(loss)
 
 

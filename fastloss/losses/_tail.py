@@ -77,15 +77,17 @@ def output(buffer, writes_out: bool, out, dtype):
         return buffer
     if out is None:
         return narrowed(buffer, dtype)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         out[...] = buffer
     return out
 
 
-def narrowed(values, dtype):
-    """``values`` in ``dtype`` (itself when it has it); a value past the dtype's range is
-    inf, without NumPy's overflow warning, as in PyTorch."""
+def narrowed(values, dtype, order="K"):
+    """``values`` in ``dtype`` (itself when it has it; else a copy in ``order``), rounded as
+    IEEE rounds: a value past the dtype's range is inf, one below its smallest subnormal 0,
+    without NumPy's overflow and underflow warnings (or errors, under the caller's
+    ``np.errstate``), as in PyTorch."""
     if values.dtype == dtype:
         return values
-    with np.errstate(over="ignore"):
-        return values.astype(dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        return values.astype(dtype, order=order)

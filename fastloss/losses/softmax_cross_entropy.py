@@ -10,7 +10,7 @@ from fastloss.losses import _class_labels, _tail
 def _probabilities(target, logits, ignore_index, work, backend, xp):
     backend.check_float(target, "target")
     v.check_probability_target(target, logits.shape, ignore_index)
-    return xp.ascontiguousarray(target, dtype=work)
+    return xp.ascontiguousarray(_tail.narrowed(target, work, "C"))
 
 
 def _softmax_cross_entropy(

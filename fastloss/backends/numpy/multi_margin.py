@@ -11,7 +11,7 @@ def multi_margin(x, labels, weight, grad_out, loss_out, p, margin, divisor):
     rows, classes = z.shape
     picked = z[np.arange(rows), labels][:, None]
     w = (np.ones(rows) if weight is None else weight[labels])[:, None]
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with np.errstate(all="ignore"):
         h = margin - picked + z
         # As PyTorch: a term counts where h > 0, so a NaN h (a NaN score, inf - inf) adds
         # nothing to the loss and has slope 0.

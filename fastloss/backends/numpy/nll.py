@@ -14,7 +14,7 @@ def nll(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor):
     w = np.where(kept, w, 0.0)
     picked = log_probs[np.arange(rows), picked_labels].astype(np.float64)
     divisor = np.float64(divisor)
-    with np.errstate(invalid="ignore", divide="ignore"):  # 0 * -inf; an empty mean's 0 / 0
+    with np.errstate(all="ignore"):  # 0 * -inf; an empty mean's 0 / 0
         row_losses = np.where(kept, -w * picked, 0.0)
         if grad_out is not None:
             grad_out[...] = 0

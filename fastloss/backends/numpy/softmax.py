@@ -3,30 +3,48 @@
 The contract: ``fastloss.backends``.
 """
 
+import functools
+
 import numpy as np
+
+
+def _quiet(function):
+    """``function`` under ``np.errstate(all="ignore")``: an exponential that underflows to 0,
+    a result that rounds to 0 or inf in ``out``'s dtype, and NaN or all -inf rows (NaN) are
+    IEEE's results, whatever NumPy's error settings of the caller."""
+
+    @functools.wraps(function)
+    def quiet(*args):
+        with np.errstate(all="ignore"):
+            return function(*args)
+
+    return quiet
 
 
 def _shifted(z):
     x = z.astype(np.float64)
-    with np.errstate(invalid="ignore"):  # NaN rows stay NaN; all -inf rows become NaN
-        return x - x.max(axis=1, keepdims=True)
+    return x - x.max(axis=1, keepdims=True)
 
 
+@_quiet
 def softmax(z, out):
     e = np.exp(_shifted(z))
     out[...] = e / e.sum(axis=1, keepdims=True)
 
 
+@_quiet
 def log_softmax(z, out):
     x = _shifted(z)
     out[...] = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
 
 
+@_quiet
 def softmax_backward(p, g, out):
     p, g = p.astype(np.float64), g.astype(np.float64)
     out[...] = p * (g - (p * g).sum(axis=1, keepdims=True))
 
 
+@_quiet
 def log_softmax_backward(logp, g, out):
     g = g.astype(np.float64)
     out[...] = g - np.exp(logp.astype(np.float64)) * g.sum(axis=1, keepdims=True)

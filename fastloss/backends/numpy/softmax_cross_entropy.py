@@ -27,7 +27,7 @@ def softmax_cross_entropy(
 ):
     z = logits.astype(np.float64)
     rows, classes = z.shape
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    with np.errstate(all="ignore"):
         qw, ignored = _target_weights(target, rows, classes, weight, ignore_index,
                                       label_smoothing)
         shifted = z - z.max(axis=1, keepdims=True)
