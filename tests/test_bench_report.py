@@ -83,7 +83,10 @@ def test_quick_report_is_one_line_per_loss_and_backend(tmp_path, capsys):
                                     ["--budget", "inf"], ["--losses", ","], ["--ops", ","],
                                     ["--classes", "0"], ["--sizes", "1e20"],
                                     ["--sizes", "1x99999999999999"], ["--json", "."],
-                                    ["--plot", "."]])
+                                    ["--plot", "."], ["--sizes", ","],
+                                    ["--sweep-elements", "1e13", "--sweep-classes", "1000"],
+                                    ["--sweep-elements", "100",
+                                     "--sweep-classes", "1000000000000"]])
 def test_bad_option_is_a_usage_error(option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--losses", "mse", *option] if option[0] != "--losses" else option)
@@ -322,9 +325,22 @@ def test_dask_report_bad_option_is_a_usage_error(option, capsys):
 def test_dask_report_takes_what_local_cluster_takes():
     from fastloss.bench import dask_report
 
-    for limit in ("2GiB", "auto", "0.5", "0", "1e9"):
+    # Past this machine's memory: LocalCluster's warning, and its memory.
+    for limit in ("2GiB", "auto", "0.5", "0", "1e9", "1e40"):
         assert dask_report.parse_args(["--memory-limit", limit]).memory_limit == limit
     assert dask_report.parse_args(["--max-bytes", "0"]).max_bytes == 0
+
+
+def test_dask_report_that_cannot_write_its_json_says_so_in_one_line(monkeypatch):
+    from fastloss.bench import dask_report
+
+    monkeypatch.setattr(peers, "missing_module", lambda *names: None)
+    monkeypatch.setattr(dask_report, "run", lambda args: [])
+    monkeypatch.setattr(dask_report, "table", lambda results, args: "")
+    with pytest.raises(SystemExit) as exit_info:  # /proc is a folder, but takes no new file
+        dask_report.main(["--quick", "--json", "/proc/fastloss-bench.json"])
+    assert str(exit_info.value).startswith(
+        "fastloss bench --dask: cannot write /proc/fastloss-bench.json: ")
 
 
 def test_info_takes_no_arguments(capsys):
@@ -376,7 +392,8 @@ def test_against_a_revision_times_both_versions_and_compares_their_bits():
 @pytest.mark.parametrize("option", [["--losses", "no_such_loss"], ["--losses", ","],
                                     ["--classes", "abc"], ["--classes", "0"], ["--sizes", "0"],
                                     ["--op", "forward", "--losses", "softmax"],
-                                    ["--repeats", "0"]])
+                                    ["--repeats", "0"], ["--sizes", "1e13"],
+                                    ["--classes", "1000000000000", "--sizes", "1e12"]])
 def test_against_bad_option_is_a_usage_error(option, capsys):
     # Checked before any revision is read or kernel compiled.
     with pytest.raises(SystemExit) as exit_info:

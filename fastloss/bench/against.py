@@ -141,7 +141,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
                         help="the inputs' floating dtype (default: float32)")
     args = parser.parse_args(argv)
-    from fastloss.bench import peers
+    from fastloss.bench import peers, report
 
     args.losses = [name for name in args.losses.split(",") if name]
     try:
@@ -162,9 +162,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         for size in args.sizes:
             for width in args.classes:
                 try:
-                    peers.shape_for(loss, size, width)
+                    shape = peers.shape_for(loss, size, width)
                 except ValueError as exc:
                     parser.error(f"--sizes: {exc}")
+                error = report.memory_error(loss, shape)
+                if error:
+                    parser.error(f"--sizes: {size} gives {error}")
         if args.op is not None and args.op not in ops:
             parser.error(f"--op: {loss} has no {args.op!r}; its ops: {', '.join(ops)}")
     return args

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
@@ -217,7 +218,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if parse_memory_limit is not None:
         try:
             # LocalCluster's own reading: a size, "auto", a fraction of the memory, 0 for none.
-            limit = parse_memory_limit(args.memory_limit, 1, logger=None)
+            # Past this machine's memory, distributed's warning, as LocalCluster gives it.
+            limit = parse_memory_limit(args.memory_limit, 1,
+                                       logger=logging.getLogger("distributed.worker_memory"))
         except (ValueError, TypeError):
             limit = -1
         if limit is not None and limit < 0:
@@ -238,10 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(args)
     print(table(results, args))
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump({"schema": "fastloss-bench-dask/1", "results": results,
-                       "memory_limit": args.memory_limit, "cpus": os.cpu_count()},
-                      file, indent=1)
+        try:
+            with open(args.json, "w") as file:
+                json.dump({"schema": "fastloss-bench-dask/1", "results": results,
+                           "memory_limit": args.memory_limit, "cpus": os.cpu_count()},
+                          file, indent=1)
+        except OSError as exc:
+            raise SystemExit(f"fastloss bench --dask: cannot write {exc.filename}: "
+                             f"{exc.strerror}") from None
     return 0
 
 

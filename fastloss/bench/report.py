@@ -678,6 +678,17 @@ def _host_memory_bytes() -> int | None:
         return None
 
 
+def memory_error(loss: str, shape: tuple[int, int]) -> str | None:
+    """Why a ``shape`` input of ``loss`` cannot be made in this machine's memory (one float32
+    array of it is larger), else None: checked before a run, where an allocation would fail
+    with a traceback in it."""
+    memory = _host_memory_bytes()
+    if memory and shape[0] * shape[1] * 4 > memory:
+        return (f"a {shape[0]}x{shape[1]} {loss} input, more than this machine's "
+                f"{memory / 2**30:.0f} GiB memory")
+    return None
+
+
 def output_path_error(path: str | None) -> str | None:
     """Why ``path`` cannot take a file the run will write (a missing folder, a folder of that
     name), else None: checked before the run, since a path that fails afterwards wastes it."""
@@ -779,20 +790,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if name not in peers.PEER_NAMES:
             parser.error(f"--peers: unknown peer {name!r}; choose from "
                          f"{', '.join(peers.PEER_NAMES)}, all, none")
-    if args.sizes:
-        # A size past host memory is refused before the run, not as an allocation's traceback
-        # (the CPU backends' inputs are host arrays; cuda's are made on the device).
-        memory = _host_memory_bytes() if set(args.backends) - {"cuda"} else None
+    # The CPU backends' inputs are host arrays (cuda's are made on the device).
+    on_host = bool(set(args.backends) - {"cuda"})
+    if args.sizes is not None:
         args.sizes = [size for text in args.sizes for size in _names(text)]
+        if not args.sizes:
+            parser.error("--sizes: names nothing")
         for loss in args.losses:
             for size in args.sizes:
                 try:
-                    rows, cols = peers.shape_for(loss, size, args.classes)
+                    shape = peers.shape_for(loss, size, args.classes)
                 except ValueError as exc:
                     parser.error(f"--sizes: {exc}")
-                if memory and rows * cols * 4 > memory:  # one float32 array of the shape
-                    parser.error(f"--sizes: {size} gives a {rows}x{cols} {loss} input, more "
-                                 f"than this machine's {memory / 2**30:.0f} GiB memory")
+                error = memory_error(loss, shape) if on_host else None
+                if error:
+                    parser.error(f"--sizes: {size} gives {error}")
     if args.sweep_elements is None:
         args.sweep_elements = 0 if args.sizes or args.quick else peers.SWEEP_ELEMENTS
     if not 0 <= args.sweep_elements < math.inf:  # NaN too
@@ -805,6 +817,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--sweep-classes: not whole numbers: {args.sweep_classes}")
         if min(args.sweep_classes, default=0) < 1:
             parser.error("--sweep-classes: row widths must be 1 or more")
+    for loss in args.losses if on_host else ():
+        for shape in sweep_shapes(loss, args):
+            error = memory_error(loss, shape)
+            if error:
+                parser.error(f"--sweep-elements {args.sweep_elements} in rows of {shape[1]} "
+                             f"give {error}")
     if args.rounds < 1:
         parser.error("--rounds: must be 1 or more")
     if args.repeats is not None and args.repeats < 1:
