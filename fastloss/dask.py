@@ -108,8 +108,11 @@ def pairwise_sum(values):
     that is smaller than their count. The split points are multiples of powers of
     two, so any aligned run of ``2**b`` values is a subtree: summing aligned groups
     first, then the groups' sums, gives the same bits as one call over all values.
+    No values sum to 0.0.
     """
     count = len(values)
+    if count == 0:
+        return 0.0
     if count == 1:
         return values[0]
     half = 1 << ((count - 1).bit_length() - 1)

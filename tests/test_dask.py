@@ -724,6 +724,7 @@ def test_pairwise_sum_splits_at_the_largest_power_of_two_below_the_count():
     assert fl_dask.pairwise_sum(values) == ((a + b) + (c + d)) + ((e + f) + g)
     assert fl_dask.pairwise_sum(values[:6]) == ((a + b) + (c + d)) + (e + f)
     assert fl_dask.pairwise_sum(values[:3]) == (a + b) + c
+    assert fl_dask.pairwise_sum(values[:1]) == a and fl_dask.pairwise_sum([]) == 0.0
 
 
 def test_partials_are_summed_in_row_major_block_order():
