@@ -21,7 +21,6 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _exp_nonpositive,
     _float_bits,
     _fma,
-    _log1p_unit_float64,
 )
 from fastloss.backends.numba.softmax_cross_entropy import _log as _log_float64
 
@@ -141,6 +140,12 @@ def _log1p_unit_float32(e):
     q = _fma(_fma(_fma(q, e, c[6]), e, c[5]), e, c[4])
     q = _fma(_fma(_fma(_fma(q, e, c[3]), e, c[2]), e, c[1]), e, c[0])
     return e * q
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _log1p_unit_float64(e, inverse):
+    u = e + 1.0
+    return log_nonnegative(u) + (e - (u - 1.0)) * inverse
 
 
 def log1p_unit(e, inverse):

@@ -1290,15 +1290,6 @@ def _lanes_block(
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _log1p_unit_float64(e, inverse):
-    """log(1 + e) for a float64 e in [0, 1] (and NaN), within a few ulp, given ``inverse`` =
-    1 / (1 + e) rounded: the log of the rounded u = 1 + e plus its rounding error times
-    ``inverse`` (``_vector_math.log1p_unit`` of a float64)."""
-    u = e + 1.0
-    return _log(u) + (e - (u - 1.0)) * inverse
-
-
-@njit(cache=True, inline="always", error_model="numpy")
 def _pair_row(z0, z1, label, ignore_index):
     """(loss, slope) of a row of two classes against its label, without smoothing or
     weights: with d = z_other - z_label in float64 (exact for float32 and float16 logits),
@@ -1313,8 +1304,10 @@ def _pair_row(z0, z1, label, ignore_index):
     # Bitwise, not short-circuit: no branches, so the loop vectorises.
     d = d if (z0 != np.inf) & (z1 != np.inf) else np.nan
     e = _exp_nonpositive_float64(-abs(d))
-    inverse = 1.0 / (1.0 + e)
-    loss = (d if d > 0.0 else 0.0) + _log1p_unit_float64(e, inverse)
+    u = 1.0 + e
+    inverse = 1.0 / u
+    # log(1 + e) of the rounded u, plus its rounding error: within a few ulp (log1p).
+    loss = (d if d > 0.0 else 0.0) + (_log(u) + (e - (u - 1.0)) * inverse)
     sigmoid = inverse if d >= 0.0 else e * inverse
     kept = label != ignore_index
     return (loss if kept else 0.0), (sigmoid if kept else 0.0)
