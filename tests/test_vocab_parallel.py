@@ -1,8 +1,10 @@
 """fastloss.torch.vocab_parallel_cross_entropy on 2 and 4 gloo processes against
-torch.nn.functional.cross_entropy of the gathered logits: loss, gradient, communication."""
+torch.nn.functional.cross_entropy of the gathered logits: loss, gradient, communication.
+Its edge cases run their ranks as threads of this process over a stand-in all-reduce."""
 
 import re
 import socket
+import threading
 
 import pytest
 
@@ -14,6 +16,7 @@ if not dist.is_available():
 import torch.multiprocessing as mp  # noqa: E402
 from torch.autograd import forward_ad  # noqa: E402
 
+import fastloss._class_shards  # noqa: E402,F401  (else imported by the ranks' threads)
 import fastloss.torch as flt  # noqa: E402
 
 ROWS = 29
@@ -212,3 +215,158 @@ def test_bad_arguments_name_the_argument():
     if not dist.is_initialized():
         with pytest.raises(RuntimeError, match="init_process_group"):
             flt.vocab_parallel_cross_entropy(logits, labels)
+
+
+# ---------------------------------------------------------------------------------------
+# Edge cases, the ranks as threads: torch.distributed's rank, world size, backend and
+# all_reduce stand in for a process group (an all-reduce over a barrier, which a rank left
+# alone in a collective breaks after BARRIER_TIMEOUT_S: a failure, never a hang).
+
+BARRIER_TIMEOUT_S = 3
+
+
+class _ThreadWorld:
+    """``size`` ranks as threads: ``run(monkeypatch, call)`` calls ``call(rank)`` on each
+    rank's thread and returns each rank's result or exception."""
+
+    def __init__(self, size):
+        self.size = size
+        self.barrier = threading.Barrier(size, timeout=BARRIER_TIMEOUT_S)
+        self.slots = [None] * size
+        self.local = threading.local()
+
+    def all_reduce(self, tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
+        self.slots[self.local.rank] = tensor.clone()
+        self.barrier.wait()
+        stacked = torch.stack(self.slots)
+        reduced = stacked.amax(0) if op == dist.ReduceOp.MAX else stacked.sum(0)
+        self.barrier.wait()  # every rank has read the slots
+        tensor.copy_(reduced)
+
+    def run(self, monkeypatch, call):
+        monkeypatch.setattr(dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(dist, "get_world_size", lambda group=None: self.size)
+        monkeypatch.setattr(dist, "get_rank", lambda group=None: self.local.rank)
+        monkeypatch.setattr(dist, "get_backend", lambda group=None: "gloo")
+        monkeypatch.setattr(dist, "all_reduce", self.all_reduce)
+        results = [None] * self.size
+
+        def rank_main(rank):
+            self.local.rank = rank
+            try:
+                results[rank] = call(rank)
+            except BaseException as exc:  # noqa: BLE001 - reported per rank
+                results[rank] = exc
+
+        threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in range(self.size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=4 * BARRIER_TIMEOUT_S)
+        return results
+
+
+def _randn(*shape):
+    """Seeded float64 normal values."""
+    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+
+def _shards(logits, widths):
+    starts = [sum(widths[:rank]) for rank in range(len(widths) + 1)]
+    return [logits[:, starts[r]:starts[r + 1]] for r in range(len(widths))]
+
+
+def _on_threads(monkeypatch, logits, labels_of_rank, widths, **options):
+    """Every rank's vocab_parallel_cross_entropy (or exception) of its shard of ``logits``."""
+    shards = _shards(logits, widths)
+    return _ThreadWorld(len(widths)).run(monkeypatch, lambda rank: flt.vocab_parallel_cross_entropy(
+        shards[rank], labels_of_rank(rank), **options))
+
+
+def test_targets_that_differ_in_their_first_row_are_a_value_error(monkeypatch):
+    # Count, lowest and highest label agree: only the position-weighted sum tells these
+    # apart, and only if the first row has a weight.
+    logits = _randn(3, 5)
+    labels = {0: torch.tensor([0, 0, 2]), 1: torch.tensor([2, 0, 2])}
+    for rank, result in enumerate(_on_threads(monkeypatch, logits, labels.get, [2, 3])):
+        assert isinstance(result, ValueError), (rank, result)
+        assert "same target; its summary differs" in str(result)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_batch_of_ignored_rows_is_cross_entropys_result(monkeypatch, reduction):
+    # No label kept, so none to check: the loss is F.cross_entropy's (NaN for "mean").
+    logits = _randn(4, 5)
+    labels = torch.full((4,), -100)
+    want = torch.nn.functional.cross_entropy(logits, labels, reduction=reduction)
+    for got in _on_threads(monkeypatch, logits, lambda rank: labels, [2, 3],
+                           reduction=reduction):
+        assert isinstance(got, torch.Tensor), got
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
+def test_rank_refused_by_a_transform_tells_the_others(monkeypatch):
+    # Rank 0 calls under torch.func.grad (NotImplementedError there): the other ranks learn
+    # of it in the first exchange and raise, instead of waiting for rank 0 in a collective.
+    logits, labels = _randn(4, 5), torch.tensor([0, 1, 4, 2])
+    shards = _shards(logits, [2, 3])
+
+    def call(rank):
+        def loss(z):
+            return flt.vocab_parallel_cross_entropy(z, labels)
+        return torch.func.grad(loss)(shards[rank]) if rank == 0 else loss(shards[rank])
+
+    results = _ThreadWorld(2).run(monkeypatch, call)
+    assert isinstance(results[0], NotImplementedError), results[0]
+    assert isinstance(results[1], ValueError), results[1]
+    assert "rank(s) [0] refused their arguments" in str(results[1])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_logits_far_from_zero(monkeypatch, reduction):
+    # Rows near 1000 on every shard: the rows' reference is their maximum over the ranks (a
+    # sum of the ranks' maxima, 2000, would make every exp(z - M) 0 and the loss inf).
+    logits = 1000 + _randn(6, 5)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    want = torch.nn.functional.cross_entropy(logits, labels, reduction=reduction)
+    for got in _on_threads(monkeypatch, logits, lambda rank: labels, [2, 3],
+                           reduction=reduction):
+        assert isinstance(got, torch.Tensor), got
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_takes_16_bit_logits(monkeypatch, dtype):
+    logits = _randn(6, 5)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    want = torch.nn.functional.cross_entropy(logits.to(dtype).double(), labels).to(dtype)
+    shards = _shards(logits.to(dtype), [2, 3])
+    results = _ThreadWorld(2).run(monkeypatch, lambda rank: flt.vocab_parallel_cross_entropy(
+        shards[rank].clone().requires_grad_(), labels))
+    for got in results:
+        assert isinstance(got, torch.Tensor), got
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("ignore_index", [5, 2**62])
+def test_ignore_index_past_the_classes(monkeypatch, ignore_index):
+    # An ignore_index at or past k is no class: its rows are ignored, never "outside [0, k)".
+    logits = _randn(4, 5)
+    labels = torch.tensor([0, ignore_index, 4, 2])
+    want = torch.nn.functional.cross_entropy(logits, labels, ignore_index=ignore_index)
+    for got in _on_threads(monkeypatch, logits, lambda rank: labels, [2, 3],
+                           ignore_index=ignore_index):
+        assert isinstance(got, torch.Tensor), got
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_bad_label_of_a_short_batch_is_a_value_error(monkeypatch, rows):
+    # A batch of one row is checked too: a label outside [0, k) is a ValueError on every
+    # rank, not a silently wrong loss.
+    logits = _randn(rows, 5)
+    labels = torch.full((rows,), 7)
+    for result in _on_threads(monkeypatch, logits, lambda rank: labels, [2, 3]):
+        assert isinstance(result, ValueError), result
+        assert "class index 7, outside [0, 5)" in str(result)
