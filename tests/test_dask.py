@@ -385,6 +385,23 @@ def test_hypothesis_any_chunking_matches_float64(rows, classes, row_chunk, class
     assert_grad(grad, want_grad, np.float64)
 
 
+@pytest.mark.parametrize("chunks", [(2, -1), (2, 2)], ids=["rows", "classes"])
+def test_underflow_in_the_tasks_is_ieees_zero_under_the_callers_errstate(chunks):
+    # exp(-2000) underflows to 0 in the tasks (a class shard's sums moved to the row's max):
+    # IEEE's 0, as in memory, and no FloatingPointError where the caller's errstate reaches
+    # the tasks (the synchronous scheduler runs them in the caller's context).
+    logits = np.array([[0, 2000, -2000, 1], [-2000, 0, 2000, 3], [5, 6, -2000, 2000]] * 2,
+                      dtype=np.float64)
+    labels = np.array([0, 1, 2, 3, 0, 2])
+    want = fl.softmax_cross_entropy_with_grad(logits, labels, backend="numpy")
+    with np.errstate(all="raise"):
+        got = dask.compute(*fl.softmax_cross_entropy_with_grad(
+            da.from_array(logits, chunks=chunks), da.from_array(labels, chunks=chunks[0]),
+            backend="numpy"))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=0)
+
+
 # ---------------------------------------------------------------------------------------
 # Laziness, determinism, dispatch
 

@@ -27,6 +27,9 @@ CASES = {
         fl.mse, (f16([1e-4, 300]), f16([0, -300])), {"reduction": "none"}),
     "float16 out": (
         fl.mse_grad, (f16([1e-4, 60000]), f16([0, -60000])), {"out": np.empty(2, f16)}),
+    # 2 * 6e-8 / 8 is below float16's smallest subnormal: written to out as 0.
+    "float16 out below float16": (
+        fl.mse_grad, (f16([6e-8] + [0] * 7), f16([0] * 8)), {"out": np.empty(8, f16)}),
     "float64 weights past float32": (
         fl.binary_cross_entropy_with_grad, (f32([0.5, 0.5]), f32([1, 0])),
         {"weight": f64([1e-300, 1e300])}),
