@@ -343,6 +343,60 @@ def test_dask_report_that_cannot_write_its_json_says_so_in_one_line(monkeypatch)
         "fastloss bench --dask: cannot write /proc/fastloss-bench.json: ")
 
 
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"),
+                                   OSError(28, "No space left on device")],
+                         ids=["permission", "no-space"])
+def test_dask_report_that_cannot_write_its_json_for_any_reason_says_so(monkeypatch, tmp_path,
+                                                                       error):
+    # Any OSError of the write (a read-only folder, a full disk), not only a missing path.
+    from fastloss.bench import dask_report
+
+    path = str(tmp_path / "r.json")
+    error.filename = path
+
+    def failing_open(name, mode="r", *args, **kwargs):
+        assert name == path and "w" in mode
+        raise error
+
+    monkeypatch.setattr(peers, "missing_module", lambda *names: None)
+    monkeypatch.setattr(dask_report, "run", lambda args: [])
+    monkeypatch.setattr(dask_report, "table", lambda results, args: "")
+    monkeypatch.setattr(dask_report, "open", failing_open, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        dask_report.main(["--quick", "--json", path])
+    assert str(exit_info.value) == (f"fastloss bench --dask: cannot write {path}: "
+                                    f"{error.strerror}")
+
+
+def test_memory_error_is_for_a_float32_input_larger_than_memory(monkeypatch):
+    monkeypatch.setattr(report, "_host_memory_bytes", lambda: 4000)
+    assert report.memory_error("mse", (10, 100)) is None  # 4000 bytes: fits exactly
+    assert report.memory_error("mse", (1, 1000)) is None
+    error = report.memory_error("mse", (10, 101))  # 4040 bytes
+    assert error is not None and error.startswith("a 10x101 mse input, more than")
+    assert report.memory_error("mse", (2, 1000)) is not None
+    monkeypatch.setattr(report, "_host_memory_bytes", lambda: None)  # unknown: no check
+    assert report.memory_error("mse", (10**9, 10**9)) is None
+
+
+def test_cuda_alone_makes_its_inputs_on_the_device_not_in_host_memory(monkeypatch, capsys):
+    # A size past host memory is refused as soon as a CPU backend runs, not for cuda alone.
+    status = {name: (True, "") for name in ("numpy", "numba", "cuda")}
+    monkeypatch.setattr(peers, "backend_status", lambda: status)
+    monkeypatch.setattr(report, "_host_memory_bytes", lambda: 4000)
+    options = ["--losses", "mse", "--sizes", "100x100", "--peers", "none"]
+    args = report.parse_args([*options, "--backends", "cuda"])
+    assert args.sizes == ["100x100"] and args.backends == ["cuda"]
+    args = report.parse_args([*options, "--backends", "cuda", "--sizes", "1",
+                              "--sweep-elements", "10000", "--sweep-classes", "100"])
+    assert args.sweep_elements == 10000
+    for backends in ("numpy", "cuda,numpy"):
+        with pytest.raises(SystemExit) as exit_info:
+            report.parse_args([*options, "--backends", backends])
+        assert exit_info.value.code == 2
+        assert "--sizes: 100x100 gives a 100x100 mse input" in capsys.readouterr().err
+
 def test_info_takes_no_arguments(capsys):
     from fastloss.__main__ import main
 
