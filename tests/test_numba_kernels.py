@@ -322,10 +322,11 @@ def test_rows_of_two_classes_are_softplus_and_sigmoid_of_the_difference(dtype, i
     logits = (rng.standard_normal((rows, 2)) * rng.choice([1, 30, 1e3], (rows, 1))).astype(dtype)
     target = rng.integers(0, 2, rows)
     target[::7] = ignore_index
-    # A logit of +inf, a NaN, two of -inf: NaN rows, as softmax's shift makes them; one of -inf
-    # against the label: an infinite loss.
-    logits[3:7] = [[np.inf, 0], [np.nan, 1], [-np.inf, -np.inf], [-np.inf, 2]]
-    target[3:7] = 0
+    # A logit of +inf (in either class, against either label), a NaN, two of -inf: NaN rows,
+    # as softmax's shift makes them; one of -inf against the label: an infinite loss.
+    logits[3:9] = [[np.inf, 0], [np.nan, 1], [-np.inf, -np.inf], [-np.inf, 2], [0, np.inf],
+                   [0, np.inf]]
+    target[3:9] = [0, 0, 0, 0, 0, 1]
     z = logits.astype(np.float64)
     label = np.where(target == 1, 1, 0)
     with np.errstate(invalid="ignore"):
@@ -360,6 +361,48 @@ def test_rows_of_two_classes_are_softplus_and_sigmoid_of_the_difference(dtype, i
     forward = softmax_cross_entropy(logits[finite], target[finite], None, None, None,
                                     ignore_index, 0.0, 2)
     assert forward == kept_rows[0]
+
+
+def test_rows_of_two_classes_round_the_gradient_of_a_mean_once():
+    # The slope sigmoid(d), float64, is scaled by 1 / N before its one rounding to float32:
+    # within half an ulp of sigmoid(d) / N. Rounded to float32 before the scaling (N no power
+    # of two), it would be up to about 1.2 ulp off.
+    rng = np.random.default_rng(11)
+    rows = 3 * LANES + 5
+    logits = (rng.standard_normal((rows, 2)) * 3).astype(np.float32)
+    labels = rng.integers(0, 2, rows)
+    grad = np.empty_like(logits)
+    _run_ce(logits, labels, None, 0.0, grad, divisor=float(rows))
+
+    z, index = logits.astype(np.float64), np.arange(rows)
+    d = z[index, 1 - labels] - z[index, labels]
+    want = 1.0 / (1.0 + np.exp(-d)) / rows
+    got = grad[index, 1 - labels].astype(np.float64)
+    half_ulp = 0.5 * np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert (np.abs(got - want) <= half_ulp * (1 + 1e-6)).all()
+    np.testing.assert_array_equal(grad[index, labels], -grad[index, 1 - labels])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_tiles_hold_what_the_lane_limits_let_in_and_no_more(dtype):
+    # Cross-entropy's tile (softmax's forward one too) holds LANES rows of CE_LANE_BYTES
+    # bytes, the most lane_classes lets in; sized in items rather than bytes it would give the
+    # same results from 256-512 KiB a tile, two a frame, on threads whose stacks may be far
+    # smaller. The softmax VJPs' tile holds their BACKWARD_LANE_CLASSES.
+    import numba
+
+    from fastloss.backends.numba import softmax as softmax_module
+
+    @numba.njit
+    def sizes(like):
+        return (ce_module._stack_ce_tile(like).size,
+                softmax_module._stack_backward_tile(like).size)
+
+    ce_items, backward_items = sizes(np.zeros(1, dtype))
+    assert ce_items == ce_module.CE_LANE_BYTES * LANES // np.dtype(dtype).itemsize
+    assert ce_items >= LANES * ce_module.lane_classes(np.zeros((1, 1), dtype),
+                                                      np.zeros(1, np.int64))
+    assert backward_items == softmax_module.BACKWARD_LANE_CLASSES * LANES
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
