@@ -144,6 +144,23 @@ def test_numba_rows_in_lanes_match_the_reference(name, classes):
     np.testing.assert_allclose(first, expected, rtol=rtol, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("classes", [127, 128, 129, 224, 225])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_numba_float64_rows_in_lanes_on_both_sides_of_their_limit(name, classes):
+    """float64 rows go in lanes up to 128 classes (a 1 KiB row, the stack tile's), not 224
+    as float32 rows do: a limit one class too high would overrun the tile."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(classes)
+    z = rng.standard_normal((3 * 64 + 5, classes)) * 4
+    z[5, -1], z[70] = -np.inf, -np.inf  # a class of probability 0, and a NaN row
+    expected = getattr(fl, name)(z, backend="numpy")
+    np.testing.assert_allclose(getattr(fl, name)(z, backend="numba"), expected,
+                               rtol=1e-12, atol=1e-15)
+    in_place = z.copy()
+    getattr(fl, name)(in_place, out=in_place, backend="numba")
+    np.testing.assert_allclose(in_place, expected, rtol=1e-12, atol=1e-15)
+
 def test_empty_inputs():
     assert fl.softmax(np.zeros((0, 4), np.float32)).shape == (0, 4)
     assert fl.log_softmax_backward(np.zeros((3, 0)), np.zeros((3, 0))).shape == (3, 0)
