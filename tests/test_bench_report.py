@@ -331,15 +331,21 @@ def test_dask_report_takes_what_local_cluster_takes():
     assert dask_report.parse_args(["--max-bytes", "0"]).max_bytes == 0
 
 
-def test_dask_report_that_cannot_write_its_json_says_so_in_one_line(monkeypatch):
+def _dask_report_json_exit(monkeypatch, path):
+    """The SystemExit of a dask report run (none, in fact) that writes its JSON to ``path``."""
     from fastloss.bench import dask_report
 
     monkeypatch.setattr(peers, "missing_module", lambda *names: None)
     monkeypatch.setattr(dask_report, "run", lambda args: [])
     monkeypatch.setattr(dask_report, "table", lambda results, args: "")
-    with pytest.raises(SystemExit) as exit_info:  # /proc is a folder, but takes no new file
-        dask_report.main(["--quick", "--json", "/proc/fastloss-bench.json"])
-    assert str(exit_info.value).startswith(
+    with pytest.raises(SystemExit) as exit_info:
+        dask_report.main(["--quick", "--json", path])
+    return exit_info.value
+
+
+def test_dask_report_that_cannot_write_its_json_says_so_in_one_line(monkeypatch):
+    # /proc is a folder, but takes no new file.
+    assert str(_dask_report_json_exit(monkeypatch, "/proc/fastloss-bench.json")).startswith(
         "fastloss bench --dask: cannot write /proc/fastloss-bench.json: ")
 
 
@@ -359,14 +365,9 @@ def test_dask_report_that_cannot_write_its_json_for_any_reason_says_so(monkeypat
         assert name == path and "w" in mode
         raise error
 
-    monkeypatch.setattr(peers, "missing_module", lambda *names: None)
-    monkeypatch.setattr(dask_report, "run", lambda args: [])
-    monkeypatch.setattr(dask_report, "table", lambda results, args: "")
     monkeypatch.setattr(dask_report, "open", failing_open, raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        dask_report.main(["--quick", "--json", path])
-    assert str(exit_info.value) == (f"fastloss bench --dask: cannot write {path}: "
-                                    f"{error.strerror}")
+    assert str(_dask_report_json_exit(monkeypatch, path)) == (
+        f"fastloss bench --dask: cannot write {path}: {error.strerror}")
 
 
 def test_memory_error_is_for_a_float32_input_larger_than_memory(monkeypatch):
