@@ -1294,7 +1294,8 @@ def _pair_row(z0, z1, label, ignore_index):
     """(loss, slope) of a row of two classes against its label, without smoothing or
     weights: with d = z_other - z_label in float64 (exact for float32 and float16 logits),
     the loss is softplus(d) = max(d, 0) + log(1 + e^-|d|) and the gradient sigmoid(d) on
-    the other class, its negation on the label's; an ignored row is 0 and 0. Branch-free,
+    the other class, its negation on the label's; an ignored row's loss is 0 (its gradient,
+    0 also where the scale is not finite, is _pairs_block's to write). Branch-free,
     so that rows vectorise: softmax over two classes needs neither a max pass, nor a
     transposition, nor two exponentials."""
     first = label == 0
@@ -1309,8 +1310,7 @@ def _pair_row(z0, z1, label, ignore_index):
     # log(1 + e) of the rounded u, plus its rounding error: within a few ulp (log1p).
     loss = (d if d > 0.0 else 0.0) + (_log(u) + (e - (u - 1.0)) * inverse)
     sigmoid = inverse if d >= 0.0 else e * inverse
-    kept = label != ignore_index
-    return (loss if kept else 0.0), (sigmoid if kept else 0.0)
+    return (loss if label != ignore_index else 0.0), sigmoid
 
 
 @njit(cache=True, error_model="numpy")
