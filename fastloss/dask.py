@@ -159,10 +159,12 @@ def _elementwise_block(x, target, weight, aux, *, spec, backend, divisor, param,
 
         grad = xp.empty(x.size, work) if want_grad else None
         items = xp.empty(x.size, work) if want_items else None
-        partial = on.kernels[spec.name](flat(x), flat(target), grad, items, divisor, flat(weight),
+        x_work, target_work = flat(x), flat(target)
+        partial = on.kernels[spec.name](x_work, target_work, grad, items, divisor, flat(weight),
                                        flat(aux), param)
         if on.host and spec.domain is not None and partial != partial:
-            message = spec.domain(x, target)  # a NaN: NaN input, or outside the domain
+            # A NaN: NaN input, or a value the kernel read outside the domain.
+            message = spec.domain(x_work, target_work)
             if message is not None:
                 raise ValueError(message)
         return _as(grad, x), _as(items, x), _float64(partial, xp)

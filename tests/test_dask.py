@@ -214,6 +214,23 @@ def test_elementwise_domain_errors_raise_when_computed(name, bad):
         dask.compute(loss, grad)
 
 
+@pytest.mark.parametrize("name", ["binary_cross_entropy", "hinge"])
+def test_elementwise_domain_is_that_of_the_target_the_kernel_reads(name):
+    # A float64 target rounded to the float32 input: 1 + 1e-12 is 1 (valid, also beside a
+    # NaN input), 1 + 1e-7 stays past 1.
+    x = np.array([0.2, np.nan, 0.9, 0.4], np.float32)
+    other = 0.0 if name == "binary_cross_entropy" else -1.0
+    with_grad = getattr(fl, f"{name}_with_grad")
+    lazy = da.from_array(x, chunks=2)
+    rounding = np.array([1 + 1e-12, other, 1.0, other])
+    loss, grad = dask.compute(*with_grad(lazy, rounding, reduction="none"))
+    memory_loss, memory_grad = with_grad(x, np.float32(rounding), reduction="none")
+    np.testing.assert_array_equal(loss, memory_loss)
+    np.testing.assert_array_equal(grad, memory_grad)
+    with pytest.raises(ValueError, match="target"):
+        dask.compute(*with_grad(lazy, np.array([1.0, other, 1 + 1e-7, other])))
+
+
 @pytest.mark.parametrize("case", ["labels", "probs-weight-smoothing"])
 def test_one_class_chunk_gradient_is_the_in_memory_gradient(case):
     kind, options = CE_OPTIONS[case]

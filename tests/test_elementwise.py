@@ -466,6 +466,36 @@ def test_nan_inside_the_domain_is_nan_not_an_error():
                 assert np.isnan(loss)
 
 
+
+
+ROUNDED_TARGETS = [
+    # (loss, a float64 target that rounds into the domain in float32, one that does not)
+    ("binary_cross_entropy", [1 + 1e-12, 0.0, -1e-60], [1 + 1e-7, 0.0, 0.0]),
+    ("hinge", [1 + 1e-12, -1.0, 1.0], [1 + 1e-7, -1.0, 1.0]),
+]
+
+
+@pytest.mark.parametrize("name, inside, outside", ROUNDED_TARGETS,
+                         ids=[case[0] for case in ROUNDED_TARGETS])
+def test_the_domain_is_that_of_the_target_the_kernel_reads(name, inside, outside):
+    # A float64 target is rounded to the float32 input's dtype: 1 + 1e-12 becomes 1, a valid
+    # target, whatever else the call holds (a NaN input, an in-place gradient); 1 + 1e-7
+    # stays past 1 and is refused.
+    with_grad = getattr(fl, f"{name}_with_grad")
+    for backend in ("numpy", "numba"):
+        for x in (np.array([0.2, 0.7, 0.9], np.float32), np.array([0.2, np.nan, 0.9], np.float32)):
+            loss, grad = with_grad(x, np.float32(inside), backend=backend, reduction="none")
+            in_place = x.copy()
+            rounded = with_grad(x, np.array(inside), backend=backend, reduction="none")
+            _, in_place_grad = with_grad(in_place, np.array(inside), backend=backend,
+                                         reduction="none", out=in_place)
+            np.testing.assert_array_equal(rounded[0], loss)
+            np.testing.assert_array_equal(rounded[1], grad)
+            np.testing.assert_array_equal(in_place_grad, grad)
+            with pytest.raises(ValueError, match="target"):
+                with_grad(x, np.array(outside), backend=backend)
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 

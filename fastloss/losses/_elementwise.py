@@ -116,26 +116,29 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
         else:
             work = backend.compute_dtype(dtype, target.dtype)
             backend.same_device(x, target, out)
+        x_work = x.ravel(order).astype(work, copy=False)
+        target_work = _tail.narrowed(target.ravel(order), work)
         checked = backend.host and spec.domain is not None
-        # Before the kernel when it will overwrite what the check reads; else after it, and
-        # only for a NaN total (NaN input, or a value outside the domain).
+        # The domain of the values the kernel reads (a float64 target rounded to float32 may
+        # land in it). Before the kernel when it will overwrite what the check reads; else
+        # after it, and only for a NaN total (NaN input, or a value outside the domain).
         checked_first = checked and _aliased(out, x, target)
         if checked_first:
-            _check_domain(spec, x, target)
+            _check_domain(spec, x_work, target_work)
 
         grad, writes_out = _tail.grad_buffer(backend.xp, x.shape, work, dtype, out, want_grad,
                                              order, inputs=(x, target))
         items = backend.xp.empty(x.shape, work, order=order) if reduction == "none" else None
         reduced = backend.kernels[spec.name](
-            x.ravel(order).astype(work, copy=False),
-            _tail.narrowed(target.ravel(order), work),
+            x_work,
+            target_work,
             None if grad is None else grad.ravel(order),
             None if items is None else items.ravel(order),
             mean_divisor(reduction, x.size, divisor),
             weight, aux, param,
         )
         if checked and not checked_first and reduced != reduced:
-            _check_domain(spec, x, target)
+            _check_domain(spec, x_work, target_work)
         return _tail.results(backend, dtype, reduced, items, grad, writes_out, out)
 
 
