@@ -89,6 +89,12 @@ def test_cce_of_saturated_probabilities_is_clipped_as_crysx_makes_it():
     # the predictions' for integer one-hot rows.
     assert crysx.CCE_loss_grad(p, t.astype(np.float32)).dtype == np.float32
     assert crysx.CCE_loss_grad(p.astype(np.float32), t.astype(int)).dtype == np.float32
+    # Native byte order, as a NumPy division gives it (crysx_nn's dtype= refuses '>f4').
+    for p_dtype, t_dtype in (("<f4", ">f4"), (">f4", ">f4"), (">f8", "<f4")):
+        grad = crysx.CCE_loss_grad(p.astype(p_dtype), t.astype(t_dtype))
+        assert grad.dtype == np.dtype(t_dtype).newbyteorder("=")
+        np.testing.assert_array_equal(grad, crysx.CCE_loss_grad(p.astype(p_dtype[1:]),
+                                                                t.astype(t_dtype[1:])))
 
 
 @pytest.mark.parametrize("function", [crysx.CCE_loss, crysx.CCE_loss_grad])

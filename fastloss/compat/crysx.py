@@ -252,7 +252,8 @@ def CCE_loss_grad(predictions, targets, epsilon=1e-7):  # noqa: N802 - crysx_nn'
     """
     xp, clipped, targets = _clipped_rows(predictions, targets, epsilon)
     dtype = targets.dtype if targets.dtype.kind == "f" else clipped.dtype
-    return -xp.nan_to_num(xp.divide(targets, clipped, dtype=dtype))
+    # In native byte order, as NumPy's division gives it (a ufunc's dtype= takes no other).
+    return -xp.nan_to_num(xp.divide(targets, clipped, dtype=dtype.newbyteorder("=")))
 
 
 def softmax_backward(probs, grad_probs):
