@@ -94,6 +94,33 @@ def test_bad_option_is_a_usage_error(option, capsys):
     assert "error: --" in capsys.readouterr().err  # names the option, no traceback
 
 
+def test_a_plot_format_matplotlib_cannot_write_is_a_usage_error_before_the_run(capsys):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(SystemExit) as exit_info:
+        report.parse_args(["--plot", "report.txt"])
+    assert exit_info.value.code == 2
+    assert "error: --plot: matplotlib cannot write .txt files; name one of: " in (
+        capsys.readouterr().err)
+    for path in ("report.svg", "report.PNG", "report"):  # no extension: matplotlib's default
+        assert report.parse_args(["--plot", path]).plot == path
+
+
+@pytest.mark.parametrize("output", ["--json", "--plot"])
+def test_a_report_that_cannot_write_its_file_names_it_in_one_line(monkeypatch, tmp_path,
+                                                                   output):
+    # A failed write has no filename of its own (a full disk): the message names the path.
+    def failing_write(path, *rest):
+        raise OSError(28, "No space left")
+
+    monkeypatch.setattr(report, "run", lambda args: [])
+    monkeypatch.setattr(report, f"write_{output[2:]}", failing_write)
+    monkeypatch.setattr(peers, "missing_module", lambda *names: None)
+    path = str(tmp_path / ("r.json" if output == "--json" else "r.png"))
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--losses", "mse", "--sizes", "4x4", output, path])
+    assert str(exit_info.value) == f"fastloss bench: cannot write {path}: No space left"
+
+
 def test_every_loss_and_softmax_function_has_a_bench_spec_and_an_unknown_loss_is_an_error():
     assert set(_registry.LOSSES) | set(FUNCTIONS) == set(peers.specs())
     with pytest.raises(ValueError, match="no bench spec for loss 'no_such_loss'"):
@@ -358,8 +385,7 @@ def test_dask_report_that_cannot_write_its_json_for_any_reason_says_so(monkeypat
     # Any OSError of the write (a read-only folder, a full disk), not only a missing path.
     from fastloss.bench import dask_report
 
-    path = str(tmp_path / "r.json")
-    error.filename = path
+    path = str(tmp_path / "r.json")  # not error.filename: a failed write has none
 
     def failing_open(name, mode="r", *args, **kwargs):
         assert name == path and "w" in mode

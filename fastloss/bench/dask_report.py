@@ -241,14 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(args)
     print(table(results, args))
     if args.json:
-        try:
-            with open(args.json, "w") as file:
+        def write_json(path):
+            with open(path, "w") as file:
                 json.dump({"schema": "fastloss-bench-dask/1", "results": results,
                            "memory_limit": args.memory_limit, "cpus": os.cpu_count()},
                           file, indent=1)
-        except OSError as exc:
-            raise SystemExit(f"fastloss bench --dask: cannot write {exc.filename}: "
-                             f"{exc.strerror}") from None
+
+        report.write_or_exit("fastloss bench --dask", args.json, write_json)
     return 0
 
 

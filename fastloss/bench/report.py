@@ -700,6 +700,29 @@ def output_path_error(path: str | None) -> str | None:
     return None if os.path.isdir(folder) else f"no folder {folder!r}"
 
 
+def plot_format_error(path: str | None) -> str | None:
+    """Why matplotlib cannot save a figure under ``path``'s extension, else None (no
+    extension: matplotlib's default format)."""
+    extension = os.path.splitext(path or "")[1][1:].lower()
+    if not extension or peers.missing_module("matplotlib"):
+        return None
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    if extension in formats:
+        return None
+    return f"matplotlib cannot write .{extension} files; name one of: {', '.join(sorted(formats))}"
+
+
+def write_or_exit(command: str, path: str, write: Callable[[str], None]) -> None:
+    """``write(path)``; any OSError (a read-only folder, a full disk) exits with one line
+    naming ``path``, which the error may not name itself (a failed write has no filename)."""
+    try:
+        write(path)
+    except OSError as exc:
+        raise SystemExit(f"{command}: cannot write {path}: {exc.strerror or exc}") from None
+
+
 def _names(text: str) -> list[str]:
     return [part for part in text.replace(",", " ").split() if part]
 
@@ -830,7 +853,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.budget is not None and not 0 <= args.budget < math.inf:  # NaN too
         parser.error(f"--budget: must be a finite number of seconds, 0 or more; got {args.budget}")
     for option, path in (("--json", args.json), ("--plot", args.plot)):
-        error = output_path_error(path)
+        error = output_path_error(path) or (option == "--plot" and plot_format_error(path))
         if error:
             parser.error(f"{option}: {error}")
     if args.repeats is None:
@@ -866,13 +889,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = not_run(args)
     if skipped:
         print("\nnot run here:\n" + "\n".join(f"  {line}" for line in skipped))
-    try:
-        if args.json:
-            write_json(args.json, rows, skipped, args, info)
-        if args.plot and not peers.missing_module("matplotlib"):
-            write_plot(args.plot, rows, sweeps, tiny)
-    except OSError as exc:
-        raise SystemExit(f"fastloss bench: cannot write {exc.filename}: {exc.strerror}") from None
+    if args.json:
+        write_or_exit("fastloss bench", args.json,
+                      lambda path: write_json(path, rows, skipped, args, info))
+    if args.plot and not peers.missing_module("matplotlib"):
+        write_or_exit("fastloss bench", args.plot,
+                      lambda path: write_plot(path, rows, sweeps, tiny))
     return 0
 
 
