@@ -161,6 +161,20 @@ def test_numba_float64_rows_in_lanes_on_both_sides_of_their_limit(name, classes)
     getattr(fl, name)(in_place, out=in_place, backend="numba")
     np.testing.assert_allclose(in_place, expected, rtol=1e-12, atol=1e-15)
 
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+def test_inputs_of_either_byte_order_are_one_dtype(name):
+    # As the elementwise losses take them: the kernels read native copies.
+    rng = np.random.default_rng(5)
+    z, g = rng.standard_normal((2, 9, 7)).astype(np.float32)
+    forward = fl.softmax(z) if name == "softmax_backward" else fl.log_softmax(z)
+    for backend in ("numpy", "numba"):
+        expected = getattr(fl, name)(forward, g, backend=backend)
+        for orders in ((">f4", "<f4"), ("<f4", ">f4"), (">f4", ">f4")):
+            swapped = [a.astype(order) for a, order in zip((forward, g), orders, strict=True)]
+            result = getattr(fl, name)(*swapped, backend=backend)
+            np.testing.assert_array_equal(result, expected)
+
+
 def test_empty_inputs():
     assert fl.softmax(np.zeros((0, 4), np.float32)).shape == (0, 4)
     assert fl.log_softmax_backward(np.zeros((3, 0)), np.zeros((3, 0))).shape == (3, 0)

@@ -45,7 +45,8 @@ def check_rows(arrays: dict, backend, convert=None) -> list:
     """The arrays (argument name -> array), each but the first passed through ``convert(y,
     name)`` when given, just before its checks: TypeError or ValueError unless the first is
     a float array of ``backend``'s dtypes, 2-D (N, k), and the others are of its shape and
-    dtype. Dask's functions check their lazy arrays with it too."""
+    dtype (in either byte order: the kernels read copies in the native one). Dask's functions
+    check their lazy arrays with it too."""
     (lead, x), *others = arrays.items()
     backend.check_float(x, lead)
     if x.ndim != 2:
@@ -58,7 +59,7 @@ def check_rows(arrays: dict, backend, convert=None) -> list:
         backend.check_float(y, other)
         if y.shape != x.shape:
             raise ValueError(f"{other} must have the shape of {lead} {x.shape}; got {y.shape}")
-        if y.dtype != x.dtype:
+        if y.dtype.newbyteorder("=") != x.dtype.newbyteorder("="):
             raise TypeError(f"{other} must have the dtype of {lead} {x.dtype}; got {y.dtype}")
     return checked
 
