@@ -661,7 +661,8 @@ def _cross_entropy_arguments(input, target, weight, reduction):
             )
     elif target.dtype in _NOT_CLASS_INDICES:
         raise TypeError(
-            f"target must hold int64 class indices or float probabilities; got {target.dtype}"
+            "target must hold class indices of an integer dtype other than uint64 (as in "
+            f"PyTorch), or float probabilities; got {target.dtype}"
         )
     elif target.shape != input.shape[:-1] and not (input.dim() == 1 and target.shape == (1,)):
         shapes = "() or (1,)" if input.dim() == 1 else str(tuple(input.shape[:-1]))
