@@ -285,7 +285,8 @@ def _round(total, dtype):
 
 
 def _as_dask(x, name: str, *, optional: bool = False):
-    """``x`` as a dask array (None stays None where the argument is ``optional``)."""
+    """``x`` as a dask array (None stays None where the argument is ``optional``), of known
+    chunk sizes: an unknown size is NaN, and its shape would compare unequal to any."""
     if x is None and optional:
         return None
     if not _registry.is_dask_array(x):
@@ -299,6 +300,7 @@ def _as_dask(x, name: str, *, optional: bool = False):
             f"{name} is a dask array of the experimental query-planning implementation, which "
             "fastloss.dask does not support yet: set dask.config 'array.query-planning' to False"
         )
+    _check_known_chunks(x, name)
     return x
 
 
@@ -383,11 +385,6 @@ def evaluate(spec, x, target, reduction, backend, out, want_grad, *, param=0.0, 
                                         aux_name: aux})
     _registry.backend(chosen).check_float(x, spec.input)
     _registry.backend(chosen).check_float(target, "target")
-    # Before the shapes are compared: an unknown size is NaN, and NaN != NaN.
-    for name, array in ((spec.input, x), ("target", target), ("weight", weight),
-                        (aux_name, aux)):
-        if array is not None:
-            _check_known_chunks(array, name)
     if target.shape != x.shape:
         raise ValueError(
             f"target must have the shape of {spec.input} {x.shape}; got {target.shape}"
@@ -490,7 +487,6 @@ def _softmax_cross_entropy(logits, target, reduction, ignore_index, label_smooth
     target, weight = _as_dask(target, "target"), _as_dask(weight, "weight", optional=True)
     chosen = _chunk_backend(backend, logits=logits, target=target, weight=weight)
     class_labels.check_class_rows(logits, "logits", _registry.backend(chosen))
-    _check_known_chunks(logits, "logits")
     target, target_index = _ce_target(target, logits, chosen, options["ignore_index"])
     weight = _ce_weight(weight, logits)
     divisor = _ce_divisor(target, weight, logits, reduction, chosen, options)
@@ -538,7 +534,6 @@ def _labelled_rows(x, name, target, weight, backend, out):
     chosen = _chunk_backend(backend, **{name: x, "target": target, "weight": weight})
     class_labels.check_class_rows(x, name, _registry.backend(chosen))
     class_labels.check_label_dtype(target)
-    _check_known_chunks(x, name)
     chunks = x.chunks
     x = x.rechunk((chunks[0], (x.shape[1],)))
     target, _ = _ce_target(target, x, chosen)
@@ -598,7 +593,6 @@ def _softmax_entropy(logits, reduction, backend, out, want_grad):
     x = _as_dask(logits, "logits")
     chosen = _chunk_backend(backend, logits=x)
     class_labels.check_class_rows(x, "logits", _registry.backend(chosen))
-    _check_known_chunks(x, "logits")
     chunks = x.chunks
     x = x.rechunk((chunks[0], (x.shape[1],)))
     divisor = float(x.shape[0]) if reduction == "mean" else 1.0
@@ -721,7 +715,6 @@ def _row_function(name, arrays: dict, out, backend):
     function = getattr(importlib.import_module("fastloss"), name)
     softmax_functions.check_rows(arrays, _registry.backend(chosen))
     lead, x = next(iter(arrays.items()))
-    _check_known_chunks(x, lead)
     blocks = [y.rechunk((x.chunks[0], (x.shape[1],))) for y in arrays.values()]
     return da.map_blocks(function, *blocks, backend=chosen, dtype=x.dtype,
                          meta=meta_from_array(x))

@@ -553,6 +553,19 @@ def test_bad_inputs_name_the_argument():
         fl.mse(rows, da.zeros((6, 2), chunks=3)[da.zeros(6, chunks=3) == 0])
     with pytest.raises(ValueError, match="weight has unknown chunk sizes"):
         fl.binary_cross_entropy_with_logits(logits, logits * 0 + 0.5, weight=logits[logits > 0])
+    # Every argument of the row-wise functions too, not only the logits.
+    rows = da.from_array(np.zeros((6, 3)), chunks=2)
+    unknown_labels = da.zeros(7, dtype=np.int64, chunks=3)[:-1][da.ones(6, chunks=3) > 0]
+    unknown_weight = da.ones(3, chunks=3)[da.ones(3, chunks=3) > 0]
+    for call, argument in (
+        (lambda: fl.softmax_cross_entropy(rows, unknown_labels), "target"),
+        (lambda: fl.nll(rows, da.zeros(6, dtype=int), weight=unknown_weight), "weight"),
+        (lambda: fl.multi_margin(rows, unknown_labels), "target"),
+        (lambda: fl.softmax_cross_entropy(rows, rows[rows[:, 0] == 0]), "target"),
+        (lambda: fl.softmax_backward(rows, rows[rows[:, 0] == 0]), "grad_p"),
+    ):
+        with pytest.raises(ValueError, match=f"{argument} has unknown chunk sizes"):
+            call()
     for option in ({"check_labels": "yes"}, {"check_labels": None}):
         for function in (fl.softmax_cross_entropy, fl.nll, fl.multi_margin):
             with pytest.raises(TypeError, match="check_labels must be a bool"):
