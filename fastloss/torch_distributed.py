@@ -45,9 +45,17 @@ NOT_CLASS_INDICES = (torch.bool, torch.complex64, torch.complex128, torch.uint64
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def _kind(value) -> str:
+    """A tensor's dtype, or the type of anything else (a NumPy array's too, with its dtype)."""
+    if isinstance(value, torch.Tensor):
+        return str(value.dtype)
+    dtype = getattr(value, "dtype", None)
+    return type(value).__name__ + (f" of {dtype}" if dtype is not None else "")
+
+
 def _check_arguments(logits_shard, target, group) -> None:
     if not isinstance(logits_shard, torch.Tensor) or logits_shard.dtype not in _FLOATS:
-        got = getattr(logits_shard, "dtype", type(logits_shard).__name__)
+        got = _kind(logits_shard)
         raise TypeError("logits_shard must be a torch.Tensor of float16, bfloat16, float32 or "
                         f"float64; got {got}")
     if logits_shard.layout != torch.strided or logits_shard.device.type not in ("cpu", "cuda"):
@@ -60,7 +68,7 @@ def _check_arguments(logits_shard, target, group) -> None:
         )
     if (not isinstance(target, torch.Tensor) or target.is_floating_point()
             or target.dtype in NOT_CLASS_INDICES):
-        got = getattr(target, "dtype", type(target).__name__)
+        got = _kind(target)
         raise TypeError(f"target must be a torch.Tensor of integer class indices (not uint64); "
                         f"got {got}")
     if target.shape != logits_shard.shape[:1]:

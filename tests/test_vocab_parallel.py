@@ -190,6 +190,10 @@ def test_bad_arguments_name_the_argument():
     for other in (logits.to_sparse(), logits.to("meta")):
         with pytest.raises(TypeError, match="logits_shard must be a dense CPU or CUDA tensor"):
             flt.vocab_parallel_cross_entropy(other, labels.to(other.device))
+    with pytest.raises(TypeError, match="float64; got ndarray of float32$"):
+        flt.vocab_parallel_cross_entropy(logits.numpy(), labels)
+    with pytest.raises(TypeError, match=r"\(not uint64\); got list$"):
+        flt.vocab_parallel_cross_entropy(logits, [0, 1, 2, 0])
     with pytest.raises(ValueError, match="logits_shard must be 2-D"):
         flt.vocab_parallel_cross_entropy(logits[0], labels)
     with pytest.raises(TypeError, match="target must be a torch.Tensor of integer"):
