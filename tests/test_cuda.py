@@ -339,8 +339,10 @@ def test_host_arrays_are_refused_with_advice():
 
     with pytest.raises(TypeError, match=r"pred .*cupy\.asarray\(pred\)"):
         as_device_array(np.zeros(3), "pred")
-    with pytest.raises(TypeError, match="target"):
+    with pytest.raises(TypeError, match="target is a Python list on the host"):
         as_device_array([1.0, 2.0], "target")
+    with pytest.raises(TypeError, match=r"weight is a Python float on the host .*cupy\.asarray"):
+        as_device_array(0.5, "weight")
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=r"logits\.cuda\(\)"):
         as_device_array(torch.zeros(3), "logits")

@@ -43,9 +43,12 @@ def available() -> tuple[bool, str]:
 
 
 def _host_error(x, name: str) -> TypeError:
-    kind = f"{type(x).__module__}.{type(x).__qualname__}"
+    if isinstance(x, (list, tuple, int, float)):
+        kind = f"a Python {type(x).__name__} on the host"
+    else:
+        kind = f"a host array ({type(x).__module__}.{type(x).__qualname__})"
     return TypeError(
-        f"{name} is a host array ({kind}) but backend='cuda' needs GPU memory: move it with "
+        f"{name} is {kind} but backend='cuda' needs GPU memory: move it with "
         f"cupy.asarray({name}) (NumPy) or {name}.cuda() (PyTorch), or use a CPU backend"
     )
 
