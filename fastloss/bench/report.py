@@ -732,7 +732,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m fastloss bench",
         description="Time fastloss against NumPy, PyTorch, crysx_nn-style functions and the "
                     "memory floor; report GB/s, the ratio to the floor, speed-ups and the loss's "
-                    "relative error against float64.")
+                    "relative error against float64.",
+        epilog="Two other reports, each with its own --help: --dask (fastloss.dask on 1- and "
+               "2-worker LocalClusters) and --against REV (this checkout against git revision "
+               "REV, alternating in one process).")
     parser.add_argument("--quick", action="store_true",
                         help="one size per loss, the fused op (a softmax function's call), the "
                              "array-expression peer only")
