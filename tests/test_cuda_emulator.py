@@ -69,6 +69,27 @@ def test_a_mean_over_labels_takes_one_divisor_launch_up_to_4096_rows(emulated, r
     assert len(record.launches) == launches
 
 
+@pytest.mark.emulated
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "nll", "multi_margin"])
+@pytest.mark.parametrize("stray", ["target", "weight", "out"])
+def test_arrays_on_two_gpus_are_refused_before_any_launch(emulated, loss, stray):
+    # A kernel of one GPU reading another's memory (the mean's divisor reads labels and
+    # weights) is an illegal address, which leaves the CUDA context unusable: the devices are
+    # compared before anything runs. The emulator has one device; this array claims another.
+    class OnGpu1(type(emulated.asarray(np.zeros(1)))):
+        device = type("Device1", (), {"id": 1})()
+
+    arrays = {"logits": emulated.asarray(np.zeros((5, 3))),
+              "target": emulated.asarray(np.arange(5) % 3),
+              "weight": emulated.asarray(np.ones(3)), "out": emulated.asarray(np.zeros((5, 3)))}
+    arrays[stray] = arrays[stray].view(OnGpu1)
+    with emulator.recording() as record, pytest.raises(ValueError, match="one CUDA device"):
+        getattr(fl, f"{loss}_with_grad")(arrays["logits"], arrays["target"],
+                                         weight=arrays["weight"], out=arrays["out"],
+                                         backend="cuda")
+    assert record.launches == []
+
+
 @pytest.mark.parametrize("classes", [1100, 2100, 2600, 3100])
 @pytest.mark.parametrize("targets", ["labels", "probabilities"])
 def test_blocks_of_a_row_not_a_power_of_two(cupy, classes, targets):

@@ -149,6 +149,11 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
     x = backend.asarray(x, name)
     with backend.scope(x):
         target = backend.asarray(target, "target")
+        if class_weight is not None:
+            class_weight = backend.asarray(class_weight, "weight")
+        out = backend.check_out(out, "out", x)
+        # Before any array operation: a kernel must not read another GPU's memory.
+        backend.same_device(x, target, class_weight, out)
         check_class_rows(x, name, backend)
         check_label_dtype(target)
         rows, classes = x.shape
@@ -157,8 +162,6 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
         indices = labels(target, rows, ignore_index, xp)
         class_weight = weight(class_weight, classes, backend, xp)
         kernel_divisor = divisor(indices, class_weight, classes, backend)
-        out = backend.check_out(out, "out", x)
-        backend.same_device(x, indices, class_weight, out)
         x = xp.ascontiguousarray(x, dtype=work)
         grad, writes_out = _tail.grad_buffer(xp, x.shape, work, dtype, out, want_grad,
                                              inputs=(x, indices, class_weight))

@@ -52,6 +52,10 @@ def _checked(
 ):
     """``(loss, grad or None)``, on the logits' device: the remaining checks, then the kernel."""
     target = backend.asarray(target, "target")
+    weight = None if weight is None else backend.asarray(weight, "weight")
+    out = backend.check_out(out, "out", logits)
+    # Before any array operation: a kernel must not read another GPU's memory.
+    backend.same_device(logits, target, weight, out)
     _class_labels.check_class_rows(logits, "logits", backend)
     rows, classes = logits.shape
     xp = backend.xp
@@ -74,8 +78,6 @@ def _checked(
     if labels is not None:
         divisor = _class_labels.divisor(labels, weight, classes, ignore_index, reduction,
                                         backend, check_labels)
-    out = backend.check_out(out, "out", logits)
-    backend.same_device(logits, target, weight, out)
 
     z = xp.ascontiguousarray(logits, dtype=work)
     target = labels if labels is not None else probabilities
