@@ -179,7 +179,7 @@ def test_a_device_divisor_is_read_on_the_device(cupy):
     grad = cupy.empty((4, 3), np.float64)
     labels = cupy.asarray(np.zeros(4, np.int64))
     loss = cuda_margin.multi_margin(cupy.asarray(x), labels, None, grad, None, 1, 1.0, divisor)
-    assert loss.get() == pytest.approx(4 * (2 / 3) / 8)
+    assert loss.get() == pytest.approx(4 * (2 / 3) / 8, rel=1e-15)
     assert (grad.get()[:, 1:] == 1 / 3 / 8).all() and (grad.get()[:, 0] == -2 / 3 / 8).all()
 
 

@@ -83,12 +83,11 @@ def test_float64_maxima_far_apart(backend, classes):
     lanes or of a block holds it)."""
     z = np.full((2, classes), -1e308)
     z[:, :3] = [[1e308, 0.0, -1e308], [-1e308, 1e308, 0.0]]
-    want_loss, want_grad = fl.softmax_entropy_with_grad(z, reduction="none", backend="numpy")
+    # Every row is one-hot: entropy 0, gradient 0.
     loss, grad = fl.softmax_entropy_with_grad(to_backend(z, backend), reduction="none",
                                               backend=backend)
-    assert np.isfinite(want_loss).all() and np.isfinite(want_grad).all()
-    assert_close(loss, want_loss, np.float64)
-    assert_close(grad, want_grad, np.float64)
+    assert_close(loss, np.zeros(2), np.float64)
+    assert_close(grad, np.zeros_like(z), np.float64)
 
 
 @pytest.mark.parametrize("classes", [3, 200])
