@@ -32,6 +32,22 @@ def full_path(x):
     return x.view(Sub)
 
 
+def test_a_full_path_view_is_refused_by_every_short_path_test():
+    # The premise of the short-path tests below: they compare a plain call with one whose
+    # arrays full_path made, which only the full path may take.
+    from fastloss import _validate as v
+
+    x, labels = np.zeros((4, 3), np.float32), np.zeros(4, np.int64)
+    cases = [(v.plain_floats, (x, x, x)), (v.typed_floats, (x, x, x)),
+             (v.typed_rows, (x, labels, x)), (v.plain_rows, (x, labels, x))]
+    for test, arrays in cases:
+        assert test(*arrays), test.__name__
+        for position in range(3):
+            viewed = list(arrays)
+            viewed[position] = full_path(viewed[position])
+            assert not test(*viewed), (test.__name__, position)
+
+
 @pytest.fixture(params=["auto", *CPU_BACKENDS])
 def cpu_backend(request):
     return request.param
