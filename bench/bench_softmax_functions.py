@@ -78,4 +78,11 @@ def test_softmax_function(benchmark, function_case):
         thunk = lambda: np.copyto(target, source)  # noqa: E731
     benchmark.group = f"{name} {shape[0]}x{shape[1]}"
     benchmark.extra_info.update(contender=contender, bytes=nbytes)
-    benchmark.pedantic(thunk, rounds=5, warmup_rounds=1, iterations=1)
+    result = benchmark.pedantic(thunk, rounds=5, warmup_rounds=1, iterations=1)
+    if contender != "floor":  # the answer, against the expression in float64
+        from conftest import RESULT_TOLERANCE
+
+        reference = spec.expression["call"](np, *(None if a is None else a.astype(np.float64)
+                                                  for a in (first, second)))
+        error = np.abs(np.asarray(result, np.float64) - reference).max() / np.abs(reference).max()
+        assert error <= RESULT_TOLERANCE, f"{contender} {name}: off by {error:.3g}"

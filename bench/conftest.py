@@ -6,7 +6,8 @@ file turns them into one parametrised case per (shape, op, device, contender), e
 of a (loss, op, shape, device) in the same benchmark group.
 
 ``--benchmark-disable`` (the CI smoke run) or ``FASTLOSS_BENCH_SMALL=1`` selects
-``SMOKE_SHAPES``: every code path once, in seconds.
+``SMOKE_SHAPES``: every code path once, in seconds. Every contender's answer is checked
+against the float64 reference (``check_result``), so a bench case cannot pass on garbage.
 """
 
 from __future__ import annotations
@@ -81,6 +82,33 @@ def _floor_seconds(loss: str, op: str, shape: tuple[int, int], device: str) -> f
     return statistics.median(times)
 
 
+# Float32 inputs: a contender that computes something else fails, whatever its speed.
+RESULT_TOLERANCE = 1e-3
+
+
+def check_result(impl: peers.Impl, inputs: peers.Inputs, result) -> None:
+    """AssertionError unless ``result``, ``impl``'s answer, is the float64 reference's (its
+    loss; fastloss's gradient too, against the NumPy expression's in float64)."""
+    if impl.kind == "floor":
+        return
+    errors = {}
+    if impl.op == "call":
+        errors["output"] = report.array_error(inputs, result)
+    elif impl.op != "gradient":
+        errors["loss"] = report.relative_error(peers.loss_value(result, impl.op),
+                                               report.reference_loss(inputs))
+    if impl.kind == "fastloss" and impl.op in ("gradient", "fused"):
+        xp, spec = inputs.xp, peers.spec(impl.loss)
+        second = inputs.second
+        if second is not None and second.dtype.kind == "f":
+            second = second.astype(xp.float64)
+        want = spec.expression["gradient"](xp, inputs.first.astype(xp.float64), second)
+        got = xp.asarray(result[1] if impl.op == "fused" else result, dtype=xp.float64)
+        errors["gradient"] = float(xp.abs(got - want).max() / xp.abs(want).max())
+    for what, error in errors.items():
+        assert error <= RESULT_TOLERANCE, f"{impl.name} {impl.op}: {what} off by {error:.3g}"
+
+
 def _rounds(nbytes: int) -> int:
     return max(5, min(200, int(4e8 // max(1, nbytes))))
 
@@ -99,7 +127,10 @@ def run_case(request):
             impl=impl.name, kind=impl.kind, op=impl.op, device=impl.device, shape=list(shape),
             bytes=nbytes,
         )
-        benchmark.pedantic(thunk, rounds=_rounds(nbytes), warmup_rounds=1, iterations=1)
+        result = benchmark.pedantic(thunk, rounds=_rounds(nbytes), warmup_rounds=1,
+                                    iterations=1)
+        check_result(impl, inputs, result)
+        del result
         stats = getattr(benchmark, "stats", None)
         if stats is None:  # --benchmark-disable: the thunk ran once, nothing was timed
             return
