@@ -154,6 +154,16 @@ def assert_close(actual, expected, dtype):
     np.testing.assert_allclose(to_host(actual).astype(np.float64), expected, rtol=rtol, atol=atol)
 
 
+def assert_within_an_ulp(actual, expected, dtype):
+    """``actual`` within one ulp of ``dtype`` of the float64 ``expected`` rounded to it: a half
+    result computed in float32 and rounded (once, or twice through float32); half arithmetic
+    is off by several."""
+    want = np.asarray(expected).astype(dtype)
+    ulps = (np.abs(to_host(actual).astype(np.float64) - want)
+            / np.spacing(np.abs(want)).astype(np.float64))
+    assert ulps.max(initial=0.0) <= 1, ulps.max()
+
+
 @pytest.fixture(scope="session")
 def nvcc_build(tmp_path_factory):
     """CMakeLists.txt's nvcc build of the kernels the loader finds (``FASTLOSS_KERNELS_DIR``

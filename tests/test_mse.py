@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_close, to_backend, to_host
+from conftest import assert_close, assert_within_an_ulp, to_backend, to_host
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -100,8 +100,8 @@ def test_big_endian_half_is_computed_in_float32(backend):
     want_loss, want_grad = reference(pred, target, "mean")
     loss, grad = fl.mse_with_grad(pred.astype(">f2"), target.astype(">f2"), backend=backend)
     assert loss.dtype == np.float16 and grad.dtype == np.dtype(">f2")
-    assert_close(loss, want_loss, np.float16)
-    assert_close(grad, want_grad, np.float16)
+    assert_within_an_ulp(loss, want_loss, np.float16)
+    assert_within_an_ulp(grad, want_grad, np.float16)
 
 
 @pytest.mark.parametrize("dtype, value", [(np.float16, 300.0), (np.float32, 1e20)])
@@ -137,8 +137,8 @@ def test_half_precision_is_computed_in_float32(backend, reduction):
         backend=backend,
     )
     assert to_host(loss).dtype == np.float16 and grad.dtype == np.float16
-    assert_close(loss, want_loss, np.float16)
-    assert_close(grad, want_grad, np.float16)
+    assert_within_an_ulp(loss, want_loss, np.float16)
+    assert_within_an_ulp(grad, want_grad, np.float16)
 
 
 @pytest.mark.parametrize("where", ["fresh", "pred", "target", "strided"])
