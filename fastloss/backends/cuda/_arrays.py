@@ -42,8 +42,12 @@ def available() -> tuple[bool, str]:
     return True, f"cupy {cupy.__version__}, NVRTC {major}.{minor}, {name}"
 
 
+# Python values a caller may pass for an array: on the host, like NumPy's.
+_PYTHON_VALUES = (list, tuple, int, float)
+
+
 def _host_error(x, name: str) -> TypeError:
-    if isinstance(x, (list, tuple, int, float)):
+    if isinstance(x, _PYTHON_VALUES):
         kind = f"a Python {type(x).__name__} on the host"
     else:
         kind = f"a host array ({type(x).__module__}.{type(x).__qualname__})"
@@ -108,7 +112,7 @@ def as_device_array(x, name: str):
         raise TypeError(f"{name} lives on DLPack device type {device_type}, not a CUDA device")
     if module == "numpy" or hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
         raise _host_error(x, name)
-    if isinstance(x, (list, tuple, int, float)):
+    if isinstance(x, _PYTHON_VALUES):
         raise _host_error(x, name)
     raise TypeError(
         f"{name} must be a CuPy array or a CUDA array (__cuda_array_interface__ or DLPack); "
