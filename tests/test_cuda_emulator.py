@@ -202,8 +202,8 @@ def test_one_misaligned_array_among_aligned_ones(cupy, name, position):
             "y": rng.integers(0, _CLASSES, _ROWS)}
     args = [host[key] for key in inputs.split()]
     want = function(*args, backend="numpy")
-    device = [cases._device_copy(cupy, host[key], key == position) for key in inputs.split()]
-    out = cases._device_copy(cupy, np.zeros_like(x), True) if position == "out" else None
+    device = [cases.device_copy(cupy, host[key], key == position) for key in inputs.split()]
+    out = cases.device_copy(cupy, np.zeros_like(x), True) if position == "out" else None
     got = function(*device, backend="cuda", out=out)
     got, want = (r if isinstance(r, tuple) else (r,) for r in (got, want))
     for got_part, want_part in zip(got, want, strict=True):
@@ -226,13 +226,46 @@ def test_a_misaligned_weight_among_aligned_inputs(cupy, loss, position):
     results = []
     for misaligned in (False, True):
         grad = cupy.empty(x.shape, x.dtype)
-        device = {name: cases._device_copy(cupy, value, misaligned and name == position)
+        device = {name: cases.device_copy(cupy, value, misaligned and name == position)
                   for name, value in arrays.items()}
         total = function(cupy.asarray(x), cupy.asarray(target), grad, None, 37.0, **device)
         results.append((total.get(), grad.get()))
     (want_total, want_grad), (got_total, got_grad) = results
     np.testing.assert_array_equal(got_total, want_total)
     np.testing.assert_array_equal(got_grad, want_grad)
+
+
+def test_a_misaligned_loss_out_among_aligned_arrays(cupy):
+    # The per-element losses too: the launcher takes any C-contiguous loss_out, so the
+    # vector path must check its alignment (the emulator raises on a misaligned 16-byte
+    # store). An element off its allocation: the scalar path, the same values.
+    x, target, _ = cases.elementwise_inputs(cases.ElementwiseCase("l1", 37))
+    function = cuda_elementwise.fused("l1")
+    results = []
+    for misaligned in (False, True):
+        grad = cupy.empty(x.shape, x.dtype)
+        losses = cases.device_copy(cupy, np.zeros_like(x), misaligned)
+        total = function(cupy.asarray(x), cupy.asarray(target), grad, losses, 37.0)
+        results.append((total.get(), grad.get(), losses.get()))
+    for want, got in zip(*results, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_kl_div_subtracts_the_rounded_product_as_on_the_cpu(cupy):
+    """kl_div's t log t - t x is the rounded product subtracted, no FMA (as NumPy): with
+    t x within a few ulps of t log t the difference is all rounding, which an FMA's
+    unrounded product changes. t log t comes from the device itself (x = 0), so the
+    device's log need not match the host's."""
+    rng = np.random.default_rng(5)
+    t = rng.uniform(0.1, 0.9, 64)
+    p_log_p = fl.kl_div_with_grad(cupy.zeros(64), cupy.asarray(t), reduction="none",
+                                  backend="cuda")[0].get()
+    x = p_log_p / t * (1 + rng.integers(1, 64, 64) * 2.0**-52)
+    loss = fl.kl_div_with_grad(cupy.asarray(x), cupy.asarray(t), reduction="none",
+                               backend="cuda")[0].get()
+    want = p_log_p - t * x
+    assert np.count_nonzero(want) == want.size  # all rounding, none cancels to 0
+    np.testing.assert_array_equal(loss, want)
 
 
 def _adversarial(dtype: str) -> np.ndarray:
@@ -293,6 +326,30 @@ def test_the_loss_is_the_total_divided_once(cupy, dtype):
             got.append(_module.finish("mse", partial, 1, divisor, np.dtype(dtype)).get())
         want = cases.round_once(values / divisor, dtype)
         np.testing.assert_array_equal(np.array(got, np.float64), want, err_msg=str(divisor))
+
+
+def test_the_finishing_sum_is_the_documented_tree(cupy):
+    """finish_loss: each of FL_SUM_THREADS = 256 threads adds its strided share of the
+    partials in index order, then the warps' butterflies and the block's: the loss's bits
+    are fixed by that order alone (partials of many magnitudes, so another order of the
+    same terms rounds otherwise)."""
+    from fastloss.backends.cuda import _module
+
+    rng = np.random.default_rng(8)
+    count, threads = 1000, 256
+    values = rng.standard_normal(count) * 2.0 ** rng.integers(-40, 0, count)
+
+    def butterfly(lanes):
+        for offset in (16, 8, 4, 2, 1):
+            lanes = [lanes[lane] + lanes[lane ^ offset] for lane in range(32)]
+        return lanes[0]
+
+    shares = [functools.reduce(lambda a, b: a + b, values[t::threads].tolist(), 0.0)
+              for t in range(threads)]
+    warps = [butterfly(shares[w:w + 32]) for w in range(0, threads, 32)]
+    want = butterfly(warps + [0.0] * (32 - len(warps)))
+    got = _module.finish("mse", cupy.asarray(values), count, 1.0, np.dtype("float64")).get()
+    assert float(got) == want
 
 
 # --- launch checks ---------------------------------------------------------------------

@@ -150,6 +150,18 @@ def test_in_place_over_the_input(cupy, dtype, classes):
             == _call(cupy, x, labels, weight, 2, 0.3, 3.0)[2].tobytes())
 
 
+@pytest.mark.parametrize("dtype, step", [("float16", 2.0**-10), ("bfloat16", 2.0**-7)])
+def test_the_label_gradient_is_rounded_once_from_float64(cupy, dtype, step):
+    """The label's gradient, minus the sum of the others' slopes, is formed in float64 and
+    rounded once: a value just above a tie of the half type whose excess float32 drops
+    would round to the tie, then to even, if rounded through float32 first."""
+    above_tie = 1 + step / 2 + 2.0**-40  # float32 rounds it to the tie 1 + step / 2
+    x = np.zeros((1, 2)).astype(cases.numpy_dtype(dtype))
+    # One term, h = 1: the label's gradient is -w p / (k d) = -w / 2.
+    _, _, grad = _call(cupy, x, [0], [2 * above_tie, 1.0], p=1, margin=1.0, divisor=1.0)
+    assert grad[0, 0].astype(np.float64) == -(1 + step)  # rounded once: up, past the tie
+
+
 @pytest.mark.slow
 def test_past_two_to_the_31_elements(cupy):
     rows, classes = rows_past_int32(cupy, "scores")

@@ -117,6 +117,18 @@ def test_the_device_divisor_counts_every_row(cupy, rows):
     assert float(weighted.get()) == pytest.approx(weight[kept].sum(), rel=1e-13)
 
 
+@pytest.mark.parametrize("dtype, step", [("float16", 2.0**-10), ("bfloat16", 2.0**-7)])
+def test_the_label_gradient_is_rounded_once_from_float64(cupy, dtype, step):
+    """-w / d is rounded once from float64 to the storage type: a value just above a tie of
+    the half type whose excess float32 drops would round to the tie, then to even, if
+    rounded through float32 first."""
+    above_tie = 1 + step / 2 + 2.0**-40  # float32 rounds it to the tie 1 + step / 2
+    log_probs = np.full((2, 3), -1.0).astype(cases.numpy_dtype(dtype))
+    weight = np.array([above_tie, 1.0, 1.0])
+    _, _, grad = _call(cupy, log_probs, [0, 1], weight, divisor=1.0)
+    assert grad[0, 0].astype(np.float64) == -(1 + step)  # rounded once: up, past the tie
+
+
 @pytest.mark.slow
 def test_past_two_to_the_31_elements(cupy):
     rows, classes = rows_past_int32(cupy, "log-probabilities")

@@ -57,6 +57,20 @@ def test_same_bits_run_to_run(cupy, function, shape, dtype):
     assert results[0] == results[1]
 
 
+def test_a_thread_sums_its_share_of_a_row_in_float64(cupy):
+    """Each thread's share of a float32 row's sum accumulates in float64: here every
+    thread's share is 4 (its first packet, at the max) and then about 4000 terms of
+    exp(-16) ~ 1.1e-7, each below half an ulp of 4 in float32, which a float32 sum
+    would drop one by one (a relative error of 1e-4 in the softmax)."""
+    classes = 2**20
+    z = np.full((1, classes), -16.0, np.float32)
+    z[0, :1024] = 0.0  # the first packet of each of the block's 256 threads
+    out = cupy.empty(z.shape, z.dtype)
+    cuda_softmax.softmax(cupy.asarray(z), out)
+    total = 1024 + (classes - 1024) * math.exp(-16.0)
+    assert out.get()[0, 0] == pytest.approx(1 / total, rel=1e-6)
+
+
 @pytest.mark.slow
 def test_log_softmax_past_two_to_the_31_elements(cupy):
     rows, classes = rows_past_int32(cupy, "logits")

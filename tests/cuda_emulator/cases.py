@@ -321,7 +321,7 @@ def run_nll(case: NllCase, cupy) -> None:
     from fastloss.backends.cuda import softmax_cross_entropy as cuda_ce
 
     log_probs, labels, weight = nll_inputs(case)
-    device_log_probs = _device_copy(cupy, log_probs, case.misaligned)
+    device_log_probs = device_copy(cupy, log_probs, case.misaligned)
     device_labels = cupy.asarray(labels)
     device_weight = None if weight is None else cupy.asarray(weight)
     if case.device_divisor:
@@ -336,7 +336,7 @@ def run_nll(case: NllCase, cupy) -> None:
     grad_out = None
     if case.grad:
         grad_out = (device_log_probs if case.in_place
-                    else _device_copy(cupy, np.full_like(log_probs, 7), case.misaligned))
+                    else device_copy(cupy, np.full_like(log_probs, 7), case.misaligned))
     loss_out = cupy.asarray(np.full(case.rows, 7.0)) if case.loss_out else None
     loss = cuda_nll.nll(device_log_probs, device_labels, device_weight, grad_out, loss_out,
                         case.ignore_index, device_divisor)
@@ -453,13 +453,13 @@ def run_entropy(case: EntropyCase, cupy) -> None:
     from fastloss.backends.cuda import softmax_entropy as cuda_entropy
 
     z = entropy_inputs(case)
-    device_z = _device_copy(cupy, z, case.misaligned)
+    device_z = device_copy(cupy, z, case.misaligned)
     divisor = case.divisor
     device_divisor = cupy.asarray(np.array(divisor)) if case.device_divisor else divisor
     grad_out = None
     if case.grad:
         grad_out = (device_z if case.in_place
-                    else _device_copy(cupy, np.full_like(z, 7), case.misaligned))
+                    else device_copy(cupy, np.full_like(z, 7), case.misaligned))
     loss_out = cupy.asarray(np.full(case.rows, 7.0)) if case.loss_out else None
     loss = cuda_entropy.softmax_entropy(device_z, grad_out, loss_out, device_divisor)
     want_rows, want_grad = entropy_reference(z, divisor)
@@ -624,14 +624,14 @@ def run_margin(case: MarginCase, cupy) -> None:
     from fastloss.backends.cuda import multi_margin as cuda_margin
 
     x, labels, weight = margin_inputs(case)
-    device_x = _device_copy(cupy, x, case.misaligned)
+    device_x = device_copy(cupy, x, case.misaligned)
     divisor = case.divisor
     device_divisor = cupy.asarray(np.array(divisor)) if case.device_divisor else divisor
     device_weight = None if weight is None else cupy.asarray(weight)
     grad_out = None
     if case.grad:
         grad_out = (device_x if case.in_place
-                    else _device_copy(cupy, np.full_like(x, 7), case.misaligned))
+                    else device_copy(cupy, np.full_like(x, 7), case.misaligned))
     loss_out = cupy.asarray(np.full(case.rows, 7.0)) if case.loss_out else None
     loss = cuda_margin.multi_margin(device_x, cupy.asarray(labels), device_weight, grad_out,
                                     loss_out, case.p, case.margin, device_divisor)
@@ -714,9 +714,9 @@ def run_elementwise(case: ElementwiseCase, cupy) -> None:
              for name, value in options.items()}
     want_loss, want_grad = function(x.astype(np.float64), target.astype(np.float64),
                                     reduction=case.reduction, backend="numpy", **exact)
-    device_x = _device_copy(cupy, x, case.misaligned)
-    device_target = _device_copy(cupy, target, case.misaligned)
-    device_options = {name: _device_copy(cupy, value, case.misaligned)
+    device_x = device_copy(cupy, x, case.misaligned)
+    device_target = device_copy(cupy, target, case.misaligned)
+    device_options = {name: device_copy(cupy, value, case.misaligned)
                       if isinstance(value, np.ndarray) else value
                       for name, value in options.items()}
     out = device_x if case.in_place else None
@@ -730,7 +730,7 @@ def run_elementwise(case: ElementwiseCase, cupy) -> None:
     _check(f"grad {case.id}", grad, want_grad, case.dtype, ATOL[case.dtype] * max(scale, 1.0))
 
 
-def _device_copy(cupy, host: np.ndarray, misaligned: bool):
+def device_copy(cupy, host: np.ndarray, misaligned: bool):
     """``host`` on the device; ``misaligned`` offsets it by one element from its allocation."""
     if not misaligned:
         return cupy.asarray(host)
@@ -803,8 +803,8 @@ def run_cross_entropy(case: CrossEntropyCase, cupy) -> None:
     exact_target = target if case.targets == "labels" else target.astype(np.float64)
     want_loss, want_grad = fl.softmax_cross_entropy_with_grad(
         exact, exact_target, weight=weight, backend="numpy", **options)
-    device_logits = _device_copy(cupy, logits, case.misaligned)
-    device_target = _device_copy(cupy, target, case.misaligned and case.targets != "labels")
+    device_logits = device_copy(cupy, logits, case.misaligned)
+    device_target = device_copy(cupy, target, case.misaligned and case.targets != "labels")
     device_weight = None if weight is None else cupy.asarray(weight)
     out = device_logits if case.in_place else None
     loss, grad = fl.softmax_cross_entropy_with_grad(
@@ -845,8 +845,8 @@ def run_mse(case: MseCase, cupy) -> None:
     target = rng.standard_normal(case.size).astype(dtype)
     want_loss, want_grad = fl.mse_with_grad(pred.astype(np.float64), target.astype(np.float64),
                                             reduction=case.reduction, backend="numpy")
-    device_pred = _device_copy(cupy, pred, case.misaligned)
-    device_target = _device_copy(cupy, target, case.misaligned)
+    device_pred = device_copy(cupy, pred, case.misaligned)
+    device_target = device_copy(cupy, target, case.misaligned)
     out = device_pred if case.in_place else None
     loss, grad = fl.mse_with_grad(device_pred, device_target, reduction=case.reduction,
                                   backend="cuda", out=out)
@@ -926,7 +926,7 @@ def run_softmax(case: SoftmaxCase, cupy) -> None:
 
     inputs = softmax_inputs(case)
     want = softmax_reference(case.function, *inputs)
-    device_inputs = [_device_copy(cupy, x, case.misaligned) for x in inputs]
+    device_inputs = [device_copy(cupy, x, case.misaligned) for x in inputs]
     out = device_inputs[-1] if case.in_place else cupy.empty(inputs[0].shape, inputs[0].dtype)
     getattr(cuda_softmax, case.function)(*device_inputs, out)
     got, rounded = _as_float64(out), round_once(want, case.dtype)
