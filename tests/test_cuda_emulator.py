@@ -6,6 +6,7 @@ contraction, timing, the weak memory model) is listed in the README.
 """
 
 import functools
+import subprocess
 
 import numpy as np
 import pytest
@@ -57,6 +58,26 @@ def test_a_row_group_is_the_fewest_lanes_whose_tiles_hold_the_row(classes, lanes
     else:
         assert threads == min(cuda_ce.MAX_THREADS, 32 * -(-classes // (32 * cuda_ce.TILE)))
         assert blocks == cuda_ce.MAX_BLOCKS
+
+
+def test_float_math_runs_in_float_as_on_the_gpu(tmp_path):
+    """CUDA overloads exp, log, fma, ... for float; the host prelude must too, or a kernel's
+    unqualified fma(float, float, float) would run in double on the emulator, more exactly
+    than on the GPU, and a test of its bits pass on the host alone."""
+    try:
+        compiler = build.compiler()
+    except build.BuildError as error:
+        pytest.skip(f"the CUDA emulator needs g++: {error}")
+    source = tmp_path / "overloads.cpp"
+    source.write_text("\n".join([
+        f'#include "{build.PRELUDE}"', "#include <type_traits>",
+        *(f"static_assert(std::is_same<decltype({call}), {kind}>::value, \"{call}\");"
+          for call, kind in [("fma(1.0f, 2.0f, 3.0f)", "float"), ("exp(1.0f)", "float"),
+                             ("log1p(1.0f)", "float"), ("fabs(1.0f)", "float"),
+                             ("fmax(1.0f, 2.0f)", "float"), ("exp(1.0)", "double")]),
+        ""]))
+    subprocess.run([compiler, "-std=c++17", "-fsyntax-only", str(source)], check=True,
+                   capture_output=True)
 
 
 @pytest.mark.emulated

@@ -15,6 +15,22 @@
 #include <cstdint>
 #include <cstring>
 
+// CUDA declares float overloads of the math functions beside the double ones (exp(float)
+// is expf); <cmath> declares them in std only, so an unqualified call with float arguments
+// would run in double here, more exactly than on the GPU.
+using std::ceil;
+using std::exp;
+using std::expm1;
+using std::fabs;
+using std::floor;
+using std::fma;
+using std::fmax;
+using std::fmin;
+using std::log;
+using std::log1p;
+using std::pow;
+using std::sqrt;
+
 #define __global__
 #define __device__
 #define __host__
