@@ -246,3 +246,22 @@ def test_a_bool_target_is_not_class_indices(name):
         with pytest.raises(TypeError, match="target holds class indices, which must be "
                                             "integers; got dtype bool"):
             getattr(fl, name)(x, np.array([True, False, True, True]), backend=backend)
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_numba_parts_fill_only_their_own_rows_in_place(parts):
+    """Each part of the kernel zeroes and writes only its own gradient rows: a fill that ran
+    into the next part's rows would erase, in place, log-probabilities that part has not
+    read yet. The parts run here one after another (the kernel's serial copy), so the
+    order is fixed and an overrun shows every time, not only under a thread race."""
+    nll_module = pytest.importorskip("fastloss.backends.numba.nll")
+    log_probs, labels, weight = _case((300, 1000))  # blocks of 65 rows: 5 blocks
+    want_losses, want_grad = np.empty(300), np.empty_like(log_probs)
+    want = nll_module._serial_kernel(log_probs, labels, weight, want_grad, want_losses, -100,
+                                     1.0, 1)
+    in_place, losses = log_probs.copy(), np.empty(300)
+    got = nll_module._serial_kernel(in_place, labels, weight, in_place, losses, -100, 1.0,
+                                    parts)
+    np.testing.assert_array_equal(losses, want_losses)
+    np.testing.assert_array_equal(in_place, want_grad)
+    assert got == want

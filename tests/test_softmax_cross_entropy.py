@@ -391,6 +391,18 @@ def test_an_invalid_label_in_the_first_row_is_found(name, backend, bad):
         getattr(fl, name)(np.zeros((2, 3)), np.array([bad, 0]), reduction="sum", backend=backend)
 
 
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "nll"])
+def test_a_far_invalid_label_with_class_weights_is_found_without_reading_past_them(name):
+    # Numba sums the kept rows' class weights while it looks for invalid labels: a label
+    # far outside [0, k) must not index the weights (clamped), or the call reads memory
+    # terabytes past them (a crash) instead of raising the label's error.
+    pytest.importorskip("numba")
+    bad = 2**40
+    with pytest.raises(ValueError, match=rf"class index {bad}, outside \[0, 3\)"):
+        getattr(fl, name)(np.zeros((2, 3)), np.array([0, bad]), weight=np.ones(3),
+                          reduction="sum", backend="numba")
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba", "dask"])
 def test_ignore_index_of_a_class_is_refused_with_probabilities(backend):
     # PyTorch refuses an ignore_index >= 0 with a probability target; a negative one, which
