@@ -114,6 +114,18 @@ def kept_divisor(ignore_index, reduction, check_labels):
         labels, weight, classes, ignore_index, reduction, backend, check_labels)
 
 
+def device_arrays(backend, x, target, class_weight, out):
+    """``(target, class_weight, out)`` as ``backend``'s arrays, refused unless all are on
+    ``x``'s device: the first thing a row front does in ``x``'s scope, before any array
+    operation, since a kernel must not read another GPU's memory."""
+    target = backend.asarray(target, "target")
+    if class_weight is not None:
+        class_weight = backend.asarray(class_weight, "weight")
+    out = backend.check_out(out, "out", x)
+    backend.same_device(x, target, class_weight, out)
+    return target, class_weight, out
+
+
 def check_class_rows(x, name, backend):
     """TypeError or ValueError unless ``x`` (called ``name``) is a float array of
     ``backend``'s dtypes, 2-D (N, k) with k >= 1: rows of classes. Dask's functions check
@@ -148,12 +160,7 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
     backend = _registry.backend(backend, x, target, class_weight, out)
     x = backend.asarray(x, name)
     with backend.scope(x):
-        target = backend.asarray(target, "target")
-        if class_weight is not None:
-            class_weight = backend.asarray(class_weight, "weight")
-        out = backend.check_out(out, "out", x)
-        # Before any array operation: a kernel must not read another GPU's memory.
-        backend.same_device(x, target, class_weight, out)
+        target, class_weight, out = device_arrays(backend, x, target, class_weight, out)
         check_class_rows(x, name, backend)
         check_label_dtype(target)
         rows, classes = x.shape

@@ -51,11 +51,7 @@ def _checked(
     check_labels,
 ):
     """``(loss, grad or None)``, on the logits' device: the remaining checks, then the kernel."""
-    target = backend.asarray(target, "target")
-    weight = None if weight is None else backend.asarray(weight, "weight")
-    out = backend.check_out(out, "out", logits)
-    # Before any array operation: a kernel must not read another GPU's memory.
-    backend.same_device(logits, target, weight, out)
+    target, weight, out = _class_labels.device_arrays(backend, logits, target, weight, out)
     _class_labels.check_class_rows(logits, "logits", backend)
     rows, classes = logits.shape
     xp = backend.xp
