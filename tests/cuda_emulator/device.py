@@ -3,8 +3,14 @@
 ``ndarray`` is a NumPy subclass whose module is ``cupy``, so that fastloss's
 dispatch sees a device array; its buffers come from ``posix_memalign`` with
 CUDA's 256-byte alignment and their exact size, so that the sanitizer builds
-put their red zones right at the end of each buffer. Everything else is
-NumPy's own behaviour.
+put their red zones right at the end of each buffer, through the current
+allocator (``cupy.cuda.using_allocator``). Everything else is NumPy's own
+behaviour.
+
+Streams capture as CuPy's do (``begin_capture``, ``end_capture``, ``Graph.launch``),
+for kernel launches only: the emulator's ``Kernel`` records a launch made while the
+current stream captures, and a replay refuses to run on memory freed since. Other
+operations (copies, conversions) run at once, as if captured and replayed first.
 """
 
 from __future__ import annotations
@@ -94,22 +100,51 @@ def _fortran(array: np.ndarray, order: str) -> bool:
     return order in ("K", "A") and array.flags.f_contiguous and not array.flags.c_contiguous
 
 
+def _root(array: np.ndarray):
+    while isinstance(array, np.ndarray) and isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def allocation_of(array: np.ndarray) -> Allocation | None:
+    """The :class:`Allocation` that ``array`` views (None for host memory)."""
+    root = _root(array)
+    return root.base if isinstance(root, np.ndarray) and isinstance(root.base, Allocation) else None
+
+
 def allocation_span(array: np.ndarray) -> tuple[int, int]:
     """``[begin, end)`` of the memory block that ``array`` views."""
-    root = array
-    while isinstance(root, np.ndarray) and isinstance(root.base, np.ndarray):
-        root = root.base
-    if isinstance(root, np.ndarray) and isinstance(root.base, Allocation):
-        return root.base.address, root.base.address + root.base.nbytes
+    allocation = allocation_of(array)
+    if allocation is not None:
+        return allocation.address, allocation.address + allocation.nbytes
+    root = _root(array)
     begin = root.__array_interface__["data"][0]
     return begin, begin + root.nbytes
+
+
+_allocators: list = []  # using_allocator's, innermost last
+
+
+def get_allocator():
+    """``cupy.cuda.get_allocator``: a function of a byte count to an :class:`Allocation`."""
+    return _allocators[-1] if _allocators else Allocation
+
+
+@contextlib.contextmanager
+def using_allocator(allocator):
+    """``cupy.cuda.using_allocator`` (None, CuPy's raw allocator, is not emulated)."""
+    _allocators.append(allocator)
+    try:
+        yield
+    finally:
+        _allocators.pop()
 
 
 def empty(shape, dtype=np.float64, order="C") -> ndarray:
     dtype = np.dtype(dtype)
     shape = (shape,) if np.isscalar(shape) else tuple(shape)
     count = int(np.prod(shape, dtype=np.int64))
-    raw = np.asarray(Allocation(count * dtype.itemsize))
+    raw = np.asarray(get_allocator()(count * dtype.itemsize))
     flat = raw.view(dtype) if count else np.empty(0, dtype)
     return flat.reshape(shape, order=order).view(ndarray)
 
@@ -118,6 +153,10 @@ def zeros(shape, dtype=np.float64, order="C") -> ndarray:
     result = empty(shape, dtype, order)
     result.view(np.ndarray)[...] = 0
     return result
+
+
+def zeros_like(array) -> ndarray:
+    return zeros(array.shape, array.dtype, "F" if _fortran(array, "K") else "C")
 
 
 def asarray(obj, dtype=None, order=None) -> ndarray:
@@ -148,7 +187,7 @@ def module(raw_module_type) -> types.ModuleType:
     cupy = types.ModuleType("cupy")
     cupy.__version__ = "emulated"
     cupy.ndarray = ndarray
-    cupy.empty, cupy.zeros, cupy.asarray = empty, zeros, asarray
+    cupy.empty, cupy.zeros, cupy.zeros_like, cupy.asarray = empty, zeros, zeros_like, asarray
     cupy.ascontiguousarray, cupy.asnumpy = ascontiguousarray, asnumpy
     cupy.may_share_memory = np.may_share_memory
     cupy.where = lambda c, a, b: asarray(np.where(np.asarray(c), a, b))
@@ -158,27 +197,68 @@ def module(raw_module_type) -> types.ModuleType:
         setattr(cupy, name, getattr(np, name))
     cuda = types.SimpleNamespace(
         Device=Device,
-        Stream=_Stream,
+        Stream=Stream,
+        get_current_stream=current_stream,
+        get_allocator=get_allocator,
+        using_allocator=using_allocator,
         runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": "host emulator"}),
     )
     cupy.cuda = cuda
     return cupy
 
 
-class _Stream:
-    """Launches run synchronously on the host: every stream is already synchronised."""
+class Graph:
+    """``cupy.cuda.graph.Graph``: the launches a stream captured, run again by :meth:`launch`."""
+
+    def __init__(self):
+        self.launches: list = []  # callables, each replaying one captured launch
+
+    def launch(self, stream=None) -> None:
+        for replay in self.launches:
+            replay()
+
+
+class Stream:
+    """``cupy.cuda.Stream``. Launches run synchronously on the host, so every stream is
+    already synchronised; between ``begin_capture`` and ``end_capture`` they are recorded
+    into a :class:`Graph` instead (see the module's text)."""
 
     def __init__(self, *args, **kwargs):
-        pass
+        self.graph: Graph | None = None
 
     def __enter__(self):
+        _streams.append(self)
         return self
 
     def __exit__(self, *exc):
+        _streams.pop()
         return False
 
     def synchronize(self) -> None:
         pass
+
+    def is_capturing(self) -> bool:
+        return self.graph is not None
+
+    def begin_capture(self, mode=None) -> None:
+        if self.graph is not None:
+            raise RuntimeError("the stream is capturing already")
+        self.graph = Graph()
+
+    def end_capture(self) -> Graph:
+        if self.graph is None:
+            raise RuntimeError("the stream is not capturing")
+        graph, self.graph = self.graph, None
+        return graph
+
+
+_null_stream = Stream()
+_streams: list[Stream] = []  # the ``with stream:`` blocks, innermost last
+
+
+def current_stream(device_id: int = -1) -> Stream:
+    """``cupy.cuda.get_current_stream``."""
+    return _streams[-1] if _streams else _null_stream
 
 
 @contextlib.contextmanager

@@ -12,7 +12,9 @@ signature, type by type: a Python int or float, a NumPy scalar of another
 width, an array of the wrong dtype or a wrong argument count raises
 :class:`LaunchError`. So does anything the runtime finds inside the kernel:
 a divergent barrier or warp operation, a deadlock, an access outside the
-launch's buffers or misaligned, a shared-memory race.
+launch's buffers or misaligned, a shared-memory race. A launch made while the
+current stream captures is recorded into its graph (see :mod:`device`); a
+replay on memory freed since the capture raises :class:`LaunchError` too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import ctypes
 import os
 import re
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,20 +144,16 @@ class Kernel:
         if shared_mem:
             raise LaunchError("dynamic shared memory is not emulated")
         storage, arrays = self._pack(args)
-        pointers = (ctypes.c_void_p * len(storage))(
-            *[ctypes.cast(ctypes.pointer(s), ctypes.c_void_p) for s in storage]
-        )
         spans = [device.allocation_span(array) for _, array in arrays]
-        flat = (ctypes.c_ulonglong * (2 * len(spans)))(*[x for span in spans for x in span])
-        count = any(r.count_traffic for r in _recorders)
-        counts = (ctypes.c_ulonglong * (4 * len(spans)))() if count else None
-        error = ctypes.create_string_buffer(_ERROR_SIZE)
-        status = self.library.fl_emu_launch(
-            self.trampoline, pointers, (ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block),
-            flat, len(spans), counts, ACCESS_LIMIT, error, _ERROR_SIZE,
-        )
-        if status != 0:
-            raise LaunchError(f"{self.entry.name}<<<{grid}, {block}>>>: {error.value.decode()}")
+        capturing = device.current_stream()
+        if capturing.is_capturing():
+            # A graph holds addresses, not arrays: what the call frees, a replay must not use.
+            memory = [(name, weakref.ref(allocation)) for name, array in arrays
+                      if (allocation := device.allocation_of(array)) is not None]
+            capturing.graph.launches.append(
+                lambda: self._replay(grid, block, storage, spans, memory))
+            return
+        counts = self._run(grid, block, storage, spans, any(r.count_traffic for r in _recorders))
         if _recorders:
             launch = Launch(self.entry.name, grid, block,
                             {p.name: a for p, a in zip(self.entry.params, args, strict=True)})
@@ -165,6 +164,32 @@ class Kernel:
                         table[name] = table.get(name, 0) + counts[4 * index + column]
             for recorder in _recorders:
                 recorder.launches.append(launch)
+
+    def _run(self, grid, block, storage, spans, count: bool):
+        """Runs the launch; its traffic counts (4 per span) when ``count``, else None."""
+        pointers = (ctypes.c_void_p * len(storage))(
+            *[ctypes.cast(ctypes.pointer(s), ctypes.c_void_p) for s in storage]
+        )
+        flat = (ctypes.c_ulonglong * (2 * len(spans)))(*[x for span in spans for x in span])
+        counts = (ctypes.c_ulonglong * (4 * len(spans)))() if count else None
+        error = ctypes.create_string_buffer(_ERROR_SIZE)
+        status = self.library.fl_emu_launch(
+            self.trampoline, pointers, (ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block),
+            flat, len(spans), counts, ACCESS_LIMIT, error, _ERROR_SIZE,
+        )
+        if status != 0:
+            raise LaunchError(f"{self.entry.name}<<<{grid}, {block}>>>: {error.value.decode()}")
+        return counts
+
+    def _replay(self, grid, block, storage, spans, memory) -> None:
+        """A captured launch, run by its graph (not seen by recorders)."""
+        for name, allocation in memory:
+            if allocation() is None:
+                raise LaunchError(
+                    f"{self.entry.name}: a graph replay would use {name}, whose memory was "
+                    "freed after the capture (another allocation may own it by now)"
+                )
+        self._run(grid, block, storage, spans, False)
 
 
 class Module:
