@@ -221,8 +221,11 @@ class CudaBackend(Backend):
         return dtype
 
     def scope(self, array):
-        """The input's GPU: allocations and launches happen there."""
-        return array.device
+        """The input's GPU: allocations and launches happen there; under CUDA graph capture
+        the call's memory is kept for the graph's replays (``cuda._arrays.device_scope``)."""
+        from fastloss.backends.cuda._arrays import device_scope
+
+        return device_scope(array.device)
 
     def same_device(self, *arrays) -> None:
         """Arrays on different GPUs are a ValueError."""

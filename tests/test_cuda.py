@@ -3,7 +3,7 @@
 Numerical agreement with the other backends lives in test_mse.py and
 test_softmax_cross_entropy.py (the ``backend`` fixture); this file covers
 what a device shows: NaN rows for bad labels, bitwise determinism, streams,
-half precision, and on a GPU only graph capture, PyTorch tensors over DLPack
+graph capture, half precision, and on a GPU only PyTorch tensors over DLPack
 and 64-bit indexing. Each test takes the ``cupy`` fixture: real CuPy on a GPU,
 or the host emulator's stand-in (``tests/cuda_emulator``).
 """
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastloss as fl
+from fastloss.backends.cuda import _arrays
 
 
 def gpu_only(cupy, why: str) -> None:
@@ -135,9 +136,9 @@ def test_runs_on_the_current_non_default_stream(cupy):
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weighted"])
 def test_graph_capture_sees_every_launch_and_no_host_sync(cupy, weighted):
-    gpu_only(cupy, "CUDA graph capture")
     # Capture fails on a host synchronisation or on a launch into another
     # stream, and a launch missing from the graph would leave `grad` zero.
+    # (The emulator captures launches only: a synchronisation is not seen there.)
     rng = np.random.default_rng(4)
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
@@ -158,6 +159,45 @@ def test_graph_capture_sees_every_launch_and_no_host_sync(cupy, weighted):
     stream.synchronize()
     assert _bits(loss) == _bits(expected_loss)
     assert _bits(grad) == _bits(expected_grad)
+
+
+def _captured_call(cupy, case, rng):
+    """``(call, x)``: a call of ``case`` and its float32 input, which the call does not copy."""
+    x = cupy.asarray(rng.standard_normal((300, 70)), dtype=cupy.float32)
+    if case == "cross_entropy":
+        labels = cupy.asarray(rng.integers(0, 70, 300), dtype=cupy.int64)
+        weight = cupy.asarray(rng.uniform(0.5, 2.0, 70))
+        # A weighted mean: its divisor is computed on the device, into memory of the call's.
+        return lambda: fl.softmax_cross_entropy_with_grad(x, labels, weight=weight,
+                                                         backend="cuda"), x
+    # A float64 target of a float32 input: the call converts a copy of it first.
+    target = cupy.asarray(rng.standard_normal((300, 70)))
+    return lambda: fl.mse_with_grad(x, target, backend="cuda"), x
+
+
+@pytest.mark.parametrize("case", ["cross_entropy", "mse_of_a_float64_target"])
+def test_a_replay_after_other_allocations_uses_memory_of_its_own(cupy, case):
+    # The captured call's temporaries (block partials, the divisor, a converted copy of the
+    # target) are freed when it returns, unless fastloss keeps them: a replay would then
+    # write over what was allocated since (on the emulator the replay refuses to run).
+    rng = np.random.default_rng(5)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        call, x = _captured_call(cupy, case, rng)
+        kept = len(_arrays._captured_memory)
+        call()  # compiles and loads the kernels outside the capture
+        assert len(_arrays._captured_memory) == kept  # and keeps no memory there
+        stream.begin_capture()
+        loss, grad = call()
+        graph = stream.end_capture()
+        allocated_since = [cupy.zeros(size, cupy.float64) for size in (1, 64, 300, 21000)]
+        x[...] = cupy.asarray(rng.standard_normal(x.shape), dtype=x.dtype)
+        graph.launch(stream=stream)
+        expected_loss, expected_grad = call()
+    stream.synchronize()
+    assert _bits(loss) == _bits(expected_loss)
+    assert _bits(grad) == _bits(expected_grad)
+    assert not any(bool(array.any()) for array in allocated_since)
 
 
 # --- PyTorch tensors ---------------------------------------------------------------------

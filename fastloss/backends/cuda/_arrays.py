@@ -1,4 +1,5 @@
-"""Device arrays for the cuda backend: zero-copy views, device checks, availability.
+"""Device arrays for the cuda backend: zero-copy views, device checks, availability, and the
+memory of a call captured into a CUDA graph.
 
 CuPy 14 has a bfloat16 dtype only when the ``ml_dtypes`` package is
 installed (it then maps DLPack's bfloat16 to ``ml_dtypes.bfloat16``);
@@ -7,6 +8,7 @@ without it, bfloat16 tensors are refused with a message saying so.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 _DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged
@@ -133,3 +135,36 @@ def check_same_device(*arrays) -> int:
         listing = ", ".join(f"argument {i} on cuda:{d}" for d, i in sorted(devices.items()))
         raise ValueError(f"arrays must be on one CUDA device; got {listing}")
     return next(iter(devices), None)
+
+
+# What calls made under CUDA graph capture allocated (device_scope), for the process's life.
+_captured_memory: list = []
+
+
+@contextlib.contextmanager
+def device_scope(device):
+    """``device`` current for the call; while CuPy's current stream captures a CUDA graph,
+    every block the call allocates is also kept, for the life of the process.
+
+    Captured kernels run at each replay on the addresses of the capture. Without this the
+    call's temporaries (block partials, a mean's divisor, the copies it makes of inputs of
+    another dtype or layout) would go back to CuPy's pool when it returns, and a replay after
+    anything else allocated would write over memory handed out since. The graph's end is not
+    visible here (CuPy's pool has no memory private to a graph, as PyTorch's has), so the
+    memory stays: the gradient buffer too when the call allocates it (pass ``out=`` to keep
+    it in a buffer of your own)."""
+    import cupy
+
+    with device:
+        if not cupy.cuda.get_current_stream().is_capturing():
+            yield
+            return
+        allocate = cupy.cuda.get_allocator()
+
+        def allocate_and_keep(size):
+            memory = allocate(size)
+            _captured_memory.append(memory)
+            return memory
+
+        with cupy.cuda.using_allocator(allocate_and_keep):
+            yield
