@@ -190,10 +190,12 @@ def test_a_replay_after_other_allocations_uses_memory_of_its_own(cupy, case):
         stream.begin_capture()
         loss, grad = call()
         graph = stream.end_capture()
+        kept = len(_arrays._captured_memory)
         allocated_since = [cupy.zeros(size, cupy.float64) for size in (1, 64, 300, 21000)]
         x[...] = cupy.asarray(rng.standard_normal(x.shape), dtype=x.dtype)
         graph.launch(stream=stream)
         expected_loss, expected_grad = call()
+        assert len(_arrays._captured_memory) == kept  # the capture's allocator is gone
     stream.synchronize()
     assert _bits(loss) == _bits(expected_loss)
     assert _bits(grad) == _bits(expected_grad)
