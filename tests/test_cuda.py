@@ -202,6 +202,66 @@ def test_a_replay_after_other_allocations_uses_memory_of_its_own(cupy, case):
     assert not any(bool(array.any()) for array in allocated_since)
 
 
+# Every family's call under capture: name -> (function, arguments), ``arguments(cupy, rng)``
+# giving what the call takes after its float32 (20, 37) input: (positional, keywords).
+def _labels(cupy, rng):
+    return cupy.asarray(rng.integers(0, 37, 20), dtype=cupy.int64)
+
+
+def _array(cupy, rng, low=None, shape=(20, 37)):
+    values = rng.standard_normal(shape) if low is None else rng.uniform(low, 1.0, shape)
+    return cupy.asarray(values, dtype=cupy.float32)
+
+
+_CAPTURED_CALLS = {
+    "l1_none": (fl.l1_with_grad, lambda cp, rng: ((_array(cp, rng),), {"reduction": "none"})),
+    "huber_sum": (fl.huber_with_grad,
+                  lambda cp, rng: ((_array(cp, rng),), {"reduction": "sum", "delta": 0.5})),
+    "bce_with_logits_weights": (
+        fl.binary_cross_entropy_with_logits_with_grad,
+        lambda cp, rng: ((_array(cp, rng, 0.0),), {"weight": _array(cp, rng, 0.5),
+                                                   "pos_weight": _array(cp, rng, 0.5, 37)})),
+    "kl_div_log_target": (fl.kl_div_with_grad, lambda cp, rng: (
+        (_array(cp, rng),), {"log_target": True, "reduction": "batchmean"})),
+    "cross_entropy_smoothing": (fl.softmax_cross_entropy_with_grad, lambda cp, rng: (
+        (_labels(cp, rng),), {"label_smoothing": 0.1, "ignore_index": 3})),
+    "cross_entropy_probabilities": (fl.softmax_cross_entropy_with_grad,
+                                    lambda cp, rng: ((_array(cp, rng, 0.0),), {})),
+    "nll_weighted": (fl.nll_with_grad, lambda cp, rng: (
+        (_labels(cp, rng),), {"weight": _array(cp, rng, 0.5, 37)})),
+    "multi_margin_squared": (fl.multi_margin_with_grad,
+                             lambda cp, rng: ((_labels(cp, rng),), {"p": 2})),
+    "softmax_entropy": (fl.softmax_entropy_with_grad, lambda cp, rng: ((), {})),
+    "log_softmax": (fl.log_softmax, lambda cp, rng: ((), {})),
+    "softmax_backward": (fl.softmax_backward, lambda cp, rng: ((_array(cp, rng),), {})),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CAPTURED_CALLS))
+def test_every_family_replays_a_capture_on_the_inputs_as_they_are_then(cupy, name):
+    # The caller keeps the graph's inputs and outputs alive, as a graph needs; the call's
+    # own memory is fastloss's to keep.
+    function, arguments = _CAPTURED_CALLS[name]
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        x = _array(cupy, np.random.default_rng(6))
+        args, kwargs = arguments(cupy, np.random.default_rng(7))
+
+        def call():
+            result = function(x, *args, **kwargs, backend="cuda")
+            return result if isinstance(result, tuple) else (result,)
+
+        call()
+        stream.begin_capture()
+        captured = call()
+        graph = stream.end_capture()
+        x[...] = _array(cupy, np.random.default_rng(8))
+        graph.launch(stream=stream)
+        expected = call()
+    stream.synchronize()
+    assert [_bits(array) for array in captured] == [_bits(array) for array in expected]
+
+
 # --- PyTorch tensors ---------------------------------------------------------------------
 
 
