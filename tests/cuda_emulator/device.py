@@ -10,7 +10,9 @@ behaviour.
 Streams capture as CuPy's do (``begin_capture``, ``end_capture``, ``Graph.launch``),
 for kernel launches only: the emulator's ``Kernel`` records a launch made while the
 current stream captures, and a replay refuses to run on memory freed since. Other
-operations (copies, conversions) run at once, as if captured and replayed first.
+operations (copies, conversions) run at once, as if captured and replayed first. A
+read of device values on the host (``get``, ``float``, ``bool``, ...) while the stream
+captures raises, as the synchronisation would fail the capture on a GPU.
 """
 
 from __future__ import annotations
@@ -80,7 +82,29 @@ class ndarray(np.ndarray):  # noqa: N801 - CuPy's name
         return Device()
 
     def get(self) -> np.ndarray:
+        _read_on_the_host("get()")
         return np.array(self.view(np.ndarray))
+
+    # CuPy's other reads of device values on the host, each a synchronisation.
+    def item(self, *args):
+        _read_on_the_host("item()")
+        return super().item(*args)
+
+    def tolist(self):
+        _read_on_the_host("tolist()")
+        return super().tolist()
+
+    def __float__(self):
+        _read_on_the_host("float()")
+        return super().__float__()
+
+    def __int__(self):
+        _read_on_the_host("int()")
+        return super().__int__()
+
+    def __bool__(self):
+        _read_on_the_host("bool()")
+        return super().__bool__()
 
     def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
         dtype = np.dtype(dtype)
@@ -179,6 +203,8 @@ def ascontiguousarray(obj, dtype=None) -> ndarray:
 
 
 def asnumpy(obj) -> np.ndarray:
+    if isinstance(obj, ndarray):
+        _read_on_the_host("asnumpy()")
     return np.array(np.asarray(obj).view(np.ndarray) if isinstance(obj, np.ndarray) else obj)
 
 
@@ -259,6 +285,14 @@ _streams: list[Stream] = []  # the ``with stream:`` blocks, innermost last
 def current_stream(device_id: int = -1) -> Stream:
     """``cupy.cuda.get_current_stream``."""
     return _streams[-1] if _streams else _null_stream
+
+
+def _read_on_the_host(what: str) -> None:
+    """Refuses a host read of device memory while the current stream captures: on a GPU it
+    synchronises, which ends the capture in an error."""
+    if current_stream().is_capturing():
+        raise RuntimeError(f"{what} of a device array while the stream captures a graph: a "
+                           "host synchronisation, which fails a CUDA graph capture")
 
 
 @contextlib.contextmanager
