@@ -49,6 +49,24 @@ class Allocation:
         }
 
 
+class MemoryAsync:
+    """``cupy.cuda.MemoryAsync``: the ``mem`` of a stream-ordered block (``malloc_async``)."""
+
+
+class _StreamOrdered(Allocation):
+    """A block of ``malloc_async``: an :class:`Allocation` whose ``mem`` says how it was
+    allocated (the emulator frees it as any other)."""
+
+    def __init__(self, nbytes: int):
+        super().__init__(nbytes)
+        self.mem = MemoryAsync()
+
+
+def malloc_async(nbytes: int) -> Allocation:
+    """``cupy.cuda.malloc_async``."""
+    return _StreamOrdered(nbytes)
+
+
 class Device:
     """``cupy.cuda.Device``: one device, id 0; a no-op context manager."""
 
@@ -227,6 +245,8 @@ def module(raw_module_type) -> types.ModuleType:
         get_current_stream=current_stream,
         get_allocator=get_allocator,
         using_allocator=using_allocator,
+        malloc_async=malloc_async,
+        MemoryAsync=MemoryAsync,
         runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": "host emulator"}),
     )
     cupy.cuda = cuda

@@ -144,7 +144,7 @@ _captured_memory: list = []
 @contextlib.contextmanager
 def device_scope(device):
     """``device`` current for the call; while CuPy's current stream captures a CUDA graph,
-    every block the call allocates is also kept, for the life of the process.
+    every block the call allocates from a pool is also kept, for the life of the process.
 
     Captured kernels run at each replay on the addresses of the capture. Without this the
     call's temporaries (block partials, a mean's divisor, the copies it makes of inputs of
@@ -152,19 +152,32 @@ def device_scope(device):
     anything else allocated would write over memory handed out since. The graph's end is not
     visible here (CuPy's pool has no memory private to a graph, as PyTorch's has), so the
     memory stays: the gradient buffer too when the call allocates it (pass ``out=`` to keep
-    it in a buffer of your own)."""
+    it in a buffer of your own). A stream-ordered block (``cupy.cuda.malloc_async``) is not
+    kept: its free is a node of the graph, and a graph that never frees what it allocates
+    cannot be launched twice."""
     import cupy
 
     with device:
-        if not cupy.cuda.get_current_stream().is_capturing():
+        if not _capturing(cupy):
             yield
             return
         allocate = cupy.cuda.get_allocator()
 
         def allocate_and_keep(size):
             memory = allocate(size)
-            _captured_memory.append(memory)
+            if not isinstance(getattr(memory, "mem", None), cupy.cuda.MemoryAsync):
+                _captured_memory.append(memory)
             return memory
 
         with cupy.cuda.using_allocator(allocate_and_keep):
             yield
+
+
+def _capturing(cupy) -> bool:
+    """Whether CuPy's current stream captures a graph. A query CUDA refuses (the legacy
+    stream while another stream captures; HIP) counts as no: a launch then meets the
+    same refusal, with CUDA's own message."""
+    try:
+        return bool(cupy.cuda.get_current_stream().is_capturing())
+    except RuntimeError:
+        return False
