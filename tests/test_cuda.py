@@ -138,7 +138,7 @@ def test_runs_on_the_current_non_default_stream(cupy):
 def test_graph_capture_sees_every_launch_and_no_host_sync(cupy, weighted):
     # Capture fails on a host synchronisation or on a launch into another
     # stream, and a launch missing from the graph would leave `grad` zero.
-    # (The emulator captures launches only: a synchronisation is not seen there.)
+    # (The emulator captures launches and refuses host reads while it captures.)
     rng = np.random.default_rng(4)
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
@@ -202,26 +202,29 @@ def test_a_replay_after_other_allocations_uses_memory_of_its_own(cupy, case):
     assert not any(bool(array.any()) for array in allocated_since)
 
 
-def _capture_cross_entropy(cupy):
-    """The cross-entropy call of _captured_call under capture on a new stream; the count of
-    blocks kept before and after it."""
+def test_stream_ordered_blocks_are_left_to_the_graph(cupy):
+    # malloc_async's blocks are the graph's own allocations, which it frees itself: kept,
+    # their free would never be captured, and the graph could not be launched twice.
     stream = cupy.cuda.Stream(non_blocking=True)
-    with stream:
+    with cupy.cuda.using_allocator(cupy.cuda.malloc_async), stream:
         call, _ = _captured_call(cupy, "cross_entropy", np.random.default_rng(9))
         call()
         kept = len(_arrays._captured_memory)
         stream.begin_capture()
         call()
         stream.end_capture()
-    return kept, len(_arrays._captured_memory)
+    assert len(_arrays._captured_memory) == kept
 
 
-def test_stream_ordered_blocks_are_left_to_the_graph(cupy):
-    # malloc_async's blocks are the graph's own allocations, which it frees itself: kept,
-    # their free would never be captured, and the graph could not be launched twice.
-    with cupy.cuda.using_allocator(cupy.cuda.malloc_async):
-        before, after = _capture_cross_entropy(cupy)
-    assert after == before
+def _labels(cupy, rng):
+    """20 int64 class indices in [0, 37)."""
+    return cupy.asarray(rng.integers(0, 37, 20), dtype=cupy.int64)
+
+
+def _array(cupy, rng, low=None, shape=(20, 37)):
+    """A float32 device array: standard normal values, or uniform in [low, 1)."""
+    values = rng.standard_normal(shape) if low is None else rng.uniform(low, 1.0, shape)
+    return cupy.asarray(values, dtype=cupy.float32)
 
 
 def test_a_capture_query_cuda_refuses_counts_as_no_capture(emulated, monkeypatch):
@@ -239,15 +242,6 @@ def test_a_capture_query_cuda_refuses_counts_as_no_capture(emulated, monkeypatch
 
 # Every family's call under capture: name -> (function, arguments), ``arguments(cupy, rng)``
 # giving what the call takes after its float32 (20, 37) input: (positional, keywords).
-def _labels(cupy, rng):
-    return cupy.asarray(rng.integers(0, 37, 20), dtype=cupy.int64)
-
-
-def _array(cupy, rng, low=None, shape=(20, 37)):
-    values = rng.standard_normal(shape) if low is None else rng.uniform(low, 1.0, shape)
-    return cupy.asarray(values, dtype=cupy.float32)
-
-
 _CAPTURED_CALLS = {
     "l1_none": (fl.l1_with_grad, lambda cp, rng: ((_array(cp, rng),), {"reduction": "none"})),
     "huber_sum": (fl.huber_with_grad,
