@@ -174,9 +174,10 @@ def device_scope(device):
 
 
 def _capturing(cupy) -> bool:
-    """Whether CuPy's current stream captures a graph. A query CUDA refuses (the legacy
-    stream while another stream captures; HIP) counts as no: a launch then meets the
-    same refusal, with CUDA's own message."""
+    """Whether CuPy's current stream captures a graph. A refused query counts as no: CUDA
+    refuses it for the legacy stream while another stream captures, and the call's launch
+    then meets the same refusal, with CUDA's own message; CuPy on HIP, which captures
+    nothing, refuses it always."""
     try:
         return bool(cupy.cuda.get_current_stream().is_capturing())
     except RuntimeError:
