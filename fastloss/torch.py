@@ -96,11 +96,12 @@ def _check_device(tensor: torch.Tensor, name: str, device: torch.device) -> None
 
 @functools.cache
 def _cupy_holds_bfloat16() -> bool:
-    """Whether CuPy can view a bfloat16 tensor (it needs ml_dtypes for the dtype)."""
+    """Whether CuPy can view a bfloat16 tensor (it needs ml_dtypes for the dtype). The
+    probe launches no kernel (``empty``): the first call may come under graph capture."""
     import cupy
 
     try:
-        cupy.from_dlpack(torch.zeros(1, dtype=torch.bfloat16, device="cuda"))
+        cupy.from_dlpack(torch.empty(1, dtype=torch.bfloat16, device="cuda"))
     except (NotImplementedError, TypeError, ValueError, BufferError, RuntimeError):
         return False
     return True
