@@ -7,6 +7,7 @@ contraction, timing, the weak memory model) is listed in the README.
 
 import functools
 import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -78,6 +79,26 @@ def test_float_math_runs_in_float_as_on_the_gpu(tmp_path):
         ""]))
     subprocess.run([compiler, "-std=c++17", "-fsyntax-only", str(source)], check=True,
                    capture_output=True)
+
+
+@pytest.mark.emulated
+def test_the_current_stream_and_allocator_are_per_thread(emulated):
+    """As CuPy's: a stream or allocator made current in one thread is not another's."""
+    seen = {}
+
+    def other_thread():
+        seen["stream"] = emulated.cuda.get_current_stream()
+        seen["allocator"] = emulated.cuda.get_allocator()
+
+    default_stream, default_allocator = (emulated.cuda.get_current_stream(),
+                                         emulated.cuda.get_allocator())
+    stream = emulated.cuda.Stream()
+    with stream, emulated.cuda.using_allocator(lambda nbytes: default_allocator(nbytes)):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert emulated.cuda.get_current_stream() is stream
+    assert seen == {"stream": default_stream, "allocator": default_allocator}
 
 
 @pytest.mark.emulated

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
+import threading
 import types
 import weakref
 
@@ -164,22 +165,31 @@ def allocation_span(array: np.ndarray) -> tuple[int, int]:
     return begin, begin + root.nbytes
 
 
-_allocators: list = []  # using_allocator's, innermost last
+_thread = threading.local()  # as CuPy's, the current allocator and stream are per thread
+
+
+def _stack(name: str) -> list:
+    """This thread's stack ``name`` (``using_allocator``'s allocators, ``with stream:``'s
+    streams), innermost last."""
+    if not hasattr(_thread, name):
+        setattr(_thread, name, [])
+    return getattr(_thread, name)
 
 
 def get_allocator():
     """``cupy.cuda.get_allocator``: a function of a byte count to an :class:`Allocation`."""
-    return _allocators[-1] if _allocators else Allocation
+    allocators = _stack("allocators")
+    return allocators[-1] if allocators else Allocation
 
 
 @contextlib.contextmanager
 def using_allocator(allocator):
     """``cupy.cuda.using_allocator`` (None, CuPy's raw allocator, is not emulated)."""
-    _allocators.append(allocator)
+    _stack("allocators").append(allocator)
     try:
         yield
     finally:
-        _allocators.pop()
+        _stack("allocators").pop()
 
 
 def empty(shape, dtype=np.float64, order="C") -> ndarray:
@@ -273,11 +283,11 @@ class Stream:
         self.graph: Graph | None = None
 
     def __enter__(self):
-        _streams.append(self)
+        _stack("streams").append(self)
         return self
 
     def __exit__(self, *exc):
-        _streams.pop()
+        _stack("streams").pop()
         return False
 
     def synchronize(self) -> None:
@@ -299,12 +309,12 @@ class Stream:
 
 
 _null_stream = Stream()
-_streams: list[Stream] = []  # the ``with stream:`` blocks, innermost last
 
 
 def current_stream(device_id: int = -1) -> Stream:
     """``cupy.cuda.get_current_stream``."""
-    return _streams[-1] if _streams else _null_stream
+    streams = _stack("streams")
+    return streams[-1] if streams else _null_stream
 
 
 def _read_on_the_host(what: str) -> None:
