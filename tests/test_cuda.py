@@ -161,9 +161,20 @@ def test_graph_capture_sees_every_launch_and_no_host_sync(cupy, weighted):
     assert _bits(grad) == _bits(expected_grad)
 
 
+def _labels(cupy, rng):
+    """20 int64 class indices in [0, 37)."""
+    return cupy.asarray(rng.integers(0, 37, 20), dtype=cupy.int64)
+
+
+def _array(cupy, rng, low=None, shape=(20, 37)):
+    """A float32 device array: standard normal values, or uniform in [low, 1)."""
+    values = rng.standard_normal(shape) if low is None else rng.uniform(low, 1.0, shape)
+    return cupy.asarray(values, dtype=cupy.float32)
+
+
 def _captured_call(cupy, case, rng):
     """``(call, x)``: a call of ``case`` and its float32 input, which the call does not copy."""
-    x = cupy.asarray(rng.standard_normal((300, 70)), dtype=cupy.float32)
+    x = _array(cupy, rng, shape=(300, 70))
     if case == "cross_entropy":
         labels = cupy.asarray(rng.integers(0, 70, 300), dtype=cupy.int64)
         weight = cupy.asarray(rng.uniform(0.5, 2.0, 70))
@@ -192,7 +203,7 @@ def test_a_replay_after_other_allocations_uses_memory_of_its_own(cupy, case):
         graph = stream.end_capture()
         kept = len(_arrays._captured_memory)
         allocated_since = [cupy.zeros(size, cupy.float64) for size in (1, 64, 300, 21000)]
-        x[...] = cupy.asarray(rng.standard_normal(x.shape), dtype=x.dtype)
+        x[...] = _array(cupy, rng, shape=x.shape)
         graph.launch(stream=stream)
         expected_loss, expected_grad = call()
         assert len(_arrays._captured_memory) == kept  # the capture's allocator is gone
@@ -214,17 +225,6 @@ def test_stream_ordered_blocks_are_left_to_the_graph(cupy):
         call()
         stream.end_capture()
     assert len(_arrays._captured_memory) == kept
-
-
-def _labels(cupy, rng):
-    """20 int64 class indices in [0, 37)."""
-    return cupy.asarray(rng.integers(0, 37, 20), dtype=cupy.int64)
-
-
-def _array(cupy, rng, low=None, shape=(20, 37)):
-    """A float32 device array: standard normal values, or uniform in [low, 1)."""
-    values = rng.standard_normal(shape) if low is None else rng.uniform(low, 1.0, shape)
-    return cupy.asarray(values, dtype=cupy.float32)
 
 
 def test_a_capture_query_cuda_refuses_counts_as_no_capture(emulated, monkeypatch):
