@@ -509,14 +509,56 @@ def test_ratios_are_time_over_the_floor_and_peer_time_over_fastloss():
                 "speedup": None}
     rows = [row("floor", "floor", 0.5), row("fastloss[numpy]", "fastloss", 2.0),
             row("numpy-expr", "peer", 7.0), row("torch", "peer", 3.0),
-            row("failed", "peer", None), row("numpy-expr", "peer", 100.0, shape=(8, 8))]
+            row("failed", "peer", None), row("numpy-expr", "peer", 100.0, shape=(8, 8)),
+            row("exp-only", "bound", 0.25)]
     report.add_ratios(rows)
-    floor, fast, expr, torch, failed, other = rows
+    floor, fast, expr, torch, failed, other, bound = rows
     assert fast["x_floor"] == fast["median_s"] / floor["median_s"]
     assert expr["x_floor"] == expr["median_s"] / floor["median_s"]
     assert fast["speedup"] == {"numpy-expr": expr["median_s"] / fast["median_s"],
-                               "torch": torch["median_s"] / fast["median_s"]}
+                               "torch": torch["median_s"] / fast["median_s"],
+                               "exp-only": bound["median_s"] / fast["median_s"]}
     assert expr["speedup"] is None and failed["x_floor"] is None and other["x_floor"] is None
+
+
+BOUNDS = [("softmax_cross_entropy", "exp-only", lambda x, t: np.exp(-np.abs(x))),
+          ("binary_cross_entropy_with_logits", "exp-only", lambda x, t: np.exp(-np.abs(x))),
+          ("binary_cross_entropy", "log-only", lambda x, t: t * np.log(x)),
+          ("kl_div", "log-only", lambda x, t: t * np.log(t))]
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not available")
+@pytest.mark.parametrize("loss, name, want", BOUNDS, ids=[loss for loss, *_ in BOUNDS])
+def test_a_bound_computes_its_losss_arithmetic_for_the_ops_that_write_an_array(loss, name, want):
+    def bound(op):
+        return next((impl for impl in peers.implementations(loss, op, "cpu")
+                     if impl.name == name), None)
+
+    assert bound("forward") is None
+    inputs = peers.make_inputs(loss, (70000, 3), "cpu")  # more than one parallel block
+    first, second = inputs.first.copy(), inputs.second.copy()
+    for op in ("fused", "gradient"):
+        impl = bound(op)
+        assert impl.kind == "bound" and impl.missing is None
+        got = impl.prepare(inputs)()
+        expected = want(first.astype(np.float64), second.astype(np.float64)).ravel()
+        np.testing.assert_allclose(got, expected, rtol=2e-7, atol=1e-30)
+    assert np.array_equal(inputs.first, first) and np.array_equal(inputs.second, second)
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not available")
+def test_a_bound_is_compared_with_fastloss_and_not_checked_as_a_loss(tmp_path, capsys):
+    document, _ = _run(tmp_path, "--losses", "softmax_cross_entropy,kl_div", "--ops",
+                       "forward,fused", "--backends", "numba", "--peers", "exp-only,log-only")
+    rows = {(row["loss"], row["op"], row["impl"]): row for row in document["results"]}
+    for loss, name in [("softmax_cross_entropy", "exp-only"), ("kl_div", "log-only")]:
+        assert (loss, "forward", name) not in rows
+        bound = rows[(loss, "fused", name)]
+        assert bound["kind"] == "bound" and bound["error"] is None
+        assert bound["rel_err"] is None and bound["median_s"] > 0
+        fast = rows[(loss, "fused", "fastloss[numba]")]
+        assert fast["speedup"] == {name: bound["median_s"] / fast["median_s"]}
+    assert "exp-only and log-only are bounds" in capsys.readouterr().out
 
 
 def test_relative_error_is_over_the_reference():

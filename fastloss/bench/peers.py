@@ -20,7 +20,9 @@ a loss without one is an error. The peers every loss has:
   thread, as NumPy does: a kernel on every core can be faster.
 
 Specs add their own (``Spec.peers``): the seeds' crysx_nn-style functions for MSE and
-cross-entropy, Liger-Kernel's Triton cross-entropy on a GPU.
+cross-entropy, Liger-Kernel's Triton cross-entropy on a GPU, and the arithmetic bounds of the
+losses with an exponential or a log per element (``fastloss.bench.bounds``: ``exp-only``,
+``log-only``), whose answers are not the loss's.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ LOSS_OPS = OPS[:3]
 DEVICES = ("cpu", "cuda")
 DTYPE = np.float32
 PEER_NAMES = ("numpy-expr", "cupy-expr", "crysx-fastmath", "crysx-prange", "crysx", "crysx-cupy",
-              "torch", "liger")
+              "torch", "liger", "exp-only", "log-only")
 DEFAULT_CLASSES = 32000
 ELEMENTWISE_COLUMNS = 1024
 # The element count of a loss's row-width sweep (Spec.sweep).
@@ -55,12 +57,14 @@ SWEEP_ELEMENTS = 2_621_440
 class Peer:
     """A peer of one loss: ``prepare(op)`` gives the ``Impl.prepare`` of that op, or None
     where the peer has no such op; ``devices`` where it runs; ``needs`` modules it imports
-    besides NumPy and Numba."""
+    besides NumPy and Numba; ``bound``: it computes only the op's arithmetic, not its answer
+    (``fastloss.bench.bounds``)."""
 
     name: str
     prepare: Callable[[str], Callable | None]
     devices: tuple[str, ...] = DEVICES
     needs: tuple[str, ...] = ()
+    bound: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,10 +275,11 @@ def loss_value(result, op: str) -> float | None:
 
 @dataclass(frozen=True)
 class Impl:
-    """One contender for one (loss, op, device); ``missing`` says why it cannot run here."""
+    """One contender for one (loss, op, device); ``missing`` says why it cannot run here. A
+    floor's or a bound's answer is not the op's, and is not checked."""
 
     name: str
-    kind: str  # "fastloss", "peer" or "floor"
+    kind: str  # "fastloss", "peer", "floor" or "bound" (a peer computing the op's arithmetic)
     loss: str
     op: str
     device: str
@@ -420,15 +425,16 @@ def implementations(loss: str, op: str, device: str) -> list[Impl]:
     gpu_missing = cuda_missing() if device == "cuda" else None
     no_torch = None if gpu_missing else torch_missing(device)  # spares importing torch for nothing
 
-    def peer(name, prepare, missing=None):
-        impls.append(Impl(name, "peer", loss, op, device, prepare, gpu_missing or missing))
+    def peer(name, prepare, missing=None, kind="peer"):
+        impls.append(Impl(name, kind, loss, op, device, prepare, gpu_missing or missing))
 
     peer("cupy-expr" if device == "cuda" else "numpy-expr", _expression(loss, op))
     for extra in spec(loss).peers:
         prepare = extra.prepare(op) if device in extra.devices else None
         if prepare is not None:
             others = missing_module(*(module for module in extra.needs if module != "torch"))
-            peer(extra.name, prepare, (no_torch if "torch" in extra.needs else None) or others)
+            peer(extra.name, prepare, (no_torch if "torch" in extra.needs else None) or others,
+                 "bound" if extra.bound else "peer")
     peer("torch", _torch(loss, op), no_torch)
     impls.append(Impl("floor", "floor", loss, op, device, _floor(loss, op), gpu_missing))
     return impls

@@ -41,6 +41,8 @@ from fastloss.bench import peers
 SCHEMA = "fastloss-bench/2"
 # A row whose interquartile range exceeds this share of its median is flagged noisy.
 NOISY_SPREAD = 0.10
+# The kinds of contender a fastloss row is compared with, column by column.
+COMPARED = ("peer", "bound")
 # Every loss also runs LATENCY_SIZES, and its row-width sweep (its spec's sweep).
 # Shapes where a call's fixed cost (argument checks, dispatch, thread start)
 # is most of its time; at most TINY_ELEMENTS elements go in the latency table.
@@ -137,7 +139,7 @@ def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float | None, *, 
     }
     try:
         result, times = time_thunk(impl.prepare(inputs), repeats=repeats, budget=budget)
-        if impl.kind != "floor":
+        if impl.kind not in ("floor", "bound"):
             if impl.op == "call":
                 row["rel_err"] = array_error(inputs, result)
             else:
@@ -185,7 +187,7 @@ def add_ratios(rows: list[dict]) -> None:
             if row["kind"] == "fastloss":
                 row["speedup"] = {
                     peer["impl"]: peer["median_s"] / row["median_s"]
-                    for peer in timed if peer["kind"] == "peer"
+                    for peer in timed if peer["kind"] in COMPARED
                 }
 
 
@@ -222,7 +224,7 @@ class Progress:
 def wanted(impl: peers.Impl, args) -> bool:
     if impl.kind == "fastloss":
         return impl.backend in args.backends
-    if impl.kind == "peer":
+    if impl.kind in COMPARED:
         return args.peers is None or impl.name in args.peers
     return True
 
@@ -365,7 +367,7 @@ def _case_lines(case: list[dict]) -> tuple[list[list[str]], list[str]]:
             lines.append([label, name, "failed", "-", "-", "-", "-", "-"])
             failures.append(f"  {row['impl']} at {label}: {row['error']}")
         else:
-            over = row["median_s"] / fastest if fastest and row["kind"] == "peer" else None
+            over = row["median_s"] / fastest if fastest and row["kind"] in COMPARED else None
             lines.append([
                 label, name, _seconds(row["median_s"]), _spread(row), _number(row["gbps"], ".3g"),
                 _number(row["x_floor"], ".3g"), _number(over, ".3g"),
@@ -420,7 +422,7 @@ def summary_table(rows: list[dict], wanted: dict[str, list[tuple[int, int]]]) ->
     for loss, loss_shapes in wanted.items():
         case = [row for row in rows if row["loss"] == loss and tuple(row["shape"]) in loss_shapes]
         peer_names = list(dict.fromkeys(
-            row["impl"] for row in case if row["kind"] == "peer" and row["median_s"]
+            row["impl"] for row in case if row["kind"] in COMPARED and row["median_s"]
         ))
         header = [*SUMMARY_HEADER, *(f"x {name}" for name in peer_names)]
         lines = []
@@ -454,6 +456,10 @@ def environment_line(info: dict) -> str:
 NOISY_NOTE = (f"noisy: the spread is over {NOISY_SPREAD:.0%} of the time, so that time and the "
               "ratios built on it can be off by as much. Rerun with --rounds 3 (or more) and a "
               "larger --budget, on a quieter machine.")
+BOUND_NOTE = ("exp-only and log-only are bounds, not peers: the op's exponential or log alone, "
+              "once per element, with fastloss's vector math on its threads "
+              "(fastloss.bench.bounds); below 1, 1 / x is how many times that arithmetic's time "
+              "fastloss takes")
 NUMPY_BACKEND_NOTE = ("backend numpy is fastloss's pure-NumPy reference implementation (float64, "
                       "written to be obviously right), not tuned for speed; numba is the fast CPU "
                       "backend.")
@@ -478,10 +484,11 @@ def legend(columns: Sequence[str], info: dict) -> str:
                    "means beating one core's copy; likelier at sizes that fit in the cores' "
                    "caches together but not in one core's",
         "fastloss x": "on a peer's line: its time / the fastest fastloss backend's time, i.e. how "
-                      "many times faster fastloss is",
+                      "many times faster fastloss is. " + BOUND_NOTE,
         "vs NumPy": "time of the NumPy expression a user writes (on a GPU, CuPy's) / this row's "
                     "time: how many times faster fastloss is",
-        "x <peer>": "that peer's time / this row's time: how many times faster fastloss is",
+        "x <peer>": "that peer's time / this row's time: how many times faster fastloss is. "
+                    + BOUND_NOTE,
         "rel err": "|loss - ref| / |ref|, ref the loss computed in float64 from the same float32 "
                    "inputs; for a softmax function (op call) max |output - ref| / max |ref| over "
                    "its output array; - for the gradient alone",

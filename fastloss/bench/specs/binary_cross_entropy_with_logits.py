@@ -3,7 +3,7 @@
 memory floor.
 """
 
-from fastloss.bench import peers
+from fastloss.bench import bounds, peers
 
 LOSS = "binary_cross_entropy_with_logits"
 
@@ -25,4 +25,5 @@ def expression_grad(xp, logits, target):
 SPEC = peers.elementwise_spec(
     LOSS, make, bce_with_logits, expression_grad,
     lambda F, logits, target: F.binary_cross_entropy_with_logits(logits, target),
+    peers=(bounds.EXP_ONLY,),
 )

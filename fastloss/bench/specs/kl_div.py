@@ -4,7 +4,7 @@ floor (``reduction="mean"``, target probabilities, input their candidates' logs)
 
 import warnings
 
-from fastloss.bench import peers
+from fastloss.bench import bounds, peers
 
 LOSS = "kl_div"
 
@@ -28,4 +28,5 @@ def torch_kl_div(F, log_q, p):
         return F.kl_div(log_q, p)
 
 
-SPEC = peers.elementwise_spec(LOSS, make, kl, expression_grad, torch_kl_div)
+SPEC = peers.elementwise_spec(LOSS, make, kl, expression_grad, torch_kl_div,
+                              peers=(bounds.TARGET_LOG_ONLY,))

@@ -5,7 +5,7 @@ peers and the memory floor, also over the row width k at a fixed number of logit
 import numpy as np
 from numba import njit
 
-from fastloss.bench import peers
+from fastloss.bench import bounds, peers
 
 LOSS = "softmax_cross_entropy"
 CLASS_SWEEP = (2, 10, 100, 1000, 32000, 128000)
@@ -183,5 +183,6 @@ SPEC = peers.Spec(
     sizes=("4x32000", "32x32000", "256x32000", "1024x32000"), quick_sizes=("1024x32000",),
     width=None, sweep=CLASS_SWEEP,
     peers=(_crysx_peer("cpu"), _crysx_peer("cuda"),
-           peers.Peer("liger", _liger, devices=("cuda",), needs=("torch", "liger_kernel"))),
+           peers.Peer("liger", _liger, devices=("cuda",), needs=("torch", "liger_kernel")),
+           bounds.EXP_ONLY),
 )
