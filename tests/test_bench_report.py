@@ -290,8 +290,9 @@ def test_header_gives_the_threads_and_a_legend_explains_the_columns(tmp_path, ca
     words = " ".join(legend.split())
     assert "median wall time of one call" in words
     assert "np.copyto of a float32 array of half the op's bytes" in words
+    count = numba.get_num_threads()
     assert (f"NumPy copies on one thread while fastloss's numba kernels run on "
-            f"{numba.get_num_threads()} threads") in words
+            f"{count} thread{'s' if count != 1 else ''},") in words
     assert "pure-NumPy reference implementation" in " ".join(out.split())
 
 

@@ -470,6 +470,8 @@ def legend(columns: Sequence[str], info: dict) -> str:
     means, wrapped to 100 characters."""
     floor = ("np.copyto of a float32 array of half the op's bytes, so that it reads and writes "
              "exactly those bytes (on a GPU: cupy.copyto, device to device), timed in this run")
+    threads = info["numba_threads"]
+    threads = f"{threads} thread" + ("s" if threads != 1 else "")
     meanings = {
         "time": "median wall time of one call: at least --repeats timed calls after an untimed "
                 "warm-up (JIT compilation, first touch of memory), more while within --budget "
@@ -480,7 +482,7 @@ def legend(columns: Sequence[str], info: dict) -> str:
                 "output written once) / time",
         "floor": "time of the floor copy (see x floor)",
         "x floor": f"time / time of the floor copy: {floor}. NumPy copies on one thread while "
-                   f"fastloss's numba kernels run on {info['numba_threads']} threads, so below 1 "
+                   f"fastloss's numba kernels run on {threads}, so below 1 "
                    "means beating one core's copy; likelier at sizes that fit in the cores' "
                    "caches together but not in one core's",
         "fastloss x": "on a peer's line: its time / the fastest fastloss backend's time, i.e. how "
