@@ -41,8 +41,12 @@ OPS = ("forward", "gradient", "fused", "call")
 LOSS_OPS = OPS[:3]
 DEVICES = ("cpu", "cuda")
 DTYPE = np.float32
+# The arithmetic bounds' names (fastloss.bench.bounds): chosen with --peers as peers are.
+BOUND_NAMES = ("exp-only", "log-only")
 PEER_NAMES = ("numpy-expr", "cupy-expr", "crysx-fastmath", "crysx-prange", "crysx", "crysx-cupy",
-              "torch", "liger", "exp-only", "log-only")
+              "torch", "liger", *BOUND_NAMES)
+# Contenders whose answer is not the op's, so that nothing checks it as one.
+UNCHECKED = ("floor", "bound")
 DEFAULT_CLASSES = 32000
 ELEMENTWISE_COLUMNS = 1024
 # The element count of a loss's row-width sweep (Spec.sweep).
@@ -276,7 +280,7 @@ def loss_value(result, op: str) -> float | None:
 @dataclass(frozen=True)
 class Impl:
     """One contender for one (loss, op, device); ``missing`` says why it cannot run here. A
-    floor's or a bound's answer is not the op's, and is not checked."""
+    floor's or a bound's answer is not the op's, and is not checked (``UNCHECKED``)."""
 
     name: str
     kind: str  # "fastloss", "peer", "floor" or "bound" (a peer computing the op's arithmetic)

@@ -139,7 +139,7 @@ def measure(impl: peers.Impl, inputs: peers.Inputs, reference: float | None, *, 
     }
     try:
         result, times = time_thunk(impl.prepare(inputs), repeats=repeats, budget=budget)
-        if impl.kind not in ("floor", "bound"):
+        if impl.kind not in peers.UNCHECKED:
             if impl.op == "call":
                 row["rel_err"] = array_error(inputs, result)
             else:
@@ -457,9 +457,11 @@ NOISY_NOTE = (f"noisy: the spread is over {NOISY_SPREAD:.0%} of the time, so tha
               "ratios built on it can be off by as much. Rerun with --rounds 3 (or more) and a "
               "larger --budget, on a quieter machine.")
 BOUND_NOTE = ("exp-only and log-only are bounds, not peers: the op's exponential or log alone, "
-              "once per element, with fastloss's vector math on its threads "
-              "(fastloss.bench.bounds); below 1, 1 / x is how many times that arithmetic's time "
-              "fastloss takes")
+              "once per element, with fastloss's vector math on its threads, reading the op's "
+              "inputs and writing one array (fastloss.bench.bounds). On their lines fastloss x "
+              "and in the x exp-only and x log-only columns, below 1, 1 / x is how many times "
+              "that cost fastloss takes; the bound's own x floor says whether that cost is "
+              "arithmetic or memory.")
 NUMPY_BACKEND_NOTE = ("backend numpy is fastloss's pure-NumPy reference implementation (float64, "
                       "written to be obviously right), not tuned for speed; numba is the fast CPU "
                       "backend.")
@@ -486,11 +488,10 @@ def legend(columns: Sequence[str], info: dict) -> str:
                    "means beating one core's copy; likelier at sizes that fit in the cores' "
                    "caches together but not in one core's",
         "fastloss x": "on a peer's line: its time / the fastest fastloss backend's time, i.e. how "
-                      "many times faster fastloss is. " + BOUND_NOTE,
+                      "many times faster fastloss is",
         "vs NumPy": "time of the NumPy expression a user writes (on a GPU, CuPy's) / this row's "
                     "time: how many times faster fastloss is",
-        "x <peer>": "that peer's time / this row's time: how many times faster fastloss is. "
-                    + BOUND_NOTE,
+        "x <peer>": "that peer's time / this row's time: how many times faster fastloss is",
         "rel err": "|loss - ref| / |ref|, ref the loss computed in float64 from the same float32 "
                    "inputs; for a softmax function (op call) max |output - ref| / max |ref| over "
                    "its output array; - for the gradient alone",
@@ -574,7 +575,7 @@ def _series_name(row: dict, several_devices: bool) -> str:
 
 def _draw(axis, series: dict[str, list[tuple[float, float]]], colours: dict, title: str,
           xlabel: str, ylabel: str) -> None:
-    """One log-log panel: a line per contender, the copy bandwidth dashed."""
+    """One log-log panel: a line per contender, the copy bandwidth dashed, bounds dotted."""
     from matplotlib.ticker import NullFormatter
 
     for name, points in series.items():
@@ -584,7 +585,8 @@ def _draw(axis, series: dict[str, list[tuple[float, float]]], colours: dict, tit
         else:
             ours = name.startswith("fastloss")
             axis.plot(xs, ys, marker="o", markersize=4 if ours else 3,
-                      linewidth=2.2 if ours else 1.0, color=colours[name], label=name)
+                      linewidth=2.2 if ours else 1.0, color=colours[name], label=name,
+                      linestyle=":" if name.split(" ")[0] in peers.BOUND_NAMES else "-")
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.xaxis.set_minor_formatter(NullFormatter())
@@ -739,9 +741,10 @@ def _names(text: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m fastloss bench",
-        description="Time fastloss against NumPy, PyTorch, crysx_nn-style functions and the "
-                    "memory floor; report GB/s, the ratio to the floor, speed-ups and the loss's "
-                    "relative error against float64.",
+        description="Time fastloss against NumPy, PyTorch, crysx_nn-style functions, the "
+                    "memory floor and, for the losses with an exponential or a log per element, "
+                    "that function alone (exp-only, log-only); report GB/s, the ratio to the "
+                    "floor, speed-ups and the loss's relative error against float64.",
         epilog="Two other reports, each with its own --help: --dask (fastloss.dask on 1- and "
                "2-worker LocalClusters) and --against REV (this checkout against git revision "
                "REV, alternating in one process).")
@@ -762,8 +765,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backends", type=_names, default=None,
                         help="fastloss backends (default: every available one)")
     parser.add_argument("--peers", type=_names, default=None,
-                        help="peers by name, or 'none' (default: every installed one; --quick: "
-                             "numpy-expr, cupy-expr)")
+                        help="peers (and bounds: exp-only, log-only) by name, or 'none' "
+                             "(default: every installed one; --quick: numpy-expr, cupy-expr)")
     parser.add_argument("--classes", type=int, default=peers.DEFAULT_CLASSES,
                         help="cross-entropy row width for element-count sizes (default: 32000)")
     parser.add_argument("--sweep-elements", type=float, default=None, metavar="N",
@@ -894,7 +897,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(sweeps.values()) or any(tiny.values()):
         columns += [*SUMMARY_HEADER, "x <peer>"]
     notes = [NOISY_NOTE] * any(row["noisy"] for row in rows) + [NUMPY_BACKEND_NOTE] * any(
-        row["backend"] == "numpy" for row in rows)
+        row["backend"] == "numpy" for row in rows) + [BOUND_NOTE] * any(
+        row["kind"] == "bound" for row in rows)
     for note in notes:
         print("\n" + textwrap.fill(note, width=98))
     print("\n" + legend(columns, info))

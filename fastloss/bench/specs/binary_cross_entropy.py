@@ -22,4 +22,4 @@ def expression_grad(xp, probs, target):
 
 SPEC = peers.elementwise_spec(LOSS, make, bce, expression_grad,
                               lambda F, probs, target: F.binary_cross_entropy(probs, target),
-                              peers=(bounds.LOG_ONLY,))
+                              peers=(bounds.BINARY_CROSS_ENTROPY,))

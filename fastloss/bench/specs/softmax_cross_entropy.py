@@ -184,5 +184,5 @@ SPEC = peers.Spec(
     width=None, sweep=CLASS_SWEEP,
     peers=(_crysx_peer("cpu"), _crysx_peer("cuda"),
            peers.Peer("liger", _liger, devices=("cuda",), needs=("torch", "liger_kernel")),
-           bounds.EXP_ONLY),
+           bounds.SOFTMAX_CROSS_ENTROPY),
 )
