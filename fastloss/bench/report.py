@@ -472,8 +472,8 @@ def legend(columns: Sequence[str], info: dict) -> str:
     means, wrapped to 100 characters."""
     floor = ("np.copyto of a float32 array of half the op's bytes, so that it reads and writes "
              "exactly those bytes (on a GPU: cupy.copyto, device to device), timed in this run")
-    threads = info["numba_threads"]
-    threads = f"{threads} thread" + ("s" if threads != 1 else "")
+    count = info["numba_threads"]
+    threads = f"{count} thread" + ("s" if count != 1 else "")
     meanings = {
         "time": "median wall time of one call: at least --repeats timed calls after an untimed "
                 "warm-up (JIT compilation, first touch of memory), more while within --budget "
