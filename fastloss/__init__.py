@@ -4,7 +4,6 @@ Importing fastloss imports neither numba, cupy nor dask: backends load on first 
 call with dask arrays goes to ``fastloss.dask``.
 """
 
-from fastloss._registry import routes_dask
 from fastloss.losses.binary_cross_entropy import (
     binary_cross_entropy,
     binary_cross_entropy_grad,
@@ -37,23 +36,6 @@ from fastloss.losses.softmax_entropy import (
     softmax_entropy,
     softmax_entropy_grad,
     softmax_entropy_with_grad,
-)
-
-# Dask arrays: the elementwise losses' shared front routes them itself; these go to
-# fastloss.dask's functions of the same name.
-softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad = map(
-    routes_dask,
-    (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad),
-)
-nll, nll_grad, nll_with_grad = map(routes_dask, (nll, nll_grad, nll_with_grad))
-multi_margin, multi_margin_grad, multi_margin_with_grad = map(
-    routes_dask, (multi_margin, multi_margin_grad, multi_margin_with_grad)
-)
-softmax_entropy, softmax_entropy_grad, softmax_entropy_with_grad = map(
-    routes_dask, (softmax_entropy, softmax_entropy_grad, softmax_entropy_with_grad)
-)
-softmax, log_softmax, softmax_backward, log_softmax_backward = map(
-    routes_dask, (softmax, log_softmax, softmax_backward, log_softmax_backward)
 )
 
 __version__ = "0.1.0"

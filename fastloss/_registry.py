@@ -95,18 +95,22 @@ def any_dask_array(*arrays) -> bool:
     return _dask_loaded() and any(map(is_dask_array, arrays))
 
 
-def routes_dask(function):
-    """``function``, but a call with a dask array argument goes to ``fastloss.dask``'s
-    function of the same name (lazy, chunk by chunk) before anything else happens."""
-    name = function.__name__
+def routes_dask(front):
+    """``front``, the internal front of a loss or function over rows (positional
+    arguments, arrays also by keyword), but a call with a dask array among its
+    arguments goes to ``fastloss.dask``'s function of the same name and arguments
+    (lazy, chunk by chunk) before anything else happens. A wrapper of the
+    internal front, not of the public functions: their keyword arguments would
+    be packed and unpacked once more on every call (a tenth of a tiny call)."""
+    name = front.__name__
 
-    @functools.wraps(function)
-    def dispatch(*args, **kwargs):
-        if _dask_loaded() and (
-            any(map(is_dask_array, args)) or any(map(is_dask_array, kwargs.values()))
+    @functools.wraps(front)
+    def dispatch(*args, **arrays):
+        if "dask.array" in sys.modules and (
+            any(map(is_dask_array, args)) or any(map(is_dask_array, arrays.values()))
         ):
-            return getattr(importlib.import_module("fastloss.dask"), name)(*args, **kwargs)
-        return function(*args, **kwargs)
+            return getattr(importlib.import_module("fastloss.dask"), name)(*args, **arrays)
+        return front(*args, **arrays)
 
     return dispatch
 
@@ -156,13 +160,13 @@ def host_backend(name) -> Backend | None:
     """The CPU backend object that ``name`` means for host arrays, when it is one
     that can run ("auto", "numpy", "numba"); None for anything else, which then
     goes through :func:`resolve` and its errors."""
-    if type(name) is not str:
-        return None
-    if name == "auto":
-        return _OBJECTS[_host_default()]
-    if (name == "numba" or name == "numpy") and backend_status(name)[0]:
-        return _OBJECTS[name]
-    return None
+    return _runnable_hosts().get(name) if type(name) is str else None
+
+
+@functools.cache
+def _runnable_hosts() -> dict[str, Backend]:
+    hosts = {name: _OBJECTS[name] for name in ("numpy", "numba") if backend_status(name)[0]}
+    return hosts | {"auto": _OBJECTS[_host_default()]}
 
 
 def _load(spec: str):

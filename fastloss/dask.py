@@ -705,7 +705,7 @@ def softmax_cross_entropy_with_grad(
 # Softmax, log-softmax and their vector-Jacobian products
 
 
-def _row_function(name, arrays: dict, out, backend):
+def _row_function(name, out, backend, **arrays):
     """``fastloss.<name>`` of dask arrays, one chunk of whole rows per task: the arrays are
     rechunked to the first one's row chunks and one class chunk. Shapes and dtypes are
     checked when the graph is built, by the in-memory checks."""
@@ -722,20 +722,19 @@ def _row_function(name, arrays: dict, out, backend):
 
 def softmax(z, *, out=None, backend: str = "auto"):
     """Lazy :func:`fastloss.softmax`: z's shape, row chunks and dtype, one class chunk."""
-    return _row_function("softmax", {"z": z}, out, backend)
+    return _row_function("softmax", out, backend, z=z)
 
 
 def log_softmax(z, *, out=None, backend: str = "auto"):
     """Lazy :func:`fastloss.log_softmax`: z's shape, row chunks and dtype, one class chunk."""
-    return _row_function("log_softmax", {"z": z}, out, backend)
+    return _row_function("log_softmax", out, backend, z=z)
 
 
 def softmax_backward(p, grad_p, *, out=None, backend: str = "auto"):
     """Lazy :func:`fastloss.softmax_backward`: p's shape, row chunks and dtype."""
-    return _row_function("softmax_backward", {"p": p, "grad_p": grad_p}, out, backend)
+    return _row_function("softmax_backward", out, backend, p=p, grad_p=grad_p)
 
 
 def log_softmax_backward(logp, grad_logp, *, out=None, backend: str = "auto"):
     """Lazy :func:`fastloss.log_softmax_backward`: logp's shape, row chunks and dtype."""
-    return _row_function("log_softmax_backward", {"logp": logp, "grad_logp": grad_logp}, out,
-                         backend)
+    return _row_function("log_softmax_backward", out, backend, logp=logp, grad_logp=grad_logp)

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _class_labels
 
 
+@_registry.routes_dask
 def _multi_margin(scores, target, reduction, p, margin, weight, backend, out, want_grad,
                   check_labels):
     reduction = v.check_reduction(reduction)

@@ -3,10 +3,12 @@ input), its gradient, and both in one pass."""
 
 from __future__ import annotations
 
+from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _class_labels
 
 
+@_registry.routes_dask
 def _nll(log_probs, target, reduction, ignore_index, weight, backend, out, want_grad,
          check_labels):
     reduction = v.check_reduction(reduction)

@@ -10,8 +10,9 @@ from fastloss import _validate as v
 from fastloss.losses import _tail
 
 
-def _row_function(name, arrays: dict, out, backend):
-    """``name``'s kernel over ``arrays`` (argument name -> array, the first one leading):
+@_registry.routes_dask
+def _row_function(name, out, backend, **arrays):
+    """``name``'s kernel over ``arrays`` (its inputs by argument name, the first leading):
     checks, conversion to the compute dtype, then ``out`` or a new array."""
     host = _registry.host_backend(backend)
     if host is not None:
@@ -66,25 +67,24 @@ def check_rows(arrays: dict, backend, convert=None) -> list:
 
 def softmax(z, *, out=None, backend: str = "auto"):
     """``exp(z - max) / sum(exp(z - max))`` along each row of ``(N, k)`` ``z``."""
-    return _row_function("softmax", {"z": z}, out, backend)
+    return _row_function("softmax", out, backend, z=z)
 
 
 def log_softmax(z, *, out=None, backend: str = "auto"):
     """``z - max - log(sum(exp(z - max)))`` along each row of ``(N, k)`` ``z``."""
-    return _row_function("log_softmax", {"z": z}, out, backend)
+    return _row_function("log_softmax", out, backend, z=z)
 
 
 def softmax_backward(p, grad_p, *, out=None, backend: str = "auto"):
     """The gradient with respect to ``z`` from ``p = softmax(z)`` and ``grad_p``, the
     gradient with respect to ``p``: ``p * (grad_p - sum(p * grad_p))`` per row."""
-    return _row_function("softmax_backward", {"p": p, "grad_p": grad_p}, out, backend)
+    return _row_function("softmax_backward", out, backend, p=p, grad_p=grad_p)
 
 
 def log_softmax_backward(logp, grad_logp, *, out=None, backend: str = "auto"):
     """The gradient with respect to ``z`` from ``logp = log_softmax(z)`` and ``grad_logp``:
     ``grad_logp - exp(logp) * sum(grad_logp)`` per row."""
-    return _row_function("log_softmax_backward", {"logp": logp, "grad_logp": grad_logp}, out,
-                         backend)
+    return _row_function("log_softmax_backward", out, backend, logp=logp, grad_logp=grad_logp)
 
 
 _CONTRACT = """

@@ -13,6 +13,7 @@ def _probabilities(target, logits, ignore_index, work, backend, xp):
     return xp.ascontiguousarray(_tail.narrowed(target, work, "C"))
 
 
+@_registry.routes_dask
 def _softmax_cross_entropy(
     logits, target, reduction, ignore_index, label_smoothing, weight, backend, out, want_grad,
     check_labels,

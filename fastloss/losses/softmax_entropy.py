@@ -8,6 +8,7 @@ from fastloss import _validate as v
 from fastloss.losses import _class_labels, _tail
 
 
+@_registry.routes_dask
 def _softmax_entropy(logits, reduction, backend, out, want_grad):
     host = _registry.host_backend(backend)
     if host is not None and v.plain_reduction(reduction):
