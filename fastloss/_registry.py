@@ -106,7 +106,7 @@ def routes_dask(front):
 
     @functools.wraps(front)
     def dispatch(*args, **arrays):
-        if "dask.array" in sys.modules and (
+        if _dask_loaded() and (
             any(map(is_dask_array, args)) or any(map(is_dask_array, arrays.values()))
         ):
             return getattr(importlib.import_module("fastloss.dask"), name)(*args, **arrays)
@@ -160,13 +160,17 @@ def host_backend(name) -> Backend | None:
     """The CPU backend object that ``name`` means for host arrays, when it is one
     that can run ("auto", "numpy", "numba"); None for anything else, which then
     goes through :func:`resolve` and its errors."""
-    return _runnable_hosts().get(name) if type(name) is str else None
+    return _runnable_host(name) if type(name) is str else None
 
 
 @functools.cache
-def _runnable_hosts() -> dict[str, Backend]:
-    hosts = {name: _OBJECTS[name] for name in ("numpy", "numba") if backend_status(name)[0]}
-    return hosts | {"auto": _OBJECTS[_host_default()]}
+def _runnable_host(name: str) -> Backend | None:
+    # Per name: "numpy" (or "cuda", or a bad name) must not import numba to find out.
+    if name == "auto":
+        return _OBJECTS[_host_default()]
+    if (name == "numba" or name == "numpy") and backend_status(name)[0]:
+        return _OBJECTS[name]
+    return None
 
 
 def _load(spec: str):

@@ -28,6 +28,23 @@ def test_import_loads_neither_numba_nor_cupy():
     assert result.stdout.split() == ["False", "False"]
 
 
+def test_a_call_on_another_backend_does_not_import_numba():
+    code = """if True:
+        import sys, numpy as np, fastloss as fl
+        fl.mse(np.zeros(3), np.zeros(3), backend="numpy")
+        fl.softmax(np.zeros((2, 3)), backend="numpy")
+        for name in ("cuda", "nope"):
+            try:
+                fl.nll(np.zeros((2, 3)), np.zeros(2, np.int64), backend=name)
+            except ValueError:
+                pass  # the backend is not available, or not one
+        print('numba' in sys.modules)
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["False"]
+
+
 def test_auto_picks_numba_for_host_arrays_when_installed():
     expected = "numba" if _registry.backend_status("numba")[0] else "numpy"
     assert _registry.resolve("auto", np.zeros(3)) == expected

@@ -2,8 +2,9 @@
 avoid, once per element, with fastloss's own float32 vector math on Numba's threads.
 
 A bound reads the op's input arrays (cross-entropy's: its logits; its labels, one per row, are not
-read) and writes one array of their shape, as the fused op does, in work items of the op's
-kernel's size and serially up to the size where the op's kernel does. It computes nothing else, and
+read) and writes one array of their size, as the fused op does, in flat work items of as many
+elements as the op's kernel's (cross-entropy's holds whole rows: at least one), and serially up to
+the size where the op's kernel does. It computes nothing else, and
 its answer is not the loss (nothing checks it as one). ``x exp-only`` near 1 says the op costs
 little beyond its exponentials; whether that cost is arithmetic or memory, the bound's own
 ``x floor`` says.
@@ -40,7 +41,7 @@ def _exp_of_minus_abs(x, t):
 
 @njit(inline="always")
 def _target_exp(x, t):
-    return t * exp_nonpositive(-abs(x))
+    return t * _exp_of_minus_abs(x, t)
 
 
 @njit(inline="always")
