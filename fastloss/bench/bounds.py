@@ -4,10 +4,9 @@ avoid, once per element, with fastloss's own float32 vector math on Numba's thre
 A bound reads the op's input arrays (cross-entropy's: its logits; its labels, one per row, are not
 read) and writes one array of their size, as the fused op does, in flat work items of as many
 elements as the op's kernel's (cross-entropy's holds whole rows: at least one), and serially up to
-the size where the op's kernel does. It computes nothing else, and
-its answer is not the loss (nothing checks it as one). ``x exp-only`` near 1 says the op costs
-little beyond its exponentials; whether that cost is arithmetic or memory, the bound's own
-``x floor`` says.
+the size where the op's kernel does. It computes nothing else, and its answer is not the loss
+(nothing checks it as one). ``x exp-only`` near 1 says the op costs little beyond its
+exponentials; whether that cost is arithmetic or memory, the bound's own ``x floor`` says.
 
 - ``exp-only``: e**-|x| of every logit (softmax cross-entropy: one exponential per logit); for
   BCE with logits t e**-|x| (its softplus and sigmoid take e**-|x|, and a log1p besides).
