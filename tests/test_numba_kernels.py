@@ -315,6 +315,27 @@ def test_cross_entropy_matches_float64_formula(dtype, kind, weighted, smoothing,
     np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("classes", [100, 1000], ids=["lanes", "row"])
+@pytest.mark.parametrize("smoothing", [0.5, 1 - 2.0**-20])
+def test_a_smoothed_float32_gradient_keeps_float64s_terms_where_they_cancel(classes, smoothing):
+    # Label smoothing without class weights scales the exponentials and subtracts the
+    # smoothing's share in float32, each of the two float64 terms split into two float32
+    # parts (_row_shift_scale, _lanes_shift_scale). With all logits equal, every
+    # exponential is 1 and a class off the label gets (1 - smoothing) / (k * divisor): for
+    # smoothing near 1 the terms cancel to 2**-20 of their size, where one float32 part
+    # each would be 6% off. Within an ulp, as the float64 path.
+    rows = 70
+    logits = np.full((rows, classes), 0.75, np.float32)
+    labels = np.arange(rows) % classes
+    grad = np.empty_like(logits)
+    _run_ce(logits, labels, None, smoothing, grad)
+    off_label = np.ones(logits.shape, bool)
+    off_label[np.arange(rows), labels] = False
+    expected = np.float32((1 - smoothing) / (classes * 2))
+    np.testing.assert_array_max_ulp(grad[off_label], np.full(off_label.sum(), expected),
+                                    maxulp=1)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ignore_index", [-100, 1])
 def test_rows_of_two_classes_are_softplus_and_sigmoid_of_the_difference(dtype, ignore_index):

@@ -685,12 +685,30 @@ def _gap_chunk(z, row_max, probs, weight, keep, smooth, start, count, lane_weigh
         lane_gap[lane] += _gap_term(qw, np.float64(row_max) - np.float64(z[c]))
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _gap_sum_chunk(z, row_max, start, count, lane_gap):
+    for lane in range(count):
+        lane_gap[lane] += np.float64(row_max) - np.float64(z[start + lane])
+
+
 @njit(cache=True, error_model="numpy")
 def _row_gap(z, row_max, probs, weight, keep, smooth):
     """(sum_c q_c w_c, sum_c q_c w_c (max - z_c)) with q_c = keep * probs_c +
     smooth (q_c = smooth when ``probs`` is None)."""
     _wide_vectors()
     classes = z.size
+    if probs is None and weight is None:
+        # Label smoothing alone: q_c w_c = smooth (not 0) for every class, so smooth times
+        # the sum of the gaps (each exact in float64), where a gap of 0 adds 0 as in
+        # _gap_term: a third of the arithmetic per class.
+        lane_gap = _stack_lanes(0.0)
+        for lane in range(LANES):
+            lane_gap[lane] = 0.0
+        full = classes - classes % LANES
+        for start in range(0, full, LANES):
+            _gap_sum_chunk(z, row_max, start, LANES, lane_gap)
+        _gap_sum_chunk(z[full:], row_max, 0, classes - full, lane_gap)
+        return smooth * classes, smooth * _fold_sum(lane_gap)
     lane_weight = _stack_lanes(0.0)
     lane_gap = _stack_lanes(0.0)
     for lane in range(LANES):
@@ -811,6 +829,57 @@ def _row_scale(grad_row, exp_scale):
                 tail[lane] = tail[lane] * scale
 
 
+def _row_shift_scale(grad_row, scale, shift):
+    """grad_c = exp_c * scale - shift (label smoothing's gradient without class weights),
+    with grad_row holding exp_c on entry; float64 ``scale`` and ``shift``. A float64 row
+    takes _row_grad. A float32 row is computed in float32 with each of ``scale`` and
+    ``shift`` split into two float32 parts, hi + lo: the part of hi is one rounding of
+    an exact fused multiply-add, where exp_c * scale and shift may cancel, and the part of
+    lo brings back what float32 would lose of them: within about an ulp of _row_grad's
+    float64 path, at a third of its arithmetic. A scale or shift too large or small to
+    split takes that path too. Jitted code only."""
+    raise TypeError("runs in jitted code only")
+
+
+@overload(_row_shift_scale, inline="always")
+def _row_shift_scale_overload(grad_row, scale, shift):
+    if grad_row.dtype != types.float32:
+        return lambda grad_row, scale, shift: _row_grad(grad_row, scale, None, None, 0.0, shift)
+    return lambda grad_row, scale, shift: _row_shift_scale_float32(grad_row, scale, shift)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _split(value):
+    """A float64 ``value`` as float32 (hi, lo) with hi + lo = value within 2**-48 of it."""
+    hi = np.float32(value)
+    return hi, np.float32(value - np.float64(hi))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _shift_scaled(e, scale_hi, scale_lo, shift_hi, shift_lo):
+    return _fma(e, scale_hi, -shift_hi) + _fma(e, scale_lo, -shift_lo)
+
+
+@njit(cache=True, error_model="numpy")
+def _row_shift_scale_float32(grad_row, scale, shift):
+    if not (2.0**-60 < abs(scale) < 2.0**60 and 0.0 <= shift < 2.0**60):
+        _row_grad(grad_row, scale, None, None, 0.0, shift)
+        return
+    scale_hi, scale_lo = _split(scale)
+    shift_hi, shift_lo = _split(shift)
+    classes = grad_row.size
+    full = classes - classes % LANES
+    for start in range(0, full, LANES):
+        for lane in range(LANES):
+            grad_row[start + lane] = _shift_scaled(
+                grad_row[start + lane], scale_hi, scale_lo, shift_hi, shift_lo)
+    if full < classes:
+        tail = grad_row[full:]
+        for lane in range(LANES):
+            if lane < tail.size:
+                tail[lane] = _shift_scaled(tail[lane], scale_hi, scale_lo, shift_hi, shift_lo)
+
+
 # A row's function is a call, not inline="always": Numba's inliner copies the callee's IR
 # at each call site, a third of this kernel's compile time. As a call it runs as fast.
 @njit(cache=True, error_model="numpy")
@@ -837,10 +906,12 @@ def _label_row(
         grad_row = grad_out[row]
         exp_scale = grad_scale * weight_sum / exp_sum
         label_exp = np.float64(grad_row[label])
-        if smooth != 0.0:
-            _row_grad(grad_row, exp_scale, None, weight, 0.0, grad_scale * smooth)
-        else:
+        if smooth == 0.0:
             _row_scale(grad_row, exp_scale)
+        elif weight is None:
+            _row_shift_scale(grad_row, exp_scale, grad_scale * smooth)
+        else:
+            _row_grad(grad_row, exp_scale, None, weight, 0.0, grad_scale * smooth)
         grad_row[label] = label_exp * exp_scale - grad_scale * (keep + smooth) * label_weight
     # L = -sum_c q_c w_c ((z_c - max) - log(sum)), split so that no -inf
     # log-probability is ever multiplied by a zero weight.
@@ -1081,6 +1152,15 @@ def _lanes_target_terms(tile, classes, probs, weight, keep, smooth, row_max, wei
         gap_sum[r] = 0.0
     if probs is None and smooth == 0.0:
         return
+    if probs is None and weight is None:
+        # Label smoothing alone: smooth times the sum of the gaps, as _row_gap.
+        for c in range(classes):
+            for r in range(LANES):
+                gap_sum[r] += np.float64(row_max[r]) - np.float64(tile[c * LANES + r])
+        for r in range(LANES):
+            weight_sum[r] = smooth * classes
+            gap_sum[r] *= smooth
+        return
     for c in range(classes):
         class_weight = 1.0 if weight is None else weight[c]
         for r in range(LANES):
@@ -1158,6 +1238,41 @@ def _lanes_grad(tile, classes, scale, probs, weight, keep_scaled, smooth_scaled)
             if probs is not None:
                 q = keep_scaled * np.float64(probs[c * LANES + r]) + smooth_scaled
             tile[c * LANES + r] = np.float64(tile[c * LANES + r]) * scale[r] - q * class_weight
+
+
+def _lanes_shift_scale(tile, classes, scale, shift):
+    """grad_c = exp_c * scale[r] - shift, for rows in lanes as _row_shift_scale for a row: a
+    float64 tile takes _lanes_grad, a float32 one float32 arithmetic with split parts
+    (unless a lane's scale or the shift is too large or small to split). Jitted code only."""
+    raise TypeError("runs in jitted code only")
+
+
+@overload(_lanes_shift_scale, inline="always")
+def _lanes_shift_scale_overload(tile, classes, scale, shift):
+    if tile.dtype != types.float32:
+        return lambda tile, classes, scale, shift: _lanes_grad(
+            tile, classes, scale, None, None, 0.0, shift)
+    return lambda tile, classes, scale, shift: _lanes_shift_scale_float32(
+        tile, classes, scale, shift)
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_shift_scale_float32(tile, classes, scale, shift):
+    _wide_vectors()
+    splittable = 0.0 <= shift < 2.0**60
+    for r in range(LANES):
+        splittable &= 2.0**-60 < abs(scale[r]) < 2.0**60
+    if not splittable:
+        _lanes_grad(tile, classes, scale, None, None, 0.0, shift)
+        return
+    scale_hi, scale_lo = _stack_lanes(tile), _stack_lanes(tile)
+    for r in range(LANES):
+        scale_hi[r], scale_lo[r] = _split(scale[r])
+    shift_hi, shift_lo = _split(shift)
+    for c in range(classes):
+        for r in range(LANES):
+            tile[c * LANES + r] = _shift_scaled(
+                tile[c * LANES + r], scale_hi[r], scale_lo[r], shift_hi, shift_lo)
 
 
 def _flat(array):
@@ -1271,7 +1386,9 @@ def _lanes_block(
             # The common case: the scaling rides on the transposition out.
             _store_tile(tile, grad_flat, row * classes, count, classes, scale)
         else:
-            if labelled:
+            if labelled and weight is None:
+                _lanes_shift_scale(tile, classes, exp_scale, grad_scale * smooth)
+            elif labelled:
                 _lanes_grad(tile, classes, exp_scale, None, weight, 0.0, grad_scale * smooth)
             else:
                 _lanes_grad(
