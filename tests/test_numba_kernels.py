@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -320,7 +321,7 @@ def test_cross_entropy_matches_float64_formula(dtype, kind, weighted, smoothing,
 def test_a_smoothed_float32_gradient_keeps_float64s_terms_where_they_cancel(classes, smoothing):
     # Label smoothing without class weights scales the exponentials and subtracts the
     # smoothing's share in float32, each of the two float64 terms split into two float32
-    # parts (_row_shift_scale, _lanes_shift_scale). With all logits equal, every
+    # parts (_row_difference, _lanes_difference). With all logits equal, every
     # exponential is 1 and a class off the label gets (1 - smoothing) / (k * divisor): for
     # smoothing near 1 the terms cancel to 2**-20 of their size, where one float32 part
     # each would be 6% off. Within an ulp, as the float64 path.
@@ -334,6 +335,60 @@ def test_a_smoothed_float32_gradient_keeps_float64s_terms_where_they_cancel(clas
     expected = np.float32((1 - smoothing) / (classes * 2))
     np.testing.assert_array_max_ulp(grad[off_label], np.full(off_label.sum(), expected),
                                     maxulp=1)
+
+
+@pytest.mark.parametrize("classes", [100, 1000], ids=["lanes", "row"])
+def test_a_float32_gradient_against_probabilities_keeps_float64s_terms_where_they_cancel(
+        classes):
+    # As the smoothed gradient above, against probabilities p_c (no smoothing or weights):
+    # exp_c * scale - p_c * target in float32 with split parts, target = 1 / divisor. All
+    # logits equal, so every exponential is 1 and class c gets scale - p_c / divisor with
+    # scale = sum(p) / divisor / k, p_c within 2**-16 of 1 / k: the terms cancel to 2**-16
+    # of their size or further. Within an ulp and 2**-45 of the terms' size (the split's
+    # 2**-48, and float64's), where float32 parts of one piece would be 2**-24 of it off.
+    # A divisor of 3 leaves the products p_c * target inexact in float32.
+    rows = 70
+    rng = np.random.default_rng(5)
+    logits = np.full((rows, classes), -2.5, np.float32)
+    probs = (1 + rng.uniform(-2.0**-16, 2.0**-16, logits.shape)) / classes
+    probs = probs.astype(np.float32)
+    grad = np.empty_like(logits)
+    _run_ce(logits, probs, None, 0.0, grad, divisor=3)
+    target = 1.0 / 3
+    # Each row's sum of float32 values of one binade is exact in float64; scale is the
+    # kernel's float64 value, and the difference is taken exactly.
+    scales = target * probs.astype(np.float64).sum(axis=1, keepdims=True) / classes
+    exact = [[Fraction(float(scale)) - Fraction(float(p)) * Fraction(target) for p in row]
+             for scale, row in zip(scales[:, 0], probs.astype(np.float64), strict=True)]
+    expected = np.array([[float(value) for value in row] for row in exact])
+    bound = np.spacing(np.abs(expected).astype(np.float32)) + 2.0**-45 * scales
+    assert (np.abs(grad - expected) <= bound).all()
+
+
+@pytest.mark.parametrize("classes", [10, 100], ids=["narrow", "wide"])
+@pytest.mark.parametrize("target", ["smoothed labels", "probabilities"])
+def test_a_row_in_lanes_has_the_bits_it_has_without_its_tile_neighbours(classes, target):
+    # Rows in lanes share a tile; a row whose gradient takes float64 (a NaN row's: its
+    # scale is NaN, past the float32 split's range) must not change the bits of the others,
+    # nor an ignored row beside them.
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal((LANES, classes)).astype(np.float32)
+    if target == "probabilities":
+        labels = rng.random(logits.shape).astype(np.float32)
+        labels /= labels.sum(axis=1, keepdims=True)
+        smoothing = 0.0
+    else:
+        labels = rng.integers(0, classes, LANES)
+        smoothing = 0.1
+    alone = np.empty_like(logits)
+    _run_ce(logits, labels, None, smoothing, alone)
+    logits[-1, 0] = np.nan
+    if target != "probabilities":
+        labels[-2] = -100
+    beside = np.empty_like(logits)
+    _run_ce(logits, labels, None, smoothing, beside)
+    assert beside[:-2].tobytes() == alone[:-2].tobytes()
+    assert np.isnan(beside[-1]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -686,9 +686,9 @@ def _gap_chunk(z, row_max, probs, weight, keep, smooth, start, count, lane_weigh
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _gap_sum_chunk(z, row_max, start, count, lane_gap):
+def _smooth_gap_chunk(z, row_max, smooth, start, count, lane_gap):
     for lane in range(count):
-        lane_gap[lane] += np.float64(row_max) - np.float64(z[start + lane])
+        lane_gap[lane] += smooth * (np.float64(row_max) - np.float64(z[start + lane]))
 
 
 @njit(cache=True, error_model="numpy")
@@ -698,17 +698,17 @@ def _row_gap(z, row_max, probs, weight, keep, smooth):
     _wide_vectors()
     classes = z.size
     if probs is None and weight is None:
-        # Label smoothing alone: q_c w_c = smooth (not 0) for every class, so smooth times
-        # the sum of the gaps (each exact in float64), where a gap of 0 adds 0 as in
-        # _gap_term: a third of the arithmetic per class.
+        # Label smoothing alone: q_c w_c = smooth, not 0, for every class, so each gap's
+        # term is _gap_term's product without its test for zeros, and the weights sum to
+        # smooth * classes.
         lane_gap = _stack_lanes(0.0)
         for lane in range(LANES):
             lane_gap[lane] = 0.0
         full = classes - classes % LANES
         for start in range(0, full, LANES):
-            _gap_sum_chunk(z, row_max, start, LANES, lane_gap)
-        _gap_sum_chunk(z[full:], row_max, 0, classes - full, lane_gap)
-        return smooth * classes, smooth * _fold_sum(lane_gap)
+            _smooth_gap_chunk(z, row_max, smooth, start, LANES, lane_gap)
+        _smooth_gap_chunk(z[full:], row_max, smooth, 0, classes - full, lane_gap)
+        return smooth * classes, _fold_sum(lane_gap)
     lane_weight = _stack_lanes(0.0)
     lane_gap = _stack_lanes(0.0)
     for lane in range(LANES):
@@ -829,23 +829,69 @@ def _row_scale(grad_row, exp_scale):
                 tail[lane] = tail[lane] * scale
 
 
-def _row_shift_scale(grad_row, scale, shift):
-    """grad_c = exp_c * scale - shift (label smoothing's gradient without class weights),
-    with grad_row holding exp_c on entry; float64 ``scale`` and ``shift``. A float64 row
-    takes _row_grad. A float32 row is computed in float32 with each of ``scale`` and
-    ``shift`` split into two float32 parts, hi + lo: the part of hi is one rounding of
-    an exact fused multiply-add, where exp_c * scale and shift may cancel, and the part of
-    lo brings back what float32 would lose of them: within about an ulp of _row_grad's
-    float64 path, at a third of its arithmetic. A scale or shift too large or small to
-    split takes that path too. Jitted code only."""
+def _row_difference(grad_row, scale, probs, target):
+    """grad_c = exp_c * scale - p_c * target, with grad_row holding exp_c on entry, float64
+    ``scale`` and ``target``, and p_c = probs[c] (probability targets), or 1 without probs
+    (``target`` then label smoothing's share): the gradient of either without class
+    weights. A float64 row takes _row_grad's arithmetic (:func:`_float64_difference`). A
+    float32 row is computed in float32 with ``scale`` and ``target`` each split into two
+    float32 parts (:func:`_split_difference`), at about half that arithmetic: within
+    2**-48 of the terms' size of the float64 result, so within an ulp of it where they
+    cancel to no less than 2**-24 of their size, and beyond that far inside the 2**-24 of
+    their size that the exponential's rounding to float32 puts into both. A row whose
+    scale, or a call whose target, is too large or small to split takes the float64
+    arithmetic. Jitted code only."""
     raise TypeError("runs in jitted code only")
 
 
-@overload(_row_shift_scale, inline="always")
-def _row_shift_scale_overload(grad_row, scale, shift):
-    if grad_row.dtype != types.float32:
-        return lambda grad_row, scale, shift: _row_grad(grad_row, scale, None, None, 0.0, shift)
-    return lambda grad_row, scale, shift: _row_shift_scale_float32(grad_row, scale, shift)
+@overload(_row_difference, inline="always")
+def _row_difference_overload(grad_row, scale, probs, target):
+    if grad_row.dtype == types.float32:
+        return lambda grad_row, scale, probs, target: _row_difference_float32(
+            grad_row, scale, probs, target)
+    return lambda grad_row, scale, probs, target: _row_difference_float64(
+        grad_row, scale, probs, target)
+
+
+def _item(probs, index):
+    """probs[index], or None without probs; jitted code only."""
+
+
+@overload(_item, inline="always")
+def _item_overload(probs, index):
+    if isinstance(probs, types.NoneType):
+        return lambda probs, index: None
+    return lambda probs, index: probs[index]
+
+
+def _one_or(probs, index):
+    """probs[index], or 1 in float32 without probs; jitted code only."""
+
+
+@overload(_one_or, inline="always")
+def _one_or_overload(probs, index):
+    if isinstance(probs, types.NoneType):
+        return lambda probs, index: np.float32(1.0)
+    return lambda probs, index: probs[index]
+
+
+def _float64_difference(e, p, scale, target):
+    """float64(e) * scale - q with q = target, or target * float64(p) + 0.0 for a
+    probability p: the bits of _row_grad and _lanes_grad without class weights (their q
+    with keep_scaled or smooth_scaled 0); jitted code only."""
+
+
+@overload(_float64_difference, inline="always")
+def _float64_difference_overload(e, p, scale, target):
+    if isinstance(p, types.NoneType):
+        return lambda e, p, scale, target: np.float64(e) * scale - target
+    return lambda e, p, scale, target: np.float64(e) * scale - (target * np.float64(p) + 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def _row_difference_float64(grad_row, scale, probs, target):
+    for c in range(grad_row.size):
+        grad_row[c] = _float64_difference(grad_row[c], _item(probs, c), scale, target)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -856,28 +902,44 @@ def _split(value):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _shift_scaled(e, scale_hi, scale_lo, shift_hi, shift_lo):
-    return _fma(e, scale_hi, -shift_hi) + _fma(e, scale_lo, -shift_lo)
+def _splittable(value):
+    """Whether a float64 ``value`` splits (:func:`_split`) into parts normal or 0."""
+    return value == 0.0 or 2.0**-60 < abs(value) < 2.0**60
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _split_difference(e, p, scale_hi, scale_lo, target_hi, target_lo):
+    """e * scale - p * target in float32 from the float32 parts of scale and target. The
+    product p * target_hi is exact as its rounding plus its error (a fused multiply-add),
+    e * scale_hi minus that rounding is one rounding of an exact fused multiply-add, and
+    what the lo parts and that error add comes after: where the terms cancel, the result
+    is exact to 2**-48 of their size. p = 1 gives e * scale - target."""
+    product = p * target_hi
+    error = _fma(p, target_hi, -product)
+    return _fma(e, scale_hi, -product) + _fma(e, scale_lo, -_fma(p, target_lo, error))
 
 
 @njit(cache=True, error_model="numpy")
-def _row_shift_scale_float32(grad_row, scale, shift):
-    if not (2.0**-60 < abs(scale) < 2.0**60 and 0.0 <= shift < 2.0**60):
-        _row_grad(grad_row, scale, None, None, 0.0, shift)
+def _row_difference_float32(grad_row, scale, probs, target):
+    if not (_splittable(scale) and _splittable(target)):
+        _row_difference_float64(grad_row, scale, probs, target)
         return
     scale_hi, scale_lo = _split(scale)
-    shift_hi, shift_lo = _split(shift)
+    target_hi, target_lo = _split(target)
     classes = grad_row.size
     full = classes - classes % LANES
     for start in range(0, full, LANES):
         for lane in range(LANES):
-            grad_row[start + lane] = _shift_scaled(
-                grad_row[start + lane], scale_hi, scale_lo, shift_hi, shift_lo)
+            c = start + lane
+            grad_row[c] = _split_difference(grad_row[c], _one_or(probs, c), scale_hi, scale_lo,
+                                            target_hi, target_lo)
     if full < classes:
-        tail = grad_row[full:]
+        # Masked to a whole chunk, from views indexed from 0, as _row_scale's.
+        tail, tail_probs = grad_row[full:], _from(probs, full)
         for lane in range(LANES):
             if lane < tail.size:
-                tail[lane] = _shift_scaled(tail[lane], scale_hi, scale_lo, shift_hi, shift_lo)
+                tail[lane] = _split_difference(tail[lane], _one_or(tail_probs, lane), scale_hi,
+                                               scale_lo, target_hi, target_lo)
 
 
 # A row's function is a call, not inline="always": Numba's inliner copies the callee's IR
@@ -909,7 +971,7 @@ def _label_row(
         if smooth == 0.0:
             _row_scale(grad_row, exp_scale)
         elif weight is None:
-            _row_shift_scale(grad_row, exp_scale, grad_scale * smooth)
+            _row_difference(grad_row, exp_scale, None, grad_scale * smooth)
         else:
             _row_grad(grad_row, exp_scale, None, weight, 0.0, grad_scale * smooth)
         grad_row[label] = label_exp * exp_scale - grad_scale * (keep + smooth) * label_weight
@@ -926,9 +988,12 @@ def _probs_row(z, probs, weight, grad_out, row, logits, following, keep, smooth,
     exp_sum = _row_exps(z, row_max, grad_out, row, logits, following)
     if grad_out is not None:
         exp_scale = grad_scale * weight_sum / exp_sum
-        _row_grad(
-            grad_out[row], exp_scale, probs, weight, grad_scale * keep, grad_scale * smooth
-        )
+        if weight is None and smooth == 0.0:
+            _row_difference(grad_out[row], exp_scale, probs, grad_scale * keep)
+        else:
+            _row_grad(
+                grad_out[row], exp_scale, probs, weight, grad_scale * keep, grad_scale * smooth
+            )
     return weight_sum * _log(exp_sum) + gap_sum
 
 
@@ -1153,13 +1218,12 @@ def _lanes_target_terms(tile, classes, probs, weight, keep, smooth, row_max, wei
     if probs is None and smooth == 0.0:
         return
     if probs is None and weight is None:
-        # Label smoothing alone: smooth times the sum of the gaps, as _row_gap.
+        # Label smoothing alone, as in _row_gap.
         for c in range(classes):
             for r in range(LANES):
-                gap_sum[r] += np.float64(row_max[r]) - np.float64(tile[c * LANES + r])
+                gap_sum[r] += smooth * (np.float64(row_max[r]) - np.float64(tile[c * LANES + r]))
         for r in range(LANES):
             weight_sum[r] = smooth * classes
-            gap_sum[r] *= smooth
         return
     for c in range(classes):
         class_weight = 1.0 if weight is None else weight[c]
@@ -1240,39 +1304,61 @@ def _lanes_grad(tile, classes, scale, probs, weight, keep_scaled, smooth_scaled)
             tile[c * LANES + r] = np.float64(tile[c * LANES + r]) * scale[r] - q * class_weight
 
 
-def _lanes_shift_scale(tile, classes, scale, shift):
-    """grad_c = exp_c * scale[r] - shift, for rows in lanes as _row_shift_scale for a row: a
-    float64 tile takes _lanes_grad, a float32 one float32 arithmetic with split parts
-    (unless a lane's scale or the shift is too large or small to split). Jitted code only."""
+def _lanes_difference(tile, classes, scale, probs, target):
+    """grad_c = exp_c * scale[r] - p_c * target for rows in lanes (``probs``: the
+    probabilities' tile, or None), as _row_difference for a row: a float64 tile in float64,
+    a float32 one with split parts but in the lanes (rows) whose scale is too large or
+    small to split, or all of them where the target is. Jitted code only."""
     raise TypeError("runs in jitted code only")
 
 
-@overload(_lanes_shift_scale, inline="always")
-def _lanes_shift_scale_overload(tile, classes, scale, shift):
-    if tile.dtype != types.float32:
-        return lambda tile, classes, scale, shift: _lanes_grad(
-            tile, classes, scale, None, None, 0.0, shift)
-    return lambda tile, classes, scale, shift: _lanes_shift_scale_float32(
-        tile, classes, scale, shift)
+@overload(_lanes_difference, inline="always")
+def _lanes_difference_overload(tile, classes, scale, probs, target):
+    if tile.dtype == types.float32:
+        return lambda tile, classes, scale, probs, target: _lanes_difference_float32(
+            tile, classes, scale, probs, target)
+    return lambda tile, classes, scale, probs, target: _lanes_difference_float64(
+        tile, classes, scale, probs, target)
 
 
 @njit(cache=True, error_model="numpy")
-def _lanes_shift_scale_float32(tile, classes, scale, shift):
+def _lanes_difference_float64(tile, classes, scale, probs, target):
     _wide_vectors()
-    splittable = 0.0 <= shift < 2.0**60
-    for r in range(LANES):
-        splittable &= 2.0**-60 < abs(scale[r]) < 2.0**60
-    if not splittable:
-        _lanes_grad(tile, classes, scale, None, None, 0.0, shift)
-        return
-    scale_hi, scale_lo = _stack_lanes(tile), _stack_lanes(tile)
-    for r in range(LANES):
-        scale_hi[r], scale_lo[r] = _split(scale[r])
-    shift_hi, shift_lo = _split(shift)
     for c in range(classes):
         for r in range(LANES):
-            tile[c * LANES + r] = _shift_scaled(
-                tile[c * LANES + r], scale_hi[r], scale_lo[r], shift_hi, shift_lo)
+            i = c * LANES + r
+            tile[i] = _float64_difference(tile[i], _item(probs, i), scale[r], target)
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_difference_float32(tile, classes, scale, probs, target):
+    _wide_vectors()
+    if not _splittable(target):
+        _lanes_difference_float64(tile, classes, scale, probs, target)
+        return
+    target_hi, target_lo = _split(target)
+    scale_hi, scale_lo = _stack_lanes(tile), _stack_lanes(tile)
+    every_lane = True
+    for r in range(LANES):
+        scale_hi[r], scale_lo[r] = _split(scale[r])
+        every_lane &= _splittable(scale[r])
+    if every_lane:
+        for c in range(classes):
+            for r in range(LANES):
+                i = c * LANES + r
+                tile[i] = _split_difference(tile[i], _one_or(probs, i), scale_hi[r],
+                                            scale_lo[r], target_hi, target_lo)
+        return
+    # A lane apart (a NaN row, or a scale past the split's range) takes float64 alone, so
+    # that no row's bits depend on the others in its tile.
+    for c in range(classes):
+        for r in range(LANES):
+            i = c * LANES + r
+            if _splittable(scale[r]):
+                tile[i] = _split_difference(tile[i], _one_or(probs, i), scale_hi[r],
+                                            scale_lo[r], target_hi, target_lo)
+            else:
+                tile[i] = _float64_difference(tile[i], _item(probs, i), scale[r], target)
 
 
 def _flat(array):
@@ -1387,9 +1473,11 @@ def _lanes_block(
             _store_tile(tile, grad_flat, row * classes, count, classes, scale)
         else:
             if labelled and weight is None:
-                _lanes_shift_scale(tile, classes, exp_scale, grad_scale * smooth)
+                _lanes_difference(tile, classes, exp_scale, None, grad_scale * smooth)
             elif labelled:
                 _lanes_grad(tile, classes, exp_scale, None, weight, 0.0, grad_scale * smooth)
+            elif weight is None and smooth == 0.0:
+                _lanes_difference(tile, classes, exp_scale, probs, grad_scale * keep)
             else:
                 _lanes_grad(
                     tile, classes, exp_scale, probs, weight, grad_scale * keep,
