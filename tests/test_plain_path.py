@@ -79,8 +79,9 @@ def test_mse_short_path_gives_the_full_paths_bits(cpu_backend, dtype, reduction,
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("where", ["new", "out", "in place"])
 @pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1])
 def test_cross_entropy_short_path_gives_the_full_paths_bits(
-    cpu_backend, dtype, reduction, where, shape
+    cpu_backend, dtype, reduction, where, shape, smoothing
 ):
     rng = np.random.default_rng(2)
     logits = (3 * rng.standard_normal(shape)).astype(dtype)
@@ -93,7 +94,7 @@ def test_cross_entropy_short_path_gives_the_full_paths_bits(
         out = {"new": None, "out": np.empty_like(z), "in place": z}[where]
         loss, grad = fl.softmax_cross_entropy_with_grad(
             wrap(z), labels, reduction=reduction, ignore_index=ignore_index,
-            backend=cpu_backend, out=out,
+            label_smoothing=smoothing, backend=cpu_backend, out=out,
         )
         assert type(loss) is np.dtype(dtype).type and grad.dtype == dtype
         assert out is None or grad is out
@@ -159,6 +160,12 @@ def test_cross_entropy_short_path_checks_labels(cpu_backend):
         dict(ignore_index=True),
         dict(ignore_index=np.int64(-100)),
         dict(label_smoothing=False),
+        dict(label_smoothing=1.5),
+        dict(label_smoothing=-0.25),
+        dict(label_smoothing=2),
+        dict(label_smoothing=float("nan")),
+        dict(label_smoothing=np.float32(0.25)),
+        dict(label_smoothing=10**400),
         dict(out=np.zeros((3, 4), np.float32)),
         dict(out=np.zeros((4, 3), np.float64)),
         dict(out=[[0.0] * 3] * 4),
@@ -422,6 +429,11 @@ def test_the_cross_entropy_front_takes_the_small_call(monkeypatch):
                                                     reduction="sum")
     assert results == [3 * np.log(2.0)] and loss == np.float32(3 * np.log(2.0))
     np.testing.assert_array_equal(grad, [[-0.5, 0.5], [0.5, -0.5], [0.5, -0.5], [0, 0]])
+    results.clear()
+    loss, grad = fl.softmax_cross_entropy_with_grad(logits, np.array([0, 1, 1, -100]),
+                                                    reduction="sum", label_smoothing=0.5)
+    assert results == [3 * np.log(2.0)] and loss == np.float32(3 * np.log(2.0))
+    np.testing.assert_array_equal(grad, [[-0.25, 0.25], [0.25, -0.25], [0.25, -0.25], [0, 0]])
 
 
 _ONE_LOSS = """

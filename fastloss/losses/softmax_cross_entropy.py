@@ -26,12 +26,13 @@ def _softmax_cross_entropy(
         and type(ignore_index) is int
         and -(2**63) <= ignore_index < 2**63
         and type(label_smoothing) in (int, float)
-        and label_smoothing == 0
+        and 0 <= label_smoothing <= 1
         and v.plain_reduction(reduction)
     ):
         divisor = _class_labels.kept_divisor(ignore_index, reduction, check_labels)
         result = _class_labels.plain("softmax_cross_entropy", logits, target, reduction, host,
-                                     out, want_grad, (ignore_index, 0.0), divisor)
+                                     out, want_grad, (ignore_index, float(label_smoothing)),
+                                     divisor)
         if result is not None:
             return result
     reduction = v.check_reduction(reduction)
