@@ -41,8 +41,8 @@ def test_full_report_has_every_case_and_a_png(tmp_path, capsys):
     assert {"created", "environment", "backends", "options", "not_run", "results"} <= set(document)
     rows = document["results"]
     assert all(set(row) == ROW_KEYS for row in rows)
-    for loss, spec in peers.specs().items():
-        for op in spec.ops:
+    for loss in peers.own_losses():
+        for op in peers.spec(loss).ops:
             case = {row["impl"]: row for row in rows if (row["loss"], row["op"]) == (loss, op)}
             assert {f"fastloss[{name}]" for name in CPU_BACKENDS} <= set(case)
             assert {"numpy-expr", "floor"} <= set(case)
@@ -67,7 +67,7 @@ def test_quick_report_is_one_line_per_loss_and_backend(tmp_path, capsys):
     document, _ = _run(tmp_path, "--quick")
 
     fastloss_rows = [row for row in document["results"] if row["kind"] == "fastloss"]
-    assert len(fastloss_rows) == len(peers.specs()) * len(CPU_BACKENDS)
+    assert len(fastloss_rows) == len(peers.own_losses()) * len(CPU_BACKENDS)
     assert {row["op"] for row in document["results"]} == {"fused", "call"}
     assert {row["impl"] for row in document["results"] if row["kind"] == "peer"} == {"numpy-expr"}
     table = capsys.readouterr().out
@@ -123,11 +123,35 @@ def test_a_report_that_cannot_write_its_file_names_it_in_one_line(monkeypatch, t
 
 
 def test_every_loss_and_softmax_function_has_a_bench_spec_and_an_unknown_loss_is_an_error():
-    assert set(_registry.LOSSES) | set(FUNCTIONS) == set(peers.specs())
+    assert set(_registry.LOSSES) | set(FUNCTIONS) == set(peers.own_losses())
+    assert {spec.variant_of for spec in peers.specs().values()} <= {None, *_registry.LOSSES}
     with pytest.raises(ValueError, match="no bench spec for loss 'no_such_loss'"):
         peers.make_inputs("no_such_loss", (2, 3), "cpu")
     with pytest.raises(ValueError, match="softmax has no op 'fused'; its ops: call"):
         peers.implementations("softmax", "fused", "cpu")
+
+
+VARIANTS = [loss for loss in peers.specs() if loss not in peers.own_losses()]
+
+
+def test_a_variant_times_its_losss_function_with_its_options_and_only_where_named(tmp_path):
+    assert {"softmax_cross_entropy_smoothed", "softmax_cross_entropy_probabilities"} <= set(
+        VARIANTS)
+    document, _ = _run(tmp_path, "--losses", ",".join(VARIANTS), "--sizes", "3x37")
+    rows = document["results"]
+    assert {row["loss"] for row in rows} == set(VARIANTS)
+    answers = [row for row in rows
+               if row["op"] != "gradient" and row["kind"] in ("fastloss", "peer")]
+    assert {row["loss"] for row in answers} == set(VARIANTS)
+    for row in answers:
+        assert row["error"] is None and row["rel_err"] < 1e-5, row
+    # Each variant's reference is its own: the plain loss differs from it.
+    for loss in VARIANTS:
+        inputs = peers.make_inputs(loss, (3, 37), "cpu")
+        plain = peers.spec(peers.spec(loss).variant_of).reference(
+            np, inputs.first.astype(np.float64),
+            inputs.second if inputs.second.dtype.kind != "f" else inputs.second.argmax(axis=1))
+        assert report.reference_loss(inputs) != pytest.approx(plain / 3, rel=1e-3)
 
 
 def test_softmax_functions_are_rows_with_their_peers(tmp_path, capsys):

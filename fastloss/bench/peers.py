@@ -85,6 +85,9 @@ class Spec:
     ``width``: a row's length for sizes given as element counts (None: the --classes option).
     ``options``: fastloss keywords. ``sweep``: row widths to run at SWEEP_ELEMENTS elements.
     ``ops``: the ops it has (LOSS_OPS, or ``("call",)`` for a function).
+    ``variant_of``: the loss whose fastloss functions a variant times with other inputs or
+    options (label smoothing, probability targets); None for a loss's own spec. A variant
+    runs only where ``--losses`` names it.
     """
 
     loss: str
@@ -104,6 +107,7 @@ class Spec:
     sweep: tuple[int, ...] = ()
     options: dict = field(default_factory=dict)
     ops: tuple[str, ...] = LOSS_OPS
+    variant_of: str | None = None
 
 
 @functools.cache
@@ -118,6 +122,12 @@ def specs() -> dict[str, Spec]:
             raise ValueError(f"{package.__name__}.{name} declares the spec of {spec.loss!r}")
         found[spec.loss] = spec
     return found
+
+
+def own_losses() -> list[str]:
+    """The specs' losses and softmax functions that are not variants (``Spec.variant_of``): the
+    report's default rows."""
+    return [loss for loss, found in specs().items() if found.variant_of is None]
 
 
 def spec(loss: str) -> Spec:
@@ -349,9 +359,10 @@ def _fastloss(backend: str, loss: str, op: str):
     def prepare(inputs: Inputs):
         import fastloss
 
-        function = getattr(fastloss, loss + FASTLOSS_SUFFIXES[op])
+        the_spec = spec(loss)
+        function = getattr(fastloss, (the_spec.variant_of or loss) + FASTLOSS_SUFFIXES[op])
         arrays = (inputs.first,) if inputs.second is None else (inputs.first, inputs.second)
-        options = spec(loss).options
+        options = the_spec.options
         if op == "forward":
             return synced(lambda: function(*arrays, backend=backend, **options), inputs.device)
         out = inputs.xp.empty_like(inputs.first)

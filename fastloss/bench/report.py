@@ -758,7 +758,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "elementwise losses, of --classes for cross-entropy), for every loss")
     parser.add_argument("--losses", type=_names, default=None,
                         help=f"comma-separated losses and softmax functions: {', '.join(losses)} "
-                             "(default: all that have one of --ops)")
+                             "(default: all that have one of --ops, but the variants of a "
+                             "loss's options or targets, such as softmax_cross_entropy_smoothed)")
     parser.add_argument("--ops", type=_names, default=None,
                         help="comma-separated: forward, gradient, fused (a loss's), call (a "
                              "softmax function's) (default: all; --quick: fused, call)")
@@ -808,7 +809,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if not loss_ops(name, args):
             parser.error(f"--ops: {name} has none of {', '.join(args.ops)}; its ops: "
                          f"{', '.join(peers.spec(name).ops)}")
-    args.losses = [loss for loss in losses if loss in (args.losses or losses)
+    args.losses = [loss for loss in losses if loss in (args.losses or peers.own_losses())
                    and loss_ops(loss, args)]
     status = peers.backend_status()
     available = [name for name, (ok, _) in status.items() if ok]
