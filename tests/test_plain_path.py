@@ -104,6 +104,44 @@ def test_cross_entropy_short_path_gives_the_full_paths_bits(
     np.testing.assert_array_equal(short_grad, full_grad)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("where", ["new", "out", "in place", "into the target"])
+@pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_against_probabilities_short_path_gives_the_full_paths_bits(
+    cpu_backend, dtype, reduction, where, shape, smoothing
+):
+    rng = np.random.default_rng(3)
+    logits = (3 * rng.standard_normal(shape)).astype(dtype)
+    probs = rng.random(shape)
+    probs = (probs / probs.sum(axis=1, keepdims=True)).astype(dtype)
+    results = []
+    for wrap in (lambda x: x, full_path):
+        z, t = logits.copy(), probs.copy()
+        out = {"new": None, "out": np.empty_like(z), "in place": z, "into the target": t}[where]
+        loss, grad = fl.softmax_cross_entropy_with_grad(
+            wrap(z), t, reduction=reduction, label_smoothing=smoothing, backend=cpu_backend,
+            out=out,
+        )
+        assert type(loss) is np.dtype(dtype).type and (out is None or grad is out)
+        results.append((loss.tobytes(), np.asarray(grad).tobytes()))
+    assert results[0] == results[1]
+
+
+def test_the_cross_entropy_front_takes_its_short_path_for_probabilities(monkeypatch):
+    def full_path_taken(*args):
+        raise AssertionError("the full path")
+
+    monkeypatch.setattr(_registry, "backend", full_path_taken)
+    logits = np.zeros((4, 2), np.float32)
+    loss, grad = fl.softmax_cross_entropy_with_grad(logits, np.full((4, 2), 0.5, np.float32),
+                                                    reduction="sum")
+    assert loss == np.float32(4 * np.log(2.0)) and not grad.any()
+    with pytest.raises(AssertionError, match="the full path"):  # the premise
+        fl.softmax_cross_entropy_with_grad(logits, np.full((4, 2), 0.5), reduction="sum")
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("where", ["new", "out", "in place"])
 @pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _class_labels, _tail
@@ -30,9 +32,12 @@ def _softmax_cross_entropy(
         and v.plain_reduction(reduction)
     ):
         divisor = _class_labels.kept_divisor(ignore_index, reduction, check_labels)
+        options = (ignore_index, float(label_smoothing))
         result = _class_labels.plain("softmax_cross_entropy", logits, target, reduction, host,
-                                     out, want_grad, (ignore_index, float(label_smoothing)),
-                                     divisor)
+                                     out, want_grad, options, divisor)
+        if result is None and ignore_index < 0:
+            result = _plain_probabilities(logits, target, reduction, host, out, want_grad,
+                                          options)
         if result is not None:
             return result
     reduction = v.check_reduction(reduction)
@@ -46,6 +51,21 @@ def _softmax_cross_entropy(
             logits, target, reduction, ignore_index, label_smoothing, weight, backend, out,
             want_grad, check_labels,
         )
+
+
+def _plain_probabilities(logits, target, reduction, host, out, want_grad, options):
+    """``(loss, grad or None)`` against class probabilities ``target`` for C-contiguous NumPy
+    logits and target of one native float dtype and shape, ``out`` apart from the target
+    (``_validate.plain_floats``), on a CPU backend: :func:`_checked`'s result with nothing to
+    check or convert; None for other arrays."""
+    if (not v.plain_floats(logits, target, out) or logits.ndim != 2 or logits.shape[1] == 0
+            or _tail.overlaps(np, out, logits, distinct=(target,))):
+        return None
+    grad = _tail.plain_grad(logits, out, want_grad)
+    divisor = logits.shape[0] if reduction == "mean" else 1
+    reduced = host.kernels["softmax_cross_entropy"](logits, target, None, grad, None, *options,
+                                                   divisor)
+    return host.result(reduced, logits.dtype), grad
 
 
 def _checked(
