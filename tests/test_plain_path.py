@@ -163,6 +163,62 @@ def test_class_label_short_path_gives_the_full_paths_bits(cpu_backend, name, opt
     assert results[0] == results[1]
 
 
+@pytest.mark.parametrize("weight_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("where", ["new", "in place", "weight inside out"])
+@pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)
+@pytest.mark.parametrize(("name", "options"), [("softmax_cross_entropy", dict(ignore_index=1)),
+                                               ("nll", dict(ignore_index=1)),
+                                               ("multi_margin", dict(p=2, margin=0.5))])
+def test_class_weights_short_path_gives_the_full_paths_bits(cpu_backend, name, options, shape,
+                                                            where, reduction, weight_dtype):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape)
+    labels = rng.integers(0, shape[1], shape[0])
+    weight = rng.random(shape[1]).astype(weight_dtype)
+    results = []
+    for wrap in (lambda a: a, full_path):
+        z, w = x.copy(), weight.copy()
+        out = {"new": None, "in place": z, "weight inside out": np.ones_like(z)}[where]
+        if where == "weight inside out":
+            out[0] = w[0]  # the kernel must read the weights before it writes out
+            w = out[0] if weight_dtype == np.float64 else w
+        loss, grad = getattr(fl, f"{name}_with_grad")(wrap(z), labels, reduction=reduction,
+                                                      weight=w, backend=cpu_backend, out=out,
+                                                      **options)
+        assert out is None or grad is out
+        results.append((loss.tobytes(), np.asarray(grad).tobytes()))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "nll", "multi_margin"])
+def test_the_row_fronts_take_their_short_path_with_class_weights(monkeypatch, name):
+    def full_path_taken(*args):
+        raise AssertionError("the full path")
+
+    monkeypatch.setattr(_registry, "backend", full_path_taken)
+    x, labels = np.zeros((4, 2), np.float32), np.array([0, 1, 1, 1])
+    loss = getattr(fl, name)(x, labels, weight=np.array([3.0, 1.0], np.float32))
+    assert np.isfinite(loss)
+    with pytest.raises(AssertionError, match="the full path"):  # the premise
+        getattr(fl, name)(x, labels, weight=np.array([3, 1]))
+
+
+def test_class_weights_the_short_path_cannot_take_meet_the_full_checks():
+    logits, labels = np.zeros((4, 3), np.float32), np.zeros(4, np.int64)
+    for weight, error in [(np.ones(2, np.float32), ValueError), (np.ones((1, 3)), ValueError),
+                          (np.ones(3, np.complex64), TypeError), ([1.0, 1.0, 1.0], None),
+                          (np.ones(3, np.int32), None), (np.ones(3, np.float16), None)]:
+        outcomes = []
+        for z in (logits, full_path(logits)):
+            try:
+                outcomes.append(fl.softmax_cross_entropy_grad(z, labels, weight=weight).tobytes())
+            except (TypeError, ValueError) as exc:
+                outcomes.append((type(exc), str(exc)))
+        assert outcomes[0] == outcomes[1]
+        assert error is None or outcomes[0][0] is error
+
+
 @pytest.mark.parametrize("name", ["softmax_cross_entropy", "nll"])
 @pytest.mark.parametrize("rows", [0, 3], ids=["empty", "all ignored"])
 def test_a_mean_over_no_kept_row_is_the_same_nan_on_both_paths(cpu_backend, name, rows):

@@ -153,8 +153,9 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
     row_losses, *options, divisor(labels, weight, classes, backend))``; ``reduction`` is
     already checked."""
     host = _registry.host_backend(backend)
-    if host is not None and class_weight is None and reduction != "none":
-        result = plain(loss, x, target, reduction, host, out, want_grad, options, divisor)
+    if host is not None and reduction != "none":
+        result = plain(loss, x, target, reduction, host, out, want_grad, options, divisor,
+                       class_weight)
         if result is not None:
             return result
     backend = _registry.backend(backend, x, target, class_weight, out)
@@ -179,24 +180,41 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
         return _tail.results(backend, dtype, reduced, row_losses, grad, writes_out, out)
 
 
-def plain(loss, x, labels, reduction, host, out, want_grad, options, divisor):
+def plain(loss, x, labels, reduction, host, out, want_grad, options, divisor, class_weight=None):
     """``(loss, grad or None)`` of ``loss`` for C-contiguous NumPy rows ``x`` of a native
-    float dtype and int64 ``labels``, without class weights, reduced ("mean" or "sum"), on
-    a CPU backend: :func:`evaluate`'s result with nothing to convert, at a fraction of its
-    per-call cost; None for other arrays. The backend's small call, where it has one,
-    checks and runs such arrays in one compiled call; else the kernel runs with
-    ``options`` and ``divisor(labels, None, classes, host)``."""
-    small_call = host.small_calls[loss]
+    float dtype and int64 ``labels``, reduced ("mean" or "sum"), on a CPU backend, without
+    class weights or with a NumPy float32 or float64 ``(k,)`` array of them: :func:`evaluate`'s
+    result with nothing to convert but the weights, at a fraction of its per-call cost; None
+    for other arrays. Without weights the backend's small call, where it has one, checks and
+    runs such arrays in one compiled call; else the kernel runs with ``options`` and
+    ``divisor(labels, weight, classes, host)``."""
+    small_call = host.small_calls[loss] if class_weight is None else None
     grad = reduced = None
     if small_call is not None and v.typed_rows(x, labels, out):
         grad = _tail.plain_grad(x, out, want_grad)
         reduced = small_call(x, labels, grad, reduction == "mean", options)
     if reduced is None:
-        if not v.plain_rows(x, labels, out) or _tail.overlaps(np, out, x, labels):
+        if not v.plain_rows(x, labels, out):
+            return None
+        if class_weight is not None:
+            class_weight = _plain_weight(class_weight, x.shape[1])
+            if class_weight is None:
+                return None
+        if _tail.overlaps(np, out, x, labels, class_weight):
             return None
         if grad is None:
             grad = _tail.plain_grad(x, out, want_grad)
         reduced = host.kernels[loss](
-            x, labels, None, grad, None, *options, divisor(labels, None, x.shape[1], host)
+            x, labels, class_weight, grad, None, *options,
+            divisor(labels, class_weight, x.shape[1], host),
         )
     return host.result(reduced, x.dtype), grad
+
+
+def _plain_weight(class_weight, classes):
+    """A NumPy float32 or float64 array of shape ``(classes,)`` as the kernels take class
+    weights (C-contiguous float64, as :func:`weight` makes them); None for anything else."""
+    if (type(class_weight) is np.ndarray and class_weight.shape == (classes,)
+            and class_weight.dtype in (np.float32, np.float64)):
+        return np.ascontiguousarray(class_weight, dtype=np.float64)
+    return None

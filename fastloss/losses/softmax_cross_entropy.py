@@ -24,7 +24,6 @@ def _softmax_cross_entropy(
     if (
         host is not None
         and type(check_labels) is bool
-        and weight is None
         and type(ignore_index) is int
         and -(2**63) <= ignore_index < 2**63
         and type(label_smoothing) in (int, float)
@@ -34,8 +33,8 @@ def _softmax_cross_entropy(
         divisor = _class_labels.kept_divisor(ignore_index, reduction, check_labels)
         options = (ignore_index, float(label_smoothing))
         result = _class_labels.plain("softmax_cross_entropy", logits, target, reduction, host,
-                                     out, want_grad, options, divisor)
-        if result is None and ignore_index < 0:
+                                     out, want_grad, options, divisor, weight)
+        if result is None and weight is None and ignore_index < 0:
             result = _plain_probabilities(logits, target, reduction, host, out, want_grad,
                                           options)
         if result is not None:
