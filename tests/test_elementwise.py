@@ -663,3 +663,40 @@ def test_input_of_more_than_32_dimensions_takes_a_weight(cpu_backend, name, opti
     want = getattr(F, name)(torch.tensor(x), torch.tensor(target),
                             **{option: torch.full((3,), 2.0, dtype=torch.float64)})
     np.testing.assert_allclose(got, want.item(), rtol=1e-12)
+
+
+# A per-element array that broadcasting repeats whole along the kernel's walk (C order, or F
+# for a Fortran input) reaches the kernels once, read modulo its length; any other is
+# broadcast to all of the input's elements (fastloss.backends.ElementwiseLoss). Either way it
+# must weigh as its broadcast does. Sizes past the serial kernel's, periods that do not
+# divide a numba block, and one longer than a block.
+REPEATING = [
+    ((300, 1000), "C", (1000,)), ((300, 1000), "C", (1, 1000)), ((300, 1000), "C", ()),
+    ((300, 1000), "C", (300, 1)), ((300, 1000), "F", (300, 1)), ((300, 1000), "F", (1000,)),
+    ((70000, 3), "C", (3,)), ((5, 40000), "C", (40000,)), ((4, 50, 700), "C", (50, 700)),
+    ((4, 50, 700), "C", (1, 50, 1)), ((4, 50, 700), "C", (4, 1, 700)),
+    ((4, 50, 700), "F", (4, 50, 1)), ((37, 3), "C", (3,)),
+]
+
+
+@pytest.mark.parametrize("cpu_backend", ["numpy", "numba"])
+@pytest.mark.parametrize(("name", "option"), WEIGHTED)
+@pytest.mark.parametrize(("shape", "order", "values_shape"), REPEATING, ids=str)
+def test_a_per_element_array_weighs_as_its_broadcast_does(cpu_backend, name, option, shape,
+                                                          order, values_shape):
+    rng = np.random.default_rng(5)
+    x = np.asarray(rng.random(shape, np.float32), order=order)
+    target = np.asarray(rng.random(shape) > 0.5, np.float32, order=order)
+    values = rng.uniform(0.5, 2.0, values_shape).astype(np.float32)
+    whole = np.array(np.broadcast_to(values, shape), order=order)
+    function = getattr(fl, f"{name}_with_grad")
+    got_loss, got_grad = function(x, target, backend=cpu_backend, **{option: values})
+    # The same bits as the broadcast array gives (which reaches the kernels whole) ...
+    whole_loss, whole_grad = function(x, target, backend=cpu_backend, **{option: whole})
+    assert got_loss.tobytes() == whole_loss.tobytes()
+    assert got_grad.tobytes() == whole_grad.tobytes()
+    # ... and the values of the reference backend's float64 given the broadcast array.
+    want_loss, want_grad = function(x.astype(np.float64), target.astype(np.float64),
+                                    backend="numpy", **{option: whole.astype(np.float64)})
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-12)

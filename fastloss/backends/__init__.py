@@ -60,9 +60,12 @@ class ElementwiseLoss(Protocol):
 
         - ``x``, ``target``: 1-D contiguous arrays, same length and dtype
           (float32/float64; the cuda backend also float16/bfloat16).
-        - ``weight``, ``aux``: ``None`` or 1-D contiguous arrays of ``x``'s dtype and
-          length (never aliasing an output). ``weight`` multiplies each element's loss
-          and slope; ``aux`` is the functor's per-element value (1.0 when None).
+        - ``weight``, ``aux``: ``None`` or 1-D contiguous arrays of ``x``'s dtype whose
+          length divides ``x``'s (never aliasing an output): element ``e`` reads
+          ``weight[e % len(weight)]``, so a weight that repeats (a ``(k,)`` one of
+          ``(N, k)`` input) is passed once (:func:`repeated` makes it whole). ``weight``
+          multiplies each element's loss and slope; ``aux`` is the functor's per-element
+          value (1.0 when None).
         - ``grad_out``: ``None`` or a 1-D contiguous array of ``x``'s dtype and
           length, possibly the same memory as ``x`` or ``target``; receives
           ``(scale / divisor) * (weight * slope)``, computed in float64 and rounded
@@ -183,6 +186,17 @@ class MeanDivisor(Protocol):
     def __call__(self, labels, weight, classes, ignore_index):
         """cuda: a "mean"'s divisor over ``(N,)`` int64 labels as a new 0-d float64 device
         array, by one small kernel up to 4096 rows, two above (no synchronisation)."""
+
+
+def repeated(values, size: int, xp):
+    """An elementwise kernel's ``weight`` or ``aux`` (``ElementwiseLoss``) as all ``size`` of
+    its elements (``xp``: the arrays' module), for backends that read them whole; None stays
+    None."""
+    if values is None or values.size == size:
+        return values
+    whole = xp.empty(size, values.dtype)
+    whole.reshape(-1, values.size)[...] = values
+    return whole
 
 
 # Every registered kernel and hook name, and the Protocol its functions follow.

@@ -61,12 +61,22 @@ def _per_element(values, name: str, like, backend):
 
 
 def _flat(values, like, work, order: str, backend):
-    """``values`` broadcast to ``like``'s shape as a flat array of ``work`` in ``order``."""
+    """``values`` (broadcastable to ``like``) as the flat array of ``work`` that the kernels
+    read (``fastloss.backends.ElementwiseLoss``): its own elements once, in ``order``, when
+    broadcasting repeats them whole along ``like`` walked in ``order`` (in C order a ``(k,)``
+    weight of ``(N, k)`` input, read once per row), else all of ``like``'s elements."""
     if values is None:
         return None
-    flat = backend.xp.empty(like.shape, work, order=order)
+    dims, shape = (1,) * (like.ndim - values.ndim) + values.shape, like.shape
+    if order == "F":
+        dims, shape = dims[::-1], shape[::-1]
+    first = len(shape)  # dims[first:] == shape[first:]: the axes values spans whole
+    while first > 0 and dims[first - 1] == shape[first - 1]:
+        first -= 1
+    repeats = all(n == 1 for n in dims[:first])
+    flat = backend.xp.empty(values.size if repeats else like.shape, work, order=order)
     with np.errstate(over="ignore", under="ignore"):  # rounded as _tail.narrowed rounds
-        flat[...] = values
+        flat[...] = values.ravel(order) if repeats else values
     return flat.ravel(order)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastloss.backends import repeated
 from fastloss.backends.cuda import _module
 
 THREADS = 256  # FL_ELEMENTWISE_THREADS
@@ -34,6 +35,7 @@ def fused(loss: str):
         dtype = x.dtype
         entry = _module.entry(loss, dtype)
         assert x.ndim == 1, x.shape
+        weight, aux = repeated(weight, x.size, cupy), repeated(aux, x.size, cupy)
         arrays = (("x", x), ("target", target), ("weight", weight), ("aux", aux),
                   ("grad_out", grad_out), ("loss_out", loss_out))
         for name, array in arrays:

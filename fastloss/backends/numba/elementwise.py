@@ -91,11 +91,57 @@ def _load_overload(array, start, count, lanes):
 
 
 @njit(inline="always")
-def _parts(x, target, weight, aux, grad_out, loss_out, start, stop):
-    """The arrays' elements ``start:stop`` (None for None)."""
-    return (x[start:stop], target[start:stop], _part(weight, start, stop),
-            _part(aux, start, stop), _part(grad_out, start, stop),
+def _parts(x, target, weight, aux, grad_out, loss_out, start, stop, block_start):
+    """The arrays' elements ``start:stop`` (None for None); ``weight`` and ``aux`` are a
+    block's own (:func:`_block_values`), which starts at ``block_start``."""
+    return (x[start:stop], target[start:stop],
+            _part(weight, start - block_start, stop - block_start),
+            _part(aux, start - block_start, stop - block_start), _part(grad_out, start, stop),
             _part(loss_out, start, stop))
+
+
+def _tiled(values, size):
+    """``(period, tiled)``: for ``values`` that stand for ``size`` elements by repeating
+    (element e is ``values[e % values.size]``: a weight given once for each leading row),
+    ``values`` repeated far enough that the elements of any block are one window of it
+    (:func:`_window`); ``values`` itself when it has all ``size`` of them or none (absent).
+    Period 0: nothing to repeat."""
+
+
+@overload(_tiled)
+def _tiled_overload(values, size):
+    if isinstance(values, types.NoneType):
+        return lambda values, size: (0, None)
+
+    def tiled(values, size):
+        period = values.size
+        if period == size or period == 0:
+            return period, values
+        whole = np.empty(period + min(BLOCK, size), values.dtype)
+        for start in range(0, whole.size, period):
+            for i in range(min(period, whole.size - start)):
+                whole[start + i] = values[i]
+        return period, whole
+
+    return tiled
+
+
+def _window(values, period, start, stop):
+    """The values of elements ``start:stop`` of ``values`` from :func:`_tiled` (a view)."""
+
+
+@overload(_window)
+def _window_overload(values, period, start, stop):
+    if isinstance(values, types.NoneType):
+        return lambda values, period, start, stop: None
+
+    def window(values, period, start, stop):
+        if period == 0:
+            return values
+        offset = start % period
+        return values[offset : offset + stop - start]
+
+    return window
 
 
 def _lane(array, lanes, lane):
@@ -250,10 +296,14 @@ def _block_sum(x, target, weight, aux, grad_out, loss_out, param, grad_scale, su
     return stop
 
 
-def _block_of(x, target, weight, aux, grad_out, loss_out, param, grad_scale, block):
+def _block_of(x, target, weight, aux, grad_out, loss_out, param, grad_scale, block,
+              weight_period, aux_period):
     _wide_vectors_out_of_line()
     start = block * BLOCK
     stop = min(start + BLOCK, x.size)
+    block_start = start
+    weight = _window(weight, weight_period, start, stop)
+    aux = _window(aux, aux_period, start, stop)
     sums = _stack_lanes(0.0)
     for lane in range(LANES):
         sums[lane] = 0.0
@@ -267,10 +317,10 @@ def _block_of(x, target, weight, aux, grad_out, loss_out, param, grad_scale, blo
     if (_HAS_BINARY_PAIR and stop - start >= LANES  # noqa: F821
             and _all_binary(target, start, LANES)):
         start += _binary_block_sum(  # noqa: F821
-            *_parts(x, target, weight, aux, grad_out, loss_out, start, stop), param,
-            grad_scale, sums)
-    _block_sum(*_parts(x, target, weight, aux, grad_out, loss_out, start, stop), param,
-               grad_scale, sums)
+            *_parts(x, target, weight, aux, grad_out, loss_out, start, stop, block_start),
+            param, grad_scale, sums)
+    _block_sum(*_parts(x, target, weight, aux, grad_out, loss_out, start, stop, block_start),
+               param, grad_scale, sums)
     total = 0.0
     for lane in range(LANES):
         total += sums[lane]
@@ -281,12 +331,14 @@ def _kernel(x, target, weight, aux, grad_out, loss_out, param, scale, divisor):
     size = x.size
     grad_scale = scale / divisor
     blocks = (size + BLOCK - 1) // BLOCK
+    weight_period, weight = _tiled(weight, size)
+    aux_period, aux = _tiled(aux, size)
     partials = np.empty(blocks)
     for block in prange(blocks):
         # np.int64: prange's index is unsigned in the threaded copy and signed in the
         # serial one, and each type would compile _block_of again.
         partials[block] = _block_of(x, target, weight, aux, grad_out, loss_out, param,
-                                    grad_scale, np.int64(block))
+                                    grad_scale, np.int64(block), weight_period, aux_period)
     total = 0.0
     for block in range(blocks):
         total += partials[block]

@@ -7,6 +7,8 @@ with :func:`fused`; ``slope * scale`` is the derivative of the loss.
 
 import numpy as np
 
+from fastloss.backends import repeated
+
 
 def fused(pair, scale: float):
     """The backend function of the elementwise loss ``pair`` (contract: ``fastloss.backends``)."""
@@ -14,6 +16,7 @@ def fused(pair, scale: float):
     def backend_function(x, target, grad_out, loss_out, divisor, weight=None, aux=None,
                          param=0.0):
         divisor = np.float64(divisor)
+        weight, aux = repeated(weight, x.size, np), repeated(aux, x.size, np)
         with np.errstate(all="ignore"):
             auxiliary = 1.0 if aux is None else aux.astype(np.float64)
             loss, slope = pair(x.astype(np.float64), target.astype(np.float64), auxiliary,
