@@ -16,6 +16,7 @@ from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba import _small_calls as small
 from fastloss.backends.numba.softmax_cross_entropy import (
     BLOCK_ELEMENTS,
+    LANES,
     _serial_label_summary,
 )
 
@@ -33,15 +34,21 @@ def _kernel(log_probs, labels, weight, grad_out, loss_out, ignore_index, divisor
     for part in prange(parts):
         first, last = part * blocks // parts, (part + 1) * blocks // parts
         for block in range(first, last):
+            # A block's rows in sums of LANES rows, added in order: a sum of up to 65536 rows
+            # one by one lost about 1e-12 of a float64 loss.
             block_sum = 0.0
-            for row in range(block * row_block, min((block + 1) * row_block, rows)):
-                label = labels[row]
-                loss = 0.0
-                if label != ignore_index:
-                    loss = -_weight_of(weight, label) * np.float64(log_probs[row, label])
-                if loss_out.size:
-                    loss_out[row] = loss
-                block_sum += loss
+            stop = min((block + 1) * row_block, rows)
+            for chunk in range(block * row_block, stop, LANES):
+                chunk_sum = 0.0
+                for row in range(chunk, min(chunk + LANES, stop)):
+                    label = labels[row]
+                    loss = 0.0
+                    if label != ignore_index:
+                        loss = -_weight_of(weight, label) * np.float64(log_probs[row, label])
+                    if loss_out.size:
+                        loss_out[row] = loss
+                    chunk_sum += loss
+                block_sum += chunk_sum
             partials[block] = block_sum
         # The part's gradient rows, after its reads (grad_out may be log_probs itself):
         # zeros in one fill, then each row's element.

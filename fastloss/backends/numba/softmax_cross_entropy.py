@@ -1648,11 +1648,15 @@ _serial_kernel, _parallel_kernel = copies.serial_and_parallel(_kernel, globals()
 
 @njit(cache=True, error_model="numpy")
 def _labels_block(labels, weight, classes, ignore_index, block):
-    """(invalid labels, kept rows or their weight sum) in one block of labels."""
+    """(invalid labels, kept rows or their weight sum) in one block of labels. The weights
+    are summed in LANES partial sums (label i adds into i % LANES), then in lane order: a
+    float64 sum of at most BLOCK_ELEMENTS / LANES + LANES terms a block, as the losses'."""
     _wide_vectors()
     invalid = 0
     kept = 0
-    kept_weight = 0.0
+    lane_weight = _stack_lanes(0.0)
+    for lane in range(LANES):
+        lane_weight[lane] = 0.0
     # A view of the block indexed from 0: indices from a runtime start may be negative as
     # far as LLVM knows, and it would gather them one by one (10% of a call at k = 10).
     block_labels = labels[block * BLOCK_ELEMENTS : (block + 1) * BLOCK_ELEMENTS]
@@ -1664,8 +1668,8 @@ def _labels_block(labels, weight, classes, ignore_index, block):
         if weight is None:
             kept += keep
         elif keep:
-            kept_weight += weight[min(max(label, 0), classes - 1)]
-    return invalid, kept if weight is None else kept_weight
+            lane_weight[i % LANES] += weight[min(max(label, 0), classes - 1)]
+    return invalid, kept if weight is None else _lanes_total(lane_weight)
 
 
 def _label_summary(labels, weight, classes, ignore_index):
