@@ -91,12 +91,31 @@ class Backend:
             raise TypeError(
                 f"{name} must have dtype {like.dtype} (that of the input); got {out.dtype}"
             )
-        if _may_share_elements(out):
+        if _shares_elements(out):
             raise ValueError(
                 f"{name} must not overlap itself; got a view whose elements share memory "
                 f"(strides {out.strides}, as of broadcasting or as_strided)"
             )
         return out
+
+
+# Up to this many elements, a view that _may_share_elements cannot clear is decided exactly.
+_EXACT_OVERLAP_ELEMENTS = 1 << 22
+
+
+def _shares_elements(array) -> bool:
+    """Whether two elements of ``array`` are the same memory, or may be (a view past
+    ``_EXACT_OVERLAP_ELEMENTS`` that the strides alone cannot clear, such as columns
+    interleaved by ``as_strided``): from the byte offsets of its elements otherwise."""
+    if not _may_share_elements(array):
+        return False
+    if array.size > _EXACT_OVERLAP_ELEMENTS:
+        return True
+    offsets = np.zeros((), np.int64)
+    for stride, size in zip(array.strides, array.shape, strict=True):
+        offsets = offsets[..., None] + np.arange(size, dtype=np.int64) * stride
+    offsets = np.sort(offsets, axis=None)
+    return bool((np.diff(offsets) < array.itemsize).any())
 
 
 def _may_share_elements(array) -> bool:

@@ -6,6 +6,7 @@ import pytest
 from conftest import to_backend, to_host
 
 import fastloss as fl
+from fastloss import _backend
 
 ROWS, CLASSES = 130, 7  # two passes of 64 rows in lanes, and a short third
 _rng = np.random.default_rng(0)
@@ -56,6 +57,23 @@ def test_out_whose_elements_share_memory_is_refused(cpu_backend, name, strides):
     out = np.lib.stride_tricks.as_strided(buffer, shape=(ROWS, CLASSES), strides=strides)
     with pytest.raises(ValueError, match="out must not overlap itself"):
         call(inputs, LABELS, out, cpu_backend)
+    assert not buffer.any()
+
+
+@pytest.mark.parametrize("cpu_backend", ["numpy", "numba"])
+def test_out_of_interleaved_elements_apart_is_written(cpu_backend, monkeypatch):
+    # Columns interleaved with rows (byte offsets 0, 12, 8, 20, 16, 28): no two elements
+    # share memory, though no order of the axes shows it from the strides alone.
+    buffer = np.zeros(8, np.float32)
+    out = np.lib.stride_tricks.as_strided(buffer, shape=(3, 2), strides=(8, 12))
+    x, target = np.arange(6, dtype=np.float32).reshape(3, 2), np.zeros((3, 2), np.float32)
+    assert fl.mse_grad(x, target, out=out, backend=cpu_backend) is out
+    np.testing.assert_array_equal(out, fl.mse_grad(x, target, backend=cpu_backend))
+    # Past the elements decided exactly, such a view is refused unwritten.
+    monkeypatch.setattr(_backend, "_EXACT_OVERLAP_ELEMENTS", 5)
+    buffer[:] = 0
+    with pytest.raises(ValueError, match="out must not overlap itself"):
+        fl.mse_grad(x, target, out=out, backend=cpu_backend)
     assert not buffer.any()
 
 
