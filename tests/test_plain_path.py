@@ -336,6 +336,62 @@ def test_elementwise_short_path_gives_the_full_paths_bits(cpu, loss, options, sh
     assert results[0] == results[1]
 
 
+WEIGHTED_CASES = [
+    pytest.param(loss, sorted(options), id=f"{loss.name}-{sorted(options)}")
+    for loss in LOSSES for options in loss.options if set(options) & set(loss.arrays)
+]
+
+
+@pytest.mark.parametrize("cpu", CPU_BACKENDS)
+@pytest.mark.parametrize(("shape", "where", "dtype"), SHORT_PATH_CASES)
+@pytest.mark.parametrize(("loss", "names"), WEIGHTED_CASES)
+@pytest.mark.parametrize("values_dtype", [np.float32, np.float64])
+def test_weighted_elementwise_short_path_gives_the_full_paths_bits(cpu, loss, names, shape,
+                                                                   where, dtype, values_dtype):
+    rng = np.random.default_rng(4)
+    x, target = (a.astype(dtype) for a in loss.inputs(rng, shape))
+    arrays = {name: rng.uniform(0.5, 2.0, loss.arrays[name](shape)).astype(values_dtype)
+              for name in names}
+    results = []
+    for wrap in (lambda a: a, full_path):
+        xs, ts = x.copy(), target.copy()
+        out = {"new": None, "out": np.empty_like(xs), "in place": xs, "in target": ts}[where]
+        got, grad = loss.with_grad(wrap(xs), ts, backend=cpu, out=out, **arrays)
+        assert type(got) is np.dtype(dtype).type and (out is None or grad is out)
+        results.append((got.tobytes(), np.asarray(grad).tobytes()))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("weight", [[1.0, 2.0, 3.0], np.ones(3, np.int32), np.ones(2),
+                                    np.ones((2, 1, 3)), np.ones(3, np.complex64),
+                                    np.ones((4, 3), np.float16), np.float64(2.0)],
+                         ids=["list", "int32", "(2,)", "(2, 1, 3)", "complex", "float16",
+                              "NumPy scalar"])
+def test_a_weight_the_short_path_declines_meets_the_full_checks(weight):
+    x, target = np.full((4, 3), 0.5, np.float32), np.ones((4, 3), np.float32)
+    outcomes = []
+    for z in (x, full_path(x)):
+        try:
+            loss, grad = fl.binary_cross_entropy_with_logits_with_grad(z, target, weight=weight)
+            outcomes.append((loss.tobytes(), np.asarray(grad).tobytes()))
+        except (TypeError, ValueError) as exc:
+            outcomes.append((type(exc), str(exc)))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_elementwise_front_takes_its_short_path_with_weights(monkeypatch):
+    def full_path_taken(*args):
+        raise AssertionError("the full path")
+
+    monkeypatch.setattr(_registry, "backend", full_path_taken)
+    x, target = np.zeros((4, 3), np.float32), np.ones((4, 3), np.float32)
+    weight = np.array([1.0, 2.0, 3.0], np.float32)
+    loss = fl.binary_cross_entropy_with_logits(x, target, weight=weight, pos_weight=weight)
+    assert loss == np.float32(np.log(2.0) * (1 + 4 + 9) / 3)
+    with pytest.raises(AssertionError, match="the full path"):  # the premise
+        fl.binary_cross_entropy_with_logits(x, target, weight=[1.0, 2.0, 3.0])
+
+
 def _shifted(array, by=1):
     """``(copy, out)``: a copy of ``array`` and an array of its shape over the same buffer,
     ``by`` elements before it (after it for a negative ``by``)."""

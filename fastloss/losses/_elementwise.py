@@ -90,8 +90,9 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
     divergence's "batchmean"); None: the element count for "mean", else 1.
     A dask array among the arrays makes it ``fastloss.dask.evaluate``'s call."""
     host = _registry.host_backend(backend)
-    if host is not None and weight is None and aux is None and v.plain_reduction(reduction):
-        result = _plain(spec, x, target, reduction, host, out, want_grad, param, divisor)
+    if host is not None and v.plain_reduction(reduction):
+        result = _plain(spec, x, target, reduction, host, out, want_grad, param, divisor,
+                        weight, aux)
         if result is not None:
             return result
     if _registry.any_dask_array(x, target, weight, aux, out):
@@ -159,16 +160,31 @@ def mean_divisor(reduction: str, size: int, divisor) -> float:
     return size if reduction == "mean" else 1
 
 
+def _plain_values(values, x) -> bool:
+    """Whether a per-element array the short path takes: None, or a NumPy float32 or
+    float64 array that broadcasts to ``x``'s shape (what check_per_element accepts)."""
+    if values is None:
+        return True
+    return (type(values) is np.ndarray and values.dtype in (np.float32, np.float64)
+            and values.ndim <= x.ndim
+            and all(n in (1, m) for n, m in zip(reversed(values.shape), reversed(x.shape),
+                                                strict=False)))
+
+
 def _plain(spec: Elementwise, x, target, reduction, host, out, want_grad: bool, param,
-           divisor):
+           divisor, weight=None, aux=None):
     """``(loss, grad or None)`` of C-contiguous NumPy arrays of one native float
-    dtype, reduced, without weights, on a CPU backend: what the full path
-    gives, with nothing to convert, at a fraction of its per-call cost; None
-    for other arrays. The backend's small call, where it has one, checks and
-    runs such arrays in one compiled call (at (64, 10), a third of the time
-    these checks take in Python)."""
+    dtype, reduced, on a CPU backend, without weights or with NumPy float ones
+    (:func:`_plain_values`, made the kernels' flat arrays as the full path makes
+    them): what the full path gives, with nothing else to convert, at a fraction
+    of its per-call cost; None for other arrays. Without weights the backend's
+    small call, where it has one, checks and runs such arrays in one compiled
+    call (at (64, 10), a third of the time these checks take in Python)."""
     domain = spec.domain
-    small_call = host.small_calls[spec.name]
+    weighted = weight is not None or aux is not None
+    if weighted and not (_plain_values(weight, x) and _plain_values(aux, x)):
+        return None
+    small_call = None if weighted else host.small_calls[spec.name]
     grad = reduced = None
     if small_call is not None and v.typed_floats(x, target, out):
         grad = _tail.plain_grad(x, out, want_grad)
@@ -184,10 +200,11 @@ def _plain(spec: Elementwise, x, target, reduction, host, out, want_grad: bool, 
             _check_domain(spec, x, target)
         if grad is None:
             grad = _tail.plain_grad(x, out, want_grad)
-        # ravel() of a C-contiguous array is a view.
+        # ravel() of a C-contiguous array is a view; the weights' flat arrays are new ones.
         reduced = host.kernels[spec.name](
             x.ravel(), target.ravel(), None if grad is None else grad.ravel(), None,
-            mean_divisor(reduction, x.size, divisor), None, None, param,
+            mean_divisor(reduction, x.size, divisor), _flat(weight, x, x.dtype, "C", host),
+            _flat(aux, x, x.dtype, "C", host), param,
         )
     if domain is not None and not checked_first and reduced != reduced:
         _check_domain(spec, x, target)
