@@ -99,6 +99,12 @@ def plain_reduction(reduction) -> bool:
     return type(reduction) is str and (reduction == "mean" or reduction == "sum")
 
 
+def known_reduction(reduction) -> bool:
+    """True for "mean", "sum" and "none" (the short paths' reductions, "none" without the
+    compiled small calls)."""
+    return type(reduction) is str and reduction in REDUCTIONS
+
+
 def check_reduction(reduction, choices: tuple[str, ...] = REDUCTIONS) -> str:
     """``reduction``, one of the strings ``choices``."""
     if not isinstance(reduction, str) or reduction not in choices:

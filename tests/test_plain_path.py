@@ -48,13 +48,21 @@ def test_a_full_path_view_is_refused_by_every_short_path_test():
             assert not test(*viewed), (test.__name__, position)
 
 
+def _returned(loss, dtype, reduction) -> bool:
+    """Whether ``loss`` is what a call with ``reduction`` returns: a NumPy scalar of
+    ``dtype``, for "none" an ndarray of it."""
+    if reduction == "none":
+        return type(loss) is np.ndarray and loss.dtype == dtype
+    return type(loss) is np.dtype(dtype).type
+
+
 @pytest.fixture(params=["auto", *CPU_BACKENDS])
 def cpu_backend(request):
     return request.param
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("where", ["new", "out", "in place"])
 def test_mse_short_path_gives_the_full_paths_bits(cpu_backend, dtype, reduction, where):
     rng = np.random.default_rng(1)
@@ -66,17 +74,18 @@ def test_mse_short_path_gives_the_full_paths_bits(cpu_backend, dtype, reduction,
         out = {"new": None, "out": np.empty_like(p), "in place": p}[where]
         loss, grad = fl.mse_with_grad(wrap(p), target, reduction=reduction,
                                       backend=cpu_backend, out=out)
-        assert type(loss) is np.dtype(dtype).type and grad.dtype == dtype
+        assert _returned(loss, dtype, reduction) and grad.dtype == dtype
         assert out is None or grad is out
         results.append((loss, np.asarray(grad).copy()))
-        assert fl.mse(wrap(pred), target, reduction=reduction, backend=cpu_backend) == loss
+        assert np.array_equal(fl.mse(wrap(pred), target, reduction=reduction,
+                                     backend=cpu_backend), loss)
     (short_loss, short_grad), (full_loss, full_grad) = results
     assert short_loss.tobytes() == full_loss.tobytes()
     np.testing.assert_array_equal(short_grad, full_grad)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("where", ["new", "out", "in place"])
 @pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 1])
@@ -96,7 +105,7 @@ def test_cross_entropy_short_path_gives_the_full_paths_bits(
             wrap(z), labels, reduction=reduction, ignore_index=ignore_index,
             label_smoothing=smoothing, backend=cpu_backend, out=out,
         )
-        assert type(loss) is np.dtype(dtype).type and grad.dtype == dtype
+        assert _returned(loss, dtype, reduction) and grad.dtype == dtype
         assert out is None or grad is out
         results.append((loss, np.asarray(grad).copy()))
     (short_loss, short_grad), (full_loss, full_grad) = results
@@ -105,7 +114,7 @@ def test_cross_entropy_short_path_gives_the_full_paths_bits(
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("where", ["new", "out", "in place", "into the target"])
 @pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -124,7 +133,7 @@ def test_cross_entropy_against_probabilities_short_path_gives_the_full_paths_bit
             wrap(z), t, reduction=reduction, label_smoothing=smoothing, backend=cpu_backend,
             out=out,
         )
-        assert type(loss) is np.dtype(dtype).type and (out is None or grad is out)
+        assert _returned(loss, dtype, reduction) and (out is None or grad is out)
         results.append((loss.tobytes(), np.asarray(grad).tobytes()))
     assert results[0] == results[1]
 
@@ -142,7 +151,7 @@ def test_the_cross_entropy_front_takes_its_short_path_for_probabilities(monkeypa
         fl.softmax_cross_entropy_with_grad(logits, np.full((4, 2), 0.5), reduction="sum")
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("where", ["new", "out", "in place"])
 @pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)
 @pytest.mark.parametrize(("name", "options"), [("nll", dict(ignore_index=2)),
@@ -158,13 +167,13 @@ def test_class_label_short_path_gives_the_full_paths_bits(cpu_backend, name, opt
         out = {"new": None, "out": np.empty_like(z), "in place": z}[where]
         loss, grad = getattr(fl, f"{name}_with_grad")(wrap(z), labels, reduction=reduction,
                                                       backend=cpu_backend, out=out, **options)
-        assert type(loss) is np.float32 and (out is None or grad is out)
+        assert _returned(loss, np.float32, reduction) and (out is None or grad is out)
         results.append((loss.tobytes(), np.asarray(grad).tobytes()))
     assert results[0] == results[1]
 
 
 @pytest.mark.parametrize("weight_dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("where", ["new", "in place", "weight inside out"])
 @pytest.mark.parametrize("shape", [(70, 3), (5, 300)], ids=str)
 @pytest.mark.parametrize(("name", "options"), [("softmax_cross_entropy", dict(ignore_index=1)),
@@ -322,15 +331,17 @@ SHORT_PATH_CASES = [
 @pytest.mark.parametrize("cpu", CPU_BACKENDS)
 @pytest.mark.parametrize(("shape", "where", "dtype"), SHORT_PATH_CASES)
 @pytest.mark.parametrize(("loss", "options"), ELEMENTWISE_CASES)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_elementwise_short_path_gives_the_full_paths_bits(cpu, loss, options, shape, where,
-                                                          dtype):
+                                                          dtype, reduction):
     x, target = (a.astype(dtype) for a in loss.inputs(np.random.default_rng(3), shape))
     results = []
     for wrap in (lambda a: a, full_path):
         xs, ts = x.copy(), target.copy()
         out = {"new": None, "out": np.empty_like(xs), "in place": xs, "in target": ts}[where]
-        got, grad = loss.with_grad(wrap(xs), ts, backend=cpu, out=out, **options)
-        assert type(got) is np.dtype(dtype).type and grad.dtype == dtype
+        got, grad = loss.with_grad(wrap(xs), ts, backend=cpu, out=out, reduction=reduction,
+                                   **options)
+        assert _returned(got, dtype, reduction) and grad.dtype == dtype
         assert out is None or grad is out
         results.append((got.tobytes(), np.asarray(grad).tobytes()))
     assert results[0] == results[1]
@@ -346,8 +357,10 @@ WEIGHTED_CASES = [
 @pytest.mark.parametrize(("shape", "where", "dtype"), SHORT_PATH_CASES)
 @pytest.mark.parametrize(("loss", "names"), WEIGHTED_CASES)
 @pytest.mark.parametrize("values_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["sum", "none"])
 def test_weighted_elementwise_short_path_gives_the_full_paths_bits(cpu, loss, names, shape,
-                                                                   where, dtype, values_dtype):
+                                                                   where, dtype, values_dtype,
+                                                                   reduction):
     rng = np.random.default_rng(4)
     x, target = (a.astype(dtype) for a in loss.inputs(rng, shape))
     arrays = {name: rng.uniform(0.5, 2.0, loss.arrays[name](shape)).astype(values_dtype)
@@ -356,8 +369,9 @@ def test_weighted_elementwise_short_path_gives_the_full_paths_bits(cpu, loss, na
     for wrap in (lambda a: a, full_path):
         xs, ts = x.copy(), target.copy()
         out = {"new": None, "out": np.empty_like(xs), "in place": xs, "in target": ts}[where]
-        got, grad = loss.with_grad(wrap(xs), ts, backend=cpu, out=out, **arrays)
-        assert type(got) is np.dtype(dtype).type and (out is None or grad is out)
+        got, grad = loss.with_grad(wrap(xs), ts, backend=cpu, out=out, reduction=reduction,
+                                   **arrays)
+        assert _returned(got, dtype, reduction) and (out is None or grad is out)
         results.append((got.tobytes(), np.asarray(grad).tobytes()))
     assert results[0] == results[1]
 
@@ -766,3 +780,30 @@ def test_the_softmax_fronts_take_their_small_calls(monkeypatch, name):
     got = getattr(fl, name)(*inputs, backend="numba")
     want = getattr(fl, name)(*(full_path(a) for a in inputs), backend="numba")
     assert results == [True] and got.tobytes() == np.asarray(want).tobytes()
+
+
+def test_the_fronts_take_their_short_paths_for_reduction_none(monkeypatch):
+    def full_path_taken(*args):
+        raise AssertionError("the full path")
+
+    monkeypatch.setattr(_registry, "backend", full_path_taken)
+    x, labels = np.zeros((4, 2), np.float32), np.array([0, 1, 1, 0])
+    weight = np.array([1.0, 3.0], np.float32)
+    log_2 = np.float32(np.log(2.0))
+    calls = [
+        (lambda: fl.mse_with_grad(x, np.ones_like(x), reduction="none"), np.ones((4, 2))),
+        (lambda: fl.binary_cross_entropy_with_logits_with_grad(x, np.ones_like(x), weight=weight,
+                                                               reduction="none"),
+         np.tile(weight * log_2, (4, 1))),
+        (lambda: fl.softmax_cross_entropy_with_grad(x, labels, reduction="none"),
+         np.full(4, log_2)),
+        (lambda: fl.softmax_cross_entropy_with_grad(x, np.full((4, 2), 0.5, np.float32),
+                                                    reduction="none"), np.full(4, log_2)),
+        (lambda: fl.nll_with_grad(x - log_2, labels, weight=weight, reduction="none"),
+         weight[labels] * log_2),
+        (lambda: fl.multi_margin_with_grad(x, labels, reduction="none"), np.full(4, 0.5)),
+    ]
+    for call, want in calls:
+        loss, grad = call()
+        assert loss.dtype == np.float32 and grad.shape == x.shape
+        np.testing.assert_allclose(loss, want, rtol=1e-6)

@@ -153,7 +153,7 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
     row_losses, *options, divisor(labels, weight, classes, backend))``; ``reduction`` is
     already checked."""
     host = _registry.host_backend(backend)
-    if host is not None and reduction != "none":
+    if host is not None:
         result = plain(loss, x, target, reduction, host, out, want_grad, options, divisor,
                        class_weight)
         if result is not None:
@@ -182,13 +182,14 @@ def evaluate(loss, name, x, target, class_weight, reduction, backend, out, want_
 
 def plain(loss, x, labels, reduction, host, out, want_grad, options, divisor, class_weight=None):
     """``(loss, grad or None)`` of ``loss`` for C-contiguous NumPy rows ``x`` of a native
-    float dtype and int64 ``labels``, reduced ("mean" or "sum"), on a CPU backend, without
-    class weights or with a NumPy float32 or float64 ``(k,)`` array of them: :func:`evaluate`'s
-    result with nothing to convert but the weights, at a fraction of its per-call cost; None
-    for other arrays. Without weights the backend's small call, where it has one, checks and
+    float dtype and int64 ``labels``, on a CPU backend, without class weights or with a
+    NumPy float32 or float64 ``(k,)`` array of them: :func:`evaluate`'s result with nothing
+    to convert but the weights, at a fraction of its per-call cost; None for other arrays.
+    Reduced and without weights, the backend's small call, where it has one, checks and
     runs such arrays in one compiled call; else the kernel runs with ``options`` and
     ``divisor(labels, weight, classes, host)``."""
-    small_call = host.small_calls[loss] if class_weight is None else None
+    none = reduction == "none"
+    small_call = host.small_calls[loss] if class_weight is None and not none else None
     grad = reduced = None
     if small_call is not None and v.typed_rows(x, labels, out):
         grad = _tail.plain_grad(x, out, want_grad)
@@ -204,10 +205,13 @@ def plain(loss, x, labels, reduction, host, out, want_grad, options, divisor, cl
             return None
         if grad is None:
             grad = _tail.plain_grad(x, out, want_grad)
+        row_losses = np.empty(x.shape[0]) if none else None
         reduced = host.kernels[loss](
-            x, labels, class_weight, grad, None, *options,
+            x, labels, class_weight, grad, row_losses, *options,
             divisor(labels, class_weight, x.shape[1], host),
         )
+        if none:
+            return _tail.narrowed(row_losses, x.dtype), grad
     return host.result(reduced, x.dtype), grad
 
 

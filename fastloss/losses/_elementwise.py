@@ -90,7 +90,7 @@ def evaluate(spec: Elementwise, x, target, reduction, backend, out, want_grad: b
     divergence's "batchmean"); None: the element count for "mean", else 1.
     A dask array among the arrays makes it ``fastloss.dask.evaluate``'s call."""
     host = _registry.host_backend(backend)
-    if host is not None and v.plain_reduction(reduction):
+    if host is not None and v.known_reduction(reduction):
         result = _plain(spec, x, target, reduction, host, out, want_grad, param, divisor,
                         weight, aux)
         if result is not None:
@@ -174,17 +174,19 @@ def _plain_values(values, x) -> bool:
 def _plain(spec: Elementwise, x, target, reduction, host, out, want_grad: bool, param,
            divisor, weight=None, aux=None):
     """``(loss, grad or None)`` of C-contiguous NumPy arrays of one native float
-    dtype, reduced, on a CPU backend, without weights or with NumPy float ones
+    dtype, on a CPU backend, without weights or with NumPy float ones
     (:func:`_plain_values`, made the kernels' flat arrays as the full path makes
     them): what the full path gives, with nothing else to convert, at a fraction
-    of its per-call cost; None for other arrays. Without weights the backend's
-    small call, where it has one, checks and runs such arrays in one compiled
-    call (at (64, 10), a third of the time these checks take in Python)."""
+    of its per-call cost; None for other arrays. Reduced and without weights,
+    the backend's small call, where it has one, checks and runs such arrays in
+    one compiled call (at (64, 10), a third of the time these checks take in
+    Python)."""
     domain = spec.domain
     weighted = weight is not None or aux is not None
     if weighted and not (_plain_values(weight, x) and _plain_values(aux, x)):
         return None
-    small_call = None if weighted else host.small_calls[spec.name]
+    none = reduction == "none"
+    small_call = None if weighted or none else host.small_calls[spec.name]
     grad = reduced = None
     if small_call is not None and v.typed_floats(x, target, out):
         grad = _tail.plain_grad(x, out, want_grad)
@@ -200,15 +202,16 @@ def _plain(spec: Elementwise, x, target, reduction, host, out, want_grad: bool, 
             _check_domain(spec, x, target)
         if grad is None:
             grad = _tail.plain_grad(x, out, want_grad)
+        items = np.empty(x.shape, x.dtype) if none else None
         # ravel() of a C-contiguous array is a view; the weights' flat arrays are new ones.
         reduced = host.kernels[spec.name](
-            x.ravel(), target.ravel(), None if grad is None else grad.ravel(), None,
-            mean_divisor(reduction, x.size, divisor), _flat(weight, x, x.dtype, "C", host),
-            _flat(aux, x, x.dtype, "C", host), param,
+            x.ravel(), target.ravel(), None if grad is None else grad.ravel(),
+            None if items is None else items.ravel(), mean_divisor(reduction, x.size, divisor),
+            _flat(weight, x, x.dtype, "C", host), _flat(aux, x, x.dtype, "C", host), param,
         )
     if domain is not None and not checked_first and reduced != reduced:
         _check_domain(spec, x, target)
-    return host.result(reduced, x.dtype), grad
+    return items if none else host.result(reduced, x.dtype), grad
 
 
 def _aliased(out, x, target) -> bool:

@@ -28,7 +28,7 @@ def _softmax_cross_entropy(
         and -(2**63) <= ignore_index < 2**63
         and type(label_smoothing) in (int, float)
         and 0 <= label_smoothing <= 1
-        and v.plain_reduction(reduction)
+        and v.known_reduction(reduction)
     ):
         divisor = _class_labels.kept_divisor(ignore_index, reduction, check_labels)
         options = (ignore_index, float(label_smoothing))
@@ -62,8 +62,11 @@ def _plain_probabilities(logits, target, reduction, host, out, want_grad, option
         return None
     grad = _tail.plain_grad(logits, out, want_grad)
     divisor = logits.shape[0] if reduction == "mean" else 1
-    reduced = host.kernels["softmax_cross_entropy"](logits, target, None, grad, None, *options,
-                                                   divisor)
+    row_losses = np.empty(logits.shape[0]) if reduction == "none" else None
+    reduced = host.kernels["softmax_cross_entropy"](logits, target, None, grad, row_losses,
+                                                   *options, divisor)
+    if row_losses is not None:
+        return _tail.narrowed(row_losses, logits.dtype), grad
     return host.result(reduced, logits.dtype), grad
 
 
