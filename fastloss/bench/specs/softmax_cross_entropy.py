@@ -38,6 +38,22 @@ def _log_sum_exp(xp, logits):
     return row_max + xp.log(xp.exp(logits - row_max).sum(axis=1, keepdims=True))
 
 
+def expressions(loss, grad):
+    """The forward, gradient and fused expressions of a cross-entropy whose loss and gradient
+    are ``loss(xp, logits, target, lse)`` and ``grad(...)`` (``lse``: the rows' log-sum-exp,
+    computed once a call)."""
+
+    def fused(xp, logits, target):
+        lse = _log_sum_exp(xp, logits)
+        return loss(xp, logits, target, lse), grad(xp, logits, target, lse)
+
+    return {"forward": lambda xp, logits, target: loss(xp, logits, target,
+                                                       _log_sum_exp(xp, logits)),
+            "gradient": lambda xp, logits, target: grad(xp, logits, target,
+                                                        _log_sum_exp(xp, logits)),
+            "fused": fused}
+
+
 def ce_expr_loss(xp, logits, labels):
     picked = xp.take_along_axis(logits, labels[:, None], axis=1)
     return -xp.mean(picked - _log_sum_exp(xp, logits))

@@ -39,22 +39,9 @@ def _grad(xp, logits, probabilities, lse):
     return grad
 
 
-def expr_loss(xp, logits, probabilities):
-    return _loss(xp, logits, probabilities, labels._log_sum_exp(xp, logits))
-
-
-def expr_grad(xp, logits, probabilities):
-    return _grad(xp, logits, probabilities, labels._log_sum_exp(xp, logits))
-
-
-def expr_with_grad(xp, logits, probabilities):
-    lse = labels._log_sum_exp(xp, logits)
-    return _loss(xp, logits, probabilities, lse), _grad(xp, logits, probabilities, lse)
-
-
 SPEC = peers.Spec(
     loss=LOSS, make=make, bytes=op_bytes, reference=reference, count=lambda shape: shape[0],
-    expression={"forward": expr_loss, "gradient": expr_grad, "fused": expr_with_grad},
+    expression=labels.expressions(_loss, _grad),
     torch=lambda F, logits, probabilities: F.cross_entropy(logits, probabilities),
     sizes=("256x32000", "1024x32000"), quick_sizes=("1024x32000",), width=None,
     sweep=labels.CLASS_SWEEP, peers=(bounds.SOFTMAX_CROSS_ENTROPY,),

@@ -35,23 +35,10 @@ def _grad(xp, logits, target, lse):
     return grad
 
 
-def expr_loss(xp, logits, target):
-    return _loss(xp, logits, target, labels._log_sum_exp(xp, logits))
-
-
-def expr_grad(xp, logits, target):
-    return _grad(xp, logits, target, labels._log_sum_exp(xp, logits))
-
-
-def expr_with_grad(xp, logits, target):
-    lse = labels._log_sum_exp(xp, logits)
-    return _loss(xp, logits, target, lse), _grad(xp, logits, target, lse)
-
-
 SPEC = peers.Spec(
     loss=LOSS, make=labels.make, bytes=labels.op_bytes, reference=reference,
     count=lambda shape: shape[0],
-    expression={"forward": expr_loss, "gradient": expr_grad, "fused": expr_with_grad},
+    expression=labels.expressions(_loss, _grad),
     torch=lambda F, logits, target: F.cross_entropy(logits, target, label_smoothing=SMOOTHING),
     sizes=("256x32000", "1024x32000"), quick_sizes=("1024x32000",), width=None,
     sweep=labels.CLASS_SWEEP, peers=(bounds.SOFTMAX_CROSS_ENTROPY,),
