@@ -2,8 +2,8 @@
 
 Two layouts of the same arithmetic, chosen by the number of classes k, the dtype and the
 kind of target alone (``lane_classes``), and a closed form for rows of two classes against
-labels without smoothing or weights (``_pairs_block``: softplus and sigmoid of the logits'
-difference, in float64):
+labels without weights (``_pairs_block``: softplus and sigmoid of the logits' difference,
+in float64):
 
 - Longer rows are computed one at a time, their
   classes spread over the vector lanes. Each row is read from memory once: it
@@ -1496,14 +1496,15 @@ def _lanes_block(
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _pair_row(z0, z1, label, ignore_index):
-    """(loss, slope) of a row of two classes against its label, without smoothing or
-    weights: with d = z_other - z_label in float64 (exact for float32 and float16 logits),
-    the loss is softplus(d) = max(d, 0) + log(1 + e^-|d|) and the gradient sigmoid(d) on
-    the other class, its negation on the label's; an ignored row's loss is 0 (its gradient,
-    0 also where the scale is not finite, is _pairs_block's to write). Branch-free,
-    so that rows vectorise: softmax over two classes needs neither a max pass, nor a
-    transposition, nor two exponentials."""
+def _pair_row(z0, z1, label, ignore_index, smooth):
+    """(loss, slope) of a row of two classes against its label, without weights: with
+    d = z_other - z_label in float64 (exact for float32 and float16 logits) and label
+    smoothing's target ``smooth`` on the other class (label_smoothing / 2; 1 - smooth on the
+    label), the loss is softplus(d) - smooth d = max(d, 0) - smooth d + log(1 + e^-|d|) and
+    the gradient sigmoid(d) - smooth on the other class, its negation on the label's; an
+    ignored row's loss is 0 (its gradient, 0 also where the scale is not finite, is
+    _pairs_block's to write). Branch-free, so that rows vectorise: softmax over two classes
+    needs neither a max pass, nor a transposition, nor two exponentials."""
     first = label == 0
     d = z1 - z0 if first else z0 - z1
     # A logit of +inf makes the row NaN, as its shift by the row's max (inf - inf) does on
@@ -1513,17 +1514,21 @@ def _pair_row(z0, z1, label, ignore_index):
     e = _exp_nonpositive_float64(-abs(d))
     u = 1.0 + e
     inverse = 1.0 / u
+    # max(d, 0) - smooth d, one product for either sign (so that d = +-inf gives +inf), and
+    # without smoothing exactly max(d, 0) (no 0 * -inf).
+    linear = (1.0 - smooth) * d if d > 0.0 else (-smooth * d if smooth != 0.0 else 0.0)
     # log(1 + e) of the rounded u, plus its rounding error: within a few ulp (log1p).
-    loss = (d if d > 0.0 else 0.0) + (_log(u) + (e - (u - 1.0)) * inverse)
+    loss = linear + (_log(u) + (e - (u - 1.0)) * inverse)
     sigmoid = inverse if d >= 0.0 else e * inverse
-    return (loss if label != ignore_index else 0.0), sigmoid
+    return (loss if label != ignore_index else 0.0), sigmoid - smooth
 
 
 @njit(cache=True, error_model="numpy")
-def _pairs_block(logits, target, grad_out, loss_out, ignore_index, grad_scale, start, stop):
+def _pairs_block(logits, target, grad_out, loss_out, ignore_index, smooth, grad_scale, start,
+                 stop):
     """Sum of the losses of rows [start, stop) of two classes against labels, without
-    smoothing or weights (_pair_row), LANES rows at a time, each lane summing its rows in
-    order and the lanes added in order; writes their gradient rows and losses when asked."""
+    weights (_pair_row), LANES rows at a time, each lane summing its rows in order and the
+    lanes added in order; writes their gradient rows and losses when asked."""
     _wide_vectors()
     item = logits.dtype.type
     flat, grad_flat = logits.reshape(logits.size), _flat(grad_out)
@@ -1537,7 +1542,8 @@ def _pairs_block(logits, target, grad_out, loss_out, ignore_index, grad_scale, s
         z, labels = flat[2 * first : 2 * (first + count)], target[first : first + count]
         for lane in range(count):
             losses[lane], slopes[lane] = _pair_row(
-                np.float64(z[2 * lane]), np.float64(z[2 * lane + 1]), labels[lane], ignore_index
+                np.float64(z[2 * lane]), np.float64(z[2 * lane + 1]), labels[lane], ignore_index,
+                smooth,
             )
         for lane in range(count):
             lane_totals[lane] += losses[lane]
@@ -1607,9 +1613,9 @@ def _block_sum(
     grad_out, loss_out = _borrow(grad_out), _borrow(loss_out)
     rows, classes = logits.shape
     start, stop = block * row_block, min((block + 1) * row_block, rows)
-    if classes == 2 and target.ndim == 1 and weight is None and smooth == 0.0:
+    if classes == 2 and target.ndim == 1 and weight is None:
         return _pairs_block(
-            logits, target, grad_out, loss_out, ignore_index, grad_scale, start, stop
+            logits, target, grad_out, loss_out, ignore_index, smooth, grad_scale, start, stop
         )
     if classes <= lane_classes(logits, target):
         return _lanes_block(
