@@ -643,7 +643,7 @@ def test_small_calls_cached_by_separate_processes_run_their_own_loss(tmp_path, f
     assert run((first, second)) == alone and alone[0] != alone[1]
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("where", ["new", "out", "in place"])
 @pytest.mark.parametrize("shape", [(70, 3), (5, 300), (600, 256)], ids=str)
 def test_entropy_short_path_gives_the_full_paths_bits(cpu_backend, shape, where, reduction):
@@ -654,7 +654,7 @@ def test_entropy_short_path_gives_the_full_paths_bits(cpu_backend, shape, where,
         out = {"new": None, "out": np.empty_like(z), "in place": z}[where]
         loss, grad = fl.softmax_entropy_with_grad(wrap(z), reduction=reduction,
                                                   backend=cpu_backend, out=out)
-        assert type(loss) is np.float32 and (out is None or grad is out)
+        assert _returned(loss, np.float32, reduction) and (out is None or grad is out)
         results.append((loss.tobytes(), np.asarray(grad).tobytes()))
     assert results[0] == results[1]
 
@@ -802,6 +802,7 @@ def test_the_fronts_take_their_short_paths_for_reduction_none(monkeypatch):
         (lambda: fl.nll_with_grad(x - log_2, labels, weight=weight, reduction="none"),
          weight[labels] * log_2),
         (lambda: fl.multi_margin_with_grad(x, labels, reduction="none"), np.full(4, 0.5)),
+        (lambda: fl.softmax_entropy_with_grad(x, reduction="none"), np.full(4, log_2)),
     ]
     for call, want in calls:
         loss, grad = call()

@@ -3,6 +3,8 @@ gradient, and both in one pass: the entropy bonus of policy-gradient training.""
 
 from __future__ import annotations
 
+import numpy as np
+
 from fastloss import _registry
 from fastloss import _validate as v
 from fastloss.losses import _class_labels, _tail
@@ -20,6 +22,14 @@ def _softmax_entropy(logits, reduction, backend, out, want_grad):
             reduced = small_call(logits, grad, reduction == "mean")
             if reduced is not None:
                 return host.result(reduced, logits.dtype), grad
+    elif (host is not None and type(reduction) is str and reduction == "none"
+          and v.plain_float(logits, out) and logits.ndim == 2 and logits.shape[1] > 0
+          and not _tail.overlaps(np, out, logits)):
+        # Per-row entropies of such arrays: the kernel with the full path's arrays.
+        grad = _tail.plain_grad(logits, out, want_grad)
+        row_losses = np.empty(logits.shape[0])
+        host.kernels["softmax_entropy"](logits, grad, row_losses, 1)
+        return _tail.narrowed(row_losses, logits.dtype), grad
     reduction = v.check_reduction(reduction)
     backend = _registry.backend(backend, logits, out)
     x = backend.asarray(logits, "logits")
