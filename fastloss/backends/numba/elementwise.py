@@ -93,7 +93,7 @@ def _load_overload(array, start, count, lanes):
 @njit(inline="always")
 def _parts(x, target, weight, aux, grad_out, loss_out, start, stop, block_start):
     """The arrays' elements ``start:stop`` (None for None); ``weight`` and ``aux`` are a
-    block's own (:func:`_block_values`), which starts at ``block_start``."""
+    block's own (:func:`_window`), which starts at ``block_start``."""
     return (x[start:stop], target[start:stop],
             _part(weight, start - block_start, stop - block_start),
             _part(aux, start - block_start, stop - block_start), _part(grad_out, start, stop),
