@@ -37,14 +37,18 @@ class Elementwise:
     domain: Callable[[np.ndarray, np.ndarray], str | None] | None = None
 
 
+def _broadcasts_to(values_shape, shape) -> bool:
+    """Whether an array of ``values_shape`` broadcasts to ``shape`` (not np.broadcast_shapes:
+    it raises RuntimeError past 32 dimensions, where NumPy arrays have up to 64)."""
+    return len(values_shape) <= len(shape) and all(
+        n in (1, m) for n, m in zip(reversed(values_shape), reversed(shape), strict=False))
+
+
 def check_per_element(values, name: str, shape) -> None:
     """TypeError unless ``values`` (an array) is real-valued, ValueError unless it
     broadcasts to ``shape``: the checks of ``weight`` and the aux arrays."""
     v.check_real_array(values, name)
-    # Not np.broadcast_shapes: it raises RuntimeError past 32 dimensions (NumPy has 64).
-    fits = len(values.shape) <= len(shape) and all(
-        n in (1, m) for n, m in zip(reversed(values.shape), reversed(shape), strict=False))
-    if not fits:
+    if not _broadcasts_to(values.shape, shape):
         raise ValueError(
             f"{name} must be broadcastable to the input's shape {shape}; got {values.shape}"
         )
@@ -166,9 +170,7 @@ def _plain_values(values, x) -> bool:
     if values is None:
         return True
     return (type(values) is np.ndarray and values.dtype in (np.float32, np.float64)
-            and values.ndim <= x.ndim
-            and all(n in (1, m) for n, m in zip(reversed(values.shape), reversed(x.shape),
-                                                strict=False)))
+            and _broadcasts_to(values.shape, x.shape))
 
 
 def _plain(spec: Elementwise, x, target, reduction, host, out, want_grad: bool, param,
