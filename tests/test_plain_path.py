@@ -56,6 +56,15 @@ def _returned(loss, dtype, reduction) -> bool:
     return type(loss) is np.dtype(dtype).type
 
 
+@pytest.fixture
+def full_path_refused(monkeypatch):
+    """The full path's backend look-up made to raise: a call that returns took a short path."""
+    def full_path_taken(*args):
+        raise AssertionError("the full path")
+
+    monkeypatch.setattr(_registry, "backend", full_path_taken)
+
+
 @pytest.fixture(params=["auto", *CPU_BACKENDS])
 def cpu_backend(request):
     return request.param
@@ -138,11 +147,7 @@ def test_cross_entropy_against_probabilities_short_path_gives_the_full_paths_bit
     assert results[0] == results[1]
 
 
-def test_the_cross_entropy_front_takes_its_short_path_for_probabilities(monkeypatch):
-    def full_path_taken(*args):
-        raise AssertionError("the full path")
-
-    monkeypatch.setattr(_registry, "backend", full_path_taken)
+def test_the_cross_entropy_front_takes_its_short_path_for_probabilities(full_path_refused):
     logits = np.zeros((4, 2), np.float32)
     loss, grad = fl.softmax_cross_entropy_with_grad(logits, np.full((4, 2), 0.5, np.float32),
                                                     reduction="sum")
@@ -201,11 +206,7 @@ def test_class_weights_short_path_gives_the_full_paths_bits(cpu_backend, name, o
 
 
 @pytest.mark.parametrize("name", ["softmax_cross_entropy", "nll", "multi_margin"])
-def test_the_row_fronts_take_their_short_path_with_class_weights(monkeypatch, name):
-    def full_path_taken(*args):
-        raise AssertionError("the full path")
-
-    monkeypatch.setattr(_registry, "backend", full_path_taken)
+def test_the_row_fronts_take_their_short_path_with_class_weights(full_path_refused, name):
     x, labels = np.zeros((4, 2), np.float32), np.array([0, 1, 1, 1])
     loss = getattr(fl, name)(x, labels, weight=np.array([3.0, 1.0], np.float32))
     assert np.isfinite(loss)
@@ -393,11 +394,7 @@ def test_a_weight_the_short_path_declines_meets_the_full_checks(weight):
     assert outcomes[0] == outcomes[1]
 
 
-def test_the_elementwise_front_takes_its_short_path_with_weights(monkeypatch):
-    def full_path_taken(*args):
-        raise AssertionError("the full path")
-
-    monkeypatch.setattr(_registry, "backend", full_path_taken)
+def test_the_elementwise_front_takes_its_short_path_with_weights(full_path_refused):
     x, target = np.zeros((4, 3), np.float32), np.ones((4, 3), np.float32)
     weight = np.array([1.0, 2.0, 3.0], np.float32)
     loss = fl.binary_cross_entropy_with_logits(x, target, weight=weight, pos_weight=weight)
@@ -782,11 +779,7 @@ def test_the_softmax_fronts_take_their_small_calls(monkeypatch, name):
     assert results == [True] and got.tobytes() == np.asarray(want).tobytes()
 
 
-def test_the_fronts_take_their_short_paths_for_reduction_none(monkeypatch):
-    def full_path_taken(*args):
-        raise AssertionError("the full path")
-
-    monkeypatch.setattr(_registry, "backend", full_path_taken)
+def test_the_fronts_take_their_short_paths_for_reduction_none(full_path_refused):
     x, labels = np.zeros((4, 2), np.float32), np.array([0, 1, 1, 0])
     weight = np.array([1.0, 3.0], np.float32)
     log_2 = np.float32(np.log(2.0))
