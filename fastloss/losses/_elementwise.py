@@ -184,12 +184,13 @@ def _plain(spec: Elementwise, x, target, reduction, host, out, want_grad: bool, 
     one compiled call (at (64, 10), a third of the time these checks take in
     Python)."""
     domain = spec.domain
-    weighted = weight is not None or aux is not None
-    if weighted and not (_plain_values(weight, x) and _plain_values(aux, x)):
+    if weight is None and aux is None:
+        small_call = host.small_calls[spec.name] if reduction != "none" else None
+    elif _plain_values(weight, x) and _plain_values(aux, x):
+        small_call = None
+    else:
         return None
-    none = reduction == "none"
-    small_call = None if weighted or none else host.small_calls[spec.name]
-    grad = reduced = None
+    grad = reduced = items = None
     if small_call is not None and v.typed_floats(x, target, out):
         grad = _tail.plain_grad(x, out, want_grad)
         # A loss with a domain checks it after the kernel, from the inputs: its small call
@@ -204,7 +205,7 @@ def _plain(spec: Elementwise, x, target, reduction, host, out, want_grad: bool, 
             _check_domain(spec, x, target)
         if grad is None:
             grad = _tail.plain_grad(x, out, want_grad)
-        items = np.empty(x.shape, x.dtype) if none else None
+        items = np.empty(x.shape, x.dtype) if reduction == "none" else None
         # ravel() of a C-contiguous array is a view; the weights' flat arrays are new ones.
         reduced = host.kernels[spec.name](
             x.ravel(), target.ravel(), None if grad is None else grad.ravel(),
@@ -213,7 +214,7 @@ def _plain(spec: Elementwise, x, target, reduction, host, out, want_grad: bool, 
         )
     if domain is not None and not checked_first and reduced != reduced:
         _check_domain(spec, x, target)
-    return items if none else host.result(reduced, x.dtype), grad
+    return host.result(reduced, x.dtype) if items is None else items, grad
 
 
 def _aliased(out, x, target) -> bool:
