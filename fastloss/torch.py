@@ -86,10 +86,16 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Tensor <-> array bridges
 
 
-def _check_device(tensor: torch.Tensor, name: str, device: torch.device) -> None:
-    if tensor.device != device:
+def _device_type(tensor: torch.Tensor) -> str:
+    """``tensor.device.type``, without making a device object for a CPU or CUDA tensor
+    (a microsecond or two of a small call, where it came up several times)."""
+    return "cpu" if tensor.is_cpu else "cuda" if tensor.is_cuda else tensor.device.type
+
+
+def _check_device(tensor: torch.Tensor, name: str, input: torch.Tensor) -> None:
+    if not (tensor.is_cpu and input.is_cpu) and tensor.device != input.device:
         raise TypeError(
-            f"{name} is on {tensor.device} but input is on {device}: "
+            f"{name} is on {tensor.device} but input is on {input.device}: "
             f"move it with {name}.to(input.device)"
         )
 
@@ -162,8 +168,7 @@ class _Bridge:
             import cupy
 
             return cupy.from_dlpack(tensor.detach().resolve_conj().resolve_neg())
-        # Detached; a view, unless a conjugate or negative bit makes it a resolved copy.
-        return tensor.numpy(force=True)
+        return _host_array(tensor)
 
     def empty_grad(self, input: torch.Tensor) -> tuple[torch.Tensor, object]:
         """A contiguous gradient buffer owned by PyTorch, and its array view."""
@@ -174,8 +179,7 @@ class _Bridge:
     def tensor(self, array) -> torch.Tensor:
         """A loss from fastloss (NumPy scalar/array, CuPy array) as a tensor of input's dtype."""
         if not self.cuda:
-            # NumPy's results are new arrays: a view of one costs a fifth of torch.as_tensor.
-            return self.in_input_dtype(torch.from_numpy(np.asarray(array)))
+            return self.in_input_dtype(_host_tensor(array))
         if array.dtype.name == "bfloat16":
             # Export through 16-bit integers: not every CuPy exports bfloat16.
             import cupy
@@ -186,6 +190,18 @@ class _Bridge:
     def in_input_dtype(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` in input's dtype (itself when it has it: ``to`` costs a microsecond)."""
         return tensor if tensor.dtype == self.dtype else tensor.to(self.dtype)
+
+
+def _host_array(tensor: torch.Tensor | None) -> np.ndarray | None:
+    """A NumPy view of a CPU tensor, detached; a resolved copy where a conjugate or
+    negative bit is set."""
+    return None if tensor is None else tensor.numpy(force=True)
+
+
+def _host_tensor(array) -> torch.Tensor:
+    """A NumPy loss (a new scalar or array) as a tensor: a view of it costs a fifth of
+    ``torch.as_tensor``."""
+    return torch.from_numpy(np.asarray(array))
 
 
 def _check_float_input(input: torch.Tensor) -> None:
@@ -201,7 +217,7 @@ def _check_float_input(input: torch.Tensor) -> None:
 def _kernel_dtype(tensor: torch.Tensor) -> torch.dtype:
     """The dtype ``tensor`` reaches the kernels in: float32 for a half or float32
     tensor under autocast on its device (as PyTorch's own losses), else its own."""
-    device = tensor.device.type
+    device = _device_type(tensor)
     if (tensor.dtype != torch.float64 and device in ("cpu", "cuda")
             and torch.is_autocast_enabled(device)):
         return torch.float32
@@ -248,7 +264,7 @@ def _unit(ctx, grad_output: torch.Tensor) -> torch.Tensor | None:
     Else ``grad_output``: under a retained graph (a later pass reads the stored gradient),
     saved-tensors hooks, torch.func transforms (``is_grads_batched``), compiled autograd,
     and on CUDA (reading the value would synchronise)."""
-    if (grad_output.dim() == 0 and grad_output.device.type == "cpu" and ctx.saved_privately
+    if (grad_output.dim() == 0 and grad_output.is_cpu and ctx.saved_privately
             and not torch.compiler.is_compiling() and not _batched(grad_output)
             and _KEEPS_GRAPH is not None and not _KEEPS_GRAPH() and grad_output.item() == 1):
         return None
@@ -276,7 +292,7 @@ def _elementwise_arguments(name, input, target, reduction, weights):
         )
     if _kernel_dtype(target) != _kernel_dtype(input):
         raise TypeError(f"target must have input's dtype {input.dtype}; got {target.dtype}")
-    _check_device(target, "target", input.device)
+    _check_device(target, "target", input)
     if name not in _OF_DIFFERENCE and torch.is_grad_enabled() and target.requires_grad:
         raise NotImplementedError(
             f"fastloss.torch does not differentiate {name} with respect to its target; pass "
@@ -288,7 +304,7 @@ def _elementwise_arguments(name, input, target, reduction, weights):
         if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
             got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
             raise TypeError(f"{option} must be a floating-point torch.Tensor or None; got {got}")
-        _check_device(weight, option, input.device)
+        _check_device(weight, option, input)
         if torch.is_grad_enabled() and weight.requires_grad:
             raise NotImplementedError(f"fastloss.torch does not differentiate {option}")
     return _validate.check_reduction(
@@ -311,6 +327,13 @@ def _loss_and_grad(input, with_grad, compute):
     """``(loss, grad)`` tensors from ``compute(array, out)`` on ``input``'s device:
     ``array`` views a tensor as the backend's array, ``out`` is the gradient's
     array (None: the loss alone) and the result is fastloss's loss."""
+    if input.is_cpu and input.dtype is not torch.bfloat16:
+        # NumPy holds the dtype, and the kernels give the loss in it: views both ways,
+        # without a _Bridge (its set-up and calls cost about 5 us of a small call).
+        if not with_grad:
+            return _host_tensor(compute(_host_array, None)), input.new_empty(0)
+        grad = torch.empty_like(input, memory_format=torch.contiguous_format)
+        return _host_tensor(compute(_host_array, grad.numpy())), grad
     with _Bridge(input) as bridge:
         if not with_grad:
             return bridge.tensor(compute(bridge.array, None)), input.new_empty(0)
@@ -320,7 +343,7 @@ def _loss_and_grad(input, with_grad, compute):
 
 
 def _plain_eager(input: torch.Tensor) -> bool:
-    device = input.device.type
+    device = _device_type(input)
     return (type(input) in (torch.Tensor, torch.nn.Parameter) and device in ("cpu", "cuda")
             and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(device))
 
@@ -500,7 +523,7 @@ def _weighted(name, input, target, reduction, option, weight, mean_over_weight):
         raise ValueError(
             f"weight must have the shape of input {tuple(input.shape)}; got {tuple(weight.shape)}"
         )
-    _check_device(weight, "weight", input.device)
+    _check_device(weight, "weight", input)
     reduction = _validate.check_reduction(reduction)
     weighted = _elementwise(name, input, target, "none", option) * weight
     if reduction == "none":
@@ -627,12 +650,12 @@ def _cross_entropy_arguments(input, target, weight, reduction):
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
     _validate.check_reduction(reduction)
-    _check_device(target, "target", input.device)
+    _check_device(target, "target", input)
     if weight is not None:
         if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
             got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
             raise TypeError(f"weight must be a floating-point torch.Tensor or None; got {got}")
-        _check_device(weight, "weight", input.device)
+        _check_device(weight, "weight", input)
         if torch.is_grad_enabled() and weight.requires_grad:  # PyTorch refuses too
             raise NotImplementedError("fastloss.torch does not differentiate weight")
     if input.dim() > 2:
