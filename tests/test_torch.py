@@ -377,6 +377,35 @@ def test_backward_of_a_freed_graph_hands_over_the_stored_gradient(name, monkeypa
         torch.testing.assert_close(leaf.grad, factor * reference.grad)
 
 
+@pytest.mark.parametrize("shape", [(4, 3), (512, 2048)], ids=["small", "4MiB"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse_loss"])
+def test_handed_over_gradient_serves_an_optimizer(loss, shape):
+    """The gradient a CPU loss hands to autograd (held by a NumPy array, which asks for huge
+    pages from 4 MiB on) is .grad for an optimizer step, takes the next micro-batch's gradient
+    added into it, is clipped in place, and can move to shared memory, as PyTorch's is."""
+    labels = torch.randint(0, shape[1], shape[:1], generator=torch.Generator().manual_seed(1))
+    target = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    start = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+
+    def train(functional):
+        weight = start.clone().requires_grad_()
+        optimizer = torch.optim.SGD([weight], lr=0.5, momentum=0.9)
+        for _ in range(3):
+            optimizer.zero_grad()
+            for micro_batch in (weight, 2 * weight):
+                if loss == "cross_entropy":
+                    functional.cross_entropy(micro_batch, labels).backward()
+                else:
+                    functional.mse_loss(micro_batch, target).backward()
+            torch.nn.utils.clip_grad_norm_([weight], max_norm=1e-3)
+            optimizer.step()
+        weight.grad.share_memory_()
+        return weight.detach(), weight.grad
+
+    for got, want in zip(train(ft), train(F), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", LOSSES_OF_A_LEAF)
 def test_gradient_changed_in_place_by_its_user_is_the_users(name):
     # Whatever autograd hands out may be changed in place (a hook, torch.autograd.grad's
