@@ -63,6 +63,31 @@ def test_full_report_has_every_case_and_a_png(tmp_path, capsys):
     assert "mse / fused" in table and "softmax_cross_entropy / forward" in table
 
 
+@pytest.mark.skipif(not peers.installed("torch"), reason="torch is not installed")
+def test_fastloss_torch_peer_runs_the_drop_in_where_it_has_the_loss(tmp_path, monkeypatch):
+    """The fastloss-torch peer calls fastloss.torch's function of the loss, and is checked
+    against the reference as every peer is; a loss the drop-in has not (hinge) has no row."""
+    import fastloss.torch
+
+    calls = []
+    mse_loss = fastloss.torch.mse_loss
+    monkeypatch.setattr(fastloss.torch, "mse_loss",
+                        lambda *args, **kwargs: calls.append(1) or mse_loss(*args, **kwargs))
+    document, _ = _run(tmp_path, "--losses", "mse,hinge,softmax_cross_entropy", "--sizes", "3x37",
+                       "--peers", "fastloss-torch", "--ops", "forward,fused")
+
+    rows = document["results"]
+    drop_in = [row for row in rows if row["impl"] == "fastloss-torch"]
+    assert {(row["loss"], row["op"]) for row in drop_in} == {
+        (loss, op) for loss in ("mse", "softmax_cross_entropy") for op in ("forward", "fused")}
+    for row in drop_in:
+        assert row["error"] is None, row["error"]
+        assert row["rel_err"] < 1e-6
+    assert calls
+    assert all("fastloss-torch" in row["speedup"] for row in rows
+               if row["kind"] == "fastloss" and row["loss"] != "hinge")
+
+
 def test_quick_report_is_one_line_per_loss_and_backend(tmp_path, capsys):
     document, _ = _run(tmp_path, "--quick")
 

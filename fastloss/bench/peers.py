@@ -44,7 +44,7 @@ DTYPE = np.float32
 # The arithmetic bounds' names (fastloss.bench.bounds): chosen with --peers as peers are.
 BOUND_NAMES = ("exp-only", "log-only")
 PEER_NAMES = ("numpy-expr", "cupy-expr", "crysx-fastmath", "crysx-prange", "crysx", "crysx-cupy",
-              "torch", "liger", *BOUND_NAMES)
+              "torch", "fastloss-torch", "liger", *BOUND_NAMES)
 # Contenders whose answer is not the op's, so that nothing checks it as one.
 UNCHECKED = ("floor", "bound")
 DEFAULT_CLASSES = 32000
@@ -88,6 +88,9 @@ class Spec:
     ``variant_of``: the loss whose fastloss functions a variant times with other inputs or
     options (label smoothing, probability targets); None for a loss's own spec. A variant
     runs only where ``--losses`` names it.
+    ``torch_drop_in``: ``fastloss.torch`` has what ``torch`` calls, under PyTorch's names:
+    the ``fastloss-torch`` peer runs ``torch(fastloss.torch, first, second)``, what a
+    PyTorch user gets from the drop-in (its checks, its hand-over of tensors, autograd).
     """
 
     loss: str
@@ -108,6 +111,7 @@ class Spec:
     options: dict = field(default_factory=dict)
     ops: tuple[str, ...] = LOSS_OPS
     variant_of: str | None = None
+    torch_drop_in: bool = False
 
 
 @functools.cache
@@ -383,11 +387,13 @@ def _expression(loss: str, op: str):
     return prepare
 
 
-def _torch(loss: str, op: str):
+def _torch(loss: str, op: str, functional: str = "torch.nn.functional"):
+    """PyTorch's loss through the module ``functional`` (torch.nn.functional, or the drop-in
+    fastloss.torch), its backward pass for the gradient."""
     def prepare(inputs: Inputs):
         import torch
-        import torch.nn.functional as F
 
+        F = importlib.import_module(functional)
         formula = spec(loss).torch
         first = torch.as_tensor(inputs.first)
         second = None if inputs.second is None else torch.as_tensor(inputs.second)
@@ -451,5 +457,7 @@ def implementations(loss: str, op: str, device: str) -> list[Impl]:
             peer(extra.name, prepare, (no_torch if "torch" in extra.needs else None) or others,
                  "bound" if extra.bound else "peer")
     peer("torch", _torch(loss, op), no_torch)
+    if spec(loss).torch_drop_in:
+        peer("fastloss-torch", _torch(loss, op, "fastloss.torch"), no_torch)
     impls.append(Impl("floor", "floor", loss, op, device, _floor(loss, op), gpu_missing))
     return impls

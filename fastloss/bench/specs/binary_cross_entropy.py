@@ -22,4 +22,4 @@ def expression_grad(xp, probs, target):
 
 SPEC = peers.elementwise_spec(LOSS, make, bce, expression_grad,
                               lambda F, probs, target: F.binary_cross_entropy(probs, target),
-                              peers=(bounds.BINARY_CROSS_ENTROPY,))
+                              peers=(bounds.BINARY_CROSS_ENTROPY,), torch_drop_in=True)

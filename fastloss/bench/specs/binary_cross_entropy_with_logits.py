@@ -25,5 +25,5 @@ def expression_grad(xp, logits, target):
 SPEC = peers.elementwise_spec(
     LOSS, make, bce_with_logits, expression_grad,
     lambda F, logits, target: F.binary_cross_entropy_with_logits(logits, target),
-    peers=(bounds.BINARY_CROSS_ENTROPY_WITH_LOGITS,),
+    peers=(bounds.BINARY_CROSS_ENTROPY_WITH_LOGITS,), torch_drop_in=True,
 )

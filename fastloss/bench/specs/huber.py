@@ -20,4 +20,4 @@ def expression_grad(xp, pred, target):
 
 SPEC = peers.elementwise_spec(LOSS, peers.normal_pair, huber, expression_grad,
                               lambda F, pred, target: F.huber_loss(pred, target, delta=DELTA),
-                              options={"delta": DELTA})
+                              options={"delta": DELTA}, torch_drop_in=True)

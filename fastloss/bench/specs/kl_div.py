@@ -29,4 +29,4 @@ def torch_kl_div(F, log_q, p):
 
 
 SPEC = peers.elementwise_spec(LOSS, make, kl, expression_grad, torch_kl_div,
-                              peers=(bounds.KL_DIV,))
+                              peers=(bounds.KL_DIV,), torch_drop_in=True)

@@ -14,4 +14,5 @@ def expression_grad(xp, pred, target):
 
 
 SPEC = peers.elementwise_spec(LOSS, peers.normal_pair, absolute_error, expression_grad,
-                              lambda F, pred, target: F.l1_loss(pred, target))
+                              lambda F, pred, target: F.l1_loss(pred, target),
+                              torch_drop_in=True)

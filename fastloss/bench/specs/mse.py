@@ -89,4 +89,5 @@ SPEC = peers.elementwise_spec(
         peers.Peer("crysx-prange", _crysx("prange"), devices=("cpu",)),
         peers.Peer("crysx-cupy", _crysx("cupy"), devices=("cuda",)),
     ),
+    torch_drop_in=True,
 )

@@ -49,4 +49,5 @@ SPEC = peers.Spec(
                                                 margin_grad(xp, x, labels))},
     torch=lambda F, scores, labels: F.multi_margin_loss(scores, labels),
     sizes=("256x32000", "1024x32000"), quick_sizes=("1024x32000",), width=None,
+    torch_drop_in=True,
 )

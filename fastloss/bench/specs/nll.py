@@ -46,4 +46,5 @@ SPEC = peers.Spec(
                                                 nll_expr_grad(xp, x, labels))},
     torch=lambda F, log_probs, labels: F.nll_loss(log_probs, labels),
     sizes=("256x32000", "1024x32000"), quick_sizes=("1024x32000",), width=None,
+    torch_drop_in=True,
 )

@@ -19,4 +19,5 @@ def expression_grad(xp, pred, target):
 
 
 SPEC = peers.elementwise_spec(LOSS, peers.normal_pair, smooth_l1, expression_grad,
-                              lambda F, pred, target: F.smooth_l1_loss(pred, target))
+                              lambda F, pred, target: F.smooth_l1_loss(pred, target),
+                              torch_drop_in=True)

@@ -201,4 +201,5 @@ SPEC = peers.Spec(
     peers=(_crysx_peer("cpu"), _crysx_peer("cuda"),
            peers.Peer("liger", _liger, devices=("cuda",), needs=("torch", "liger_kernel")),
            bounds.SOFTMAX_CROSS_ENTROPY),
+    torch_drop_in=True,
 )

@@ -45,5 +45,5 @@ SPEC = peers.Spec(
     torch=lambda F, logits, probabilities: F.cross_entropy(logits, probabilities),
     sizes=("256x32000", "1024x32000"), quick_sizes=("1024x32000",), width=None,
     sweep=labels.CLASS_SWEEP, peers=(bounds.SOFTMAX_CROSS_ENTROPY,),
-    variant_of="softmax_cross_entropy",
+    variant_of="softmax_cross_entropy", torch_drop_in=True,
 )

@@ -43,4 +43,5 @@ SPEC = peers.Spec(
     sizes=("256x32000", "1024x32000"), quick_sizes=("1024x32000",), width=None,
     sweep=labels.CLASS_SWEEP, peers=(bounds.SOFTMAX_CROSS_ENTROPY,),
     options={"label_smoothing": SMOOTHING}, variant_of="softmax_cross_entropy",
+    torch_drop_in=True,
 )
