@@ -14,8 +14,10 @@ does, having no deprecated ones before them): PyTorch's deprecated
 land in their place.
 The forward pass calls the fused kernel once and keeps the gradient it wrote;
 the backward pass only scales that gradient by ``grad_output``, so forward +
-backward read the input once (``loss.backward()`` of a reduced loss on the
-CPU, its graph freed, hands the gradient over as it is). When no gradient is needed
+backward read the input once (on the CPU, the backward pass of a reduced loss
+that frees its graph hands the gradient over itself, scaled in place unless
+``grad_output`` is 1: ``loss.backward()``, ``(loss / steps).backward()``). When no
+gradient is needed
 (``torch.no_grad()``, or no input requires grad) the forward pass computes
 the loss alone.
 
@@ -245,7 +247,7 @@ def _refuse_double_backward(name: str, instead: str | None = None) -> None:
 def _scale(grad: torch.Tensor, grad_output: torch.Tensor | None) -> torch.Tensor:
     """``grad * grad_output``, a new tensor, never the stored buffer scaled in place: autograd
     may keep it as .grad and add into it, and with retain_graph a later backward would then
-    read a changed gradient. ``grad_output`` None (see ``_unit``): ``grad`` itself."""
+    read a changed gradient. ``grad_output`` None (see ``_hand_over``): ``grad`` itself."""
     return grad if grad_output is None else grad * grad_output
 
 
@@ -263,17 +265,20 @@ def _save_grad_for_backward(ctx, grad: torch.Tensor) -> None:
                            and _SAVED_TENSORS_HOOKS(False) is None)
 
 
-def _unit(ctx, grad_output: torch.Tensor) -> torch.Tensor | None:
-    """None where an eager backward hands autograd the stored gradient itself, without a pass
-    over it and a new buffer (whose first touch cost as much as the kernel): a CPU
-    ``grad_output`` of exactly 1 (``loss.backward()`` or ``torch.autograd.grad`` of a loss of
-    0 dims) in a plain backward pass that frees its graph, nothing else holding the gradient.
-    Else ``grad_output``: under a retained graph (a later pass reads the stored gradient),
-    saved-tensors hooks, torch.func transforms (``is_grads_batched``), compiled autograd,
-    and on CUDA (reading the value would synchronise)."""
+def _hand_over(ctx, grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor | None:
+    """None where an eager backward hands autograd the stored gradient ``grad`` itself,
+    without a new buffer (whose first touch cost as much as the kernel): scaled in place by
+    ``grad_output`` unless that is exactly 1 (``loss.backward()``), for a CPU ``grad_output``
+    of 0 dims (also ``(loss / steps).backward()`` and other scaled or summed losses) in a
+    plain backward pass that frees its graph, nothing else holding the gradient.
+    Else ``grad_output``, for ``_scale``: under a retained graph (a later pass reads the
+    stored gradient), saved-tensors hooks, torch.func transforms (``is_grads_batched``),
+    compiled autograd, and on CUDA (not changed there: no GPU has run an in-place scale)."""
     if (grad_output.dim() == 0 and grad_output.is_cpu and ctx.saved_privately
             and not torch.compiler.is_compiling() and not _batched(grad_output)
-            and _KEEPS_GRAPH is not None and not _KEEPS_GRAPH() and grad_output.item() == 1):
+            and _KEEPS_GRAPH is not None and not _KEEPS_GRAPH()):
+        if grad_output.item() != 1:
+            grad.mul_(grad_output)
         return None
     return grad_output
 
@@ -450,7 +455,8 @@ class _EagerFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         _refuse_double_backward(ctx.op.name)
-        grads = ctx.op.grads(ctx.saved_tensors[0], _unit(ctx, grad_output),
+        grad = ctx.saved_tensors[0]
+        grads = ctx.op.grads(grad, _hand_over(ctx, grad, grad_output),
                              ctx.needs_input_grad[1:])
         return None, *grads
 

@@ -246,13 +246,14 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        from fastloss.torch import _refuse_double_backward, _scale, _unit
+        from fastloss.torch import _hand_over, _refuse_double_backward, _scale
 
         _refuse_double_backward(
             "vocab_parallel_cross_entropy",
             "torch.nn.functional.cross_entropy of the gathered logits")
         (grad,) = ctx.saved_tensors
-        grad_output = grad_output.unsqueeze(-1) if ctx.per_row else _unit(ctx, grad_output)
+        grad_output = (grad_output.unsqueeze(-1) if ctx.per_row
+                       else _hand_over(ctx, grad, grad_output))
         return _scale(grad, grad_output), None, None, None
 
 

@@ -357,8 +357,9 @@ LOSSES_OF_A_LEAF = {
 
 @pytest.mark.parametrize("name", LOSSES_OF_A_LEAF)
 def test_backward_of_a_freed_graph_hands_over_the_stored_gradient(name, monkeypatch):
-    # loss.backward() of a reduced loss, its graph freed, takes the stored gradient itself
-    # (no pass, no new buffer); a retained graph or a grad_output other than 1 scales a copy.
+    # The backward pass of a reduced loss that frees its graph takes the stored gradient
+    # itself (no new buffer), scaled in place unless grad_output is 1; a retained graph
+    # scales a copy.
     ours, theirs = LOSSES_OF_A_LEAF[name]
     scaled = []
     scale = ft._scale
@@ -369,7 +370,9 @@ def test_backward_of_a_freed_graph_hands_over_the_stored_gradient(name, monkeypa
     for backward, factor, handed_over in (
         (lambda loss: loss.backward(), 1, True),
         (lambda loss: loss.backward(retain_graph=True), 1, False),
-        (lambda loss: (2 * loss).backward(), 2, False),
+        (lambda loss: (2 * loss).backward(), 2, True),
+        (lambda loss: (loss / 3 + loss).backward(), 4 / 3, True),
+        (lambda loss: (2 * loss).backward(retain_graph=True), 2, False),
     ):
         leaf = x.clone().requires_grad_()
         backward(ours(leaf))
