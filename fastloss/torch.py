@@ -14,10 +14,10 @@ does, having no deprecated ones before them): PyTorch's deprecated
 land in their place.
 The forward pass calls the fused kernel once and keeps the gradient it wrote;
 the backward pass only scales that gradient by ``grad_output``, so forward +
-backward read the input once (on the CPU, the backward pass of a reduced loss
-that frees its graph hands the gradient over itself, scaled in place unless
-``grad_output`` is 1: ``loss.backward()``, ``(loss / steps).backward()``). When no
-gradient is needed
+backward read the input once (on the CPU, a backward pass that frees its graph
+hands the gradient over itself, scaled in place unless ``grad_output`` is a
+scalar 1: ``loss.backward()``, ``(loss / steps).backward()``, weighted sums of
+``reduction="none"`` losses). When no gradient is needed
 (``torch.no_grad()``, or no input requires grad) the forward pass computes
 the loss alone.
 
@@ -268,17 +268,21 @@ def _save_grad_for_backward(ctx, grad: torch.Tensor) -> None:
 def _hand_over(ctx, grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor | None:
     """None where an eager backward hands autograd the stored gradient ``grad`` itself,
     without a new buffer (whose first touch cost as much as the kernel): scaled in place by
-    ``grad_output`` unless that is exactly 1 (``loss.backward()``), for a CPU ``grad_output``
-    of 0 dims (also ``(loss / steps).backward()`` and other scaled or summed losses) in a
-    plain backward pass that frees its graph, nothing else holding the gradient.
+    ``grad_output`` (a row loss's per row) unless that is a scalar exactly 1
+    (``loss.backward()``), for a CPU ``grad_output`` in a plain backward pass that frees its
+    graph, nothing else holding the gradient: ``(loss / steps).backward()``, sums of scaled
+    losses, ``(losses * weights).sum().backward()`` of ``reduction="none"``.
     Else ``grad_output``, for ``_scale``: under a retained graph (a later pass reads the
     stored gradient), saved-tensors hooks, torch.func transforms (``is_grads_batched``),
     compiled autograd, and on CUDA (not changed there: no GPU has run an in-place scale)."""
-    if (grad_output.dim() == 0 and grad_output.is_cpu and ctx.saved_privately
+    if (grad_output.is_cpu and ctx.saved_privately
             and not torch.compiler.is_compiling() and not _batched(grad_output)
             and _KEEPS_GRAPH is not None and not _KEEPS_GRAPH()):
-        if grad_output.item() != 1:
-            grad.mul_(grad_output)
+        if not grad_output.dim():
+            if grad_output.item() != 1:
+                grad.mul_(grad_output)
+        else:  # "none": an element's factor, or a row loss's one factor a row
+            grad.mul_(grad_output if grad_output.dim() == grad.dim() else grad_output.unsqueeze(-1))
         return None
     return grad_output
 

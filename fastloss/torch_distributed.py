@@ -252,8 +252,9 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             "vocab_parallel_cross_entropy",
             "torch.nn.functional.cross_entropy of the gathered logits")
         (grad,) = ctx.saved_tensors
-        grad_output = (grad_output.unsqueeze(-1) if ctx.per_row
-                       else _hand_over(ctx, grad, grad_output))
+        grad_output = _hand_over(ctx, grad, grad_output)
+        if grad_output is not None and ctx.per_row:
+            grad_output = grad_output.unsqueeze(-1)
         return _scale(grad, grad_output), None, None, None
 
 

@@ -380,6 +380,28 @@ def test_backward_of_a_freed_graph_hands_over_the_stored_gradient(name, monkeypa
         torch.testing.assert_close(leaf.grad, factor * reference.grad)
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "mse_loss", "nll_loss", "l1_loss"])
+def test_weighted_losses_of_none_hand_over_the_gradient_scaled(name, monkeypatch):
+    # (losses * weights).sum().backward() of reduction="none": the stored gradient scaled in
+    # place by each row's (row losses) or element's factor, and handed over; a retained
+    # graph scales a copy.
+    scaled = []
+    scale = ft._scale
+    monkeypatch.setattr(ft, "_scale", lambda grad, out: scaled.append(out) or scale(grad, out))
+    x = torch.randn(5, 4, dtype=torch.float64)
+    labels = torch.tensor([0, 3, 1, 2, 3])
+    target = labels if name in ("cross_entropy", "nll_loss") else torch.randn(5, 4).double()
+    weights = torch.rand(5 if name in ("cross_entropy", "nll_loss") else (5, 4)).double()
+    want_leaf = x.clone().requires_grad_()
+    (getattr(F, name)(want_leaf, target, reduction="none") * weights).sum().backward()
+    for retain in (False, True):
+        leaf = x.clone().requires_grad_()
+        (getattr(ft, name)(leaf, target, reduction="none") * weights).sum().backward(
+            retain_graph=retain)
+        assert (scaled.pop() is None) == (not retain)
+        torch.testing.assert_close(leaf.grad, want_leaf.grad)
+
+
 @pytest.mark.parametrize("shape", [(4, 3), (512, 2048)], ids=["small", "4MiB"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse_loss"])
 def test_handed_over_gradient_serves_an_optimizer(loss, shape):
