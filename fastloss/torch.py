@@ -244,11 +244,17 @@ def _refuse_double_backward(name: str, instead: str | None = None) -> None:
         )
 
 
+def _factor(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+    """``grad_output`` shaped to multiply ``grad``: a scalar, an element's factor
+    (an elementwise loss's "none"), or a row loss's per-row factors given a class axis."""
+    return grad_output.unsqueeze(-1) if 0 < grad_output.dim() < grad.dim() else grad_output
+
+
 def _scale(grad: torch.Tensor, grad_output: torch.Tensor | None) -> torch.Tensor:
     """``grad * grad_output``, a new tensor, never the stored buffer scaled in place: autograd
     may keep it as .grad and add into it, and with retain_graph a later backward would then
     read a changed gradient. ``grad_output`` None (see ``_hand_over``): ``grad`` itself."""
-    return grad if grad_output is None else grad * grad_output
+    return grad if grad_output is None else grad * _factor(grad, grad_output)
 
 
 # Private, as torch's own compiled autograd reads them; None where a release lacks them.
@@ -278,11 +284,8 @@ def _hand_over(ctx, grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tens
     if (grad_output.is_cpu and ctx.saved_privately
             and not torch.compiler.is_compiling() and not _batched(grad_output)
             and _KEEPS_GRAPH is not None and not _KEEPS_GRAPH()):
-        if not grad_output.dim():
-            if grad_output.item() != 1:
-                grad.mul_(grad_output)
-        else:  # "none": an element's factor, or a row loss's one factor a row
-            grad.mul_(grad_output if grad_output.dim() == grad.dim() else grad_output.unsqueeze(-1))
+        if grad_output.dim() or grad_output.item() != 1:
+            grad.mul_(_factor(grad, grad_output))
         return None
     return grad_output
 
@@ -749,8 +752,6 @@ def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_sm
 
 def _row_loss_grads(grad, grad_output, needs_input_grad):
     """The gradients of a loss over rows (the input's only)."""
-    if grad_output is not None and grad_output.dim() == 1:  # reduction="none": the sum's
-        grad_output = grad_output.unsqueeze(-1)
     return (_scale(grad, grad_output), *(None,) * (len(needs_input_grad) - 1))
 
 

@@ -241,7 +241,6 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 
         loss, grad = _forward(logits_shard, target, group, options, want_grad=True)
         _save_grad_for_backward(ctx, grad)
-        ctx.per_row = options["reduction"] == "none"
         return loss
 
     @staticmethod
@@ -252,10 +251,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             "vocab_parallel_cross_entropy",
             "torch.nn.functional.cross_entropy of the gathered logits")
         (grad,) = ctx.saved_tensors
-        grad_output = _hand_over(ctx, grad, grad_output)
-        if grad_output is not None and ctx.per_row:
-            grad_output = grad_output.unsqueeze(-1)
-        return _scale(grad, grad_output), None, None, None
+        return _scale(grad, _hand_over(ctx, grad, grad_output)), None, None, None
 
 
 def vocab_parallel_cross_entropy(
