@@ -188,8 +188,8 @@ def plain(loss, x, labels, reduction, host, out, want_grad, options, divisor, cl
     Reduced and without weights, the backend's small call, where it has one, checks and
     runs such arrays in one compiled call; else the kernel runs with ``options`` and
     ``divisor(labels, weight, classes, host)``."""
-    none = reduction == "none"
-    small_call = host.small_calls[loss] if class_weight is None and not none else None
+    small_call = (host.small_calls[loss] if class_weight is None and reduction != "none"
+                  else None)
     grad = reduced = None
     if small_call is not None and v.typed_rows(x, labels, out):
         grad = _tail.plain_grad(x, out, want_grad)
@@ -205,13 +205,18 @@ def plain(loss, x, labels, reduction, host, out, want_grad, options, divisor, cl
             return None
         if grad is None:
             grad = _tail.plain_grad(x, out, want_grad)
-        row_losses = np.empty(x.shape[0]) if none else None
-        reduced = host.kernels[loss](
-            x, labels, class_weight, grad, row_losses, *options,
-            divisor(labels, class_weight, x.shape[1], host),
-        )
-        if none:
-            return _tail.narrowed(row_losses, x.dtype), grad
+        return run_plain(loss, x, labels, class_weight, grad, reduction, host, options,
+                         divisor(labels, class_weight, x.shape[1], host))
+    return host.result(reduced, x.dtype), grad
+
+
+def run_plain(loss, x, target, class_weight, grad, reduction, host, options, divisor):
+    """``(loss, grad)`` of the host kernel of ``loss`` on arrays the short paths have
+    cleared, as :func:`evaluate` gives them: reduced, or per row for "none"."""
+    row_losses = np.empty(x.shape[0]) if reduction == "none" else None
+    reduced = host.kernels[loss](x, target, class_weight, grad, row_losses, *options, divisor)
+    if row_losses is not None:
+        return _tail.narrowed(row_losses, x.dtype), grad
     return host.result(reduced, x.dtype), grad
 
 

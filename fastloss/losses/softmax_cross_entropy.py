@@ -62,12 +62,8 @@ def _plain_probabilities(logits, target, reduction, host, out, want_grad, option
         return None
     grad = _tail.plain_grad(logits, out, want_grad)
     divisor = logits.shape[0] if reduction == "mean" else 1
-    row_losses = np.empty(logits.shape[0]) if reduction == "none" else None
-    reduced = host.kernels["softmax_cross_entropy"](logits, target, None, grad, row_losses,
-                                                   *options, divisor)
-    if row_losses is not None:
-        return _tail.narrowed(row_losses, logits.dtype), grad
-    return host.result(reduced, logits.dtype), grad
+    return _class_labels.run_plain("softmax_cross_entropy", logits, target, None, grad,
+                                   reduction, host, options, divisor)
 
 
 def _checked(
