@@ -320,9 +320,13 @@ def _elementwise_arguments(name, input, target, reduction, weights):
     for option, weight in weights.items():
         if weight is None:
             continue
-        if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+        # Any real dtype, computed in input's as PyTorch computes it; a bool mask as weight,
+        # not as pos_weight (PyTorch refuses that too).
+        if (not isinstance(weight, torch.Tensor) or weight.is_complex()
+                or (option == "pos_weight" and weight.dtype == torch.bool)):
             got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
-            raise TypeError(f"{option} must be a floating-point torch.Tensor or None; got {got}")
+            kind = "non-bool real" if option == "pos_weight" else "real"
+            raise TypeError(f"{option} must be a {kind} torch.Tensor or None; got {got}")
         _check_device(weight, option, input)
         if torch.is_grad_enabled() and weight.requires_grad:
             raise NotImplementedError(f"fastloss.torch does not differentiate {option}")
@@ -649,7 +653,8 @@ huber_loss.__doc__ += _WEIGHTED.format(
 )
 binary_cross_entropy_with_logits.__doc__ += """
     ``weight`` (broadcastable to input) and ``pos_weight`` (``(C,)`` over the
-    last axis, or broadcastable) are not differentiated. Logits of +-inf give
+    last axis, or broadcastable), of any real dtype (not bool for ``pos_weight``,
+    as PyTorch), are taken in input's dtype and not differentiated. Logits of +-inf give
     the limit where PyTorch gives NaN.
 """
 kl_div.__doc__ += """
@@ -658,7 +663,8 @@ kl_div.__doc__ += """
     ``log_target``: the target holds log-probabilities.
 """
 binary_cross_entropy.__doc__ += """
-    ``weight`` (broadcastable to input) is not differentiated. Probabilities
+    ``weight`` (broadcastable to input, of any real dtype, taken in input's
+    dtype) is not differentiated. Probabilities
     outside [0, 1] are a ValueError on the CPU and NaN on CUDA.
 """
 

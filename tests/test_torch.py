@@ -816,6 +816,31 @@ def test_bce_does_not_differentiate_its_target_or_weights():
         ft.binary_cross_entropy_with_logits(logits, torch.rand(3, 2), pos_weight=[1.0, 2.0])
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int64, torch.float64])
+def test_bce_weights_of_any_real_dtype_are_taken_as_pytorch_takes_them(dtype):
+    generator = torch.Generator().manual_seed(3)
+    probs, target = torch.rand(2, 3, 4, generator=generator)
+    weight = torch.tensor([1, 0, 2, 3]).to(dtype)
+    logit_options = {"weight": weight} if dtype == torch.bool else {"weight": weight,
+                                                                     "pos_weight": weight}
+    for name, first, options in (("binary_cross_entropy", probs, {"weight": weight}),
+                                 ("binary_cross_entropy_with_logits", probs * 6 - 3,
+                                  logit_options)):
+        x = first.clone().requires_grad_()
+        expected_x = first.clone().requires_grad_()
+        actual = getattr(ft, name)(x, target, **options)
+        expected = getattr(F, name)(expected_x, target, **options)
+        actual.backward()
+        expected.backward()
+        assert actual.dtype == expected.dtype == torch.float32
+        torch.testing.assert_close(actual, expected)
+        torch.testing.assert_close(x.grad, expected_x.grad)
+    with pytest.raises(TypeError, match="pos_weight must be a non-bool real torch.Tensor"):
+        ft.binary_cross_entropy_with_logits(probs, target, pos_weight=weight.bool())
+    with pytest.raises(TypeError, match="weight must be a real torch.Tensor"):
+        ft.binary_cross_entropy(probs, target, weight.to(torch.complex64))
+
+
 def test_autocast_leaves_a_float64_input_and_its_dtype_rule_alone():
     # Autocast never narrows float64, so a float32 target is still another dtype.
     x, t = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3)
