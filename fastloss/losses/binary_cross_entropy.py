@@ -9,7 +9,7 @@ def _are_probabilities(probs, target) -> str | None:
     for name, values in (("probs", probs), ("target", target)):
         bad = (values < 0) | (values > 1)
         if bad.any():
-            return f"{name} must lie in [0, 1]; got {values[bad].flat[0]!r}"
+            return f"{name} must lie in [0, 1]; got {values[bad].flat[0].item()!r}"
     return None
 
 

@@ -11,7 +11,7 @@ from fastloss.losses._elementwise import Elementwise, contract, evaluate
 def _labels_are_signs(scores, target) -> str | None:
     bad = ~((target == 1) | (target == -1) | np.isnan(target))
     if bad.any():
-        return f"target must hold -1 or +1; got {target[bad].flat[0]!r}"
+        return f"target must hold -1 or +1; got {target[bad].flat[0].item()!r}"
     return None
 
 
