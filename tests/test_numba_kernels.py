@@ -889,15 +889,15 @@ def test_float32_log_within_one_ulp_over_every_binade():
 
 def test_float64_log_of_subnormals_and_zero():
     # Subnormals as exact as normal floats (KL divergence's x log x of a tiny target);
-    # log 0 is the log of the smallest subnormal, finite.
+    # log 0 (and -0) is log 2**-1077: finite, below the smallest subnormal's.
     x = np.concatenate([np.geomspace(5e-324, 2.2250738585072014e-308, 4001),
-                        [np.nextafter(2.2250738585072014e-308, 0), 0.0]])
+                        [np.nextafter(2.2250738585072014e-308, 0), 0.0, -0.0]])
     out = np.empty_like(x)
     _log_nonnegative_all(x, out)
-    exact = np.log(x[:-1].astype(np.longdouble))
+    exact = np.log(x[:-2].astype(np.longdouble))
     ulp = np.spacing(np.abs(exact).astype(np.float64)).astype(np.longdouble)
-    assert (np.abs(out[:-1] - exact) / ulp).max() <= 1.0
-    assert out[-1] == np.log(5e-324)
+    assert (np.abs(out[:-2] - exact) / ulp).max() <= 1.0
+    assert out[-2] == out[-1] == pytest.approx(-1077 * math.log(2.0), rel=1e-15)
 
 
 def test_float32_log_special_values():

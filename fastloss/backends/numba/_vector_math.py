@@ -40,18 +40,18 @@ def _like_overload(x, constant):
 # ------------------------------------------------------------------ float64
 
 _TINY = 2.2250738585072014e-308  # the smallest normal float64
-_SMALLEST_SUBNORMAL64 = 5e-324
 _SUBNORMAL_SCALE64 = 2.0**54  # brings every subnormal float64 into the normal range
 _SUBNORMAL_LOG64 = 54 * 0.6931471805599453  # log(2**54), rounded once
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _log_nonnegative_float64(x):
-    """log(x) for x >= 0, a zero x taken as the smallest subnormal (log 0 is -744.4: finite,
-    so that 0 * log 0 is 0); a subnormal x is scaled into the normal range first."""
-    x = _SMALLEST_SUBNORMAL64 if x < _SMALLEST_SUBNORMAL64 else x
-    subnormal = x < _TINY
-    value = _log_float64(x * _SUBNORMAL_SCALE64 if subnormal else x)
+    """log(x) for x >= 0, a subnormal x scaled into the normal range first; log 0 (or -0) is
+    log 2**-1077 = -746.5, finite, so that 0 * log 0 is 0. As the float32 log's, of |x|
+    (a select taking zero as the smallest subnormal took KL divergence 1.1x the time)."""
+    magnitude = abs(x)
+    subnormal = magnitude < _TINY
+    value = _log_float64(magnitude * _SUBNORMAL_SCALE64 if subnormal else magnitude)
     return value - _SUBNORMAL_LOG64 if subnormal else value
 
 
@@ -111,7 +111,7 @@ exp.__doc__ = """e**x for any x (within four ulp, float64 about five just below 
 inf past the largest float)."""
 log_nonnegative = _by_precision(_log_nonnegative_float32, _log_nonnegative_float64)
 log_nonnegative.__doc__ = """log(x) for x >= 0 within two ulp; log 0 is finite, below -100
-(float32: log 2**-150; float64: the log of the smallest subnormal)."""
+(float32: log 2**-150; float64: log 2**-1077)."""
 
 
 @njit(cache=True, inline="always", error_model="numpy")
