@@ -201,16 +201,26 @@ class _Bridge:
         return tensor if tensor.dtype == self.dtype else tensor.to(self.dtype)
 
 
-def _host_array(tensor: torch.Tensor | None) -> np.ndarray | None:
+def _host_array(tensor: torch.Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor, detached; a resolved copy where a conjugate or
     negative bit is set."""
-    return None if tensor is None else tensor.numpy(force=True)
+    return tensor.numpy(force=True)
 
 
 def _host_tensor(array) -> torch.Tensor:
     """A NumPy loss (a new scalar or array) as a tensor: a view of it costs a fifth of
     ``torch.as_tensor``."""
     return torch.from_numpy(np.asarray(array))
+
+
+def _check_real_weight(weight, name: str, bool_allowed: bool = True) -> None:
+    """TypeError unless ``weight`` is a tensor of a real dtype, as PyTorch's elementwise
+    weights may be (bool only where ``bool_allowed``)."""
+    if (not isinstance(weight, torch.Tensor) or weight.is_complex()
+            or (not bool_allowed and weight.dtype == torch.bool)):
+        got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
+        kind = "real" if bool_allowed else "non-bool real"
+        raise TypeError(f"{name} must be a {kind} torch.Tensor or None; got {got}")
 
 
 def _check_float_input(input: torch.Tensor) -> None:
@@ -320,13 +330,8 @@ def _elementwise_arguments(name, input, target, reduction, weights):
     for option, weight in weights.items():
         if weight is None:
             continue
-        # Any real dtype, computed in input's as PyTorch computes it; a bool mask as weight,
-        # not as pos_weight (PyTorch refuses that too).
-        if (not isinstance(weight, torch.Tensor) or weight.is_complex()
-                or (option == "pos_weight" and weight.dtype == torch.bool)):
-            got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
-            kind = "non-bool real" if option == "pos_weight" else "real"
-            raise TypeError(f"{option} must be a {kind} torch.Tensor or None; got {got}")
+        # Computed in input's dtype, as PyTorch computes it; PyTorch refuses a bool pos_weight.
+        _check_real_weight(weight, option, bool_allowed=option != "pos_weight")
         _check_device(weight, option, input)
         if torch.is_grad_enabled() and weight.requires_grad:
             raise NotImplementedError(f"fastloss.torch does not differentiate {option}")
@@ -542,10 +547,8 @@ def _weighted(name, input, target, reduction, option, weight, mean_over_weight):
     ``weight.sum()`` (``mean_over_weight``, as mse and l1) or over the count (huber) for
     "mean". Differentiable with respect to ``weight`` too, as in PyTorch."""
     _check_float_input(input)
-    # Any real dtype, promoted with the losses' as PyTorch does (an integer or bool mask too).
-    if not isinstance(weight, torch.Tensor) or weight.is_complex():
-        got = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise TypeError(f"weight must be a real torch.Tensor or None; got {got}")
+    # Promoted with the losses' dtype as PyTorch does (an integer or bool mask too).
+    _check_real_weight(weight, "weight")
     if weight.shape != input.shape:
         raise ValueError(
             f"weight must have the shape of input {tuple(input.shape)}; got {tuple(weight.shape)}"
