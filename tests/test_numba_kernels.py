@@ -316,6 +316,36 @@ def test_cross_entropy_matches_float64_formula(dtype, kind, weighted, smoothing,
     np.testing.assert_allclose(grad, 0.5 * expected_grad, rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("classes", [10, 100, 127, 200], ids=lambda k: f"k{k}")
+@pytest.mark.parametrize("kind", ["probs", "smoothed-labels"])
+def test_float64_row_losses_are_within_two_ulps_of_their_terms(classes, kind):
+    # A float64 row's loss sum_c q_c (lse - z_c) against long double, in ulps of the sum of
+    # its terms' magnitudes (numpy: up to 3.2 here). Rows of up to 127 classes sit in lanes,
+    # one class after another: uncompensated, their sums of exponentials, of q_c and of
+    # q_c (max - z_c) were up to 6.7 ulps off; k = 200 takes the row path.
+    rng = np.random.default_rng(classes)
+    rows = 2048
+    logits = rng.standard_normal((rows, classes)) * 10
+    if kind == "probs":
+        target = rng.random((rows, classes)) ** 4
+        target /= target.sum(axis=1, keepdims=True)
+        smoothing, q = 0.0, target.astype(np.longdouble)
+    else:
+        target = rng.integers(0, classes, rows)
+        smoothing = 0.1
+        q = np.full((rows, classes), np.longdouble(smoothing) / classes)
+        q[np.arange(rows), target] += 1 - np.longdouble(smoothing)
+    z = logits.astype(np.longdouble)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    exact = -(q * log_probs).sum(axis=1)
+    scale = np.abs(q * log_probs).sum(axis=1) * np.longdouble(2.0**-52)
+
+    _, losses = _run_ce(logits, target, None, smoothing)
+
+    assert (np.abs(losses - exact) / scale).max() <= 2.0
+
+
 @pytest.mark.parametrize("classes", [100, 1000], ids=["lanes", "row"])
 @pytest.mark.parametrize("smoothing", [0.5, 1 - 2.0**-20])
 def test_a_smoothed_float32_gradient_keeps_float64s_terms_where_they_cancel(classes, smoothing):

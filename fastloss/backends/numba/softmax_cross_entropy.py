@@ -1208,43 +1208,78 @@ def _lanes_pick(tile, labels, picked):
         picked[r] = tile[max(labels[r], 0) * LANES + r]
 
 
+def _compensated(tile):
+    """Whether the lanes' sums over a row's classes keep their rounding errors (TwoSum) and
+    add them back at the end: for float64 rows, whose row of up to LANE_CLASSES classes a
+    lane sums one class after another (float32 rows' float64 sums have digits to spare).
+    A constant in compiled code."""
+    raise TypeError("runs in jitted code only")
+
+
+@overload(_compensated, inline="always")
+def _compensated_overload(tile):
+    exact = tile.dtype == types.float64
+    return lambda tile: exact
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _lane_add(sums, errors, r, value, compensated):
+    """sums[r] += value, its rounding error added to errors[r] when ``compensated``."""
+    if compensated:
+        sums[r], error = _two_sum(sums[r], value)
+        errors[r] += error
+    else:
+        sums[r] += value
+
+
 @njit(cache=True, error_model="numpy")
 def _lanes_target_terms(tile, classes, probs, weight, keep, smooth, row_max, weight_sum, gap_sum):
     """weight_sum = sum_c q_c w_c and gap_sum = sum_c q_c w_c (max - z_c), with
-    q_c = keep * probs_c + smooth (q_c = smooth when ``probs`` is None)."""
+    q_c = keep * probs_c + smooth (q_c = smooth when ``probs`` is None); compensated
+    for float64 rows (_compensated)."""
     _wide_vectors()
+    compensated = _compensated(tile)
+    weight_error, gap_error = _stack_lanes(0.0), _stack_lanes(0.0)
     for r in range(LANES):
         weight_sum[r] = 0.0
         gap_sum[r] = 0.0
+        weight_error[r] = 0.0
+        gap_error[r] = 0.0
     if probs is None and smooth == 0.0:
         return
     if probs is None and weight is None:
         # Label smoothing alone, as in _row_gap.
         for c in range(classes):
             for r in range(LANES):
-                gap_sum[r] += smooth * (np.float64(row_max[r]) - np.float64(tile[c * LANES + r]))
+                gap = np.float64(row_max[r]) - np.float64(tile[c * LANES + r])
+                _lane_add(gap_sum, gap_error, r, smooth * gap, compensated)
         for r in range(LANES):
             weight_sum[r] = smooth * classes
+            gap_sum[r] += gap_error[r]
         return
     for c in range(classes):
         class_weight = 1.0 if weight is None else weight[c]
         for r in range(LANES):
             q = smooth if probs is None else keep * np.float64(probs[c * LANES + r]) + smooth
             qw = q * class_weight
-            weight_sum[r] += qw
-            gap_sum[r] += _gap_term(qw, np.float64(row_max[r]) - np.float64(tile[c * LANES + r]))
+            _lane_add(weight_sum, weight_error, r, qw, compensated)
+            gap = np.float64(row_max[r]) - np.float64(tile[c * LANES + r])
+            _lane_add(gap_sum, gap_error, r, _gap_term(qw, gap), compensated)
+    for r in range(LANES):
+        weight_sum[r] += weight_error[r]
+        gap_sum[r] += gap_error[r]
 
 
 @njit(cache=True, error_model="numpy")
 def _lanes_exp_sum(
     tile, classes, row_max, exp_sum, flat, next_start, grad_flat, grad_start, probs_flat=None
 ):
-    """Replaces the tile by exp(z - max) in z's precision; exp_sum = their
-    float64 sums, in class order. Meanwhile the LANES rows of ``flat`` and of
-    ``probs_flat`` (probability targets of flat's shape, when given) from
-    ``next_start`` are fetched into cache for reading, and those of ``grad_flat``
-    from ``grad_start`` for writing: the exponentials are compute-bound, and the
-    tile's transpositions then find their rows in cache."""
+    """Replaces the tile by exp(z - max) in z's precision; exp_sum = their float64 sums, in
+    class order (compensated for float64 rows: _compensated). Meanwhile the LANES rows of
+    ``flat`` and of ``probs_flat`` (probability targets of flat's shape, when given) from
+    ``next_start`` are fetched into cache for reading, and those of ``grad_flat`` from
+    ``grad_start`` for writing: the exponentials are compute-bound, and the tile's
+    transpositions then find their rows in cache."""
     _wide_vectors()
     step = _line_items(flat)
     for c in range(classes):
@@ -1260,14 +1295,16 @@ def _lanes_exp_sum(
             tile[c * LANES + r] = _exp_nonpositive(tile[c * LANES + r] - row_max[r])
     # A loop of its own: mixed with float64 sums, the exponentials would be
     # vectorised at float64's narrower width.
-    lane_sum = _stack_lanes(0.0)
+    compensated = _compensated(tile)
+    lane_sum, lane_error = _stack_lanes(0.0), _stack_lanes(0.0)
     for r in range(LANES):
         lane_sum[r] = 0.0
+        lane_error[r] = 0.0
     for c in range(classes):
         for r in range(LANES):
-            lane_sum[r] += np.float64(tile[c * LANES + r])
+            _lane_add(lane_sum, lane_error, r, np.float64(tile[c * LANES + r]), compensated)
     for r in range(LANES):
-        exp_sum[r] = lane_sum[r]
+        exp_sum[r] = lane_sum[r] + lane_error[r]
 
 
 @njit(cache=True, error_model="numpy")
