@@ -178,6 +178,31 @@ def test_numba_rows_in_lanes_match_the_reference(classes, p):
     assert_close(grad, want_grad, np.float32)
 
 
+@pytest.mark.parametrize("classes", [100, 128])
+@pytest.mark.parametrize("p", [1, 2])
+def test_numba_float64_rows_in_lanes_are_within_two_ulps_of_their_terms(classes, p):
+    """A float64 row in lanes adds its classes' terms one after another, compensated: its
+    loss and its label's gradient (minus the sum of the other slopes) are within 2 ulps of
+    their terms' magnitude against long double (numpy: up to 3.7; a plain sum was up to 5.9
+    off in the loss and 15.7 in the gradient)."""
+    pytest.importorskip("numba")
+    rows = 2048
+    x, labels, weight = _case((rows, classes))
+    x *= 2.0
+    loss, grad = fl.multi_margin_with_grad(x, labels, p=p, weight=weight, reduction="none",
+                                           backend="numba")
+    picked = np.arange(rows), labels
+    h = 1 - x.astype(np.longdouble)[picked][:, None] + x.astype(np.longdouble)
+    counts = h > 0
+    counts[picked] = False
+    row_weight = weight.astype(np.longdouble)[labels][:, None] / classes
+    terms = np.where(counts, h**p, 0) * row_weight
+    slopes = np.where(counts, 1 if p == 1 else 2 * h, 0) * row_weight
+    for got, summed in ((loss, terms), (-grad[picked], slopes)):
+        scale = summed.sum(axis=1) * np.longdouble(2.0**-52)  # terms of one sign
+        assert (np.abs(got - summed.sum(axis=1)) <= 2 * scale).all()
+
+
 def test_invalid_label_is_a_value_error_on_the_cpu():
     for backend in ("numpy", "numba"):
         with pytest.raises(ValueError, match=r"class index 3, outside \[0, 3\)$"):

@@ -15,6 +15,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     LANE_CLASSES,
     LANES,
     SERIAL_ELEMENTS,
+    _compensated,
     _flat,
     _fold_sum,
     _lanes_total,
@@ -23,6 +24,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _stack_lanes,
     _stack_tile,
     _store_tile,
+    _two_sum,
     _wide_vectors_out_of_line,
 )
 
@@ -36,6 +38,14 @@ def _term(w, h, p, counts):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _slope(h, p, scale, counts):
+    """A term's slope, scale (h**p)' where it counts, else 0."""
+    if not counts:
+        return 0.0
+    return scale if p == 1 else h * (2.0 * scale)  # 2 h alone may overflow
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _chunk(scores, label, w, shift, p, scale, start, count, grad_row, lane_total, lane_slope):
     # Each score is read before its slope is stored: grad_row may be scores.
     for lane in range(count):
@@ -46,9 +56,7 @@ def _chunk(scores, label, w, shift, p, scale, start, count, grad_row, lane_total
         counts = j != label and h > 0.0
         lane_total[lane] += _term(w, h, p, counts)
         if grad_row is not None:
-            slope = 0.0
-            if counts:
-                slope = scale if p == 1 else h * (2.0 * scale)  # 2 h alone may overflow
+            slope = _slope(h, p, scale, counts)
             lane_slope[lane] += slope
             grad_row[j] = slope
 
@@ -77,13 +85,36 @@ def _row(scores, label, w, grad_row, p, margin, grad_scale):
     return _fold_sum(lane_total) / classes
 
 
+@njit(cache=True, error_model="numpy")
+def _compensated_sums(tile, classes, row_label, row_weight, shift, scale, p, total, slope_sum):
+    """A tile's rows' sums of terms and of slopes, in class order as _lanes_block's, but
+    compensated (TwoSum), for float64 rows: their own loop, since the choice inside
+    _lanes_block's loop, even settled while compiling, kept its float32 version from
+    vectorising (twice the time)."""
+    total_error, slope_error = _stack_lanes(0.0), _stack_lanes(0.0)
+    for r in range(LANES):
+        total[r], slope_sum[r], total_error[r], slope_error[r] = 0.0, 0.0, 0.0, 0.0
+    for c in range(classes):
+        for r in range(LANES):
+            h = shift[r] + tile[c * LANES + r]
+            counts = row_label[r] != c and h > 0.0  # as _chunk
+            total[r], error = _two_sum(total[r], _term(row_weight[r], h, p, counts))
+            total_error[r] += error
+            slope_sum[r], error = _two_sum(slope_sum[r], _slope(h, p, scale[r], counts))
+            slope_error[r] += error
+    for r in range(LANES):
+        total[r] += total_error[r]
+        slope_sum[r] += slope_error[r]
+
+
 @njit(error_model="numpy")
 def _lanes_block(x, labels, weight, grad_out, loss_out, p, margin, divisor, start, stop):
     """The sum of the losses of rows [start, stop), LANES rows at a time in the
     cross-entropy kernel's tile of rows in lanes (start is a multiple of LANES), for rows
     of at most LANE_CLASSES classes, which one at a time would leave most lanes idle:
-    _row's arithmetic, each row's sums in class order. A pass's rows are read before
-    their gradient is written, so grad_out may be x itself."""
+    _row's arithmetic, each row's sums in class order (float64 rows': those of
+    _compensated_sums). A pass's rows are read before their gradient is written, so grad_out
+    may be x itself."""
     _wide_vectors_out_of_line()
     classes = x.shape[1]
     flat, grad_flat = x.reshape(x.size), _flat(grad_out)
@@ -91,6 +122,7 @@ def _lanes_block(x, labels, weight, grad_out, loss_out, p, margin, divisor, star
     row_label = _stack_lanes(np.int64(0))
     row_weight, shift, scale = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     total, slope_sum, lane_totals = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
+    exact_total, exact_slope_sum = _stack_lanes(0.0), _stack_lanes(0.0)
     grad_scale = 1.0 / divisor
     for r in range(LANES):
         lane_totals[r] = 0.0
@@ -106,6 +138,9 @@ def _lanes_block(x, labels, weight, grad_out, loss_out, p, margin, divisor, star
             scale[r] = w * grad_scale / classes
             total[r] = 0.0
             slope_sum[r] = 0.0
+        if _compensated(tile):
+            _compensated_sums(tile, classes, row_label, row_weight, shift, scale, p, exact_total,
+                              exact_slope_sum)
         for c in range(classes):
             for r in range(LANES):
                 i = c * LANES + r
@@ -113,11 +148,12 @@ def _lanes_block(x, labels, weight, grad_out, loss_out, p, margin, divisor, star
                 counts = row_label[r] != c and h > 0.0  # as _chunk
                 total[r] += _term(row_weight[r], h, p, counts)
                 if grad_out is not None:
-                    slope = 0.0
-                    if counts:
-                        slope = scale[r] if p == 1 else h * (2.0 * scale[r])  # as _chunk
+                    slope = _slope(h, p, scale[r], counts)
                     slope_sum[r] += slope
                     tile[i] = slope
+        if _compensated(tile):
+            for r in range(LANES):
+                total[r], slope_sum[r] = exact_total[r], exact_slope_sum[r]
         for r in range(count):
             loss = total[r] / classes
             lane_totals[r] += loss
