@@ -96,7 +96,7 @@ def _compensated_sums(tile, classes, row_label, row_weight, shift, scale, p, tot
         total[r], slope_sum[r], total_error[r], slope_error[r] = 0.0, 0.0, 0.0, 0.0
     for c in range(classes):
         for r in range(LANES):
-            h = shift[r] + tile[c * LANES + r]
+            h = shift[r] + np.float64(tile[c * LANES + r])
             counts = row_label[r] != c and h > 0.0  # as _chunk
             total[r], error = _two_sum(total[r], _term(row_weight[r], h, p, counts))
             total_error[r] += error
