@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import operator
 
 import numpy as np
 
@@ -131,11 +132,16 @@ def check_bool(value, name: str) -> bool:
 
 
 def check_int(value, name: str) -> int:
-    """``value`` as a Python int: TypeError unless an integer, ValueError unless it fits
-    in int64 (what the kernels take, and what a label is compared with)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    """``value`` as a Python int: TypeError unless an integer (an int, a NumPy integer, or a
+    0-d integer array or tensor, through ``__index__`` as NumPy and PyTorch take them; never
+    a bool), ValueError unless it fits in int64 (what the kernels take, and what a label is
+    compared with)."""
+    if isinstance(value, bool) or "bool" in str(getattr(value, "dtype", "")):
         raise TypeError(f"{name} must be an int; got {value!r}")
-    value = int(value)
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int; got {value!r}") from None
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"{name} must fit in int64, [-2**63, 2**63); got {value}")
     return value

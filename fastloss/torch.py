@@ -699,7 +699,15 @@ def _cross_entropy_arguments(input, target, weight, reduction):
         )
     if input.dim() == 0:
         raise ValueError("input must have shape (N, C) or (C,); got a 0-d tensor")
+    label_shaped = (target.shape == input.shape[:-1]
+                    or (input.dim() == 1 and target.shape == (1,)))
     if target.is_floating_point():
+        if target.shape != input.shape and label_shaped:  # PyTorch: a dtype error too
+            raise TypeError(
+                f"target of shape {tuple(target.shape)} holds class indices, which must be "
+                f"integers; got dtype {target.dtype} (convert with target.long(), or give "
+                f"probabilities of input's shape {tuple(input.shape)})"
+            )
         if target.shape != input.shape:
             raise ValueError(
                 f"probability target must have the shape of input {tuple(input.shape)}; "
@@ -720,7 +728,7 @@ def _cross_entropy_arguments(input, target, weight, reduction):
             "target must hold class indices of an integer dtype other than uint64 (as in "
             f"PyTorch), or float probabilities; got {target.dtype}"
         )
-    elif target.shape != input.shape[:-1] and not (input.dim() == 1 and target.shape == (1,)):
+    elif not label_shaped:
         shapes = "() or (1,)" if input.dim() == 1 else str(tuple(input.shape[:-1]))
         raise ValueError(
             f"class-index target must have shape {shapes} for input of shape "

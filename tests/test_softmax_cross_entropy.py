@@ -90,6 +90,22 @@ def test_ignore_index_other_than_default(backend):
     assert_close(got[1], want[1], np.float64)
 
 
+def test_ignore_index_may_be_a_0d_integer_array(backend):
+    # As NumPy takes an integer wherever it needs one: a NumPy integer or a 0-d integer array
+    # (through __index__), but not a bool one nor a 1-element 1-D one.
+    logits, target = make_case((30, 6), np.float64, "labels", seed=3)
+    target[target == -100] = 0
+    target[::4] = 2
+    want = run(backend, logits, target, ignore_index=2)
+    for ignore_index in (np.array(2), np.array(2, np.uint8), np.int32(2)):
+        got = run(backend, logits, target, ignore_index=ignore_index)
+        assert_close(got[0], want[0], np.float64)
+        assert_close(got[1], want[1], np.float64)
+    for ignore_index in (np.array(True), np.array([2]), np.array(2.0)):
+        with pytest.raises(TypeError, match="ignore_index must be an int"):
+            run(backend, logits, target, ignore_index=ignore_index)
+
+
 def test_label_smoothing_of_one_is_the_uniform_target(backend):
     # The end of [0, 1] is allowed, as in PyTorch: the label no longer counts.
     logits, target = make_case((30, 6), np.float64, "labels", seed=4)

@@ -912,6 +912,26 @@ def test_nll_loss_refuses_float_targets():
         ft.nll_loss(torch.randn(3, 4), torch.rand(3))
 
 
+@pytest.mark.parametrize("shapes", [((3, 4), (3,)), ((4,), ()), ((4,), (1,))],
+                         ids=["batched", "unbatched", "unbatched-(1,)"])
+def test_cross_entropy_refuses_float_class_indices_by_dtype(shapes):
+    # A float target of the labels' shape is class indices of the wrong dtype, a TypeError
+    # (PyTorch: "expected target dtype to be Long"), not probabilities of the wrong shape.
+    input_shape, target_shape = shapes
+    with pytest.raises(TypeError, match=r"holds class indices, which must be integers.*long"):
+        ft.cross_entropy(torch.randn(input_shape), torch.zeros(target_shape))
+
+
+def test_ignore_index_may_be_a_0d_integer_tensor_as_in_torch():
+    logits, target = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 3, 1, 3, 2])
+    for ignore_index in (torch.tensor(3), np.array(3, np.int32), np.int64(3)):
+        torch.testing.assert_close(
+            ft.cross_entropy(logits, target, ignore_index=ignore_index),
+            F.cross_entropy(logits, target, ignore_index=3))
+    with pytest.raises(TypeError, match="ignore_index must be an int"):
+        ft.cross_entropy(logits, target, ignore_index=torch.tensor(True))
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("p", [1, 2])
 def test_multi_margin_loss_matches_torch_and_gradchecks(p, reduction):
