@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import operator
 
 import numpy as np
 
@@ -116,12 +115,20 @@ def check_reduction(reduction, choices: tuple[str, ...] = REDUCTIONS) -> str:
 
 def check_margin_power(p) -> int:
     """The multi-class hinge's exponent, 1 or 2, as an int: TypeError unless a real number (an
-    int or a float, not a bool), ValueError unless 1 or 2."""
+    int or a float, not a bool; see :func:`_number`), ValueError unless 1 or 2."""
+    p = _number(p)
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise TypeError(f"p must be a real number, 1 or 2; got {p!r}")
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2; got {p!r}")
     return int(p)
+
+
+def _number(value):
+    """The number in a 0-d array or tensor (``value.item()``), where NumPy and PyTorch take
+    one for a number; anything else as it is. The checks then judge the number: a bool is
+    never an int, a complex never real."""
+    return value.item() if getattr(value, "ndim", None) == 0 and hasattr(value, "item") else value
 
 
 def check_bool(value, name: str) -> bool:
@@ -132,16 +139,13 @@ def check_bool(value, name: str) -> bool:
 
 
 def check_int(value, name: str) -> int:
-    """``value`` as a Python int: TypeError unless an integer (an int, a NumPy integer, or a
-    0-d integer array or tensor, through ``__index__`` as NumPy and PyTorch take them; never
-    a bool), ValueError unless it fits in int64 (what the kernels take, and what a label is
-    compared with)."""
-    if isinstance(value, bool) or "bool" in str(getattr(value, "dtype", "")):
+    """``value`` as a Python int: TypeError unless an integer (an int, a NumPy integer, a 0-d
+    integer array or tensor: :func:`_number`), ValueError unless it fits in int64 (what the
+    kernels take, and what a label is compared with)."""
+    value = _number(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int; got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int; got {value!r}") from None
+    value = int(value)
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"{name} must fit in int64, [-2**63, 2**63); got {value}")
     return value
@@ -188,6 +192,7 @@ def _as_float(value: numbers.Real) -> float:
 
 def check_probability(value, name: str) -> float:
     if type(value) is not float:  # as check_real's
+        value = _number(value)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a float in [0, 1]; got {value!r}")
         value = _as_float(value)
@@ -199,8 +204,9 @@ def check_probability(value, name: str) -> float:
 def check_real(value, name: str, *, minimum: float | None = None,
                above: bool = False) -> float:
     """A finite real number (at least ``minimum`` when given; ``above`` it with ``above``),
-    as a float."""
+    as a float; a 0-d array or tensor's too (:func:`_number`)."""
     if type(value) is not float:  # a float skips the number ABC's check (a third of a call)
+        value = _number(value)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a real number; got {value!r}")
         value = _as_float(value)

@@ -922,6 +922,22 @@ def test_cross_entropy_refuses_float_class_indices_by_dtype(shapes):
         ft.cross_entropy(torch.randn(input_shape), torch.zeros(target_shape))
 
 
+@pytest.mark.parametrize("name, option", [
+    ("huber_loss", dict(delta=0.5)), ("smooth_l1_loss", dict(beta=0.5)),
+    ("cross_entropy", dict(label_smoothing=0.1)), ("multi_margin_loss", dict(margin=0.5)),
+    ("multi_margin_loss", dict(p=2)),
+], ids=["delta", "beta", "label_smoothing", "margin", "p"])
+def test_number_options_may_be_0d_tensors_as_in_torch(name, option):
+    x = torch.randn(3, 4, dtype=torch.float64)
+    target = torch.randn(3, 4, dtype=torch.float64) if "l1" in name or "huber" in name else (
+        torch.tensor([0, 1, 2]))
+    ((key, value),) = option.items()
+    torch.testing.assert_close(getattr(ft, name)(x, target, **{key: torch.tensor(value)}),
+                               getattr(F, name)(x, target, **option))
+    with pytest.raises(TypeError, match=key):
+        getattr(ft, name)(x, target, **{key: torch.tensor(True)})
+
+
 def test_ignore_index_may_be_a_0d_integer_tensor_as_in_torch():
     logits, target = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 3, 1, 3, 2])
     for ignore_index in (torch.tensor(3), np.array(3, np.int32), np.int64(3)):
