@@ -23,8 +23,10 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     SERIAL_ELEMENTS,
     _borrow,
     _ce_lane_classes,
+    _compensated,
     _exp,
     _fold_sum,
+    _lane_add,
     _lanes_exp_sum,
     _lanes_log,
     _lanes_max,
@@ -159,22 +161,27 @@ def _lanes_softmax(x, out, log, start, stop):
 @njit(error_model="numpy")
 def _lanes_backward(y, g, out, log, start, stop):
     """_backward_row of rows [start, stop) as _lanes_softmax takes them, each row's sum in
-    class order. Both input tiles are read before out is written, so out may be either."""
+    class order (compensated for float64 rows: _lane_add). Both input tiles are read before
+    out is written, so out may be either."""
     _wide_vectors()
     classes = y.shape[1]
     y_flat, g_flat, out_flat = y.reshape(y.size), g.reshape(g.size), out.reshape(out.size)
     y_tile, g_tile = _stack_backward_tile(y_flat), _stack_backward_tile(y_flat)
-    total = _stack_lanes(0.0)
+    total, total_error = _stack_lanes(0.0), _stack_lanes(0.0)
     for row in range(start, stop, LANES):
         count = min(LANES, stop - row)
         _load_tile(y_flat, row * classes, count, classes, y_tile)
         _load_tile(g_flat, row * classes, count, classes, g_tile)
         for r in range(LANES):
             total[r] = 0.0
+            total_error[r] = 0.0
         if log:  # y = log p: g - p * sum(g)
             for c in range(classes):
                 for r in range(LANES):
-                    total[r] += np.float64(g_tile[c * LANES + r])
+                    _lane_add(total, total_error, r, np.float64(g_tile[c * LANES + r]),
+                              _compensated(y_tile))
+            for r in range(LANES):
+                total[r] += total_error[r]
             for c in range(classes):
                 for r in range(LANES):
                     i = c * LANES + r
@@ -183,7 +190,10 @@ def _lanes_backward(y, g, out, log, start, stop):
             for c in range(classes):
                 for r in range(LANES):
                     i = c * LANES + r
-                    total[r] += np.float64(y_tile[i]) * np.float64(g_tile[i])
+                    _lane_add(total, total_error, r, np.float64(y_tile[i]) * np.float64(g_tile[i]),
+                              _compensated(y_tile))
+            for r in range(LANES):
+                total[r] += total_error[r]
             for c in range(classes):
                 for r in range(LANES):
                     i = c * LANES + r
