@@ -168,6 +168,7 @@ def _lanes_backward(y, g, out, log, start, stop):
     y_flat, g_flat, out_flat = y.reshape(y.size), g.reshape(g.size), out.reshape(out.size)
     y_tile, g_tile = _stack_backward_tile(y_flat), _stack_backward_tile(y_flat)
     total, total_error = _stack_lanes(0.0), _stack_lanes(0.0)
+    compensated = _compensated(y_tile)
     for row in range(start, stop, LANES):
         count = min(LANES, stop - row)
         _load_tile(y_flat, row * classes, count, classes, y_tile)
@@ -179,7 +180,7 @@ def _lanes_backward(y, g, out, log, start, stop):
             for c in range(classes):
                 for r in range(LANES):
                     _lane_add(total, total_error, r, np.float64(g_tile[c * LANES + r]),
-                              _compensated(y_tile))
+                              compensated)
             for r in range(LANES):
                 total[r] += total_error[r]
             for c in range(classes):
@@ -191,7 +192,7 @@ def _lanes_backward(y, g, out, log, start, stop):
                 for r in range(LANES):
                     i = c * LANES + r
                     _lane_add(total, total_error, r, np.float64(y_tile[i]) * np.float64(g_tile[i]),
-                              _compensated(y_tile))
+                              compensated)
             for r in range(LANES):
                 total[r] += total_error[r]
             for c in range(classes):
