@@ -10,7 +10,6 @@ chosen by k alone.
 """
 
 import functools
-import math
 
 import numpy as np
 from numba import njit, prange
@@ -31,6 +30,7 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _lanes_log,
     _lanes_max,
     _load_tile,
+    _log_sum,
     _row_exp_sum,
     _row_max,
     _row_scale,
@@ -99,12 +99,13 @@ def _softmax_row(z, out, log, next_z, next_out):
     row_max = _row_max(z)
     if log:
         # (z - max) - log(sum), not z - (max + log(sum)): max may absorb the log.
-        log_total = math.log(_row_exp_sum(z, row_max, None, next_z, next_out))
+        total, total_error = _row_exp_sum(z, row_max, None, next_z, next_out)
+        log_total = _log_sum(total, total_error)
         for c in range(z.size):
             out[c] = (np.float64(z[c]) - np.float64(row_max)) - log_total
     else:
         # out holds exp(z - max) after the sum (z is read first where out is z).
-        _row_scale(out, 1.0 / _row_exp_sum(z, row_max, out, next_z, next_out))
+        _row_scale(out, 1.0 / _row_exp_sum(z, row_max, out, next_z, next_out)[0])
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -131,7 +132,7 @@ def _lanes_softmax(x, out, log, start, stop):
     item = flat.dtype.type
     tile, shifted = _stack_ce_tile(flat), _stack_ce_tile(flat)
     row_max, scale = _stack_lanes(flat), _stack_lanes(flat)
-    exp_sum, log_sum = _stack_lanes(0.0), _stack_lanes(0.0)
+    exp_sum, exp_error, log_sum = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     for row in range(start, stop, LANES):
         count = min(LANES, stop - row)
         _load_tile(flat, row * classes, count, classes, tile)
@@ -140,12 +141,12 @@ def _lanes_softmax(x, out, log, start, stop):
             for i in range(classes * LANES):
                 shifted[i] = tile[i]
         _lanes_exp_sum(
-            tile, classes, row_max, exp_sum, flat, (row + LANES) * classes, out_flat,
-            row * classes,
+            tile, classes, row_max, exp_sum, exp_error, flat, (row + LANES) * classes,
+            out_flat, row * classes,
         )
         if log:
             # (z - max) - log(sum), as the row at a time.
-            _lanes_log(exp_sum, log_sum)
+            _lanes_log(exp_sum, exp_error, log_sum)
             for c in range(classes):
                 for r in range(LANES):
                     shifted[c * LANES + r] = (

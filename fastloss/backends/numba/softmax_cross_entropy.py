@@ -617,6 +617,86 @@ def _fold_sum(lanes):
     return lanes[0] + lanes[1]
 
 
+# A row's sum of exponentials is kept as an unevaluated pair (sum, error), error within
+# half an ulp of sum, read by _log_sum and _label_gradient: a float64 sum taken whole
+# rounds to an ulp of 1 near 1, where a confident row's log-sum-exp (its loss) is small,
+# and kept it to 1e-16 absolute (a loss of 1e-20 came out 0, one of 1e-10 1e-6 off).
+# - float64 rows (_compensated) sum with TwoSum, their rounding errors aside;
+# - float32 rows' float64 sums have digits to spare but where the max's exponential, 1,
+#   absorbs the rest: those below 1 + CONFIDENT_EXCESS are summed again, the exponentials
+#   of exactly 1 counted apart from the others (_exact_add). At or above it, what a plain
+#   sum drops (half an ulp of 1 per addition) is below 2**-32 of the excess for rows of
+#   up to 2**16 classes in lanes (one addition a class) and 2**22 a row at a time (a
+#   64th of the classes, then six more).
+CONFIDENT_EXCESS = 2.0**-8
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _fold_exp_sum(lanes, errors, compensated):
+    """The pair (sum, error) of LANES lanes of a row's exponentials, added by _fold_sum's
+    tree; compensated, with each addition's rounding error (TwoSum) joining the lanes'
+    ``errors``, else (sum, 0.0)."""
+    if not compensated:
+        return _fold_sum(lanes), 0.0
+    # Rounds of constant widths, as _fold_sum's (a loop over them would run scalar).
+    _fold_round(lanes, errors, LANES // 2)
+    _fold_round(lanes, errors, LANES // 4)
+    _fold_round(lanes, errors, LANES // 8)
+    _fold_round(lanes, errors, LANES // 16)
+    _fold_round(lanes, errors, LANES // 32)
+    _fold_round(lanes, errors, 1)
+    return _normalised(lanes[0], errors[0])
+
+
+@njit(cache=True, error_model="numpy")
+def _row_exact_sum(z, row_max, exps):
+    """The pair (sum, error) of a float32 row's exponentials, as stored in ``exps`` (or
+    from z, when None), those of exactly 1 counted apart from the others."""
+    rest, ones = _stack_lanes(0.0), _stack_lanes(0.0)
+    for lane in range(LANES):
+        rest[lane] = 0.0
+        ones[lane] = 0.0
+    classes = z.size
+    for start in range(0, classes, LANES):
+        for lane in range(min(LANES, classes - start)):
+            c = start + lane
+            e = _exp_nonpositive(z[c] - row_max) if exps is None else exps[c]
+            _exact_add(rest, ones, lane, np.float64(e))
+    return _two_sum(_fold_sum(ones), _fold_sum(rest))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exact_add(rest, ones, lane, e):
+    """Adds an exponential to lane ``lane``: a 1 (the row's max) to ``ones``, another to
+    ``rest``. A float32 row's excess over 1 is then rest + (ones - 1), with no 1 in the
+    way of rest's digits."""
+    rest[lane] += 0.0 if e == 1.0 else e
+    ones[lane] += 1.0 if e == 1.0 else 0.0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _fold_round(lanes, errors, width):
+    for lane in range(width):
+        lanes[lane], rounding = _two_sum(lanes[lane], lanes[lane + width])
+        errors[lane] += errors[lane + width] + rounding
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _normalised(total, error):
+    """(total + error, what that rounding leaves out of it): the same pair, with the
+    error at most half an ulp of the sum."""
+    rounded = total + error
+    return rounded, (total - rounded) + error if abs(rounded) < np.inf else 0.0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _log_sum(total, error):
+    """log(total + error), a row's log-sum-exp less its max, from its pair of sums of
+    exponentials (CONFIDENT_EXCESS; total >= 1). The first-order term error / total keeps
+    the digits that total's rounding drops: near 1, where the log is small, most of them."""
+    return _log(total) + error / total
+
+
 @njit(cache=True, inline="always", error_model="numpy")
 def _fold_max(lanes):
     """The max of LANES lanes (none NaN), by the same tree as _fold_sum."""
@@ -722,7 +802,7 @@ def _row_gap(z, row_max, probs, weight, keep, smooth):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _exp_chunk(z, row_max, grad_row, start, count, exps, lane_sum):
+def _exp_chunk(z, row_max, grad_row, start, count, exps, lane_sum, lane_error, compensated):
     # Every logit of the chunk is read before its exponential is stored, so
     # grad_row may be the same memory as z. Chunks loop over all LANES lanes,
     # those past ``count`` (in a row's last, partial chunk) masked: the loop then
@@ -734,7 +814,8 @@ def _exp_chunk(z, row_max, grad_row, start, count, exps, lane_sum):
         exps[lane] = _exp_nonpositive((z[start + lane] if lane < count else row_max) - row_max)
     if grad_row is None:
         for lane in range(LANES):
-            lane_sum[lane] += np.float64(exps[lane]) if lane < count else 0.0
+            _lane_add(lane_sum, lane_error, lane, np.float64(exps[lane]) if lane < count else 0.0,
+                     compensated)
     else:
         for lane in range(LANES):
             if lane < count:
@@ -757,38 +838,47 @@ def _prefetch_chunk(next_z, next_grad, start):
 
 @njit(cache=True, error_model="numpy")
 def _row_exp_sum(z, row_max, grad_row, next_z, next_grad):
-    """sum_c exp(z_c - max), accumulated in float64 from the exponentials as
-    stored into ``grad_row`` (when given) in z's precision; ``next_z`` and
-    ``next_grad`` are the rows processed next."""
+    """sum_c exp(z_c - max) as a float64 pair (sum, error) (CONFIDENT_EXCESS), accumulated from
+    the exponentials as stored into ``grad_row`` (when given) in z's precision; ``next_z``
+    and ``next_grad`` are the rows processed next."""
     _wide_vectors()
     classes = z.size
     exps = _stack_lanes(z)
-    lane_sum = _stack_lanes(0.0)
+    compensated = _compensated(z)
+    lane_sum, lane_error = _stack_lanes(0.0), _stack_lanes(0.0)
     for lane in range(LANES):
         lane_sum[lane] = 0.0
+        lane_error[lane] = 0.0
     full = classes - classes % LANES
     for start in range(0, full, LANES):
-        _exp_chunk(z, row_max, grad_row, start, LANES, exps, lane_sum)
+        _exp_chunk(z, row_max, grad_row, start, LANES, exps, lane_sum, lane_error, compensated)
         _prefetch_chunk(next_z, next_grad, start)
     # The last, partial chunk from a view of its own, indexed from 0: LLVM then
     # knows its indices are not negative and loads and stores them contiguously,
     # not by gathers and scatters.
     if grad_row is None:
         if full < classes:
-            _exp_chunk(z[full:], row_max, None, 0, classes - full, exps, lane_sum)
+            _exp_chunk(z[full:], row_max, None, 0, classes - full, exps, lane_sum, lane_error,
+                       compensated)
     elif full < classes:
-        _exp_chunk(z[full:], row_max, grad_row[full:], 0, classes - full, exps, lane_sum)
+        _exp_chunk(z[full:], row_max, grad_row[full:], 0, classes - full, exps, lane_sum,
+                   lane_error, compensated)
     if grad_row is not None:
         # Summed from the stored row (in cache) in a pass of its own: fused
         # with the exponentials, the float64 conversions vectorise poorly.
         for start in range(0, full, LANES):
             for lane in range(LANES):
-                lane_sum[lane] += np.float64(grad_row[start + lane])
+                _lane_add(lane_sum, lane_error, lane, np.float64(grad_row[start + lane]),
+                         compensated)
         if full < classes:
             tail = grad_row[full:]
             for lane in range(LANES):
-                lane_sum[lane] += np.float64(tail[lane]) if lane < tail.size else 0.0
-    return _fold_sum(lane_sum)
+                _lane_add(lane_sum, lane_error, lane,
+                         np.float64(tail[lane]) if lane < tail.size else 0.0, compensated)
+    total, error = _fold_exp_sum(lane_sum, lane_error, compensated)
+    if not compensated and total < 1.0 + CONFIDENT_EXCESS:
+        return _row_exact_sum(z, row_max, grad_row)
+    return total, error
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -943,6 +1033,19 @@ def _row_difference_float32(grad_row, scale, probs, target):
                                                scale_lo, target_hi, target_lo)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _label_gradient(label_exp, exp_sum, exp_error, exp_scale, weight_sum, label_target,
+                    grad_scale):
+    """The label's gradient entry, grad_scale (weight_sum p_y - label_target) with
+    p_y = label_exp / s, s = exp_sum + exp_error (CONFIDENT_EXCESS) and exp_scale =
+    grad_scale weight_sum / s, written as exp_scale ((e_y - exp_sum) - exp_error) +
+    grad_scale (weight_sum - label_target). In a confident row without smoothing, p_y
+    near 1, the first difference is exact and the second 0, so the entry keeps the digits
+    that e_y exp_scale - grad_scale label_target cancels away."""
+    return (exp_scale * ((np.float64(label_exp) - exp_sum) - exp_error)
+            + grad_scale * (weight_sum - label_target))
+
+
 # A row's function is a call, not inline="always": Numba's inliner copies the callee's IR
 # at each call site, a third of this kernel's compile time. As a call it runs as fast.
 @njit(cache=True, error_model="numpy")
@@ -964,7 +1067,7 @@ def _label_row(
         smooth_weight, smooth_gap = _row_gap(z, row_max, None, weight, 0.0, smooth)
         weight_sum += smooth_weight
         gap_sum += smooth_gap
-    exp_sum = _row_exps(z, row_max, grad_out, row, logits, following)
+    exp_sum, exp_error = _row_exps(z, row_max, grad_out, row, logits, following)
     if grad_out is not None:
         grad_row = grad_out[row]
         exp_scale = grad_scale * weight_sum / exp_sum
@@ -975,10 +1078,11 @@ def _label_row(
             _row_difference(grad_row, exp_scale, None, grad_scale * smooth)
         else:
             _row_grad(grad_row, exp_scale, None, weight, 0.0, grad_scale * smooth)
-        grad_row[label] = label_exp * exp_scale - grad_scale * (keep + smooth) * label_weight
+        grad_row[label] = _label_gradient(label_exp, exp_sum, exp_error, exp_scale, weight_sum,
+                                          (keep + smooth) * label_weight, grad_scale)
     # L = -sum_c q_c w_c ((z_c - max) - log(sum)), split so that no -inf
     # log-probability is ever multiplied by a zero weight.
-    return weight_sum * _log(exp_sum) + gap_sum
+    return weight_sum * _log_sum(exp_sum, exp_error) + gap_sum
 
 
 @njit(cache=True, error_model="numpy")
@@ -986,7 +1090,7 @@ def _probs_row(z, probs, weight, grad_out, row, logits, following, keep, smooth,
     _wide_vectors()
     row_max = _row_max(z)
     weight_sum, gap_sum = _row_gap(z, row_max, probs, weight, keep, smooth)
-    exp_sum = _row_exps(z, row_max, grad_out, row, logits, following)
+    exp_sum, exp_error = _row_exps(z, row_max, grad_out, row, logits, following)
     if grad_out is not None:
         exp_scale = grad_scale * weight_sum / exp_sum
         if weight is None and smooth == 0.0:
@@ -995,7 +1099,7 @@ def _probs_row(z, probs, weight, grad_out, row, logits, following, keep, smooth,
             _row_grad(
                 grad_out[row], exp_scale, probs, weight, grad_scale * keep, grad_scale * smooth
             )
-    return weight_sum * _log(exp_sum) + gap_sum
+    return weight_sum * _log_sum(exp_sum, exp_error) + gap_sum
 
 
 # ------------------------------------------------------ rows in lanes (k <= lane_classes)
@@ -1272,10 +1376,11 @@ def _lanes_target_terms(tile, classes, probs, weight, keep, smooth, row_max, wei
 
 @njit(cache=True, error_model="numpy")
 def _lanes_exp_sum(
-    tile, classes, row_max, exp_sum, flat, next_start, grad_flat, grad_start, probs_flat=None
+    tile, classes, row_max, exp_sum, exp_error, flat, next_start, grad_flat, grad_start,
+    probs_flat=None,
 ):
-    """Replaces the tile by exp(z - max) in z's precision; exp_sum = their float64 sums, in
-    class order (compensated for float64 rows: _compensated). Meanwhile the LANES rows of
+    """Replaces the tile by exp(z - max) in z's precision; (exp_sum, exp_error) = their sums,
+    in class order, as pairs (CONFIDENT_EXCESS). Meanwhile the LANES rows of
     ``flat`` and of ``probs_flat`` (probability targets of flat's shape, when given) from
     ``next_start`` are fetched into cache for reading, and those of ``grad_flat`` from
     ``grad_start`` for writing: the exponentials are compute-bound, and the tile's
@@ -1303,16 +1408,43 @@ def _lanes_exp_sum(
     for c in range(classes):
         for r in range(LANES):
             _lane_add(lane_sum, lane_error, r, np.float64(tile[c * LANES + r]), compensated)
+    if compensated:
+        for r in range(LANES):
+            exp_sum[r], exp_error[r] = _normalised(lane_sum[r], lane_error[r])
+        return
+    confident = 0  # a count: an "or" of the lanes vectorised poorly (4% of the time, k = 10)
     for r in range(LANES):
-        exp_sum[r] = lane_sum[r] + lane_error[r]
+        exp_sum[r] = lane_sum[r]
+        exp_error[r] = 0.0
+        confident += lane_sum[r] < 1.0 + CONFIDENT_EXCESS
+    if confident:
+        _lanes_exact_sums(tile, classes, exp_sum, exp_error)
 
 
 @njit(cache=True, error_model="numpy")
-def _lanes_log(values, logs):
-    """logs = log(values), float64, in a loop of its own, which vectorises."""
+def _lanes_exact_sums(tile, classes, lane_sum, lane_error):
+    """The pairs of the lanes whose sum of exponentials is below 1 + CONFIDENT_EXCESS, from
+    the tile of a float32 pass, summed again with the exponentials of exactly 1 counted
+    apart from the others."""
+    _wide_vectors()
+    rest, ones = _stack_lanes(0.0), _stack_lanes(0.0)
+    for r in range(LANES):
+        rest[r] = 0.0
+        ones[r] = 0.0
+    for c in range(classes):
+        for r in range(LANES):
+            _exact_add(rest, ones, r, np.float64(tile[c * LANES + r]))
+    for r in range(LANES):
+        if lane_sum[r] < 1.0 + CONFIDENT_EXCESS:
+            lane_sum[r], lane_error[r] = _two_sum(ones[r], rest[r])
+
+
+@njit(cache=True, error_model="numpy")
+def _lanes_log(exp_sum, exp_error, logs):
+    """logs = _log_sum(exp_sum, exp_error), in a loop of its own, which vectorises."""
     _wide_vectors()
     for r in range(LANES):
-        logs[r] = _log(values[r])
+        logs[r] = _log_sum(exp_sum[r], exp_error[r])
 
 
 @njit(cache=True, error_model="numpy")
@@ -1450,6 +1582,7 @@ def _lanes_block(
     row_max, picked = _stack_lanes(flat), _stack_lanes(flat)
     scale, label_grad = _stack_lanes(flat), _stack_lanes(flat)
     weight_sum, gap_sum, exp_sum = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
+    exp_error = _stack_lanes(0.0)
     exp_scale, losses, lane_totals = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     labels = _stack_lanes(np.int32(0))
     log_sum, label_weights = _stack_lanes(0.0), _stack_lanes(0.0)
@@ -1472,10 +1605,10 @@ def _lanes_block(
                 tile, classes, probs, weight, keep, smooth, row_max, weight_sum, gap_sum
             )
         _lanes_exp_sum(
-            tile, classes, row_max, exp_sum, flat, (row + LANES) * classes, grad_flat,
-            row * classes, None if labelled else target_flat,
+            tile, classes, row_max, exp_sum, exp_error, flat, (row + LANES) * classes,
+            grad_flat, row * classes, None if labelled else target_flat,
         )
-        _lanes_log(exp_sum, log_sum)
+        _lanes_log(exp_sum, exp_error, log_sum)
         if labelled and weight is not None:
             _lanes_label_weights(weight, labels, label_weights)
         for r in range(LANES):
@@ -1498,8 +1631,10 @@ def _lanes_block(
                 losses[r] = losses[r] if labels[r] >= 0 else 0.0
                 # The same bits as the label's exponential in the tile.
                 label_exp = _exp_nonpositive(picked[r] - row_max[r])
-                label_term = grad_scale * (keep + smooth) * label_weight
-                label_grad[r] = np.float64(label_exp) * exp_scale[r] - label_term
+                label_grad[r] = _label_gradient(
+                    label_exp, exp_sum[r], exp_error[r], exp_scale[r], weight_sum[r],
+                    (keep + smooth) * label_weight, grad_scale,
+                )
         for r in range(count):
             lane_totals[r] += losses[r]
             if loss_out.size:

@@ -10,7 +10,6 @@ keeps the exponentials in a scratch row instead. Rows of at most ``ENTROPY_LANE_
 k alone). Rows go in fixed blocks added in order: the same bits at any thread count.
 """
 
-import math
 
 import numpy as np
 from numba import njit, prange
@@ -19,18 +18,24 @@ from numba.extending import overload
 from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba import _small_calls as small
 from fastloss.backends.numba.softmax_cross_entropy import (
+    CONFIDENT_EXCESS,
     LANES,
     SERIAL_ELEMENTS,
     _borrow,
+    _compensated,
     _exp_nonpositive,
     _flat,
+    _fold_exp_sum,
     _fold_sum,
+    _lane_add,
     _lanes_exp_sum,
     _lanes_log,
     _lanes_max,
     _lanes_total,
     _load_tile,
+    _log_sum,
     _prefetch_chunk,
+    _row_exact_sum,
     _row_max,
     _rows_per_block,
     _stack_array_of,
@@ -49,28 +54,30 @@ _stack_tile = _stack_array_of(ENTROPY_LANE_CLASSES * LANES)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _sums_chunk(z, row_max, exps, start, count, lane_sum, lane_moment):
+def _sums_chunk(z, row_max, exps, start, count, lane_sum, lane_error, lane_moment, compensated):
     for lane in range(count):
         c = start + lane
         shifted = np.float64(z[c]) - np.float64(row_max)
         e = np.float64(_exp_nonpositive(z[c] - row_max) if exps is None else exps[c])
-        lane_sum[lane] += e
+        _lane_add(lane_sum, lane_error, lane, e, compensated)
         lane_moment[lane] += 0.0 if e == 0.0 else e * shifted  # a logit of -inf adds 0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _row_sums(z, row_max, exps, next_z, next_grad):
-    """(sum(e), sum(e (z - max))), e = exp(z - max); with ``exps`` given, e is first stored
+    """(sum(e), its error, sum(e (z - max))), e = exp(z - max), the first two a pair of
+    CONFIDENT_EXCESS's; with ``exps`` given, e is first stored
     there, a chunk at a time, and the sums take it from the chunk just stored, in L1, instead
     of from a pass of their own over the row (a tenth of the entropy's time at k = 32000).
     Through a stack chunk: a loop that reads z and writes exps would fail LLVM's overlap
     check. Meanwhile the next row (``next_z``, and ``next_grad`` for writing) is fetched into
     cache, as cross-entropy's rows are: its max pass then runs from cache."""
     chunk = _stack_lanes(z)
-    lane_sum = _stack_lanes(0.0)
-    lane_moment = _stack_lanes(0.0)
+    compensated = _compensated(z)
+    lane_sum, lane_error, lane_moment = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     for lane in range(LANES):
         lane_sum[lane] = 0.0
+        lane_error[lane] = 0.0
         lane_moment[lane] = 0.0
     classes = z.size
     full = classes - classes % LANES
@@ -80,7 +87,8 @@ def _row_sums(z, row_max, exps, next_z, next_grad):
                 chunk[lane] = _exp_nonpositive(z[start + lane] - row_max)
             for lane in range(LANES):
                 exps[start + lane] = chunk[lane]
-        _sums_chunk(z, row_max, exps, start, LANES, lane_sum, lane_moment)
+        _sums_chunk(z, row_max, exps, start, LANES, lane_sum, lane_error, lane_moment,
+                    compensated)
         _prefetch_chunk(next_z, next_grad, start)
     if exps is not None and full < classes:
         # The last, partial chunk at full width, its absent lanes masked (exp(0)), through a
@@ -91,8 +99,12 @@ def _row_sums(z, row_max, exps, next_z, next_grad):
         for lane in range(LANES):
             if lane < rest:
                 exps_rest[lane] = chunk[lane]
-    _sums_chunk(z, row_max, exps, full, classes - full, lane_sum, lane_moment)
-    return _fold_sum(lane_sum), _fold_sum(lane_moment)
+    _sums_chunk(z, row_max, exps, full, classes - full, lane_sum, lane_error, lane_moment,
+                compensated)
+    total, error = _fold_exp_sum(lane_sum, lane_error, compensated)
+    if not compensated and total < 1.0 + CONFIDENT_EXCESS:
+        total, error = _row_exact_sum(z, row_max, exps)
+    return total, error, _fold_sum(lane_moment)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -137,8 +149,8 @@ def _entropy_row(z, grad_row, exps, grad_scale, next_z, next_grad):
     _wide_vectors()
     row_max = _row_max(z)
     # exps is None when grad_row is.
-    total, moment = _row_sums(z, row_max, exps, next_z, next_grad)
-    log_total = math.log(total)
+    total, total_error, moment = _row_sums(z, row_max, exps, next_z, next_grad)
+    log_total = _log_sum(total, total_error)
     entropy = log_total - moment / total
     if grad_row is not None:
         # -p (log p + H) with p = e / s and log p = (z - max) - log s.
@@ -161,6 +173,7 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
     tile, shifted = _stack_tile(flat), _stack_tile(flat)
     row_max = _stack_lanes(flat)
     total, moment, log_total = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
+    total_error = _stack_lanes(0.0)
     entropy, scale, offset = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     lane_totals = _stack_lanes(0.0)
     for r in range(LANES):
@@ -172,8 +185,8 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
         for i in range(classes * LANES):
             shifted[i] = tile[i]
         _lanes_exp_sum(
-            tile, classes, row_max, total, flat, (row + LANES) * classes, grad_flat,
-            row * classes,
+            tile, classes, row_max, total, total_error, flat, (row + LANES) * classes,
+            grad_flat, row * classes,
         )
         for r in range(LANES):
             moment[r] = 0.0
@@ -182,7 +195,7 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
                 e = np.float64(tile[c * LANES + r])
                 gap = np.float64(shifted[c * LANES + r]) - np.float64(row_max[r])
                 moment[r] += 0.0 if e == 0.0 else e * gap  # a logit of -inf adds 0
-        _lanes_log(total, log_total)
+        _lanes_log(total, total_error, log_total)
         for r in range(LANES):
             entropy[r] = log_total[r] - moment[r] / total[r]
             scale[r] = -grad_scale / total[r]

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from fastloss.backends.numpy.softmax import exp_sum_excess
+
 
 def _target_weights(target, rows, classes, weight, ignore_index, label_smoothing):
     """``q_ic * w_c`` for every row and class, and the mask of ignored rows."""
@@ -31,14 +33,20 @@ def softmax_cross_entropy(
         qw, ignored = _target_weights(target, rows, classes, weight, ignore_index,
                                       label_smoothing)
         shifted = z - z.max(axis=1, keepdims=True)
-        log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        exps = np.exp(shifted)
+        excess = exp_sum_excess(shifted, exps)
+        log_softmax = shifted - np.log1p(excess)
         # 0 * log 0 is 0 (a target of no mass on a logit of -inf), but NaN stays NaN.
         row_losses = -np.where((qw == 0) & ~np.isnan(log_softmax), 0.0, qw * log_softmax).sum(1)
         row_losses[ignored] = 0.0  # an ignored row adds nothing, NaN logits or not
         divisor = np.float64(divisor)
         total = row_losses.sum() / divisor
         if grad_out is not None:
-            grad = 1.0 / divisor * (np.exp(log_softmax) * qw.sum(axis=1, keepdims=True) - qw)
+            # p S - q = (e S - q (1 + excess)) / (1 + excess), with S = sum q: at a
+            # confident row's max (e = 1, p near 1) against its label, e S - q is exactly 0
+            # and the rest keeps the digits that p S - q would cancel away.
+            weights = qw.sum(axis=1, keepdims=True)
+            grad = 1.0 / divisor * (((exps * weights - qw) - qw * excess) / (1.0 + excess))
             grad[ignored] = 0.0
             np.copyto(grad_out, grad, casting="unsafe")
     if loss_out is not None:
