@@ -74,24 +74,41 @@ struct SoftTarget {
 };
 
 // One thread's share of a row: running max m, sum of exp(z - m), and for the
-// soft target S = sum q w and B = sum q w (m - z).
+// soft target S = sum q w and B = sum q w (m - z). The logits equal to a finite m
+// (whose exponential is exactly 1) are counted in at_max, apart from sum_exp:
+// a confident row's sum of exponentials is 1 + s with s small, and s, which its
+// loss log(1 + s) and its label's gradient -s / (1 + s) are made of, would keep
+// only 1e-16 absolute in a sum taken whole (0 below that).
 template <typename C> struct RowState {
     C max;
     double sum_exp;
+    double at_max;
     double soft_weight;
     double soft_gap;
 
     __device__ __forceinline__ void start() {
         max = -infinity<C>();
         sum_exp = 0.0;
+        at_max = 0.0;
         soft_weight = 0.0;
         soft_gap = 0.0;
+    }
+
+    // Adds exp(z - max) for a logit z of the row (max already at least z).
+    __device__ __forceinline__ void add(C z) {
+        if (z == -infinity<C>()) return;  // exp(-inf - m) is 0 even while m is still -inf
+        if (z == max && z < infinity<C>()) {
+            at_max += 1.0;
+        } else {
+            sum_exp += widen(fl_exp(z - max));
+        }
     }
 
     // Moves the reference point to new_max >= max (equal when both are -inf).
     __device__ __forceinline__ void rebase(C new_max) {
         if (new_max == max) return;
-        sum_exp *= widen(fl_exp(max - new_max));
+        sum_exp = (sum_exp + at_max) * widen(fl_exp(max - new_max));
+        at_max = 0.0;
         if (soft_weight != 0.0) soft_gap += soft_weight * (widen(new_max) - widen(max));
         max = new_max;
     }
@@ -121,7 +138,8 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
 
     const i64 tiles = Tiles::count(classes, g);
     const C neg_inf = -infinity<C>();
-    const C scale = grad_out ? narrow<C>(1.0 / fl::loss_divisor(divisor, device_divisor)) : (C)0;
+    const double inv_divisor = grad_out ? 1.0 / fl::loss_divisor(divisor, device_divisor) : 0.0;
+    const C scale = narrow<C>(inv_divisor);
 
     double loss_sum = 0.0;  // this group's rows, in row order (used by rank 0)
     // `first` is the block's first row of the round, so every thread of the
@@ -184,9 +202,8 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                     const int j = i * pack + e;
                     const i64 c = start + e;
                     if (c >= classes) continue;
-                    // exp(-inf - m) is 0 even while m is still -inf.
                     const bool vanishes = z[j] == neg_inf;
-                    st.sum_exp += vanishes ? 0.0 : widen(fl_exp(z[j] - st.max));
+                    st.add(z[j]);
                     if (has_soft) {
                         const double qw = soft.at<PROBS>(c, t[j]);
                         st.soft_weight += qw;
@@ -203,7 +220,13 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         // Combine the group: common max first, then sums relative to it.
         const C row_max = narrow<C>(g.max(widen(st.max)));
         st.rebase(row_max);
-        const double sum_exp = g.sum(st.sum_exp);
+        // The row's sum of exponentials as the pair hi + lo (TwoSum of the count of
+        // 1s and the rest), lo within half an ulp of hi.
+        const double at_max = g.sum(st.at_max);
+        const double rest = g.sum(st.sum_exp);
+        const double hi = at_max + rest;
+        const double part = hi - at_max;
+        const double lo = (at_max - (hi - part)) + (rest - part);
         double soft_weight = 0.0;
         double soft_gap = 0.0;
         if (has_soft) {
@@ -213,7 +236,9 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         const double total_weight = soft_weight + hard;
         const double hard_gap = widen(row_max) - widen(z_label);
         const double hard_term = hard != 0.0 && hard_gap != 0.0 ? hard * hard_gap : 0.0;
-        const double loss = computed ? total_weight * log(sum_exp) + soft_gap + hard_term : fixed;
+        // log(hi + lo) to first order in lo / hi, which holds a confident row's digits.
+        const double loss =
+            computed ? total_weight * (log(hi) + lo / hi) + soft_gap + hard_term : fixed;
         if (active && g.rank == 0) {
             if (loss_out) loss_out[row] = loss;
             loss_sum += loss;
@@ -222,10 +247,21 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         // Pass 2: gradient, from registers for a one-tile row, else re-read.
         if (grad_out) {
             g.sync();
-            const C inv_sum = narrow<C>(1.0 / sum_exp);
+            const C inv_sum = narrow<C>(1.0 / hi);
             const C weight_c = narrow<C>(total_weight);
-            const C hard_c = narrow<C>(hard);
             const T fill = Cv::from(fixed);
+            // The label's entry in float64, as total_weight p_y - q_y w_y =
+            // total_weight ((e_y - hi) - lo) / hi + (total_weight - q_y w_y): in a
+            // confident row without smoothing (e_y = 1, hi near 1) the first difference
+            // is exact and the second 0, where p_y total_weight - q_y w_y would cancel
+            // the digits away.
+            C label_grad = 0;
+            if (!PROBS && computed) {
+                const double label_exp = widen(fl_exp(z_label - row_max));
+                const double label_target = hard + (has_soft ? soft.at<false>(label, (C)0) : 0.0);
+                label_grad = narrow<C>(inv_divisor * (total_weight * ((label_exp - hi) - lo) / hi +
+                                                      (total_weight - label_target)));
+            }
             for (i64 tile = 0; tile < tiles; ++tile) {
                 if (tiles > 1 && computed) {
                     Tiles::load(z_row, classes, tile, g, aligned, neg_inf, z);
@@ -240,14 +276,17 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                     for (int e = 0; e < pack; ++e) {
                         const int j = i * pack + e;
                         const i64 c = start + e;
-                        // q_c w_c rounded once, so that it cancels p_c S exactly
-                        // where the two agree (e.g. a one-class row).
-                        C target = c == label ? hard_c : (C)0;
-                        if (has_soft && c < classes) {
-                            target = narrow<C>(soft.at<PROBS>(c, t[j]) + (c == label ? hard : 0.0));
+                        C grad = label_grad;
+                        if (c != label) {
+                            // q_c w_c rounded once, so that it cancels p_c S exactly
+                            // where the two agree.
+                            const C target = has_soft && c < classes
+                                                 ? narrow<C>(soft.at<PROBS>(c, t[j]))
+                                                 : (C)0;
+                            const C p = fl_exp(z[j] - row_max) * inv_sum;
+                            grad = scale * (p * weight_c - target);
                         }
-                        const C p = fl_exp(z[j] - row_max) * inv_sum;
-                        out[e] = computed ? Cv::from(scale * (p * weight_c - target)) : fill;
+                        out[e] = computed ? Cv::from(grad) : fill;
                     }
                     if (active) store_packet(g_row, start, classes, aligned, out);
                 }
