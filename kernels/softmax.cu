@@ -23,7 +23,11 @@
 // Stability: the max is subtracted before exp, so logits of +-1e30 are fine;
 // exp(-inf - m) counts as 0 even while the running max is still -inf. A row
 // of only -inf has m = -inf and gives NaN (as PyTorch); a NaN anywhere in a
-// softmax row makes its sum, hence the whole row, NaN.
+// softmax row makes its sum, hence the whole row, NaN. The forward pair counts
+// the logits at a finite running max (exponential exactly 1) apart from the sum
+// of the others, as cross-entropy does: the row's sum is then the exact pair
+// hi + lo, and log(hi) + lo / hi keeps the digits of a confident row's log-sum-exp
+// (1 + s, s small) that a sum taken whole rounds to an ulp of 1.
 
 #include "common/rows.cuh"
 
@@ -36,6 +40,7 @@ namespace fl {
 // A row function: whether it reduces relative to the row max (the forward
 // pair) or not (the VJPs), each element's term of the row sum, and the result
 // of an element given the row's max m and sum s.
+// The row's sum comes as a pair s + s_low (s_low 0 for the VJPs).
 template <typename C> struct Softmax {
     static const bool shifted = true;
     __device__ __forceinline__ static double term(C z, C, C m) {
@@ -43,7 +48,8 @@ template <typename C> struct Softmax {
     }
     struct Row {
         C max, inv_sum;
-        __device__ __forceinline__ Row(C m, double s) : max(m), inv_sum(narrow<C>(1.0 / s)) {}
+        __device__ __forceinline__ Row(C m, double s, double)
+            : max(m), inv_sum(narrow<C>(1.0 / s)) {}
         __device__ __forceinline__ C operator()(C z, C) const { return fl_exp(z - max) * inv_sum; }
     };
 };
@@ -55,7 +61,8 @@ template <typename C> struct LogSoftmax {
     }
     struct Row {
         C max, log_sum;
-        __device__ __forceinline__ Row(C m, double s) : max(m), log_sum(narrow<C>(log(s))) {}
+        __device__ __forceinline__ Row(C m, double s, double s_low)
+            : max(m), log_sum(narrow<C>(log(s) + s_low / s)) {}
         __device__ __forceinline__ C operator()(C z, C) const { return (z - max) - log_sum; }
     };
 };
@@ -66,7 +73,7 @@ template <typename C> struct SoftmaxBackward {
     __device__ __forceinline__ static double term(C p, C g, C) { return widen(p) * widen(g); }
     struct Row {
         C dot;
-        __device__ __forceinline__ Row(C, double s) : dot(narrow<C>(s)) {}
+        __device__ __forceinline__ Row(C, double s, double) : dot(narrow<C>(s)) {}
         __device__ __forceinline__ C operator()(C p, C g) const { return p * (g - dot); }
     };
 };
@@ -77,7 +84,7 @@ template <typename C> struct LogSoftmaxBackward {
     __device__ __forceinline__ static double term(C, C g, C) { return widen(g); }
     struct Row {
         C sum;
-        __device__ __forceinline__ Row(C, double s) : sum(narrow<C>(s)) {}
+        __device__ __forceinline__ Row(C, double s, double) : sum(narrow<C>(s)) {}
         __device__ __forceinline__ C operator()(C logp, C g) const {
             return g - fl_exp(logp) * sum;
         }
@@ -117,6 +124,7 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
         C ys[FL_ROW_TILE] = {};
         C max = neg_inf;
         double sum = 0.0;
+        double at_max = 0.0;  // the forward pair's logits equal to a finite max
         for (i64 tile = 0; tile < tiles; ++tile) {
             if (active) {
                 Tiles::load(x_row, classes, tile, g, aligned, neg_inf, xs);
@@ -129,7 +137,8 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
                     if (active) tile_max = fl_max(tile_max, xs[j]);
                 }
                 if (tile_max > max) {
-                    sum *= widen(fl_exp(max - tile_max));
+                    sum = (sum + at_max) * widen(fl_exp(max - tile_max));
+                    at_max = 0.0;
                     max = tile_max;
                 }
             }
@@ -140,7 +149,12 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
 #pragma unroll
                 for (int e = 0; e < pack; ++e) {
                     const int j = i * pack + e;
-                    if (start + e < classes) sum += Fn::term(xs[j], ys[j], max);
+                    if (start + e >= classes) continue;
+                    if (Fn::shifted && xs[j] == max && max > neg_inf && max < infinity<C>()) {
+                        at_max += 1.0;
+                    } else {
+                        sum += Fn::term(xs[j], ys[j], max);
+                    }
                 }
             }
         }
@@ -149,9 +163,17 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
         C row_max = neg_inf;
         if (Fn::shifted) {
             row_max = narrow<C>(g.max(widen(max)));
-            if (row_max != max) sum *= widen(fl_exp(max - row_max));
+            if (row_max != max) {
+                sum = (sum + at_max) * widen(fl_exp(max - row_max));
+                at_max = 0.0;
+            }
         }
-        const typename Fn::Row fn(row_max, g.sum(sum));
+        // TwoSum of the count of 1s and the rest: hi + lo exactly, lo within half an ulp.
+        const double ones = Fn::shifted ? g.sum(at_max) : 0.0;
+        const double rest = g.sum(sum);
+        const double hi = ones + rest;
+        const double part = hi - ones;
+        const typename Fn::Row fn(row_max, hi, (ones - (hi - part)) + (rest - part));
 
         // Pass 2: the result, from registers for a one-tile row, else re-read.
         for (i64 tile = 0; tile < tiles && active; ++tile) {

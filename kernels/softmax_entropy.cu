@@ -44,20 +44,38 @@
 namespace fl {
 
 // One thread's share of a row: running max m, s = sum exp(z - m) and
-// u = sum exp(z - m) (m - z), both in double.
+// u = sum exp(z - m) (m - z), both in double. The logits equal to a finite m
+// (exponential exactly 1, no term of u) are counted in at_max, apart from sum,
+// as in cross-entropy: a confident row's s = 1 + e then keeps e's digits, which
+// its entropy log s + u / s is made of.
 template <typename C> struct EntropyState {
     C max;
     double sum;
+    double at_max;
     double gap;
+
+    // Adds a logit's terms (max already at least z; z not -inf).
+    __device__ __forceinline__ void add(C z) {
+        if (z == max && z < infinity<C>()) {
+            at_max += 1.0;
+            return;
+        }
+        const C d = z - max;
+        const double ex = widen(fl_exp(d));
+        sum += ex;
+        if (ex != 0.0) gap -= ex * widen(d);
+    }
 
     // Moves the reference point to new_max > max. A share with s = 0 (only
     // -inf so far) stays 0; a NaN share stays NaN.
     __device__ __forceinline__ void rebase(C new_max) {
-        if (sum != 0.0) {
+        const double total = sum + at_max;
+        if (total != 0.0) {
             const double f = widen(fl_exp(max - new_max));
             // f = 0: the old terms vanish, and M - m may overflow to inf (0 * inf).
-            gap = f == 0.0 ? 0.0 : f * (gap + sum * (widen(new_max) - widen(max)));
-            sum *= f;
+            gap = f == 0.0 ? 0.0 : f * (gap + total * (widen(new_max) - widen(max)));
+            sum = total * f;
+            at_max = 0.0;
         }
         max = new_max;
     }
@@ -102,6 +120,7 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
         EntropyState<C> st;
         st.max = neg_inf;
         st.sum = 0.0;
+        st.at_max = 0.0;
         st.gap = 0.0;
         for (i64 tile = 0; tile < tiles; ++tile) {
             if (active) {
@@ -122,12 +141,7 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
                 for (int e = 0; e < pack; ++e) {
                     const int j = i * pack + e;
                     // exp(-inf - m) is 0 even while m is still -inf; and 0 * inf is no term.
-                    if (start + e < classes && z[j] != neg_inf) {
-                        const C d = z[j] - st.max;
-                        const double ex = widen(fl_exp(d));
-                        st.sum += ex;
-                        if (ex != 0.0) st.gap -= ex * widen(d);
-                    }
+                    if (start + e < classes && z[j] != neg_inf) st.add(z[j]);
                 }
             }
         }
@@ -135,9 +149,14 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
         // Combine the group: the common max first, then the sums relative to it.
         const C row_max = narrow<C>(g.max(widen(st.max)));
         if (row_max > st.max) st.rebase(row_max);
-        const double sum = g.sum(st.sum);
+        // s as the pair sum + low: TwoSum of the count of 1s and the rest.
+        const double ones = g.sum(st.at_max);
+        const double rest = g.sum(st.sum);
         const double gap = g.sum(st.gap);
-        const double log_sum = log(sum);
+        const double sum = ones + rest;
+        const double part = sum - ones;
+        const double low = (ones - (sum - part)) + (rest - part);
+        const double log_sum = log(sum) + low / sum;
         const double entropy = log_sum + gap / sum;
         if (active && g.rank == 0) {
             if (loss_out) loss_out[row] = entropy;

@@ -154,6 +154,28 @@ def assert_close(actual, expected, dtype):
     np.testing.assert_allclose(to_host(actual).astype(np.float64), expected, rtol=rtol, atol=atol)
 
 
+def confident_rows(rows, classes, dtype, seed=0):
+    """``(logits, top, excess)``: rows whose max logit, 0, sits at class ``top[r]`` and the
+    others 3 to 60 below it, so that a row's sum of exponentials is 1 + excess with excess
+    from about 1e-26 to 0.5 (long double, from the logits as rounded; their shifts z - max
+    are the logits themselves, exact). A sum taken whole keeps excess only to an ulp of 1."""
+    rng = np.random.default_rng(seed)
+    margin = rng.uniform(3, 60, (rows, 1))
+    logits = (-margin - rng.exponential(3, (rows, classes))).astype(dtype)
+    top = rng.integers(0, classes, rows)
+    logits[np.arange(rows), top] = 0
+    others = np.exp(logits.astype(np.longdouble))
+    others[np.arange(rows), top] = 0
+    return logits, top, others.sum(axis=1)
+
+
+def max_ulps(actual, exact, dtype):
+    """The largest distance of ``actual`` from the long-double ``exact``, in ulps of the
+    exact values rounded to ``dtype``."""
+    ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.longdouble)
+    return float((np.abs(to_host(actual).astype(np.longdouble) - exact) / ulp).max())
+
+
 def assert_within_an_ulp(actual, expected, dtype):
     """``actual`` within one ulp of ``dtype`` of the float64 ``expected`` rounded to it: a half
     result computed in float32 and rounded (once, or twice through float32); half arithmetic

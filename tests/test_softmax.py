@@ -2,7 +2,14 @@
 
 import numpy as np
 import pytest
-from conftest import TOLERANCE, assert_within_an_ulp, to_backend, to_host
+from conftest import (
+    TOLERANCE,
+    assert_within_an_ulp,
+    confident_rows,
+    max_ulps,
+    to_backend,
+    to_host,
+)
 
 import fastloss as fl
 
@@ -104,6 +111,17 @@ def test_log_softmax_keeps_the_maximum_out_of_the_log(backend, classes):
     z = np.full((3, classes), 1e8)
     result = to_host(fl.log_softmax(to_backend(z, backend), backend=backend))
     np.testing.assert_allclose(result, -np.log(classes), rtol=1e-14)
+
+
+@pytest.mark.parametrize("classes", [10, 100, 200, 1000])
+def test_log_softmax_of_a_confident_row_keeps_its_digits(backend, dtype, classes):
+    # The max class's log-probability is -log(1 + s) with s from about 1e-26 to 0.5
+    # (conftest.confident_rows): a sum of exponentials rounded to an ulp of 1 kept it to
+    # 1e-16 absolute (0 below that). Every class within a few ulps of the exact values.
+    logits, _, excess = confident_rows(512, classes, dtype, seed=classes)
+    exact = logits.astype(np.longdouble) - np.log1p(excess)[:, None]
+    result = fl.log_softmax(to_backend(logits, backend), backend=backend)
+    assert max_ulps(result, exact, dtype) <= 6
 
 
 @pytest.mark.parametrize("name", NAMES)

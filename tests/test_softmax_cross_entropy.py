@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_close, to_backend, to_host
+from conftest import assert_close, confident_rows, max_ulps, to_backend, to_host
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -72,33 +72,21 @@ CONFIDENT_CLASSES = [2, 10, 100, 1000]
 
 @pytest.mark.parametrize("classes", CONFIDENT_CLASSES)
 def test_a_confident_rows_loss_and_label_gradient_keep_their_digits(backend, dtype, classes):
-    # Each row's label holds its max logit, 0, and the others sit 3 to 60 below it (their
-    # shifts z - max are then the logits, exact), so that the loss log(1 + s), s =
-    # sum_{c != y} exp(z_c), runs from about 1e-26 to 0.5, as does the label's gradient
-    # -s / (1 + s). A sum of exponentials rounded to an ulp of 1 kept them to 1e-16
-    # absolute (float64: thousands of ulps off below 1e-12; 0 below 1e-16). Both within
-    # a few ulps of the exact values (numba's float64 exponentials are within two each).
+    # Each row's label holds its max logit, and its loss log(1 + s) and label gradient
+    # -s / (1 + s) run from about 1e-26 to 0.5 (conftest.confident_rows). A sum of
+    # exponentials rounded to an ulp of 1 kept them to 1e-16 absolute (float64: thousands
+    # of ulps off below 1e-12, 0 below 1e-16). Both within a few ulps of the exact values
+    # (numba's float64 exponentials are within two each).
     rows = 512
-    rng = np.random.default_rng(classes)
-    margin = rng.uniform(3, 60, (rows, 1))
-    logits = (-margin - rng.exponential(3, (rows, classes))).astype(dtype)
-    labels = rng.integers(0, classes, rows)
-    logits[np.arange(rows), labels] = 0
-    others = np.exp(logits.astype(np.longdouble))
-    others[np.arange(rows), labels] = 0
-    excess = others.sum(axis=1)
-    exact_loss = np.log1p(excess)
-    exact_label_grad = -excess / (1 + excess)
+    logits, labels, excess = confident_rows(rows, classes, dtype, seed=classes)
 
     losses = fl.softmax_cross_entropy(to_backend(logits, backend), to_backend(labels, backend),
                                       reduction="none", backend=backend)
     _, grad = run(backend, logits, labels, reduction="sum")
 
-    for got, exact in [(losses, exact_loss), (to_host(grad)[np.arange(rows), labels],
-                                              exact_label_grad)]:
-        ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.longdouble)
-        ulps = float((np.abs(to_host(got).astype(np.longdouble) - exact) / ulp).max())
-        assert ulps <= 6
+    assert max_ulps(losses, np.log1p(excess), dtype) <= 6
+    label_grad = to_host(grad)[np.arange(rows), labels]
+    assert max_ulps(label_grad, -excess / (1 + excess), dtype) <= 6
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

@@ -2,7 +2,14 @@
 
 import numpy as np
 import pytest
-from conftest import assert_close, assert_within_an_ulp, to_backend, to_host
+from conftest import (
+    assert_close,
+    assert_within_an_ulp,
+    confident_rows,
+    max_ulps,
+    to_backend,
+    to_host,
+)
 
 import fastloss as fl
 
@@ -100,6 +107,19 @@ def test_nan_infinite_and_all_minus_infinity_rows_are_nan(backend, classes):
     loss, grad = to_host(loss), to_host(grad)
     assert np.isnan(loss[:3]).all() and np.isnan(grad[:3]).all()
     assert np.isfinite(loss[3]) and np.isfinite(grad[3]).all()
+
+
+@pytest.mark.parametrize("classes", [10, 100, 200, 1000])
+def test_the_entropy_of_a_confident_row_keeps_its_digits(backend, dtype, classes):
+    # H = log(1 + s) + sum_c e_c (max - z_c) / (1 + s), s = sum of the others' e_c, from
+    # about 1e-26 to 0.5 (conftest.confident_rows): log(1 + s) from a sum rounded to an ulp
+    # of 1 kept 1e-16 of it absolute. Within a few ulps of the exact entropy (two sums of
+    # exponentials, each within two ulps on numba's float64 path).
+    logits, _, excess = confident_rows(512, classes, dtype, seed=classes)
+    z = logits.astype(np.longdouble)
+    exact = np.log1p(excess) + (np.exp(z) * -z).sum(axis=1) / (1 + excess)
+    result = fl.softmax_entropy(to_backend(logits, backend), reduction="none", backend=backend)
+    assert max_ulps(result, exact, dtype) <= 8
 
 
 def test_out_in_place_and_layouts(backend):
