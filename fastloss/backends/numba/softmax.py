@@ -140,13 +140,13 @@ def _lanes_softmax(x, out, log, start, stop):
         if log:
             for i in range(classes * LANES):
                 shifted[i] = tile[i]
-        _lanes_exp_sum(
+        paired = _lanes_exp_sum(
             tile, classes, row_max, exp_sum, exp_error, flat, (row + LANES) * classes,
             out_flat, row * classes,
         )
         if log:
             # (z - max) - log(sum), as the row at a time.
-            _lanes_log(exp_sum, exp_error, log_sum)
+            _lanes_log(exp_sum, exp_error, paired, log_sum)
             for c in range(classes):
                 for r in range(LANES):
                     shifted[c * LANES + r] = (

@@ -623,12 +623,18 @@ def _fold_sum(lanes):
 # and kept it to 1e-16 absolute (a loss of 1e-20 came out 0, one of 1e-10 1e-6 off).
 # - float64 rows (_compensated) sum with TwoSum, their rounding errors aside;
 # - float32 rows' float64 sums have digits to spare but where the max's exponential, 1,
-#   absorbs the rest: those below 1 + CONFIDENT_EXCESS are summed again, the exponentials
-#   of exactly 1 counted apart from the others (_exact_add). At or above it, what a plain
-#   sum drops (half an ulp of 1 per addition) is below 2**-32 of the excess for rows of
-#   up to 2**16 classes in lanes (one addition a class) and 2**22 a row at a time (a
-#   64th of the classes, then six more).
-CONFIDENT_EXCESS = 2.0**-8
+#   absorbs the rest: _confident rows are summed again, the exponentials of exactly 1
+#   counted apart from the others (_exact_add).
+CONFIDENT_EXCESS_PER_CLASS = 2.0**-23
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _confident(total, classes):
+    """Whether a float32 row's plain float64 sum of exponentials ``total`` is too near 1 to
+    keep its excess over 1 to float32's digits: below 1 + classes * 2**-23. At or above it,
+    what the sum drops (half an ulp of 1, 2**-53, an addition, fewer additions than classes)
+    is below 2**-30 of the excess, a 64th of a float32 ulp."""
+    return total < 1.0 + classes * CONFIDENT_EXCESS_PER_CLASS
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -651,17 +657,31 @@ def _fold_exp_sum(lanes, errors, compensated):
 @njit(cache=True, error_model="numpy")
 def _row_exact_sum(z, row_max, exps):
     """The pair (sum, error) of a float32 row's exponentials, as stored in ``exps`` (or
-    from z, when None), those of exactly 1 counted apart from the others."""
+    from z, when None), those of exactly 1 counted apart from the others (_exact_add).
+    Whole chunks, then the rest masked through a view indexed from 0, as _row_exp_sum's."""
+    _wide_vectors()
     rest, ones = _stack_lanes(0.0), _stack_lanes(0.0)
     for lane in range(LANES):
         rest[lane] = 0.0
         ones[lane] = 0.0
     classes = z.size
-    for start in range(0, classes, LANES):
-        for lane in range(min(LANES, classes - start)):
-            c = start + lane
-            e = _exp_nonpositive(z[c] - row_max) if exps is None else exps[c]
-            _exact_add(rest, ones, lane, np.float64(e))
+    full = classes - classes % LANES
+    if exps is None:
+        for start in range(0, full, LANES):
+            for lane in range(LANES):
+                e = _exp_nonpositive(z[start + lane] - row_max)
+                _exact_add(rest, ones, lane, np.float64(e))
+        tail = z[full:]
+        for lane in range(LANES):
+            e = _exp_nonpositive((tail[lane] if lane < tail.size else row_max) - row_max)
+            _exact_add(rest, ones, lane, np.float64(e) if lane < tail.size else 0.0)
+    else:
+        for start in range(0, full, LANES):
+            for lane in range(LANES):
+                _exact_add(rest, ones, lane, np.float64(exps[start + lane]))
+        tail = exps[full:]
+        for lane in range(LANES):
+            _exact_add(rest, ones, lane, np.float64(tail[lane]) if lane < tail.size else 0.0)
     return _two_sum(_fold_sum(ones), _fold_sum(rest))
 
 
@@ -692,7 +712,7 @@ def _normalised(total, error):
 @njit(cache=True, inline="always", error_model="numpy")
 def _log_sum(total, error):
     """log(total + error), a row's log-sum-exp less its max, from its pair of sums of
-    exponentials (CONFIDENT_EXCESS; total >= 1). The first-order term error / total keeps
+    exponentials (_confident's comment; total >= 1). The first-order term error / total keeps
     the digits that total's rounding drops: near 1, where the log is small, most of them."""
     return _log(total) + error / total
 
@@ -838,7 +858,7 @@ def _prefetch_chunk(next_z, next_grad, start):
 
 @njit(cache=True, error_model="numpy")
 def _row_exp_sum(z, row_max, grad_row, next_z, next_grad):
-    """sum_c exp(z_c - max) as a float64 pair (sum, error) (CONFIDENT_EXCESS), accumulated from
+    """sum_c exp(z_c - max) as a float64 pair (sum, error) (_confident's comment), from
     the exponentials as stored into ``grad_row`` (when given) in z's precision; ``next_z``
     and ``next_grad`` are the rows processed next."""
     _wide_vectors()
@@ -876,7 +896,7 @@ def _row_exp_sum(z, row_max, grad_row, next_z, next_grad):
                 _lane_add(lane_sum, lane_error, lane,
                          np.float64(tail[lane]) if lane < tail.size else 0.0, compensated)
     total, error = _fold_exp_sum(lane_sum, lane_error, compensated)
-    if not compensated and total < 1.0 + CONFIDENT_EXCESS:
+    if not compensated and _confident(total, classes):
         return _row_exact_sum(z, row_max, grad_row)
     return total, error
 
@@ -1037,7 +1057,7 @@ def _row_difference_float32(grad_row, scale, probs, target):
 def _label_gradient(label_exp, exp_sum, exp_error, exp_scale, weight_sum, label_target,
                     grad_scale):
     """The label's gradient entry, grad_scale (weight_sum p_y - label_target) with
-    p_y = label_exp / s, s = exp_sum + exp_error (CONFIDENT_EXCESS) and exp_scale =
+    p_y = label_exp / s, s = exp_sum + exp_error (_confident's comment), exp_scale =
     grad_scale weight_sum / s, written as exp_scale ((e_y - exp_sum) - exp_error) +
     grad_scale (weight_sum - label_target). In a confident row without smoothing, p_y
     near 1, the first difference is exact and the second 0, so the entry keeps the digits
@@ -1380,7 +1400,8 @@ def _lanes_exp_sum(
     probs_flat=None,
 ):
     """Replaces the tile by exp(z - max) in z's precision; (exp_sum, exp_error) = their sums,
-    in class order, as pairs (CONFIDENT_EXCESS). Meanwhile the LANES rows of
+    in class order, as pairs (_confident's comment); returns whether any exp_error may be
+    other than 0 (float64, or a _confident float32 row). Meanwhile the LANES rows of
     ``flat`` and of ``probs_flat`` (probability targets of flat's shape, when given) from
     ``next_start`` are fetched into cache for reading, and those of ``grad_flat`` from
     ``grad_start`` for writing: the exponentials are compute-bound, and the tile's
@@ -1411,21 +1432,21 @@ def _lanes_exp_sum(
     if compensated:
         for r in range(LANES):
             exp_sum[r], exp_error[r] = _normalised(lane_sum[r], lane_error[r])
-        return
+        return True
     confident = 0  # a count: an "or" of the lanes vectorised poorly (4% of the time, k = 10)
     for r in range(LANES):
         exp_sum[r] = lane_sum[r]
         exp_error[r] = 0.0
-        confident += lane_sum[r] < 1.0 + CONFIDENT_EXCESS
+        confident += _confident(lane_sum[r], classes)
     if confident:
         _lanes_exact_sums(tile, classes, exp_sum, exp_error)
+    return confident > 0
 
 
 @njit(cache=True, error_model="numpy")
 def _lanes_exact_sums(tile, classes, lane_sum, lane_error):
-    """The pairs of the lanes whose sum of exponentials is below 1 + CONFIDENT_EXCESS, from
-    the tile of a float32 pass, summed again with the exponentials of exactly 1 counted
-    apart from the others."""
+    """The pairs of the _confident lanes of a float32 pass, summed again from its tile with
+    the exponentials of exactly 1 counted apart from the others."""
     _wide_vectors()
     rest, ones = _stack_lanes(0.0), _stack_lanes(0.0)
     for r in range(LANES):
@@ -1435,16 +1456,22 @@ def _lanes_exact_sums(tile, classes, lane_sum, lane_error):
         for r in range(LANES):
             _exact_add(rest, ones, r, np.float64(tile[c * LANES + r]))
     for r in range(LANES):
-        if lane_sum[r] < 1.0 + CONFIDENT_EXCESS:
+        if _confident(lane_sum[r], classes):
             lane_sum[r], lane_error[r] = _two_sum(ones[r], rest[r])
 
 
 @njit(cache=True, error_model="numpy")
-def _lanes_log(exp_sum, exp_error, logs):
-    """logs = _log_sum(exp_sum, exp_error), in a loop of its own, which vectorises."""
+def _lanes_log(exp_sum, exp_error, paired, logs):
+    """logs = _log_sum(exp_sum, exp_error), or log(exp_sum) where not ``paired`` (all errors
+    0: the divisions cost 6% of a float32 pass at k = 10), in a loop of its own, which
+    vectorises."""
     _wide_vectors()
-    for r in range(LANES):
-        logs[r] = _log_sum(exp_sum[r], exp_error[r])
+    if paired:
+        for r in range(LANES):
+            logs[r] = _log_sum(exp_sum[r], exp_error[r])
+    else:
+        for r in range(LANES):
+            logs[r] = _log(exp_sum[r])
 
 
 @njit(cache=True, error_model="numpy")
@@ -1604,11 +1631,11 @@ def _lanes_block(
             _lanes_target_terms(
                 tile, classes, probs, weight, keep, smooth, row_max, weight_sum, gap_sum
             )
-        _lanes_exp_sum(
+        paired = _lanes_exp_sum(
             tile, classes, row_max, exp_sum, exp_error, flat, (row + LANES) * classes,
             grad_flat, row * classes, None if labelled else target_flat,
         )
-        _lanes_log(exp_sum, exp_error, log_sum)
+        _lanes_log(exp_sum, exp_error, paired, log_sum)
         if labelled and weight is not None:
             _lanes_label_weights(weight, labels, label_weights)
         for r in range(LANES):

@@ -18,11 +18,11 @@ from numba.extending import overload
 from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba import _small_calls as small
 from fastloss.backends.numba.softmax_cross_entropy import (
-    CONFIDENT_EXCESS,
     LANES,
     SERIAL_ELEMENTS,
     _borrow,
     _compensated,
+    _confident,
     _exp_nonpositive,
     _flat,
     _fold_exp_sum,
@@ -65,10 +65,10 @@ def _sums_chunk(z, row_max, exps, start, count, lane_sum, lane_error, lane_momen
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _row_sums(z, row_max, exps, next_z, next_grad):
-    """(sum(e), its error, sum(e (z - max))), e = exp(z - max), the first two a pair of
-    CONFIDENT_EXCESS's; with ``exps`` given, e is first stored
-    there, a chunk at a time, and the sums take it from the chunk just stored, in L1, instead
-    of from a pass of their own over the row (a tenth of the entropy's time at k = 32000).
+    """(sum(e), its error, sum(e (z - max))), e = exp(z - max), the first two a pair (see
+    _confident's comment); with ``exps`` given, e is first stored there, a chunk at a time,
+    and the sums take it from the chunk just stored, in L1, instead of from a pass of their
+    own over the row (a tenth of the entropy's time at k = 32000).
     Through a stack chunk: a loop that reads z and writes exps would fail LLVM's overlap
     check. Meanwhile the next row (``next_z``, and ``next_grad`` for writing) is fetched into
     cache, as cross-entropy's rows are: its max pass then runs from cache."""
@@ -102,7 +102,7 @@ def _row_sums(z, row_max, exps, next_z, next_grad):
     _sums_chunk(z, row_max, exps, full, classes - full, lane_sum, lane_error, lane_moment,
                 compensated)
     total, error = _fold_exp_sum(lane_sum, lane_error, compensated)
-    if not compensated and total < 1.0 + CONFIDENT_EXCESS:
+    if not compensated and _confident(total, classes):
         total, error = _row_exact_sum(z, row_max, exps)
     return total, error, _fold_sum(lane_moment)
 
@@ -184,7 +184,7 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
         _lanes_max(tile, classes, row_max)
         for i in range(classes * LANES):
             shifted[i] = tile[i]
-        _lanes_exp_sum(
+        paired = _lanes_exp_sum(
             tile, classes, row_max, total, total_error, flat, (row + LANES) * classes,
             grad_flat, row * classes,
         )
@@ -195,7 +195,7 @@ def _lanes_block(logits, grad_out, loss_out, grad_scale, start, stop):
                 e = np.float64(tile[c * LANES + r])
                 gap = np.float64(shifted[c * LANES + r]) - np.float64(row_max[r])
                 moment[r] += 0.0 if e == 0.0 else e * gap  # a logit of -inf adds 0
-        _lanes_log(total, total_error, log_total)
+        _lanes_log(total, total_error, paired, log_total)
         for r in range(LANES):
             entropy[r] = log_total[r] - moment[r] / total[r]
             scale[r] = -grad_scale / total[r]
