@@ -1433,7 +1433,7 @@ def _lanes_exp_sum(
         for r in range(LANES):
             exp_sum[r], exp_error[r] = _normalised(lane_sum[r], lane_error[r])
         return True
-    confident = 0  # a count: an "or" of the lanes vectorised poorly (4% of the time, k = 10)
+    confident = 0  # a count: an "or" over the lanes measured slower (k = 10)
     for r in range(LANES):
         exp_sum[r] = lane_sum[r]
         exp_error[r] = 0.0

@@ -10,7 +10,6 @@ keeps the exponentials in a scratch row instead. Rows of at most ``ENTROPY_LANE_
 k alone). Rows go in fixed blocks added in order: the same bits at any thread count.
 """
 
-
 import numpy as np
 from numba import njit, prange
 from numba.extending import overload
