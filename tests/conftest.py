@@ -155,18 +155,23 @@ def assert_close(actual, expected, dtype):
 
 
 def confident_rows(rows, classes, dtype, seed=0):
-    """``(logits, top, excess)``: rows whose max logit, 0, sits at class ``top[r]`` and the
-    others 3 to 60 below it, so that a row's sum of exponentials is 1 + excess with excess
-    from about 1e-26 to 0.5 (long double, from the logits as rounded; their shifts z - max
-    are the logits themselves, exact). A sum taken whole keeps excess only to an ulp of 1."""
+    """``(logits, top, excess)``: rows whose max logit, 0, sits at class ``top[r]`` (and, in a
+    third of the rows, at one or two more classes), the others 3 to 60 below it, so that a
+    row's sum of exponentials is 1 + excess, excess from about 1e-26 to 0.5 where the max is
+    alone (long double, from the logits as rounded; their shifts z - max are the logits
+    themselves, exact). A sum taken whole keeps excess only to an ulp of 1."""
     rng = np.random.default_rng(seed)
     margin = rng.uniform(3, 60, (rows, 1))
     logits = (-margin - rng.exponential(3, (rows, classes))).astype(dtype)
     top = rng.integers(0, classes, rows)
-    logits[np.arange(rows), top] = 0
-    others = np.exp(logits.astype(np.longdouble))
-    others[np.arange(rows), top] = 0
-    return logits, top, others.sum(axis=1)
+    ties = rng.integers(0, classes, (rows, 2))
+    alone = rng.random(rows) < 2 / 3
+    ties[alone] = top[alone, None]
+    for columns in (top[:, None], ties):
+        np.put_along_axis(logits, columns, 0, axis=1)
+    exps = np.exp(logits.astype(np.longdouble))
+    at_max = logits == 0
+    return logits, top, np.where(at_max, 0, exps).sum(axis=1) + (at_max.sum(axis=1) - 1)
 
 
 def max_ulps(actual, exact, dtype):

@@ -623,18 +623,19 @@ def _fold_sum(lanes):
 # and kept it to 1e-16 absolute (a loss of 1e-20 came out 0, one of 1e-10 1e-6 off).
 # - float64 rows (_compensated) sum with TwoSum, their rounding errors aside;
 # - float32 rows' float64 sums have digits to spare but where the max's exponential, 1,
-#   absorbs the rest: _confident rows are summed again, the exponentials of exactly 1
-#   counted apart from the others (_exact_add).
+#   absorbs the rest: _confident rows are summed again without it (_add_below_one).
 CONFIDENT_EXCESS_PER_CLASS = 2.0**-23
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _confident(total, classes):
     """Whether a float32 row's plain float64 sum of exponentials ``total`` is too near 1 to
-    keep its excess over 1 to float32's digits: below 1 + classes * 2**-23. At or above it,
-    what the sum drops (half an ulp of 1, 2**-53, an addition, fewer additions than classes)
-    is below 2**-30 of the excess, a 64th of a float32 ulp."""
-    return total < 1.0 + classes * CONFIDENT_EXCESS_PER_CLASS
+    keep its excess over 1 to float32's digits: below 1 + min(classes * 2**-23, 1 / 2). At
+    or above it, what the sum drops (half an ulp of 1, 2**-53, an addition; fewer additions
+    than classes, a 64th of them and six more a row at a time) is below 2**-30 of the
+    excess, a 64th of a float32 ulp, for rows of up to 2**26 classes. Below it, the row's
+    max is its only exponential of 1: a second would bring the sum to 2."""
+    return total < 1.0 + min(classes * CONFIDENT_EXCESS_PER_CLASS, 0.5)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -656,42 +657,39 @@ def _fold_exp_sum(lanes, errors, compensated):
 
 @njit(cache=True, error_model="numpy")
 def _row_exact_sum(z, row_max, exps):
-    """The pair (sum, error) of a float32 row's exponentials, as stored in ``exps`` (or
-    from z, when None), those of exactly 1 counted apart from the others (_exact_add).
-    Whole chunks, then the rest masked through a view indexed from 0, as _row_exp_sum's."""
+    """The pair (sum, error) of a _confident float32 row's exponentials, as stored in
+    ``exps`` (or from z, when None): 1 and the sum of the others (_add_below_one). Whole
+    chunks, then the rest masked through a view indexed from 0, as _row_exp_sum's."""
     _wide_vectors()
-    rest, ones = _stack_lanes(0.0), _stack_lanes(0.0)
+    rest = _stack_lanes(0.0)
     for lane in range(LANES):
         rest[lane] = 0.0
-        ones[lane] = 0.0
     classes = z.size
     full = classes - classes % LANES
     if exps is None:
         for start in range(0, full, LANES):
             for lane in range(LANES):
                 e = _exp_nonpositive(z[start + lane] - row_max)
-                _exact_add(rest, ones, lane, np.float64(e))
+                _add_below_one(rest, lane, np.float64(e))
         tail = z[full:]
         for lane in range(LANES):
             e = _exp_nonpositive((tail[lane] if lane < tail.size else row_max) - row_max)
-            _exact_add(rest, ones, lane, np.float64(e) if lane < tail.size else 0.0)
+            _add_below_one(rest, lane, np.float64(e) if lane < tail.size else 0.0)
     else:
         for start in range(0, full, LANES):
             for lane in range(LANES):
-                _exact_add(rest, ones, lane, np.float64(exps[start + lane]))
+                _add_below_one(rest, lane, np.float64(exps[start + lane]))
         tail = exps[full:]
         for lane in range(LANES):
-            _exact_add(rest, ones, lane, np.float64(tail[lane]) if lane < tail.size else 0.0)
-    return _two_sum(_fold_sum(ones), _fold_sum(rest))
+            _add_below_one(rest, lane, np.float64(tail[lane]) if lane < tail.size else 0.0)
+    return _two_sum(1.0, _fold_sum(rest))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _exact_add(rest, ones, lane, e):
-    """Adds an exponential to lane ``lane``: a 1 (the row's max) to ``ones``, another to
-    ``rest``. A float32 row's excess over 1 is then rest + (ones - 1), with no 1 in the
-    way of rest's digits."""
+def _add_below_one(rest, lane, e):
+    """Adds an exponential other than the max's 1 to lane ``lane``: a _confident row's
+    excess over 1, with no 1 in the way of its digits."""
     rest[lane] += 0.0 if e == 1.0 else e
-    ones[lane] += 1.0 if e == 1.0 else 0.0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -1445,19 +1443,18 @@ def _lanes_exp_sum(
 
 @njit(cache=True, error_model="numpy")
 def _lanes_exact_sums(tile, classes, lane_sum, lane_error):
-    """The pairs of the _confident lanes of a float32 pass, summed again from its tile with
-    the exponentials of exactly 1 counted apart from the others."""
+    """The pairs of the _confident lanes of a float32 pass, summed again from its tile: 1
+    and the sum of the other exponentials (_add_below_one)."""
     _wide_vectors()
-    rest, ones = _stack_lanes(0.0), _stack_lanes(0.0)
+    rest = _stack_lanes(0.0)
     for r in range(LANES):
         rest[r] = 0.0
-        ones[r] = 0.0
     for c in range(classes):
         for r in range(LANES):
-            _exact_add(rest, ones, r, np.float64(tile[c * LANES + r]))
+            _add_below_one(rest, r, np.float64(tile[c * LANES + r]))
     for r in range(LANES):
         if _confident(lane_sum[r], classes):
-            lane_sum[r], lane_error[r] = _two_sum(ones[r], rest[r])
+            lane_sum[r], lane_error[r] = _two_sum(1.0, rest[r])
 
 
 @njit(cache=True, error_model="numpy")
