@@ -639,12 +639,16 @@ def _confident(total, classes):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _fold_exp_sum(lanes, errors, compensated):
-    """The pair (sum, error) of LANES lanes of a row's exponentials, added by _fold_sum's
-    tree; compensated, with each addition's rounding error (TwoSum) joining the lanes'
-    ``errors``, else (sum, 0.0)."""
+def _fold_exp_sum(lanes, errors, compensated, z, row_max, exps):
+    """The pair (sum, error) of a row ``z``'s exponentials from LANES lanes of their sums,
+    added by _fold_sum's tree: compensated, each addition's rounding error (TwoSum) joins
+    the lanes' ``errors``; else (sum, 0.0), or for a _confident row the pair of
+    _row_exact_sum (its exponentials as stored in ``exps``, or from z)."""
     if not compensated:
-        return _fold_sum(lanes), 0.0
+        total = _fold_sum(lanes)
+        if _confident(total, z.size):
+            return _row_exact_sum(z, row_max, exps)
+        return total, 0.0
     # Rounds of constant widths, as _fold_sum's (a loop over them would run scalar).
     _fold_round(lanes, errors, LANES // 2)
     _fold_round(lanes, errors, LANES // 4)
@@ -652,7 +656,7 @@ def _fold_exp_sum(lanes, errors, compensated):
     _fold_round(lanes, errors, LANES // 16)
     _fold_round(lanes, errors, LANES // 32)
     _fold_round(lanes, errors, 1)
-    return _normalised(lanes[0], errors[0])
+    return _two_sum(lanes[0], errors[0])
 
 
 @njit(cache=True, error_model="numpy")
@@ -697,14 +701,6 @@ def _fold_round(lanes, errors, width):
     for lane in range(width):
         lanes[lane], rounding = _two_sum(lanes[lane], lanes[lane + width])
         errors[lane] += errors[lane + width] + rounding
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _normalised(total, error):
-    """(total + error, what that rounding leaves out of it): the same pair, with the
-    error at most half an ulp of the sum."""
-    rounded = total + error
-    return rounded, (total - rounded) + error if abs(rounded) < np.inf else 0.0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -893,10 +889,7 @@ def _row_exp_sum(z, row_max, grad_row, next_z, next_grad):
             for lane in range(LANES):
                 _lane_add(lane_sum, lane_error, lane,
                          np.float64(tail[lane]) if lane < tail.size else 0.0, compensated)
-    total, error = _fold_exp_sum(lane_sum, lane_error, compensated)
-    if not compensated and _confident(total, classes):
-        return _row_exact_sum(z, row_max, grad_row)
-    return total, error
+    return _fold_exp_sum(lane_sum, lane_error, compensated, z, row_max, grad_row)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -1332,9 +1325,9 @@ def _lanes_pick(tile, labels, picked):
 
 def _compensated(tile):
     """Whether the lanes' sums over a row's classes keep their rounding errors (TwoSum) and
-    add them back at the end: for float64 rows, whose row of up to LANE_CLASSES classes a
-    lane sums one class after another (float32 rows' float64 sums have digits to spare).
-    A constant in compiled code."""
+    add them back at the end: for float64 rows, whose lanes add their classes one after
+    another (float32 rows' float64 sums have digits to spare but near 1: _confident). A
+    constant in compiled code."""
     raise TypeError("runs in jitted code only")
 
 
@@ -1429,7 +1422,7 @@ def _lanes_exp_sum(
             _lane_add(lane_sum, lane_error, r, np.float64(tile[c * LANES + r]), compensated)
     if compensated:
         for r in range(LANES):
-            exp_sum[r], exp_error[r] = _normalised(lane_sum[r], lane_error[r])
+            exp_sum[r], exp_error[r] = _two_sum(lane_sum[r], lane_error[r])
         return True
     confident = 0  # a count: an "or" over the lanes measured slower (k = 10)
     for r in range(LANES):

@@ -21,7 +21,6 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     SERIAL_ELEMENTS,
     _borrow,
     _compensated,
-    _confident,
     _exp_nonpositive,
     _flat,
     _fold_exp_sum,
@@ -34,7 +33,6 @@ from fastloss.backends.numba.softmax_cross_entropy import (
     _load_tile,
     _log_sum,
     _prefetch_chunk,
-    _row_exact_sum,
     _row_max,
     _rows_per_block,
     _stack_array_of,
@@ -100,9 +98,7 @@ def _row_sums(z, row_max, exps, next_z, next_grad):
                 exps_rest[lane] = chunk[lane]
     _sums_chunk(z, row_max, exps, full, classes - full, lane_sum, lane_error, lane_moment,
                 compensated)
-    total, error = _fold_exp_sum(lane_sum, lane_error, compensated)
-    if not compensated and _confident(total, classes):
-        total, error = _row_exact_sum(z, row_max, exps)
+    total, error = _fold_exp_sum(lane_sum, lane_error, compensated, z, row_max, exps)
     return total, error, _fold_sum(lane_moment)
 
 
