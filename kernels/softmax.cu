@@ -40,7 +40,7 @@ namespace fl {
 // A row function: whether it reduces relative to the row max (the forward
 // pair) or not (the VJPs), each element's term of the row sum, and the result
 // of an element given the row's max m and sum s.
-// The row's sum comes as a pair s + s_low (s_low 0 for the VJPs).
+// The row's sum comes as an ExpSum (lo 0 for the VJPs).
 template <typename C> struct Softmax {
     static const bool shifted = true;
     __device__ __forceinline__ static double term(C z, C, C m) {
@@ -48,8 +48,8 @@ template <typename C> struct Softmax {
     }
     struct Row {
         C max, inv_sum;
-        __device__ __forceinline__ Row(C m, double s, double)
-            : max(m), inv_sum(narrow<C>(1.0 / s)) {}
+        __device__ __forceinline__ Row(C m, const ExpSum& s)
+            : max(m), inv_sum(narrow<C>(1.0 / s.hi)) {}
         __device__ __forceinline__ C operator()(C z, C) const { return fl_exp(z - max) * inv_sum; }
     };
 };
@@ -61,8 +61,8 @@ template <typename C> struct LogSoftmax {
     }
     struct Row {
         C max, log_sum;
-        __device__ __forceinline__ Row(C m, double s, double s_low)
-            : max(m), log_sum(narrow<C>(log(s) + s_low / s)) {}
+        __device__ __forceinline__ Row(C m, const ExpSum& s)
+            : max(m), log_sum(narrow<C>(s.log_sum())) {}
         __device__ __forceinline__ C operator()(C z, C) const { return (z - max) - log_sum; }
     };
 };
@@ -73,7 +73,7 @@ template <typename C> struct SoftmaxBackward {
     __device__ __forceinline__ static double term(C p, C g, C) { return widen(p) * widen(g); }
     struct Row {
         C dot;
-        __device__ __forceinline__ Row(C, double s, double) : dot(narrow<C>(s)) {}
+        __device__ __forceinline__ Row(C, const ExpSum& s) : dot(narrow<C>(s.hi)) {}
         __device__ __forceinline__ C operator()(C p, C g) const { return p * (g - dot); }
     };
 };
@@ -84,7 +84,7 @@ template <typename C> struct LogSoftmaxBackward {
     __device__ __forceinline__ static double term(C, C g, C) { return widen(g); }
     struct Row {
         C sum;
-        __device__ __forceinline__ Row(C, double s, double) : sum(narrow<C>(s)) {}
+        __device__ __forceinline__ Row(C, const ExpSum& s) : sum(narrow<C>(s.hi)) {}
         __device__ __forceinline__ C operator()(C logp, C g) const {
             return g - fl_exp(logp) * sum;
         }
@@ -168,12 +168,9 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
                 at_max = 0.0;
             }
         }
-        // TwoSum of the count of 1s and the rest: hi + lo exactly, lo within half an ulp.
-        const double ones = Fn::shifted ? g.sum(at_max) : 0.0;
-        const double rest = g.sum(sum);
-        const double hi = ones + rest;
-        const double part = hi - ones;
-        const typename Fn::Row fn(row_max, hi, (ones - (hi - part)) + (rest - part));
+        const double ones = Fn::shifted ? g.sum(at_max) : 0.0;  // reductions in a fixed order
+        const ExpSum total = ExpSum::of(ones, g.sum(sum));
+        const typename Fn::Row fn(row_max, total);
 
         // Pass 2: the result, from registers for a one-tile row, else re-read.
         for (i64 tile = 0; tile < tiles && active; ++tile) {

@@ -220,13 +220,10 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         // Combine the group: common max first, then sums relative to it.
         const C row_max = narrow<C>(g.max(widen(st.max)));
         st.rebase(row_max);
-        // The row's sum of exponentials as the pair hi + lo (TwoSum of the count of
-        // 1s and the rest), lo within half an ulp of hi.
-        const double at_max = g.sum(st.at_max);
-        const double rest = g.sum(st.sum_exp);
-        const double hi = at_max + rest;
-        const double part = hi - at_max;
-        const double lo = (at_max - (hi - part)) + (rest - part);
+        const double at_max = g.sum(st.at_max);  // the group's reductions in a fixed order
+        const ExpSum exp_sum = ExpSum::of(at_max, g.sum(st.sum_exp));
+        const double hi = exp_sum.hi;
+        const double lo = exp_sum.lo;
         double soft_weight = 0.0;
         double soft_gap = 0.0;
         if (has_soft) {
@@ -236,9 +233,8 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         const double total_weight = soft_weight + hard;
         const double hard_gap = widen(row_max) - widen(z_label);
         const double hard_term = hard != 0.0 && hard_gap != 0.0 ? hard * hard_gap : 0.0;
-        // log(hi + lo) to first order in lo / hi, which holds a confident row's digits.
         const double loss =
-            computed ? total_weight * (log(hi) + lo / hi) + soft_gap + hard_term : fixed;
+            computed ? total_weight * exp_sum.log_sum() + soft_gap + hard_term : fixed;
         if (active && g.rank == 0) {
             if (loss_out) loss_out[row] = loss;
             loss_sum += loss;

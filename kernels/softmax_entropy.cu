@@ -149,14 +149,11 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
         // Combine the group: the common max first, then the sums relative to it.
         const C row_max = narrow<C>(g.max(widen(st.max)));
         if (row_max > st.max) st.rebase(row_max);
-        // s as the pair sum + low: TwoSum of the count of 1s and the rest.
-        const double ones = g.sum(st.at_max);
-        const double rest = g.sum(st.sum);
+        const double ones = g.sum(st.at_max);  // the group's reductions in a fixed order
+        const ExpSum exp_sum = ExpSum::of(ones, g.sum(st.sum));
         const double gap = g.sum(st.gap);
-        const double sum = ones + rest;
-        const double part = sum - ones;
-        const double low = (ones - (sum - part)) + (rest - part);
-        const double log_sum = log(sum) + low / sum;
+        const double sum = exp_sum.hi;
+        const double log_sum = exp_sum.log_sum();
         const double entropy = log_sum + gap / sum;
         if (active && g.rank == 0) {
             if (loss_out) loss_out[row] = entropy;

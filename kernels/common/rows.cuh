@@ -79,6 +79,26 @@ struct RowGroup {
     }
 };
 
+// A row's sum of exponentials relative to its max m, from the group's count of
+// logits equal to a finite m (each exponential exactly 1) and its sum of the
+// others, as the exact pair hi + lo (TwoSum), lo within half an ulp of hi. A
+// confident row's sum is 1 + s with s small, and its log-sum-exp log(1 + s) is
+// made of s, which a sum taken whole keeps only to an ulp of 1; log_sum() keeps it.
+struct ExpSum {
+    double hi;
+    double lo;
+
+    __device__ __forceinline__ static ExpSum of(double ones, double rest) {
+        ExpSum s;
+        s.hi = ones + rest;
+        const double part = s.hi - ones;
+        s.lo = (ones - (s.hi - part)) + (rest - part);
+        return s;
+    }
+    // log(hi + lo) to first order in lo / hi.
+    __device__ __forceinline__ double log_sum() const { return log(hi) + lo / hi; }
+};
+
 // The block's partial of its row losses, written by thread 0 to
 // partials[blockIdx.x]: each group's `loss_sum` (held by its rank 0, already in
 // row order), added in group index order. Every thread of the block calls it
