@@ -2,7 +2,7 @@
 
 Used where no one place holds a whole row: class chunks of a dask array
 (``fastloss.dask``) and vocabulary-parallel ranks (``fastloss.torch_distributed``).
-Each shard reduces its own columns to three float64 numbers per row; the numbers
+Each shard reduces its own columns to four float64 numbers per row; the numbers
 of all shards combine into the row's loss; each shard then writes the gradient of
 its own columns. Nothing but those per-row numbers ever leaves a shard.
 
@@ -11,16 +11,22 @@ target distribution ``q_ic = (1 - eps) t_ic + eps / k`` (``t`` the one-hot label
 the given probabilities; ``q = 0`` on an ignored row). For a per-row reference
 ``M_i`` (the row maximum, for stability):
 
-    s_i = sum_c exp(z_ic - M_i)
+    s_i = sum_c exp(z_ic - M_i) = n_i + r_i    (n_i: the logits equal to M_i, each 1;
+                                                r_i: the sum over the others)
     S_i = sum_c q_ic w_c
     B_i = sum_c q_ic w_c (M_i - z_ic)
-    L_i = S_i log(s_i) + B_i                   (= -sum_c q_ic w_c log_softmax(z_i)_c)
+    L_i = S_i log1p((n_i - 1) + r_i) + B_i    (= -sum_c q_ic w_c log_softmax(z_i)_c)
     dL_i / dz_ic = exp(z_ic - M_i) S_i / s_i - q_ic w_c
 
-``s``, ``S`` and ``B`` are sums over classes, so they add across shards once they
-share ``M_i`` (:func:`rebase` moves a shard's sums to another reference). With the
-row maximum as reference every term of ``B`` is >= 0 for non-negative weights: the
-loss has no cancellation, whatever the logits' magnitude. A product with a zero
+``n``, ``r``, ``S`` and ``B`` are sums over classes, so they add across shards once
+they share ``M_i`` (:func:`rebase` moves a shard's sums to another reference). With
+the row maximum as reference every term of ``B`` is >= 0 for non-negative weights: the
+loss has no cancellation, whatever the logits' magnitude. ``s`` travels as ``(n, r)``
+for a confident row, whose max logit stands alone far above the rest: its ``s`` is
+``1 + r`` with ``r`` tiny, and ``r`` is its loss (``log1p(r)``) and its label's gradient
+(``-r / (1 + r)``, computed as ``((e_y - n) - r) S / s``); summed into the 1 it would
+keep only an ulp of 1 (a float64 loss of 1e-10 about 1e-6 off, one below 1e-16 zero),
+as the in-memory backends once did. A product with a zero
 factor is zero even against an infinite one (``0 log 0 = 0``: a zero target weight on
 a ``-inf`` logit adds nothing), and a shard whose logits are all ``-inf`` adds
 nothing to ``s``.
@@ -123,7 +129,7 @@ class _Slab:
         self.shift = _shift(xp, reference)
         self.exp = xp.exp(self.logits - xp.astype(self.shift, work)[:, None])
         smoothing = target.label_smoothing / target.classes
-        self.kept = self.label_mass = self.invalid = None
+        self.kept = self.label_mass = self.invalid = self.inside = None
         if target.labels is None:
             dense = (1.0 - target.label_smoothing) * xp.astype(target.probabilities, xp.float64)
             dense = dense + smoothing
@@ -132,6 +138,7 @@ class _Slab:
             local = target.labels - target.start
             inside = self.kept & (local >= 0) & (local < self.width)
             self.column = xp.where(inside, local, 0)
+            self.inside = inside
             self.label_mass = (1.0 - target.label_smoothing) * xp.astype(inside, xp.float64)
             if target.weight is not None and self.width:
                 self.label_mass = _times(xp, self.label_mass, xp.take(target.weight, self.column))
@@ -147,11 +154,15 @@ class _Slab:
         self.uniform = target.labels is not None and target.weight is None
 
     def sums(self):
-        """This slab's ``(s, S, B)`` against the reference it was built with."""
+        """This slab's ``(n, r, S, B)`` against the reference it was built with: ``n`` its
+        logits equal to a finite reference, ``r`` the sum of the others' exponentials."""
         xp = self.xp
-        s = xp.sum(self.exp, axis=1, dtype=xp.float64)
-        mass = xp.zeros_like(s)
-        gaps = xp.zeros_like(s)
+        finite = xp.isfinite(self.shift)[:, None]
+        at_reference = finite & (self.logits == xp.astype(self.shift, self.logits.dtype)[:, None])
+        ones = xp.sum(xp.astype(at_reference, xp.float64), axis=1)
+        rest = xp.sum(xp.where(at_reference, 0.0, self.exp), axis=1, dtype=xp.float64)
+        mass = xp.zeros_like(rest)
+        gaps = xp.zeros_like(rest)
         if self.label_mass is not None and self.width:
             label_logit = xp.take_along_axis(self.logits, self.column[:, None], axis=1)[:, 0]
             mass = mass + self.label_mass
@@ -170,20 +181,29 @@ class _Slab:
             mass, gaps = mass + dense_mass, gaps + dense_gaps
         if self.invalid is not None:
             mass = xp.where(self.invalid, math.nan, mass)
-        return s, mass, gaps
+        return ones, rest, mass, gaps
 
-    def gradient(self, ratio, scale, dtype):
+    def gradient(self, ratio, ones, rest, mass, scale, dtype):
         """``(exp(z - M) S / s - q w) * scale`` in ``dtype``, given ``ratio = S / s * scale``
-        per row; computed in the work dtype, ignored rows set to exact zeros."""
+        and the row's ``(n, r, S)``; computed in the work dtype, ignored rows set to exact
+        zeros. A label's own entry is ``((e_y - n) - r) ratio + (S - q_y w_y) scale`` in
+        float64 (the numba kernel's form), exact where the label holds a confident row's
+        max: ``e_y = n = 1``, and ``S = q_y w_y`` without smoothing."""
         xp = self.xp
         work = self.logits.dtype
         grad = self.exp * xp.astype(ratio, work)[:, None]
+        dense_at_label = 0.0
         if self.dense is not None:
             grad = grad - xp.astype(_times(xp, self.dense, scale), work)
+            if self.label_mass is not None and self.width:
+                dense_at_label = xp.take(self.dense[0, :], self.column)
         if self.label_mass is not None and self.width:
             rows = xp.arange(grad.shape[0], device=array_api_compat.device(grad))
-            label_grad = xp.astype(_times(xp, self.label_mass, scale), work)
-            grad[rows, self.column] = grad[rows, self.column] - label_grad
+            label_exp = xp.astype(self.exp[rows, self.column], xp.float64)
+            target = self.label_mass + dense_at_label
+            label_grad = ratio * ((label_exp - ones) - rest) + _times(xp, mass - target, scale)
+            grad[rows, self.column] = xp.where(self.inside, xp.astype(label_grad, work),
+                                               grad[rows, self.column])
             grad[~self.kept, :] = 0.0
         return xp.astype(grad, dtype, copy=False)
 
@@ -199,11 +219,11 @@ def row_max(logits):
 
 
 def shard_sums(logits, reference, target: ShardTarget):
-    """The shard's ``(s, S, B)`` (each float64 ``(N,)``) against the per-row ``reference``
-    (the shard's own :func:`row_max`, or the whole row's)."""
+    """The shard's ``(n, r, S, B)`` (each float64 ``(N,)``) against the per-row
+    ``reference`` (the shard's own :func:`row_max`, or the whole row's)."""
     xp = _namespace(logits)
     rows, width = logits.shape
-    sums = [_zeros(xp, logits, rows) for _ in range(3)]
+    sums = [_zeros(xp, logits, rows) for _ in range(4)]
     for part in _slabs(rows, width):
         slab = _Slab(xp, logits[part, :], reference[part], target.rows(part))
         for total, value in zip(sums, slab.sums(), strict=True):
@@ -211,33 +231,40 @@ def shard_sums(logits, reference, target: ShardTarget):
     return tuple(sums)
 
 
-def rebase(reference, s, mass, gaps, new_reference):
-    """A shard's ``(s, B)`` moved from ``reference`` to ``new_reference`` (``S`` does not
-    depend on the reference)."""
-    xp = _namespace(s)
+def rebase(reference, ones, rest, mass, gaps, new_reference):
+    """A shard's ``(n, r, B)`` moved from ``reference`` to ``new_reference`` (``S`` does
+    not depend on the reference). Below a new reference, the logits at the old one join
+    the rest."""
+    xp = _namespace(rest)
     old, new = _shift(xp, reference), _shift(xp, new_reference)
-    return _times(xp, s, xp.exp(old - new)), gaps + _gap_terms(xp, mass, new - old)
+    same = reference == new_reference
+    moved = _times(xp, ones + rest, xp.exp(old - new))
+    return (xp.where(same, ones, 0.0), xp.where(same, rest, moved),
+            gaps + _gap_terms(xp, mass, new - old))
 
 
 def combine(stats):
-    """The row's ``(M, s, S, B)`` from every shard's ``(row_max, s, S, B)``, in shard order:
-    the same inputs give the same bits."""
+    """The row's ``(M, n, r, S, B)`` from every shard's ``(row_max, n, r, S, B)``, in shard
+    order: the same inputs give the same bits."""
     xp = _namespace(stats[0][0])
     reference = functools.reduce(xp.maximum, [shard[0] for shard in stats])
-    s = mass = gaps = 0.0
-    for shard_max, shard_s, shard_mass, shard_gaps in stats:
-        moved_s, moved_gaps = rebase(shard_max, shard_s, shard_mass, shard_gaps, reference)
-        s, mass, gaps = s + moved_s, mass + shard_mass, gaps + moved_gaps
-    return reference, s, mass, gaps
+    ones = rest = mass = gaps = 0.0
+    for shard_max, shard_ones, shard_rest, shard_mass, shard_gaps in stats:
+        moved_ones, moved_rest, moved_gaps = rebase(shard_max, shard_ones, shard_rest,
+                                                    shard_mass, shard_gaps, reference)
+        ones, rest = ones + moved_ones, rest + moved_rest
+        mass, gaps = mass + shard_mass, gaps + moved_gaps
+    return reference, ones, rest, mass, gaps
 
 
-def row_losses(s, mass, gaps, ignored=None):
-    """``L_i = S_i log s_i + B_i`` from the whole row's sums; exactly 0 where ``ignored``
-    (``ShardTarget.ignored``), whatever the row's logits. A kept row of no mass (a zero
-    class weight, zero probabilities) is ``0 * log s``: NaN where its logits are, as
-    PyTorch's ``-0 * log_softmax``."""
-    xp = _namespace(s)
-    losses = mass * xp.log(s) + gaps
+def row_losses(ones, rest, mass, gaps, ignored=None):
+    """``L_i = S_i log1p((n_i - 1) + r_i) + B_i`` from the whole row's sums; exactly 0
+    where ``ignored`` (``ShardTarget.ignored``), whatever the row's logits. A kept row of no
+    mass (a zero class weight, zero probabilities) is ``0 * log s``: NaN where its logits
+    are, as PyTorch's ``-0 * log_softmax``. (``n = 0`` only where the row's max is not
+    finite: ``log1p(r - 1)`` is then ``log r``, -inf or NaN.)"""
+    xp = _namespace(rest)
+    losses = mass * xp.log1p((ones - 1.0) + rest) + gaps
     return losses if ignored is None else xp.where(ignored, 0.0, losses)
 
 
@@ -250,16 +277,17 @@ def label_mass(labels, ignore_index: int, classes: int):
     return xp.where(invalid, math.nan, xp.astype(kept, xp.float64))
 
 
-def shard_gradient(logits, reference, s, mass, target: ShardTarget, scale, dtype):
+def shard_gradient(logits, reference, ones, rest, mass, target: ShardTarget, scale, dtype):
     """The gradient of ``scale * sum_i L_i`` with respect to the shard's logits, in
-    ``dtype``, from the whole row's ``reference`` (its maximum), ``s`` and ``S``.
+    ``dtype``, from the whole row's ``reference`` (its maximum), ``n``, ``r`` and ``S``.
     Ignored rows get exact zeros, whatever the scale (even inf: a mean over no row)."""
     xp = _namespace(logits)
     # S / s * scale as IEEE arithmetic, as the one-chunk kernels have it: a kept row of no
     # mass is NaN where its s or the scale is not finite (0 * inf).
-    ratio = mass * (scale / s)
+    ratio = mass * (scale / (ones + rest))
     grad = xp.empty(logits.shape, dtype=dtype, device=array_api_compat.device(logits))
     for part in _slabs(*logits.shape):
         slab = _Slab(xp, logits[part, :], reference[part], target.rows(part))
-        grad[part, :] = slab.gradient(ratio[part], scale, dtype)
+        grad[part, :] = slab.gradient(ratio[part], ones[part], rest[part], mass[part], scale,
+                                      dtype)
     return grad

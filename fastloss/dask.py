@@ -22,9 +22,10 @@ Chunks.
     ``(N,)`` or probabilities ``(N, k)``) and ``weight`` are rechunked to the logits'
     row and class chunks. With one class chunk each chunk is one fused kernel call
     (logits read once). With several (vocabulary-parallel) each chunk reduces its
-    columns to three float64 numbers per row (shifted sum of exp, target mass, target
-    gap; see ``fastloss._class_shards``); the numbers of a row block combine in one
-    small task; each chunk then computes its gradient from them. Only those ``(N,)``
+    columns to four float64 numbers per row (the shifted sum of exp as its logits at the
+    max and the rest, target mass, target gap; see ``fastloss._class_shards``); the
+    numbers of a row block combine in one small task; each chunk then computes its
+    gradient from them. Only those ``(N,)``
     vectors move between tasks, never the logits, and a chunk is read twice (statistics,
     then gradient), so dask keeps it in memory in between.
     A ``"mean"`` over labels divides by the weight sum of the rows not ignored: a small
@@ -237,7 +238,7 @@ def _shard_target(target, weight, columns, classes, options):
 
 @_quietly
 def _stats_block(logits, target, weight, columns, *, backend, classes, options):
-    """A class chunk's per-row ``(max, s, S, B, ignored)`` (see ``fastloss._class_shards``;
+    """A class chunk's per-row ``(max, n, r, S, B, ignored)`` (see ``fastloss._class_shards``;
     ``ignored``: the rows of ``ignore_index``, the same in every chunk, or None)."""
     on = _registry.backend(backend)
     xp = on.xp
@@ -252,26 +253,27 @@ def _stats_block(logits, target, weight, columns, *, backend, classes, options):
 
 @_quietly
 def _combine_block(stats, divisor, *, loss_dtype, want_rows):
-    """A row block's whole-row ``(M, s, S)``, row losses and float64 partial loss, from
+    """A row block's whole-row ``(M, n, r, S)``, row losses and float64 partial loss, from
     its class chunks' statistics in chunk order."""
-    reference, s, mass, gaps = shards.combine([chunk[:4] for chunk in stats])
-    losses = shards.row_losses(s, mass, gaps, stats[0][4])
+    reference, ones, rest, mass, gaps = shards.combine([chunk[:5] for chunk in stats])
+    losses = shards.row_losses(ones, rest, mass, gaps, stats[0][5])
     xp = array_api_compat.array_namespace(losses)
     partial = xp.sum(losses) / divisor
-    return (reference, s, mass), (xp.astype(losses, loss_dtype) if want_rows else None), partial
+    rows = xp.astype(losses, loss_dtype) if want_rows else None
+    return (reference, ones, rest, mass), rows, partial
 
 
 @_quietly
 def _shard_grad_block(logits, target, weight, columns, rows, divisor, *, backend, classes,
                       options):
-    """A class chunk's gradient from its row block's combined ``(M, s, S)``."""
+    """A class chunk's gradient from its row block's combined ``(M, n, r, S)``."""
     on = _registry.backend(backend)
     with on.scope(logits):
         if target.dtype.kind in "iu":  # checked by the statistics' pass
             target = _checked_labels(target, classes, options["ignore_index"], False, on.xp)
-        reference, s, mass = rows[0]
+        reference, ones, rest, mass = rows[0]
         shard = _shard_target(target, weight, columns, classes, options)
-        return shards.shard_gradient(logits, reference, s, mass, shard, 1.0 / divisor,
+        return shards.shard_gradient(logits, reference, ones, rest, mass, shard, 1.0 / divisor,
                                      logits.dtype)
 
 

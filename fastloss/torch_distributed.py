@@ -4,7 +4,8 @@ When the logits' class axis is sharded across ranks (Megatron-style tensor paral
 the output layer), each rank holds ``(N, width)`` logits of a contiguous range of
 classes and the same ``(N,)`` global labels. :func:`vocab_parallel_cross_entropy` gives
 every rank the loss of the whole rows and the gradient of its own shard, exchanging a
-few numbers per rank and three all-reduces of ``N`` float64 numbers, never the logits:
+few numbers per rank and two all-reduces of ``N`` and ``3 N`` float64 numbers, never the
+logits:
 
 0. each rank's shard width, ``N``, options and a summary of its labels (``_CALL_FIELDS``:
    int64 numbers a rank, summed into place): the class ranges follow from the widths
@@ -14,10 +15,11 @@ few numbers per rank and three all-reduces of ``N`` float64 numbers, never the l
    next collective, nor a collective of unequal sizes (which hangs or mixes up the ranks'
    numbers);
 1. MAX of the shard's row maxima;
-2. SUM of ``sum_c exp(z_ic - M_i)`` over the shard;
-3. SUM of the shard's target gap ``sum_c q_ic (M_i - z_ic)`` (with ``q`` the smoothed
-   one-hot target: the label's logit, relative to the row maximum, plus the smoothing
-   term).
+2. SUM, in one call, of the shard's ``sum_c exp(z_ic - M_i)`` in two parts (its logits
+   equal to ``M_i``, counted, and the sum over the others: a confident row's sum of
+   exponentials is ``1 + r``, and its loss and label gradient are made of ``r``) and of
+   its target gap ``sum_c q_ic (M_i - z_ic)`` (with ``q`` the smoothed one-hot target:
+   the label's logit, relative to the row maximum, plus the smoothing term).
 
 The shard's sums and gradient are computed by ``fastloss._class_shards``, the same code
 as fastloss.dask's class chunks, on the tensors themselves (any device, any floating
@@ -218,19 +220,21 @@ def _forward(logits_shard, target, group, options, want_grad):
     shard = shards.ShardTarget(start=start, classes=classes, labels=labels,
                                ignore_index=ignore_index,
                                label_smoothing=options["label_smoothing"])
-    s, _, gaps = shards.shard_sums(logits, reference, shard)
-    dist.all_reduce(s, group=group)
-    dist.all_reduce(gaps, group=group)
+    ones, rest, _, gaps = shards.shard_sums(logits, reference, shard)
+    sums = torch.stack([ones, rest, gaps])
+    dist.all_reduce(sums, group=group)
+    ones, rest, gaps = sums.unbind()
     mass = shards.label_mass(labels, ignore_index, classes)
     ignored = shard.ignored()
-    losses = shards.row_losses(s, mass, gaps, ignored)
+    losses = shards.row_losses(ones, rest, mass, gaps, ignored)
     scale = 1.0
     if options["reduction"] == "mean":
         scale = 1.0 / (~ignored).sum(dtype=torch.float64)
     loss = losses if options["reduction"] == "none" else losses.sum() * scale
     grad = None
     if want_grad:
-        grad = shards.shard_gradient(logits, reference, s, mass, shard, scale, logits.dtype)
+        grad = shards.shard_gradient(logits, reference, ones, rest, mass, shard, scale,
+                                     logits.dtype)
     return loss.to(logits.dtype), grad
 
 

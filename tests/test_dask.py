@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import confident_rows, max_ulps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -270,6 +271,27 @@ def test_extreme_logits_across_class_chunks(dtype, label_smoothing):
     np.testing.assert_allclose(loss, memory_loss, rtol=1e-6)  # inf where the loss is inf
     np.testing.assert_allclose(grad, memory_grad, rtol=1e-6, atol=1e-7)
     assert np.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("classes, class_chunk", [(10, 3), (100, 40), (1000, 300)])
+def test_a_confident_rows_loss_and_label_gradient_keep_their_digits_across_class_chunks(
+        dtype, classes, class_chunk):
+    # As in memory (test_softmax_cross_entropy): each row's label holds its max logit, tied
+    # in a third of the rows (in the same chunk or another), and its loss log(1 + s) and
+    # label gradient -s / (1 + s) run from about 1e-26 to 0.5. Chunks that added s into
+    # the max's 1 kept them to an ulp of 1.
+    rows = 256
+    logits, labels, excess = confident_rows(rows, classes, dtype, seed=classes)
+    chunks = (100, class_chunk)
+    loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=chunks), labels, reduction="none"))
+    _, sum_grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=chunks), labels, reduction="sum"))
+
+    assert max_ulps(loss, np.log1p(excess), dtype) <= 6
+    label_grad = sum_grad[np.arange(rows), labels]
+    assert max_ulps(label_grad, -excess / (1 + excess), dtype) <= 6
 
 
 @pytest.mark.parametrize("class_chunks", [(2, 0, 3), (0, 5), (2, 3, 0)],
@@ -703,8 +725,8 @@ def test_shard_sums_make_an_invalid_label_nan():
     from fastloss import _class_shards as shards
 
     logits, labels = np.zeros((2, 3)), np.array([3, 1])
-    _, mass, _ = shards.shard_sums(logits, shards.row_max(logits),
-                                   shards.ShardTarget(start=0, classes=3, labels=labels))
+    _, _, mass, _ = shards.shard_sums(logits, shards.row_max(logits),
+                                      shards.ShardTarget(start=0, classes=3, labels=labels))
     assert np.isnan(mass[0]) and mass[1] == 1.0
     assert np.isnan(shards.label_mass(labels, -100, 3)[0])
 

@@ -6,7 +6,9 @@ import re
 import socket
 import threading
 
+import numpy as np
 import pytest
+from conftest import confident_rows, max_ulps
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
@@ -76,9 +78,9 @@ def _check_case(rank, widths, dtype, options, seed):
     torch.testing.assert_close(loss, want.detach(), **TOLERANCE[dtype], msg=message)
     torch.testing.assert_close(shard.grad, whole.grad[:, start:start + widths[rank]],
                                **TOLERANCE[dtype], msg=message)
-    # Nine numbers a rank (width, N, options, the labels' sum, count and range), then three
-    # all-reduces of N numbers.
-    assert calls == [9 * len(widths), ROWS, ROWS, ROWS], message
+    # Nine numbers a rank (width, N, options, the labels' sum, count and range), the row
+    # maxima, then each row's logits at the max, sum of the rest and target gap in one call.
+    assert calls == [9 * len(widths), ROWS, 3 * ROWS], message
 
 
 def _check_no_grad_and_errors(rank, widths):
@@ -337,6 +339,31 @@ def test_logits_far_from_zero(monkeypatch, reduction):
                            reduction=reduction):
         assert isinstance(got, torch.Tensor), got
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_a_confident_rows_loss_and_label_gradient_keep_their_digits(monkeypatch, dtype):
+    # Each row's label holds its max logit (tied in a third of the rows, on the same rank
+    # or another) and its loss log(1 + s) and label gradient -s / (1 + s) run from about
+    # 1e-26 to 0.5 (conftest.confident_rows): ranks that summed s into the max's 1 kept
+    # them to an ulp of 1, as F.cross_entropy does.
+    rows, widths = 128, [30, 0, 45, 25]
+    logits, labels, excess = confident_rows(rows, sum(widths), dtype, seed=1)
+    shards = _shards(torch.from_numpy(logits), widths)
+
+    def call(rank):
+        shard = shards[rank].clone().requires_grad_()
+        loss = flt.vocab_parallel_cross_entropy(shard, torch.from_numpy(labels),
+                                                reduction="none")
+        loss.sum().backward()
+        return loss.detach(), shard.grad
+
+    results = _ThreadWorld(len(widths)).run(monkeypatch, call)
+    for rank, result in enumerate(results):
+        assert isinstance(result, tuple), result
+        assert max_ulps(result[0].numpy(), np.log1p(excess), dtype) <= 6, rank
+    grad = torch.cat([grad for _, grad in results], dim=1).numpy()
+    assert max_ulps(grad[np.arange(rows), labels], -excess / (1 + excess), dtype) <= 6
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
