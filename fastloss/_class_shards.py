@@ -186,26 +186,43 @@ class _Slab:
     def gradient(self, ratio, ones, rest, mass, scale, dtype):
         """``(exp(z - M) S / s - q w) * scale`` in ``dtype``, given ``ratio = S / s * scale``
         and the row's ``(n, r, S)``; computed in the work dtype, ignored rows set to exact
-        zeros. A label's own entry is ``((e_y - n) - r) ratio + (S - q_y w_y) scale`` in
-        float64 (the numba kernel's form), exact where the label holds a confident row's
-        max: ``e_y = n = 1``, and ``S = q_y w_y`` without smoothing."""
+        zeros. One entry a row (:meth:`_paired_entry`) is ``((e_c - n) - r) ratio + (S - q_c
+        w_c) scale`` in float64 (the numba kernel's form): exact where class c holds a
+        confident row's max (``e_c = n = 1``) and its target all the mass (``S = q_c w_c``:
+        a label without smoothing, a one-hot probability), where the direct form cancels to
+        an ulp of 1."""
         xp = self.xp
         work = self.logits.dtype
         grad = self.exp * xp.astype(ratio, work)[:, None]
-        dense_at_label = 0.0
         if self.dense is not None:
             grad = grad - xp.astype(_times(xp, self.dense, scale), work)
-            if self.label_mass is not None and self.width:
-                dense_at_label = xp.take(self.dense[0, :], self.column)
-        if self.label_mass is not None and self.width:
+        if self.width:
+            column, chosen, target = self._paired_entry(ones, rest, mass)
             rows = xp.arange(grad.shape[0], device=array_api_compat.device(grad))
-            label_exp = xp.astype(self.exp[rows, self.column], xp.float64)
-            target = self.label_mass + dense_at_label
-            label_grad = ratio * ((label_exp - ones) - rest) + _times(xp, mass - target, scale)
-            grad[rows, self.column] = xp.where(self.inside, xp.astype(label_grad, work),
-                                               grad[rows, self.column])
-            grad[~self.kept, :] = 0.0
+            exp = xp.astype(self.exp[rows, column], xp.float64)
+            paired = ratio * ((exp - ones) - rest) + _times(xp, mass - target, scale)
+            grad[rows, column] = xp.where(chosen, xp.astype(paired, work), grad[rows, column])
+            if self.kept is not None:
+                grad[~self.kept, :] = 0.0
         return xp.astype(grad, dtype, copy=False)
+
+    def _paired_entry(self, ones, rest, mass):
+        """``(column, chosen, q w)`` per row: the column whose gradient entry :meth:`gradient`
+        writes in the paired form where ``chosen``, and its ``q w``. Against labels, the
+        label's column, where this shard holds it; against probabilities, the row's max
+        class, where this shard holds it, the row's sum of exponentials is below 2 (its
+        only logit at the max) and its mass ``S`` is finite (an infinite one makes the entry
+        inf or NaN either way, and the paired form's inf - inf NaN where the direct one is
+        inf)."""
+        xp = self.xp
+        if self.label_mass is not None:
+            dense = 0.0 if self.dense is None else xp.take(self.dense[0, :], self.column)
+            return self.column, self.inside, self.label_mass + dense
+        rows = xp.arange(self.logits.shape[0], device=array_api_compat.device(self.logits))
+        column = xp.argmax(self.logits, axis=1)
+        at_max = self.logits[rows, column] == xp.astype(self.shift, self.logits.dtype)
+        chosen = at_max & xp.isfinite(self.shift) & (ones + rest < 2.0) & xp.isfinite(mass)
+        return column, chosen, self.dense[rows, column]
 
 
 def row_max(logits):

@@ -250,14 +250,22 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
             // total_weight ((e_y - hi) - lo) / hi + (total_weight - q_y w_y): in a
             // confident row without smoothing (e_y = 1, hi near 1) the first difference
             // is exact and the second 0, where p_y total_weight - q_y w_y would cancel
-            // the digits away.
+            // the digits away. Against probabilities, the same for the max class of a row
+            // whose sum is below 2 (its only logit at the max) and whose target mass is
+            // finite: a one-hot or confident target's q_c is near 1 there too (an infinite
+            // mass makes the entry inf or NaN either way, and this form's inf - inf NaN).
+            const auto paired_grad = [&](double e, double target) {
+                return narrow<C>(inv_divisor * (total_weight * ((e - hi) - lo) / hi +
+                                                (total_weight - target)));
+            };
             C label_grad = 0;
             if (!PROBS && computed) {
                 const double label_exp = widen(fl_exp(z_label - row_max));
                 const double label_target = hard + (has_soft ? soft.at<false>(label, (C)0) : 0.0);
-                label_grad = narrow<C>(inv_divisor * (total_weight * ((label_exp - hi) - lo) / hi +
-                                                      (total_weight - label_target)));
+                label_grad = paired_grad(label_exp, label_target);
             }
+            const bool unique_max =
+                PROBS && at_max != 0.0 && hi < 2.0 && fabs(total_weight) < infinity<double>();
             for (i64 tile = 0; tile < tiles; ++tile) {
                 if (tiles > 1 && computed) {
                     Tiles::load(z_row, classes, tile, g, aligned, neg_inf, z);
@@ -273,7 +281,9 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                         const int j = i * pack + e;
                         const i64 c = start + e;
                         C grad = label_grad;
-                        if (c != label) {
+                        if (unique_max && z[j] == row_max) {
+                            grad = paired_grad(1.0, soft.at<true>(c, t[j]));
+                        } else if (c != label) {
                             // q_c w_c rounded once, so that it cancels p_c S exactly
                             // where the two agree.
                             const C target = has_soft && c < classes

@@ -273,25 +273,49 @@ def test_extreme_logits_across_class_chunks(dtype, label_smoothing):
     assert np.isfinite(grad).all()
 
 
+@pytest.mark.parametrize("targets", ["labels", "one-hot probabilities"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("classes, class_chunk", [(10, 3), (100, 40), (1000, 300)])
 def test_a_confident_rows_loss_and_label_gradient_keep_their_digits_across_class_chunks(
-        dtype, classes, class_chunk):
+        dtype, classes, class_chunk, targets):
     # As in memory (test_softmax_cross_entropy): each row's label holds its max logit, tied
     # in a third of the rows (in the same chunk or another), and its loss log(1 + s) and
     # label gradient -s / (1 + s) run from about 1e-26 to 0.5. Chunks that added s into
-    # the max's 1 kept them to an ulp of 1.
+    # the max's 1, or took a probability's gradient as p - q, kept them to an ulp of 1.
     rows = 256
     logits, labels, excess = confident_rows(rows, classes, dtype, seed=classes)
     chunks = (100, class_chunk)
+    target = labels
+    if targets == "one-hot probabilities":
+        target = np.zeros_like(logits)
+        target[np.arange(rows), labels] = 1
     loss, grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
-        da.from_array(logits, chunks=chunks), labels, reduction="none"))
+        da.from_array(logits, chunks=chunks), target, reduction="none"))
     _, sum_grad = dask.compute(*fl.softmax_cross_entropy_with_grad(
-        da.from_array(logits, chunks=chunks), labels, reduction="sum"))
+        da.from_array(logits, chunks=chunks), target, reduction="sum"))
 
     assert max_ulps(loss, np.log1p(excess), dtype) <= 6
     label_grad = sum_grad[np.arange(rows), labels]
     assert max_ulps(label_grad, -excess / (1 + excess), dtype) <= 6
+
+
+@pytest.mark.parametrize("chunks", [(2, 1), (2, 2)])
+def test_infinite_probability_target_across_class_chunks_is_inf_or_nan_as_in_memory(chunks):
+    # An infinite target mass on the max class, on another class, on a -inf logit, and
+    # against a -inf target: inf or NaN where the in-memory call (and PyTorch) has them,
+    # also on the max class of a row whose sum of exponentials is below 2.
+    inf = np.inf
+    logits = np.array([[5.0, 1.0, 1.0], [5.0, 1.0, 1.0], [5.0, 1.0, 1.0], [0.0, -inf, 1.0],
+                       [5.0, 1.0, 1.0]])
+    target = np.array([[inf, 0.0, 0.0], [0.1, inf, 0.2], [inf, inf, 0.0], [0.5, inf, 0.0],
+                       [inf, -inf, 0.0]])
+    want = fl.softmax_cross_entropy_with_grad(logits, target, reduction="none", backend="numpy")
+    got = dask.compute(*fl.softmax_cross_entropy_with_grad(
+        da.from_array(logits, chunks=chunks), da.from_array(target, chunks=chunks),
+        reduction="none"))
+    for got_part, want_part in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.isnan(got_part), np.isnan(want_part))
+        np.testing.assert_array_equal(np.isinf(got_part), np.isinf(want_part))
 
 
 @pytest.mark.parametrize("class_chunks", [(2, 0, 3), (0, 5), (2, 3, 0)],

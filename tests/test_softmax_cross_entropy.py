@@ -70,19 +70,26 @@ def test_matches_torch(backend, dtype, shape, reduction, targets, weighted, labe
 CONFIDENT_CLASSES = [2, 10, 100, 1000]
 
 
+@pytest.mark.parametrize("targets", ["labels", "one-hot probabilities"])
 @pytest.mark.parametrize("classes", CONFIDENT_CLASSES)
-def test_a_confident_rows_loss_and_label_gradient_keep_their_digits(backend, dtype, classes):
+def test_a_confident_rows_loss_and_label_gradient_keep_their_digits(backend, dtype, classes,
+                                                                     targets):
     # Each row's label holds its max logit, and its loss log(1 + s) and label gradient
     # -s / (1 + s) run from about 1e-26 to 0.5 (conftest.confident_rows). A sum of
     # exponentials rounded to an ulp of 1 kept them to 1e-16 absolute (float64: thousands
-    # of ulps off below 1e-12, 0 below 1e-16). Both within a few ulps of the exact values
-    # (numba's float64 exponentials are within two each).
+    # of ulps off below 1e-12, 0 below 1e-16), as did a gradient p - q with both near 1
+    # against probabilities. Both within a few ulps of the exact values (numba's float64
+    # exponentials are within two each).
     rows = 512
     logits, labels, excess = confident_rows(rows, classes, dtype, seed=classes)
+    target = labels
+    if targets == "one-hot probabilities":
+        target = np.zeros_like(logits)
+        target[np.arange(rows), labels] = 1
 
-    losses = fl.softmax_cross_entropy(to_backend(logits, backend), to_backend(labels, backend),
+    losses = fl.softmax_cross_entropy(to_backend(logits, backend), to_backend(target, backend),
                                       reduction="none", backend=backend)
-    _, grad = run(backend, logits, labels, reduction="sum")
+    _, grad = run(backend, logits, target, reduction="sum")
 
     assert max_ulps(losses, np.log1p(excess), dtype) <= 6
     label_grad = to_host(grad)[np.arange(rows), labels]
