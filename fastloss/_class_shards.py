@@ -21,15 +21,16 @@ the given probabilities; ``q = 0`` on an ignored row). For a per-row reference
 ``n``, ``r``, ``S`` and ``B`` are sums over classes, so they add across shards once
 they share ``M_i`` (:func:`rebase` moves a shard's sums to another reference). With
 the row maximum as reference every term of ``B`` is >= 0 for non-negative weights: the
-loss has no cancellation, whatever the logits' magnitude. ``s`` travels as ``(n, r)``
-for a confident row, whose max logit stands alone far above the rest: its ``s`` is
-``1 + r`` with ``r`` tiny, and ``r`` is its loss (``log1p(r)``) and its label's gradient
-(``-r / (1 + r)``, computed as ``((e_y - n) - r) S / s``); summed into the 1 it would
-keep only an ulp of 1 (a float64 loss of 1e-10 about 1e-6 off, one below 1e-16 zero),
-as the in-memory backends once did. A product with a zero
-factor is zero even against an infinite one (``0 log 0 = 0``: a zero target weight on
-a ``-inf`` logit adds nothing), and a shard whose logits are all ``-inf`` adds
-nothing to ``s``.
+loss has no cancellation, whatever the logits' magnitude. A product with a zero factor
+is zero even against an infinite one (``0 log 0 = 0``: a zero target weight on a
+``-inf`` logit adds nothing), and a shard whose logits are all ``-inf`` adds nothing to
+``s``.
+
+``s`` travels as ``(n, r)`` for a confident row, whose max logit stands alone far above
+the rest: its ``s`` is ``1 + r`` with ``r`` tiny, and ``r`` is its loss (``log1p(r)``)
+and its label's gradient (``-r / (1 + r)``, computed as ``((e_y - n) - r) S / s``);
+summed into the 1 it would keep only an ulp of 1 (a float64 loss of 1e-10 about 1e-6
+off, one below 1e-16 zero), as the in-memory backends once did.
 
 The code is written against the array API standard through ``array_api_compat``:
 the same functions run on NumPy and CuPy chunks and on PyTorch tensors on any

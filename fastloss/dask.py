@@ -25,9 +25,9 @@ Chunks.
     columns to four float64 numbers per row (the shifted sum of exp as its logits at the
     max and the rest, target mass, target gap; see ``fastloss._class_shards``); the
     numbers of a row block combine in one small task; each chunk then computes its
-    gradient from them. Only those ``(N,)``
-    vectors move between tasks, never the logits, and a chunk is read twice (statistics,
-    then gradient), so dask keeps it in memory in between.
+    gradient from them. Only those ``(N,)`` vectors move between tasks, never the logits,
+    and a chunk is read twice (statistics, then gradient), so dask keeps it in memory in
+    between.
     A ``"mean"`` over labels divides by the weight sum of the rows not ignored: a small
     task graph over ``target`` (and ``weight``) computes it before the chunk kernels.
     NLL, the multi-class hinge and the softmax entropy: any chunks; the classes are
