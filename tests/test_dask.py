@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import confident_rows, max_ulps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -282,6 +281,10 @@ def test_a_confident_rows_loss_and_label_gradient_keep_their_digits_across_class
     # in a third of the rows (in the same chunk or another), and its loss log(1 + s) and
     # label gradient -s / (1 + s) run from about 1e-26 to 0.5. Chunks that added s into
     # the max's 1, or took a probability's gradient as p - q, kept them to an ulp of 1.
+    # (Imported here: test_dask_cluster's lean workers import this module, and conftest
+    # loads numba.)
+    from conftest import confident_rows, max_ulps
+
     rows = 256
     logits, labels, excess = confident_rows(rows, classes, dtype, seed=classes)
     chunks = (100, class_chunk)
