@@ -37,6 +37,8 @@ __device__ __forceinline__ double quiet_nan() { return __longlong_as_double(0x7f
 
 __device__ __forceinline__ float fl_exp(float x) { return expf(x); }
 __device__ __forceinline__ double fl_exp(double x) { return exp(x); }
+__device__ __forceinline__ float fl_expm1(float x) { return expm1f(x); }
+__device__ __forceinline__ double fl_expm1(double x) { return expm1(x); }
 __device__ __forceinline__ float fl_max(float a, float b) { return fmaxf(a, b); }
 __device__ __forceinline__ double fl_max(double a, double b) { return fmax(a, b); }
 

@@ -44,7 +44,18 @@ def softmax_backward(p, g, out):
         out[...] = p * (g - (p * g).sum(axis=1, keepdims=True))
 
 
+# log p above this is p > 1/2: a row's only such class, its max.
+LOG_HALF = -0.6931471805599453
+
+
 def log_softmax_backward(logp, g, out):
-    g = g.astype(np.float64)
+    """g_c - p_c sum(g); for p_c > 1/2, where a confident row's max has p_c = 1 - r with r
+    small, as (g_c - sum(g)) - expm1(log p_c) sum(g): the exponential rounded to an ulp of
+    1 would keep r (NLL's gradient there, -r) only to 1e-16 absolute. A non-finite sum(g)
+    takes the first form (the second would give inf - inf)."""
+    logp, g = logp.astype(np.float64), g.astype(np.float64)
     with np.errstate(all="ignore"):
-        out[...] = g - np.exp(logp.astype(np.float64)) * g.sum(axis=1, keepdims=True)
+        total = g.sum(axis=1, keepdims=True)
+        confident = (logp > LOG_HALF) & np.isfinite(total)
+        out[...] = np.where(confident, (g - total) - np.expm1(logp) * total,
+                            g - np.exp(logp) * total)
