@@ -1066,15 +1066,20 @@ def _label_gradient(label_exp, exp_sum, exp_error, exp_scale, weight_sum, label_
 UNIQUE_MAX_SUM = 2.0
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _unique_max(exp_sum, weight_sum):
+    """Whether a probability row's max class entry is rewritten (the comment above)."""
+    return exp_sum < UNIQUE_MAX_SUM and np.isfinite(weight_sum)
+
+
 @njit(cache=True, error_model="numpy")
 def _top_class(exps, exp_sum, weight_sum):
     """The last class whose exponential in ``exps`` is 1 (the row's max; another only where
-    rounding makes it 1) where the row's sum of exponentials ``exp_sum`` is below
-    UNIQUE_MAX_SUM and its target mass ``weight_sum`` finite; else -1. A max over the
-    row, so that it vectorises (a search that stops at the first ran scalar: 1.3x the time
-    of a confident row at k = 1000)."""
+    rounding makes it 1) where _unique_max; else -1. A max over the row, so that it
+    vectorises (a search that stops at the first ran scalar: 1.3x the time of a confident
+    row at k = 1000)."""
     top = -1
-    if exp_sum < UNIQUE_MAX_SUM and np.isfinite(weight_sum):
+    if _unique_max(exp_sum, weight_sum):
         for c in range(exps.size):
             top = max(top, c if exps[c] == 1.0 else -1)
     return top
@@ -1609,12 +1614,12 @@ def _lanes_top_classes(tile, classes, exp_sum, weight_sum, top):
         for r in range(LANES):
             top[r] = np.int32(c) if tile[c * LANES + r] == 1.0 else top[r]
     for r in range(LANES):
-        top[r] = top[r] if exp_sum[r] < UNIQUE_MAX_SUM and np.isfinite(weight_sum[r]) else -1
+        top[r] = top[r] if _unique_max(exp_sum[r], weight_sum[r]) else -1
 
 
 @njit(cache=True, error_model="numpy")
-def _lanes_top_gradients(tile, classes, probs, weight, keep, smooth, grad_scale, exp_sum,
-                         exp_error, exp_scale, weight_sum, top, top_grad):
+def _lanes_top_gradients(tile, probs, weight, keep, smooth, grad_scale, exp_sum, exp_error,
+                         exp_scale, weight_sum, top, top_grad):
     """Each row's max class entry (top[r], _lanes_top_classes) of a gradient tile rewritten
     in _label_gradient's form; rows of top -1 keep theirs. Computed for every lane first,
     so that it vectorises (in the loop of the stores it ran scalar: twice the time of a
@@ -1670,7 +1675,7 @@ def _lanes_block(
     weight_sum, gap_sum, exp_sum = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
     exp_error = _stack_lanes(0.0)
     exp_scale, losses, lane_totals = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(0.0)
-    labels, top = _stack_lanes(np.int32(0)), _stack_lanes(np.int32(0))
+    labels, top, top_grad = _stack_lanes(np.int32(0)), _stack_lanes(np.int32(0)), _stack_lanes(flat)
     log_sum, label_weights = _stack_lanes(0.0), _stack_lanes(0.0)
     for r in range(LANES):
         lane_totals[r] = 0.0
@@ -1744,8 +1749,8 @@ def _lanes_block(
                         tile, classes, exp_scale, probs, weight, grad_scale * keep,
                         grad_scale * smooth,
                     )
-                _lanes_top_gradients(tile, classes, probs, weight, keep, smooth, grad_scale,
-                                     exp_sum, exp_error, exp_scale, weight_sum, top, picked)
+                _lanes_top_gradients(tile, probs, weight, keep, smooth, grad_scale, exp_sum,
+                                     exp_error, exp_scale, weight_sum, top, top_grad)
             _store_tile(tile, grad_flat, row * classes, count, classes, None)
         if labelled:
             # Each row's label entry (or an ignored row's zeros) is written after: selected
