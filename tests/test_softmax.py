@@ -125,16 +125,11 @@ def test_log_softmax_of_a_confident_row_keeps_its_digits(backend, dtype, classes
 
 
 @pytest.mark.parametrize("classes", [10, 32, 100, 1000])
-def test_log_softmax_backward_of_a_confident_row_keeps_its_digits(backend, dtype, classes,
-                                                                  request):
+def test_log_softmax_backward_of_a_confident_row_keeps_its_digits(backend, dtype, classes):
     # NLL's gradient through log-softmax: g = -1 at the max class, whose entry p - 1 =
     # expm1(log p) runs from about -1e-26 to -0.5 (conftest.confident_rows); an exponential
     # rounded to an ulp of 1 kept it to 1e-16 absolute. Every class within a few ulps of
     # the exact values of the given log-probabilities.
-    if backend == "numba":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="numba's log_softmax_backward keeps exp(log p) rounded to an "
-            "ulp of 1 (README, Numerics): its fix cost 1.5x the time at k <= 32"))
     rows = 512
     logits, top, excess = confident_rows(rows, classes, dtype, seed=classes)
     logp = (logits.astype(np.longdouble) - np.log1p(excess)[:, None]).astype(dtype)

@@ -17,13 +17,15 @@ from numba.extending import overload
 
 from fastloss.backends.numba import _kernel_copies as copies
 from fastloss.backends.numba import _small_calls as small
+from fastloss.backends.numba._vector_math import like
 from fastloss.backends.numba.softmax_cross_entropy import (
+    EXPM1_LOW,
     LANES,
     SERIAL_ELEMENTS,
     _borrow,
     _ce_lane_classes,
     _compensated,
-    _exp,
+    _exp_expm1,
     _fold_sum,
     _lane_add,
     _lanes_exp_sum,
@@ -109,11 +111,33 @@ def _softmax_row(z, out, log, next_z, next_out):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _confident_bound(total, logp):
+    """The least log p that _log_backward_entry takes in its confident form, in the
+    precision of the array ``logp``: NaN, which no log p reaches, where total is not finite (that
+    form would give inf - inf)."""
+    return logp.dtype.type(EXPM1_LOW if abs(total) < np.inf else np.nan)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _log_backward_entry(y, g, total, bound):
+    """g - p * total for y = log p; for p >= e**EXPM1_LOW (0.71), where a confident row's
+    max has p = 1 - r with r small, as (g - total) - expm1(log p) * total: the exponential
+    rounded to an ulp of 1 would keep r (NLL's gradient there, -r) only to 1e-16 absolute.
+    ``bound``: _confident_bound(total)."""
+    p, p_minus_one = _exp_expm1(y)
+    g = np.float64(g)
+    if (y >= bound) & (y <= like(y, 0.0)):
+        return (g - total) - np.float64(p_minus_one) * total
+    return g - np.float64(p) * total
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _backward_row(y, g, out, log):
     if log:  # y = log p: g - p * sum(g)
         total = _row_sum(g, None)
+        bound = _confident_bound(total, y)
         for c in range(y.size):
-            out[c] = np.float64(g[c]) - np.float64(_exp(y[c])) * total
+            out[c] = _log_backward_entry(y[c], g[c], total, bound)
     else:  # y = p: p * (g - sum(p * g))
         dot = _row_sum(y, g)
         for c in range(y.size):
@@ -168,7 +192,7 @@ def _lanes_backward(y, g, out, log, start, stop):
     classes = y.shape[1]
     y_flat, g_flat, out_flat = y.reshape(y.size), g.reshape(g.size), out.reshape(out.size)
     y_tile, g_tile = _stack_backward_tile(y_flat), _stack_backward_tile(y_flat)
-    total, total_error = _stack_lanes(0.0), _stack_lanes(0.0)
+    total, total_error, bound = _stack_lanes(0.0), _stack_lanes(0.0), _stack_lanes(y_flat)
     compensated = _compensated(y_tile)
     for row in range(start, stop, LANES):
         count = min(LANES, stop - row)
@@ -184,10 +208,11 @@ def _lanes_backward(y, g, out, log, start, stop):
                               compensated)
             for r in range(LANES):
                 total[r] += total_error[r]
+                bound[r] = _confident_bound(total[r], y_tile)
             for c in range(classes):
                 for r in range(LANES):
                     i = c * LANES + r
-                    g_tile[i] = np.float64(g_tile[i]) - np.float64(_exp(y_tile[i])) * total[r]
+                    g_tile[i] = _log_backward_entry(y_tile[i], g_tile[i], total[r], bound[r])
         else:  # y = p: p * (g - sum(p * g))
             for c in range(classes):
                 for r in range(LANES):

@@ -449,13 +449,19 @@ def _exp_float32(x):
     """
     # Comparisons are false for NaN, which therefore passes both clamps.
     x = _EXP_MAX if x > _EXP_MAX else x
-    mantissa, n = _exp_parts_float32(x)
-    # 2**n as two factors: mantissa * 2**half is exact, and the second
-    # product rounds once, also when the result is subnormal.
+    excess, n = _exp_parts_float32(x)
+    return _scaled_float32(excess, n)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _scaled_float32(excess, n):
+    """(1 + excess) * 2**n for n in [-150, 128]: 2**n as two factors, so that
+    (1 + excess) * 2**half is exact and the second product rounds once, also
+    when the result is subnormal."""
     half = n >> 1
     low = _bits_float(np.int32((half + 127) << 23))
     high = _bits_float(np.int32((n - half + 127) << 23))
-    return mantissa * low * high
+    return (excess + _ONE) * low * high
 
 
 # 2**-64: scales a product that is exact while normal into the subnormal range.
@@ -468,21 +474,20 @@ def _exp_nonpositive_float32(x):
     no upper clamp, and 2**n (n in [-150, 0]) applied as 2**(n + 64), an exact
     product, times 2**-64, which rounds once. Softmax exponentials z - max
     are never positive."""
-    mantissa, n = _exp_parts_float32(x)
-    return mantissa * _bits_float(np.int32((n + 64 + 127) << 23)) * _TWO_TO_MINUS_64
+    excess, n = _exp_parts_float32(x)
+    return (excess + _ONE) * _bits_float(np.int32((n + 64 + 127) << 23)) * _TWO_TO_MINUS_64
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _exp_parts_float32(x):
-    """(m, n) with exp(x) = m * 2**n, m within a rounding of e**r, |r| <=
+    """(m - 1, n) with exp(x) = m * 2**n, m - 1 within an ulp of expm1(r), |r| <=
     ln(2) / 2, for x clamped below at _EXP_MIN (NaN passes through)."""
     x = _EXP_MIN if x < _EXP_MIN else x
     shifted = _fma(x, _LOG2E, _ROUND)
     n_float = shifted - _ROUND
     r = _fma(n_float, _MINUS_LN2_LO, _fma(n_float, _MINUS_LN2_HI, x))
     poly = _fma(_fma(_fma(_fma(_fma(_P0, r, _P1), r, _P2), r, _P3), r, _P4), r, _P5)
-    mantissa = _fma(poly, r * r, r) + _ONE
-    return mantissa, _float_bits(shifted) - _ROUND_BITS
+    return _fma(poly, r * r, r), _float_bits(shifted) - _ROUND_BITS
 
 
 def _by_precision(float32_version, float64_version):
@@ -568,6 +573,20 @@ def _exp_nonpositive_float64(x):
     """e**x for float64 x <= 0 (and -inf, NaN) in arithmetic that LLVM vectorises (libm's
     is a call, which kept float64 softmax rows scalar: 5-10x float32's time), within two
     ulp; 0 below -745.2."""
+    excess, n = _exp_parts_float64(x)
+    return _scaled_nonpositive_float64(excess, n)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _scaled_nonpositive_float64(excess, n):
+    """(1 + excess) * 2**n for n in [-1077, 0], as 2**(n + 64), an exact product, times
+    2**-64, which rounds once, also to a subnormal result."""
+    return (excess + 1.0) * _bits_float((n + 64 + 1023) << 52) * 2.0**-64
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp_parts_float64(x):
+    """_exp_parts_float32 in float64, for x clamped below at _EXP64_MIN."""
     x = _EXP64_MIN if x < _EXP64_MIN else x  # NaN fails the comparison and passes
     shifted = _fma(x, _LOG2E64, _ROUND64)
     n_float = shifted - _ROUND64
@@ -575,11 +594,7 @@ def _exp_nonpositive_float64(x):
     poly = _INVERSE_FACTORIALS[0]
     for coefficient in _INVERSE_FACTORIALS[1:]:
         poly = _fma(poly, r, coefficient)
-    mantissa = _fma(poly, r * r, r) + 1.0
-    n = _float_bits(shifted) - _ROUND64_BITS
-    # 2**n (n in [-1077, 0]) as 2**(n + 64), an exact product, times 2**-64, which rounds
-    # once, also to a subnormal result.
-    return mantissa * _bits_float((n + 64 + 1023) << 52) * 2.0**-64
+    return _fma(poly, r * r, r), _float_bits(shifted) - _ROUND64_BITS
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -590,9 +605,28 @@ def _exp_float64(x):
     return small if x <= 0.0 else 1.0 / small  # NaN takes the second form, and stays NaN
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp_expm1_float32(x):
+    x = _EXP_MAX if x > _EXP_MAX else x
+    excess, n = _exp_parts_float32(x)
+    return _scaled_float32(excess, n), excess
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp_expm1_float64(x):
+    excess, n = _exp_parts_float64(-abs(x))
+    small = _scaled_nonpositive_float64(excess, n)
+    return (small if x <= 0.0 else 1.0 / small), excess
+
+
 # exp in the precision of x; _exp_nonpositive for x <= 0 (or NaN).
 _exp = _by_precision(_exp_float32, _exp_float64)
 _exp_nonpositive = _by_precision(_exp_nonpositive_float32, _exp_nonpositive_float64)
+# (e**x, m): e**x as _exp gives it, bit for bit, and for EXPM1_LOW <= x <= 0 (where the
+# reduction leaves x whole) m = e**x - 1 within an ulp, the polynomial itself, which no 1
+# has rounded (elsewhere m is not e**x - 1).
+EXPM1_LOW = -0.34
+_exp_expm1 = _by_precision(_exp_expm1_float32, _exp_expm1_float64)
 
 
 # --------------------------------------------- one row at a time (k > lane_classes)
