@@ -142,6 +142,21 @@ def test_log_softmax_backward_of_a_confident_row_keeps_its_digits(backend, dtype
     assert max_ulps(result, exact, dtype) <= 4
 
 
+@pytest.mark.parametrize("classes", [10, 40])
+def test_log_softmax_backward_of_any_input_is_pytorchs_formula(backend, dtype, classes):
+    # PyTorch's g - e^y sum(g) holds for any y, not only a log-softmax output: y around the
+    # forms' bound (log p near 0, as a confident row's max) and above 0 (p > 1), where
+    # taking the confident form past its range would be wrong.
+    rng = np.random.default_rng(classes)
+    y = rng.uniform(-1.0, 1.0, (64, classes)).astype(dtype)
+    g = rng.standard_normal((64, classes)).astype(dtype)
+    expected = _vjp_of_output("log_softmax_backward", y.astype(np.float64), g.astype(np.float64))
+    result = fl.log_softmax_backward(to_backend(y, backend), to_backend(g, backend),
+                                     backend=backend)
+    rtol, atol = _tolerance(dtype, expected)
+    np.testing.assert_allclose(to_host(result), expected, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("classes", [2, 40])
 def test_log_softmax_backward_of_an_infinite_gradient_is_pytorchs(backend, classes):
     # g - p sum(g) with sum(g) = inf: -inf at the max class (p > 1/2), NaN at the inf one,
