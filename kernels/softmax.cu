@@ -128,9 +128,8 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
         // Pass 1: this thread's max and sum (relative to that max) over tiles.
         C xs[FL_ROW_TILE];
         C ys[FL_ROW_TILE] = {};
-        C max = neg_inf;
-        double sum = 0.0;
-        double at_max = 0.0;  // the forward pair's logits equal to a finite max
+        MaxShare<C> share;  // at_max counts for the forward pair only
+        share.start();
         for (i64 tile = 0; tile < tiles; ++tile) {
             if (active) {
                 Tiles::load(x_row, classes, tile, g, aligned, neg_inf, xs);
@@ -142,11 +141,7 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
                 for (int j = 0; j < FL_ROW_TILE; ++j) {
                     if (active) tile_max = fl_max(tile_max, xs[j]);
                 }
-                if (tile_max > max) {
-                    sum = (sum + at_max) * widen(fl_exp(max - tile_max));
-                    at_max = 0.0;
-                    max = tile_max;
-                }
+                if (tile_max > share.max) share.rebase(tile_max);
             }
 #pragma unroll
             for (int i = 0; i < Tiles::per_thread; ++i) {
@@ -156,10 +151,8 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
                 for (int e = 0; e < pack; ++e) {
                     const int j = i * pack + e;
                     if (start + e >= classes) continue;
-                    if (Fn::shifted && xs[j] == max && max > neg_inf && max < infinity<C>()) {
-                        at_max += 1.0;
-                    } else {
-                        sum += Fn::term(xs[j], ys[j], max);
+                    if (!(Fn::shifted && xs[j] > neg_inf && share.count_at_max(xs[j]))) {
+                        share.rest += Fn::term(xs[j], ys[j], share.max);
                     }
                 }
             }
@@ -168,14 +161,12 @@ __device__ __forceinline__ void softmax_rows(const T* x, const T* y, T* out, i64
         // Combine the group: the common max first, then the sums relative to it.
         C row_max = neg_inf;
         if (Fn::shifted) {
-            row_max = narrow<C>(g.max(widen(max)));
-            if (row_max != max) {
-                sum = (sum + at_max) * widen(fl_exp(max - row_max));
-                at_max = 0.0;
-            }
+            row_max = narrow<C>(g.max(widen(share.max)));
+            if (row_max != share.max) share.rebase(row_max);
         }
-        const double ones = Fn::shifted ? g.sum(at_max) : 0.0;  // reductions in a fixed order
-        const ExpSum total = ExpSum::of(ones, g.sum(sum));
+        // Reductions in a fixed order.
+        const double ones = Fn::shifted ? g.sum(share.at_max) : 0.0;
+        const ExpSum total = ExpSum::of(ones, g.sum(share.rest));
         const typename Fn::Row fn(row_max, total);
 
         // Pass 2: the result, from registers for a one-tile row, else re-read.

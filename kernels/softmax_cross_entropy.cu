@@ -73,23 +73,15 @@ struct SoftTarget {
     }
 };
 
-// One thread's share of a row: running max m, sum of exp(z - m), and for the
-// soft target S = sum q w and B = sum q w (m - z). The logits equal to a finite m
-// (whose exponential is exactly 1) are counted in at_max, apart from sum_exp:
-// a confident row's sum of exponentials is 1 + s with s small, and s, which its
-// loss log(1 + s) and its label's gradient -s / (1 + s) are made of, would keep
-// only 1e-16 absolute in a sum taken whole (0 below that).
+// One thread's share of a row: its MaxShare of the sum of exp(z - m) and, for
+// the soft target, S = sum q w and B = sum q w (m - z).
 template <typename C> struct RowState {
-    C max;
-    double sum_exp;
-    double at_max;
+    MaxShare<C> share;
     double soft_weight;
     double soft_gap;
 
     __device__ __forceinline__ void start() {
-        max = -infinity<C>();
-        sum_exp = 0.0;
-        at_max = 0.0;
+        share.start();
         soft_weight = 0.0;
         soft_gap = 0.0;
     }
@@ -97,20 +89,14 @@ template <typename C> struct RowState {
     // Adds exp(z - max) for a logit z of the row (max already at least z).
     __device__ __forceinline__ void add(C z) {
         if (z == -infinity<C>()) return;  // exp(-inf - m) is 0 even while m is still -inf
-        if (z == max && z < infinity<C>()) {
-            at_max += 1.0;
-        } else {
-            sum_exp += widen(fl_exp(z - max));
-        }
+        if (!share.count_at_max(z)) share.rest += widen(fl_exp(z - share.max));
     }
 
     // Moves the reference point to new_max >= max (equal when both are -inf).
     __device__ __forceinline__ void rebase(C new_max) {
-        if (new_max == max) return;
-        sum_exp = (sum_exp + at_max) * widen(fl_exp(max - new_max));
-        at_max = 0.0;
-        if (soft_weight != 0.0) soft_gap += soft_weight * (widen(new_max) - widen(max));
-        max = new_max;
+        if (new_max == share.max) return;
+        if (soft_weight != 0.0) soft_gap += soft_weight * (widen(new_max) - widen(share.max));
+        share.rebase(new_max);
     }
 };
 
@@ -192,7 +178,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
             C tile_max = neg_inf;
 #pragma unroll
             for (int j = 0; j < FL_ROW_TILE; ++j) tile_max = fl_max(tile_max, z[j]);
-            if (tile_max > st.max) st.rebase(tile_max);
+            if (tile_max > st.share.max) st.rebase(tile_max);
 #pragma unroll
             for (int i = 0; i < Tiles::per_thread; ++i) {
                 const i64 start = Tiles::first(tile, i, g);
@@ -210,7 +196,7 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
                         // No term for a class of no mass, nor for one at the running max (a
                         // later rebase adds its gap), even under an infinite weight.
                         const double gap =
-                            vanishes ? infinity<double>() : widen(st.max) - widen(z[j]);
+                            vanishes ? infinity<double>() : widen(st.share.max) - widen(z[j]);
                         if (qw != 0.0 && gap != 0.0) st.soft_gap += qw * gap;
                     }
                 }
@@ -218,10 +204,10 @@ __device__ __forceinline__ void softmax_cross_entropy_rows(
         }
 
         // Combine the group: common max first, then sums relative to it.
-        const C row_max = narrow<C>(g.max(widen(st.max)));
+        const C row_max = narrow<C>(g.max(widen(st.share.max)));
         st.rebase(row_max);
-        const double at_max = g.sum(st.at_max);  // the group's reductions in a fixed order
-        const ExpSum exp_sum = ExpSum::of(at_max, g.sum(st.sum_exp));
+        const double at_max = g.sum(st.share.at_max);  // the group's reductions in a fixed order
+        const ExpSum exp_sum = ExpSum::of(at_max, g.sum(st.share.rest));
         const double hi = exp_sum.hi;
         const double lo = exp_sum.lo;
         double soft_weight = 0.0;

@@ -43,41 +43,35 @@
 
 namespace fl {
 
-// One thread's share of a row: running max m, s = sum exp(z - m) and
-// u = sum exp(z - m) (m - z), both in double. The logits equal to a finite m
-// (exponential exactly 1, no term of u) are counted in at_max, apart from sum,
-// as in cross-entropy: a confident row's s = 1 + e then keeps e's digits, which
-// its entropy log s + u / s is made of.
+// One thread's share of a row: its MaxShare of s = sum exp(z - m), and
+// u = sum exp(z - m) (m - z) in double (a logit counted at the max has no term
+// of u), so that a confident row's s = 1 + e keeps e's digits, which its
+// entropy log s + u / s is made of.
 template <typename C> struct EntropyState {
-    C max;
-    double sum;
-    double at_max;
+    MaxShare<C> share;
     double gap;
 
     // Adds a logit's terms (max already at least z; z not -inf).
     __device__ __forceinline__ void add(C z) {
-        if (z == max && z < infinity<C>()) {
-            at_max += 1.0;
-            return;
-        }
-        const C d = z - max;
+        if (share.count_at_max(z)) return;
+        const C d = z - share.max;
         const double ex = widen(fl_exp(d));
-        sum += ex;
+        share.rest += ex;
         if (ex != 0.0) gap -= ex * widen(d);
     }
 
     // Moves the reference point to new_max > max. A share with s = 0 (only
     // -inf so far) stays 0; a NaN share stays NaN.
     __device__ __forceinline__ void rebase(C new_max) {
-        const double total = sum + at_max;
-        if (total != 0.0) {
-            const double f = widen(fl_exp(max - new_max));
-            // f = 0: the old terms vanish, and M - m may overflow to inf (0 * inf).
-            gap = f == 0.0 ? 0.0 : f * (gap + total * (widen(new_max) - widen(max)));
-            sum = total * f;
-            at_max = 0.0;
+        const double total = share.rest + share.at_max;
+        if (total == 0.0) {
+            share.max = new_max;
+            return;
         }
-        max = new_max;
+        const double f = widen(fl_exp(share.max - new_max));  // share.rebase's own
+        // f = 0: the old terms vanish, and M - m may overflow to inf (0 * inf).
+        gap = f == 0.0 ? 0.0 : f * (gap + total * (widen(new_max) - widen(share.max)));
+        share.rebase(new_max);
     }
 };
 
@@ -118,9 +112,7 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
         // Pass 1: online max and sums over tiles; a single tile stays in registers.
         C z[FL_ROW_TILE];
         EntropyState<C> st;
-        st.max = neg_inf;
-        st.sum = 0.0;
-        st.at_max = 0.0;
+        st.share.start();
         st.gap = 0.0;
         for (i64 tile = 0; tile < tiles; ++tile) {
             if (active) {
@@ -132,7 +124,7 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
             C tile_max = neg_inf;
 #pragma unroll
             for (int j = 0; j < FL_ROW_TILE; ++j) tile_max = fl_max(tile_max, z[j]);
-            if (tile_max > st.max) st.rebase(tile_max);
+            if (tile_max > st.share.max) st.rebase(tile_max);
 #pragma unroll
             for (int i = 0; i < Tiles::per_thread; ++i) {
                 const i64 start = Tiles::first(tile, i, g);
@@ -147,10 +139,10 @@ __device__ __forceinline__ void softmax_entropy_rows(const T* logits, T* grad_ou
         }
 
         // Combine the group: the common max first, then the sums relative to it.
-        const C row_max = narrow<C>(g.max(widen(st.max)));
-        if (row_max > st.max) st.rebase(row_max);
-        const double ones = g.sum(st.at_max);  // the group's reductions in a fixed order
-        const ExpSum exp_sum = ExpSum::of(ones, g.sum(st.sum));
+        const C row_max = narrow<C>(g.max(widen(st.share.max)));
+        if (row_max > st.share.max) st.rebase(row_max);
+        const double ones = g.sum(st.share.at_max);  // the group's reductions in a fixed order
+        const ExpSum exp_sum = ExpSum::of(ones, g.sum(st.share.rest));
         const double gap = g.sum(st.gap);
         const double sum = exp_sum.hi;
         const double log_sum = exp_sum.log_sum();

@@ -99,6 +99,40 @@ struct ExpSum {
     __device__ __forceinline__ double log_sum() const { return log(hi) + lo / hi; }
 };
 
+// A thread's share of a row's sum of exponentials relative to its running max:
+// the logits equal to a finite max (exponential exactly 1) are counted in at_max,
+// apart from the sum of the others, `rest`, so that the group's ExpSum keeps a
+// confident row's s. The kernels' row states build on it.
+template <typename C> struct MaxShare {
+    C max;
+    double rest;
+    double at_max;
+
+    __device__ __forceinline__ void start() {
+        max = -infinity<C>();
+        rest = 0.0;
+        at_max = 0.0;
+    }
+
+    // Counts z (not -inf; max already at least z) if it is the max and finite;
+    // otherwise false, and its term belongs to rest.
+    __device__ __forceinline__ bool count_at_max(C z) {
+        const bool at = z == max && z < infinity<C>();
+        if (at) at_max += 1.0;
+        return at;
+    }
+
+    // Moves the reference point to new_max > max: the count joins rest, and rest
+    // scales by the returned exp(max - new_max).
+    __device__ __forceinline__ double rebase(C new_max) {
+        const double f = widen(fl_exp(max - new_max));
+        rest = (rest + at_max) * f;
+        at_max = 0.0;
+        max = new_max;
+        return f;
+    }
+};
+
 // The block's partial of its row losses, written by thread 0 to
 // partials[blockIdx.x]: each group's `loss_sum` (held by its rank 0, already in
 // row order), added in group index order. Every thread of the block calls it
