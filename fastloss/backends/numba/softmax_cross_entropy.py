@@ -447,10 +447,7 @@ def _exp_float32(x):
     correctly rounded value. exp(0) == 1, exp(-inf) == 0, exp(+inf) == inf,
     NaN -> NaN.
     """
-    # Comparisons are false for NaN, which therefore passes both clamps.
-    x = _EXP_MAX if x > _EXP_MAX else x
-    excess, n = _exp_parts_float32(x)
-    return _scaled_float32(excess, n)
+    return _exp_expm1_float32(x)[0]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -601,12 +598,12 @@ def _exp_parts_float64(x):
 def _exp_float64(x):
     """e**x for any float64 x: exp_nonpositive of -|x|, inverted for x > 0 (within
     four ulp up to 709, about five above, where e**-x is subnormal; inf above 709.8)."""
-    small = _exp_nonpositive_float64(-abs(x))
-    return small if x <= 0.0 else 1.0 / small  # NaN takes the second form, and stays NaN
+    return _exp_expm1_float64(x)[0]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _exp_expm1_float32(x):
+    # Comparisons are false for NaN, which therefore passes both clamps.
     x = _EXP_MAX if x > _EXP_MAX else x
     excess, n = _exp_parts_float32(x)
     return _scaled_float32(excess, n), excess
@@ -616,6 +613,7 @@ def _exp_expm1_float32(x):
 def _exp_expm1_float64(x):
     excess, n = _exp_parts_float64(-abs(x))
     small = _scaled_nonpositive_float64(excess, n)
+    # NaN takes the second form, and stays NaN.
     return (small if x <= 0.0 else 1.0 / small), excess
 
 
